@@ -1,0 +1,1 @@
+"""hsi_xai_node: explainable perception for snapshot-mosaic hyperspectral cameras."""

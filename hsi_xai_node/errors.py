@@ -1,0 +1,18 @@
+"""Errors raised for bad input anywhere in the pipeline.
+
+They subclass ValueError so callers that only care about "bad input" can catch one
+thing; the transports (node, replay) catch `InputError` to count and report a bad
+frame and move on to the next one.
+"""
+
+
+class InputError(ValueError):
+    """Base class: the input (a file, a frame, a parameter) is unusable as given."""
+
+
+class CalibrationError(InputError):
+    """A calibration file or sensor profile is malformed, truncated or inconsistent."""
+
+
+class FrameError(InputError):
+    """A raw or reference frame does not match the sensor (size, dtype, values)."""

@@ -1,0 +1,1 @@
+"""Sensor front end: calibration profiles, demosaicing and radiometry."""

@@ -1,0 +1,41 @@
+"""ament_python package: builds with colcon on a ROS machine and installs with pip anywhere."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "hsi_xai_node"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="Explainable hyperspectral/multispectral perception node (ROS 2, TensorRT, ONNX)",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=[PACKAGE, PACKAGE + ".*"]),
+    package_data={PACKAGE: ["sensor/data/*.xml", "sensor/data/*.txt"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
+        ("share/" + PACKAGE, ["package.xml"]),
+        ("share/" + PACKAGE + "/launch", glob("launch/*.py")),
+        ("share/" + PACKAGE + "/config", glob("config/*.yaml") + glob("config/*.rviz")),
+        ("share/" + PACKAGE + "/models", glob("models/*.onnx") + glob("models/*.json")),
+    ],
+    install_requires=[
+        "numpy>=1.24",
+        "opencv-python-headless>=4.8",
+    ],
+    extras_require={
+        # Tests (ONNX/ROS parts of the suite skip with a reason when their extras are absent).
+        "test": ["pytest>=7", "pytest-xdist>=3"],
+        # Training and ONNX export only; the runtime never imports torch.
+        "train": ["torch==2.13.0"],
+        # GPU runtime on a vehicle (Jetson images ship these from JetPack instead).
+        "gpu": ["onnxruntime-gpu", "tensorrt>=10", "pycuda"],
+        # rclpy as third-party wheels, for the ROS tests on machines without a ROS install.
+        "ros": ["ros-jazzy-rclpy[fastrtps]", "ros-jazzy-sensor-msgs", "ros-jazzy-std-msgs",
+                "ros-jazzy-diagnostic-msgs"],
+    },
+    zip_safe=False,
+    entry_points={"console_scripts": ["hsi-xai = hsi_xai_node.cli:main"]},
+)
