@@ -36,6 +36,7 @@ class FrontEndConfig:
     median_ksize: int = 0  # 0 = off; 3 or 5 (HSI-Drive median-filters its cubes)
     correction: str | None = None  # name of a profile correction matrix, or None
     bands: Sequence[float] | str | None = "all"  # see radiometry.select_bands
+    band_tolerance_nm: float = 2.0  # how far a requested wavelength may be from a band's peak
     normalise: bool = True  # per-pixel normalisation (PN)
     saturation_bit_depth: int | None = None  # None: the profile's bit depth
 
@@ -150,7 +151,7 @@ class FrontEnd:
             cube = cube.with_data(np.stack([cv2.medianBlur(plane, cfg.median_ksize) for plane in cube.data]))
         if cfg.correction is not None:
             cube = apply_correction(cube, self.profile.correction(cfg.correction))
-        cube = select_bands(cube, cfg.bands)
+        cube = select_bands(cube, cfg.bands, cfg.band_tolerance_nm)
         if cfg.normalise:
             cube = per_pixel_normalise(cube)
         return FrontEndResult(cube=cube, saturated=saturated, _reflectance=refl)

@@ -1,0 +1,95 @@
+"""The front-end stage: fused path equals the composed functions; bad input is named."""
+
+import cv2
+import numpy as np
+import pytest
+
+from hsi_xai_node.errors import CalibrationError, FrameError, InputError
+from hsi_xai_node.sensor import demosaic as dm, radiometry as rm
+from hsi_xai_node.sensor.calibration import load_profile
+from hsi_xai_node.sensor.frontend import FrontEnd, FrontEndConfig
+from test.sensor.profiles import small_profile
+
+
+def _frames(p, seed=0):
+    rng = np.random.default_rng(seed)
+    top = (1 << p.bit_depth) - 1
+    dark = rng.integers(10, 40, p.frame_shape).astype(np.uint16)
+    white = rng.integers(top // 2, top - 50, p.frame_shape).astype(np.uint16)
+    raw = rng.integers(0, top + 1, p.frame_shape).astype(np.uint16)
+    return raw, dark, white
+
+
+@pytest.mark.parametrize("profile", ["hsi-drive", "imec-600-875+flip", "small"])
+@pytest.mark.parametrize("normalise", [True, False])
+def test_fused_path_equals_composed_functions(profile, normalise):
+    if profile == "small":
+        p = small_profile()
+    elif profile.endswith("+flip"):
+        p = load_profile(profile[:-5], flip_vertical=True)
+    else:
+        p = load_profile(profile)
+    raw, dark, white = _frames(p)
+    out = FrontEnd(p, dark, white, FrontEndConfig(normalise=normalise)).process(raw)
+    refl = rm.reflectance(dm.subsample(raw, p), dm.subsample(dark, p), dm.subsample(white, p))
+    expected = rm.per_pixel_normalise(refl) if normalise else refl
+    np.testing.assert_allclose(out.cube.data, expected.data, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(out.reflectance.data, refl.data, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(out.saturated, rm.saturation_mask(dm.subsample(raw, p), p.bit_depth))
+    np.testing.assert_array_equal(out.cube.band_indices, np.arange(p.n_bands))
+
+
+def test_unfused_options_match_composed_functions(imec_v1):
+    p = imec_v1
+    _, dark, white = _frames(p, 1)
+    # a realistic frame (reflectance 0.4-0.6): uniform noise through a matrix of condition 4e5
+    # would make the corrected PN sums cancel to ~0 and amplify float rounding
+    rng = np.random.default_rng(5)
+    raw = (dark + rng.uniform(0.4, 0.6, p.frame_shape) * (white.astype(float) - dark)).astype(np.uint16)
+    bands = [700.0, 806.0, 900.0]  # nearest virtual bands: 701.61, 805.87, 901.13 nm
+    cfg = FrontEndConfig(median_ksize=3, correction="hsi", bands=bands, band_tolerance_nm=2.0, normalise=True)
+    out = FrontEnd(p, dark, white, cfg).process(raw).cube
+    refl = rm.reflectance(dm.subsample(raw, p), dm.subsample(dark, p), dm.subsample(white, p))
+    med = refl.with_data(np.stack([cv2.medianBlur(b, 3) for b in refl.data]))
+    sub = rm.select_bands(rm.apply_correction(med, p.correction("hsi")), bands, tolerance_nm=2.0)
+    expected = rm.per_pixel_normalise(sub)
+    assert out.shape == (3, 217, 409)
+    np.testing.assert_allclose(out.data, expected.data, rtol=1e-5, atol=1e-7)
+
+
+def test_without_references_scales_by_bit_depth(hsi_drive):
+    raw = np.full(hsi_drive.frame_shape, 1023, np.uint16)
+    out = FrontEnd(hsi_drive, config=FrontEndConfig(normalise=False)).process(raw)
+    np.testing.assert_allclose(out.cube.data, 1.0)
+    assert out.saturated.all()
+
+
+def test_bilinear_white_frame_is_reflectance_one(hsi_drive):
+    _, dark, white = _frames(hsi_drive, 2)
+    out = FrontEnd(hsi_drive, dark, white, FrontEndConfig(demosaic="bilinear", normalise=False)).process(white)
+    assert out.cube.shape == (25, 1080, 2045)
+    np.testing.assert_allclose(out.cube.data, 1.0, rtol=1e-5)
+
+
+def test_bad_frames_and_references(hsi_drive):
+    raw, dark, white = _frames(hsi_drive)
+    fe = FrontEnd(hsi_drive, dark, white)
+    with pytest.raises(FrameError, match="frame is 1080x2048"):
+        fe.process(raw[:1080])
+    with pytest.raises(FrameError, match="dtype int32"):
+        fe.process(raw.astype(np.int32))
+    with pytest.raises(FrameError, match="dark reference frame: frame is 1088x2040"):
+        FrontEnd(hsi_drive, dark[:, :2040], white)
+    with pytest.raises(FrameError, match="not brighter than the dark reference"):
+        FrontEnd(hsi_drive, white, dark)
+    with pytest.raises(InputError, match="both a dark and a white"):
+        FrontEnd(hsi_drive, dark, None)
+
+
+def test_bad_config(hsi_drive):
+    with pytest.raises(InputError, match="demosaic method 'ppid' unknown"):
+        FrontEnd(hsi_drive, config=FrontEndConfig(demosaic="ppid"))
+    with pytest.raises(InputError, match="median_ksize must be"):
+        FrontEnd(hsi_drive, config=FrontEndConfig(median_ksize=4))
+    with pytest.raises(CalibrationError, match="has no spectral correction matrix"):
+        FrontEnd(hsi_drive, config=FrontEndConfig(correction="hsi"))
