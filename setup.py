@@ -27,7 +27,7 @@ setup(
     ],
     extras_require={
         # Tests (ONNX/ROS parts of the suite skip with a reason when their extras are absent).
-        "test": ["pytest>=7", "pytest-xdist>=3"],
+        "test": ["pytest>=7", "pytest-xdist>=3", "setuptools>=64", "wheel"],  # the last two: wheel test
         # Training and ONNX export only; the runtime never imports torch.
         "train": ["torch==2.13.0"],
         # GPU runtime on a vehicle (Jetson images ship these from JetPack instead).
