@@ -24,6 +24,7 @@ setup(
     install_requires=[
         "numpy>=1.24",
         "opencv-python-headless>=4.8",
+        "matplotlib>=3.7",  # demo and report plots (imported only there)
     ],
     extras_require={
         # Tests (ONNX/ROS parts of the suite skip with a reason when their extras are absent).

@@ -1,0 +1,64 @@
+"""Class tables: HSI-Drive's 5-class segmentation set and the multispectral detection set.
+
+Segmentation ids are HSI-Drive's (0 is unlabelled); detection ids follow the
+Multispectral Object Detection dataset (Takumi 2017) in alphabetical order. Colours are
+BGR, ready for OpenCV and ROS `bgr8` images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    id: int
+    name: str
+    bgr: tuple[int, int, int]
+
+
+SEGMENTATION_CLASSES: tuple[ClassInfo, ...] = (
+    ClassInfo(0, "unlabelled", (0, 0, 0)),
+    ClassInfo(1, "road", (128, 64, 128)),
+    ClassInfo(2, "road_marks", (255, 255, 255)),
+    ClassInfo(3, "vegetation", (35, 142, 107)),
+    ClassInfo(4, "sky", (180, 130, 70)),
+    ClassInfo(5, "other", (0, 170, 250)),
+)
+UNLABELLED, ROAD, ROAD_MARKS, VEGETATION, SKY, OTHER = range(6)
+
+DETECTION_CLASSES: tuple[ClassInfo, ...] = (
+    ClassInfo(0, "bike", (255, 128, 0)),
+    ClassInfo(1, "car", (0, 0, 255)),
+    ClassInfo(2, "car_stop", (255, 0, 255)),
+    ClassInfo(3, "color_cone", (0, 128, 255)),
+    ClassInfo(4, "person", (0, 255, 0)),
+)
+BIKE, CAR, CAR_STOP, COLOR_CONE, PERSON = range(5)
+
+
+def class_id(name: str, classes: tuple[ClassInfo, ...] = SEGMENTATION_CLASSES) -> int:
+    """Id of a class by name."""
+    for c in classes:
+        if c.name == name:
+            return c.id
+    raise KeyError(f"no class {name!r}; known: {[c.name for c in classes]}")
+
+
+def palette(classes: tuple[ClassInfo, ...] = SEGMENTATION_CLASSES) -> np.ndarray:
+    """(256, 3) uint8 BGR lookup table; ids without a class are black."""
+    lut = np.zeros((256, 3), np.uint8)
+    for c in classes:
+        lut[c.id] = c.bgr
+    return lut
+
+
+_SEGMENTATION_PALETTE = palette()
+
+
+def colourise(labels: np.ndarray, classes: tuple[ClassInfo, ...] = SEGMENTATION_CLASSES) -> np.ndarray:
+    """A label map (h, w) of class ids as a (h, w, 3) uint8 BGR image."""
+    lut = _SEGMENTATION_PALETTE if classes is SEGMENTATION_CLASSES else palette(classes)
+    return lut[np.asarray(labels, dtype=np.uint8)]
