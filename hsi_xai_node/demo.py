@@ -45,10 +45,11 @@ def thermal_to_mono8(image: np.ndarray) -> np.ndarray:
     return np.clip((image.astype(np.float32) - lo) * (255.0 / max(hi - lo, 1.0)), 0, 255).astype(np.uint8)
 
 
-def raw_zoom(raw: np.ndarray, bit_depth: int, scale: int = 3) -> np.ndarray:
-    """A nearest-neighbour enlargement of a raw patch, so the 5x5 mosaic pattern is visible."""
-    patch = raw[RAW_ZOOM].astype(np.float32) * (255.0 / ((1 << bit_depth) - 1))
-    patch = np.clip(patch, 0, 255).astype(np.uint8)
+def raw_zoom(raw: np.ndarray, scale: int = 2) -> np.ndarray:
+    """A stretched, nearest-neighbour enlargement of a raw patch: the mosaic pattern shows."""
+    patch = raw[RAW_ZOOM].astype(np.float32)
+    lo, hi = np.percentile(patch, (1, 99))
+    patch = np.clip((patch - lo) * (255.0 / max(hi - lo, 1.0)), 0, 255).astype(np.uint8)
     return cv2.resize(patch, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
 
 
@@ -118,7 +119,7 @@ def run_demo(out_dir: str | Path, profile_name: str = "hsi-drive", seed: int = 7
             "false colour (850 / 732 / 564 nm)": false_colour(result.reflectance, FALSE_COLOUR_NM),
             "ground truth": colourise(frame.labels),
             "sun (white) / shadow (black)": (np.clip(frame.sun, 0, 1) * 255).astype(np.uint8),
-            "raw mosaic, 100x100 px zoom": raw_zoom(frame.raw, profile.bit_depth),
+            "raw mosaic, 100x100 px zoom": raw_zoom(frame.raw),
         }
         for name, cam in frame.cameras.items():
             img = cam.image if cam.encoding in ("bgr8", "mono8") else thermal_to_mono8(cam.image)
@@ -163,8 +164,9 @@ def _write_html(path: Path, s: DemoSummary, rows) -> None:
              "<img src='spectra_reflectance.png' style='max-width:640px;display:inline'>"
              "<img src='spectra_pn.png' style='max-width:640px;display:inline'>",
              "<h2>Frames</h2><table>"]
+    t0 = rows[0][0].stamp_ns if rows else 0
     for frame, cells in rows:
-        parts.append(f"<tr><td><b>frame {frame.index}</b><br>t = {frame.stamp_ns / 1e9:.2f} s<br>"
+        parts.append(f"<tr><td><b>frame {frame.index}</b><br>t = {(frame.stamp_ns - t0) / 1e9:.2f} s<br>"
                      f"{len(frame.objects)} objects</td>")
         parts.extend(f"<td><img src='{e(rel)}' alt='{e(caption)}'>{e(caption)}</td>" for caption, rel in cells)
         parts.append("</tr>")
