@@ -25,10 +25,13 @@ setup(
         "numpy>=1.24",
         "opencv-python-headless>=4.8",
         "matplotlib>=3.7",  # demo and report plots (imported only there)
+        "onnx>=1.16",
+        "onnxruntime>=1.18",
     ],
     extras_require={
         # Tests (ONNX/ROS parts of the suite skip with a reason when their extras are absent).
-        "test": ["pytest>=7", "pytest-xdist>=3", "setuptools>=64", "wheel"],  # the last two: wheel test
+        # torch: the reference the ONNX graphs are checked against (CPU build, never a runtime import).
+        "test": ["pytest>=7", "pytest-xdist>=3", "setuptools>=64", "wheel", "torch==2.13.0"],
         # Training and ONNX export only; the runtime never imports torch.
         "train": ["torch==2.13.0"],
         # GPU runtime on a vehicle (Jetson images ship these from JetPack instead).

@@ -2,6 +2,7 @@
 
     hsi-xai profiles [NAME_OR_XML]   list sensor profiles, or describe one
     hsi-xai demo [--out DIR]         generated drive -> front end -> images + HTML page
+    hsi-xai train-segmentation       train, evaluate and export the U-Nets (needs torch)
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=_cmd_profiles)
     from .demo import add_demo_parser
     add_demo_parser(sub)
+    from .training.cli import add_parser as add_train_parser
+    add_train_parser(sub)
     return ap
 
 

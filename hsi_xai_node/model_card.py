@@ -1,0 +1,222 @@
+"""Model cards and the model loader: an ONNX file is only used together with its card.
+
+A card (`<model>.json` beside `<model>.onnx`) says what the model expects and gives:
+classes (channel -> id, name, colour), the input (tensor name, shape, bands by
+wavelength, normalisation, scale, where the model's window sits in the cube), the
+sensor profile it was trained for, the tensor names explanations target, how it was
+trained and what it measured, and the file's SHA-256.
+
+`load_model` opens both, checks the card against the graph (tensor names and shapes,
+band and class counts), the file against its hash, and the card against the sensor
+profile in use (bands present, window inside the cube), and fails with a `ModelError`
+naming the problem. Only `onnx` is needed here; sessions are made by the runtime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .sensor.calibration import SensorProfile
+from .sensor.frontend import FrontEndConfig
+
+CARD_SCHEMA = "hsi_xai_node/model-card/1"
+
+
+class ModelError(InputError):
+    """A model file or its card is missing, corrupt, or does not fit the graph or sensor."""
+
+
+@dataclass(frozen=True)
+class ClassSpec:
+    channel: int  # logits channel
+    id: int  # label id written to the class mask (0 stays "unlabelled")
+    name: str
+    bgr: tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    tensor: str
+    shape: tuple[int, ...]  # (1, bands, height, width)
+    bands_nm: tuple[float, ...]  # in model channel order
+    normalise: str  # "pn" (per-pixel normalisation) or "none"
+    scale: float  # model input = scale * (PN or reflectance)
+    crop_top: int  # the model window inside the sub-sampled cube
+    crop_left: int
+    demosaic: str = "subsample"
+    band_tolerance_nm: float = 2.0
+
+    @property
+    def height(self) -> int:
+        return self.shape[2]
+
+    @property
+    def width(self) -> int:
+        return self.shape[3]
+
+
+@dataclass
+class ModelCard:
+    name: str
+    task: str  # "segmentation" (detection cards come with the detector)
+    file: str
+    sha256: str
+    sensor_profile: str
+    input: InputSpec
+    classes: tuple[ClassSpec, ...]
+    logits: str  # output tensor name
+    layers: dict[str, str]  # role or block name -> tensor name, e.g. "penultimate": "dec1"
+    architecture: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    schema: str = CARD_SCHEMA
+
+    # --- (de)serialisation --------------------------------------------------------------
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "card") -> "ModelCard":
+        try:
+            if d.get("schema") != CARD_SCHEMA:
+                raise ModelError(f"{source}: schema {d.get('schema')!r} is not {CARD_SCHEMA!r}")
+            inp = dict(d["input"])
+            inp["shape"] = tuple(int(v) for v in inp["shape"])
+            inp["bands_nm"] = tuple(float(v) for v in inp["bands_nm"])
+            classes = tuple(ClassSpec(int(c["channel"]), int(c["id"]), str(c["name"]), tuple(c["bgr"]))
+                            for c in d["classes"])
+            return cls(name=d["name"], task=d["task"], file=d["file"], sha256=d["sha256"],
+                       sensor_profile=d["sensor_profile"], input=InputSpec(**inp), classes=classes,
+                       logits=d["logits"], layers=dict(d["layers"]), architecture=d.get("architecture", {}),
+                       training=d.get("training", {}), metrics=d.get("metrics", {}))
+        except ModelError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{source}: malformed model card ({type(exc).__name__}: {exc})") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelCard":
+        path = Path(path)
+        if not path.is_file():
+            raise ModelError(f"model card {path}: no such file")
+        try:
+            d = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ModelError(f"model card {path}: not valid JSON ({exc})") from None
+        return cls.from_dict(d, f"model card {path}")
+
+    # --- what the card means for the pipeline ----------------------------------------------
+    def frontend_config(self) -> FrontEndConfig:
+        """The front-end options that produce this model's bands and normalisation."""
+        return FrontEndConfig(demosaic=self.input.demosaic, bands=list(self.input.bands_nm),
+                              band_tolerance_nm=self.input.band_tolerance_nm,
+                              normalise=self.input.normalise == "pn")
+
+    def model_input(self, cube: np.ndarray) -> np.ndarray:
+        """(bands, rows, cols) front-end output -> (1, bands, h, w) float32 model input."""
+        i = self.input
+        window = cube[:, i.crop_top:i.crop_top + i.height, i.crop_left:i.crop_left + i.width]
+        if window.shape != tuple(i.shape[1:]):
+            raise ModelError(f"model {self.name!r}: cube {cube.shape} cannot hold the {i.height}x{i.width} "
+                             f"window at ({i.crop_top}, {i.crop_left}) with {i.shape[1]} bands")
+        return (window * np.float32(i.scale))[None].astype(np.float32, copy=False)
+
+    def label_ids(self) -> np.ndarray:
+        """Lookup table: logits channel -> label id."""
+        lut = np.zeros(len(self.classes), np.uint8)
+        for c in self.classes:
+            lut[c.channel] = c.id
+        return lut
+
+
+@dataclass
+class LoadedModel:
+    path: Path
+    card: ModelCard
+    onnx_bytes: bytes
+
+
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def load_model(path: str | Path, card_path: str | Path | None = None,
+               profile: SensorProfile | None = None) -> LoadedModel:
+    """Open an ONNX model and its card (default: same stem, .json) and check them."""
+    import onnx  # import here: keeps `import hsi_xai_node` light
+
+    path = Path(path)
+    card_path = Path(card_path) if card_path else path.with_suffix(".json")
+    if not path.is_file():
+        raise ModelError(f"model {path}: no such file")
+    card = ModelCard.load(card_path)
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != card.sha256:
+        raise ModelError(f"model {path}: SHA-256 {digest[:12]}... does not match its card {card_path} "
+                         f"({card.sha256[:12]}...): the file is corrupt or the card belongs to another model")
+    try:
+        model = onnx.load_model_from_string(data)
+        onnx.checker.check_model(model)
+    except Exception as exc:  # onnx raises several unrelated types for a damaged file
+        raise ModelError(f"model {path}: not a valid ONNX model ({exc})") from None
+    check_card_against_graph(card, model, str(path))
+    if profile is not None:
+        check_card_against_profile(card, profile)
+    return LoadedModel(path=path, card=card, onnx_bytes=data)
+
+
+def _value_shape(v) -> tuple:
+    return tuple(d.dim_value if d.HasField("dim_value") else d.dim_param for d in v.type.tensor_type.shape.dim)
+
+
+def check_card_against_graph(card: ModelCard, model, where: str = "model") -> None:
+    g = model.graph
+    initialisers = {t.name for t in g.initializer}
+    inputs = {v.name: v for v in g.input if v.name not in initialisers}
+    outputs = {v.name: v for v in g.output}
+    i = card.input
+    if i.tensor not in inputs:
+        raise ModelError(f"{where}: card input tensor {i.tensor!r} is not a graph input (inputs: {sorted(inputs)})")
+    if _value_shape(inputs[i.tensor]) != tuple(i.shape):
+        raise ModelError(f"{where}: graph input {i.tensor!r} has shape {_value_shape(inputs[i.tensor])}, "
+                         f"card says {tuple(i.shape)}")
+    if len(i.bands_nm) != i.shape[1]:
+        raise ModelError(f"{where}: card lists {len(i.bands_nm)} bands for an input of {i.shape[1]} channels")
+    if i.normalise not in ("pn", "none"):
+        raise ModelError(f"{where}: card normalise {i.normalise!r} is not 'pn' or 'none'")
+    if card.logits not in outputs:
+        raise ModelError(f"{where}: card logits tensor {card.logits!r} is not a graph output "
+                         f"(outputs: {sorted(outputs)})")
+    expected = (1, len(card.classes), i.height, i.width)
+    if _value_shape(outputs[card.logits]) != expected:
+        raise ModelError(f"{where}: graph output {card.logits!r} has shape {_value_shape(outputs[card.logits])}, "
+                         f"card implies {expected} ({len(card.classes)} classes)")
+    if sorted(c.channel for c in card.classes) != list(range(len(card.classes))):
+        raise ModelError(f"{where}: card class channels {[c.channel for c in card.classes]} are not 0..n-1")
+    produced = {o for n in g.node for o in n.output}
+    missing = {role: t for role, t in card.layers.items() if t not in produced}
+    if missing:
+        raise ModelError(f"{where}: card layer tensors not in the graph: {missing}")
+
+
+def check_card_against_profile(card: ModelCard, profile: SensorProfile) -> None:
+    i = card.input
+    if i.demosaic == "subsample":
+        rows, cols = profile.cube_height, profile.cube_width
+    else:
+        rows, cols = profile.area_height, profile.area_width
+    if i.crop_top < 0 or i.crop_left < 0 or i.crop_top + i.height > rows or i.crop_left + i.width > cols:
+        raise ModelError(f"model {card.name!r}: its {i.height}x{i.width} window at ({i.crop_top}, {i.crop_left}) "
+                         f"does not fit the {rows}x{cols} cube of sensor profile {profile.name!r}")
+    wl = profile.band_wavelengths_nm
+    far = [w for w in i.bands_nm if np.min(np.abs(wl - w)) > i.band_tolerance_nm]
+    if far:
+        raise ModelError(f"model {card.name!r} needs bands at {far} nm, which sensor profile {profile.name!r} "
+                         f"does not have within {i.band_tolerance_nm} nm (trained for {card.sensor_profile!r})")

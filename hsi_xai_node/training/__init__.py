@@ -1,0 +1,1 @@
+"""Training and ONNX export (imports torch; the runtime never imports this package)."""

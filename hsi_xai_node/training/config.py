@@ -1,0 +1,19 @@
+"""Training settings that the CLI needs without importing torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SIZES = {"bundled": 12, "hsi-drive": 32, "tiny": 4}  # U-Net base filters: bundled (~4.4 MB), HSI-Drive's (~31 MB), smoke tests
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 900
+    batch: int = 8
+    crop: tuple[int, int] = (112, 208)
+    lr: float = 3e-3
+    eval_every: int = 75
+    patience: int = 4  # evaluations without improvement before stopping
+    seed: int = 0
+    threads: int = 2
