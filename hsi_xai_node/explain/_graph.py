@@ -1,0 +1,110 @@
+"""A thin builder over an ONNX model: static shapes, constants, fresh names, new nodes.
+
+Every graph this package emits is built through `Builder`, so names never collide and
+every emitted op is a standard-domain op at the model's own opset.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper, shape_inference
+
+from ..errors import InputError
+
+
+class ExplainError(InputError):
+    """The explain graph cannot be built: unsupported op, unknown tensor, bad option."""
+
+
+MIN_OPSET = 13  # axes/splits/pads as inputs everywhere we emit them
+
+
+class Builder:
+    def __init__(self, model: onnx.ModelProto):
+        self.model = model
+        self.graph = model.graph
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+        if self.opset < MIN_OPSET:
+            raise ExplainError(f"model opset {self.opset} is older than {MIN_OPSET}: re-export it with opset >= 17")
+        inferred = shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+        self._types = {}
+        for v in itertools.chain(inferred.graph.input, inferred.graph.value_info, inferred.graph.output):
+            self._types[v.name] = v.type.tensor_type
+        self._consts = {t.name: t for t in self.graph.initializer}
+        for n in self.graph.node:
+            if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+                self._consts[n.output[0]] = n.attribute[0].t
+        self._names = {t.name for t in self.graph.initializer} | {v.name for v in self.graph.input}
+        self._names |= {o for n in self.graph.node for o in n.output} | {n.name for n in self.graph.node}
+        self._counter = itertools.count()
+
+    # --- facts about forward tensors -------------------------------------------------------
+    def shape(self, tensor: str) -> tuple[int, ...]:
+        if tensor in self._consts:
+            return tuple(self._consts[tensor].dims)
+        t = self._types.get(tensor)
+        if t is None or not t.HasField("shape"):
+            raise ExplainError(f"no static shape known for tensor {tensor!r} (graphs must have static shapes)")
+        dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim)
+        if any(d < 0 for d in dims):
+            raise ExplainError(f"tensor {tensor!r} has a dynamic shape {dims}: export the model at a fixed shape")
+        return dims
+
+    def constant(self, tensor: str) -> np.ndarray | None:
+        """The value of an initializer or Constant output, else None."""
+        t = self._consts.get(tensor)
+        return None if t is None else numpy_helper.to_array(t)
+
+    def require_constant(self, tensor: str, node, what: str) -> np.ndarray:
+        value = self.constant(tensor) if tensor else None
+        if value is None:
+            raise ExplainError(f"{node.op_type} node {node.name!r}: {what} ({tensor!r}) must be a constant "
+                               "for the backward pass")
+        return value
+
+    # --- emitting ---------------------------------------------------------------------------
+    def fresh(self, hint: str) -> str:
+        while True:
+            name = f"xai/{hint}_{next(self._counter)}"
+            if name not in self._names:
+                self._names.add(name)
+                return name
+
+    def const(self, value, hint: str = "const", dtype=np.float32) -> str:
+        array = np.asarray(value, dtype=dtype)
+        name = self.fresh(hint)
+        self.graph.initializer.append(numpy_helper.from_array(array, name))
+        self._consts[name] = self.graph.initializer[-1]
+        return name
+
+    def ints(self, values, hint: str = "ints") -> str:
+        return self.const(np.asarray(values, dtype=np.int64), hint, np.int64)
+
+    def op(self, op_type: str, inputs, hint: str | None = None, outputs: int = 1, **attrs):
+        """Append a node; returns its output name (or list of names when outputs > 1)."""
+        hint = hint or op_type.lower()
+        out = [self.fresh(f"{hint}_out{i}" if outputs > 1 else hint) for i in range(outputs)]
+        self.graph.node.append(helper.make_node(op_type, list(inputs), out, name=self.fresh(f"{hint}_node"),
+                                                **attrs))
+        return out if outputs > 1 else out[0]
+
+    def reduce(self, op_type: str, x: str, axes, keepdims: int = 1, hint: str | None = None) -> str:
+        """ReduceSum/ReduceMean/ReduceMax over `axes`, axes as attribute or input as the opset wants."""
+        axes = [int(a) for a in axes]
+        takes_input = op_type == "ReduceSum" or self.opset >= 18
+        if takes_input:
+            return self.op(op_type, [x, self.ints(axes, "axes")], hint, keepdims=keepdims)
+        return self.op(op_type, [x], hint, axes=axes, keepdims=keepdims)
+
+    def add_output(self, tensor: str, shape, elem_type=onnx.TensorProto.FLOAT) -> None:
+        self.graph.output.append(helper.make_tensor_value_info(tensor, elem_type, list(shape)))
+
+    def add_input(self, name: str, shape, elem_type=onnx.TensorProto.FLOAT) -> str:
+        if name in self._names:
+            raise ExplainError(f"graph already has a tensor named {name!r}")
+        self._names.add(name)
+        self.graph.input.append(helper.make_tensor_value_info(name, elem_type, list(shape)))
+        return name

@@ -1,0 +1,101 @@
+"""The ONNX-to-ONNX reverse-mode pass: append the backward sub-graph from seeded outputs to targets.
+
+Only nodes on a path between a target and a seeded output are differentiated; each
+goes through its rule in `rules.RULES`, in reverse topological order, and cotangents
+reaching a tensor from several consumers are summed. The forward graph is untouched:
+the backward nodes, their constants and the requested gradients are appended.
+"""
+
+from __future__ import annotations
+
+import onnx
+
+from ._graph import Builder, ExplainError
+from .rules import RULES, RuleContext
+
+
+def _closure_forward(graph, start: set[str]) -> set[str]:
+    reach = set(start)
+    for node in graph.node:  # ONNX nodes are topologically sorted
+        if any(i in reach for i in node.input if i):
+            reach.update(node.output)
+    return reach
+
+
+def _closure_backward(graph, start: set[str]) -> set[str]:
+    reach = set(start)
+    for node in reversed(graph.node):
+        if any(o in reach for o in node.output):
+            reach.update(i for i in node.input if i)
+    return reach
+
+
+def append_backward(b: Builder, seeds: dict[str, str], targets: list[str], batch: int) -> dict[str, str]:
+    """Differentiate `sum(seed * output)` for each seed row with respect to each target.
+
+    `seeds` maps forward output tensors to cotangent tensors already in the graph
+    (shape: the output's with axis 0 = `batch`). Returns target -> gradient tensor
+    name (shape: the target's with axis 0 = `batch`).
+    """
+    graph = b.graph
+    produced = {o for n in graph.node for o in n.output} | {v.name for v in graph.input}
+    for t in list(seeds) + list(targets):
+        if t not in produced:
+            raise ExplainError(f"tensor {t!r} is not in the graph")
+    forward = _closure_forward(graph, set(targets))
+    backward = _closure_backward(graph, set(seeds))
+    on_path = forward & backward
+    for t in targets:
+        if t not in backward:
+            raise ExplainError(f"target {t!r} does not influence the seeded outputs {sorted(seeds)}")
+    cots: dict[str, list[str]] = {o: [s] for o, s in seeds.items()}
+
+    def total(tensor: str) -> str | None:
+        parts = cots.get(tensor)
+        if not parts:
+            return None
+        if len(parts) > 1:
+            cots[tensor] = [b.op("Sum", parts, "accumulate")]
+        return cots[tensor][0]
+
+    forward_nodes = list(graph.node)  # the backward nodes we append are not visited
+    for node in reversed(forward_nodes):
+        if not any(o in on_path for o in node.output):
+            continue
+        needs = [bool(i) and i in on_path for i in node.input]
+        if not any(needs):
+            continue
+        out_cots = [total(o) for o in node.output]
+        if all(c is None for c in out_cots):
+            continue
+        fn = RULES.get(node.op_type)
+        if fn is None:
+            hit = next((t for t in targets if any(i in _closure_forward(graph, {t}) for i in node.input if i)),
+                       targets[0])
+            raise ExplainError(
+                f"no backward rule for op {node.op_type!r} (node {node.name!r}) on the path to target {hit!r}; "
+                f"supported ops: {', '.join(sorted(RULES))}")
+        in_cots = fn(RuleContext(node=node, b=b, out_cots=out_cots, needs=needs, batch=batch))
+        for tensor, need, cot in zip(node.input, needs, in_cots):
+            if need and cot is not None:
+                cots.setdefault(tensor, []).append(cot)
+    grads = {}
+    for t in targets:
+        g = total(t)
+        if g is None:
+            raise ExplainError(f"no gradient reached target {t!r}")
+        grads[t] = g
+    return grads
+
+
+def gradients(model: onnx.ModelProto, seeds: dict[str, str], targets: list[str], batch: int,
+              expose: bool = True) -> tuple[onnx.ModelProto, dict[str, str]]:
+    """Copy `model`, append the backward pass, optionally expose gradients as graph outputs."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    b = Builder(out)
+    grads = append_backward(b, seeds, targets, batch)
+    if expose:
+        for t, g in grads.items():
+            b.add_output(g, (batch,) + b.shape(t)[1:])
+    return out, grads

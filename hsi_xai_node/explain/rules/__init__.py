@@ -1,0 +1,87 @@
+"""Backward rules, one per ONNX op type, gathered into one table (like JAX's transpose rules).
+
+A rule receives a `RuleContext` and returns, for each input of the node, the name of
+its cotangent tensor or None (input not on the path, or not differentiable). Cotangent
+tensors have the forward tensor's shape with axis 0 replaced by the seed batch: class c
+(or box k) rides in batch row c, while the forward pass itself has batch 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from onnx import NodeProto, helper
+
+from .._graph import Builder, ExplainError
+
+RULES: dict[str, Callable[["RuleContext"], list]] = {}
+
+
+def rule(*op_types: str):
+    """Register the decorated function as the backward rule of `op_types`."""
+    def register(fn):
+        for op in op_types:
+            RULES[op] = fn
+        return fn
+    return register
+
+
+@dataclass
+class RuleContext:
+    node: NodeProto
+    b: Builder
+    out_cots: list  # per node output: cotangent tensor name or None
+    needs: list  # per node input: whether its cotangent is wanted
+    batch: int  # seed batch size
+
+    @property
+    def g(self) -> str:
+        """The cotangent of the first output (zeros if it has none but another output does)."""
+        return self.out_cots[0] if self.out_cots[0] is not None else self.zeros_cot(self.node.output[0])
+
+    def attr(self, name: str, default=None):
+        for a in self.node.attribute:
+            if a.name == name:
+                return helper.get_attribute_value(a)
+        return default
+
+    def x(self, i: int = 0) -> str:
+        return self.node.input[i]
+
+    def y(self, i: int = 0) -> str:
+        return self.node.output[i]
+
+    def shape(self, tensor: str) -> tuple[int, ...]:
+        return self.b.shape(tensor)
+
+    def cot_shape(self, tensor: str) -> tuple[int, ...]:
+        """Shape of a forward tensor's cotangent: batch axis replaced by the seed batch."""
+        s = self.b.shape(tensor)
+        return (self.batch,) + s[1:] if s else s
+
+    def zeros_cot(self, tensor: str) -> str:
+        return self.b.const(np.zeros(self.cot_shape(tensor), np.float32), "zeros")
+
+    def fail(self, problem: str) -> ExplainError:
+        return ExplainError(f"{self.node.op_type} node {self.node.name!r}: {problem}")
+
+    def unbroadcast(self, g: str, out_tensor: str, in_tensor: str) -> str:
+        """Sum a cotangent of `out_tensor`'s shape down to `in_tensor`'s (numpy broadcasting).
+
+        The batch axis is never summed: on-path tensors have forward batch 1 and their
+        cotangents keep one row per seed.
+        """
+        out_s, in_s = self.cot_shape(out_tensor), self.shape(in_tensor)
+        if len(in_s) != len(out_s):
+            raise self.fail(f"input {in_tensor!r} of rank {len(in_s)} is broadcast to rank {len(out_s)} on the "
+                            "path to a target; only same-rank broadcasting is supported")
+        axes = [i for i, d in enumerate(in_s) if i > 0 and d == 1 and out_s[i] != 1]
+        if not axes:
+            return g
+        return self.b.reduce("ReduceSum", g, axes, keepdims=1, hint="unbroadcast")
+
+
+# The rule modules register themselves on import.
+from . import activation, arithmetic, conv, pool, shape  # noqa: E402,F401

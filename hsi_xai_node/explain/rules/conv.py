@@ -1,0 +1,59 @@
+"""Backward rules of convolutions and normalisation, with respect to the data input only.
+
+Weights must be constants (they are, in an exported inference graph).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import RuleContext, rule
+
+
+def conv_geometry(c: RuleContext, x: str, w_shape, y: str):
+    """(strides, pads, dilations) of a Conv, with auto_pad resolved to explicit pads."""
+    spatial = len(w_shape) - 2
+    strides = list(c.attr("strides", [1] * spatial))
+    dilations = list(c.attr("dilations", [1] * spatial))
+    pads = list(c.attr("pads", [0] * (2 * spatial)))
+    auto = c.attr("auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        xs, ys = c.shape(x)[2:], c.shape(y)[2:]
+        for i in range(spatial):
+            total = max(0, (ys[i] - 1) * strides[i] + dilations[i] * (w_shape[2 + i] - 1) + 1 - xs[i])
+            small, big = total // 2, total - total // 2
+            pads[i], pads[i + spatial] = (small, big) if auto == "SAME_UPPER" else (big, small)
+    elif auto == "VALID":
+        pads = [0] * (2 * spatial)
+    return strides, pads, dilations
+
+
+@rule("Conv")
+def conv(c: RuleContext):
+    w = c.b.require_constant(c.x(1), c.node, "the weight")
+    group = int(c.attr("group", 1))
+    strides, pads, dil = conv_geometry(c, c.x(), w.shape, c.y())
+    spatial = w.shape[2:]
+    n = len(spatial)
+    xs, ys = c.shape(c.x())[2:], c.shape(c.y())[2:]
+    out = [None] * len(c.node.input)
+    if all(s == 1 for s in strides):
+        # stride 1: a Conv of the cotangent with the flipped, transposed kernel (faster than ConvTranspose)
+        cout, cin_g = w.shape[:2]
+        wg = w.reshape(group, cout // group, cin_g, *spatial)
+        wt = np.flip(wg.transpose(0, 2, 1, *range(3, 3 + n)), axis=tuple(range(3, 3 + n)))
+        wt = np.ascontiguousarray(wt).reshape(group * cin_g, cout // group, *spatial)
+        back_pads = [dil[i] * (spatial[i] - 1) - pads[i] for i in range(n)]
+        back_pads += [xs[i] - ys[i] + dil[i] * (spatial[i] - 1) - back_pads[i] for i in range(n)]
+        if min(back_pads) < 0:  # padding larger than the kernel reach: crop after a valid conv
+            raise c.fail(f"padding {pads} larger than the kernel reach is not supported")
+        out[0] = c.b.op("Conv", [c.g, c.b.const(wt, "conv_wt")], "conv_grad", pads=back_pads,
+                        dilations=dil, group=group)
+    else:
+        # strided: the adjoint is the transposed convolution with the same kernel
+        reach = [(ys[i] - 1) * strides[i] - pads[i] - pads[i + n] + dil[i] * (spatial[i] - 1) + 1 for i in range(n)]
+        output_padding = [xs[i] - reach[i] for i in range(n)]
+        out[0] = c.b.op("ConvTranspose", [c.g, c.b.const(w, "conv_w")], "conv_grad", strides=strides, pads=pads,
+                        dilations=dil, group=group, output_padding=output_padding)
+    return out
