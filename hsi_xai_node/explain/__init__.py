@@ -2,13 +2,24 @@
 
 Public API (the modules behind it are private):
 
-    gradients(model, seeds, targets, batch)  append the backward pass (reverse mode, one rule per op)
+    build_segmentation_explainer(...)       all-class CAMs and activation maps appended to a U-Net graph
+    SegmentationExplainConfig               methods, target layers, seed, top-k, upsample, uint8
+    build_detection_explainer(...)          per-box Grad-CAM for the top-K boxes of a detector
+    conservativeness_residual(...)          does a map's sum over the seed region equal the logit sum?
+    gradients(model, seeds, targets, batch)  the reverse-mode pass itself (one rule per op)
     RULES                                   op type -> backward rule
     ExplainError                            raised for anything the compiler cannot build
 """
 
+from ._conservativeness import conservativeness_residual
+from ._detection import DetectionExplainConfig, build_detection_explainer
 from ._graph import Builder, ExplainError
 from ._reverse import append_backward, gradients
+from ._maps import ExplainGraph, MapOutput
+from ._segmentation import (METHODS, SEEDS, SegmentationExplainConfig,
+                            build_segmentation_explainer)
 from .rules import RULES
 
-__all__ = ["Builder", "ExplainError", "RULES", "append_backward", "gradients"]
+__all__ = ["DetectionExplainConfig", "build_detection_explainer", "Builder", "ExplainError", "ExplainGraph", "METHODS", "MapOutput", "RULES", "SEEDS",
+           "SegmentationExplainConfig", "append_backward", "build_segmentation_explainer",
+           "conservativeness_residual", "gradients"]

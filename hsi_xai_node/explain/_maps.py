@@ -1,0 +1,110 @@
+"""What every explain graph shares: its description and the writer of map outputs.
+
+A map is (B, 1, h, w) with one row per explained class or box. `MapWriter.finish`
+exposes it, plus (as configured) a copy resized to the model input and a uint8 copy
+scaled per row, ready to colour and blend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from ._graph import Builder
+
+
+@dataclass(frozen=True)
+class MapOutput:
+    """One explanation output of the graph."""
+
+    name: str  # graph output name
+    method: str
+    layer: str  # tensor name
+    shape: tuple[int, ...]
+    signed: bool  # values may be negative (uint8 versions put 0 at 128)
+    dtype: str = "float32"
+
+
+@dataclass
+class ExplainGraph:
+    model: onnx.ModelProto
+    input: str
+    logits: str
+    classes: int
+    outputs: dict[str, MapOutput] = field(default_factory=dict)
+    extra_inputs: dict[str, tuple] = field(default_factory=dict)  # roi / pixel
+    head_bias: np.ndarray | None = None  # final 1x1 conv bias, for conservativeness
+    topk_channels: np.ndarray | None = None  # (K, top_k) channel indices of activation_topk
+
+    def output_names(self) -> list[str]:
+        return [self.logits, *self.outputs]
+
+
+
+class MapWriter:
+    def __init__(self, b: Builder, eg: ExplainGraph, rows: int, upsample: bool, uint8: bool):
+        self.b, self.eg, self.rows, self.upsample, self.uint8 = b, eg, rows, upsample, uint8
+        self.in_hw = b.shape(eg.input)[2:]
+
+    ELEM_TYPES = {"float32": onnx.TensorProto.FLOAT, "uint8": onnx.TensorProto.UINT8, "int64": onnx.TensorProto.INT64}
+
+    def output(self, tensor: str, method: str, layer: str, shape, signed: bool, dtype="float32") -> None:
+        self.b.add_output(tensor, shape, self.ELEM_TYPES[dtype])
+        self.eg.outputs[tensor] = MapOutput(tensor, method, layer, tuple(shape), signed, dtype)
+
+    def mean_hw(self, x: str, hint: str) -> str:
+        # two stages (columns, then rows): a single float32 mean over ~88k pixels drifts by 1e-4
+        return self.b.reduce("ReduceMean", self.b.reduce("ReduceMean", x, [3], 1, hint + "_cols"), [2], 1, hint)
+
+    def max_hw(self, x: str) -> str:
+        return self.b.reduce("ReduceMax", self.b.reduce("ReduceMax", x, [3], 1, "max_cols"), [2], 1, "max_hw")
+
+    def finish(self, cam: str, method: str, layer: str, signed: bool) -> None:
+        """Expose a (rows, 1, h, w) map, plus its resized and uint8 versions as configured."""
+        b, k = self.b, self.rows
+        h, w = b.shape(layer)[2:]
+        self.output(cam, method, layer, (k, 1, h, w), signed)
+        full, full_hw = cam, (h, w)
+        if self.upsample and (h, w) != tuple(self.in_hw):
+            full_hw = tuple(self.in_hw)
+            full = b.op("Resize", [cam, "", "", b.ints([k, 1, *full_hw])], "resize_map", mode="linear",
+                        coordinate_transformation_mode="half_pixel")
+            self.output(full, method + "_full", layer, (k, 1, *full_hw), signed)
+        if self.uint8:
+            self.output(self.to_uint8(full, signed), method + "_u8", layer, (k, 1, *full_hw), signed, "uint8")
+
+    def to_uint8(self, m: str, signed: bool) -> str:
+        """Per-row scaling to 0..255: [0, max] for non-negative maps, [-max|m|, max|m|] for signed ones."""
+        b = self.b
+        if signed:
+            scale = b.op("Div", [b.const(127.5), b.op("Max", [self.max_hw(b.op("Abs", [m])), b.const(1e-12)])])
+            v = b.op("Add", [b.op("Mul", [m, scale]), b.const(127.5)], "u8_signed")
+        else:
+            pos = b.op("Relu", [m])
+            v = b.op("Mul", [pos, b.op("Div", [b.const(255.0), b.op("Max", [self.max_hw(pos), b.const(1e-12)])])], "u8")
+        v = b.op("Clip", [b.op("Round", [v]), b.const(0.0), b.const(255.0)], "u8_clip")
+        return b.op("Cast", [v], "map_u8", to=onnx.TensorProto.UINT8)
+
+    def grad_cams(self, grads: dict[str, str], prefix: str, relu: bool = True, signed: bool = True) -> None:
+        """Grad-CAM (gradients averaged over space) of every target layer, with and/or without ReLU."""
+        b = self.b
+        for layer, g in grads.items():
+            alpha = self.mean_hw(g, "alpha")
+            cam = b.reduce("ReduceSum", b.op("Mul", [alpha, layer]), [1], 1, prefix + "_signed")
+            if signed:
+                self.finish(cam, prefix + "_signed", layer, signed=True)
+            if relu:
+                self.finish(b.op("Relu", [cam], prefix), prefix, layer, signed=False)
+
+
+def resolve_layer(layers: dict[str, str], name: str, b: Builder) -> str:
+    """A card role or block name (or a raw tensor name) -> a tensor of the graph."""
+    from ._graph import ExplainError
+
+    tensor = layers.get(name, name)
+    if tensor not in {o for n in b.graph.node for o in n.output}:
+        raise ExplainError(f"target layer {name!r} ({tensor!r}) is not a tensor of the model; "
+                           f"the card names {sorted(layers)}")
+    return tensor

@@ -1,0 +1,166 @@
+"""Segmentation explanations for every class of a frame, appended to the model's ONNX graph.
+
+One engine call then returns the logits and, per class c in batch row c:
+
+* `activation@L`: paper 000's conservative map at the layer L before the final 1x1 conv:
+  sum_k w_ck A_k (the logit minus its bias, exactly), plus the top-k channel
+  contributions w_ck A_k by weight (`activation_topk@L`) and the second conv block's
+  activations (`second_block`). No backward pass.
+* `seg_gradcam@L` (Vinogradova 2020): ReLU(sum_k mean_xy(dS_c/dA_k) A_k), and
+  `seg_gradcam_signed@L` without the ReLU (paper 001 shows why both are wanted).
+* `hires@L` (Seg-HiRes-Grad-CAM, paper 002): sum_k dS_c/dA_k * A_k, no averaging.
+* `spectral`: gradient x input summed over the class region, per input band.
+
+S_c is the sum of logit c over the seed region: the predicted region of class c
+(argmax == c, computed in the graph), an ROI mask fed as input `roi`, or one pixel
+fed as input `pixel` (row, col). Maps are optionally resized to the input size and
+normalised to uint8 in the graph (`..._u8`), ready to colour and blend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from ._graph import Builder, ExplainError
+from ._maps import ExplainGraph, MapOutput, MapWriter, resolve_layer  # noqa: F401  (MapOutput re-exported)
+from ._reverse import append_backward
+
+METHODS = ("activation", "seg_gradcam", "seg_gradcam_signed", "hires", "spectral")
+GRADIENT_METHODS = ("seg_gradcam", "seg_gradcam_signed", "hires")
+SEEDS = ("predicted", "roi", "pixel")
+
+
+@dataclass(frozen=True)
+class SegmentationExplainConfig:
+    methods: tuple[str, ...] = ("activation", "seg_gradcam", "hires")
+    layers: tuple[str, ...] = ("penultimate",)  # card roles or tensor names; activation uses "penultimate"
+    seed: str = "predicted"
+    top_k: int = 3  # channels per class in activation_topk
+    second_block: bool = True  # expose the second conv block's activations with "activation"
+    upsample: bool = True  # add maps resized to the model input size
+    uint8: bool = True  # add uint8 versions of the (resized) maps
+
+    def validated(self) -> "SegmentationExplainConfig":
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad:
+            raise ExplainError(f"unknown explanation method(s) {bad}; known: {list(METHODS)}")
+        if self.seed not in SEEDS:
+            raise ExplainError(f"unknown seed {self.seed!r}; known: {list(SEEDS)}")
+        if self.top_k < 0:
+            raise ExplainError("top_k must be >= 0")
+        return self
+
+
+def _find_head(b: Builder, logits: str):
+    node = next((n for n in b.graph.node if logits in n.output), None)
+    if node is None or node.op_type != "Conv":
+        raise ExplainError(f"activation maps need a final 1x1 Conv producing {logits!r}; "
+                           f"found {node.op_type if node else 'no node'}")
+    w = b.require_constant(node.input[1], node, "the final conv weight")
+    if w.shape[2:] != (1, 1) or int(next((a.i for a in node.attribute if a.name == "group"), 1)) != 1:
+        raise ExplainError(f"the node producing {logits!r} is not an ungrouped 1x1 Conv (weight {w.shape})")
+    bias = b.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(w.shape[0], np.float32)
+    return node, w[:, :, 0, 0], bias
+
+
+class _Seeds:
+    """In-graph seed regions: class c's region in batch row c."""
+
+    def __init__(self, b: Builder, logits: str, classes: int, eg: ExplainGraph, seed: str):
+        self.b, self.logits, self.k, self.eg, self.kind = b, logits, classes, eg, seed
+
+    def region(self) -> str:
+        """(K, 1, H, W) float: the seed region of each class."""
+        b, k = self.b, self.k
+        h, w = b.shape(self.logits)[2:]
+        if self.kind == "predicted":
+            am = b.op("ArgMax", [self.logits], "argmax", axis=1, keepdims=1)
+            hit = b.op("Equal", [am, b.const(np.arange(k).reshape(k, 1, 1, 1), "class_ids", np.int64)], "is_class")
+        elif self.kind == "roi":
+            roi = b.add_input("roi", (1, 1, h, w))
+            self.eg.extra_inputs["roi"] = (1, 1, h, w)
+            return b.op("Expand", [roi, b.ints([k, 1, h, w])], "roi_region")
+        else:
+            pixel = b.add_input("pixel", (2,), onnx.TensorProto.INT64)
+            self.eg.extra_inputs["pixel"] = (2,)
+            row = b.op("Gather", [pixel, b.ints(0)], "pixel_row", axis=0)
+            col = b.op("Gather", [pixel, b.ints(1)], "pixel_col", axis=0)
+            rows = b.op("Equal", [b.const(np.arange(h).reshape(1, 1, h, 1), "rows", np.int64), row], "at_row")
+            cols = b.op("Equal", [b.const(np.arange(w).reshape(1, 1, 1, w), "cols", np.int64), col], "at_col")
+            hit = b.op("Expand", [b.op("And", [rows, cols], "at_pixel"), b.ints([k, 1, h, w])], "pixel_region")
+        return b.op("Cast", [hit], "region", to=onnx.TensorProto.FLOAT)
+
+    def seed(self, region: str) -> str:
+        """(K, K, H, W): row c holds class c's region in channel c."""
+        eye = self.b.const(np.eye(self.k, dtype=np.float32).reshape(self.k, self.k, 1, 1), "class_eye")
+        return self.b.op("Mul", [region, eye], "seed")
+
+
+def build_segmentation_explainer(model: onnx.ModelProto, input_name: str, logits: str, layers: dict[str, str],
+                                 config: SegmentationExplainConfig = SegmentationExplainConfig()) -> ExplainGraph:
+    """A copy of `model` with the configured explanations appended as extra outputs.
+
+    `layers` maps roles/block names to tensor names (a model card's `layers`); it must
+    name "penultimate" for activation maps and "second_conv_block" for `second_block`.
+    """
+    cfg = config.validated()
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    b = Builder(out)
+    classes = b.shape(logits)[1]
+    if b.shape(input_name)[0] != 1:
+        raise ExplainError(f"the model input {input_name!r} must have batch 1 (got {b.shape(input_name)})")
+    eg = ExplainGraph(model=out, input=input_name, logits=logits, classes=classes)
+    maps = MapWriter(b, eg, classes, cfg.upsample, cfg.uint8)
+    seeds = _Seeds(b, logits, classes, eg, cfg.seed)
+
+    if "activation" in cfg.methods:
+        pen = resolve_layer(layers, "penultimate", b)
+        head, w, bias = _find_head(b, logits)
+        if head.input[0] != pen:
+            raise ExplainError(f"the final 1x1 conv reads {head.input[0]!r}, not the penultimate layer {pen!r}")
+        eg.head_bias = bias.astype(np.float32)
+        c = w.shape[1]
+        contrib = b.op("Conv", [pen, b.const(w.reshape(classes, c, 1, 1), "head_w")], "class_contribution")
+        per_class = b.op("Transpose", [contrib], "activation", perm=[1, 0, 2, 3])  # (K, 1, H, W)
+        maps.finish(per_class, "activation", pen, signed=True)
+        k = min(cfg.top_k, c)
+        if k:
+            idx = np.argsort(-w, axis=1, kind="stable")[:, :k]  # strongest positive weights first
+            picked = b.op("Gather", [pen, b.ints(idx.ravel())], "topk_channels", axis=1)
+            scaled = b.op("Mul", [picked, b.const(w[np.arange(classes)[:, None], idx].reshape(1, -1, 1, 1), "topk_w")])
+            h, wd = b.shape(pen)[2:]
+            top = b.op("Reshape", [scaled, b.ints([classes, k, h, wd])], "activation_topk")
+            maps.output(top, "activation_topk", pen, (classes, k, h, wd), signed=True)
+            eg.topk_channels = idx
+        if cfg.second_block:
+            second = resolve_layer(layers, "second_conv_block", b)
+            ident = b.op("Identity", [second], "second_block")
+            maps.output(ident, "second_block", second, b.shape(second), signed=False)
+
+    wanted_grads = [m for m in cfg.methods if m in GRADIENT_METHODS]
+    want_spectral = "spectral" in cfg.methods
+    if wanted_grads or want_spectral:
+        layer_targets = list(dict.fromkeys(resolve_layer(layers, n, b) for n in cfg.layers)) if wanted_grads else []
+        region = seeds.region()
+        grads = append_backward(b, {logits: seeds.seed(region)},
+                                layer_targets + ([input_name] if want_spectral else []), classes)
+        for layer in layer_targets:
+            g = grads[layer]
+            if "seg_gradcam" in wanted_grads or "seg_gradcam_signed" in wanted_grads:
+                maps.grad_cams({layer: g}, "seg_gradcam", relu="seg_gradcam" in wanted_grads,
+                               signed="seg_gradcam_signed" in wanted_grads)
+            if "hires" in wanted_grads:
+                maps.finish(b.reduce("ReduceSum", b.op("Mul", [g, layer]), [1], 1, "hires"), "hires", layer,
+                            signed=True)
+        if want_spectral:
+            gx = b.op("Mul", [b.op("Mul", [grads[input_name], input_name]), region], "grad_x_input")
+            bands = b.shape(input_name)[1]
+            summed = b.reduce("ReduceSum", b.reduce("ReduceSum", gx, [3], 1, "spectral_cols"), [2], 1, "spectral_hw")
+            spectral = b.op("Reshape", [summed, b.ints([classes, bands])], "spectral")
+            maps.output(spectral, "spectral", input_name, (classes, bands), signed=True)
+    onnx.checker.check_model(out)
+    return eg
