@@ -81,7 +81,7 @@ def test_per_box_gradcam_matches_autograd(head, k):
 
 def test_bad_detection_requests(head):
     _, m, _ = head
-    with pytest.raises(ExplainError, match="top_k must be in 1..360"):
+    with pytest.raises(ExplainError, match="top_k must be in 1..1680"):
         build_detection_explainer(m, "input", "scores", {}, DetectionExplainConfig(layers=("class_in",), top_k=0))
     with pytest.raises(ExplainError, match=r"must be \(1, anchors, classes\)"):
         build_detection_explainer(m, "input", "input", {}, DetectionExplainConfig(layers=("class_in",)))

@@ -1,0 +1,159 @@
+"""Cost of in-graph explanations on ONNX Runtime CPU, beside the forward pass and a hook-based baseline.
+
+    .venv/bin/python bench/explain.py [--sizes bundled,hsi-drive] [--repeats 5] [--json out.json]
+
+For each U-Net size (bundled: 12 base filters; hsi-drive: HSI-Drive's 32, 7.8M
+parameters) at the model input 1x25x208x400 (the largest multiple of 16 inside the
+25x216x409 cube), all 5 classes at once, it times in one run, interleaved:
+
+* the forward-only graph;
+* activation maps (paper 000, no backward);
+* HiRes + Seg-Grad-CAM at the layer before the final 1x1 conv (dec1);
+* HiRes + Seg-Grad-CAM at the bottleneck;
+* the same Grad-CAMs the way hook-based CAM libraries compute them: PyTorch autograd,
+  one forward + backward per class, same CPU threads.
+
+It also prints the lower bound arithmetic sets: multiply-adds of the explain graph
+(forward + the backward sub-graph at batch = classes) over those of the forward.
+Weights are random (cost does not depend on their values); the graphs are the ones
+`build_segmentation_explainer` makes for any U-Net of this shape.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from hsi_xai_node.explain import SegmentationExplainConfig, build_segmentation_explainer
+from hsi_xai_node.explain._graph import Builder
+from hsi_xai_node.training.config import SIZES
+from hsi_xai_node.training.segmentation import export_onnx
+from hsi_xai_node.training.unet import UNet, UNetConfig, parameter_count
+
+SHAPE = (1, 25, 208, 400)
+CLASSES = 5
+LAYERS = {"penultimate": "dec1", "second_conv_block": "enc1", "bottleneck": "bottleneck"}
+
+
+def multiply_adds(model: onnx.ModelProto) -> int:
+    """Multiply-adds of the Conv, ConvTranspose, MatMul and Gemm nodes, at the graph's static shapes."""
+    b = Builder(model)
+    total = 0
+    for n in model.graph.node:
+        if n.op_type == "Conv":
+            w, y = b.shape(n.input[1]), b.shape(n.output[0])
+            total += int(np.prod(y)) * int(np.prod(w[1:]))
+        elif n.op_type == "ConvTranspose":
+            w, x = b.shape(n.input[1]), b.shape(n.input[0])
+            total += int(np.prod(x)) * int(np.prod(w[1:]))
+        elif n.op_type in ("MatMul", "Gemm"):
+            a, c = b.shape(n.input[0]), b.shape(n.output[0])
+            total += int(np.prod(c)) * a[-1]
+    return total
+
+
+def ort_session(model: onnx.ModelProto, threads: int):
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def hook_gradcams(model: UNet, x: torch.Tensor, layer: str) -> list:
+    """What hook-based libraries do: per class, a forward with a hook, a backward of the region score."""
+    cams = []
+    for c in range(CLASSES):
+        store = {}
+        handle = getattr(model, layer).register_forward_hook(lambda m, i, o: (store.__setitem__("a", o), o.retain_grad()))
+        logits = model(x)
+        region = (logits.argmax(1) == c).float()
+        model.zero_grad(set_to_none=True)
+        (logits[:, c] * region).sum().backward()
+        handle.remove()
+        a, g = store["a"], store["a"].grad
+        cams.append(torch.relu((g.mean((2, 3), keepdim=True) * a).sum(1)).detach())  # Seg-Grad-CAM
+        cams.append((g * a).sum(1).detach())  # HiRes
+    return cams
+
+
+def bench_size(size: str, repeats: int, threads: int) -> dict:
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(in_channels=25, num_classes=CLASSES, base_filters=SIZES[size])).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "u.onnx"
+        export_onnx(net, path, SHAPE)
+        forward = onnx.load(str(path))
+    graphs = {"forward": forward}
+    graphs["activation"] = build_segmentation_explainer(
+        forward, "input", "logits", LAYERS, SegmentationExplainConfig(methods=("activation",), upsample=False,
+                                                                       uint8=False)).model
+    for layer in ("penultimate", "bottleneck"):
+        graphs[f"gradcam+hires@{layer}"] = build_segmentation_explainer(
+            forward, "input", "logits", LAYERS,
+            SegmentationExplainConfig(methods=("seg_gradcam", "hires"), layers=(layer,), upsample=False,
+                                      uint8=False)).model
+    sessions = {k: ort_session(g, threads) for k, g in graphs.items()}
+    macs = {k: multiply_adds(g) for k, g in graphs.items()}
+    x = np.random.default_rng(0).uniform(0.5, 1.5, SHAPE).astype(np.float32)
+    torch.set_num_threads(threads)
+    xt = torch.from_numpy(x)
+    hooks = {"hooks@penultimate": lambda: hook_gradcams(net, xt, "dec1"),
+             "hooks@bottleneck": lambda: hook_gradcams(net, xt, "bottleneck")}
+    runs = {k: (lambda s=s: s.run(None, {"input": x})) for k, s in sessions.items()} | hooks
+    times = {k: [] for k in runs}
+    for fn in runs.values():
+        fn()  # warm-up
+    for _ in range(repeats):
+        for k, fn in runs.items():  # interleaved: noise hits every variant alike
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    med = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
+    fwd = med["forward"]
+    rows = {}
+    for k, t in med.items():
+        row = {"median_ms": t, "x_forward": t / fwd}
+        if k in macs:
+            bound = macs[k] / macs["forward"]
+            row |= {"gmacs": macs[k] / 1e9, "bound_x_forward": bound, "x_bound": (t / fwd) / bound}
+        rows[k] = row
+    for layer in ("penultimate", "bottleneck"):
+        rows[f"hooks@{layer}"]["ours_speedup"] = med[f"hooks@{layer}"] / med[f"gradcam+hires@{layer}"]
+    return {"size": size, "parameters": parameter_count(net), "shape": SHAPE, "classes": CLASSES,
+            "repeats": repeats, "threads": threads, "rows": rows}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="bundled,hsi-drive")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json")
+    args = ap.parse_args(argv)
+    results = {"machine": platform.machine(), "onnxruntime": ort.__version__, "torch": torch.__version__,
+               "sizes": [bench_size(s, args.repeats, args.threads) for s in args.sizes.split(",")]}
+    for r in results["sizes"]:
+        print(f"\n{r['size']} U-Net ({r['parameters'] / 1e6:.2f}M parameters), input {r['shape']}, "
+              f"{r['classes']} classes, median of {r['repeats']}, {r['threads']} threads")
+        print(f"{'graph':28s} {'ms':>9s} {'x fwd':>7s} {'GMAC':>7s} {'bound':>7s} {'x bound':>8s} {'speed-up':>9s}")
+        for k, row in r["rows"].items():
+            print(f"{k:28s} {row['median_ms']:9.1f} {row['x_forward']:7.2f} "
+                  + (f"{row['gmacs']:7.2f} {row['bound_x_forward']:7.2f} {row['x_bound']:8.2f}" if "gmacs" in row
+                     else " " * 24)
+                  + (f" {row['ours_speedup']:8.1f}x" if "ours_speedup" in row else ""))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return results
+
+
+if __name__ == "__main__":
+    main()
