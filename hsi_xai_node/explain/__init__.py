@@ -8,6 +8,7 @@ Public API (the modules behind it are private):
     conservativeness_residual(...)          does a map's sum over the seed region equal the logit sum?
     gradients(model, seeds, targets, batch)  the reverse-mode pass itself (one rule per op)
     RULES                                   op type -> backward rule
+    check_tensorrt / assert_tensorrt_compatible   static check against the TensorRT 10 ONNX parser
     ExplainError                            raised for anything the compiler cannot build
 """
 
@@ -18,8 +19,9 @@ from ._reverse import append_backward, gradients
 from ._maps import ExplainGraph, MapOutput
 from ._segmentation import (METHODS, SEEDS, SegmentationExplainConfig,
                             build_segmentation_explainer)
+from ._trt_check import assert_tensorrt_compatible, check_tensorrt
 from .rules import RULES
 
-__all__ = ["DetectionExplainConfig", "build_detection_explainer", "Builder", "ExplainError", "ExplainGraph", "METHODS", "MapOutput", "RULES", "SEEDS",
+__all__ = ["assert_tensorrt_compatible", "check_tensorrt", "DetectionExplainConfig", "build_detection_explainer", "Builder", "ExplainError", "ExplainGraph", "METHODS", "MapOutput", "RULES", "SEEDS",
            "SegmentationExplainConfig", "append_backward", "build_segmentation_explainer",
            "conservativeness_residual", "gradients"]

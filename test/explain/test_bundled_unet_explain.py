@@ -5,7 +5,8 @@ import numpy as np
 import onnx
 import pytest
 
-from hsi_xai_node.explain import SegmentationExplainConfig, build_segmentation_explainer, conservativeness_residual
+from hsi_xai_node.explain import (SegmentationExplainConfig, assert_tensorrt_compatible, build_segmentation_explainer,
+                                  conservativeness_residual)
 from hsi_xai_node.model_card import load_model
 from test.conftest import REPO
 from test.explain.harness import relative_error, session, torch
@@ -36,6 +37,7 @@ def test_all_classes_several_layers_match_autograd(frame_input):
     eg = build_segmentation_explainer(model, card.input.tensor, card.logits, card.layers,
                                       SegmentationExplainConfig(methods=("activation", "seg_gradcam_signed", "hires"),
                                                                 layers=layers, upsample=False, uint8=False))
+    assert_tensorrt_compatible(eg.model, "bundled U-Net explain graph")
     names = eg.output_names()
     out = dict(zip(names, session(eg.model).run(names, {card.input.tensor: x})))
     logits = out[card.logits]

@@ -7,7 +7,8 @@ import numpy as np
 import onnx
 import pytest
 
-from hsi_xai_node.explain import DetectionExplainConfig, ExplainError, build_detection_explainer
+from hsi_xai_node.explain import (DetectionExplainConfig, ExplainError, assert_tensorrt_compatible,
+                                  build_detection_explainer)
 from test.explain.harness import relative_error, session, torch
 
 nn, F = torch.nn, torch.nn.functional
@@ -56,6 +57,7 @@ def test_per_box_gradcam_matches_autograd(head, k):
     model, m, x = head
     eg = build_detection_explainer(m, "input", "scores", {"class_head_input": "class_in"},
                                    DetectionExplainConfig(layers=("class_head_input",), top_k=k))
+    assert_tensorrt_compatible(eg.model, "detector explain graph")
     sess = session(eg.model)
     names = eg.output_names()
     out = dict(zip(names, sess.run(names, {"input": x})))

@@ -4,8 +4,8 @@ import numpy as np
 import onnx
 import pytest
 
-from hsi_xai_node.explain import (ExplainError, SegmentationExplainConfig, build_segmentation_explainer,
-                                  conservativeness_residual)
+from hsi_xai_node.explain import (ExplainError, SegmentationExplainConfig, assert_tensorrt_compatible,
+                                  build_segmentation_explainer, conservativeness_residual)
 from test.explain.harness import relative_error, session, torch
 
 from hsi_xai_node.training.segmentation import export_onnx  # noqa: E402  (torch is present: harness skipped otherwise)
@@ -66,6 +66,7 @@ def test_all_methods_all_classes_match_autograd(tiny):
     cfg = SegmentationExplainConfig(methods=("activation", "seg_gradcam", "seg_gradcam_signed", "hires", "spectral"),
                                     layers=("penultimate", "bottleneck", "dec2"), top_k=2)
     eg = build_segmentation_explainer(m, "input", "logits", LAYERS, cfg)
+    assert_tensorrt_compatible(eg.model, "tiny U-Net explain graph")
     out = run(eg, {"input": x})
     logits = out["logits"]
     region = (logits.argmax(1)[None] == np.arange(3).reshape(3, 1, 1, 1)).astype(np.float64)  # (3, 1, H, W)
@@ -123,6 +124,7 @@ def test_roi_and_pixel_seeds(tiny, seed):
         region = np.zeros((3, 1, 16, 24))
         region[:, :, 7, 11] = 1.0
     assert set(eg.extra_inputs) == {seed}
+    assert_tensorrt_compatible(eg.model, f"{seed}-seeded explain graph")
     out = run(eg, feeds)
     grads, acts, _, _ = reference(model, x, region, ["dec1"])
     hires = next(v for k, v in out.items() if k in eg.outputs and eg.outputs[k].method == "hires")
