@@ -152,7 +152,7 @@ def run_demo(out_dir: str | Path, profile_name: str = "hsi-drive", seed: int = 7
 
 def _write_html(path: Path, s: DemoSummary, rows) -> None:
     e = html.escape
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>hsi_xai_node demo</title>",
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>hsi_xai_node demo</title>",
              "<style>body{font-family:sans-serif;margin:1em} td{vertical-align:top;padding:3px;font-size:11px}"
              " img{max-width:260px;display:block}</style></head><body>",
              f"<h1>hsi_xai_node demo</h1><p>Generated drive (seed {s.seed}), sensor profile <b>{e(s.profile)}</b>, "

@@ -8,7 +8,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from hsi_xai_node.model_card import (CARD_SCHEMA, ClassSpec, InputSpec, ModelCard, ModelError, file_sha256,
+from hsi_xai_node.model_card import (ClassSpec, InputSpec, ModelCard, ModelError, file_sha256,
                                      load_model)
 from hsi_xai_node.sensor.calibration import load_profile
 

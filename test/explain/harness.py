@@ -87,5 +87,13 @@ def check_backward(model: onnx.ModelProto, torch_fn, feeds: dict[str, np.ndarray
     return result
 
 
+def seeded_gradients(model: onnx.ModelProto, target: str = "x", batch: int = 2):
+    """Add a `seed` input for the first output and append the backward pass (for failure tests)."""
+    out = model.graph.output[0]
+    shape = [batch] + [d.dim_value for d in out.type.tensor_type.shape.dim][1:]
+    model.graph.input.append(helper.make_tensor_value_info("seed", TensorProto.FLOAT, shape))
+    return gradients(model, {out.name: "seed"}, [target], batch=batch)
+
+
 def random(shape, seed=0, scale=1.0):
     return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(np.float32)

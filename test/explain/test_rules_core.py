@@ -1,6 +1,5 @@
 """Core rules and the pass itself: each rule against torch autograd (float64) on small graphs."""
 
-import numpy as np
 import pytest
 import torch.nn.functional as F
 

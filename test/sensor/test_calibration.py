@@ -9,7 +9,7 @@ import pytest
 
 from hsi_xai_node.errors import CalibrationError
 from hsi_xai_node.sensor.calibration import BUNDLED_XML, load_profile, parse_imec_xml
-from test.conftest import SHARED_IMEC, V0_XML, V1_XML
+from test.conftest import SHARED_IMEC
 
 
 def _raw_floats(text):

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 from onnx import NodeProto, helper
 
 from .._graph import Builder, ExplainError
@@ -62,7 +61,8 @@ class RuleContext:
         return (self.batch,) + s[1:] if s else s
 
     def zeros_cot(self, tensor: str) -> str:
-        return self.b.const(np.zeros(self.cot_shape(tensor), np.float32), "zeros")
+        # an Expand of a scalar, not a full-size zero initializer that would bloat the model file
+        return self.b.op("Expand", [self.b.const(0.0, "zero"), self.b.ints(self.cot_shape(tensor))], "zeros")
 
     def fail(self, problem: str) -> ExplainError:
         return ExplainError(f"{self.node.op_type} node {self.node.name!r}: {problem}")
@@ -84,4 +84,4 @@ class RuleContext:
 
 
 # The rule modules register themselves on import.
-from . import activation, arithmetic, conv, pool, shape  # noqa: E402,F401
+from . import activation, arithmetic, conv, pool, shape, spatial  # noqa: E402,F401

@@ -57,3 +57,50 @@ def conv(c: RuleContext):
         out[0] = c.b.op("ConvTranspose", [c.g, c.b.const(w, "conv_w")], "conv_grad", strides=strides, pads=pads,
                         dilations=dil, group=group, output_padding=output_padding)
     return out
+
+
+@rule("ConvTranspose")
+def conv_transpose(c: RuleContext):
+    w = c.b.require_constant(c.x(1), c.node, "the weight")
+    group = int(c.attr("group", 1))
+    auto = c.attr("auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    if auto in ("SAME_UPPER", "SAME_LOWER") or c.attr("output_shape") is not None:
+        # the head/tail split of implicit padding differs between the spec and runtimes: refuse to guess
+        raise c.fail(f"implicit padding (auto_pad={auto}, output_shape) is not supported: export with explicit "
+                     "pads and output_padding (PyTorch does)")
+    n = len(w.shape) - 2
+    strides = list(c.attr("strides", [1] * n))
+    dil = list(c.attr("dilations", [1] * n))
+    pads = [0] * (2 * n) if auto == "VALID" else list(c.attr("pads", [0] * (2 * n)))
+    opad = list(c.attr("output_padding", [0] * n))
+    # ConvTranspose is defined as the adjoint of the Conv with the same weight (Cin, Cout/group, k..)
+    # and geometry, so its adjoint is that Conv, weight unchanged and unflipped.
+    # output_padding appended rows at the end of y: the conv pads g's end by pads[end] - output_padding, and
+    # where that is negative crops those trailing rows instead (no input reached them).
+    tail = [pads[n + i] - opad[i] for i in range(n)]
+    g = c.g
+    if min(tail) < 0:
+        ys = c.shape(c.y())[2:]
+        g = c.b.op("Slice", [g, c.b.ints([0] * n), c.b.ints([ys[i] + min(tail[i], 0) for i in range(n)]),
+                             c.b.ints(list(range(2, 2 + n)))], "convt_crop")
+    back_pads = pads[:n] + [max(t, 0) for t in tail]
+    out = [None] * len(c.node.input)
+    out[0] = c.b.op("Conv", [g, c.x(1)], "convt_grad", strides=strides, pads=back_pads, dilations=dil, group=group)
+    return out
+
+
+@rule("BatchNormalization")
+def batch_normalization(c: RuleContext):
+    if int(c.attr("training_mode", 0)) or len([o for o in c.node.output if o]) > 1:
+        raise c.fail("training-mode BatchNormalization is not supported: export the model in eval mode")
+    scale = c.b.require_constant(c.x(1), c.node, "the scale")
+    var = c.b.require_constant(c.x(4), c.node, "the running variance")
+    eps = float(c.attr("epsilon", 1e-5))
+    # inference mode is a per-channel affine map with constant statistics: dy/dx = scale / sqrt(var + eps)
+    factor = scale.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
+    rank = len(c.shape(c.x()))
+    factor = factor.reshape((1, -1) + (1,) * (rank - 2))
+    out = [None] * len(c.node.input)
+    out[0] = c.b.op("Mul", [c.g, c.b.const(factor, "bn_factor")], "bn_grad")
+    return out
