@@ -26,7 +26,7 @@ def tiny_segmenter(path, bands=3, classes=5):
              helper.make_node("Conv", ["dec1", "w2"], ["logits"])]
     graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, bands, H, W])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes, H, W])], [w1, w2])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
 
 
 def write_pair(tmp_path, **card_changes):

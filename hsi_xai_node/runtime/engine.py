@@ -1,0 +1,136 @@
+"""One engine interface over TensorRT and ONNX Runtime.
+
+    engine = open_engine(onnx_bytes, backend="auto", precision="fp16", cache_dir=None)
+    engine.inputs, engine.outputs        # name -> TensorSpec(shape, dtype)
+    engine.run({"input": x}, outputs=["logits", ...])   # only the named outputs come back
+
+Backends, tried in this order by `backend="auto"` (each failure is logged with its
+reason, and the engine says which one it is in `engine.backend`):
+
+    tensorrt   TensorRT 10 Python API + pycuda (engine cache, see tensorrt_backend.py)
+    ort-trt    ONNX Runtime, TensorRT execution provider
+    ort-cuda   ONNX Runtime, CUDA execution provider
+    ort-cpu    ONNX Runtime, CPU
+
+Naming a backend explicitly gives that backend or an `EngineError`, never a silent
+substitute. Tensor names always come from the model card, never from positions.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("tensorrt", "ort-trt", "ort-cuda", "ort-cpu")
+PRECISIONS = ("fp32", "fp16")
+_ORT_PROVIDERS = {"ort-trt": "TensorrtExecutionProvider", "ort-cuda": "CUDAExecutionProvider",
+                  "ort-cpu": "CPUExecutionProvider"}
+
+
+class EngineError(InputError):
+    """An engine cannot be made or run (backend missing, bad feed, unknown tensor)."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple
+    dtype: np.dtype
+
+
+class Engine:
+    """Common checks; subclasses implement `_run`."""
+
+    backend: str = ""
+    inputs: dict[str, TensorSpec]
+    outputs: dict[str, TensorSpec]
+
+    def run(self, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
+        names = list(self.outputs) if outputs is None else list(outputs)
+        unknown = [n for n in names if n not in self.outputs]
+        if unknown:
+            raise EngineError(f"{self.backend} engine has no output(s) {unknown}; it has {sorted(self.outputs)}")
+        missing = [n for n in self.inputs if n not in feeds]
+        if missing:
+            raise EngineError(f"{self.backend} engine needs input(s) {missing}")
+        checked = {}
+        for name, spec in self.inputs.items():
+            x = np.asarray(feeds[name])
+            if tuple(x.shape) != tuple(spec.shape):
+                raise EngineError(f"input {name!r}: shape {x.shape}, engine expects {spec.shape}")
+            checked[name] = np.ascontiguousarray(x, dtype=spec.dtype)
+        return self._run(checked, names)
+
+    def _run(self, feeds, names):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+_NP_OF_ORT = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8,
+              "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(uint16)": np.uint16,
+              "tensor(bool)": np.bool_}
+
+
+class OrtEngine(Engine):
+    def __init__(self, onnx_bytes: bytes, backend: str = "ort-cpu", threads: int = 0,
+                 optimization: str = "extended"):
+        import onnxruntime as ort
+
+        provider = _ORT_PROVIDERS[backend]
+        if provider not in ort.get_available_providers():
+            raise EngineError(f"{backend}: ONNX Runtime here has no {provider} "
+                              f"(available: {ort.get_available_providers()})")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        # EXTENDED, not ALL: layout rewrites can change forward rounding and flip a ReLU mask
+        opts.graph_optimization_level = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                                         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                                         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[optimization]
+        providers = [provider] if backend == "ort-cpu" else [provider, "CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(onnx_bytes, opts, providers=providers)
+        except Exception as exc:  # ORT raises its own exception types
+            raise EngineError(f"{backend}: ONNX Runtime could not load the model: {exc}") from None
+        self.backend = backend
+        self.inputs = {i.name: TensorSpec(i.name, tuple(i.shape), np.dtype(_NP_OF_ORT[i.type]))
+                       for i in self.session.get_inputs()}
+        self.outputs = {o.name: TensorSpec(o.name, tuple(o.shape), np.dtype(_NP_OF_ORT.get(o.type, np.float32)))
+                        for o in self.session.get_outputs()}
+
+    def _run(self, feeds, names):
+        return dict(zip(names, self.session.run(names, feeds)))
+
+
+def open_engine(onnx_bytes: bytes, backend: str = "auto", precision: str = "fp16", cache_dir=None,
+                threads: int = 0) -> Engine:
+    """The engine for `backend`, or with "auto" the first of BACKENDS that works here (each miss logged)."""
+    if backend not in ("auto", *BACKENDS):
+        raise EngineError(f"unknown backend {backend!r}; use auto or one of {list(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise EngineError(f"unknown precision {precision!r}; use one of {list(PRECISIONS)}")
+    order = BACKENDS if backend == "auto" else (backend,)
+    reasons = []
+    for name in order:
+        try:
+            if name == "tensorrt":
+                from .tensorrt_backend import TensorRTEngine
+                engine = TensorRTEngine(onnx_bytes, precision=precision, cache_dir=cache_dir)
+            else:
+                if precision == "fp16" and name == "ort-cpu" and backend != "auto":
+                    log.warning("ort-cpu runs fp32: the fp16 precision setting does not apply to it")
+                engine = OrtEngine(onnx_bytes, name, threads)
+        except (EngineError, ImportError) as exc:
+            reasons.append(f"{name}: {exc}")
+            if backend != "auto":
+                raise EngineError(str(exc)) from None
+            log.info("backend %s unavailable: %s", name, exc)
+            continue
+        if reasons:
+            log.warning("using backend %s (fell back past: %s)", name, "; ".join(reasons))
+        return engine
+    raise EngineError("no backend could run the model: " + "; ".join(reasons))

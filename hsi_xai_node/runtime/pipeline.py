@@ -1,0 +1,176 @@
+"""The perception pipeline every transport uses: raw frame in, labels, overlays and explanations out.
+
+    pipeline = Pipeline(PipelineConfig(model="models/unet_bundled_25pn.onnx"), dark=dark, white=white)
+    result = pipeline.process(raw_frame)           # FrameResult, or raises InputError for bad input
+
+Stages (each timed in `result.timings_ms`):
+
+    frontend   raw mosaic -> calibrated cube (sensor front end, the model card's bands and PN)
+    engine     model + explain graph, all classes at once (one engine call)
+    post       labels via the card, colour segmentation, fused overlays, residuals
+
+The fused overlays show, at every pixel, the map of the class predicted there (each
+class's map scaled to 0..255 in the graph), coloured and alpha-blended over the
+false-colour preview. Outside the model's window the preview shows through.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+
+from ..classes import colourise
+from ..errors import InputError
+from ..explain import SegmentationExplainConfig, build_segmentation_explainer, conservativeness_residual
+from ..model_card import ModelCard, load_model
+from ..sensor.calibration import load_profile
+from ..sensor.frontend import FrontEnd
+from ..sensor.radiometry import false_colour
+from .engine import open_engine
+
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "unet_bundled_25pn.onnx"
+COLORMAPS = {"jet": cv2.COLORMAP_JET, "turbo": cv2.COLORMAP_TURBO, "inferno": cv2.COLORMAP_INFERNO,
+             "viridis": cv2.COLORMAP_VIRIDIS, "magma": cv2.COLORMAP_MAGMA, "hot": cv2.COLORMAP_HOT}
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    model: str = str(DEFAULT_MODEL)
+    card: str | None = None  # default: the model path with .json
+    profile: str = "hsi-drive"  # sensor profile name or imec XML
+    flip_vertical: bool = False
+    backend: str = "auto"
+    precision: str = "fp16"
+    cache_dir: str | None = None
+    methods: tuple[str, ...] = ("activation", "seg_gradcam", "hires")
+    layers: tuple[str, ...] = ("penultimate",)
+    seed: str = "predicted"
+    overlay_method: str = "seg_gradcam"  # the Grad-CAM-family map fused into the Grad-CAM overlay
+    overlay_alpha: float = 0.5
+    colormap: str = "jet"
+    false_colour_nm: tuple[float, float, float] = (850.0, 731.88, 564.36)
+    class_maps: bool = False  # also return per-class float maps (costs a device->host copy)
+    threads: int = 0
+
+    def validated(self) -> "PipelineConfig":
+        if not 0.0 <= self.overlay_alpha <= 1.0:
+            raise InputError(f"overlay_alpha must be in [0, 1], got {self.overlay_alpha}")
+        if self.colormap not in COLORMAPS:
+            raise InputError(f"unknown colormap {self.colormap!r}; use one of {sorted(COLORMAPS)}")
+        if self.overlay_method not in ("seg_gradcam", "seg_gradcam_signed", "hires"):
+            raise InputError(f"overlay_method {self.overlay_method!r} must be seg_gradcam, seg_gradcam_signed or hires")
+        return self
+
+
+@dataclass
+class FrameResult:
+    labels: np.ndarray  # (rows, cols) uint8 class ids at cube resolution, 0 outside the model window
+    segmentation: np.ndarray  # bgr8
+    preview: np.ndarray  # bgr8 false colour
+    gradcam_overlay: np.ndarray | None  # bgr8
+    activation_overlay: np.ndarray | None  # bgr8
+    class_maps: dict[str, np.ndarray] = field(default_factory=dict)  # method@layer -> (K, h, w) float32
+    spectra: np.ndarray | None = None  # (K, bands) spectral attribution
+    residuals: dict[str, np.ndarray] = field(default_factory=dict)  # method -> (K,) conservativeness residual
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    saturated_fraction: float = 0.0
+
+
+class Pipeline:
+    """Holds the front end, the engine and the output plan for one model and sensor."""
+
+    def __init__(self, config: PipelineConfig = PipelineConfig(), dark: np.ndarray | None = None,
+                 white: np.ndarray | None = None):
+        self.config = cfg = config.validated()
+        self.profile = load_profile(cfg.profile, flip_vertical=cfg.flip_vertical)
+        loaded = load_model(cfg.model, cfg.card, profile=self.profile)
+        self.card: ModelCard = loaded.card
+        self.frontend = FrontEnd(self.profile, dark, white, self.card.frontend_config())
+        explain_cfg = SegmentationExplainConfig(methods=cfg.methods, layers=cfg.layers, seed=cfg.seed,
+                                                upsample=True, uint8=True)
+        self.graph = build_segmentation_explainer(onnx.load_model_from_string(loaded.onnx_bytes),
+                                                  self.card.input.tensor, self.card.logits, self.card.layers,
+                                                  explain_cfg)
+        self.engine = open_engine(self.graph.model.SerializeToString(), cfg.backend, cfg.precision, cfg.cache_dir,
+                                  cfg.threads)
+        self._lut = self.card.label_ids()
+        self._plan = self._output_plan()
+
+    # --- which engine outputs are needed -----------------------------------------------------
+    def _find(self, method: str, layer: str | None = None) -> str | None:
+        for name, o in self.graph.outputs.items():
+            if o.method == method and (layer is None or o.layer == layer):
+                return name
+        return None
+
+    def _output_plan(self) -> dict[str, str]:
+        cfg = self.config
+        first_layer = self.card.layers.get(cfg.layers[0], cfg.layers[0]) if cfg.layers else None
+        plan = {"logits": self.graph.logits}
+        if "activation" in cfg.methods:
+            plan["activation"] = self._find("activation")
+            plan["activation_u8"] = self._find("activation_u8")
+        if cfg.overlay_method in cfg.methods:
+            plan["gradcam_u8"] = self._find(cfg.overlay_method + "_u8", first_layer)
+        if "spectral" in cfg.methods:
+            plan["spectral"] = self._find("spectral")
+        if cfg.class_maps:
+            for name, o in self.graph.outputs.items():
+                if o.dtype == "float32" and o.method in ("activation", "seg_gradcam", "seg_gradcam_signed", "hires"):
+                    plan[f"{o.method}@{o.layer}"] = name
+        return {k: v for k, v in plan.items() if v is not None}
+
+    # --- one frame ----------------------------------------------------------------------------
+    def process(self, raw: np.ndarray) -> FrameResult:
+        t0 = time.perf_counter()
+        fe = self.frontend.process(raw)
+        x = self.card.model_input(fe.cube.data)
+        t1 = time.perf_counter()
+        out = self.engine.run({self.card.input.tensor: x}, list(dict.fromkeys(self._plan.values())))
+        t2 = time.perf_counter()
+        result = self._post(fe, {k: out[v] for k, v in self._plan.items()})
+        t3 = time.perf_counter()
+        result.timings_ms = {"frontend": (t1 - t0) * 1e3, "engine": (t2 - t1) * 1e3, "post": (t3 - t2) * 1e3,
+                             "total": (t3 - t0) * 1e3}
+        return result
+
+    def _window(self):
+        i = self.card.input
+        return slice(i.crop_top, i.crop_top + i.height), slice(i.crop_left, i.crop_left + i.width)
+
+    def _fuse(self, maps_u8: np.ndarray, channel: np.ndarray, preview: np.ndarray) -> np.ndarray:
+        """At each pixel the predicted class's map, coloured and blended over the preview."""
+        fused = np.take_along_axis(maps_u8[:, 0], channel[None], axis=0)[0]
+        coloured = cv2.applyColorMap(fused, COLORMAPS[self.config.colormap])
+        out = preview.copy()
+        rows, cols = self._window()
+        a = self.config.overlay_alpha
+        out[rows, cols] = cv2.addWeighted(preview[rows, cols], 1.0 - a, coloured, a, 0.0)
+        return out
+
+    def _post(self, fe, out: dict[str, np.ndarray]) -> FrameResult:
+        logits = out["logits"]
+        channel = logits[0].argmax(0)
+        rows, cols = self._window()
+        labels = np.zeros(fe.cube.data.shape[1:], np.uint8)
+        labels[rows, cols] = self._lut[channel]
+        preview = false_colour(fe.reflectance, self.config.false_colour_nm)
+        result = FrameResult(labels=labels, segmentation=colourise(labels), preview=preview,
+                             gradcam_overlay=None, activation_overlay=None,
+                             saturated_fraction=float(fe.saturated.mean()))
+        if "gradcam_u8" in out:
+            result.gradcam_overlay = self._fuse(out["gradcam_u8"], channel, preview)
+        if "activation_u8" in out:
+            result.activation_overlay = self._fuse(out["activation_u8"], channel, preview)
+            region = channel[None] == np.arange(logits.shape[1])[:, None, None]
+            result.residuals["activation"] = conservativeness_residual(out["activation"], logits, region,
+                                                                       self.graph.head_bias)
+        if "spectral" in out:
+            result.spectra = out["spectral"]
+        result.class_maps = {k: v[:, 0] for k, v in out.items() if "@" in k}
+        return result
