@@ -1,5 +1,6 @@
 """Whole-model check on the bundled 25-band U-Net: every class, several target layers, on a real
-generated frame, against autograd through an independent float64 PyTorch evaluation of the graph."""
+generated frame, against autograd through an independent float64 PyTorch evaluation of the graph
+(on the branches the float32 engine took: see torch_onnx.py)."""
 
 import numpy as np
 import onnx
@@ -10,7 +11,7 @@ from hsi_xai_node.explain import (SegmentationExplainConfig, assert_tensorrt_com
 from hsi_xai_node.model_card import load_model
 from test.conftest import REPO
 from test.explain.harness import relative_error, session, torch
-from test.explain.torch_onnx import run
+from test.explain.torch_onnx import branch_inputs, run
 
 MODEL = REPO / "models" / "unet_bundled_25pn.onnx"
 
@@ -44,9 +45,16 @@ def test_all_classes_several_layers_match_autograd(frame_input):
     region = (logits.argmax(1)[None] == np.arange(5).reshape(5, 1, 1, 1))
     assert region.reshape(5, -1).any(1).sum() >= 4  # a real frame: most classes present
 
-    xt = torch.tensor(x, dtype=torch.float64)
-    env = run(model, {card.input.tensor: xt}, [card.logits, *layers])
-    assert relative_error(logits, env[card.logits].numpy()) < 1e-5
+    # the float32 forward's max-pool winners and ReLU signs, so the reference takes the engine's branches
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    decide = branch_inputs(model)
+    for t in decide:
+        probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(t))
+    branches = dict(zip(decide, session(probe).run(decide, {card.input.tensor: x})))
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)  # so autograd tracks the graph
+    env = run(model, {card.input.tensor: xt}, [card.logits, *layers], branches)
+    assert relative_error(logits, env[card.logits].detach().numpy()) < 1e-5
     for c in range(5):
         if not region[c].any():
             continue
