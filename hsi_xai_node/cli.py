@@ -3,6 +3,7 @@
     hsi-xai profiles [NAME_OR_XML]   list sensor profiles, or describe one
     hsi-xai demo [--out DIR]         generated drive -> front end -> images + HTML page
     hsi-xai train-segmentation       train, evaluate and export the U-Nets (needs torch)
+    hsi-xai build-engine MODEL.onnx  build (or find) the cached TensorRT engine ahead of time
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_parser(sub)
     from .training.cli import add_parser as add_train_parser
     add_train_parser(sub)
+    from .runtime.tensorrt_backend import add_build_engine_parser
+    add_build_engine_parser(sub)
     return ap
 
 

@@ -107,7 +107,7 @@ class OrtEngine(Engine):
 
 
 def open_engine(onnx_bytes: bytes, backend: str = "auto", precision: str = "fp16", cache_dir=None,
-                threads: int = 0) -> Engine:
+                threads: int = 0, outputs_to_copy: list[str] | None = None) -> Engine:
     """The engine for `backend`, or with "auto" the first of BACKENDS that works here (each miss logged)."""
     if backend not in ("auto", *BACKENDS):
         raise EngineError(f"unknown backend {backend!r}; use auto or one of {list(BACKENDS)}")
@@ -119,7 +119,8 @@ def open_engine(onnx_bytes: bytes, backend: str = "auto", precision: str = "fp16
         try:
             if name == "tensorrt":
                 from .tensorrt_backend import TensorRTEngine
-                engine = TensorRTEngine(onnx_bytes, precision=precision, cache_dir=cache_dir)
+                engine = TensorRTEngine(onnx_bytes, precision=precision, cache_dir=cache_dir,
+                                        outputs_to_copy=outputs_to_copy)
             else:
                 if precision == "fp16" and name == "ort-cpu" and backend != "auto":
                     log.warning("ort-cpu runs fp32: the fp16 precision setting does not apply to it")

@@ -81,6 +81,19 @@ class FrameResult:
     saturated_fraction: float = 0.0
 
 
+def pipeline_graph(cfg: PipelineConfig, profile=None):
+    """(card, explain graph) the pipeline runs for `cfg`: the model checked against its card and
+    sensor, with the configured explanations appended. The TensorRT engine is keyed on this graph."""
+    profile = profile or load_profile(cfg.profile, flip_vertical=cfg.flip_vertical)
+    loaded = load_model(cfg.model, cfg.card, profile=profile)
+    card: ModelCard = loaded.card
+    explain_cfg = SegmentationExplainConfig(methods=cfg.methods, layers=cfg.layers, seed=cfg.seed,
+                                            upsample=True, uint8=True)
+    graph = build_segmentation_explainer(onnx.load_model_from_string(loaded.onnx_bytes), card.input.tensor,
+                                         card.logits, card.layers, explain_cfg)
+    return card, graph
+
+
 class Pipeline:
     """Holds the front end, the engine and the output plan for one model and sensor."""
 
@@ -88,18 +101,12 @@ class Pipeline:
                  white: np.ndarray | None = None):
         self.config = cfg = config.validated()
         self.profile = load_profile(cfg.profile, flip_vertical=cfg.flip_vertical)
-        loaded = load_model(cfg.model, cfg.card, profile=self.profile)
-        self.card: ModelCard = loaded.card
+        self.card, self.graph = pipeline_graph(cfg, self.profile)
         self.frontend = FrontEnd(self.profile, dark, white, self.card.frontend_config())
-        explain_cfg = SegmentationExplainConfig(methods=cfg.methods, layers=cfg.layers, seed=cfg.seed,
-                                                upsample=True, uint8=True)
-        self.graph = build_segmentation_explainer(onnx.load_model_from_string(loaded.onnx_bytes),
-                                                  self.card.input.tensor, self.card.logits, self.card.layers,
-                                                  explain_cfg)
-        self.engine = open_engine(self.graph.model.SerializeToString(), cfg.backend, cfg.precision, cfg.cache_dir,
-                                  cfg.threads)
-        self._lut = self.card.label_ids()
         self._plan = self._output_plan()
+        self.engine = open_engine(self.graph.model.SerializeToString(), cfg.backend, cfg.precision, cfg.cache_dir,
+                                  cfg.threads, outputs_to_copy=list(dict.fromkeys(self._plan.values())))
+        self._lut = self.card.label_ids()
 
     # --- which engine outputs are needed -----------------------------------------------------
     def _find(self, method: str, layer: str | None = None) -> str | None:

@@ -1,7 +1,6 @@
 """The frame pipeline on ONNX Runtime CPU: values against independent computations, and bad input."""
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 
