@@ -73,7 +73,11 @@ def hook_gradcams(model: UNet, x: torch.Tensor, layer: str) -> list:
     cams = []
     for c in range(CLASSES):
         store = {}
-        handle = getattr(model, layer).register_forward_hook(lambda m, i, o: (store.__setitem__("a", o), o.retain_grad()))
+
+        def keep(module, inputs, output):  # returns None: a forward hook's return value replaces the output
+            output.retain_grad()
+            store["a"] = output
+        handle = getattr(model, layer).register_forward_hook(keep)
         logits = model(x)
         region = (logits.argmax(1) == c).float()
         model.zero_grad(set_to_none=True)
@@ -114,6 +118,9 @@ def bench_size(size: str, repeats: int, threads: int) -> dict:
         fn()  # warm-up
     for _ in range(repeats):
         for k, fn in runs.items():  # interleaved: noise hits every variant alike
+            # let the previous run's thread pools go idle (PyTorch's OpenMP threads spin after a
+            # parallel region and would steal the cores from the next ONNX Runtime run); not timed
+            time.sleep(0.1)
             t0 = time.perf_counter()
             fn()
             times[k].append(time.perf_counter() - t0)

@@ -87,12 +87,19 @@ class MapWriter:
         v = b.op("Clip", [b.op("Round", [v]), b.const(0.0), b.const(255.0)], "u8_clip")
         return b.op("Cast", [v], "map_u8", to=onnx.TensorProto.UINT8)
 
+    def weighted_sum(self, alpha: str, layer: str) -> str:
+        """sum_k alpha[r, k] * A_k as one MatMul: (rows, C) x (C, h*w), no (rows, C, h, w) product."""
+        b = self.b
+        _, c, h, w = b.shape(layer)
+        flat = b.op("MatMul", [b.op("Reshape", [alpha, b.ints([self.rows, c])], "alpha_2d"),
+                               b.op("Reshape", [layer, b.ints([c, h * w])], "activations_2d")], "cam_flat")
+        return b.op("Reshape", [flat, b.ints([self.rows, 1, h, w])], "cam")
+
     def grad_cams(self, grads: dict[str, str], prefix: str, relu: bool = True, signed: bool = True) -> None:
         """Grad-CAM (gradients averaged over space) of every target layer, with and/or without ReLU."""
         b = self.b
         for layer, g in grads.items():
-            alpha = self.mean_hw(g, "alpha")
-            cam = b.reduce("ReduceSum", b.op("Mul", [alpha, layer]), [1], 1, prefix + "_signed")
+            cam = self.weighted_sum(self.mean_hw(g, "alpha"), layer)
             if signed:
                 self.finish(cam, prefix + "_signed", layer, signed=True)
             if relu:

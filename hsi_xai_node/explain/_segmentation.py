@@ -99,6 +99,42 @@ class _Seeds:
         return self.b.op("Mul", [region, eye], "seed")
 
 
+def _logit_minus_bias(b: Builder, logits: str, bias: np.ndarray) -> str:
+    """(K, 1, H, W) sum_k w_ck A_k: the logits less the head's bias, class in the batch axis."""
+    k = bias.shape[0]
+    centred = b.op("Sub", [logits, b.const(bias.reshape(1, k, 1, 1), "head_bias")], "logit_minus_bias")
+    return b.op("Transpose", [centred], "activation", perm=[1, 0, 2, 3])
+
+
+def _linear_head_input(b: Builder, logits: str) -> str | None:
+    """The tensor feeding a final ungrouped 1x1 Conv, if that Conv is its only consumer."""
+    try:
+        head, _, _ = _find_head(b, logits)
+    except ExplainError:
+        return None
+    consumers = [n for n in b.graph.node if head.input[0] in n.input]
+    return head.input[0] if consumers == [head] else None
+
+
+def _closed_form(b: Builder, maps: MapWriter, wanted: list[str], logits: str, layer: str, region: str) -> None:
+    """Grad-CAM family at the input A of a final 1x1 conv z = W A + b, without a backward pass.
+
+    There dS_c/dA_k = w_ck * region_c exactly, so HiRes_c = region_c * (z_c - b_c) and
+    Seg-Grad-CAM_c = mean(region_c) * (z_c - b_c): the same maps the generic backward gives
+    (the tests compare both with autograd), at the cost of one subtraction.
+    """
+    _, w, bias = _find_head(b, logits)
+    act = _logit_minus_bias(b, logits, bias)
+    if "seg_gradcam" in wanted or "seg_gradcam_signed" in wanted:
+        signed = b.op("Mul", [maps.mean_hw(region, "region_share"), act], "seg_gradcam_signed")
+        if "seg_gradcam_signed" in wanted:
+            maps.finish(signed, "seg_gradcam_signed", layer, signed=True)
+        if "seg_gradcam" in wanted:
+            maps.finish(b.op("Relu", [signed], "seg_gradcam"), "seg_gradcam", layer, signed=False)
+    if "hires" in wanted:
+        maps.finish(b.op("Mul", [region, act], "hires"), "hires", layer, signed=True)
+
+
 def build_segmentation_explainer(model: onnx.ModelProto, input_name: str, logits: str, layers: dict[str, str],
                                  config: SegmentationExplainConfig = SegmentationExplainConfig()) -> ExplainGraph:
     """A copy of `model` with the configured explanations appended as extra outputs.
@@ -124,9 +160,7 @@ def build_segmentation_explainer(model: onnx.ModelProto, input_name: str, logits
             raise ExplainError(f"the final 1x1 conv reads {head.input[0]!r}, not the penultimate layer {pen!r}")
         eg.head_bias = bias.astype(np.float32)
         c = w.shape[1]
-        contrib = b.op("Conv", [pen, b.const(w.reshape(classes, c, 1, 1), "head_w")], "class_contribution")
-        per_class = b.op("Transpose", [contrib], "activation", perm=[1, 0, 2, 3])  # (K, 1, H, W)
-        maps.finish(per_class, "activation", pen, signed=True)
+        maps.finish(_logit_minus_bias(b, logits, bias), "activation", pen, signed=True)
         k = min(cfg.top_k, c)
         if k:
             idx = np.argsort(-w, axis=1, kind="stable")[:, :k]  # strongest positive weights first
@@ -146,9 +180,14 @@ def build_segmentation_explainer(model: onnx.ModelProto, input_name: str, logits
     if wanted_grads or want_spectral:
         layer_targets = list(dict.fromkeys(resolve_layer(layers, n, b) for n in cfg.layers)) if wanted_grads else []
         region = seeds.region()
-        grads = append_backward(b, {logits: seeds.seed(region)},
-                                layer_targets + ([input_name] if want_spectral else []), classes)
+        head = _linear_head_input(b, logits)
+        closed = [t for t in layer_targets if t == head]  # no backward needed there, see _closed_form
+        backward = [t for t in layer_targets if t != head] + ([input_name] if want_spectral else [])
+        grads = append_backward(b, {logits: seeds.seed(region)}, backward, classes) if backward else {}
         for layer in layer_targets:
+            if layer in closed:
+                _closed_form(b, maps, wanted_grads, logits, layer, region)
+                continue
             g = grads[layer]
             if "seg_gradcam" in wanted_grads or "seg_gradcam_signed" in wanted_grads:
                 maps.grad_cams({layer: g}, "seg_gradcam", relu="seg_gradcam" in wanted_grads,

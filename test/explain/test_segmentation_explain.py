@@ -98,6 +98,8 @@ def test_all_methods_all_classes_match_autograd(tiny):
     act = ours("activation", "dec1")
     np.testing.assert_allclose(act[:, 0] + eg.head_bias[:, None, None], logits[0], rtol=1e-5, atol=1e-5)
     w = model.head.weight.detach().numpy()[:, :, 0, 0]
+    # and it is sum_k w_ck A_k, computed here from torch's own dec1 activations
+    assert relative_error(act[:, 0], np.einsum("ck,khw->chw", w, acts["dec1"][0])) < 1e-5
     top = ours("activation_topk", "dec1")
     for c in range(3):
         for j, ch in enumerate(eg.topk_channels[c]):

@@ -12,9 +12,10 @@ from . import RuleContext, rule
 
 @rule("Relu")
 def relu(c: RuleContext):
-    # PyTorch's tie rule: the gradient at x == 0 is 0
+    # PyTorch's tie rule: the gradient at x == 0 is 0. The mask reads the output: y > 0 exactly
+    # when x > 0, and leaving x unread lets runtimes keep Conv+Relu fused in the forward pass.
     zero = c.b.const(0.0, "zero")
-    return [c.b.op("Where", [c.b.op("Greater", [c.x(), zero], "relu_mask"), c.g, zero], "relu_grad")]
+    return [c.b.op("Where", [c.b.op("Greater", [c.y(), zero], "relu_mask"), c.g, zero], "relu_grad")]
 
 
 @rule("LeakyRelu")
