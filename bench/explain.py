@@ -7,7 +7,8 @@ parameters) at the model input 1x25x208x400 (the largest multiple of 16 inside t
 25x216x409 cube), all 5 classes at once, it times in one run, interleaved:
 
 * the forward-only graph;
-* activation maps (paper 000, no backward);
+* activation maps (paper 000, no backward): the per-class maps alone, and with the top-3
+  channel maps per class and the second conv block's activations as extra outputs;
 * HiRes + Seg-Grad-CAM at the layer before the final 1x1 conv (dec1);
 * HiRes + Seg-Grad-CAM at the bottleneck;
 * the same Grad-CAMs the way hook-based CAM libraries compute them: PyTorch autograd,
@@ -97,7 +98,11 @@ def bench_size(size: str, repeats: int, threads: int) -> dict:
         export_onnx(net, path, SHAPE)
         forward = onnx.load(str(path))
     graphs = {"forward": forward}
-    graphs["activation"] = build_segmentation_explainer(
+    graphs["activation maps"] = build_segmentation_explainer(
+        forward, "input", "logits", LAYERS, SegmentationExplainConfig(methods=("activation",), top_k=0,
+                                                                       second_block=False, upsample=False,
+                                                                       uint8=False)).model
+    graphs["+ top-3 + second block"] = build_segmentation_explainer(
         forward, "input", "logits", LAYERS, SegmentationExplainConfig(methods=("activation",), upsample=False,
                                                                        uint8=False)).model
     for layer in ("penultimate", "bottleneck"):

@@ -15,11 +15,12 @@ from hsi_xai_node.sensor.radiometry import false_colour
 
 
 def test_demo_cli_writes_page_and_images_equal_to_the_pipeline(tmp_path):
-    assert main(["demo", "--out", str(tmp_path), "--frames", "2", "--stride", "5", "--seed", "3"]) == 0
+    assert main(["demo", "--out", str(tmp_path), "--frames", "2", "--stride", "5", "--seed", "3",
+                 "--backend", "ort-cpu"]) == 0
     page = (tmp_path / "index.html").read_text()
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["frames"] == 2 and summary["profile"] == "hsi-drive"
-    for src in ["spectra_reflectance.png", "spectra_pn.png", "frames/000_0.png", "frames/001_7.png"]:
+    for src in ["spectra_reflectance.png", "spectra_pn.png", "frames/000_0.png", "frames/001_10.png"]:
         assert f"'{src}'" in page
         assert cv2.imread(str(tmp_path / src)) is not None, src
 
@@ -32,7 +33,14 @@ def test_demo_cli_writes_page_and_images_equal_to_the_pipeline(tmp_path):
     np.testing.assert_array_equal(cv2.imread(str(tmp_path / "frames/001_0.png")),
                                   false_colour(result.reflectance, FALSE_COLOUR_NM))
     np.testing.assert_array_equal(cv2.imread(str(tmp_path / "frames/001_1.png")), colourise(frame.labels))
-    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "frames/001_4.png")), frame.cameras["rgb"].image)
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "frames/001_7.png")), frame.cameras["rgb"].image)
+    # the model's outputs, as the pipeline computes them for the same frame
+    from hsi_xai_node.runtime import Pipeline, PipelineConfig
+    out = Pipeline(PipelineConfig(backend="ort-cpu"), dark, white).process(frame.raw)
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "frames/001_2.png")), out.segmentation)
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "frames/001_3.png")), out.gradcam_overlay)
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "frames/001_4.png")), out.activation_overlay)
+    assert summary["label_accuracy"] > 0.9 and summary["activation_residual_max"] < 1e-5
 
     # PN brings sun and shadow spectra of the road together (paper 000's reason for PN)
     spectra = summary["class_spectra"]["road"]
