@@ -53,6 +53,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=12)
     ap.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: all cores)")
+    ap.add_argument("--backend", default="ort-cpu", help="tensorrt, ort-trt, ort-cuda or ort-cpu (default)")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     profile = load_profile("hsi-drive")
@@ -62,7 +63,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         models = {"bundled (25pn, 1.1M params)": DEFAULT_MODEL,
                   "hsi-drive size (25pn, 7.8M params)": full_size_model(Path(tmp))}
-        pipelines = {name: Pipeline(PipelineConfig(model=str(path), backend="ort-cpu", threads=args.threads),
+        pipelines = {name: Pipeline(PipelineConfig(model=str(path), backend=args.backend, threads=args.threads),
                                     dark, white) for name, path in models.items()}
         timings = {name: [] for name in pipelines}
         for p in pipelines.values():
@@ -70,7 +71,8 @@ def main(argv=None):
         for raw in frames[1:]:
             for name, p in pipelines.items():
                 timings[name].append(p.process(raw).timings_ms)
-    results = {"machine": platform.machine(), "frames": args.frames, "threads": args.threads, "pipelines": {}}
+    results = {"machine": platform.machine(), "backend": args.backend, "frames": args.frames, "threads": args.threads,
+               "pipelines": {}}
     print(f"{'pipeline':36s} {'frontend':>9s} {'engine':>9s} {'post':>8s} {'total':>9s} {'fps':>6s}   (median ms)")
     for name, rows in timings.items():
         med = {k: float(np.median([r[k] for r in rows])) for k in rows[0]}
