@@ -126,7 +126,8 @@ def open_engine(onnx_bytes: bytes, backend: str = "auto", precision: str = "fp16
                     log.warning("ort-cpu runs fp32: the fp16 precision setting does not apply to it")
                 engine = OrtEngine(onnx_bytes, name, threads)
         except (EngineError, ImportError) as exc:
-            reasons.append(f"{name}: {exc}")
+            msg = str(exc)
+            reasons.append(msg if msg.startswith(name) else f"{name}: {msg}")
             if backend != "auto":
                 raise EngineError(str(exc)) from None
             log.info("backend %s unavailable: %s", name, exc)
