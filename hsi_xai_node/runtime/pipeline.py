@@ -92,6 +92,7 @@ class FrameResult:
     residuals: dict[str, np.ndarray] = field(default_factory=dict)  # method -> (K,) conservativeness residual
     timings_ms: dict[str, float] = field(default_factory=dict)
     saturated_fraction: float = 0.0
+    header: object = None  # the input's header (stamp, frame_id), passed through untouched
 
 
 def pipeline_graph(cfg: PipelineConfig, profile=None):
@@ -146,7 +147,11 @@ class Pipeline:
         return {k: v for k, v in plan.items() if v is not None}
 
     # --- one frame ----------------------------------------------------------------------------
-    def process(self, raw: np.ndarray) -> FrameResult:
+    def set_references(self, dark: np.ndarray, white: np.ndarray) -> None:
+        """Swap in new dark/white reference frames; on bad ones raise and keep the current ones."""
+        self.frontend = FrontEnd(self.profile, dark, white, self.card.frontend_config())
+
+    def process(self, raw: np.ndarray, header: object = None) -> FrameResult:
         t0 = time.perf_counter()
         fe = self.frontend.process(raw)
         x = self.card.model_input(fe.cube.data)
@@ -157,6 +162,7 @@ class Pipeline:
         t3 = time.perf_counter()
         result.timings_ms = {"frontend": (t1 - t0) * 1e3, "engine": (t2 - t1) * 1e3, "post": (t3 - t2) * 1e3,
                              "total": (t3 - t0) * 1e3}
+        result.header = header
         return result
 
     def _window(self):

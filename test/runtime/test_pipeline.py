@@ -80,3 +80,21 @@ def test_bad_config():
         PipelineConfig(overlay_alpha=1.5).validated()
     with pytest.raises(InputError, match="unknown colormap 'rainbow'"):
         PipelineConfig(colormap="rainbow").validated()
+
+
+def test_header_passes_through_and_references_can_be_replaced(pipeline, drive):
+    gen, (dark, white) = drive
+    raw = gen.frame(3).raw
+    header = {"stamp_ns": gen.frame(3).stamp_ns, "frame_id": "hsi_camera"}
+    before = pipeline.process(raw, header)
+    assert before.header is header
+    # a white reference not brighter than the dark one would make NaNs: refused, old references kept
+    with pytest.raises(FrameError, match="not brighter than the dark reference"):
+        pipeline.set_references(dark, dark)
+    np.testing.assert_array_equal(pipeline.process(raw).labels, before.labels)
+    # a brighter white reference lowers every reflectance: the preview darkens
+    pipeline.set_references(dark, (white.astype(np.int32) * 2).clip(0, 65535).astype(np.uint16))
+    darker = pipeline.process(raw)
+    assert darker.preview.mean() < before.preview.mean() - 5
+    pipeline.set_references(dark, white)
+    np.testing.assert_array_equal(pipeline.process(raw).preview, before.preview)
