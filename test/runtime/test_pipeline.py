@@ -30,6 +30,11 @@ def pipeline(drive):
                                    class_maps=True), dark, white)
 
 
+def test_the_graph_the_pipeline_runs_is_tensorrt_compatible(pipeline):
+    from hsi_xai_node.explain import check_tensorrt
+    assert check_tensorrt(pipeline.graph.model, "pipeline graph") == []
+
+
 def test_frame_result_matches_independent_computation(pipeline, drive, hsi_drive):
     gen, (dark, white) = drive
     frame = gen.frame(20)
