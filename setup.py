@@ -27,11 +27,15 @@ setup(
         "matplotlib>=3.7",  # demo and report plots (imported only there)
         "onnx>=1.16",
         "onnxruntime>=1.18",
+        "pyyaml>=6",
+        "rosbags>=0.10",
+        "tqdm>=4.60",
     ],
     extras_require={
         # Tests (ONNX/ROS parts of the suite skip with a reason when their extras are absent).
         # torch: the reference the ONNX graphs are checked against (CPU build, never a runtime import).
-        "test": ["pytest>=7", "pytest-xdist>=3", "setuptools>=64", "wheel", "torch==2.13.0"],
+        "test": ["pytest>=7", "pytest-xdist>=3", "setuptools>=64", "wheel", "torch==2.13.0",
+                 "mcap>=1.1", "mcap-ros2-support>=0.5"],  # the last two: an independent bag reader
         # Training and ONNX export only; the runtime never imports torch.
         "train": ["torch==2.13.0"],
         # GPU runtime on a vehicle (Jetson images ship these from JetPack instead).

@@ -16,7 +16,6 @@ false-colour preview. Outside the model's window the preview shows through.
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,24 +28,13 @@ from ..classes import colourise
 from ..errors import InputError
 from ..explain import SegmentationExplainConfig, build_segmentation_explainer, conservativeness_residual
 from ..model_card import ModelCard, load_model
+from ..resources import share_path
 from ..sensor.calibration import load_profile
 from ..sensor.frontend import FrontEnd
 from ..sensor.radiometry import false_colour
 from .engine import open_engine
 
-def models_dir() -> Path:
-    """Where the bundled models are: the source tree, else the install's share/ (pip wheel or colcon)."""
-    candidates = [Path(__file__).resolve().parents[2] / "models",
-                  Path(sys.prefix) / "share" / "hsi_xai_node" / "models"]
-    try:  # a colcon/ament install
-        from ament_index_python.packages import get_package_share_directory
-        candidates.append(Path(get_package_share_directory("hsi_xai_node")) / "models")
-    except Exception:  # not on a ROS machine, or the package is not in the ament index
-        pass
-    return next((c for c in candidates if (c / "unet_bundled_25pn.onnx").is_file()), candidates[0])
-
-
-DEFAULT_MODEL = models_dir() / "unet_bundled_25pn.onnx"
+DEFAULT_MODEL = share_path("models/unet_bundled_25pn.onnx")
 COLORMAPS = {"jet": cv2.COLORMAP_JET, "turbo": cv2.COLORMAP_TURBO, "inferno": cv2.COLORMAP_INFERNO,
              "viridis": cv2.COLORMAP_VIRIDIS, "magma": cv2.COLORMAP_MAGMA, "hot": cv2.COLORMAP_HOT}
 
