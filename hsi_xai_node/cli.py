@@ -1,7 +1,8 @@
 """`hsi-xai`: the command-line entry point (no ROS needed).
 
     hsi-xai profiles [NAME_OR_XML]   list sensor profiles, or describe one
-    hsi-xai demo [--out DIR]         generated drive -> front end -> images + HTML page
+    hsi-xai demo [--out DIR]         generated drive -> rosbag2 -> replay -> output bag + HTML report
+    hsi-xai replay IN OUT            a rosbag2 through the node's pipeline, written as a new bag
     hsi-xai train-segmentation       train, evaluate and export the U-Nets (needs torch)
     hsi-xai build-engine MODEL.onnx  build (or find) the cached TensorRT engine ahead of time
 """
@@ -57,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(sub)
     from .runtime.tensorrt_backend import add_build_engine_parser
     add_build_engine_parser(sub)
+    from .transports.replay import add_replay_parser
+    add_replay_parser(sub)
     return ap
 
 

@@ -1,0 +1,440 @@
+"""`hsi-xai replay IN OUT`: a recorded rosbag2 through the node's pipeline, no ROS install needed.
+
+    summary = replay("drive_bag", "drive_out", load_config(backend="ort-cpu"))
+    print(summary.text())
+
+The output bag holds every input message unchanged plus, per raw frame, exactly what the live
+node publishes (same topics, types and headers), logged at the raw frame's timestamp, so
+`ros2 bag play` of the output looks like the node ran during the drive:
+
+    <ns>/labels                 sensor_msgs/Image mono8, class ids
+    <ns>/segmentation           sensor_msgs/Image bgr8, class colours
+    <ns>/preview                sensor_msgs/Image bgr8, false colour
+    <ns>/gradcam_overlay        sensor_msgs/Image bgr8 (when the overlay method is configured)
+    <ns>/activation_overlay     sensor_msgs/Image bgr8 (when "activation" is configured)
+    <ns>/class_maps/<class>     sensor_msgs/Image 32FC1 (publish_class_maps)
+    /diagnostics                diagnostic_msgs/DiagnosticArray
+
+Bad messages are skipped and counted; the output is written to a temporary sibling and
+renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import FrameError, InputError
+from . import messages as m
+from .config import NodeConfig, load_config
+
+RAW_ENCODINGS = ("mono16", "16UC1")
+IMAGE = "sensor_msgs/msg/Image"
+DIAGNOSTICS = "diagnostic_msgs/msg/DiagnosticArray"
+DIAGNOSTICS_TOPIC = "/diagnostics"
+NODE_NAME = "hsi_xai"  # the node name in config/hsi_xai.yaml, used for the diagnostic status name
+
+
+def _why(exc: BaseException) -> str:
+    """An exception as "module.Type: message" (bare names like struct's `error` say nothing)."""
+    kind = type(exc).__name__ if type(exc).__module__ == "builtins" else f"{type(exc).__module__}.{type(exc).__name__}"
+    return f"{kind}: {exc}" if str(exc) else kind
+
+
+# --- input: rosbags' Reader, or a streaming MCAP read that survives a missing footer ---------------
+@dataclass(frozen=True)
+class _Conn:
+    """What is needed to copy one input connection into the output bag."""
+    topic: str
+    msgtype: str
+    msgdef: str
+    digest: str
+    qos: tuple = ()
+
+
+class _RosbagsInput:
+    def __init__(self, reader):
+        self.reader = reader
+        self.conns = [_Conn(c.topic, c.msgtype, c.msgdef.data or "", c.digest or "",
+                            tuple(getattr(c.ext, "offered_qos_profiles", ()) or ())) for c in reader.connections]
+        self._index = {c.id: i for i, c in enumerate(reader.connections)}
+        self.counts = Counter()
+        for c in reader.connections:
+            self.counts[c.topic] += c.msgcount
+        self.truncation = ""
+
+    def messages(self, topics=None):
+        """(connection index, log time ns, CDR bytes); a read error ends the stream and is noted."""
+        conns = [c for c in self.reader.connections if topics is None or c.topic in topics]
+        try:
+            for c, t, data in self.reader.messages(connections=conns):
+                yield self._index[c.id], t, data
+        except Exception as exc:  # noqa: BLE001 - any storage failure part-way is a truncated bag
+            self.truncation = f"input bag unreadable part-way ({_why(exc)}); stopped there"
+
+    def close(self):
+        self.reader.close()
+
+
+class _McapStreamInput:
+    """Reads .mcap files record by record: a recording cut short (no footer or summary, as left by a
+    crashed recorder) keeps every message written before the cut."""
+
+    def __init__(self, files: list[Path]):
+        self.files, self.conns, self._index, self.counts, self.truncation = files, [], {}, Counter(), ""
+        for _ in self.messages():  # one pass to learn the channels and count messages
+            pass
+
+    def messages(self, topics=None):
+        from mcap.records import Channel, Message, Schema
+        from mcap.stream_reader import StreamReader
+
+        self.truncation = ""
+        counting = not self.conns
+        for n, path in enumerate(self.files):
+            schemas = {}
+            try:
+                with open(path, "rb") as f:
+                    for rec in StreamReader(f).records:
+                        if isinstance(rec, Schema):
+                            schemas[rec.id] = rec
+                        elif isinstance(rec, Channel) and (n, rec.id) not in self._index:
+                            s = schemas.get(rec.schema_id)
+                            self._index[(n, rec.id)] = len(self.conns)
+                            self.conns.append(_Conn(rec.topic, s.name if s else "", s.data.decode() if s else "", ""))
+                        elif isinstance(rec, Message) and (n, rec.channel_id) in self._index:
+                            i = self._index[(n, rec.channel_id)]
+                            if counting:
+                                self.counts[self.conns[i].topic] += 1
+                            if topics is None or self.conns[i].topic in topics:
+                                yield i, rec.log_time, rec.data
+            except Exception as exc:  # noqa: BLE001 - EndOfFile, struct.error, bad CRC: the file stops here
+                self.truncation = (f"{path.name} is cut short ({_why(exc)}); kept every message before the cut")
+                return
+
+    def close(self):
+        pass
+
+
+def _open_input(path: Path):
+    from rosbags.rosbag2 import Reader
+
+    try:
+        reader = Reader(path)
+        reader.open()
+        return _RosbagsInput(reader)
+    except Exception as exc:  # noqa: BLE001 - ReaderError, sqlite3 errors, YAML errors: all "cannot open"
+        files = [path] if path.suffix == ".mcap" and path.is_file() else sorted(path.glob("*.mcap"))
+        try:
+            src = _McapStreamInput(files) if files else None
+        except Exception:  # noqa: BLE001 - not MCAP at all: report rosbags' reason below
+            src = None
+        if src is not None and src.conns:
+            return src
+        raise InputError(f"input bag {path}: cannot be opened ({_why(exc)})") from None
+
+
+# --- the summary ------------------------------------------------------------------------------------
+@dataclass
+class ReplaySummary:
+    input: str
+    output: str
+    storage: str
+    backend: str
+    model: str
+    frames_in: int = 0  # raw messages met in the bag
+    frames_processed: int = 0
+    dropped: int = 0  # a replay waits for every frame: nothing is dropped
+    bad: dict = field(default_factory=dict)  # reason -> {"count": n, "first": "where: message"}
+    stage_ms: dict = field(default_factory=dict)  # stage -> median ms
+    fps: float = 0.0  # processed frames per second of wall time (read, process, write)
+    activation_residual_max: float | None = None  # max |conservativeness residual| over frames and classes
+    references: str = ""
+    reference_updates: int = 0
+    truncation: str = ""  # empty when the whole input was read
+    wall_s: float = 0.0
+
+    @property
+    def bad_total(self) -> int:
+        return sum(v["count"] for v in self.bad.values())
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "bad_total": self.bad_total}
+
+    def text(self) -> str:
+        lines = [f"replay {self.input} -> {self.output} ({self.storage})",
+                 (f"frames: {self.frames_in} in, {self.frames_processed} processed, {self.dropped} dropped, "
+                  f"{self.bad_total} bad messages; {self.fps:.2f} frames/s over {self.wall_s:.1f} s"),
+                 f"model {self.model} on {self.backend}",
+                 f"references: {self.references}" + (f"; {self.reference_updates} later update(s)"
+                                                     if self.reference_updates else "")]
+        if self.stage_ms:
+            lines.append("median ms per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in self.stage_ms.items()))
+        if self.activation_residual_max is not None:
+            lines.append(f"activation conservativeness residual, max: {self.activation_residual_max:.3g}")
+        for reason, v in self.bad.items():
+            lines.append(f"skipped ({reason}): {v['count']}, first: {v['first']}")
+        lines.append(f"truncated input: {self.truncation}" if self.truncation else "input read to the end")
+        return "\n".join(lines)
+
+
+# --- the replay -----------------------------------------------------------------------------------
+def replay(in_path, out_path, config: NodeConfig, storage: str = "mcap", progress: bool = True,
+           overwrite: bool = False) -> ReplaySummary:
+    """Replay the bag at `in_path` through the pipeline into a new bag at `out_path`."""
+    from rosbags.rosbag2 import Writer
+
+    from ..runtime.pipeline import Pipeline
+    from .drive_bag import STORAGE
+
+    in_path, out_path = Path(in_path), Path(out_path)
+    if storage not in STORAGE:
+        raise InputError(f"storage {storage!r} unknown; use one of {sorted(STORAGE)}")
+    if out_path.resolve() == in_path.resolve():
+        raise InputError(f"output {out_path} is the input bag")
+    if out_path.exists() and not overwrite:
+        raise InputError(f"output {out_path} exists; pass overwrite=True (--overwrite) to replace it")
+    src = _open_input(in_path)
+    try:
+        raw_conns = [c for c in src.conns if c.topic == config.raw_topic]
+        if not raw_conns:
+            raise InputError(f"input bag {in_path}: no raw topic {config.raw_topic!r}; its topics: "
+                             f"{sorted({c.topic for c in src.conns})}")
+        if any(c.msgtype != IMAGE for c in raw_conns):
+            raise InputError(f"raw topic {config.raw_topic}: type {raw_conns[0].msgtype}, expected {IMAGE}")
+        pipeline = Pipeline(config.pipeline_config())
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", suffix=".partial", dir=out_path.parent))
+        try:
+            # the bag inside the temporary directory carries the final name: its files are named after it
+            with Writer(tmp / out_path.name, version=9, storage_plugin=STORAGE[storage]) as writer:
+                summary = _Replay(src, writer, pipeline, config, progress).run()
+            if out_path.is_dir():
+                shutil.rmtree(out_path)
+            elif out_path.exists():
+                out_path.unlink()
+            (tmp / out_path.name).rename(out_path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        src.close()
+    summary.input, summary.output, summary.storage = str(in_path), str(out_path), storage
+    return summary
+
+
+class _Replay:
+    def __init__(self, src, writer, pipeline, config: NodeConfig, progress: bool):
+        self.src, self.writer, self.pipeline, self.config, self.progress = src, writer, pipeline, config, progress
+        self.store = m.typestore()
+        self.out_conns: dict[tuple[str, str], object] = {}
+        self.bad: dict[str, dict] = {}
+        self.timings: dict[str, list[float]] = {}
+        self.residual_max: float | None = None
+        self.refs: dict[str, np.ndarray] = {}  # topic -> the reference frame in use
+        self.calibrated = False  # the pipeline holds a dark/white pair
+        self.s = ReplaySummary("", "", "", pipeline.engine.backend, pipeline.card.name)
+        names = {c.channel: c.name for c in pipeline.card.classes}
+        self.class_names = [names[k] for k in sorted(names)]
+
+    # --- helpers ----------------------------------------------------------------------------
+    def _skip(self, reason: str, where: str, exc: Exception) -> None:
+        entry = self.bad.setdefault(reason, {"count": 0, "first": f"{where}: {exc}"})
+        entry["count"] += 1
+
+    def _out_conn(self, topic: str, msgtype: str, conn: _Conn | None = None):
+        """The output connection for (topic, type); input and output topics share one if they coincide."""
+        key = (topic, msgtype)
+        if key not in self.out_conns:
+            qos = list(conn.qos) if conn else []
+            if msgtype in self.store.types:
+                self.out_conns[key] = self.writer.add_connection(topic, msgtype, typestore=self.store,
+                                                                 offered_qos_profiles=qos)
+            elif conn.msgdef and conn.digest:
+                self.out_conns[key] = self.writer.add_connection(topic, msgtype, msgdef=conn.msgdef,
+                                                                 rihs01=conn.digest, offered_qos_profiles=qos)
+            else:  # no hash in the bag: derive it from the definition in a store of its own
+                from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+                try:
+                    store = get_typestore(Stores.EMPTY)
+                    store.register(get_types_from_msg(conn.msgdef, msgtype))
+                    self.out_conns[key] = self.writer.add_connection(topic, msgtype, typestore=store,
+                                                                     offered_qos_profiles=qos)
+                except Exception as exc:  # noqa: BLE001 - unparsable or missing definition
+                    raise InputError(f"topic {topic}: type {msgtype} is not known here and its definition in "
+                                     f"the bag cannot be used to copy it ({exc})") from None
+        return self.out_conns[key]
+
+    def _reference(self, conn: _Conn, t: int, data: bytes) -> np.ndarray:
+        return m.image_to_array(m.deserialize(data, conn.msgtype), f"{conn.topic} @ {t}", RAW_ENCODINGS).copy()
+
+    def _apply_references(self) -> bool:
+        dark, white = self.refs.get(self.config.dark_topic), self.refs.get(self.config.white_topic)
+        if dark is None or white is None:
+            return False
+        self.pipeline.set_references(dark, white)
+        self.calibrated = True
+        return True
+
+    # --- the two passes -----------------------------------------------------------------------
+    def _initial_references(self) -> dict[str, int]:
+        """Pick, per reference topic, the latest message before the first raw frame (else the first one);
+        returns topic -> ordinal of the message chosen, so the main pass knows which ones come later."""
+        cfg = self.config
+        ref_topics = {cfg.dark_topic, cfg.white_topic} & {c.topic for c in self.src.conns}
+        chosen: dict[str, tuple[int, int, int, bytes]] = {}
+        ordinal = Counter()
+        seen_raw = False
+        for i, t, data in self.src.messages(ref_topics | {cfg.raw_topic}):
+            topic = self.src.conns[i].topic
+            if topic == cfg.raw_topic:
+                seen_raw = True
+            else:
+                ordinal[topic] += 1
+                if not seen_raw or topic not in chosen:
+                    chosen[topic] = (ordinal[topic], i, t, data)
+            if seen_raw and set(chosen) == ref_topics:
+                break
+        self.src.truncation = ""  # a cut met here is met (and reported) again in the main pass
+        picked = {}
+        for topic, (k, i, t, data) in chosen.items():
+            picked[topic] = k
+            try:
+                self.refs[topic] = self._reference(self.src.conns[i], t, data)
+            except Exception as exc:  # noqa: BLE001 - FrameError or a CDR error
+                self._skip("bad reference frame", f"{topic} @ {t}", exc)
+        try:
+            if self._apply_references():
+                self.s.references = "dark and white reference frames from the bag"
+        except InputError as exc:
+            self._skip("bad reference frame", "initial references", exc)
+            self.refs.clear()
+        if not self.s.references:
+            missing = [tp for tp in (cfg.dark_topic, cfg.white_topic) if tp not in self.refs]
+            self.s.references = (f"none usable ({', '.join(missing)} missing or bad): reflectance is relative to "
+                                 "the sensor's full scale, not calibrated")
+        return picked
+
+    def run(self) -> ReplaySummary:
+        from tqdm import tqdm
+
+        cfg, s = self.config, self.s
+        picked = self._initial_references()
+        ordinal = Counter()
+        bar = tqdm(total=self.src.counts.get(cfg.raw_topic) or None, unit="frame", desc="replay",
+                   disable=not self.progress)
+        t_start = time.perf_counter()
+        for i, t, data in self.src.messages():
+            conn = self.src.conns[i]
+            self.writer.write(self._out_conn(conn.topic, conn.msgtype, conn), t, data)
+            if conn.topic == cfg.raw_topic:
+                s.frames_in += 1
+                self._frame(conn, t, data)
+                s.wall_s = time.perf_counter() - t_start
+                s.fps = s.frames_processed / s.wall_s if s.wall_s > 0 else 0.0
+                bar.update(1)
+                bar.set_postfix(fps=f"{s.fps:.2f}", dropped=s.dropped, bad=sum(v["count"] for v in self.bad.values()))
+            elif conn.topic in (cfg.dark_topic, cfg.white_topic):
+                ordinal[conn.topic] += 1
+                if ordinal[conn.topic] > picked.get(conn.topic, 0):
+                    self._new_reference(conn, t, data)
+        bar.close()
+        s.bad = self.bad
+        s.truncation = self.src.truncation
+        s.stage_ms = {k: statistics.median(v) for k, v in self.timings.items()}
+        s.activation_residual_max = self.residual_max
+        return s
+
+    def _new_reference(self, conn: _Conn, t: int, data: bytes) -> None:
+        old = dict(self.refs)
+        try:
+            self.refs[conn.topic] = self._reference(conn, t, data)
+            if self._apply_references():
+                self.s.reference_updates += 1
+                self.s.references = "dark and white reference frames from the bag"
+        except Exception as exc:  # noqa: BLE001 - keep the frames in use
+            self.refs = old
+            self._skip("bad reference frame", f"{conn.topic} @ {t}", exc)
+
+    def _frame(self, conn: _Conn, t: int, data: bytes) -> None:
+        where = f"{conn.topic} @ {t}"
+        try:
+            msg = m.deserialize(data, conn.msgtype)
+        except Exception as exc:  # noqa: BLE001 - rosbags raises assorted errors on short/garbled CDR
+            return self._skip("not deserializable", where, _why(exc))
+        try:
+            raw = m.image_to_array(msg, where, RAW_ENCODINGS)
+        except FrameError as exc:
+            wrong_encoding = msg.encoding not in RAW_ENCODINGS or msg.is_bigendian
+            return self._skip("wrong encoding" if wrong_encoding else "truncated or inconsistent image data",
+                              where, exc)
+        try:
+            result = self.pipeline.process(raw, msg.header)
+        except FrameError as exc:
+            p = self.pipeline.profile
+            size_ok = raw.shape == (p.sensor_height, p.sensor_width)
+            return self._skip("frame rejected by the pipeline" if size_ok else "wrong frame size", where, exc)
+        self.s.frames_processed += 1
+        for k, v in result.timings_ms.items():
+            self.timings.setdefault(k, []).append(v)
+        self._publish(result, msg.header, t)
+
+    def _publish(self, r, hdr, t: int) -> None:
+        cfg = self.config
+
+        def image(name: str, array: np.ndarray, encoding: str) -> None:
+            topic = cfg.output_topic(name)
+            self.writer.write(self._out_conn(topic, IMAGE), t, m.serialize(m.array_to_image(array, encoding, hdr)))
+
+        image("labels", r.labels, "mono8")
+        image("segmentation", r.segmentation, "bgr8")
+        image("preview", r.preview, "bgr8")
+        for name in ("gradcam_overlay", "activation_overlay"):
+            if getattr(r, name) is not None:
+                image(name, getattr(r, name), "bgr8")
+        if cfg.publish_class_maps and r.class_maps:
+            maps = next(iter(r.class_maps.values()))  # (K, h, w) in logits-channel order
+            for k, name in enumerate(self.class_names):
+                image(f"class_maps/{name}", maps[k], "32FC1")
+        residual = None
+        if "activation" in r.residuals:
+            residual = float(np.max(np.abs(r.residuals["activation"])))
+            self.residual_max = max(residual, self.residual_max or 0.0)
+        s = self.s
+        values = {f"{k}_ms": f"{v:.2f}" for k, v in r.timings_ms.items()}
+        values.update(frames_per_s=f"{s.fps:.2f}", dropped=s.dropped,
+                      bad_messages=sum(v["count"] for v in self.bad.values()),
+                      activation_residual_max="n/a" if residual is None else f"{residual:.3g}",
+                      backend=s.backend, model=s.model)
+        diag = m.diagnostic_array(hdr, f"{NODE_NAME}: pipeline", hdr.frame_id, 0 if self.calibrated else 1,
+                                  "ok" if self.calibrated else "no dark/white references: uncalibrated reflectance",
+                                  values)
+        self.writer.write(self._out_conn(DIAGNOSTICS_TOPIC, DIAGNOSTICS), t, m.serialize(diag))
+
+
+# --- command line ---------------------------------------------------------------------------------
+def add_replay_parser(sub) -> None:
+    r = sub.add_parser("replay", help="replay a rosbag2 through the pipeline into a new bag (no ROS needed)")
+    r.add_argument("input", metavar="IN", help="input rosbag2 (MCAP or sqlite3 directory)")
+    r.add_argument("output", metavar="OUT", help="output rosbag2 directory (must not exist unless --overwrite)")
+    r.add_argument("--config", help="node parameter file (default: the installed config/hsi_xai.yaml)")
+    r.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="output storage (default mcap)")
+    r.add_argument("--backend", help="engine backend: auto, tensorrt, ort-trt, ort-cuda, ort-cpu (overrides config)")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    r.add_argument("--no-progress", action="store_true")
+    r.set_defaults(func=_cmd_replay)
+
+
+def _cmd_replay(args) -> int:
+    config = load_config(args.config, backend=args.backend)
+    summary = replay(args.input, args.output, config, storage=args.storage, progress=not args.no_progress,
+                     overwrite=args.overwrite)
+    print(summary.text())
+    return 0

@@ -1,0 +1,262 @@
+"""The rosbag2 replay through real bag files, checked with an independent reader (mcap + mcap_ros2)."""
+
+import argparse
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mcap.reader import make_reader
+from mcap_ros2.decoder import DecoderFactory
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+
+from hsi_xai_node.errors import InputError
+from hsi_xai_node.runtime.pipeline import Pipeline
+from hsi_xai_node.scenes.drive import DriveGenerator
+from hsi_xai_node.sensor.calibration import load_profile
+from hsi_xai_node.transports import messages as m
+from hsi_xai_node.transports import replay as replay_module
+from hsi_xai_node.transports.config import load_config
+from hsi_xai_node.transports.drive_bag import write_drive_bag
+from hsi_xai_node.transports.replay import add_replay_parser, replay
+
+SEED = 7
+CLASSES = ("road", "road_marks", "vegetation", "sky", "other")
+IMAGE_OUTPUTS = {"labels": "mono8", "segmentation": "bgr8", "preview": "bgr8", "gradcam_overlay": "bgr8",
+                 "activation_overlay": "bgr8", **{f"class_maps/{c}": "32FC1" for c in CLASSES}}
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_config(backend="ort-cpu", publish_class_maps=True)
+
+
+@pytest.fixture(scope="module")
+def in_mcap(tmp_path_factory, config):
+    return write_drive_bag(tmp_path_factory.mktemp("in") / "drive", config, seed=SEED, frames=3, cameras=False)
+
+
+@pytest.fixture(scope="module")
+def replayed(tmp_path_factory, config, in_mcap):
+    out = tmp_path_factory.mktemp("out") / "replayed"
+    return replay(in_mcap, out, config, progress=False), out
+
+
+def bag_messages(path):
+    """(topic, log time) -> CDR bytes, read with rosbags."""
+    with Reader(path) as reader:
+        return {(c.topic, t): bytes(d) for c, t, d in reader.messages()}
+
+
+def decoded(out, topics=None):
+    """[(topic, schema name, log time, raw bytes, decoded message)] of the output, read with mcap + mcap_ros2."""
+    (file,) = Path(out).glob("*.mcap")
+    with open(file, "rb") as f:
+        reader = make_reader(f, decoder_factories=[DecoderFactory()])
+        return [(c.topic, s.name, msg.log_time, bytes(msg.data), d)
+                for s, c, msg, d in reader.iter_decoded_messages(topics=topics)]
+
+
+def count(out, topic):
+    (file,) = Path(out).glob("*.mcap")
+    with open(file, "rb") as f:
+        return sum(1 for _ in make_reader(f).iter_messages(topics=[topic]))
+
+
+def no_leftovers(out: Path):
+    assert not [p for p in out.parent.iterdir() if p.name.endswith(".partial")]
+
+
+def test_outputs_read_back_with_an_independent_reader(config, in_mcap, replayed):
+    summary, out = replayed
+    assert (summary.frames_in, summary.frames_processed, summary.bad_total, summary.truncation) == (3, 3, 0, "")
+    assert summary.references.startswith("dark and white") and summary.activation_residual_max < 1e-3
+    assert set(summary.stage_ms) == {"frontend", "engine", "post", "total"} and summary.fps > 0
+    assert summary.backend == "ort-cpu" and "3 processed" in summary.text()
+    no_leftovers(out)
+
+    inputs = bag_messages(in_mcap)
+    raw_headers = {t: m.deserialize(d, "sensor_msgs/msg/Image").header
+                   for (topic, t), d in inputs.items() if topic == config.raw_topic}
+    rows = decoded(out)
+    by_topic = {}
+    for topic, schema, t, data, msg in rows:
+        by_topic.setdefault(topic, []).append((schema, t, data, msg))
+    expected = {config.output_topic(n) for n in IMAGE_OUTPUTS} | {"/diagnostics"} | {k[0] for k in inputs}
+    assert set(by_topic) == expected
+
+    # every input message copied byte for byte at its own log time
+    copied = {(topic, t): data for topic, _, t, data, _ in rows if (topic, t) in inputs}
+    assert copied == inputs
+    # one of each output per raw frame, the raw frame's header and log time
+    for name, encoding in IMAGE_OUTPUTS.items():
+        msgs = by_topic[config.output_topic(name)]
+        assert sorted(t for _, t, _, _ in msgs) == sorted(raw_headers)
+        for schema, t, _, msg in msgs:
+            assert schema == "sensor_msgs/msg/Image" and msg.encoding == encoding
+            assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (raw_headers[t].stamp.sec,
+                                                                        raw_headers[t].stamp.nanosec)
+            assert msg.header.frame_id == raw_headers[t].frame_id == "hsi_camera"
+    diags = by_topic["/diagnostics"]
+    assert sorted(t for _, t, _, _ in diags) == sorted(raw_headers)
+    for schema, t, _, msg in diags:
+        assert schema == "diagnostic_msgs/msg/DiagnosticArray" and msg.header.frame_id == "hsi_camera"
+        assert m.stamp_ns(msg.header) == m.stamp_ns(raw_headers[t])
+        status = msg.status[0]
+        values = {kv.key: kv.value for kv in status.values}
+        assert status.level == 0 and status.name == "hsi_xai: pipeline"
+        assert {"frontend_ms", "engine_ms", "post_ms", "total_ms", "frames_per_s"} <= set(values)
+        assert (values["dropped"], values["bad_messages"], values["backend"]) == ("0", "0", "ort-cpu")
+        assert values["model"] == summary.model and float(values["activation_residual_max"]) < 1e-3
+
+
+def test_labels_equal_an_independent_pipeline_run(config, in_mcap, replayed):
+    _, out = replayed
+    dark, white = DriveGenerator(load_profile(config.sensor_profile), seed=SEED, render_cameras=False).references()
+    pipeline = Pipeline(config.pipeline_config(), dark, white)
+    labels = {t: msg for topic, _, t, _, msg in decoded(out) if topic == config.output_topic("labels")}
+    maps = {t: msg for topic, _, t, _, msg in decoded(out) if topic == config.output_topic("class_maps/sky")}
+    for (topic, t), data in bag_messages(in_mcap).items():
+        if topic != config.raw_topic:
+            continue
+        result = pipeline.process(m.image_to_array(m.deserialize(data, "sensor_msgs/msg/Image")))
+        got = np.frombuffer(labels[t].data, np.uint8).reshape(labels[t].height, labels[t].width)
+        assert np.array_equal(got, result.labels)
+        sky = np.frombuffer(maps[t].data, np.float32).reshape(maps[t].height, maps[t].width)
+        np.testing.assert_allclose(sky, next(iter(result.class_maps.values()))[CLASSES.index("sky")], atol=1e-5)
+
+
+def test_sqlite3_input_with_cameras(tmp_path, config):
+    bag = write_drive_bag(tmp_path / "in", config, seed=SEED, frames=2, storage="sqlite3", cameras=True)
+    summary = replay(bag, tmp_path / "out", config, progress=False)
+    assert (summary.frames_in, summary.frames_processed, summary.bad_total) == (2, 2, 0)
+    inputs = bag_messages(bag)
+    assert {"/rgb/image_raw", "/nir/image_raw", "/mir/image_raw", "/fir/image_raw"} <= {k[0] for k in inputs}
+    rows = decoded(tmp_path / "out")
+    assert {(topic, t): data for topic, _, t, data, _ in rows if (topic, t) in inputs} == inputs
+    assert count(tmp_path / "out", config.output_topic("labels")) == 2
+
+
+def write_bag(path, items):
+    """A bag of (topic, log time, CDR bytes), all typed sensor_msgs/Image."""
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        conns = {}
+        for topic, t, data in items:
+            if topic not in conns:
+                conns[topic] = w.add_connection(topic, "sensor_msgs/msg/Image", typestore=m.typestore())
+            w.write(conns[topic], t, data)
+    return path
+
+
+def image_msg(t, encoding, height, width, step, data):
+    return m.serialize(m.typestore().types["sensor_msgs/msg/Image"](
+        header=m.header(t, "hsi_camera"), height=height, width=width, encoding=encoding, is_bigendian=0,
+        step=step, data=np.asarray(data, np.uint8)))
+
+
+def test_bad_messages_are_skipped_and_counted(tmp_path, config, in_mcap):
+    good = sorted(bag_messages(in_mcap).items(), key=lambda kv: kv[0][1])
+    refs = [(tp, t, d) for (tp, t), d in good if tp != config.raw_topic]
+    raws = [(tp, t, d) for (tp, t), d in good if tp == config.raw_topic]
+    t0 = raws[0][1]
+    bad = [
+        (config.raw_topic, t0 + 1, image_msg(t0 + 1, "bgr8", 4, 4, 12, np.zeros(48))),
+        (config.raw_topic, t0 + 2, image_msg(t0 + 2, "mono16", 100, 100, 200, np.zeros(20000))),
+        (config.raw_topic, t0 + 3, image_msg(t0 + 3, "mono16", 1088, 2048, 4096, np.zeros(1000))),
+        (config.raw_topic, t0 + 4, b"\x00\x01\x00\x00\x07"),
+        (config.white_topic, t0 + 5, image_msg(t0 + 5, "mono16", 10, 10, 20, np.zeros(200))),  # later, bad
+    ]
+    bag = write_bag(tmp_path / "bad", refs + raws[:1] + bad + raws[1:])
+    summary = replay(bag, tmp_path / "out", config, progress=False)
+    assert (summary.frames_in, summary.frames_processed) == (7, 3)
+    assert {k: v["count"] for k, v in summary.bad.items()} == {
+        "wrong encoding": 1, "wrong frame size": 1, "truncated or inconsistent image data": 1,
+        "not deserializable": 1, "bad reference frame": 1}
+    assert "'bgr8'" in summary.bad["wrong encoding"]["first"] and f"@ {t0 + 1}" in summary.bad["wrong encoding"]["first"]
+    assert "skipped (wrong frame size): 1, first:" in summary.text()
+    # the bad later white frame kept the references in use; every message is still copied
+    assert summary.references.startswith("dark and white") and summary.reference_updates == 0
+    assert count(tmp_path / "out", config.raw_topic) == 7  # the undecodable one too: mcap_ros2 cannot decode it
+    diags = [msg for *_, msg in decoded(tmp_path / "out", ["/diagnostics"])]
+    assert [{kv.key: kv.value for kv in d.status[0].values}["bad_messages"] for d in diags] == ["0", "5", "5"]
+
+
+def test_references_missing_or_replaced_later(tmp_path, config, in_mcap):
+    msgs = sorted(bag_messages(in_mcap).items(), key=lambda kv: kv[0][1])
+    raws = [(tp, t, d) for (tp, t), d in msgs if tp == config.raw_topic]
+    refs = [(tp, t, d) for (tp, t), d in msgs if tp != config.raw_topic]
+    summary = replay(write_bag(tmp_path / "noref", raws[:1]), tmp_path / "o1", config, progress=False)
+    assert summary.frames_processed == 1 and summary.references.startswith("none usable")
+    (diag,) = [msg for *_, msg in decoded(tmp_path / "o1", ["/diagnostics"])]
+    assert diag.status[0].level == 1
+    # references only after the first frame: the first ones are used from the start, the repeats update
+    late = [(tp, raws[1][1] + 1, d) for tp, _, d in refs]
+    summary = replay(write_bag(tmp_path / "late", raws[:2] + refs + late), tmp_path / "o2", config, progress=False)
+    assert summary.frames_processed == 2 and summary.references.startswith("dark and white")
+    assert summary.reference_updates == 2 and summary.bad_total == 0
+
+
+def test_missing_raw_topic_names_it_and_writes_nothing(tmp_path, in_mcap):
+    config = load_config(backend="ort-cpu", raw_topic="/camera/mosaic")
+    with pytest.raises(InputError, match=r"no raw topic '/camera/mosaic'.*'/hsi/image_raw'"):
+        replay(in_mcap, tmp_path / "out", config, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def corrupted_copy(src, dst, edit):
+    shutil.copytree(src, dst)
+    (file,) = Path(dst).glob("*.mcap")
+    edit(file)
+    return dst
+
+
+def test_garbage_bag_is_an_input_error(tmp_path, config, in_mcap):
+    def garble(file):
+        with open(file, "r+b") as f:
+            f.write(os.urandom(4096))
+    bag = corrupted_copy(in_mcap, tmp_path / "garbage", garble)
+    with pytest.raises(InputError, match="cannot be opened"):
+        replay(bag, tmp_path / "out", config, progress=False)
+    assert not (tmp_path / "out").exists()
+    no_leftovers(tmp_path / "out")
+
+
+def test_truncated_bag_keeps_the_frames_before_the_cut(tmp_path, config, in_mcap):
+    # rosbags cannot open an MCAP without its footer; the replay streams it instead (a recorder that
+    # crashed leaves exactly this). 70% of the file: both references, the first frame, then the cut.
+    bag = corrupted_copy(in_mcap, tmp_path / "cut", lambda f: os.truncate(f, int(f.stat().st_size * 0.7)))
+    summary = replay(bag, tmp_path / "out", config, progress=False)
+    assert (summary.frames_in, summary.frames_processed) == (1, 1)
+    assert "cut short" in summary.truncation and "truncated input" in summary.text()
+    assert count(tmp_path / "out", config.output_topic("labels")) == 1
+
+
+def test_output_is_never_half_written(tmp_path, config, in_mcap, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(InputError, match="exists; pass overwrite=True"):
+        replay(in_mcap, out, config, progress=False)
+
+    def fail(self):
+        raise RuntimeError("disk full")
+    monkeypatch.setattr(replay_module._Replay, "run", fail)
+    with pytest.raises(RuntimeError, match="disk full"):
+        replay(in_mcap, out, config, progress=False, overwrite=True)
+    assert out.is_dir() and list(out.iterdir()) == []  # the old output untouched
+    no_leftovers(out)
+
+
+def test_command_line(tmp_path, in_mcap, capsys):
+    ap = argparse.ArgumentParser()
+    add_replay_parser(ap.add_subparsers(dest="command", required=True))
+    argv = ["replay", str(in_mcap), str(tmp_path / "out"), "--no-progress", "--backend", "ort-cpu"]
+    args = ap.parse_args(argv)
+    assert args.func(args) == 0
+    assert "frames: 3 in, 3 processed" in capsys.readouterr().out
+    assert (tmp_path / "out" / "metadata.yaml").is_file()
+    args = ap.parse_args(argv)
+    with pytest.raises(InputError, match="exists"):
+        args.func(args)
+    args = ap.parse_args(argv + ["--overwrite", "--storage", "sqlite3"])
+    assert args.func(args) == 0 and list((tmp_path / "out").glob("*.db3"))
