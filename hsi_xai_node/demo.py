@@ -37,7 +37,7 @@ class DemoSummary:
     seed: int
     frames: int
     replay: dict = field(default_factory=dict)  # the replay's summary
-    label_accuracy: float = float("nan")  # share of labelled pixels the model gets right
+    label_accuracy: float = float("nan")  # share of labelled pixels the model gets right (contact-sheet frames)
     class_spectra: dict = field(default_factory=dict)  # class -> {"sun": [...], "shadow": [...]} PN means
     spectral_attribution: dict = field(default_factory=dict)  # class -> per-band gradient x input
     wavelengths_nm: list = field(default_factory=list)
@@ -106,9 +106,10 @@ def _plot(path: Path, wavelengths, series: dict, title: str, ylabel: str = "", s
     plt.close(fig)
 
 
-def run_demo(out_dir: str | Path, profile_name: str = "hsi-drive", seed: int = 7, frames: int = 6,
-             stride: int = 10, backend: str = "auto", progress: bool = True) -> DemoSummary:
-    """Record a generated drive as a bag, replay it through the pipeline, write the report."""
+def run_demo(out_dir: str | Path, profile_name: str = "hsi-drive", seed: int = 7, frames: int = 25,
+             stride: int = 1, backend: str = "auto", progress: bool = True, sheet: int = 6) -> DemoSummary:
+    """Record `frames` frames of a generated drive (every `stride`-th; 1 = the 25 fps camera rate) as a
+    bag, replay it through the pipeline, and write the report with `sheet` evenly spaced frames."""
     from .runtime import Pipeline
     from .scenes.drive import DriveGenerator
     from .sensor.calibration import load_profile
@@ -134,7 +135,10 @@ def run_demo(out_dir: str | Path, profile_name: str = "hsi-drive", seed: int = 7
     spectral = Pipeline(dataclasses.replace(config.pipeline_config(), methods=("activation", "spectral")), dark, white)
     acc = {light: {} for light in ("sun", "shadow")}
     attributions, rows, correct, labelled = [], [], 0, 0
-    for k, stamp in enumerate(sorted(images[config.raw_topic])):
+    stamps = sorted(images[config.raw_topic])
+    shown_k = sorted(set(np.linspace(0, len(stamps) - 1, min(sheet, len(stamps))).round().astype(int).tolist()))
+    for row, k in enumerate(shown_k):
+        stamp = stamps[k]
         frame = gen.frame(k * stride)
         raw = images[config.raw_topic][stamp]
         labels = images[labels_topic][stamp]
@@ -155,7 +159,7 @@ def run_demo(out_dir: str | Path, profile_name: str = "hsi-drive", seed: int = 7
                 cells.append((f"{name} camera", thermal_to_mono8(img) if img.dtype == np.uint16 else img))
         files = []
         for i, (caption, img) in enumerate(cells):
-            rel = f"frames/{k:03d}_{i}.png"
+            rel = f"frames/{row:03d}_{i}.png"
             cv2.imwrite(str(out / rel), img)
             files.append((caption, rel))
         rows.append((k * stride, stamp, files))
@@ -171,7 +175,7 @@ def run_demo(out_dir: str | Path, profile_name: str = "hsi-drive", seed: int = 7
     _plot(out / "spectra_pn.png", wl, class_spectra, "mean PN spectrum: sun (-) vs shadow (--)")
     _plot(out / "spectral_attribution.png", wl, attribution, "per-class spectral attribution (gradient x input)",
           "sum over the class region", styles=("all",))
-    result = DemoSummary(out_dir=str(out), profile=profile.name, seed=seed, frames=len(rows),
+    result = DemoSummary(out_dir=str(out), profile=profile.name, seed=seed, frames=len(stamps),
                          replay=summary.as_dict(), label_accuracy=correct / max(labelled, 1),
                          class_spectra=class_spectra, spectral_attribution=attribution, wavelengths_nm=wl.tolist())
     (out / "summary.json").write_text(json.dumps(result.__dict__, indent=1))
@@ -213,15 +217,17 @@ def add_demo_parser(sub) -> None:
     d.add_argument("--out", default="demo_out", help="output directory (default demo_out)")
     d.add_argument("--profile", default="hsi-drive", help="sensor profile name or imec XML")
     d.add_argument("--seed", type=int, default=7)
-    d.add_argument("--frames", type=int, default=6)
-    d.add_argument("--stride", type=int, default=10, help="use every N-th frame of the 25 fps drive")
+    d.add_argument("--frames", type=int, default=25, help="frames to record (default: 1 s at 25 fps)")
+    d.add_argument("--stride", type=int, default=1, help="record every N-th frame of the drive (1: camera rate)")
+    d.add_argument("--sheet", type=int, default=6, help="frames shown in the report's contact sheet")
     d.add_argument("--backend", default="auto", help="engine backend: auto, tensorrt, ort-trt, ort-cuda, ort-cpu")
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(func=_cmd_demo)
 
 
 def _cmd_demo(args) -> int:
-    s = run_demo(args.out, args.profile, args.seed, args.frames, args.stride, args.backend, not args.no_progress)
+    s = run_demo(args.out, args.profile, args.seed, args.frames, args.stride, args.backend, not args.no_progress,
+                 args.sheet)
     print(f"wrote {s.out_dir}/index.html, {s.out_dir}/input_bag and {s.out_dir}/output_bag: {s.frames} frames, "
           f"{100 * s.label_accuracy:.1f}% of pixels labelled right")
     return 0
