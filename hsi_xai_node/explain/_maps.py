@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from ._graph import Builder
+from ._graph import Builder, ExplainError
 
 
 @dataclass(frozen=True)
@@ -108,8 +108,6 @@ class MapWriter:
 
 def resolve_layer(layers: dict[str, str], name: str, b: Builder) -> str:
     """A card role or block name (or a raw tensor name) -> a tensor of the graph."""
-    from ._graph import ExplainError
-
     tensor = layers.get(name, name)
     if tensor not in {o for n in b.graph.node for o in n.output}:
         raise ExplainError(f"target layer {name!r} ({tensor!r}) is not a tensor of the model; "
