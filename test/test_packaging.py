@@ -50,3 +50,13 @@ def test_wheel_carries_data_files_and_calibration(tmp_path):
     assert not any(n.startswith(("test/", "bench/")) for n in names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "hsi-xai = hsi_xai_node.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+
+
+def test_top_level_api_resolves_lazily():
+    """`import hsi_xai_node` loads neither onnx nor onnxruntime; every exported name resolves to itself."""
+    code = ("import sys, hsi_xai_node as h\n"
+            "light = 'onnxruntime' not in sys.modules and 'onnx' not in sys.modules\n"
+            "resolved = [getattr(h, n).__name__ for n in h.__all__]\n"
+            "print(light, resolved == h.__all__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True"]
