@@ -45,5 +45,7 @@ setup(
                 "ros-jazzy-diagnostic-msgs"],
     },
     zip_safe=False,
-    entry_points={"console_scripts": ["hsi-xai = hsi_xai_node.cli:main"]},
+    entry_points={"console_scripts": ["hsi-xai = hsi_xai_node.cli:main",
+                                      # `ros2 run hsi_xai_node hsi_xai_node` (needs rclpy)
+                                      "hsi_xai_node = hsi_xai_node.ros.node:main"]},
 )

@@ -1,0 +1,102 @@
+"""Runs inside a private network namespace (loopback only): node process + publisher/subscriber.
+
+    python -m test.ros.dds_roundtrip OUT_DIR PARAMS_YAML
+
+Starts the node as its own process with the given parameter file, publishes the dark/white
+references and generated raw frames (a bad frame between two good ones), waits for every
+output of every good frame and for /diagnostics to report the bad one, and writes what it
+received to OUT_DIR (npz + json) for the test to check against the offline pipeline.
+"""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+
+from hsi_xai_node.ros.node import to_image
+from hsi_xai_node.scenes.drive import DriveGenerator
+from hsi_xai_node.sensor.calibration import load_profile
+from hsi_xai_node.transports.messages import image_to_array
+
+OUTPUTS = ("labels", "segmentation", "preview", "gradcam_overlay", "activation_overlay")
+SEED, FRAMES = 2004, (0, 3)
+
+
+def main(out_dir: str, params: str) -> int:
+    out = Path(out_dir)
+    node_proc = subprocess.Popen([sys.executable, "-m", "hsi_xai_node.ros.node", "--ros-args", "--params-file", params,
+                                  "-p", "backend:=ort-cpu", "-p", "input_qos:=reliable"])
+    rclpy.init()
+    tester = rclpy.create_node("hsi_xai_tester")
+    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    raw_pub = tester.create_publisher(Image, "/hsi/image_raw", reliable)
+    dark_pub = tester.create_publisher(Image, "/hsi/dark_reference", latched)
+    white_pub = tester.create_publisher(Image, "/hsi/white_reference", latched)
+    got: dict[str, dict[int, np.ndarray]] = {k: {} for k in OUTPUTS}
+    frame_ids: dict[int, str] = {}
+    diags = []
+
+    def keep(name):
+        def cb(msg):
+            stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+            got[name][stamp] = image_to_array(msg, name).copy()
+            frame_ids[stamp] = msg.header.frame_id
+        return cb
+    subs = [tester.create_subscription(Image, f"/hsi_xai/{n}", keep(n), reliable) for n in OUTPUTS]
+    tester.create_subscription(DiagnosticArray, "/diagnostics",
+                               lambda m: diags.append({kv.key: kv.value for kv in m.status[0].values}), 10)
+
+    def spin_until(cond, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not cond():
+            rclpy.spin_once(tester, timeout_sec=0.05)
+        return cond()
+
+    try:
+        assert spin_until(lambda: raw_pub.get_subscription_count() > 0 and all(s.get_publisher_count() for s in subs),
+                          60), "the node did not appear on the graph"
+        gen = DriveGenerator(load_profile("hsi-drive"), seed=SEED, render_cameras=False)
+        dark, white = gen.references()
+        t0 = gen.frame(0).stamp_ns
+        header = Image().header
+        header.frame_id = "hsi_camera"
+        header.stamp.sec, header.stamp.nanosec = divmod(t0, 10**9)
+        dark_pub.publish(to_image(dark, "mono16", header))
+        white_pub.publish(to_image(white, "mono16", header))
+        spin_until(lambda: False, 2.0)  # let the latched references arrive first
+        sent = []
+        for k, index in enumerate(FRAMES):
+            frame = gen.frame(index)
+            header.stamp.sec, header.stamp.nanosec = divmod(frame.stamp_ns, 10**9)
+            raw_pub.publish(to_image(frame.raw, "mono16", header))
+            sent.append(frame.stamp_ns)
+            assert spin_until(lambda s=frame.stamp_ns: all(s in got[n] for n in OUTPUTS), 60), f"no outputs for frame {index}"
+            if k == 0:  # a bad frame between the good ones: wrong encoding
+                header.stamp.sec += 1
+                raw_pub.publish(to_image(np.zeros((8, 8, 3), np.uint8), "bgr8", header))
+        assert spin_until(lambda: any(d.get("bad: bad raw frame") == "1" for d in diags), 10), "bad frame not reported"
+        np.savez(out / "outputs.npz", **{f"{n}_{s}": a for n in OUTPUTS for s, a in got[n].items()})
+        (out / "result.json").write_text(json.dumps({"sent": sent, "frame_ids": {str(k): v for k, v in frame_ids.items()},
+                                                     "frames": list(FRAMES), "seed": SEED, "diagnostics": diags[-1]}))
+        return 0
+    finally:
+        tester.destroy_node()
+        rclpy.shutdown()
+        node_proc.send_signal(signal.SIGINT)
+        try:
+            node_proc.wait(10)
+        except subprocess.TimeoutExpired:
+            node_proc.kill()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))
