@@ -20,12 +20,15 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from ..errors import FrameError, InputError
 from ..runtime import LatestFrameWorker, Pipeline
+from ..sync import ApproximateTimeSync
 from ..transports.config import NodeConfig
 from ..transports.messages import image_to_array
 
@@ -33,7 +36,8 @@ DESCRIPTIONS = {
     "raw_topic": "sensor_msgs/Image mono16 or 16UC1: the raw 5x5 snapshot mosaic",
     "dark_topic": "sensor_msgs/Image mono16: dark reference frame (transient local)",
     "white_topic": "sensor_msgs/Image mono16: white reference frame (transient local)",
-    "multispectral_topics": "registered RGB/NIR/MIR/FIR camera topics (used by the detector)",
+    "multispectral_topics": "camera topics (RGB/NIR/MIR/FIR) synchronised with each raw frame; [] = none",
+    "sync_slop_s": "largest stamp difference, in seconds, between a raw frame and its synchronised camera frames",
     "output_namespace": "namespace of the output topics",
     "publish_class_maps": "also publish per-class float maps (32FC1), one topic per class",
     "model": "ONNX model path; empty = the bundled 25-band PN U-Net",
@@ -77,8 +81,9 @@ class HsiXaiNode(Node):
         defaults = NodeConfig()
         for f in dataclasses.fields(NodeConfig):
             value = getattr(defaults, f.name)
-            self.declare_parameter(f.name, list(value) if isinstance(value, tuple) else value,
-                                   ParameterDescriptor(description=DESCRIPTIONS[f.name]))
+            if isinstance(value, tuple):  # typed explicitly: rclpy would take an empty list for bytes
+                value = list(value) or Parameter.Type.STRING_ARRAY
+            self.declare_parameter(f.name, value, ParameterDescriptor(description=DESCRIPTIONS[f.name]))
         self.declare_parameter("input_qos", "sensor_data", ParameterDescriptor(description=DESCRIPTIONS["input_qos"]))
         self.declare_parameter("output_qos", "reliable", ParameterDescriptor(description=DESCRIPTIONS["output_qos"]))
         self.config = self._read_config()
@@ -91,6 +96,11 @@ class HsiXaiNode(Node):
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.create_subscription(Image, self.config.raw_topic, self._on_raw, in_qos)
+        # cameras synchronised with each raw frame by header stamp (our own approximate-time policy)
+        cameras = list(self.config.multispectral_topics)
+        self.sync = ApproximateTimeSync([self.config.raw_topic, *cameras], int(self.config.sync_slop_s * 1e9))
+        for topic in cameras:
+            self.create_subscription(Image, topic, lambda m, t=topic: self._on_camera(t, m), in_qos)
         self.create_subscription(Image, self.config.dark_topic, lambda m: self._on_reference("dark", m), latched)
         self.create_subscription(Image, self.config.white_topic, lambda m: self._on_reference("white", m), latched)
         self.references: dict[str, np.ndarray] = {}
@@ -105,12 +115,19 @@ class HsiXaiNode(Node):
 
     # --- parameters ---------------------------------------------------------------------------
     def _read_config(self, overrides: dict | None = None) -> NodeConfig:
-        values = {f.name: self.get_parameter(f.name).value for f in dataclasses.fields(NodeConfig)}
+        values = {f.name: self._value(f.name) for f in dataclasses.fields(NodeConfig)}
         values.update(overrides or {})
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        values = {k: tuple(v or ()) if k in ("multispectral_topics", "methods", "target_layers") else v
+                  for k, v in values.items()}
         config = NodeConfig(**values)
         config.pipeline_config()  # validates alpha, colormap, overlay method
         return config
+
+    def _value(self, name: str):
+        try:
+            return self.get_parameter(name).value
+        except ParameterUninitializedException:  # a typed list left empty: rcl cannot type "[]" in a file
+            return None
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         changes = {p.name: p.value for p in params if p.name in {f.name for f in dataclasses.fields(NodeConfig)}}
@@ -155,13 +172,28 @@ class HsiXaiNode(Node):
             self._report(kind, exc)
             return
         self._last_stamp = stamp
+        self._offer(self.config.raw_topic, msg.header, (raw, msg.header))
+
+    def _on_camera(self, topic: str, msg: Image) -> None:
+        try:
+            image = image_to_array(msg, topic).copy()
+        except FrameError as exc:
+            self._report(f"bad frame on {topic}", exc)
+            return
+        self._offer(topic, msg.header, image)
+
+    def _offer(self, topic: str, header, item) -> None:
+        matched = self.sync.add(topic, header.stamp.sec * 1_000_000_000 + header.stamp.nanosec, item)
+        if matched is None:
+            return
+        (raw, raw_header), cameras = matched
         if not any(p.get_subscription_count() for p in self.pubs.values()):
             return  # nobody listens: compute nothing
-        self.worker.submit((raw, msg.header))
+        self.worker.submit((raw, raw_header, cameras))
 
     # --- processing (worker thread) -------------------------------------------------------------
     def _process(self, item):
-        raw, header = item
+        raw, header, _cameras = item  # the synchronised camera frames are the detector's input
         return self.pipeline.process(raw, header)
 
     def _on_bad(self, item, exc) -> None:
@@ -186,6 +218,7 @@ class HsiXaiNode(Node):
         fps = (len(done) - 1) / (done[-1] - done[0]) if len(done) > 1 and done[-1] > done[0] else 0.0
         values = {f"{k}_ms": f"{v:.1f}" for k, v in self._last["timings"].items()}
         values |= {"frames_per_s": f"{fps:.2f}", "received": str(s.received), "processed": str(s.processed),
+                   "unsynchronised_dropped": str(sum(self.sync.dropped.values())),
                    "dropped": str(s.dropped), "conservativeness_residual_max": f"{self._last['residual']:.2e}",
                    "backend": self.pipeline.engine.backend, "model": self.pipeline.card.name,
                    "references": "yes" if len(self.references) == 2 else "no"}

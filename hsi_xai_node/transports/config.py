@@ -23,7 +23,8 @@ class NodeConfig:
     raw_topic: str = "/hsi/image_raw"
     dark_topic: str = "/hsi/dark_reference"
     white_topic: str = "/hsi/white_reference"
-    multispectral_topics: tuple[str, ...] = ("/rgb/image_raw", "/nir/image_raw", "/mir/image_raw", "/fir/image_raw")
+    multispectral_topics: tuple[str, ...] = ()
+    sync_slop_s: float = 0.02
     output_namespace: str = "/hsi_xai"
     publish_class_maps: bool = False
     model: str = ""

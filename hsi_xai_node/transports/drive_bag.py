@@ -47,7 +47,5 @@ def write_drive_bag(path: str | Path, config: NodeConfig = NodeConfig(), seed: i
             t = frame.stamp_ns
             write(config.raw_topic, m.array_to_image(frame.raw, "mono16", m.header(t, "hsi_camera")), t)
             for name, cam in frame.cameras.items():
-                topic = CAMERA_TOPIC.get(name)
-                if topic in config.multispectral_topics:
-                    write(topic, m.array_to_image(cam.image, cam.encoding, m.header(t, f"{name}_camera")), t)
+                write(CAMERA_TOPIC[name], m.array_to_image(cam.image, cam.encoding, m.header(t, f"{name}_camera")), t)
     return path

@@ -1,6 +1,6 @@
 """Runs inside a private network namespace (loopback only): node process + publisher/subscriber.
 
-    python -m test.ros.dds_roundtrip OUT_DIR PARAMS_YAML
+    python -m test.ros.dds_roundtrip OUT_DIR PARAMS_YAML [rgb]
 
 Starts the node as its own process with the given parameter file, publishes the dark/white
 references and generated raw frames (a bad frame between two good ones), waits for every
@@ -30,10 +30,12 @@ OUTPUTS = ("labels", "segmentation", "preview", "gradcam_overlay", "activation_o
 SEED, FRAMES = 2004, (0, 3)
 
 
-def main(out_dir: str, params: str) -> int:
+def main(out_dir: str, params: str, mode: str = "") -> int:
+    """mode "rgb": the node synchronises /rgb/image_raw with each raw frame (10 ms slop)."""
     out = Path(out_dir)
+    extra = ["-p", "multispectral_topics:=['/rgb/image_raw']", "-p", "sync_slop_s:=0.01"] if mode == "rgb" else []
     node_proc = subprocess.Popen([sys.executable, "-m", "hsi_xai_node.ros.node", "--ros-args", "--params-file", params,
-                                  "-p", "backend:=ort-cpu", "-p", "input_qos:=reliable"])
+                                  "-p", "backend:=ort-cpu", "-p", "input_qos:=reliable", *extra])
     rclpy.init()
     tester = rclpy.create_node("hsi_xai_tester")
     reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -41,6 +43,7 @@ def main(out_dir: str, params: str) -> int:
     raw_pub = tester.create_publisher(Image, "/hsi/image_raw", reliable)
     dark_pub = tester.create_publisher(Image, "/hsi/dark_reference", latched)
     white_pub = tester.create_publisher(Image, "/hsi/white_reference", latched)
+    rgb_pub = tester.create_publisher(Image, "/rgb/image_raw", reliable)
     got: dict[str, dict[int, np.ndarray]] = {k: {} for k in OUTPUTS}
     frame_ids: dict[int, str] = {}
     diags = []
@@ -62,8 +65,9 @@ def main(out_dir: str, params: str) -> int:
         return cond()
 
     try:
-        assert spin_until(lambda: raw_pub.get_subscription_count() > 0 and all(s.get_publisher_count() for s in subs),
-                          60), "the node did not appear on the graph"
+        assert spin_until(lambda: raw_pub.get_subscription_count() > 0 and all(s.get_publisher_count() for s in subs)
+                          and (mode != "rgb" or rgb_pub.get_subscription_count() > 0), 60), \
+            "the node did not appear on the graph"
         gen = DriveGenerator(load_profile("hsi-drive"), seed=SEED, render_cameras=False)
         dark, white = gen.references()
         t0 = gen.frame(0).stamp_ns
@@ -72,17 +76,27 @@ def main(out_dir: str, params: str) -> int:
         header.stamp.sec, header.stamp.nanosec = divmod(t0, 10**9)
         dark_pub.publish(to_image(dark, "mono16", header))
         white_pub.publish(to_image(white, "mono16", header))
-        spin_until(lambda: False, 2.0)  # let the latched references arrive first
+        # 4.4 MB each over reliable DDS: wait until the node itself reports having both
+        assert spin_until(lambda: any(d.get("references") == "yes" for d in diags), 60), "references not received"
         sent = []
         for k, index in enumerate(FRAMES):
             frame = gen.frame(index)
             header.stamp.sec, header.stamp.nanosec = divmod(frame.stamp_ns, 10**9)
             raw_pub.publish(to_image(frame.raw, "mono16", header))
+            if mode == "rgb":  # its camera partner, 4 ms later: within the 10 ms slop
+                header.stamp.nanosec += 4_000_000
+                rgb_pub.publish(to_image(np.zeros((480, 640, 3), np.uint8), "bgr8", header))
             sent.append(frame.stamp_ns)
             assert spin_until(lambda s=frame.stamp_ns: all(s in got[n] for n in OUTPUTS), 60), f"no outputs for frame {index}"
             if k == 0:  # a bad frame between the good ones: wrong encoding
                 header.stamp.sec += 1
                 raw_pub.publish(to_image(np.zeros((8, 8, 3), np.uint8), "bgr8", header))
+            if k == 0 and mode == "rgb":  # a good raw frame whose camera partner never comes: not processed
+                lonely = gen.frame(1)
+                header.stamp.sec, header.stamp.nanosec = divmod(lonely.stamp_ns, 10**9)
+                raw_pub.publish(to_image(lonely.raw, "mono16", header))
+                spin_until(lambda: False, 1.0)
+                assert lonely.stamp_ns not in got["labels"], "a raw frame without its camera was processed"
         assert spin_until(lambda: any(d.get("bad: bad raw frame") == "1" for d in diags), 10), "bad frame not reported"
         np.savez(out / "outputs.npz", **{f"{n}_{s}": a for n in OUTPUTS for s, a in got[n].items()})
         (out / "result.json").write_text(json.dumps({"sent": sent, "frame_ids": {str(k): v for k, v in frame_ids.items()},
@@ -99,4 +113,4 @@ def main(out_dir: str, params: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    sys.exit(main(*sys.argv[1:]))

@@ -31,12 +31,13 @@ def _netns_prefix():
     return ["unshare", flag, "sh", "-c"]
 
 
-def test_node_over_dds_matches_the_offline_pipeline(tmp_path):
+@pytest.mark.parametrize("mode", ["", "rgb"], ids=["hsi-only", "rgb-synchronised"])
+def test_node_over_dds_matches_the_offline_pipeline(tmp_path, mode):
     prefix = _netns_prefix()
     params = REPO / "config" / "hsi_xai.yaml"
     env = {**os.environ, "ROS_DOMAIN_ID": "77", "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    cmd = NETNS_SETUP + f"exec {sys.executable} -m test.ros.dds_roundtrip {tmp_path} {params}"
+    cmd = NETNS_SETUP + f"exec {sys.executable} -m test.ros.dds_roundtrip {tmp_path} {params} {mode}"
     run = subprocess.run(prefix + [cmd], cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     result = json.loads((tmp_path / "result.json").read_text())

@@ -1,0 +1,20 @@
+"""config/hsi_xai.rviz: the node's four image outputs as reliable Image displays in the camera frame."""
+
+from pathlib import Path
+
+import yaml
+
+RVIZ = Path(__file__).resolve().parents[1] / "config" / "hsi_xai.rviz"
+TOPICS = {"/hsi_xai/preview", "/hsi_xai/segmentation", "/hsi_xai/gradcam_overlay", "/hsi_xai/activation_overlay"}
+
+
+def test_image_displays_and_fixed_frame():
+    manager = yaml.safe_load(RVIZ.read_text())["Visualization Manager"]
+    assert manager["Global Options"]["Fixed Frame"] == "hsi_camera"
+    images = {d["Topic"]["Value"]: d for d in manager["Displays"] if d["Class"] == "rviz_default_plugins/Image"}
+    assert set(images) == TOPICS
+    for topic, display in images.items():
+        assert display["Enabled"] is True, topic
+        # reliable, to match the node's default output_qos (a best-effort reader would still work)
+        assert display["Topic"]["Reliability Policy"] == "Reliable", topic
+        assert display["Topic"]["Depth"] == 5, topic
