@@ -48,6 +48,7 @@ DESCRIPTIONS = {
     "precision": "fp16 or fp32 (TensorRT; mask comparisons always stay fp32)",
     "engine_cache_dir": "TensorRT engine cache; empty = ~/.cache/hsi_xai_node/engines",
     "methods": "explanations computed in the graph: activation, seg_gradcam, seg_gradcam_signed, hires, spectral",
+    "explain_classes": "class names the fused overlays show (e.g. [road, vegetation]); [] = every class",
     "target_layers": "layers the Grad-CAM family targets: card roles (penultimate, bottleneck) or tensor names",
     "overlay_method": "Grad-CAM-family map fused into the Grad-CAM overlay",
     "overlay_alpha": "blend weight of the coloured map over the false-colour preview, 0..1",
@@ -92,6 +93,8 @@ class HsiXaiNode(Node):
         out_qos = qos(self.get_parameter("output_qos").value)
         in_qos = qos(self.get_parameter("input_qos").value)
         self.pubs = {name: self.create_publisher(Image, self.config.output_topic(name), out_qos) for name in OUTPUTS}
+        self.map_pubs = {c.name: self.create_publisher(Image, self.config.output_topic(f"class_maps/{c.name}"), out_qos)
+                         for c in self.pipeline.card.classes} if self.config.publish_class_maps else {}
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -117,7 +120,8 @@ class HsiXaiNode(Node):
     def _read_config(self, overrides: dict | None = None) -> NodeConfig:
         values = {f.name: self._value(f.name) for f in dataclasses.fields(NodeConfig)}
         values.update(overrides or {})
-        values = {k: tuple(v or ()) if k in ("multispectral_topics", "methods", "target_layers") else v
+        values = {k: tuple(v or ()) if k in ("multispectral_topics", "methods", "target_layers", "explain_classes")
+                  else v
                   for k, v in values.items()}
         config = NodeConfig(**values)
         config.pipeline_config()  # validates alpha, colormap, overlay method
@@ -187,7 +191,7 @@ class HsiXaiNode(Node):
         if matched is None:
             return
         (raw, raw_header), cameras = matched
-        if not any(p.get_subscription_count() for p in self.pubs.values()):
+        if not any(p.get_subscription_count() for p in [*self.pubs.values(), *self.map_pubs.values()]):
             return  # nobody listens: compute nothing
         self.worker.submit((raw, raw_header, cameras))
 
@@ -206,6 +210,12 @@ class HsiXaiNode(Node):
         for name, pub in self.pubs.items():
             if images[name] is not None and pub.get_subscription_count():
                 pub.publish(to_image(images[name], ENCODING.get(name, "bgr8"), header))
+        if self.map_pubs and result.class_maps:  # the first float map (K, h, w): one 32FC1 image per class
+            maps = next(iter(result.class_maps.values()))
+            for c in self.pipeline.card.classes:
+                pub = self.map_pubs[c.name]
+                if pub.get_subscription_count():
+                    pub.publish(to_image(maps[c.channel].astype(np.float32), "32FC1", header))
         self._last["timings"] = result.timings_ms
         self._last["residual"] = float(np.nanmax(result.residuals["activation"])) \
             if "activation" in result.residuals else float("nan")

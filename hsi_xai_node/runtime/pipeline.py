@@ -55,6 +55,7 @@ class PipelineConfig:
     colormap: str = "jet"
     false_colour_nm: tuple[float, float, float] = (850.0, 731.88, 564.36)
     class_maps: bool = False  # also return per-class float maps (costs a device->host copy)
+    explain_classes: tuple[str, ...] = ()  # class names the overlays show; () = every class
     threads: int = 0
 
     def validated(self) -> "PipelineConfig":
@@ -108,6 +109,11 @@ class Pipeline:
         self.engine = open_engine(self.graph.model.SerializeToString(), cfg.backend, cfg.precision, cfg.cache_dir,
                                   cfg.threads, outputs_to_copy=list(dict.fromkeys(self._plan.values())))
         self._lut = self.card.label_ids()
+        names = [c.name for c in self.card.classes]
+        unknown = [c for c in cfg.explain_classes if c not in names]
+        if unknown:
+            raise InputError(f"explain_classes {unknown} are not classes of model {self.card.name!r}: {names}")
+        self._explained = np.array([n in cfg.explain_classes for n in names]) if cfg.explain_classes else None
 
     # --- which engine outputs are needed -----------------------------------------------------
     def _find(self, method: str, layer: str | None = None) -> str | None:
@@ -157,13 +163,18 @@ class Pipeline:
         return slice(i.crop_top, i.crop_top + i.height), slice(i.crop_left, i.crop_left + i.width)
 
     def _fuse(self, maps_u8: np.ndarray, channel: np.ndarray, preview: np.ndarray) -> np.ndarray:
-        """At each pixel the predicted class's map, coloured and blended over the preview."""
+        """At each pixel the predicted class's map, coloured and blended over the preview
+        (only where that class is one of `explain_classes`, when those are given)."""
         fused = np.take_along_axis(maps_u8[:, 0], channel[None], axis=0)[0]
         coloured = cv2.applyColorMap(fused, COLORMAPS[self.config.colormap])
         out = preview.copy()
         rows, cols = self._window()
         a = self.config.overlay_alpha
-        out[rows, cols] = cv2.addWeighted(preview[rows, cols], 1.0 - a, coloured, a, 0.0)
+        blended = cv2.addWeighted(preview[rows, cols], 1.0 - a, coloured, a, 0.0)
+        if self._explained is not None:
+            keep = self._explained[channel]
+            blended[~keep] = preview[rows, cols][~keep]
+        out[rows, cols] = blended
         return out
 
     def _post(self, fe, out: dict[str, np.ndarray]) -> FrameResult:

@@ -35,6 +35,7 @@ class NodeConfig:
     precision: str = "fp16"
     engine_cache_dir: str = ""
     methods: tuple[str, ...] = ("activation", "seg_gradcam", "hires")
+    explain_classes: tuple[str, ...] = ()
     target_layers: tuple[str, ...] = ("penultimate",)
     overlay_method: str = "seg_gradcam"
     overlay_alpha: float = 0.5
@@ -46,7 +47,7 @@ class NodeConfig:
             flip_vertical=self.flip_vertical, backend=self.backend, precision=self.precision,
             cache_dir=self.engine_cache_dir or None, methods=tuple(self.methods), layers=tuple(self.target_layers),
             overlay_method=self.overlay_method, overlay_alpha=self.overlay_alpha, colormap=self.colormap,
-            class_maps=self.publish_class_maps).validated()
+            class_maps=self.publish_class_maps, explain_classes=tuple(self.explain_classes)).validated()
 
     def output_topic(self, name: str) -> str:
         return f"{self.output_namespace.rstrip('/')}/{name}"

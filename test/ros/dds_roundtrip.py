@@ -27,13 +27,15 @@ from hsi_xai_node.sensor.calibration import load_profile
 from hsi_xai_node.transports.messages import image_to_array
 
 OUTPUTS = ("labels", "segmentation", "preview", "gradcam_overlay", "activation_overlay")
+ROAD_MAP = "class_maps/road"
 SEED, FRAMES = 2004, (0, 3)
 
 
 def main(out_dir: str, params: str, mode: str = "") -> int:
     """mode "rgb": the node synchronises /rgb/image_raw with each raw frame (10 ms slop)."""
     out = Path(out_dir)
-    extra = ["-p", "multispectral_topics:=['/rgb/image_raw']", "-p", "sync_slop_s:=0.01"] if mode == "rgb" else []
+    extra = ["-p", "multispectral_topics:=['/rgb/image_raw']", "-p", "sync_slop_s:=0.01",
+             "-p", "publish_class_maps:=true", "-p", "explain_classes:=['road']"] if mode == "rgb" else []
     node_proc = subprocess.Popen([sys.executable, "-m", "hsi_xai_node.ros.node", "--ros-args", "--params-file", params,
                                   "-p", "backend:=ort-cpu", "-p", "input_qos:=reliable", *extra])
     rclpy.init()
@@ -44,7 +46,8 @@ def main(out_dir: str, params: str, mode: str = "") -> int:
     dark_pub = tester.create_publisher(Image, "/hsi/dark_reference", latched)
     white_pub = tester.create_publisher(Image, "/hsi/white_reference", latched)
     rgb_pub = tester.create_publisher(Image, "/rgb/image_raw", reliable)
-    got: dict[str, dict[int, np.ndarray]] = {k: {} for k in OUTPUTS}
+    topics = OUTPUTS + ((ROAD_MAP,) if mode == "rgb" else ())
+    got: dict[str, dict[int, np.ndarray]] = {k: {} for k in topics}
     frame_ids: dict[int, str] = {}
     diags = []
 
@@ -54,7 +57,7 @@ def main(out_dir: str, params: str, mode: str = "") -> int:
             got[name][stamp] = image_to_array(msg, name).copy()
             frame_ids[stamp] = msg.header.frame_id
         return cb
-    subs = [tester.create_subscription(Image, f"/hsi_xai/{n}", keep(n), reliable) for n in OUTPUTS]
+    subs = [tester.create_subscription(Image, f"/hsi_xai/{n}", keep(n), reliable) for n in topics]
     tester.create_subscription(DiagnosticArray, "/diagnostics",
                                lambda m: diags.append({kv.key: kv.value for kv in m.status[0].values}), 10)
 
@@ -87,7 +90,7 @@ def main(out_dir: str, params: str, mode: str = "") -> int:
                 header.stamp.nanosec += 4_000_000
                 rgb_pub.publish(to_image(np.zeros((480, 640, 3), np.uint8), "bgr8", header))
             sent.append(frame.stamp_ns)
-            assert spin_until(lambda s=frame.stamp_ns: all(s in got[n] for n in OUTPUTS), 60), f"no outputs for frame {index}"
+            assert spin_until(lambda s=frame.stamp_ns: all(s in got[n] for n in topics), 60), f"no outputs for frame {index}"
             if k == 0:  # a bad frame between the good ones: wrong encoding
                 header.stamp.sec += 1
                 raw_pub.publish(to_image(np.zeros((8, 8, 3), np.uint8), "bgr8", header))
@@ -100,7 +103,7 @@ def main(out_dir: str, params: str, mode: str = "") -> int:
         def complete(d):  # diagnostics published after both good frames and the bad one
             return d.get("bad: bad raw frame") == "1" and d.get("processed") == str(len(FRAMES))
         assert spin_until(lambda: any(complete(d) for d in diags), 15), f"diagnostics never complete: {diags[-1:]}"
-        np.savez(out / "outputs.npz", **{f"{n}_{s}": a for n in OUTPUTS for s, a in got[n].items()})
+        np.savez(out / "outputs.npz", **{f"{n.replace('/', '_')}_{s}": a for n in topics for s, a in got[n].items()})
         (out / "result.json").write_text(json.dumps({"sent": sent, "frame_ids": {str(k): v for k, v in frame_ids.items()},
                                                      "frames": list(FRAMES), "seed": SEED,
                                                      "diagnostics": next(d for d in diags if complete(d))}))

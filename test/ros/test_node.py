@@ -49,11 +49,16 @@ def test_node_over_dds_matches_the_offline_pipeline(tmp_path, mode):
     from hsi_xai_node.transports.config import load_config
 
     gen = DriveGenerator(load_profile("hsi-drive"), seed=result["seed"], render_cameras=False)
-    pipeline = Pipeline(load_config(params, backend="ort-cpu").pipeline_config(), *gen.references())
+    overrides = {"publish_class_maps": True, "explain_classes": ("road",)} if mode == "rgb" else {}
+    pipeline = Pipeline(load_config(params, backend="ort-cpu", **overrides).pipeline_config(), *gen.references())
     for index, stamp in zip(result["frames"], result["sent"]):
         offline = pipeline.process(gen.frame(index).raw)
         for name in ("labels", "segmentation", "preview", "gradcam_overlay", "activation_overlay"):
             np.testing.assert_array_equal(outputs[f"{name}_{stamp}"], getattr(offline, name), err_msg=name)
+        if mode == "rgb":  # the road class map as 32FC1, equal to the pipeline's float map
+            road = next(c.channel for c in pipeline.card.classes if c.name == "road")
+            np.testing.assert_array_equal(outputs[f"class_maps_road_{stamp}"],
+                                          next(iter(offline.class_maps.values()))[road])
         assert result["frame_ids"][str(stamp)] == "hsi_camera"  # the input header, stamp and frame_id
     diag = result["diagnostics"]
     assert diag["bad: bad raw frame"] == "1" and diag["backend"] == "ort-cpu" and diag["references"] == "yes"

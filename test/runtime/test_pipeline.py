@@ -103,3 +103,17 @@ def test_header_passes_through_and_references_can_be_replaced(pipeline, drive):
     assert darker.preview.mean() < before.preview.mean() - 5
     pipeline.set_references(dark, white)
     np.testing.assert_array_equal(pipeline.process(raw).preview, before.preview)
+
+
+def test_explain_classes_limit_the_overlays_to_those_classes(pipeline, drive):
+    gen, (dark, white) = drive
+    raw = gen.frame(8).raw
+    full = pipeline.process(raw)
+    only_road = Pipeline(PipelineConfig(model=str(MODEL), backend="ort-cpu", methods=("activation", "seg_gradcam"),
+                                        explain_classes=("road",)), dark, white).process(raw)
+    road = full.labels == 1
+    assert road.any() and (~road & (full.labels > 0)).any()
+    np.testing.assert_array_equal(only_road.gradcam_overlay[road], full.gradcam_overlay[road])
+    np.testing.assert_array_equal(only_road.gradcam_overlay[~road], full.preview[~road])
+    with pytest.raises(InputError, match=r"explain_classes \['pedestrian'\] are not classes"):
+        Pipeline(PipelineConfig(model=str(MODEL), backend="ort-cpu", explain_classes=("pedestrian",)), dark, white)
