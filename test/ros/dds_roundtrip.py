@@ -100,8 +100,14 @@ def main(out_dir: str, params: str, mode: str = "") -> int:
                 raw_pub.publish(to_image(lonely.raw, "mono16", header))
                 spin_until(lambda: False, 1.0)
                 assert lonely.stamp_ns not in got["labels"], "a raw frame without its camera was processed"
-        def complete(d):  # diagnostics published after both good frames and the bad one
-            return d.get("bad: bad raw frame") == "1" and d.get("processed") == str(len(FRAMES))
+        if mode != "rgb":  # frame 0 again, with its older stamp: reported, not processed
+            first = gen.frame(FRAMES[0])
+            header.stamp.sec, header.stamp.nanosec = divmod(first.stamp_ns, 10**9)
+            raw_pub.publish(to_image(first.raw, "mono16", header))
+
+        def complete(d):  # diagnostics published after both good frames and the bad one(s)
+            return (d.get("bad: bad raw frame") == "1" and d.get("processed") == str(len(FRAMES))
+                    and (mode == "rgb" or d.get("bad: stamp went backwards") == "1"))
         assert spin_until(lambda: any(complete(d) for d in diags), 15), f"diagnostics never complete: {diags[-1:]}"
         np.savez(out / "outputs.npz", **{f"{n.replace('/', '_')}_{s}": a for n in topics for s, a in got[n].items()})
         (out / "result.json").write_text(json.dumps({"sent": sent, "frame_ids": {str(k): v for k, v in frame_ids.items()},

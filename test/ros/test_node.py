@@ -63,3 +63,5 @@ def test_node_over_dds_matches_the_offline_pipeline(tmp_path, mode):
     diag = result["diagnostics"]
     assert diag["bad: bad raw frame"] == "1" and diag["backend"] == "ort-cpu" and diag["references"] == "yes"
     assert int(diag["processed"]) == 2 and diag["model"] == "unet_bundled_25pn"
+    if mode != "rgb":
+        assert diag["bad: stamp went backwards"] == "1"
