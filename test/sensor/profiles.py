@@ -19,5 +19,16 @@ def small_profile(ph=3, pw=4, sensor=(40, 50), offset=(2, 1), area=(36, 47), see
     )
 
 
+def profile_for_test(name: str):
+    """"small" (3x4 pattern, scrambled layout), "<profile>+flip" (read out upside down) or a profile name."""
+    from hsi_xai_node.sensor.calibration import load_profile
+
+    if name == "small":
+        return small_profile()
+    if name.endswith("+flip"):
+        return load_profile(name[:-5], flip_vertical=True)
+    return load_profile(name)
+
+
 def with_geometry(profile, **changes):
     return dataclasses.replace(profile, **changes)

@@ -6,7 +6,7 @@ import pytest
 from hsi_xai_node.errors import FrameError
 from hsi_xai_node.sensor import demosaic as dm
 from hsi_xai_node.sensor.calibration import load_profile
-from test.sensor.profiles import small_profile
+from test.sensor.profiles import profile_for_test, small_profile
 
 
 def test_subsample_hand_computed():
@@ -24,14 +24,9 @@ def test_subsample_hand_computed():
     np.testing.assert_array_equal(cube.wavelengths_nm, [600, 610, 620, 630])
 
 
-@pytest.mark.parametrize("name", ["hsi-drive", "imec-665-975", "imec-600-875-flip", "small"])
+@pytest.mark.parametrize("name", ["hsi-drive", "imec-665-975", "imec-600-875+flip", "small"])
 def test_cube_mosaic_subsample_round_trip_is_exact(name):
-    if name == "small":
-        p = small_profile()
-    elif name.endswith("-flip"):
-        p = load_profile(name[:-5], flip_vertical=True)
-    else:
-        p = load_profile(name)
+    p = profile_for_test(name)
     rng = np.random.default_rng(1)
     cube = rng.integers(0, 1 << p.bit_depth, p.cube_shape).astype(np.uint16)
     raw = dm.mosaic_from_cube(cube, p, fill=65535)  # no sample can hold it

@@ -6,9 +6,8 @@ import pytest
 
 from hsi_xai_node.errors import CalibrationError, FrameError, InputError
 from hsi_xai_node.sensor import demosaic as dm, radiometry as rm
-from hsi_xai_node.sensor.calibration import load_profile
 from hsi_xai_node.sensor.frontend import FrontEnd, FrontEndConfig
-from test.sensor.profiles import small_profile
+from test.sensor.profiles import profile_for_test
 
 
 def _frames(p, seed=0):
@@ -23,12 +22,7 @@ def _frames(p, seed=0):
 @pytest.mark.parametrize("profile", ["hsi-drive", "imec-600-875+flip", "small"])
 @pytest.mark.parametrize("normalise", [True, False])
 def test_fused_path_equals_composed_functions(profile, normalise):
-    if profile == "small":
-        p = small_profile()
-    elif profile.endswith("+flip"):
-        p = load_profile(profile[:-5], flip_vertical=True)
-    else:
-        p = load_profile(profile)
+    p = profile_for_test(profile)
     raw, dark, white = _frames(p)
     out = FrontEnd(p, dark, white, FrontEndConfig(normalise=normalise)).process(raw)
     refl = rm.reflectance(dm.subsample(raw, p), dm.subsample(dark, p), dm.subsample(white, p))
