@@ -31,6 +31,7 @@ from ..runtime import LatestFrameWorker, Pipeline
 from ..sync import ApproximateTimeSync
 from ..transports.config import NodeConfig
 from ..transports.messages import image_to_array
+from ..transports.outputs import output_images, output_names
 
 DESCRIPTIONS = {
     "raw_topic": "sensor_msgs/Image mono16 or 16UC1: the raw 5x5 snapshot mosaic",
@@ -56,8 +57,6 @@ DESCRIPTIONS = {
     "input_qos": "QoS of the camera subscriptions: sensor_data (best effort, default) or reliable",
     "output_qos": "QoS of the output publishers: reliable (default) or sensor_data",
 }
-OUTPUTS = ("labels", "segmentation", "preview", "gradcam_overlay", "activation_overlay")
-ENCODING = {"labels": "mono8"}  # the rest are bgr8
 
 
 def qos(kind: str, depth: int = 5) -> QoSProfile:
@@ -92,9 +91,8 @@ class HsiXaiNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         out_qos = qos(self.get_parameter("output_qos").value)
         in_qos = qos(self.get_parameter("input_qos").value)
-        self.pubs = {name: self.create_publisher(Image, self.config.output_topic(name), out_qos) for name in OUTPUTS}
-        self.map_pubs = {c.name: self.create_publisher(Image, self.config.output_topic(f"class_maps/{c.name}"), out_qos)
-                         for c in self.pipeline.card.classes} if self.config.publish_class_maps else {}
+        self.pubs = {name: self.create_publisher(Image, self.config.output_topic(name), out_qos)
+                     for name in output_names(self.pipeline.card, self.config.publish_class_maps)}
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -191,7 +189,7 @@ class HsiXaiNode(Node):
         if matched is None:
             return
         (raw, raw_header), cameras = matched
-        if not any(p.get_subscription_count() for p in [*self.pubs.values(), *self.map_pubs.values()]):
+        if not any(p.get_subscription_count() for p in self.pubs.values()):
             return  # nobody listens: compute nothing
         self.worker.submit((raw, raw_header, cameras))
 
@@ -205,17 +203,11 @@ class HsiXaiNode(Node):
 
     def _publish(self, item, result) -> None:
         header = result.header
-        images = {"labels": result.labels, "segmentation": result.segmentation, "preview": result.preview,
-                  "gradcam_overlay": result.gradcam_overlay, "activation_overlay": result.activation_overlay}
-        for name, pub in self.pubs.items():
-            if images[name] is not None and pub.get_subscription_count():
-                pub.publish(to_image(images[name], ENCODING.get(name, "bgr8"), header))
-        if self.map_pubs and result.class_maps:  # the first float map (K, h, w): one 32FC1 image per class
-            maps = next(iter(result.class_maps.values()))
-            for c in self.pipeline.card.classes:
-                pub = self.map_pubs[c.name]
-                if pub.get_subscription_count():
-                    pub.publish(to_image(maps[c.channel].astype(np.float32), "32FC1", header))
+        outputs = output_images(result, self.pipeline.card, self.config.publish_class_maps)
+        for name, (array, encoding) in outputs.items():
+            pub = self.pubs.get(name)
+            if pub is not None and pub.get_subscription_count():
+                pub.publish(to_image(array, encoding, header))
         self._last["timings"] = result.timings_ms
         self._last["residual"] = float(np.nanmax(result.residuals["activation"])) \
             if "activation" in result.residuals else float("nan")

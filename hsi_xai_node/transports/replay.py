@@ -33,6 +33,7 @@ import numpy as np
 
 from ..errors import FrameError, InputError
 from . import messages as m
+from .outputs import output_images
 from .config import NodeConfig, load_config
 
 RAW_ENCODINGS = ("mono16", "16UC1")
@@ -240,8 +241,6 @@ class _Replay:
         self.refs: dict[str, np.ndarray] = {}  # topic -> the reference frame in use
         self.calibrated = False  # the pipeline holds a dark/white pair
         self.s = ReplaySummary("", "", "", pipeline.engine.backend, pipeline.card.name)
-        names = {c.channel: c.name for c in pipeline.card.classes}
-        self.class_names = [names[k] for k in sorted(names)]
 
     # --- helpers ----------------------------------------------------------------------------
     def _skip(self, reason: str, where: str, exc: Exception) -> None:
@@ -393,16 +392,8 @@ class _Replay:
             topic = cfg.output_topic(name)
             self.writer.write(self._out_conn(topic, IMAGE), t, m.serialize(m.array_to_image(array, encoding, hdr)))
 
-        image("labels", r.labels, "mono8")
-        image("segmentation", r.segmentation, "bgr8")
-        image("preview", r.preview, "bgr8")
-        for name in ("gradcam_overlay", "activation_overlay"):
-            if getattr(r, name) is not None:
-                image(name, getattr(r, name), "bgr8")
-        if cfg.publish_class_maps and r.class_maps:
-            maps = next(iter(r.class_maps.values()))  # (K, h, w) in logits-channel order
-            for k, name in enumerate(self.class_names):
-                image(f"class_maps/{name}", maps[k], "32FC1")
+        for name, (array, encoding) in output_images(r, self.pipeline.card, cfg.publish_class_maps).items():
+            image(name, array, encoding)
         residual = None
         if "activation" in r.residuals:
             residual = float(np.max(np.abs(r.residuals["activation"])))
