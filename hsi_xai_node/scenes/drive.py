@@ -51,7 +51,7 @@ class DriveFrame:
 
     index: int
     stamp_ns: int
-    raw: np.ndarray                 # (sensor_height, sensor_width) uint16
+    raw: np.ndarray | None          # (sensor_height, sensor_width) uint16; None if render_hsi=False
     labels: np.ndarray              # (cube_height, cube_width) uint8, centre pixel of each tile
     labels_full: np.ndarray         # (area_height, area_width) uint8
     sun: np.ndarray                 # (cube_height, cube_width) float32
@@ -69,15 +69,17 @@ class DriveGenerator:
     `shadow_amount` (0..1, None = from the seed) controls shade on the road,
     `illumination_variation` (0 = constant light) scales the per-frame sun drift and
     cloud dimming, `cameras=()` or `render_cameras=False` skips the multispectral
-    cameras (faster, for segmentation training).
+    cameras (faster, for segmentation training), `render_hsi=False` skips the raw
+    mosaic (`raw` is then None; faster, for detection training).
     """
 
     def __init__(self, profile: SensorProfile, seed: int = 0, *, shadow_amount: float | None = None,
                  illumination_variation: float = 1.0, cameras: tuple[CameraSpec, ...] | None = None,
-                 render_cameras: bool = True, fps: float = 25.0, start_ns: int = DEFAULT_START_NS,
+                 render_cameras: bool = True, render_hsi: bool = True, fps: float = 25.0, start_ns: int = DEFAULT_START_NS,
                  noise: SensorNoise = SensorNoise()):
         self.profile, self.seed, self.fps, self.start_ns = profile, int(seed), float(fps), int(start_ns)
         self.illumination_variation = float(illumination_variation)
+        self.render_hsi = bool(render_hsi)
         self.layout = DriveLayout(seed, profile.area_height, profile.area_width, shadow_amount, fps)
         # the white reference is taken once, under the drive's nominal light
         self.reference_illumination = daylight(self.layout.sun_elevation, 1.0, haze=self.layout.haze)
@@ -102,7 +104,8 @@ class DriveGenerator:
         p = self.profile
         maps = self.layout.maps(index, self.illumination_variation)
         light = self.illumination(maps.conditions)
-        raw = self.hsi.raw(maps, light, np.random.default_rng([self.seed, 7100, index]))
+        raw = (self.hsi.raw(maps, light, np.random.default_rng([self.seed, 7100, index]))
+               if self.render_hsi else None)
         centre = (slice(p.pattern_height // 2, p.cube_height * p.pattern_height, p.pattern_height),
                   slice(p.pattern_width // 2, p.cube_width * p.pattern_width, p.pattern_width))
         labels_full = maps.class_ids
