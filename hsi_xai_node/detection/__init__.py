@@ -1,0 +1,1 @@
+"""Detection stages that need no torch: anchors, box coding, in-graph post-processing, evaluation."""
