@@ -1,11 +1,14 @@
 """Per-box Grad-CAM for detectors (paper 001), for the top-K boxes of a frame, in the graph.
 
-The detector's class scores (1, anchors, classes) are flattened, TopK picks the K
-highest (anchor, class) pairs, and box k's seed is one-hot at its pair in batch row k.
-The gradient of each box's class score at its anchor w.r.t. each chosen class-head
-input layer gives Grad-CAM with (`box_gradcam`) and without (`box_gradcam_signed`)
-the ReLU. Outputs `topk_scores` and `topk_index` (anchor * classes + class) say which
-box each row explains; NMS and box decoding stay where the detector does them.
+Box k's seed is one-hot at its (anchor, class) pair in batch row k; the gradient of
+that class score w.r.t. each chosen class-head input layer gives Grad-CAM with
+(`box_gradcam`) and without (`box_gradcam_signed`) the ReLU. Which pairs:
+
+- `pairs` given (the detector's `det_pairs` output, (1, D) int64 anchor * classes +
+  class after NMS, -1 in empty slots): the first K detections NMS kept, so every row
+  explains a distinct reported box; rows of empty slots have a zero seed and a zero map.
+- `pairs` None: the K highest-scoring pairs before NMS (TopK over the flattened scores),
+  output as `topk_scores` and `topk_index`; neighbouring anchors of one object may repeat.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ class DetectionExplainConfig:
 
 
 def build_detection_explainer(model: onnx.ModelProto, input_name: str, scores: str, layers: dict[str, str],
-                              config: DetectionExplainConfig) -> ExplainGraph:
+                              config: DetectionExplainConfig, pairs: str | None = None) -> ExplainGraph:
     out = onnx.ModelProto()
     out.CopyFrom(model)
     b = Builder(out)
@@ -43,8 +46,14 @@ def build_detection_explainer(model: onnx.ModelProto, input_name: str, scores: s
     if not 1 <= k <= anchors * classes:
         raise ExplainError(f"top_k must be in 1..{anchors * classes}, got {k}")
     eg = ExplainGraph(model=out, input=input_name, logits=scores, classes=classes)
-    flat = b.op("Reshape", [scores, b.ints([1, anchors * classes])], "flat_scores")
-    values, index = b.op("TopK", [flat, b.ints([k])], "topk", outputs=2, axis=1, largest=1, sorted=1)
+    if pairs is not None:
+        kept = b.shape(pairs)
+        if len(kept) != 2 or kept[0] != 1 or k > kept[1]:
+            raise ExplainError(f"pairs {pairs!r} must be (1, D) with D >= top_k = {k}, got {kept}")
+        index = b.op("Slice", [pairs, b.ints([0]), b.ints([k]), b.ints([1])], "explained_pairs")
+    else:
+        flat = b.op("Reshape", [scores, b.ints([1, anchors * classes])], "flat_scores")
+        values, index = b.op("TopK", [flat, b.ints([k])], "topk", outputs=2, axis=1, largest=1, sorted=1)
     hit = b.op("Equal", [b.op("Reshape", [index, b.ints([k, 1])], "box_index"),
                          b.const(np.arange(anchors * classes).reshape(1, -1), "pair_ids", np.int64)], "is_box")
     seed = b.op("Reshape", [b.op("Cast", [hit], "box_onehot", to=onnx.TensorProto.FLOAT),
@@ -53,7 +62,8 @@ def build_detection_explainer(model: onnx.ModelProto, input_name: str, scores: s
     grads = append_backward(b, {scores: seed}, targets, k)
     maps = MapWriter(b, eg, k, config.upsample, config.uint8)
     maps.grad_cams(grads, "box_gradcam", relu=config.relu, signed=config.signed)
-    maps.output(b.op("Identity", [values], "topk_scores"), "topk_scores", scores, (1, k), False)
-    maps.output(b.op("Identity", [index], "topk_index"), "topk_index", scores, (1, k), False, "int64")
+    if pairs is None:
+        maps.output(b.op("Identity", [values], "topk_scores"), "topk_scores", scores, (1, k), False)
+        maps.output(b.op("Identity", [index], "topk_index"), "topk_index", scores, (1, k), False, "int64")
     onnx.checker.check_model(out)
     return eg

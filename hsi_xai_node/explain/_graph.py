@@ -37,6 +37,9 @@ class Builder:
         for n in self.graph.node:
             if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
                 self._consts[n.output[0]] = n.attribute[0].t
+            elif n.op_type == "Identity" and n.input[0] in self._consts:
+                # exporters alias a weight shared by several layers through Identity nodes
+                self._consts[n.output[0]] = self._consts[n.input[0]]
         self._names = {t.name for t in self.graph.initializer} | {v.name for v in self.graph.input}
         self._names |= {o for n in self.graph.node for o in n.output} | {n.name for n in self.graph.node}
         self._counter = itertools.count()
