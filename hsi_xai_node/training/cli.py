@@ -1,4 +1,4 @@
-"""`hsi-xai train-segmentation`: argument parsing without importing torch (that waits for the run)."""
+"""`hsi-xai train-segmentation` and `train-detection`: argument parsing without importing torch (that waits for the run)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,18 @@ def add_parser(sub) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=_cmd_train)
 
+    d = sub.add_parser("train-detection", help="train, evaluate and export the multispectral EfficientDets, "
+                       "one per input stack (needs the [train] extra: torch)")
+    d.add_argument("--stacks", default="rgb+mir,rgb,nir,mir,fir",
+                   help="comma list of camera stacks, cameras joined by + (paper 001's comparison)")
+    d.add_argument("--bundle", default="rgb+mir", help="stacks to keep as ONNX + card")
+    d.add_argument("--out", default="models")
+    d.add_argument("--steps", type=int, default=600)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--cache", default=str(Path.home() / ".cache" / "hsi_xai_node"),
+                   help="where rendered datasets are cached ('' = no cache)")
+    d.set_defaults(func=_cmd_train_detection)
+
 
 def _cmd_train(args) -> int:
     try:
@@ -37,4 +49,17 @@ def _cmd_train(args) -> int:
     run_study(load_profile(args.profile), args.variants.split(","), args.size, Path(args.out),
               TrainConfig(steps=args.steps, seed=args.seed), command=command,
               bundle=tuple(args.bundle.split(",")), log=lambda m: print(m, flush=True))
+    return 0
+
+
+def _cmd_train_detection(args) -> int:
+    try:
+        from .detection import DetectionTrainConfig, run_study
+    except ImportError as exc:
+        raise InputError(f"training needs torch: pip install -e '.[train]' ({exc})") from None
+
+    command = "hsi-xai " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    run_study(args.stacks.split(","), Path(args.out), DetectionTrainConfig(steps=args.steps, seed=args.seed),
+              bundle=tuple(args.bundle.split(",")), cache=Path(args.cache) if args.cache else None,
+              command=command, log=lambda m: print(m, flush=True))
     return 0

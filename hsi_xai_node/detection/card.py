@@ -1,0 +1,213 @@
+"""Detector cards and the detector loader: what an EfficientDet ONNX file expects and gives.
+
+A detector card (`<model>.json` beside `<model>.onnx`, schema `hsi_xai_node/detector-card/1`)
+names the input tensor and its layout, the camera stack (camera name, encoding and
+per-channel normalisation, in channel order; where the cameras sit is the rig's
+business, see `sensor.multispectral`), the classes, the score and box tensors and
+the class-head input tensors explanations target.
+
+Our own exported models carry anchor decoding and NMS in the graph. A user's detector
+(for example one exported by NVIDIA's TensorRT EfficientDet sample, cut before its
+EfficientNMS_TRT plugin) can instead give its raw tensors in `raw`: class logits with
+their activation, and box regression with its coding and anchors (an .npy file beside
+the card). `load_detector` then appends activation, decoding and NMS with the same
+graph builders, so every detector reaches the runtime in one shape:
+outputs `scores` (1, A, C), `boxes` (1, A, 4) and det_boxes / det_scores / det_classes / det_pairs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..model_card import ClassSpec, ModelError
+
+DETECTOR_CARD_SCHEMA = "hsi_xai_node/detector-card/1"
+NMS_OUTPUTS = ("det_boxes", "det_scores", "det_classes", "det_pairs")
+
+
+@dataclass(frozen=True)
+class StackInput:
+    camera: str                     # rig camera name (rgb, nir, mir, fir, ...)
+    encoding: str                   # sensor_msgs/Image encoding the camera delivers
+    offset: tuple[float, ...]       # per channel: model input = (value - offset) / scale
+    scale: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class DetectorInput:
+    tensor: str
+    shape: tuple[int, ...]          # as the graph declares it: (1, C, H, W) or (1, H, W, C)
+    layout: str                     # "nchw" or "nhwc"
+    stack: tuple[StackInput, ...]
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return tuple(self.shape[2:4]) if self.layout == "nchw" else tuple(self.shape[1:3])
+
+    @property
+    def channels(self) -> int:
+        return self.shape[1] if self.layout == "nchw" else self.shape[3]
+
+
+@dataclass(frozen=True)
+class RawOutputs:
+    """Pre-NMS tensors of a detector without decoding/NMS in its graph."""
+
+    logits: str                     # (1, A, C)
+    activation: str                 # "sigmoid" or "none" (already probabilities)
+    deltas: str                     # (1, A, 4)
+    coding: str                     # see detection.postprocess.append_box_decoding
+    anchors: str                    # .npy file (A, 4) beside the card, in the coding's layout
+
+
+@dataclass
+class DetectorCard:
+    name: str
+    file: str
+    sha256: str
+    input: DetectorInput
+    classes: tuple[ClassSpec, ...]
+    layers: dict[str, str]          # role -> tensor; "class_head_input" is the default explain layer
+    scores: str = "scores"
+    boxes: str = "boxes"
+    raw: RawOutputs | None = None
+    postprocess: dict = field(default_factory=lambda: {"in_graph": True, "score_threshold": 0.3,
+                                                       "iou_threshold": 0.5, "max_detections": 20})
+    architecture: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    task: str = "detection"
+    schema: str = DETECTOR_CARD_SCHEMA
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "card") -> "DetectorCard":
+        try:
+            if d.get("schema") != DETECTOR_CARD_SCHEMA:
+                raise ModelError(f"{source}: schema {d.get('schema')!r} is not {DETECTOR_CARD_SCHEMA!r}")
+            i = d["input"]
+            stack = tuple(StackInput(str(s["camera"]), str(s["encoding"]), tuple(float(v) for v in s["offset"]),
+                                     tuple(float(v) for v in s["scale"])) for s in i["stack"])
+            inp = DetectorInput(str(i["tensor"]), tuple(int(v) for v in i["shape"]), str(i.get("layout", "nchw")),
+                                stack)
+            classes = tuple(ClassSpec(int(c["channel"]), int(c["id"]), str(c["name"]), tuple(c["bgr"]))
+                            for c in d["classes"])
+            raw = RawOutputs(**d["raw"]) if d.get("raw") else None
+            return cls(name=str(d["name"]), file=str(d["file"]), sha256=str(d["sha256"]), input=inp,
+                       classes=classes, layers=dict(d["layers"]), scores=d.get("scores", "scores"),
+                       boxes=d.get("boxes", "boxes"), raw=raw, postprocess=dict(d.get("postprocess", {})),
+                       architecture=d.get("architecture", {}), training=d.get("training", {}),
+                       metrics=d.get("metrics", {}))
+        except ModelError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{source}: malformed detector card ({type(exc).__name__}: {exc})") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> "DetectorCard":
+        path = Path(path)
+        if not path.is_file():
+            raise ModelError(f"detector card {path}: no such file")
+        try:
+            d = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ModelError(f"detector card {path}: not valid JSON ({exc})") from None
+        return cls.from_dict(d, f"detector card {path}")
+
+
+@dataclass
+class LoadedDetector:
+    path: Path
+    card: DetectorCard
+    model: object  # onnx.ModelProto with scores, boxes and the det_* outputs
+
+
+def is_detector_card(path: str | Path) -> bool:
+    """True if the JSON at `path` is a detector card (the node and replay pick the pipeline by it)."""
+    try:
+        return json.loads(Path(path).read_text()).get("schema") == DETECTOR_CARD_SCHEMA
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _check(card: DetectorCard, model, where: str) -> None:
+    from ..model_card import _value_shape
+
+    g = model.graph
+    inits = {t.name for t in g.initializer}
+    inputs = {v.name: _value_shape(v) for v in g.input if v.name not in inits}
+    i = card.input
+    if i.layout not in ("nchw", "nhwc"):
+        raise ModelError(f"{where}: card input layout {i.layout!r} is not 'nchw' or 'nhwc'")
+    if i.tensor not in inputs:
+        raise ModelError(f"{where}: card input tensor {i.tensor!r} is not a graph input (inputs: {sorted(inputs)})")
+    if inputs[i.tensor] != i.shape:
+        raise ModelError(f"{where}: graph input {i.tensor!r} has shape {inputs[i.tensor]}, card says {i.shape}")
+    stacked = sum(len(s.offset) for s in i.stack)
+    if stacked != i.channels or any(len(s.offset) != len(s.scale) for s in i.stack):
+        raise ModelError(f"{where}: card stack gives {stacked} channels for an input of {i.channels}")
+    if sorted(c.channel for c in card.classes) != list(range(len(card.classes))):
+        raise ModelError(f"{where}: card class channels {[c.channel for c in card.classes]} are not 0..n-1")
+    produced = {o for n in g.node for o in n.output}
+    missing = {role: t for role, t in card.layers.items() if t not in produced}
+    if missing:
+        raise ModelError(f"{where}: card layer tensors not in the graph: {missing}")
+    if "class_head_input" not in card.layers:
+        raise ModelError(f"{where}: card layers must name a 'class_head_input' (the default explain layer)")
+
+
+def load_detector(path: str | Path, card_path: str | Path | None = None) -> LoadedDetector:
+    """Open a detector and its card, check them, and bring the graph to the runtime's shape."""
+    import onnx
+
+    from ..explain import ExplainError
+    from .postprocess import PostprocessConfig, append_box_decoding, append_postprocess, apply_score_activation
+
+    path = Path(path)
+    card_path = Path(card_path) if card_path else path.with_suffix(".json")
+    if not path.is_file():
+        raise ModelError(f"detector {path}: no such file")
+    card = DetectorCard.load(card_path)
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != card.sha256:
+        raise ModelError(f"detector {path}: SHA-256 {digest[:12]}... does not match its card {card_path} "
+                         f"({card.sha256[:12]}...): the file is corrupt or the card belongs to another model")
+    try:
+        model = onnx.load_model_from_string(data)
+        onnx.checker.check_model(model)
+    except Exception as exc:  # onnx raises several unrelated types for a damaged file
+        raise ModelError(f"detector {path}: not a valid ONNX model ({exc})") from None
+    _check(card, model, str(path))
+    p = card.postprocess
+    try:
+        post = PostprocessConfig(score_threshold=float(p.get("score_threshold", 0.3)),
+                                 iou_threshold=float(p.get("iou_threshold", 0.5)),
+                                 max_detections=int(p.get("max_detections", 20)))
+    except ValueError as exc:
+        raise ModelError(f"detector card {card_path}: bad postprocess settings ({exc})") from None
+    try:
+        if card.raw is not None:
+            anchors_path = card_path.parent / card.raw.anchors
+            if not anchors_path.is_file():
+                raise ModelError(f"detector card {card_path}: anchors file {anchors_path} not found")
+            anchors = np.load(anchors_path)
+            model, card.scores = apply_score_activation(model, card.raw.logits, card.raw.activation)
+            model, card.boxes = append_box_decoding(model, card.raw.deltas, anchors, card.raw.coding)
+        outputs = {o.name for o in model.graph.output}
+        for role, tensor in (("scores", card.scores), ("boxes", card.boxes)):
+            if tensor not in outputs:
+                raise ModelError(f"detector {path}: card {role} tensor {tensor!r} is not a graph output "
+                                 f"(outputs: {sorted(outputs)})")
+        if not p.get("in_graph", False) or not set(NMS_OUTPUTS) <= outputs:
+            model = append_postprocess(model, card.boxes, card.scores, post)
+    except ExplainError as exc:
+        raise ModelError(f"detector {path}: {exc}") from None
+    return LoadedDetector(path=path, card=card, model=model)

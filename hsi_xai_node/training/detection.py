@@ -1,0 +1,440 @@
+"""Train, evaluate and export the multispectral EfficientDet on generated drives.
+
+Data: generated drives split by seed (train / val / test never share a drive). Every
+frame's four cameras are registered once into the 320x256 network view with the
+multispectral front end and kept as six channels (R, G, B, NIR, MIR, FIR); each input
+stack (paper 001's comparison: RGB, NIR, MIR, FIR, RGB+MIR) is a channel subset, so
+all stacks see the same frames and boxes.
+
+Objects lower than `MIN_HEIGHT_PX` in the network view are still trained on, but
+evaluation treats them as "ignore" regions (like KITTI's minimum height): they count
+neither as misses nor, when detected, as false positives.
+
+Loss: EfficientDet's. Anchors with IoU >= 0.5 to a box are positive, < 0.4 negative,
+in between ignored; every box's best anchor is positive as well (small boxes would
+otherwise have none). Sigmoid focal loss (alpha 0.25, gamma 2) plus 50 x Huber
+(delta 0.1) on the box deltas of positives, both over the number of positives.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..classes import DETECTION_CLASSES
+from ..detection.anchors import generate_anchors
+from ..detection.boxes import encode, iou_matrix
+from ..detection.evaluation import Detections, GroundTruth, evaluate_map
+from ..detection.postprocess import PostprocessConfig, append_postprocess
+from ..sensor.calibration import load_profile
+from ..sensor.multispectral import StackConfig, MultispectralFrontEnd, boxes_to_network, stack_config
+from ..scenes.drive import DriveGenerator
+from .data import Split
+from .efficientdet import DetectorExport, EfficientDet, EfficientDetConfig, parameter_count
+
+ALL_CAMERAS = ("rgb", "nir", "mir", "fir")   # the cached six channels: R, G, B, NIR, MIR, FIR
+CHANNELS = {"rgb": (0, 1, 2), "nir": (3,), "mir": (4,), "fir": (5,)}
+MIN_HEIGHT_PX = 8.0  # network-view pixels (15 px of the 640x480 common view)
+INPUT_SIZE = (320, 256)  # width, height: the dataset's registered size (Takumi 2017)
+
+DETECTION_SPLITS = {
+    "train": Split(tuple(range(0, 40)), 12, 9),
+    "val": Split(tuple(range(1000, 1006)), 6, 20),
+    "test": Split(tuple(range(3000, 3010)), 6, 20),
+}
+
+
+@dataclass
+class DetectionTrainConfig:
+    steps: int = 600
+    batch: int = 8
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    eval_every: int = 100
+    seed: int = 0
+    threads: int = 2
+
+
+@dataclass
+class DetectionSet:
+    """Registered six-channel images (n, 6, H, W) float16 and per-image boxes in network pixels."""
+
+    images: np.ndarray
+    boxes: list = field(default_factory=list)    # (m, 4) float32
+    classes: list = field(default_factory=list)  # (m,) int64
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def ignore(self, i: int) -> np.ndarray:
+        b = self.boxes[i]
+        return (b[:, 3] - b[:, 1]) < MIN_HEIGHT_PX
+
+
+def full_stack(input_size=INPUT_SIZE) -> StackConfig:
+    cams = tuple(c for name in ALL_CAMERAS for c in stack_config(name, input_size=input_size).cameras)
+    return StackConfig(cameras=cams, input_size=input_size)
+
+
+def stack_channels(stack: str) -> list[int]:
+    return [c for cam in stack.split("+") for c in CHANNELS[cam]]
+
+
+def _generate_seed(args) -> tuple:
+    seed, split, input_size = args
+    gen = DriveGenerator(load_profile("hsi-drive"), seed=seed, render_hsi=False)
+    fe = MultispectralFrontEnd(full_stack(input_size))
+    images, boxes, classes = [], [], []
+    for k in range(split.frames_per_seed):
+        frame = gen.frame(k * split.stride)
+        images.append(fe({n: c.image for n, c in frame.cameras.items()})[0].astype(np.float16))
+        obj = frame.camera_objects
+        b = np.array([o.box for o in obj], np.float32).reshape(-1, 4)
+        boxes.append(boxes_to_network(b, fe.config).astype(np.float32))
+        classes.append(np.array([o.class_id for o in obj], np.int64))
+    return images, boxes, classes
+
+
+def generate(split: Split, cache: Path | None = None, workers: int = 2, input_size=INPUT_SIZE) -> DetectionSet:
+    """Render and register a split (cached as .npz keyed by the split, since ~0.15 s per frame)."""
+    key = hashlib.sha256(json.dumps([asdict(split), input_size, ALL_CAMERAS, "v1"]).encode()).hexdigest()[:16]
+    path = cache / f"detection_{key}.npz" if cache else None
+    if path and path.is_file():
+        z = np.load(path)
+        n = len(z["images"])
+        return DetectionSet(z["images"], [z[f"b{i}"] for i in range(n)], [z[f"c{i}"] for i in range(n)])
+    jobs = [(s, split, input_size) for s in split.seeds]
+    with ProcessPoolExecutor(workers) as pool:
+        parts = list(pool.map(_generate_seed, jobs))
+    data = DetectionSet(np.stack([im for p in parts for im in p[0]]),
+                        [b for p in parts for b in p[1]], [c for p in parts for c in p[2]])
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {f"b{i}": b for i, b in enumerate(data.boxes)} | {f"c{i}": c for i, c in enumerate(data.classes)}
+        np.savez(path, images=data.images, **arrays)
+    return data
+
+
+# --- targets and loss ---------------------------------------------------------------------------
+
+def match(anchors: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per anchor: state (1 positive, 0 negative, -1 ignored) and the index of its box."""
+    a = len(anchors)
+    state = np.zeros(a, np.int8)
+    if len(boxes) == 0:
+        return state, np.zeros(a, np.int64)
+    iou = iou_matrix(anchors, boxes)
+    best_box = iou.argmax(1)
+    best_iou = iou[np.arange(a), best_box]
+    state[best_iou >= 0.4] = -1
+    forced = iou.argmax(0)  # every box's best anchor
+    state[best_iou >= 0.5] = 1
+    state[forced] = 1
+    best_box[forced] = np.arange(len(boxes))
+    return state, best_box
+
+
+def targets(anchors, boxes, classes, num_classes, state, best_box):
+    """Class targets (A, C) in {0, 1} and box deltas (A, 4) of positives, from a match."""
+    pos = state == 1
+    cls_t = np.zeros((len(anchors), num_classes), np.float32)
+    box_t = np.zeros((len(anchors), 4), np.float32)
+    cls_t[pos, classes[best_box[pos]]] = 1.0
+    box_t[pos] = encode(boxes[best_box[pos]], anchors[pos])
+    return cls_t, box_t
+
+
+def assign(anchors: np.ndarray, boxes: np.ndarray, classes: np.ndarray, num_classes: int):
+    """Per anchor: class target (A, C) in {0, 1}, box deltas (A, 4), state 1 pos / 0 neg / -1 ignored."""
+    state, best_box = match(anchors, boxes)
+    return (*targets(anchors, boxes, classes, num_classes, state, best_box), state)
+
+
+def flip_boxes(boxes: np.ndarray, width: int) -> np.ndarray:
+    out = boxes.copy()
+    out[:, [0, 2]] = width - boxes[:, [2, 0]]
+    return out
+
+
+class MatchCache:
+    """Anchor matches of every image, plain and left-right flipped, computed once for all
+    stacks (the IoU of ~40k anchors against the boxes costs more than a training step)."""
+
+    def __init__(self, data: DetectionSet, anchors: np.ndarray):
+        w = data.images.shape[-1]
+        self.matches = [[match(anchors, b), match(anchors, flip_boxes(b, w))] for b in data.boxes]
+
+
+def loss_fn(logits, deltas, cls_t, box_t, state):
+    pos = state == 1
+    n_pos = pos.sum().clamp(min=1).float()
+    keep = (state >= 0).unsqueeze(-1).float()
+    p = torch.sigmoid(logits)
+    ce = F.binary_cross_entropy_with_logits(logits, cls_t, reduction="none")
+    p_t = p * cls_t + (1 - p) * (1 - cls_t)
+    alpha = 0.25 * cls_t + 0.75 * (1 - cls_t)
+    focal = (alpha * (1 - p_t) ** 2 * ce * keep).sum() / n_pos
+    box = F.huber_loss(deltas[pos], box_t[pos], delta=0.1, reduction="sum") / (4 * n_pos)
+    return focal + 50.0 * box, focal.detach(), box.detach()
+
+
+def _batch(data: DetectionSet, cache: MatchCache, idx, channels, anchors, num_classes, rng):
+    """An augmented training batch: left-right flips, per-channel gain and offset."""
+    x = data.images[idx][:, channels].astype(np.float32)
+    cls_t, box_t, state = [], [], []
+    w = x.shape[-1]
+    for j, i in enumerate(idx):
+        flip = bool(rng.random() < 0.5)
+        boxes = flip_boxes(data.boxes[i], w) if flip else data.boxes[i]
+        if flip:
+            x[j] = x[j, :, :, ::-1]
+        x[j] = x[j] * rng.uniform(0.85, 1.15, (len(channels), 1, 1)) + rng.normal(0, 0.1, (len(channels), 1, 1))
+        s, best = cache.matches[i][flip]
+        c, b = targets(anchors, boxes, data.classes[i], num_classes, s, best)
+        cls_t.append(c), box_t.append(b), state.append(s)
+    return (torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.stack(cls_t)),
+            torch.from_numpy(np.stack(box_t)), torch.from_numpy(np.stack(state)))
+
+
+# --- evaluation ----------------------------------------------------------------------------------
+
+class Postprocessor:
+    """The exported model's NMS graph, on its own, run by ONNX Runtime on (scores, boxes)."""
+
+    def __init__(self, anchors: int, classes: int, config: PostprocessConfig):
+        import onnx
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+
+        g = helper.make_graph(
+            [helper.make_node("Identity", ["in_scores"], ["scores"]), helper.make_node("Identity", ["in_boxes"], ["boxes"])],
+            "nms", [helper.make_tensor_value_info("in_scores", TensorProto.FLOAT, [1, anchors, classes]),
+                    helper.make_tensor_value_info("in_boxes", TensorProto.FLOAT, [1, anchors, 4])],
+            [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, anchors, classes]),
+             helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, anchors, 4])])
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+        m = append_postprocess(m, "boxes", "scores", config)
+        onnx.checker.check_model(m)
+        self.session = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+
+    def __call__(self, scores: np.ndarray, boxes: np.ndarray):
+        b, s, c = self.session.run(["det_boxes", "det_scores", "det_classes"],
+                                   {"in_scores": scores[None].astype(np.float32), "in_boxes": boxes[None].astype(np.float32)})
+        keep = c[0] >= 0
+        return b[0][keep], s[0][keep], c[0][keep]
+
+
+def detect(model: EfficientDet, data: DetectionSet, channels, anchors: np.ndarray, post: Postprocessor, batch=8):
+    wrapped = DetectorExport(model, data.images.shape[2:]).eval()
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(data), batch):
+            x = torch.from_numpy(data.images[s:s + batch][:, channels].astype(np.float32))
+            scores, boxes = wrapped(x)
+            out += [post(sc, bx) for sc, bx in zip(scores.numpy(), boxes.numpy())]
+    return out
+
+
+def evaluate(detections, data: DetectionSet) -> dict:
+    """mAP@0.5 and per-class AP (by class name), objects and TP/FP counts."""
+    truth = [GroundTruth(data.boxes[i], data.classes[i], data.ignore(i)) for i in range(len(data))]
+    r = evaluate_map([Detections(*d) for d in detections], truth, len(DETECTION_CLASSES), iou_threshold=0.5)
+    names = [c.name for c in DETECTION_CLASSES]
+    return {"map": r.mean_ap or 0.0, "ap": dict(zip(names, r.ap)), "objects": dict(zip(names, r.num_gt)),
+            "tp": dict(zip(names, r.tp)), "fp": dict(zip(names, r.fp)), "iou_threshold": r.iou_threshold}
+
+
+# --- training -------------------------------------------------------------------------------------
+
+@dataclass
+class DetectionResult:
+    model: EfficientDet
+    stack: str
+    best_val_map: float
+    steps: int
+    seconds: float
+    history: list
+
+
+def train(stack: str, train_set: DetectionSet, val_set: DetectionSet, config: EfficientDetConfig,
+          cfg: DetectionTrainConfig, log=print, cache: MatchCache | None = None) -> DetectionResult:
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    rng = np.random.default_rng(cfg.seed)
+    channels = stack_channels(stack)
+    config = EfficientDetConfig(**{**asdict(config), "in_channels": len(channels), "anchors": config.anchors})
+    model = EfficientDet(config)
+    anchors = generate_anchors(config.anchors, train_set.images.shape[2:])
+    cache = cache or MatchCache(train_set, anchors)
+    post = Postprocessor(len(anchors), config.num_classes, PostprocessConfig(score_threshold=0.05, max_detections=50))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps, pct_start=0.1)
+    best, best_state, history, t0 = -1.0, None, [], time.perf_counter()
+    for step in range(1, cfg.steps + 1):
+        model.train()
+        idx = rng.choice(len(train_set), cfg.batch, replace=False)
+        x, cls_t, box_t, state = _batch(train_set, cache, idx, channels, anchors, config.num_classes, rng)
+        logits, deltas = model(x)
+        loss, focal, box = loss_fn(logits, deltas, cls_t, box_t, state)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        opt.step()
+        sched.step()
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            model.eval()
+            val = evaluate(detect(model, val_set, channels, anchors, post), val_set)
+            history.append({"step": step, "loss": loss.item(), "focal": float(focal), "box": float(box),
+                            "val_map": val["map"]})
+            log(f"  [{stack}] step {step}: loss {loss.item():.3f} (focal {float(focal):.3f}, box {float(box):.4f}) "
+                f"val mAP@0.5 {val['map']:.3f} ({time.perf_counter() - t0:.0f} s)")
+            if val["map"] > best:
+                best, best_state = val["map"], copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    model.eval()
+    return DetectionResult(model, stack, best, cfg.steps, time.perf_counter() - t0, history)
+
+
+# --- export -----------------------------------------------------------------------------------------
+
+def export_onnx(model: EfficientDet, path: Path, input_hw: tuple[int, int], post: PostprocessConfig,
+                opset: int = 17) -> None:
+    """image -> scores, boxes (anchors decoded in the graph) -> NMS in the graph (det_* outputs).
+
+    The last BiFPN layer's outputs are renamed bifpn_p2 .. bifpn_p5 (the class-head inputs).
+    """
+    import onnx
+
+    wrapped = DetectorExport(model.eval(), input_hw).eval()
+    shape = (1, model.config.in_channels, *input_hw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(wrapped, (torch.zeros(shape),), str(path), dynamo=False, opset_version=opset,
+                          input_names=["image"], output_names=["scores", "boxes"], do_constant_folding=True)
+    m = onnx.load(str(path))
+    last = len(model.bifpn) - 1
+    rename = {}
+    for level in range(len(model.config.anchors.strides)):
+        # the last node of each output fusion (the BN of its separable conv)
+        where = f"/model/bifpn.{last}/" + (f"top_down.{len(model.config.anchors.strides) - 2}" if level == 0 else f"bottom_up.{level - 1}") + "/"
+        nodes = [n for n in m.graph.node if n.name.startswith(where)]
+        rename[nodes[-1].output[0]] = f"bifpn_p{level + 2}"
+    for node in m.graph.node:
+        node.input[:] = [rename.get(t, t) for t in node.input]
+        node.output[:] = [rename.get(t, t) for t in node.output]
+    m = append_postprocess(m, "boxes", "scores", post)
+    m.producer_name = "hsi_xai_node"
+    m.ir_version = min(m.ir_version, 8)
+    onnx.checker.check_model(m)
+    onnx.save(m, str(path))
+
+
+# --- study: one model per input stack, test mAP on the exported graph -----------------------------
+
+EVAL_POST = PostprocessConfig(score_threshold=0.05, iou_threshold=0.5, max_detections=100)
+
+
+def evaluate_onnx(path: Path, data: DetectionSet, channels) -> dict:
+    """mAP@0.5 of an exported detector, run by ONNX Runtime (the graph users get); its pre-NMS
+    outputs go through the same NMS graph with a low score threshold, as mAP needs."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    first = session.run(["scores"], {"image": data.images[:1][:, channels].astype(np.float32)})[0]
+    post = Postprocessor(first.shape[1], first.shape[2], EVAL_POST)
+    detections = []
+    for i in range(len(data)):
+        scores, boxes = session.run(["scores", "boxes"], {"image": data.images[i:i + 1][:, channels].astype(np.float32)})
+        detections.append(post(scores[0], boxes[0]))
+    return evaluate(detections, data)
+
+
+def write_model(result: DetectionResult, out_dir: Path, name: str, metrics: dict, training: dict,
+                post: PostprocessConfig = PostprocessConfig()):
+    """ONNX file (decoding + NMS in the graph) and its detector card."""
+    from ..detection.card import DetectorCard, DetectorInput, StackInput
+    from ..model_card import ClassSpec, file_sha256
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.onnx"
+    model = result.model
+    export_onnx(model, path, INPUT_SIZE[::-1], post)
+    stack = stack_config(result.stack, input_size=INPUT_SIZE)
+    levels = {f"bifpn_p{lv}": f"bifpn_p{lv}" for lv in range(2, 2 + len(model.config.anchors.strides))}
+    card = DetectorCard(
+        name=name, file=path.name, sha256=file_sha256(path),
+        input=DetectorInput("image", (1, model.config.in_channels, INPUT_SIZE[1], INPUT_SIZE[0]), "nchw",
+                            tuple(StackInput(c.name, c.encoding, tuple(np.atleast_1d(c.offset).astype(float).tolist()),
+                                             tuple(np.atleast_1d(c.scale).astype(float).tolist()))
+                                  for c in stack.cameras)),
+        classes=tuple(ClassSpec(i, c.id, c.name, tuple(int(v) for v in c.bgr)) for i, c in enumerate(DETECTION_CLASSES)),
+        layers={"class_head_input": "bifpn_p2", **levels},
+        postprocess={"in_graph": True, **asdict(post)},
+        architecture={"type": "efficientdet", **model.config.to_dict(), "parameters": parameter_count(model),
+                      "blocks": "MBConv (SE, SiLU) backbone, BiFPN with fast normalised fusion over P2-P5, "
+                                "class and box nets shared across levels (BN per level, folded at export)"},
+        training=training, metrics=metrics)
+    (out_dir / f"{name}.json").write_text(card.to_json())
+    return path, card
+
+
+def summary_table(results: dict) -> str:
+    names = [c.name for c in DETECTION_CLASSES]
+    lines = ["| input stack | channels | " + " | ".join(names) + " | mAP@0.5 |", "| --- | --- |" + " --- |" * (len(names) + 1)]
+    for stack, r in results.items():
+        ap = r["test"]["ap"]
+        cells = ["-" if ap.get(n) is None else f"{ap[n]:.3f}" for n in names]
+        lines.append(f"| {stack} | {len(stack_channels(stack))} | " + " | ".join(cells) + f" | **{r['test']['map']:.3f}** |")
+    return "\n".join(lines)
+
+
+def run_study(stacks: list[str], out_dir: Path, cfg: DetectionTrainConfig, *, bundle: tuple[str, ...] = ("rgb+mir",),
+              cache: Path | None = None, command: str = "", log=print, splits=DETECTION_SPLITS,
+              model_config: EfficientDetConfig = EfficientDetConfig()) -> dict:
+    """Train one detector per stack; test mAP of each on the exported graph; bundle some."""
+    t0 = time.perf_counter()
+    data = {}
+    for split in ("train", "val", "test"):
+        data[split] = generate(splits[split], cache)
+        log(f"{split}: {len(data[split])} frames, {sum(len(b) for b in data[split].boxes)} objects "
+            f"({time.perf_counter() - t0:.0f} s)")
+    cache = MatchCache(data["train"], generate_anchors(model_config.anchors, data["train"].images.shape[2:]))
+    log(f"anchor matches cached ({time.perf_counter() - t0:.0f} s)")
+    results = {}
+    for stack in stacks:
+        result = train(stack, data["train"], data["val"], model_config, cfg, log, cache)
+        name = f"efficientdet_{stack.replace('+', '_')}"
+        tmp = out_dir / f"{name}.onnx"
+        training = {"data": "generated drives (hsi_xai_node.scenes), split by seed",
+                    "splits": {k: asdict(v) for k, v in splits.items()}, "config": asdict(cfg),
+                    "steps_run": result.steps, "seconds": round(result.seconds, 1), "best_val_map": result.best_val_map,
+                    "command": command, "torch": torch.__version__, "min_height_px": MIN_HEIGHT_PX,
+                    "augmentation": "left-right flips; per-channel gain U(0.85, 1.15) and offset N(0, 0.1)",
+                    "loss": "sigmoid focal (alpha 0.25, gamma 2) + 50 x Huber(0.1) box deltas"}
+        path, card = write_model(result, out_dir, name, {}, training)
+        test = evaluate_onnx(path, data["test"], stack_channels(stack))
+        results[stack] = {"test": test, "val_map": result.best_val_map, "seconds": result.seconds,
+                          "parameters": parameter_count(result.model)}
+        log(f"[{stack}] test mAP@0.5 {test['map']:.3f} ({result.seconds:.0f} s)")
+        if stack in bundle:
+            card.metrics = {"test_generated": test}
+            (out_dir / f"{name}.json").write_text(card.to_json())
+        else:
+            tmp.unlink(), (out_dir / f"{name}.json").unlink()
+    (out_dir / "detection_study_bundled.json").write_text(json.dumps(results, indent=1))
+    (out_dir / "detection_study_bundled.md").write_text(
+        f"# Detection study: input stacks (paper 001's comparison)\n\nCommand: `{command}`\n\n"
+        f"Test mAP@0.5 (Pascal VOC all-point AP) on {len(data['test'])} held-out frames of "
+        f"{len(splits['test'].seeds)} drives; objects lower than {MIN_HEIGHT_PX:g} px in the 320x256 network view "
+        "are ignore regions.\n\n" + summary_table(results) + "\n")
+    return results
