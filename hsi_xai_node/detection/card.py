@@ -150,8 +150,12 @@ def _check(card: DetectorCard, model, where: str) -> None:
         raise ModelError(f"{where}: card input tensor {i.tensor!r} is not a graph input (inputs: {sorted(inputs)})")
     if inputs[i.tensor] != i.shape:
         raise ModelError(f"{where}: graph input {i.tensor!r} has shape {inputs[i.tensor]}, card says {i.shape}")
+    uneven = [s for s in i.stack if len(s.offset) != len(s.scale)]
+    if uneven:
+        raise ModelError(f"{where}: card stack camera(s) {[s.camera for s in uneven]} give "
+                         f"{len(uneven[0].offset)} offsets but {len(uneven[0].scale)} scales")
     stacked = sum(len(s.offset) for s in i.stack)
-    if stacked != i.channels or any(len(s.offset) != len(s.scale) for s in i.stack):
+    if stacked != i.channels:
         raise ModelError(f"{where}: card stack gives {stacked} channels for an input of {i.channels}")
     if sorted(c.channel for c in card.classes) != list(range(len(card.classes))):
         raise ModelError(f"{where}: card class channels {[c.channel for c in card.classes]} are not 0..n-1")
@@ -168,6 +172,7 @@ def load_detector(path: str | Path, card_path: str | Path | None = None) -> Load
     import onnx
 
     from ..explain import ExplainError
+    from ..model_card import _value_shape
     from .postprocess import PostprocessConfig, append_box_decoding, append_postprocess, apply_score_activation
 
     path = Path(path)
@@ -190,7 +195,8 @@ def load_detector(path: str | Path, card_path: str | Path | None = None) -> Load
     try:
         post = PostprocessConfig(score_threshold=float(p.get("score_threshold", 0.3)),
                                  iou_threshold=float(p.get("iou_threshold", 0.5)),
-                                 max_detections=int(p.get("max_detections", 20)))
+                                 max_detections=int(p.get("max_detections", 20)),
+                                 max_per_class=int(p.get("max_per_class", 100)))
     except ValueError as exc:
         raise ModelError(f"detector card {card_path}: bad postprocess settings ({exc})") from None
     try:
@@ -206,6 +212,11 @@ def load_detector(path: str | Path, card_path: str | Path | None = None) -> Load
             if tensor not in outputs:
                 raise ModelError(f"detector {path}: card {role} tensor {tensor!r} is not a graph output "
                                  f"(outputs: {sorted(outputs)})")
+        shape = next(_value_shape(o) for o in model.graph.output if o.name == card.scores)
+        n = len(card.classes)
+        if len(shape) != 3 or shape[2] != n:  # else the runtime meets class indices the card cannot name
+            raise ModelError(f"detector {path}: scores tensor {card.scores!r} has shape {shape}, expected "
+                             f"(1, anchors, {n}): the card lists {n} classes")
         if not p.get("in_graph", False) or not set(NMS_OUTPUTS) <= outputs:
             model = append_postprocess(model, card.boxes, card.scores, post)
     except ExplainError as exc:

@@ -34,7 +34,12 @@ class DetectionExplainConfig:
 
 
 def build_detection_explainer(model: onnx.ModelProto, input_name: str, scores: str, layers: dict[str, str],
-                              config: DetectionExplainConfig, pairs: str | None = None) -> ExplainGraph:
+                              config: DetectionExplainConfig, pairs: str | None = None,
+                              layout: str = "nchw") -> ExplainGraph:
+    """`layout` is the input's ("nchw" or "nhwc", as the detector card says): the full-size maps
+    are resized to its (H, W)."""
+    if layout not in ("nchw", "nhwc"):
+        raise ExplainError(f"input layout must be 'nchw' or 'nhwc', got {layout!r}")
     out = onnx.ModelProto()
     out.CopyFrom(model)
     b = Builder(out)
@@ -60,7 +65,8 @@ def build_detection_explainer(model: onnx.ModelProto, input_name: str, scores: s
                             b.ints([k, anchors, classes])], "box_seed")
     targets = list(dict.fromkeys(resolve_layer(layers, n, b) for n in config.layers))
     grads = append_backward(b, {scores: seed}, targets, k)
-    maps = MapWriter(b, eg, k, config.upsample, config.uint8)
+    in_shape = b.shape(input_name)
+    maps = MapWriter(b, eg, k, config.upsample, config.uint8, in_shape[1:3] if layout == "nhwc" else in_shape[2:4])
     maps.grad_cams(grads, "box_gradcam", relu=config.relu, signed=config.signed)
     if pairs is None:
         maps.output(b.op("Identity", [values], "topk_scores"), "topk_scores", scores, (1, k), False)

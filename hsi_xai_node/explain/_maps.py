@@ -44,9 +44,11 @@ class ExplainGraph:
 
 
 class MapWriter:
-    def __init__(self, b: Builder, eg: ExplainGraph, rows: int, upsample: bool, uint8: bool):
+    def __init__(self, b: Builder, eg: ExplainGraph, rows: int, upsample: bool, uint8: bool,
+                 input_hw: tuple[int, int] | None = None):
         self.b, self.eg, self.rows, self.upsample, self.uint8 = b, eg, rows, upsample, uint8
-        self.in_hw = b.shape(eg.input)[2:]
+        # maps are resized to the input's (H, W): an NCHW input's last two dims unless given
+        self.in_hw = tuple(input_hw) if input_hw is not None else tuple(b.shape(eg.input)[2:])
 
     ELEM_TYPES = {"float32": onnx.TensorProto.FLOAT, "uint8": onnx.TensorProto.UINT8, "int64": onnx.TensorProto.INT64}
 

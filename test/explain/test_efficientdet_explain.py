@@ -1,0 +1,112 @@
+"""Per-box Grad-CAM of the exported EfficientDet (BiFPN: nearest upsampling, overlapping max-pools,
+normalised fusions; shared heads; sigmoid scores; NMS in the graph) for the boxes NMS kept,
+against PyTorch autograd in float64 on the same weights."""
+
+import copy
+
+import numpy as np
+import onnx
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch is the reference here: pip install -e '.[test]'")
+
+from hsi_xai_node.detection.postprocess import PostprocessConfig
+from hsi_xai_node.explain import DetectionExplainConfig, assert_tensorrt_compatible, build_detection_explainer
+from hsi_xai_node.training.detection import export_onnx
+from test.detection.tiny_efficientdet import HW, TINY, image, tiny_model, with_score_threshold
+from test.detection.tiny_efficientdet import one_torch_thread  # noqa: F401 (autouse fixture)
+from test.explain.harness import relative_error, session
+
+F = torch.nn.functional
+POST = PostprocessConfig(score_threshold=0.55, iou_threshold=0.5, max_detections=12)
+SEED_X = 7
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory):
+    model = tiny_model(0)
+    path = tmp_path_factory.mktemp("effdet_explain") / "tiny.onnx"
+    export_onnx(model, path, HW, POST)
+    return copy.deepcopy(model).double(), onnx.load(str(path))
+
+
+def maxpool_margin(model64, x64) -> float:
+    """Smallest gap between the two largest values of any BiFPN max-pool window, over the
+    feature scale. ORT runs in float32: a gap near float32 rounding could pick another argmax
+    there than float64 torch does, and the gradient would go to another pixel."""
+    inputs = []
+    hooks = []
+    for layer in model64.bifpn:  # pooled: the P2 output of the top-down path and the bottom-up outputs but the last
+        for fusion in [layer.top_down[-1], *layer.bottom_up[:-1]]:
+            hooks.append(fusion.register_forward_hook(lambda m, i, o: inputs.append(o.detach())))
+    with torch.no_grad():
+        model64.features(x64)
+    for h in hooks:
+        h.remove()
+    assert len(inputs) == 3 * len(model64.bifpn)
+    margin = np.inf
+    for t in inputs:
+        windows = F.unfold(F.pad(t, (1, 1, 1, 1), value=-np.inf), 3, stride=2)  # (1, C * 9, windows)
+        top2 = windows.reshape(t.shape[1], 9, -1).topk(2, dim=1).values
+        margin = min(margin, float((top2[:, 0] - top2[:, 1]).min() / t.abs().max()))
+    return margin
+
+
+def reference_cams(model64, x: np.ndarray, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(signed Grad-CAM, sigmoid scores) at bifpn_p2 for each (anchor * C + class) pair, float64;
+    rows of -1 pairs are zero."""
+    feats = model64.features(torch.tensor(x, dtype=torch.float64))
+    scores = torch.sigmoid(model64.class_net(feats, TINY.num_classes))[0]
+    a = feats[0][0].detach()  # bifpn_p2, (C, h, w)
+    cams = np.zeros((len(pairs), 1, *a.shape[1:]))
+    for row, pair in enumerate(pairs):
+        if pair < 0:
+            continue
+        anchor, cls = divmod(int(pair), TINY.num_classes)
+        # total derivative: bifpn_p3..p5 depend on bifpn_p2 through the bottom-up max-pools
+        g = torch.autograd.grad(scores[anchor, cls], feats[0], retain_graph=True)[0][0]
+        cams[row, 0] = (g.mean((1, 2), keepdim=True) * a).sum(0).numpy()
+    return cams, scores.detach().numpy()
+
+
+@pytest.mark.parametrize("k, kept", [(8, None), (6, 3)])
+def test_box_gradcam_of_kept_boxes_matches_autograd(detector, k, kept):
+    model64, m = detector
+    x = image(SEED_X)
+    assert maxpool_margin(model64, torch.tensor(x, dtype=torch.float64)) > 1e-5, \
+        "a BiFPN max-pool window nearly tied: float32 ORT may pick another argmax; pick another SEED_X"
+    if kept is not None:  # a threshold between the kept-th and next kept scores: exactly `kept` boxes
+        top = session(m).run(["det_scores"], {"image": x})[0][0]
+        m = with_score_threshold(m, float(top[kept - 1] + top[kept]) / 2)
+    eg = build_detection_explainer(m, "image", "scores", {"class_head_input": "bifpn_p2"},
+                                   DetectionExplainConfig(layers=("class_head_input",), top_k=k), pairs="det_pairs")
+    assert_tensorrt_compatible(eg.model, "EfficientDet explain graph")
+    names = [*eg.output_names(), "det_pairs", "det_scores"]
+    out = dict(zip(names, session(eg.model).run(names, {"image": x})))
+    by_method = {o.method: out[n] for n, o in eg.outputs.items()}
+    assert {o.layer for o in eg.outputs.values()} == {"bifpn_p2"}
+
+    pairs = out["det_pairs"][0][:k]
+    valid = pairs >= 0
+    n_kept = int(valid.sum())
+    assert valid[:n_kept].all() and n_kept == (k if kept is None else kept)
+    signed, scores = reference_cams(model64, x, pairs)
+    np.testing.assert_allclose(out["scores"][0], scores, rtol=1e-4, atol=1e-6)
+    anchors, classes = np.divmod(pairs[valid], TINY.num_classes)
+    np.testing.assert_allclose(out["det_scores"][0][:n_kept], scores[anchors, classes], rtol=1e-5)
+
+    h, w = HW[0] // 4, HW[1] // 4
+    assert by_method["box_gradcam_signed"].shape == by_method["box_gradcam"].shape == (k, 1, h, w)
+    assert relative_error(by_method["box_gradcam_signed"], signed) < 1e-4
+    assert relative_error(by_method["box_gradcam"], np.maximum(signed, 0)) < 1e-4
+    for row in range(n_kept):  # every kept box's own map, not only the largest one
+        assert np.abs(signed[row]).max() > 0
+        assert relative_error(by_method["box_gradcam_signed"][row], signed[row]) < 1e-4
+    # empty slots: a zero seed gives exactly zero maps
+    for method in ("box_gradcam", "box_gradcam_signed", "box_gradcam_full", "box_gradcam_signed_full"):
+        assert not by_method[method][n_kept:].any(), method
+    # the full-size maps are the bilinear (half-pixel) resize to the 64x96 input
+    full = F.interpolate(torch.from_numpy(signed), size=HW, mode="bilinear", align_corners=False).numpy()
+    assert by_method["box_gradcam_signed_full"].shape == (k, 1, *HW)
+    assert relative_error(by_method["box_gradcam_signed_full"], full) < 1e-4
+    assert by_method["box_gradcam_u8"].shape == (k, 1, *HW) and by_method["box_gradcam_u8"].dtype == np.uint8
