@@ -1,4 +1,4 @@
-"""Shared fixtures: the vendor calibration files and built-in profiles."""
+"""Shared fixtures: the vendor calibration files, built-in profiles and a tiny test detector."""
 
 from pathlib import Path
 
@@ -25,3 +25,12 @@ def imec_v1():
 @pytest.fixture(scope="session")
 def imec_v0():
     return load_profile("imec-600-875")
+
+
+@pytest.fixture(scope="session")
+def tiny_detector(tmp_path_factory):
+    """A tiny random-weight RGB+MIR EfficientDet and its card (test/detector_fixture.py): the path of the .onnx."""
+    pytest.importorskip("torch", reason="exporting the test detector needs torch (pip install -e '.[train]')")
+    from test.detector_fixture import write_tiny_detector
+
+    return write_tiny_detector(tmp_path_factory.mktemp("detector"))

@@ -2,10 +2,13 @@
 
 The file has the ROS 2 parameter-file shape (`<node>: ros__parameters: {...}`); the
 replay reads the same keys so a bag replayed offline and a live node are configured alike.
+Every value is checked on construction (type and range): a bad one is an `InputError`
+naming the parameter.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -13,9 +16,16 @@ import yaml
 
 from ..errors import InputError
 from ..resources import share_path
+from ..runtime.detection import DEFAULT_DETECTOR, DetectionPipelineConfig
 from ..runtime.pipeline import DEFAULT_MODEL, PipelineConfig
 
 DEFAULT_CONFIG = share_path("config/hsi_xai.yaml")
+DETECTION_OVERLAY_METHODS = ("box_gradcam", "box_gradcam_signed")
+
+
+def camera_name(topic: str) -> str:
+    """The rig camera name a topic stands for when multispectral_cameras is empty: its first path segment."""
+    return topic.strip("/").split("/")[0]
 
 
 @dataclass(frozen=True)
@@ -23,7 +33,8 @@ class NodeConfig:
     raw_topic: str = "/hsi/image_raw"
     dark_topic: str = "/hsi/dark_reference"
     white_topic: str = "/hsi/white_reference"
-    multispectral_topics: tuple[str, ...] = ()
+    multispectral_topics: tuple[str, ...] = ("/rgb/image_raw", "/nir/image_raw", "/mir/image_raw", "/fir/image_raw")
+    multispectral_cameras: tuple[str, ...] = ()  # rig camera name per topic; () = each topic's first segment
     sync_slop_s: float = 0.02
     output_namespace: str = "/hsi_xai"
     publish_class_maps: bool = False
@@ -40,6 +51,87 @@ class NodeConfig:
     overlay_method: str = "seg_gradcam"
     overlay_alpha: float = 0.5
     colormap: str = "jet"
+    detector_model: str = "default"     # "" = detection off; "default" = the bundled detector; else a path
+    detector_card: str = ""             # "" = the detector path with .json
+    rig_file: str = ""                  # "" = the generated drives' rig
+    detection_score_threshold: float = 0.0  # 0.0 = the card's
+    explain_boxes: int = 10
+    detection_overlay_method: str = "box_gradcam"
+
+    def __post_init__(self):
+        for f in fields(self):
+            value, default = getattr(self, f.name), f.default
+            if isinstance(default, tuple):
+                if value is None:  # an empty typed list the ROS parameter file could not type
+                    value = ()
+                if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+                    raise InputError(f"parameter {f.name} must be a list of strings, got {value!r}")
+                value = tuple(value)
+            elif isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise InputError(f"parameter {f.name} must be true or false, got {value!r}")
+            elif isinstance(default, int):
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise InputError(f"parameter {f.name} must be an integer, got {value!r}")
+            elif isinstance(default, float):
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    raise InputError(f"parameter {f.name} must be a number, got {value!r}")
+                value = float(value)
+            elif not isinstance(value, str):
+                raise InputError(f"parameter {f.name} must be a string, got {value!r}")
+            object.__setattr__(self, f.name, value)
+        if self.sync_slop_s < 0:
+            raise InputError(f"parameter sync_slop_s must be >= 0, got {self.sync_slop_s}")
+        if not 0.0 <= self.detection_score_threshold < 1.0:
+            raise InputError(f"parameter detection_score_threshold must be in [0, 1) (0 = the detector card's), "
+                             f"got {self.detection_score_threshold}")
+        if self.explain_boxes < 0:
+            raise InputError(f"parameter explain_boxes must be >= 0 (0 = no explanations), got {self.explain_boxes}")
+        if self.detection_overlay_method not in DETECTION_OVERLAY_METHODS:
+            raise InputError(f"parameter detection_overlay_method must be one of {list(DETECTION_OVERLAY_METHODS)}, "
+                             f"got {self.detection_overlay_method!r}")
+        self.camera_topics()  # checks the camera lists
+
+    def camera_topics(self) -> dict[str, str]:
+        """Rig camera name -> topic, from multispectral_topics and multispectral_cameras."""
+        topics, names = self.multispectral_topics, self.multispectral_cameras
+        if any(not t.strip("/") for t in topics):
+            raise InputError(f"parameter multispectral_topics has an empty topic name: {list(topics)}")
+        if names and len(names) != len(topics):
+            raise InputError(f"parameters multispectral_cameras ({len(names)} names: {list(names)}) and "
+                             f"multispectral_topics ({len(topics)} topics: {list(topics)}) must be parallel lists "
+                             f"of the same length")
+        names = names or tuple(camera_name(t) for t in topics)
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            source = "multispectral_cameras" if self.multispectral_cameras else \
+                "the first path segments of multispectral_topics (set multispectral_cameras to name them)"
+            raise InputError(f"camera name(s) {twice} given twice by {source}: {dict(zip(topics, names))}")
+        dup_topics = sorted({t for t in topics if topics.count(t) > 1})
+        if dup_topics:
+            raise InputError(f"parameter multispectral_topics lists {dup_topics} twice")
+        return dict(zip(names, topics))
+
+    def detector_topics(self, cameras: list[str]) -> list[str]:
+        """The topic of each camera the detector needs (primary first), or an InputError naming what to set."""
+        topics = self.camera_topics()
+        missing = [c for c in cameras if c not in topics]
+        if missing:
+            raise InputError(f"the detector needs camera(s) {missing}, which no topic gives: add the topic to "
+                             f"multispectral_topics (and, unless its first path segment is the camera name, the name "
+                             f"to multispectral_cameras); cameras now: {topics or 'none'}")
+        return [topics[c] for c in cameras]
+
+    def detection_config(self) -> DetectionPipelineConfig | None:
+        """The detection pipeline's configuration, or None when detection is off (detector_model "")."""
+        if not self.detector_model:
+            return None
+        model = str(DEFAULT_DETECTOR) if self.detector_model == "default" else self.detector_model
+        return DetectionPipelineConfig(
+            model=model, card=self.detector_card or None, rig=self.rig_file or None, backend=self.backend,
+            precision=self.precision, cache_dir=self.engine_cache_dir or None,
+            score_threshold=self.detection_score_threshold or None, explain_boxes=self.explain_boxes,
+            overlay_method=self.detection_overlay_method, colormap=self.colormap).validated()
 
     def pipeline_config(self) -> PipelineConfig:
         return PipelineConfig(
@@ -71,7 +163,7 @@ def load_config(path: str | Path | None = None, **overrides) -> NodeConfig:
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise InputError(f"config {path}: unknown parameter(s) {unknown}; known: {sorted(known)}")
-    for k, v in list(values.items()):
-        if isinstance(v, list):
-            values[k] = tuple(v)
-    return NodeConfig(**values)
+    try:
+        return NodeConfig(**values)
+    except InputError as exc:
+        raise InputError(f"config {path}: {exc}") from None

@@ -76,6 +76,28 @@ def image_to_array(msg, what: str = "image", expect_encodings: tuple[str, ...] |
     return image[..., 0] if channels == 1 else image
 
 
+# a camera the stack expects as the key may publish any of these (same pixels, another name)
+CAMERA_ENCODINGS = {"bgr8": ("bgr8",), "rgb8": ("rgb8",), "mono8": ("mono8", "8UC1"), "mono16": ("mono16", "16UC1")}
+
+
+def camera_image(msg, what: str, encoding: str, width: int, height: int) -> np.ndarray:
+    """The pixels of a camera's sensor_msgs/Image, checked against what the rig says the camera gives.
+
+    A FrameError carries `.reason`: "wrong encoding", "truncated or inconsistent image data" or
+    "wrong frame size" (the node and the replay count bad camera frames by it)."""
+    try:
+        image = image_to_array(msg, what, CAMERA_ENCODINGS.get(encoding, (encoding,)))
+    except FrameError as exc:
+        exc.reason = ("wrong encoding" if msg.encoding not in CAMERA_ENCODINGS.get(encoding, (encoding,))
+                      or msg.is_bigendian else "truncated or inconsistent image data")
+        raise
+    if image.shape[:2] != (height, width):
+        exc = FrameError(f"{what}: {msg.width}x{msg.height} image, the rig's camera is {width}x{height}")
+        exc.reason = "wrong frame size"
+        raise exc
+    return image
+
+
 def array_to_image(array: np.ndarray, encoding: str, hdr):
     """A sensor_msgs/Image holding `array` (rows, cols[, channels]) with the given header."""
     dtype, channels = ENCODINGS[encoding]

@@ -1,12 +1,36 @@
-"""What the node publishes for one frame, by output name: one definition for the node and the replay."""
+"""What the node publishes for one frame, by output name: one definition for the node and the replay.
+
+Segmentation (per raw frame, the raw frame's header):
+
+    <ns>/labels, segmentation, preview, gradcam_overlay, activation_overlay   sensor_msgs/Image
+    <ns>/class_maps/<class>                                                   sensor_msgs/Image 32FC1
+
+Detection (per synchronised camera set, the primary camera's header, i.e. the detector's first camera):
+
+    <ns>/detections          vision_msgs/Detection2DArray: one Detection2D per detection, its bbox in the
+                             primary camera's pixels (the frame the header names), pixel-edge
+                             coordinates (the image spans 0..width, 0..height): center = midpoint of the
+                             box edges, size = edge-to-edge extent; results = one ObjectHypothesisWithPose
+                             (class_id = class name, score); id = the detection's slot (its row of the
+                             per-box maps, "0" is the best-scoring one)
+    <ns>/detection_overlay   sensor_msgs/Image bgr8: fused per-box Grad-CAM and the boxes, network view
+
+`detection_fields` gives the numbers of each Detection2D; the replay's rosbags message
+(`detection_array`) and the node's rclpy message are both built from them.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 # output name (under the output namespace) -> sensor_msgs/Image encoding
 IMAGE_OUTPUTS = {"labels": "mono8", "segmentation": "bgr8", "preview": "bgr8",
                  "gradcam_overlay": "bgr8", "activation_overlay": "bgr8"}
+DETECTION_IMAGE_OUTPUTS = {"detection_overlay": "bgr8"}
+DETECTIONS = "detections"  # output name of the vision_msgs/Detection2DArray
+DETECTIONS_MSGTYPE = "vision_msgs/msg/Detection2DArray"
 
 
 def output_names(card, class_maps: bool) -> list[str]:
@@ -22,3 +46,53 @@ def output_images(result, card, class_maps: bool) -> dict[str, tuple[np.ndarray,
         maps = next(iter(result.class_maps.values()))
         out |= {f"class_maps/{c.name}": (maps[c.channel].astype(np.float32), "32FC1") for c in card.classes}
     return out
+
+
+# --- detection -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DetectionFields:
+    """The numbers of one vision_msgs/Detection2D."""
+
+    center_x: float   # bbox.center.position.x, primary camera pixels
+    center_y: float   # bbox.center.position.y
+    size_x: float     # bbox.size_x
+    size_y: float     # bbox.size_y
+    class_id: str     # results[0].hypothesis.class_id: the class name
+    score: float      # results[0].hypothesis.score
+    id: str           # the detection's slot
+
+
+def detection_fields(result) -> list[DetectionFields]:
+    """One DetectionFields per detection of a runtime.detection.DetectionResult, from its camera_box."""
+    out = []
+    for d in result.detections:
+        x0, y0, x1, y1 = (float(v) for v in d.camera_box)
+        out.append(DetectionFields((x0 + x1) / 2.0, (y0 + y1) / 2.0, x1 - x0, y1 - y0, str(d.class_name),
+                                   float(d.score), str(d.slot)))
+    return out
+
+
+def detection_images(result) -> dict[str, tuple[np.ndarray, str]]:
+    """name -> (array, encoding) of the detection image outputs."""
+    return {name: (getattr(result, name), enc) for name, enc in DETECTION_IMAGE_OUTPUTS.items()}
+
+
+def detection_array(result, hdr):
+    """The vision_msgs/Detection2DArray of a detection result as a rosbags message (header `hdr`)."""
+    from .messages import typestore
+
+    t = typestore().types
+    pose = t["geometry_msgs/msg/PoseWithCovariance"](
+        pose=t["geometry_msgs/msg/Pose"](position=t["geometry_msgs/msg/Point"](x=0.0, y=0.0, z=0.0),
+                                         orientation=t["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0)),
+        covariance=np.zeros(36, np.float64))
+    detections = [t["vision_msgs/msg/Detection2D"](
+        header=hdr,
+        results=[t["vision_msgs/msg/ObjectHypothesisWithPose"](
+            hypothesis=t["vision_msgs/msg/ObjectHypothesis"](class_id=f.class_id, score=f.score), pose=pose)],
+        bbox=t["vision_msgs/msg/BoundingBox2D"](
+            center=t["vision_msgs/msg/Pose2D"](position=t["vision_msgs/msg/Point2D"](x=f.center_x, y=f.center_y),
+                                               theta=0.0),
+            size_x=f.size_x, size_y=f.size_y),
+        id=f.id) for f in detection_fields(result)]
+    return t[DETECTIONS_MSGTYPE](header=hdr, detections=detections)

@@ -1,0 +1,90 @@
+"""Node/replay parameters: the YAML file, the new detection parameters, and bad values named by key."""
+
+import pytest
+
+from hsi_xai_node.errors import InputError
+from hsi_xai_node.model_card import ModelError
+from hsi_xai_node.runtime.detection import DEFAULT_DETECTOR, DetectionPipeline, DetectionPipelineConfig
+from hsi_xai_node.transports.config import DEFAULT_CONFIG, NodeConfig, load_config
+
+
+def params_file(path, body: str):
+    path.write_text("/**/hsi_xai:\n  ros__parameters:\n" + "".join(f"    {line}\n" for line in body.splitlines()))
+    return path
+
+
+def test_the_installed_file_equals_the_defaults():
+    assert load_config(DEFAULT_CONFIG) == NodeConfig()
+    config = NodeConfig()
+    assert config.camera_topics() == {"rgb": "/rgb/image_raw", "nir": "/nir/image_raw", "mir": "/mir/image_raw",
+                                      "fir": "/fir/image_raw"}
+    det = config.detection_config()
+    assert det.model == str(DEFAULT_DETECTOR) and det.card is None and det.rig is None
+    assert (det.score_threshold, det.explain_boxes, det.overlay_method) == (None, 10, "box_gradcam")
+
+
+def test_detection_parameters_parse_from_yaml(tmp_path):
+    config = load_config(params_file(tmp_path / "p.yaml", """\
+multispectral_topics: [/cam/front/color, /cam/front/thermal]
+multispectral_cameras: [rgb, mir]
+sync_slop_s: 0.005
+detector_model: /models/det.onnx
+detector_card: /models/det_card.json
+rig_file: /rigs/car.yaml
+detection_score_threshold: 0.4
+explain_boxes: 3
+detection_overlay_method: box_gradcam_signed
+colormap: turbo"""))
+    assert config.camera_topics() == {"rgb": "/cam/front/color", "mir": "/cam/front/thermal"}
+    assert config.detector_topics(["rgb", "mir"]) == ["/cam/front/color", "/cam/front/thermal"]
+    assert config.detection_config() == DetectionPipelineConfig(
+        model="/models/det.onnx", card="/models/det_card.json", rig="/rigs/car.yaml", backend="auto",
+        precision="fp16", cache_dir=None, score_threshold=0.4, explain_boxes=3, overlay_method="box_gradcam_signed",
+        colormap="turbo")
+    # "" turns detection off; integers are fine for float parameters
+    config = load_config(params_file(tmp_path / "q.yaml", 'detector_model: ""\nsync_slop_s: 0'))
+    assert config.detection_config() is None and config.sync_slop_s == 0.0
+
+
+@pytest.mark.parametrize("body, match", [
+    ("explain_boxes: -1", "explain_boxes must be >= 0"),
+    ("explain_boxes: ten", "explain_boxes must be an integer"),
+    ("explain_boxes: 2.5", "explain_boxes must be an integer"),
+    ("detection_score_threshold: 1.5", r"detection_score_threshold must be in \[0, 1\)"),
+    ("detection_score_threshold: high", "detection_score_threshold must be a number"),
+    ("detection_overlay_method: gradcam", "detection_overlay_method must be one of"),
+    ("detector_model: 3", "detector_model must be a string"),
+    ("rig_file: [a, b]", "rig_file must be a string"),
+    ("multispectral_cameras: rgb", "multispectral_cameras must be a list of strings"),
+    ("sync_slop_s: -0.1", "sync_slop_s must be >= 0"),
+    ("publish_class_maps: 1", "publish_class_maps must be true or false"),
+    ("multispectral_cameras: [rgb, mir]",
+     r"multispectral_cameras \(2 names: \['rgb', 'mir'\]\) and multispectral_topics \(4 topics"),
+    ("multispectral_topics: [/a/rgb, /b/mir]\nmultispectral_cameras: [rgb, rgb]",
+     r"camera name\(s\) \['rgb'\] given twice by multispectral_cameras"),
+    ("multispectral_topics: [/cam/rgb, /cam/mir]",
+     (r"camera name\(s\) \['cam'\] given twice by the first path segments of multispectral_topics "
+      r"\(set multispectral_cameras")),
+    ("multispectral_topics: [/rgb/a, /rgb/a]\nmultispectral_cameras: [rgb, mir]",
+     r"multispectral_topics lists \['/rgb/a'\] twice"),
+])
+def test_bad_values_name_the_parameter(tmp_path, body, match):
+    path = params_file(tmp_path / "bad.yaml", body)
+    with pytest.raises(InputError, match=f"config {path}: .*{match}"):
+        load_config(path)
+
+
+def test_a_camera_the_detector_needs_without_a_topic_names_it_and_what_to_set():
+    config = NodeConfig(multispectral_topics=("/rgb/image_raw", "/thermal/image_raw"))
+    with pytest.raises(InputError, match=r"needs camera\(s\) \['mir'\], which no topic gives: add the topic to "
+                                         r"multispectral_topics .*multispectral_cameras"):
+        config.detector_topics(["rgb", "mir"])
+    renamed = NodeConfig(multispectral_topics=("/rgb/image_raw", "/thermal/image_raw"),
+                         multispectral_cameras=("rgb", "mir"))
+    assert renamed.detector_topics(["rgb", "mir"]) == ["/rgb/image_raw", "/thermal/image_raw"]
+
+
+def test_a_missing_detector_file_is_a_model_error(tmp_path):
+    config = NodeConfig(detector_model=str(tmp_path / "nowhere.onnx"), backend="ort-cpu")
+    with pytest.raises(ModelError, match=r"detector .*nowhere\.onnx: no such file"):
+        DetectionPipeline(config.detection_config())
