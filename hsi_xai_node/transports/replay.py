@@ -3,9 +3,9 @@
     summary = replay("drive_bag", "drive_out", load_config(backend="ort-cpu"))
     print(summary.text())
 
-The output bag holds every input message unchanged plus, per raw frame, exactly what the live
-node publishes (same topics, types and headers), logged at the raw frame's timestamp, so
-`ros2 bag play` of the output looks like the node ran during the drive:
+The output bag holds every input message unchanged plus exactly what the live node publishes
+(same topics, types and headers), so `ros2 bag play` of the output looks like the node ran
+during the drive. Per raw frame, logged at the raw frame's time, with its header:
 
     <ns>/labels                 sensor_msgs/Image mono8, class ids
     <ns>/segmentation           sensor_msgs/Image bgr8, class colours
@@ -13,10 +13,19 @@ node publishes (same topics, types and headers), logged at the raw frame's times
     <ns>/gradcam_overlay        sensor_msgs/Image bgr8 (when the overlay method is configured)
     <ns>/activation_overlay     sensor_msgs/Image bgr8 (when "activation" is configured)
     <ns>/class_maps/<class>     sensor_msgs/Image 32FC1 (publish_class_maps)
-    /diagnostics                diagnostic_msgs/DiagnosticArray
+    /diagnostics                diagnostic_msgs/DiagnosticArray, status "hsi_xai: pipeline"
 
-Bad messages are skipped and counted; the output is written to a temporary sibling and
-renamed into place only when complete.
+Per synchronised set of the detector's cameras (detection on and every one of its camera
+topics in the bag; sets matched by header stamp within sync_slop_s, as the node does),
+logged at the primary camera message's time, with the primary camera's header:
+
+    <ns>/detections             vision_msgs/Detection2DArray, boxes in the primary camera's pixels
+    <ns>/detection_overlay      sensor_msgs/Image bgr8, per-box Grad-CAM and the boxes
+    /diagnostics                diagnostic_msgs/DiagnosticArray, status "hsi_xai: detection"
+
+A bag with only the camera topics replays detection alone; one with only the raw topic,
+segmentation alone. Bad messages (raw or camera) are skipped and counted by reason; the
+output is written to a temporary sibling and renamed into place only when complete.
 """
 
 from __future__ import annotations
@@ -32,9 +41,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FrameError, InputError
+from ..sync import ApproximateTimeSync
 from . import messages as m
-from .outputs import output_images
 from .config import NodeConfig, load_config
+from .outputs import DETECTIONS, DETECTIONS_MSGTYPE, detection_array, detection_images, output_images
 
 RAW_ENCODINGS = ("mono16", "16UC1")
 IMAGE = "sensor_msgs/msg/Image"
@@ -149,7 +159,7 @@ class ReplaySummary:
     output: str
     storage: str
     backend: str
-    model: str
+    model: str  # the segmentation model; "" when the bag has no raw topic
     frames_in: int = 0  # raw messages met in the bag
     frames_processed: int = 0
     dropped: int = 0  # a replay waits for every frame: nothing is dropped
@@ -161,6 +171,17 @@ class ReplaySummary:
     reference_updates: int = 0
     truncation: str = ""  # empty when the whole input was read
     wall_s: float = 0.0
+    # detection
+    detection: str = ""  # "on", or why it did not run
+    detector: str = ""
+    detection_backend: str = ""
+    camera_messages_in: int = 0  # messages of the detector's camera topics met in the bag
+    camera_sets_in: int = 0  # synchronised camera sets
+    camera_sets_processed: int = 0
+    camera_unmatched: int = 0  # good camera messages in no set (no partner within sync_slop_s)
+    detections_total: int = 0
+    detections_per_class: dict = field(default_factory=dict)  # class name -> count
+    detection_stage_ms: dict = field(default_factory=dict)  # stage -> median ms
 
     @property
     def bad_total(self) -> int:
@@ -173,13 +194,24 @@ class ReplaySummary:
         lines = [f"replay {self.input} -> {self.output} ({self.storage})",
                  (f"frames: {self.frames_in} in, {self.frames_processed} processed, {self.dropped} dropped, "
                   f"{self.bad_total} bad messages; {self.fps:.2f} frames/s over {self.wall_s:.1f} s"),
-                 f"model {self.model} on {self.backend}",
+                 f"model {self.model} on {self.backend}" if self.model else "segmentation: no raw topic in the bag",
                  f"references: {self.references}" + (f"; {self.reference_updates} later update(s)"
                                                      if self.reference_updates else "")]
         if self.stage_ms:
             lines.append("median ms per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in self.stage_ms.items()))
         if self.activation_residual_max is not None:
             lines.append(f"activation conservativeness residual, max: {self.activation_residual_max:.3g}")
+        if self.detection == "on":
+            per_class = ", ".join(f"{k} {v}" for k, v in sorted(self.detections_per_class.items())) or "none"
+            lines += [(f"detection: detector {self.detector} on {self.detection_backend}; "
+                       f"{self.camera_messages_in} camera messages, {self.camera_sets_in} camera sets in, "
+                       f"{self.camera_sets_processed} processed, {self.camera_unmatched} camera messages unmatched"),
+                      f"detections: {self.detections_total} ({per_class})"]
+            if self.detection_stage_ms:
+                lines.append("detection median ms per stage: "
+                             + ", ".join(f"{k} {v:.1f}" for k, v in self.detection_stage_ms.items()))
+        else:
+            lines.append(f"detection: {self.detection}")
         for reason, v in self.bad.items():
             lines.append(f"skipped ({reason}): {v['count']}, first: {v['first']}")
         lines.append(f"truncated input: {self.truncation}" if self.truncation else "input read to the end")
@@ -204,19 +236,17 @@ def replay(in_path, out_path, config: NodeConfig, storage: str = "mcap", progres
         raise InputError(f"output {out_path} exists; pass overwrite=True (--overwrite) to replace it")
     src = _open_input(in_path)
     try:
+        detector, det_topics, detection = _detection_setup(src, config, in_path)
         raw_conns = [c for c in src.conns if c.topic == config.raw_topic]
-        if not raw_conns:
-            raise InputError(f"input bag {in_path}: no raw topic {config.raw_topic!r}; its topics: "
-                             f"{sorted({c.topic for c in src.conns})}")
         if any(c.msgtype != IMAGE for c in raw_conns):
             raise InputError(f"raw topic {config.raw_topic}: type {raw_conns[0].msgtype}, expected {IMAGE}")
-        pipeline = Pipeline(config.pipeline_config())
+        pipeline = Pipeline(config.pipeline_config()) if raw_conns else None
         out_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", suffix=".partial", dir=out_path.parent))
         try:
             # the bag inside the temporary directory carries the final name: its files are named after it
             with Writer(tmp / out_path.name, version=9, storage_plugin=STORAGE[storage]) as writer:
-                summary = _Replay(src, writer, pipeline, config, progress).run()
+                summary = _Replay(src, writer, pipeline, config, progress, detector, det_topics, detection).run()
             if out_path.is_dir():
                 shutil.rmtree(out_path)
             elif out_path.exists():
@@ -230,9 +260,43 @@ def replay(in_path, out_path, config: NodeConfig, storage: str = "mcap", progres
     return summary
 
 
+def _detection_setup(src, config: NodeConfig, in_path: Path):
+    """(DetectionPipeline or None, its camera topics primary first, "on" or why detection does not run).
+
+    The detector is loaded (a missing or bad model is an error) when the bag has one of the
+    configured camera topics, or no raw topic (then the error can name the topics it needs)."""
+    from ..runtime.detection import DetectionPipeline
+
+    topics = {c.topic for c in src.conns}
+    has_raw = config.raw_topic in topics
+    det_cfg = config.detection_config()
+    if det_cfg is None:
+        why = "off (detector_model is empty)"
+        if not has_raw:
+            raise InputError(f"input bag {in_path}: no raw topic {config.raw_topic!r}, and detection is off "
+                             f"(detector_model is empty); its topics: {sorted(topics)}")
+        return None, [], why
+    if has_raw and not topics & set(config.multispectral_topics):
+        return None, [], f"not run: none of the camera topics {list(config.multispectral_topics)} is in the bag"
+    detector = DetectionPipeline(det_cfg)
+    det_topics = config.detector_topics(detector.cameras)
+    missing = [t for t in det_topics if t not in topics]
+    if missing and not has_raw:
+        raise InputError(f"input bag {in_path}: neither the raw topic {config.raw_topic!r} nor the detector's camera "
+                         f"topics {det_topics} are in the bag (missing: {missing}); its topics: {sorted(topics)}")
+    if missing:
+        return None, [], f"not run: the detector's camera topics {missing} are not in the bag"
+    for c in src.conns:
+        if c.topic in det_topics and c.msgtype != IMAGE:
+            raise InputError(f"camera topic {c.topic}: type {c.msgtype}, expected {IMAGE}")
+    return detector, det_topics, "on"
+
+
 class _Replay:
-    def __init__(self, src, writer, pipeline, config: NodeConfig, progress: bool):
+    def __init__(self, src, writer, pipeline, config: NodeConfig, progress: bool, detector=None,
+                 det_topics=(), detection: str = ""):
         self.src, self.writer, self.pipeline, self.config, self.progress = src, writer, pipeline, config, progress
+        self.detector = detector
         self.store = m.typestore()
         self.out_conns: dict[tuple[str, str], object] = {}
         self.bad: dict[str, dict] = {}
@@ -240,7 +304,18 @@ class _Replay:
         self.residual_max: float | None = None
         self.refs: dict[str, np.ndarray] = {}  # topic -> the reference frame in use
         self.calibrated = False  # the pipeline holds a dark/white pair
-        self.s = ReplaySummary("", "", "", pipeline.engine.backend, pipeline.card.name)
+        backend = pipeline.engine.backend if pipeline else detector.engine.backend if detector else ""
+        self.s = ReplaySummary("", "", "", backend, pipeline.card.name if pipeline else "", detection=detection)
+        # detection: camera topic -> its stack entry; sets matched by header stamp, primary camera first
+        self.det_timings: dict[str, list[float]] = {}
+        self.det_per_class: Counter = Counter()
+        self._camera_bad = 0
+        self.cameras = {}  # topic -> multispectral.CameraInput (name, encoding, size), primary first
+        if detector is not None:
+            stack = {c.name: c for c in detector.frontend.config.cameras}
+            self.cameras = {topic: stack[name] for topic, name in zip(det_topics, detector.cameras)}
+            self.sync = ApproximateTimeSync(list(det_topics), round(config.sync_slop_s * 1e9))
+            self.s.detector, self.s.detection_backend = detector.card.name, detector.engine.backend
 
     # --- helpers ----------------------------------------------------------------------------
     def _skip(self, reason: str, where: str, exc: Exception) -> None:
@@ -325,15 +400,31 @@ class _Replay:
         from tqdm import tqdm
 
         cfg, s = self.config, self.s
-        picked = self._initial_references()
+        if self.pipeline is not None:
+            picked = self._initial_references()
+        else:
+            picked, s.references = {}, "not used (no raw topic in the bag)"
         ordinal = Counter()
-        bar = tqdm(total=self.src.counts.get(cfg.raw_topic) or None, unit="frame", desc="replay",
-                   disable=not self.progress)
+        primary = next(iter(self.cameras), None)
+        if self.pipeline is not None or primary is None:
+            bar = tqdm(total=self.src.counts.get(cfg.raw_topic) or None, unit="frame", desc="replay",
+                       disable=not self.progress)
+        else:
+            bar = tqdm(total=self.src.counts.get(primary) or None, unit="set", desc="replay",
+                       disable=not self.progress)
         t_start = time.perf_counter()
         for i, t, data in self.src.messages():
             conn = self.src.conns[i]
             self.writer.write(self._out_conn(conn.topic, conn.msgtype, conn), t, data)
-            if conn.topic == cfg.raw_topic:
+            if conn.topic in self.cameras:
+                s.camera_messages_in += 1
+                self._camera(conn, t, data)
+                if self.pipeline is None and conn.topic == primary:
+                    bar.update(1)
+                    bar.set_postfix(sets=s.camera_sets_processed, bad=sum(v["count"] for v in self.bad.values()))
+            elif self.pipeline is None:  # no raw topic: nothing else to do but copy
+                continue
+            elif conn.topic == cfg.raw_topic:
                 s.frames_in += 1
                 self._frame(conn, t, data)
                 s.wall_s = time.perf_counter() - t_start
@@ -345,11 +436,61 @@ class _Replay:
                 if ordinal[conn.topic] > picked.get(conn.topic, 0):
                     self._new_reference(conn, t, data)
         bar.close()
+        s.wall_s = time.perf_counter() - t_start
         s.bad = self.bad
         s.truncation = self.src.truncation
         s.stage_ms = {k: statistics.median(v) for k, v in self.timings.items()}
         s.activation_residual_max = self.residual_max
+        s.detection_stage_ms = {k: statistics.median(v) for k, v in self.det_timings.items()}
+        s.detections_per_class = dict(self.det_per_class)
+        s.camera_unmatched = s.camera_messages_in - self._camera_bad - s.camera_sets_in * len(self.cameras)
         return s
+
+    # --- detection ------------------------------------------------------------------------------
+    def _camera(self, conn: _Conn, t: int, data: bytes) -> None:
+        where = f"{conn.topic} @ {t}"
+        cam = self.cameras[conn.topic]
+        try:
+            msg = m.deserialize(data, conn.msgtype)
+        except Exception as exc:  # noqa: BLE001 - rosbags raises assorted errors on short/garbled CDR
+            self._camera_bad += 1
+            return self._skip(f"not deserializable on {conn.topic}", where, _why(exc))
+        try:
+            image = m.camera_image(msg, where, cam.encoding, cam.width, cam.height)
+        except FrameError as exc:
+            self._camera_bad += 1
+            return self._skip(f"{exc.reason} on {conn.topic}", where, exc)
+        matched = self.sync.add(conn.topic, m.stamp_ns(msg.header), (image, msg.header, t))
+        if matched is None:
+            return
+        (image, hdr, t_primary), others = matched
+        self.s.camera_sets_in += 1
+        primary = next(iter(self.cameras))
+        images = {self.cameras[topic].name: item[0] for topic, item in [(primary, (image,)), *others.items()]}
+        try:
+            result = self.detector.process(images, hdr)
+        except FrameError as exc:
+            return self._skip("camera set rejected by the detector", f"{primary} @ {t_primary}", exc)
+        self.s.camera_sets_processed += 1
+        for k, v in result.timings_ms.items():
+            self.det_timings.setdefault(k, []).append(v)
+        self.s.detections_total += len(result.detections)
+        self.det_per_class.update(d.class_name for d in result.detections)
+        self._publish_detections(result, hdr, t_primary)
+
+    def _publish_detections(self, r, hdr, t: int) -> None:
+        cfg, s = self.config, self.s
+        for name, (array, encoding) in detection_images(r).items():
+            self.writer.write(self._out_conn(cfg.output_topic(name), IMAGE), t,
+                              m.serialize(m.array_to_image(array, encoding, hdr)))
+        self.writer.write(self._out_conn(cfg.output_topic(DETECTIONS), DETECTIONS_MSGTYPE), t,
+                          m.serialize(detection_array(r, hdr)))
+        values = {f"{k}_ms": f"{v:.2f}" for k, v in r.timings_ms.items()}
+        values.update(detections=len(r.detections), camera_sets_processed=s.camera_sets_processed,
+                      bad_messages=sum(v["count"] for v in self.bad.values()), detector=s.detector,
+                      backend=s.detection_backend)
+        diag = m.diagnostic_array(hdr, f"{NODE_NAME}: detection", hdr.frame_id, 0, "ok", values)
+        self.writer.write(self._out_conn(DIAGNOSTICS_TOPIC, DIAGNOSTICS), t, m.serialize(diag))
 
     def _new_reference(self, conn: _Conn, t: int, data: bytes) -> None:
         old = dict(self.refs)

@@ -1,4 +1,9 @@
-"""The rosbag2 replay through real bag files, checked with an independent reader (mcap + mcap_ros2)."""
+"""The rosbag2 replay through real bag files, checked with an independent reader (mcap + mcap_ros2).
+
+Segmentation on the raw frames (bags without cameras, detection configured but with nothing to
+run on), and detection with the tiny test detector (test/detector_fixture.py) on the RGB + MIR
+cameras of generated drive bags: with the raw topic, camera topics only, and bad camera messages.
+"""
 
 import argparse
 import os
@@ -12,6 +17,7 @@ from mcap_ros2.decoder import DecoderFactory
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
 from hsi_xai_node.errors import InputError
+from hsi_xai_node.runtime.detection import DetectionPipeline
 from hsi_xai_node.runtime.pipeline import Pipeline
 from hsi_xai_node.scenes.drive import DriveGenerator
 from hsi_xai_node.sensor.calibration import load_profile
@@ -27,9 +33,13 @@ IMAGE_OUTPUTS = {"labels": "mono8", "segmentation": "bgr8", "preview": "bgr8", "
                  "activation_overlay": "bgr8", **{f"class_maps/{c}": "32FC1" for c in CLASSES}}
 
 
+CAMERA_TOPICS = ("/rgb/image_raw", "/nir/image_raw", "/mir/image_raw", "/fir/image_raw")
+
+
 @pytest.fixture(scope="module")
-def config():
-    return load_config(backend="ort-cpu", publish_class_maps=True)
+def config(tiny_detector):
+    # detection configured: these bags have no camera topics (or it must not matter that they do)
+    return load_config(backend="ort-cpu", publish_class_maps=True, detector_model=str(tiny_detector))
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +84,9 @@ def test_outputs_read_back_with_an_independent_reader(config, in_mcap, replayed)
     assert summary.references.startswith("dark and white") and summary.activation_residual_max < 1e-3
     assert set(summary.stage_ms) == {"frontend", "engine", "post", "total"} and summary.fps > 0
     assert summary.backend == "ort-cpu" and "3 processed" in summary.text()
+    # detection configured, but no camera topic in the bag: the detector is not even loaded
+    assert summary.detection.startswith("not run: none of the camera topics") and summary.detector == ""
+    assert f"detection: {summary.detection}" in summary.text()
     no_leftovers(out)
 
     inputs = bag_messages(in_mcap)
@@ -128,9 +141,11 @@ def test_labels_equal_an_independent_pipeline_run(config, in_mcap, replayed):
 
 
 def test_sqlite3_input_with_cameras(tmp_path, config):
+    config = load_config(backend="ort-cpu", publish_class_maps=True, detector_model="")  # detection off
     bag = write_drive_bag(tmp_path / "in", config, seed=SEED, frames=2, storage="sqlite3", cameras=True)
     summary = replay(bag, tmp_path / "out", config, progress=False)
     assert (summary.frames_in, summary.frames_processed, summary.bad_total) == (2, 2, 0)
+    assert summary.detection == "off (detector_model is empty)" and summary.camera_sets_in == 0
     inputs = bag_messages(bag)
     assert {"/rgb/image_raw", "/nir/image_raw", "/mir/image_raw", "/fir/image_raw"} <= {k[0] for k in inputs}
     rows = decoded(tmp_path / "out")
@@ -197,9 +212,14 @@ def test_references_missing_or_replaced_later(tmp_path, config, in_mcap):
     assert summary.reference_updates == 2 and summary.bad_total == 0
 
 
-def test_missing_raw_topic_names_it_and_writes_nothing(tmp_path, in_mcap):
-    config = load_config(backend="ort-cpu", raw_topic="/camera/mosaic")
-    with pytest.raises(InputError, match=r"no raw topic '/camera/mosaic'.*'/hsi/image_raw'"):
+def test_missing_raw_topic_names_it_and_writes_nothing(tmp_path, in_mcap, tiny_detector):
+    config = load_config(backend="ort-cpu", raw_topic="/camera/mosaic", detector_model=str(tiny_detector))
+    with pytest.raises(InputError, match=r"neither the raw topic '/camera/mosaic' nor the detector's camera topics "
+                                         r"\['/rgb/image_raw', '/mir/image_raw'\] are in the bag.*its topics: .*"
+                                         r"'/hsi/image_raw'"):
+        replay(in_mcap, tmp_path / "out", config, progress=False)
+    config = load_config(backend="ort-cpu", raw_topic="/camera/mosaic", detector_model="")
+    with pytest.raises(InputError, match=r"no raw topic '/camera/mosaic', and detection is off.*'/hsi/image_raw'"):
         replay(in_mcap, tmp_path / "out", config, progress=False)
     assert list(tmp_path.iterdir()) == []
 
@@ -260,3 +280,140 @@ def test_command_line(tmp_path, in_mcap, capsys):
         args.func(args)
     args = ap.parse_args(argv + ["--overwrite", "--storage", "sqlite3"])
     assert args.func(args) == 0 and list((tmp_path / "out").glob("*.db3"))
+
+
+# --- detection ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def det_bag(tmp_path_factory, config):
+    """A drive bag with the raw topic and all four cameras."""
+    return write_drive_bag(tmp_path_factory.mktemp("det_in") / "drive", config, seed=SEED, frames=3, cameras=True)
+
+
+@pytest.fixture(scope="module")
+def det_replayed(tmp_path_factory, config, det_bag):
+    out = tmp_path_factory.mktemp("det_out") / "replayed"
+    return replay(det_bag, out, config, progress=False), out
+
+
+@pytest.fixture(scope="module")
+def offline_detector(config):
+    return DetectionPipeline(config.detection_config())
+
+
+def offline_results(bag, detector):
+    """Primary (RGB) log time -> (RGB header, the offline DetectionPipeline's result on that frame's cameras)."""
+    msgs = {(topic, t): m.deserialize(d, "sensor_msgs/msg/Image") for (topic, t), d in bag_messages(bag).items()
+            if topic in ("/rgb/image_raw", "/mir/image_raw")}
+    out = {}
+    for (topic, t), msg in msgs.items():
+        if topic == "/rgb/image_raw":
+            images = {"rgb": m.image_to_array(msg), "mir": m.image_to_array(msgs[("/mir/image_raw", t)])}
+            out[t] = (msg.header, detector.process(images, msg.header))
+    return out
+
+
+def check_detection_outputs(config, out, expected):
+    """Read back with mcap + mcap_ros2: one Detection2DArray and one overlay per camera set, equal to `expected`."""
+    rows = decoded(out, [config.output_topic("detections"), config.output_topic("detection_overlay")])
+    arrays = {t: (schema, msg) for topic, schema, t, _, msg in rows if topic == config.output_topic("detections")}
+    overlays = {t: msg for topic, _, t, _, msg in rows if topic == config.output_topic("detection_overlay")}
+    assert sorted(arrays) == sorted(overlays) == sorted(expected)
+    for t, (hdr, result) in expected.items():
+        schema, msg = arrays[t]
+        assert schema == "vision_msgs/msg/Detection2DArray"
+        assert (msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id) == \
+            (hdr.stamp.sec, hdr.stamp.nanosec, "rgb_camera")
+        assert result.detections and len(msg.detections) == len(result.detections)
+        for got, d in zip(msg.detections, result.detections):
+            x0, y0, x1, y1 = d.camera_box
+            assert got.header.frame_id == "rgb_camera" and m.stamp_ns(got.header) == m.stamp_ns(hdr)
+            assert (got.bbox.center.position.x, got.bbox.center.position.y) == ((x0 + x1) / 2, (y0 + y1) / 2)
+            assert (got.bbox.size_x, got.bbox.size_y, got.bbox.center.theta) == (x1 - x0, y1 - y0, 0.0)
+            (hyp,) = got.results
+            assert (hyp.hypothesis.class_id, hyp.hypothesis.score, got.id) == (d.class_name, d.score, str(d.slot))
+        image = overlays[t]
+        assert (image.encoding, image.header.frame_id, m.stamp_ns(image.header)) == ("bgr8", "rgb_camera",
+                                                                                     m.stamp_ns(hdr))
+        got = np.frombuffer(image.data, np.uint8).reshape(image.height, image.width, 3)
+        np.testing.assert_array_equal(got, result.detection_overlay)
+
+
+def test_detections_equal_an_offline_detection_pipeline_run(config, det_bag, det_replayed, offline_detector):
+    summary, out = det_replayed
+    expected = offline_results(det_bag, offline_detector)
+    assert len(expected) == 3
+    check_detection_outputs(config, out, expected)
+    # both pipelines ran: the segmentation outputs too, every input copied
+    assert (summary.frames_in, summary.frames_processed, summary.bad_total) == (3, 3, 0)
+    assert count(out, config.output_topic("labels")) == 3
+    inputs = bag_messages(det_bag)
+    assert {(topic, t): data for topic, _, t, data, _ in decoded(out) if (topic, t) in inputs} == inputs
+    # the summary's detection counts
+    dets = [d for _, r in expected.values() for d in r.detections]
+    assert (summary.detection, summary.detector, summary.detection_backend) == ("on", "tiny_det_rgb_mir", "ort-cpu")
+    assert (summary.camera_messages_in, summary.camera_sets_in, summary.camera_sets_processed,
+            summary.camera_unmatched) == (6, 3, 3, 0)
+    assert summary.detections_total == len(dets)
+    assert summary.detections_per_class == {c: sum(d.class_name == c for d in dets) for c in {d.class_name for d in dets}}
+    assert set(summary.detection_stage_ms) == {"frontend", "engine", "post", "total"}
+    text = summary.text()
+    assert "3 camera sets in, 3 processed" in text and f"detections: {len(dets)} (" in text
+    assert "detection median ms per stage: frontend" in text
+    # one detection status on /diagnostics per camera set, under the RGB header
+    diags = [(t, msg.status[0]) for _, _, t, _, msg in decoded(out, ["/diagnostics"])
+             if msg.status[0].name == "hsi_xai: detection"]
+    assert sorted(t for t, _ in diags) == sorted(expected)
+    for t, status in diags:
+        values = {kv.key: kv.value for kv in status.values}
+        assert values["detections"] == str(len(expected[t][1].detections)) and values["detector"] == "tiny_det_rgb_mir"
+
+
+def camera_only_bag(path, det_bag, extra=()):
+    """The drive bag's camera topics alone (plus `extra` (topic, log time, CDR) messages)."""
+    msgs = [(topic, t, d) for (topic, t), d in bag_messages(det_bag).items() if topic in CAMERA_TOPICS]
+    return write_bag(path, sorted([*msgs, *extra], key=lambda x: x[1]))
+
+
+def test_camera_only_bag_runs_detection_alone(tmp_path, config, det_bag, offline_detector):
+    bag = camera_only_bag(tmp_path / "cams", det_bag)
+    summary = replay(bag, tmp_path / "out", config, progress=False)
+    check_detection_outputs(config, tmp_path / "out", offline_results(det_bag, offline_detector))
+    assert (summary.frames_in, summary.frames_processed, summary.model) == (0, 0, "")
+    assert (summary.camera_sets_in, summary.camera_sets_processed, summary.bad_total) == (3, 3, 0)
+    assert summary.references.startswith("not used") and summary.backend == "ort-cpu"
+    assert "segmentation: no raw topic in the bag" in summary.text()
+    topics = {topic for topic, *_ in decoded(tmp_path / "out")}
+    assert config.output_topic("labels") not in topics and set(CAMERA_TOPICS) <= topics
+
+
+def test_bad_camera_messages_are_skipped_and_counted(tmp_path, config, det_bag, offline_detector):
+    rgb = sorted(t for (topic, t) in bag_messages(det_bag) if topic == "/rgb/image_raw")
+    t0 = rgb[0]
+    bad = [
+        ("/rgb/image_raw", t0 + 1, image_msg(t0 + 1, "mono8", 480, 640, 640, np.zeros(480 * 640))),
+        ("/rgb/image_raw", t0 + 2, image_msg(t0 + 2, "bgr8", 4, 4, 12, np.zeros(48))),
+        ("/mir/image_raw", t0 + 3, image_msg(t0 + 3, "mono16", 256, 320, 640, np.zeros(1000))),
+        ("/mir/image_raw", t0 + 4, b"\x00\x01\x00\x00\x07"),
+    ]
+    bag = camera_only_bag(tmp_path / "bad", det_bag, bad)
+    summary = replay(bag, tmp_path / "out", config, progress=False)
+    assert {k: v["count"] for k, v in summary.bad.items()} == {
+        "wrong encoding on /rgb/image_raw": 1, "wrong frame size on /rgb/image_raw": 1,
+        "truncated or inconsistent image data on /mir/image_raw": 1, "not deserializable on /mir/image_raw": 1}
+    assert "'mono8'" in summary.bad["wrong encoding on /rgb/image_raw"]["first"]
+    assert "4x4 image, the rig's camera is 640x480" in summary.bad["wrong frame size on /rgb/image_raw"]["first"]
+    # the good sets are all detected, as without the bad messages
+    assert (summary.camera_messages_in, summary.camera_sets_in, summary.camera_sets_processed) == (10, 3, 3)
+    assert summary.camera_unmatched == 0
+    check_detection_outputs(config, tmp_path / "out", offline_results(det_bag, offline_detector))
+    assert "skipped (wrong encoding on /rgb/image_raw): 1, first:" in summary.text()
+
+
+def test_bag_without_every_detector_camera_segments_only(tmp_path, config, in_mcap, det_bag):
+    rgb = [(topic, t, d) for (topic, t), d in bag_messages(det_bag).items() if topic == "/rgb/image_raw"]
+    bag = write_bag(tmp_path / "rgb_only", sorted([*((tp, t, d) for (tp, t), d in bag_messages(in_mcap).items()),
+                                                   *rgb], key=lambda x: x[1]))
+    summary = replay(bag, tmp_path / "out", config, progress=False)
+    assert summary.frames_processed == 3 and summary.camera_sets_in == 0
+    assert summary.detection == "not run: the detector's camera topics ['/mir/image_raw'] are not in the bag"
+    assert count(tmp_path / "out", config.output_topic("detections")) == 0
