@@ -1,11 +1,12 @@
-"""config/hsi_xai.rviz: the node's four image outputs as reliable Image displays in the camera frame."""
+"""config/hsi_xai.rviz: the node's image outputs (four segmentation, one detection) as reliable Image displays."""
 
 from pathlib import Path
 
 import yaml
 
 RVIZ = Path(__file__).resolve().parents[1] / "config" / "hsi_xai.rviz"
-TOPICS = {"/hsi_xai/preview", "/hsi_xai/segmentation", "/hsi_xai/gradcam_overlay", "/hsi_xai/activation_overlay"}
+TOPICS = {"/hsi_xai/preview", "/hsi_xai/segmentation", "/hsi_xai/gradcam_overlay", "/hsi_xai/activation_overlay",
+          "/hsi_xai/detection_overlay"}
 
 
 def test_image_displays_and_fixed_frame():
@@ -18,3 +19,9 @@ def test_image_displays_and_fixed_frame():
         # reliable, to match the node's default output_qos (a best-effort reader would still work)
         assert display["Topic"]["Reliability Policy"] == "Reliable", topic
         assert display["Topic"]["Depth"] == 5, topic
+
+
+def test_every_image_display_has_a_panel_entry():
+    doc = yaml.safe_load(RVIZ.read_text())
+    names = {d["Name"] for d in doc["Visualization Manager"]["Displays"] if d["Class"] == "rviz_default_plugins/Image"}
+    assert names <= set(doc["Window Geometry"]) and "Detection overlay" in names

@@ -1,18 +1,27 @@
-"""The ROS 2 node: a thin rclpy shell over `Pipeline` (all logic lives in the library).
+"""The ROS 2 node: a thin rclpy shell over `Pipeline` and `DetectionPipeline` (all logic lives in the library).
 
     ros2 run hsi_xai_node hsi_xai_node --ros-args --params-file config/hsi_xai.yaml
     ros2 launch hsi_xai_node hsi_xai.launch.py
 
-Subscribes to the raw mosaic and the dark/white reference topics; processes the latest raw
-frame off the executor thread (never a queue: frames arriving meanwhile replace each other
-and are counted as dropped); publishes every output with the input header, only to topics
-somebody subscribes to; reports latency, rates, drops, bad input (once per kind in the log)
-and the conservativeness residual on /diagnostics once a second.
+Segmentation: subscribes to the raw mosaic and the dark/white reference topics; each raw
+frame alone is a job. Detection (detector_model not empty): subscribes to the cameras the
+detector's card names, synchronises them by header stamp (sync_slop_s); each matched set
+is a job. Each pipeline has its own latest-frame worker off the executor thread (never a
+queue: jobs arriving meanwhile replace each other and are counted as dropped). Every
+output carries its input's header (detections: the primary camera's) and is published
+only to topics somebody subscribes to. Latency, rates, drops, bad input (once per kind in
+the log) and the conservativeness residual go to /diagnostics once a second, one status
+per pipeline.
+
+vision_msgs (for Detection2DArray) is imported lazily: without it the node logs one
+warning, reports "detections: not published" on /diagnostics and still publishes the
+detection overlay.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections import Counter
 
@@ -28,17 +37,22 @@ from sensor_msgs.msg import Image
 
 from ..errors import FrameError, InputError
 from ..runtime import LatestFrameWorker, Pipeline
+from ..runtime.detection import DetectionPipeline
 from ..sync import ApproximateTimeSync
 from ..transports.config import NodeConfig
-from ..transports.messages import image_to_array
-from ..transports.outputs import output_images, output_names
+from ..transports.messages import camera_image, image_to_array
+from ..transports.outputs import (DETECTION_IMAGE_OUTPUTS, DETECTIONS, detection_fields, detection_images,
+                                  output_images, output_names)
 
 DESCRIPTIONS = {
     "raw_topic": "sensor_msgs/Image mono16 or 16UC1: the raw 5x5 snapshot mosaic",
     "dark_topic": "sensor_msgs/Image mono16: dark reference frame (transient local)",
     "white_topic": "sensor_msgs/Image mono16: white reference frame (transient local)",
-    "multispectral_topics": "camera topics (RGB/NIR/MIR/FIR) synchronised with each raw frame; [] = none",
-    "sync_slop_s": "largest stamp difference, in seconds, between a raw frame and its synchronised camera frames",
+    "multispectral_topics": "camera topics (sensor_msgs/Image: RGB/NIR/MIR/FIR) the detector may use; the node "
+                            "subscribes to those of the cameras the detector needs",
+    "multispectral_cameras": "rig camera name (rgb, nir, mir, fir) of each multispectral_topics entry, in order; "
+                             "[] = each topic's first path segment (/rgb/image_raw -> rgb)",
+    "sync_slop_s": "largest stamp difference, in seconds, between the detector's camera frames of one set",
     "output_namespace": "namespace of the output topics",
     "publish_class_maps": "also publish per-class float maps (32FC1), one topic per class",
     "model": "ONNX model path; empty = the bundled 25-band PN U-Net",
@@ -53,7 +67,13 @@ DESCRIPTIONS = {
     "target_layers": "layers the Grad-CAM family targets: card roles (penultimate, bottleneck) or tensor names",
     "overlay_method": "Grad-CAM-family map fused into the Grad-CAM overlay",
     "overlay_alpha": "blend weight of the coloured map over the false-colour preview, 0..1",
-    "colormap": "jet, turbo, inferno, viridis, magma or hot",
+    "colormap": "colormap of every overlay (segmentation and detection): jet, turbo, inferno, viridis, magma or hot",
+    "detector_model": "detector ONNX path; \"default\" = the bundled RGB+MIR EfficientDet; empty = detection off",
+    "detector_card": "detector card path; empty = the detector path with .json",
+    "rig_file": "camera rig YAML (camera sizes, encodings, homographies); empty = the generated drives' rig",
+    "detection_score_threshold": "keep detections scoring above this, 0..1; 0.0 = the detector card's threshold",
+    "explain_boxes": "top-K detections per frame explained by per-box Grad-CAM; 0 = none",
+    "detection_overlay_method": "per-box map fused into the detection overlay: box_gradcam or box_gradcam_signed",
     "input_qos": "QoS of the camera subscriptions: sensor_data (best effort, default) or reliable",
     "output_qos": "QoS of the output publishers: reliable (default) or sensor_data",
 }
@@ -67,12 +87,43 @@ def qos(kind: str, depth: int = 5) -> QoSProfile:
     raise InputError(f"QoS {kind!r} is not sensor_data or reliable")
 
 
+VISION_MSGS_MISSING = ("not published: vision_msgs is not installed (apt install ros-{}-vision-msgs)"
+                       .format(os.environ.get("ROS_DISTRO") or "$ROS_DISTRO"))
+
+
 def to_image(array: np.ndarray, encoding: str, header) -> Image:
     msg = Image(header=header, height=array.shape[0], width=array.shape[1], encoding=encoding, is_bigendian=0)
     a = np.ascontiguousarray(array)
     msg.step = a.strides[0]
     msg.data = a.tobytes()
     return msg
+
+
+def vision_msgs():
+    """The vision_msgs.msg module, or None when it is not installed (it has no pip wheel)."""
+    try:
+        from vision_msgs import msg
+    except ImportError:
+        return None
+    return msg
+
+
+def to_detection_array(result, header, vm):
+    """vision_msgs/Detection2DArray of a DetectionResult, from the same numbers as the replay's message."""
+    out = vm.Detection2DArray(header=header)
+    for f in detection_fields(result):
+        d = vm.Detection2D(header=header, id=f.id)
+        d.bbox.size_x, d.bbox.size_y = f.size_x, f.size_y
+        centre = d.bbox.center
+        if hasattr(centre, "position"):  # vision_msgs 4.x (Humble on): Pose2D with a Point2D
+            centre.position.x, centre.position.y = f.center_x, f.center_y
+        else:  # 3.x: geometry_msgs/Pose2D
+            centre.x, centre.y = f.center_x, f.center_y
+        hypothesis = vm.ObjectHypothesisWithPose()
+        hypothesis.hypothesis.class_id, hypothesis.hypothesis.score = f.class_id, f.score
+        d.results.append(hypothesis)
+        out.detections.append(d)
+    return out
 
 
 class HsiXaiNode(Node):
@@ -88,20 +139,19 @@ class HsiXaiNode(Node):
         self.declare_parameter("output_qos", "reliable", ParameterDescriptor(description=DESCRIPTIONS["output_qos"]))
         self.config = self._read_config()
         self.pipeline = Pipeline(self.config.pipeline_config())  # fails loudly on a bad model/profile at start
+        # the same for the detector (a missing model file is a ModelError), and a camera without a topic
+        detection_config = self.config.detection_config()
+        self.detector = DetectionPipeline(detection_config) if detection_config else None
+        detector_topics = self.config.detector_topics(self.detector.cameras) if self.detector else []
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        out_qos = qos(self.get_parameter("output_qos").value)
-        in_qos = qos(self.get_parameter("input_qos").value)
-        self.pubs = {name: self.create_publisher(Image, self.config.output_topic(name), out_qos)
+        self.out_qos = qos(self.get_parameter("output_qos").value)
+        self.in_qos = qos(self.get_parameter("input_qos").value)
+        self.pubs = {name: self.create_publisher(Image, self.config.output_topic(name), self.out_qos)
                      for name in output_names(self.pipeline.card, self.config.publish_class_maps)}
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.create_subscription(Image, self.config.raw_topic, self._on_raw, in_qos)
-        # cameras synchronised with each raw frame by header stamp (our own approximate-time policy)
-        cameras = list(self.config.multispectral_topics)
-        self.sync = ApproximateTimeSync([self.config.raw_topic, *cameras], int(self.config.sync_slop_s * 1e9))
-        for topic in cameras:
-            self.create_subscription(Image, topic, lambda m, t=topic: self._on_camera(t, m), in_qos)
+        self.create_subscription(Image, self.config.raw_topic, self._on_raw, self.in_qos)
         self.create_subscription(Image, self.config.dark_topic, lambda m: self._on_reference("dark", m), latched)
         self.create_subscription(Image, self.config.white_topic, lambda m: self._on_reference("white", m), latched)
         self.references: dict[str, np.ndarray] = {}
@@ -110,19 +160,32 @@ class HsiXaiNode(Node):
         self._last_stamp = None
         self._last = {"timings": {}, "residual": float("nan"), "processed_at": []}
         self.worker = LatestFrameWorker(self._process, self._publish, self._on_bad)
+        # detection: publishers and camera subscriptions made when detection is first on
+        self.det_pubs: dict[str, object] = {}
+        self.vision_msgs = None
+        self.camera_subs: dict[str, object] = {}  # topic -> subscription
+        self.det_cameras: dict[str, object] = {}  # topic -> the stack's CameraInput (name, encoding, size)
+        self.sync = None
+        self.det_bad = Counter()
+        self._det_last = {"timings": {}, "detections": 0, "total": 0, "processed_at": []}
+        self.det_worker = LatestFrameWorker(self._detect, self._publish_detections, self._on_bad_detection,
+                                            name="hsi-xai-detection")
+        if self.detector is not None:
+            self._use_detector(self.detector, detector_topics)
         self.create_timer(1.0, self._publish_diagnostics)
         self.get_logger().info(f"hsi_xai: model {self.pipeline.card.name} on {self.pipeline.engine.backend}, "
                                f"listening on {self.config.raw_topic}")
+        if self.detector is not None:
+            self.get_logger().info(f"hsi_xai: detector {self.detector.card.name} on {self.detector.engine.backend}, "
+                                   f"cameras {dict(zip(self.detector.cameras, detector_topics))}")
 
     # --- parameters ---------------------------------------------------------------------------
     def _read_config(self, overrides: dict | None = None) -> NodeConfig:
         values = {f.name: self._value(f.name) for f in dataclasses.fields(NodeConfig)}
         values.update(overrides or {})
-        values = {k: tuple(v or ()) if k in ("multispectral_topics", "methods", "target_layers", "explain_classes")
-                  else v
-                  for k, v in values.items()}
-        config = NodeConfig(**values)
+        config = NodeConfig(**values)  # checks types, ranges and the camera lists
         config.pipeline_config()  # validates alpha, colormap, overlay method
+        config.detection_config()
         return config
 
     def _value(self, name: str):
@@ -138,17 +201,31 @@ class HsiXaiNode(Node):
                 if p.name in ("input_qos", "output_qos"):
                     qos(p.value)
             config = self._read_config(changes)
+            pipeline = detector = None
             if changes and config.pipeline_config() != self.config.pipeline_config():
                 pipeline = Pipeline(config.pipeline_config(), self.references.get("dark"),
                                     self.references.get("white"))
-                self.pipeline, self.config = pipeline, config
+            detection = config.detection_config()
+            rebuild = detection is not None and (self.detector is None or detection != self.detector.config)
+            if rebuild:
+                detector = DetectionPipeline(detection)
+            current = detector or (self.detector if detection is not None else None)
+            topics = config.detector_topics(current.cameras) if current else []
         except (InputError, TypeError) as exc:
             return SetParametersResult(successful=False, reason=str(exc))
+        if pipeline is not None:
+            self.pipeline = pipeline
+        if current is None:
+            self.detector = None  # detection off: camera frames are ignored
+        elif rebuild or topics != list(self.det_cameras) or config.sync_slop_s != self.config.sync_slop_s:
+            self._use_detector(current, topics, config.sync_slop_s)
+        self.config = config
         return SetParametersResult(successful=True)
 
     # --- inputs --------------------------------------------------------------------------------
-    def _report(self, kind: str, exc: Exception) -> None:
-        self.bad[kind] += 1
+    def _report(self, kind: str, exc: Exception, count: bool = True) -> None:
+        if count:
+            self.bad[kind] += 1
         if kind not in self._reported:  # once per kind in the log; every one is counted on /diagnostics
             self._reported.add(kind)
             self.get_logger().warning(f"bad input ({kind}): {exc}")
@@ -174,29 +251,81 @@ class HsiXaiNode(Node):
             self._report(kind, exc)
             return
         self._last_stamp = stamp
-        self._offer(self.config.raw_topic, msg.header, (raw, msg.header))
-
-    def _on_camera(self, topic: str, msg: Image) -> None:
-        try:
-            image = image_to_array(msg, topic).copy()
-        except FrameError as exc:
-            self._report(f"bad frame on {topic}", exc)
-            return
-        self._offer(topic, msg.header, image)
-
-    def _offer(self, topic: str, header, item) -> None:
-        matched = self.sync.add(topic, header.stamp.sec * 1_000_000_000 + header.stamp.nanosec, item)
-        if matched is None:
-            return
-        (raw, raw_header), cameras = matched
         if not any(p.get_subscription_count() for p in self.pubs.values()):
             return  # nobody listens: compute nothing
-        self.worker.submit((raw, raw_header, cameras))
+        self.worker.submit((raw, msg.header))
 
-    # --- processing (worker thread) -------------------------------------------------------------
+    def _use_detector(self, detector: DetectionPipeline, topics: list[str], slop_s: float | None = None) -> None:
+        """Make `detector` the one in use: publishers (first time), camera subscriptions and the synchroniser."""
+        if not self.det_pubs:
+            self.det_pubs = {name: self.create_publisher(Image, self.config.output_topic(name), self.out_qos)
+                             for name in DETECTION_IMAGE_OUTPUTS}
+            self.vision_msgs = vision_msgs()
+            if self.vision_msgs is None:
+                self.get_logger().warning(f"detections {VISION_MSGS_MISSING}; the detection overlay is published")
+            else:
+                self.det_pubs[DETECTIONS] = self.create_publisher(
+                    self.vision_msgs.Detection2DArray, self.config.output_topic(DETECTIONS), self.out_qos)
+        for topic in set(self.camera_subs) - set(topics):
+            self.destroy_subscription(self.camera_subs.pop(topic))
+        for topic in topics:
+            if topic not in self.camera_subs:
+                self.camera_subs[topic] = self.create_subscription(
+                    Image, topic, lambda m, t=topic: self._on_camera(t, m), self.in_qos)
+        stack = {c.name: c for c in detector.frontend.config.cameras}
+        self.det_cameras = {topic: stack[name] for topic, name in zip(topics, detector.cameras)}
+        # the detector's cameras synchronised by header stamp (our own approximate-time policy), primary first
+        slop = self.config.sync_slop_s if slop_s is None else slop_s
+        self.sync = ApproximateTimeSync(list(topics), round(slop * 1e9))
+        self.detector = detector
+
+    def _on_camera(self, topic: str, msg: Image) -> None:
+        detector, cam = self.detector, self.det_cameras.get(topic)
+        if detector is None or cam is None:
+            return  # detection turned off, or a camera the detector no longer uses
+        try:
+            image = camera_image(msg, topic, cam.encoding, cam.width, cam.height).copy()
+        except FrameError as exc:
+            self.det_bad[f"{exc.reason} on {topic}"] += 1
+            self._report(f"{exc.reason} on {topic}", exc, count=False)
+            return
+        matched = self.sync.add(topic, msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec,
+                                (image, msg.header))
+        if matched is None:
+            return
+        (primary, header), others = matched
+        if not any(p.get_subscription_count() for p in self.det_pubs.values()):
+            return  # nobody listens: compute nothing
+        primary_topic = next(iter(self.det_cameras))
+        images = {self.det_cameras[t].name: item[0] for t, item in [(primary_topic, (primary,)), *others.items()]}
+        self.det_worker.submit((detector, images, header))
+
+    # --- processing (worker threads) ------------------------------------------------------------
     def _process(self, item):
-        raw, header, _cameras = item  # the synchronised camera frames are the detector's input
+        raw, header = item
         return self.pipeline.process(raw, header)
+
+    def _detect(self, item):
+        detector, images, header = item
+        return detector.process(images, header)
+
+    def _on_bad_detection(self, item, exc) -> None:
+        self.det_bad["camera set rejected by the detector"] += 1
+        self._report("camera set rejected by the detector", exc, count=False)
+
+    def _publish_detections(self, item, result) -> None:
+        header = result.header
+        for name, (array, encoding) in detection_images(result).items():
+            pub = self.det_pubs.get(name)
+            if pub is not None and pub.get_subscription_count():
+                pub.publish(to_image(array, encoding, header))
+        pub = self.det_pubs.get(DETECTIONS)
+        if pub is not None and pub.get_subscription_count():
+            pub.publish(to_detection_array(result, header, self.vision_msgs))
+        last = self._det_last
+        last["timings"], last["detections"] = result.timings_ms, len(result.detections)
+        last["total"] += len(result.detections)
+        last["processed_at"] = [t for t in last["processed_at"] if time.monotonic() - t < 5.0] + [time.monotonic()]
 
     def _on_bad(self, item, exc) -> None:
         self._report("frame rejected by the pipeline", exc)
@@ -214,13 +343,35 @@ class HsiXaiNode(Node):
         self._last["processed_at"] = [t for t in self._last["processed_at"] if time.monotonic() - t < 5.0] \
             + [time.monotonic()]
 
+    @staticmethod
+    def _fps(done: list[float]) -> float:
+        return (len(done) - 1) / (done[-1] - done[0]) if len(done) > 1 and done[-1] > done[0] else 0.0
+
+    def _detection_status(self) -> DiagnosticStatus:
+        s, last, detector = self.det_worker.stats, self._det_last, self.detector
+        values = {f"{k}_ms": f"{v:.1f}" for k, v in last["timings"].items()}
+        values |= {"frames_per_s": f"{self._fps(last['processed_at']):.2f}", "received": str(s.received),
+                   "processed": str(s.processed), "dropped": str(s.dropped),
+                   "unsynchronised_dropped": str(sum(self.sync.dropped.values())) if self.sync else "0",
+                   "detections_last": str(last["detections"]), "detections_total": str(last["total"]),
+                   "detections": "published" if self.vision_msgs is not None else VISION_MSGS_MISSING,
+                   "detector": detector.card.name if detector else "off",
+                   "backend": detector.engine.backend if detector else "",
+                   "cameras": ", ".join(f"{c.name}={t}" for t, c in self.det_cameras.items()) if detector else ""}
+        values |= {f"bad: {k}": str(v) for k, v in self.det_bad.items()}
+        problems = [f"{v} {k}" for k, v in self.det_bad.items()]
+        if self.vision_msgs is None:
+            problems.append("Detection2DArray not published (vision_msgs is not installed)")
+        level = DiagnosticStatus.WARN if problems and detector else DiagnosticStatus.OK
+        message = "off (detector_model is empty)" if detector is None else "; ".join(problems) or "ok"
+        return DiagnosticStatus(level=level, name="hsi_xai: detection", message=message, hardware_id="cameras",
+                                values=[KeyValue(key=k, value=v) for k, v in values.items()])
+
     def _publish_diagnostics(self) -> None:
         s = self.worker.stats
-        done = self._last["processed_at"]
-        fps = (len(done) - 1) / (done[-1] - done[0]) if len(done) > 1 and done[-1] > done[0] else 0.0
+        fps = self._fps(self._last["processed_at"])
         values = {f"{k}_ms": f"{v:.1f}" for k, v in self._last["timings"].items()}
         values |= {"frames_per_s": f"{fps:.2f}", "received": str(s.received), "processed": str(s.processed),
-                   "unsynchronised_dropped": str(sum(self.sync.dropped.values())),
                    "dropped": str(s.dropped), "conservativeness_residual_max": f"{self._last['residual']:.2e}",
                    "backend": self.pipeline.engine.backend, "model": self.pipeline.card.name,
                    "references": "yes" if len(self.references) == 2 else "no"}
@@ -229,12 +380,14 @@ class HsiXaiNode(Node):
         message = "; ".join(f"{v} {k}" for k, v in self.bad.items()) or "ok"
         status = DiagnosticStatus(level=level, name="hsi_xai: pipeline", message=message, hardware_id="hsi_camera",
                                   values=[KeyValue(key=k, value=v) for k, v in values.items()])
-        msg = DiagnosticArray(status=[status])
+        statuses = [status] + ([self._detection_status()] if self.det_pubs else [])
+        msg = DiagnosticArray(status=statuses)
         msg.header.stamp = self.get_clock().now().to_msg()
         self.diag_pub.publish(msg)
 
     def destroy_node(self):
         self.worker.stop()
+        self.det_worker.stop()
         return super().destroy_node()
 
 

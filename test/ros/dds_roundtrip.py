@@ -1,11 +1,21 @@
 """Runs inside a private network namespace (loopback only): node process + publisher/subscriber.
 
-    python -m test.ros.dds_roundtrip OUT_DIR PARAMS_YAML [rgb]
+    python -m test.ros.dds_roundtrip OUT_DIR PARAMS_YAML [detection DETECTOR_ONNX]
 
 Starts the node as its own process with the given parameter file, publishes the dark/white
 references and generated raw frames (a bad frame between two good ones), waits for every
 output of every good frame and for /diagnostics to report the bad one, and writes what it
-received to OUT_DIR (npz + json) for the test to check against the offline pipeline.
+received to OUT_DIR (npz + json) for the test to check against the offline pipelines.
+
+Mode "" (HSI only): detection off (detector_model ''); a raw frame with an older stamp is
+reported, not processed. Mode "detection": the node runs the given detector on the RGB + MIR
+cameras (config/hsi_xai.yaml's multispectral_topics), also publishes the road class map and
+explains only road. Each frame's RGB and MIR images are published too (MIR 4 ms after RGB,
+within the 10 ms slop); a raw frame without camera frames is still segmented, an RGB frame
+whose MIR partner never comes gives no detection, and an RGB frame of the wrong encoding is
+reported on /diagnostics. Then two parameter changes: a bad camera list (refused, with the
+reason) and detection_overlay_method box_gradcam_signed (the detector is rebuilt), and one more
+camera set, whose overlay must be the signed one.
 """
 
 import json
@@ -18,24 +28,32 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.srv import SetParameters
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
-from hsi_xai_node.ros.node import to_image
+from hsi_xai_node.ros.node import to_image, vision_msgs
 from hsi_xai_node.scenes.drive import DriveGenerator
 from hsi_xai_node.sensor.calibration import load_profile
 from hsi_xai_node.transports.messages import image_to_array
 
 OUTPUTS = ("labels", "segmentation", "preview", "gradcam_overlay", "activation_overlay")
 ROAD_MAP = "class_maps/road"
-SEED, FRAMES = 2004, (0, 3)
+DETECTION_OVERLAY = "detection_overlay"
+SEED, FRAMES, LONELY, AFTER_CHANGE = 2004, (0, 3), 1, 5
+CAMERA_DELAY_NS = 4_000_000  # MIR after RGB
 
 
-def main(out_dir: str, params: str, mode: str = "") -> int:
-    """mode "rgb": the node synchronises /rgb/image_raw with each raw frame (10 ms slop)."""
+def stamp_of(header) -> int:
+    return header.stamp.sec * 10**9 + header.stamp.nanosec
+
+
+def main(out_dir: str, params: str, mode: str = "", detector: str = "") -> int:
     out = Path(out_dir)
-    extra = ["-p", "multispectral_topics:=['/rgb/image_raw']", "-p", "sync_slop_s:=0.01",
-             "-p", "publish_class_maps:=true", "-p", "explain_classes:=['road']"] if mode == "rgb" else []
+    detection = mode == "detection"
+    extra = (["-p", f"detector_model:={detector}", "-p", "sync_slop_s:=0.01", "-p", "publish_class_maps:=true",
+              "-p", "explain_classes:=['road']"] if detection else ["-p", "detector_model:=''"])
     node_proc = subprocess.Popen([sys.executable, "-m", "hsi_xai_node.ros.node", "--ros-args", "--params-file", params,
                                   "-p", "backend:=ort-cpu", "-p", "input_qos:=reliable", *extra])
     rclpy.init()
@@ -46,20 +64,31 @@ def main(out_dir: str, params: str, mode: str = "") -> int:
     dark_pub = tester.create_publisher(Image, "/hsi/dark_reference", latched)
     white_pub = tester.create_publisher(Image, "/hsi/white_reference", latched)
     rgb_pub = tester.create_publisher(Image, "/rgb/image_raw", reliable)
-    topics = OUTPUTS + ((ROAD_MAP,) if mode == "rgb" else ())
+    mir_pub = tester.create_publisher(Image, "/mir/image_raw", reliable)
+    topics = OUTPUTS + ((ROAD_MAP, DETECTION_OVERLAY) if detection else ())
     got: dict[str, dict[int, np.ndarray]] = {k: {} for k in topics}
-    frame_ids: dict[int, str] = {}
-    diags = []
+    frame_ids: dict[str, str] = {}  # "topic:stamp" -> frame_id
+    diags: list[dict[str, dict[str, str]]] = []  # per message: status name -> values
+    detections: dict[int, list] = {}
 
     def keep(name):
         def cb(msg):
-            stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+            stamp = stamp_of(msg.header)
             got[name][stamp] = image_to_array(msg, name).copy()
-            frame_ids[stamp] = msg.header.frame_id
+            frame_ids[f"{name}:{stamp}"] = msg.header.frame_id
         return cb
     subs = [tester.create_subscription(Image, f"/hsi_xai/{n}", keep(n), reliable) for n in topics]
-    tester.create_subscription(DiagnosticArray, "/diagnostics",
-                               lambda m: diags.append({kv.key: kv.value for kv in m.status[0].values}), 10)
+    tester.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diags.append(
+        {s.name: {kv.key: kv.value for kv in s.values} for s in m.status}), 10)
+    vm = vision_msgs()
+    if detection and vm is not None:
+        def on_detections(msg):
+            frame_ids[f"detections:{stamp_of(msg.header)}"] = msg.header.frame_id
+            detections[stamp_of(msg.header)] = [
+                [d.bbox.center.position.x, d.bbox.center.position.y, d.bbox.size_x, d.bbox.size_y,
+                 d.results[0].hypothesis.class_id, d.results[0].hypothesis.score, d.id, d.header.frame_id]
+                for d in msg.detections]
+        subs.append(tester.create_subscription(vm.Detection2DArray, "/hsi_xai/detections", on_detections, reliable))
 
     def spin_until(cond, timeout):
         deadline = time.monotonic() + timeout
@@ -67,52 +96,86 @@ def main(out_dir: str, params: str, mode: str = "") -> int:
             rclpy.spin_once(tester, timeout_sec=0.05)
         return cond()
 
+    def publish(pub, array, encoding, frame_id, stamp_ns):
+        header = Image().header
+        header.frame_id = frame_id
+        header.stamp.sec, header.stamp.nanosec = divmod(stamp_ns, 10**9)
+        pub.publish(to_image(array, encoding, header))
+
     try:
         assert spin_until(lambda: raw_pub.get_subscription_count() > 0 and all(s.get_publisher_count() for s in subs)
-                          and (mode != "rgb" or rgb_pub.get_subscription_count() > 0), 60), \
+                          and (not detection or (rgb_pub.get_subscription_count() > 0
+                                                 and mir_pub.get_subscription_count() > 0)), 90), \
             "the node did not appear on the graph"
-        gen = DriveGenerator(load_profile("hsi-drive"), seed=SEED, render_cameras=False)
+        gen = DriveGenerator(load_profile("hsi-drive"), seed=SEED, render_cameras=detection)
         dark, white = gen.references()
         t0 = gen.frame(0).stamp_ns
-        header = Image().header
-        header.frame_id = "hsi_camera"
-        header.stamp.sec, header.stamp.nanosec = divmod(t0, 10**9)
-        dark_pub.publish(to_image(dark, "mono16", header))
-        white_pub.publish(to_image(white, "mono16", header))
+        publish(dark_pub, dark, "mono16", "hsi_camera", t0)
+        publish(white_pub, white, "mono16", "hsi_camera", t0)
         # 4.4 MB each over reliable DDS: wait until the node itself reports having both
-        assert spin_until(lambda: any(d.get("references") == "yes" for d in diags), 60), "references not received"
+        assert spin_until(lambda: any(d.get("hsi_xai: pipeline", {}).get("references") == "yes" for d in diags), 60), \
+            "references not received"
         sent = []
         for k, index in enumerate(FRAMES):
             frame = gen.frame(index)
-            header.stamp.sec, header.stamp.nanosec = divmod(frame.stamp_ns, 10**9)
-            raw_pub.publish(to_image(frame.raw, "mono16", header))
-            if mode == "rgb":  # its camera partner, 4 ms later: within the 10 ms slop
-                header.stamp.nanosec += 4_000_000
-                rgb_pub.publish(to_image(np.zeros((480, 640, 3), np.uint8), "bgr8", header))
+            publish(raw_pub, frame.raw, "mono16", "hsi_camera", frame.stamp_ns)
+            if detection:
+                rgb, mir = frame.cameras["rgb"], frame.cameras["mir"]
+                publish(rgb_pub, rgb.image, rgb.encoding, "rgb_camera", frame.stamp_ns)
+                publish(mir_pub, mir.image, mir.encoding, "mir_camera", frame.stamp_ns + CAMERA_DELAY_NS)
             sent.append(frame.stamp_ns)
-            assert spin_until(lambda s=frame.stamp_ns: all(s in got[n] for n in topics), 60), f"no outputs for frame {index}"
+            assert spin_until(lambda s=frame.stamp_ns: all(s in got[n] for n in topics)
+                              and (vm is None or not detection or s in detections), 60), f"no outputs for frame {index}"
             if k == 0:  # a bad frame between the good ones: wrong encoding
-                header.stamp.sec += 1
-                raw_pub.publish(to_image(np.zeros((8, 8, 3), np.uint8), "bgr8", header))
-            if k == 0 and mode == "rgb":  # a good raw frame whose camera partner never comes: not processed
-                lonely = gen.frame(1)
-                header.stamp.sec, header.stamp.nanosec = divmod(lonely.stamp_ns, 10**9)
-                raw_pub.publish(to_image(lonely.raw, "mono16", header))
+                publish(raw_pub, np.zeros((8, 8, 3), np.uint8), "bgr8", "hsi_camera", frame.stamp_ns + 10**9)
+            if k == 0 and detection:
+                # a bad RGB frame (wrong encoding), then a raw frame alone and an RGB frame whose MIR never comes:
+                # the raw frame is segmented, the RGB frame gives no detection
+                publish(rgb_pub, np.zeros((480, 640), np.uint8), "mono8", "rgb_camera", frame.stamp_ns + 10**9)
+                lonely = gen.frame(LONELY)
+                publish(raw_pub, lonely.raw, "mono16", "hsi_camera", lonely.stamp_ns)
+                publish(rgb_pub, lonely.cameras["rgb"].image, "bgr8", "rgb_camera", lonely.stamp_ns)
+                assert spin_until(lambda s=lonely.stamp_ns: all(s in got[n] for n in OUTPUTS), 60), \
+                    "a raw frame without camera frames was not segmented"
                 spin_until(lambda: False, 1.0)
-                assert lonely.stamp_ns not in got["labels"], "a raw frame without its camera was processed"
-        if mode != "rgb":  # frame 0 again, with its older stamp: reported, not processed
+                assert lonely.stamp_ns not in got[DETECTION_OVERLAY], "an RGB frame without its MIR partner was detected"
+        if not detection:  # frame 0 again, with its older stamp: reported, not processed
             first = gen.frame(FRAMES[0])
-            header.stamp.sec, header.stamp.nanosec = divmod(first.stamp_ns, 10**9)
-            raw_pub.publish(to_image(first.raw, "mono16", header))
+            publish(raw_pub, first.raw, "mono16", "hsi_camera", first.stamp_ns)
 
-        def complete(d):  # diagnostics published after both good frames and the bad one(s)
-            return (d.get("bad: bad raw frame") == "1" and d.get("processed") == str(len(FRAMES))
-                    and (mode == "rgb" or d.get("bad: stamp went backwards") == "1"))
+        def complete(d):  # diagnostics published after every good frame and the bad one(s)
+            p = d.get("hsi_xai: pipeline", {})
+            ok = p.get("bad: bad raw frame") == "1" and p.get("processed") == str(len(FRAMES) + detection)
+            if not detection:
+                return ok and p.get("bad: stamp went backwards") == "1"
+            det = d.get("hsi_xai: detection", {})
+            return ok and det.get("processed") == str(len(FRAMES)) \
+                and det.get("bad: wrong encoding on /rgb/image_raw") == "1" and det.get("unsynchronised_dropped") == "1"
         assert spin_until(lambda: any(complete(d) for d in diags), 15), f"diagnostics never complete: {diags[-1:]}"
+        changes = {}
+        if detection:
+            client = tester.create_client(SetParameters, "/hsi_xai/set_parameters")
+            assert client.wait_for_service(timeout_sec=10), "no set_parameters service"
+
+            def set_parameter(name, value):
+                future = client.call_async(SetParameters.Request(
+                    parameters=[Parameter(name, value=value).to_parameter_msg()]))
+                assert spin_until(future.done, 30), f"setting {name} timed out"
+                r = future.result().results[0]
+                return {"successful": r.successful, "reason": r.reason}
+            changes["multispectral_cameras"] = set_parameter("multispectral_cameras", ["rgb"])
+            changes["detection_overlay_method"] = set_parameter("detection_overlay_method", "box_gradcam_signed")
+            frame = gen.frame(AFTER_CHANGE)
+            rgb, mir = frame.cameras["rgb"], frame.cameras["mir"]
+            publish(rgb_pub, rgb.image, rgb.encoding, "rgb_camera", frame.stamp_ns)
+            publish(mir_pub, mir.image, mir.encoding, "mir_camera", frame.stamp_ns + CAMERA_DELAY_NS)
+            assert spin_until(lambda: frame.stamp_ns in got[DETECTION_OVERLAY], 60), "no detection after the change"
         np.savez(out / "outputs.npz", **{f"{n.replace('/', '_')}_{s}": a for n in topics for s, a in got[n].items()})
-        (out / "result.json").write_text(json.dumps({"sent": sent, "frame_ids": {str(k): v for k, v in frame_ids.items()},
-                                                     "frames": list(FRAMES), "seed": SEED,
-                                                     "diagnostics": next(d for d in diags if complete(d))}))
+        (out / "result.json").write_text(json.dumps({
+            "sent": sent, "frame_ids": frame_ids, "frames": list(FRAMES), "lonely": LONELY, "seed": SEED,
+            "after_change": AFTER_CHANGE, "changes": changes,
+            "diagnostics": next(d for d in diags if complete(d)), "vision_msgs": vm is not None,
+            "detections": {str(k): v for k, v in detections.items()}}))
         return 0
     finally:
         tester.destroy_node()

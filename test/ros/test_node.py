@@ -1,10 +1,12 @@
 """The node with real rclpy over DDS, inside a private network namespace on loopback only.
 
-A publisher sends generated raw frames (and a bad one), the node (its own process, parameters
-from config/hsi_xai.yaml, the file the launch file uses) processes them, a subscriber receives
-every output; here each output is compared with the offline pipeline's result for the same frame.
+A publisher sends generated raw frames (and a bad one), and in the detection run the RGB and
+MIR camera frames too; the node (its own process, parameters from config/hsi_xai.yaml, the
+file the launch file uses) processes them, a subscriber receives every output; here each
+output is compared with the offline pipelines' results for the same frames.
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -19,6 +21,7 @@ from test.conftest import REPO
 pytest.importorskip("rclpy", reason="rclpy is not installed (pip install -e '.[ros]' gives the ros-jazzy wheels)")
 
 NETNS_SETUP = "ip link set lo up && ip link set lo multicast on && ip route add 224.0.0.0/4 dev lo && "
+PARAMS = REPO / "config" / "hsi_xai.yaml"
 
 
 def _netns_prefix():
@@ -31,37 +34,133 @@ def _netns_prefix():
     return ["unshare", flag, "sh", "-c"]
 
 
-@pytest.mark.parametrize("mode", ["", "rgb"], ids=["hsi-only", "rgb-synchronised"])
-def test_node_over_dds_matches_the_offline_pipeline(tmp_path, mode):
+def _roundtrip(out_dir, *args):
+    """Run test.ros.dds_roundtrip in its own network namespace; (result.json, outputs.npz)."""
     prefix = _netns_prefix()
-    params = REPO / "config" / "hsi_xai.yaml"
     env = {**os.environ, "ROS_DOMAIN_ID": "77", "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    cmd = NETNS_SETUP + f"exec {sys.executable} -m test.ros.dds_roundtrip {tmp_path} {params} {mode}"
-    run = subprocess.run(prefix + [cmd], cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    cmd = NETNS_SETUP + f"exec {sys.executable} -m test.ros.dds_roundtrip {out_dir} {PARAMS} " + " ".join(map(str, args))
+    run = subprocess.run(prefix + [cmd], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    result = json.loads((tmp_path / "result.json").read_text())
-    outputs = np.load(tmp_path / "outputs.npz")
+    return json.loads((out_dir / "result.json").read_text()), np.load(out_dir / "outputs.npz")
 
+
+def _segmentation_pipeline(result, cameras=False, **overrides):
+    """(drive generator as the roundtrip made it, node config, offline segmentation pipeline)."""
     from hsi_xai_node.runtime import Pipeline
     from hsi_xai_node.scenes.drive import DriveGenerator
     from hsi_xai_node.sensor.calibration import load_profile
     from hsi_xai_node.transports.config import load_config
 
-    gen = DriveGenerator(load_profile("hsi-drive"), seed=result["seed"], render_cameras=False)
-    overrides = {"publish_class_maps": True, "explain_classes": ("road",)} if mode == "rgb" else {}
-    pipeline = Pipeline(load_config(params, backend="ort-cpu", **overrides).pipeline_config(), *gen.references())
-    for index, stamp in zip(result["frames"], result["sent"]):
-        offline = pipeline.process(gen.frame(index).raw)
+    gen = DriveGenerator(load_profile("hsi-drive"), seed=result["seed"], render_cameras=cameras)
+    config = load_config(PARAMS, backend="ort-cpu", **overrides)
+    return gen, config, Pipeline(config.pipeline_config(), *gen.references())
+
+
+def _check_segmentation(outputs, result, gen, pipeline, indices, class_map: bool):
+    for index in indices:
+        frame = gen.frame(index)
+        offline = pipeline.process(frame.raw)
         for name in ("labels", "segmentation", "preview", "gradcam_overlay", "activation_overlay"):
-            np.testing.assert_array_equal(outputs[f"{name}_{stamp}"], getattr(offline, name), err_msg=name)
-        if mode == "rgb":  # the road class map as 32FC1, equal to the pipeline's float map
+            np.testing.assert_array_equal(outputs[f"{name}_{frame.stamp_ns}"], getattr(offline, name), err_msg=name)
+            assert result["frame_ids"][f"{name}:{frame.stamp_ns}"] == "hsi_camera"  # the input header
+        if class_map:  # the road class map as 32FC1, equal to the pipeline's float map
             road = next(c.channel for c in pipeline.card.classes if c.name == "road")
-            np.testing.assert_array_equal(outputs[f"class_maps_road_{stamp}"],
+            np.testing.assert_array_equal(outputs[f"class_maps_road_{frame.stamp_ns}"],
                                           next(iter(offline.class_maps.values()))[road])
-        assert result["frame_ids"][str(stamp)] == "hsi_camera"  # the input header, stamp and frame_id
-    diag = result["diagnostics"]
+
+
+def test_node_over_dds_matches_the_offline_pipeline(tmp_path):
+    """Detection off: raw frames in, the segmentation outputs out; bad and backwards frames reported."""
+    result, outputs = _roundtrip(tmp_path)
+    gen, _, pipeline = _segmentation_pipeline(result)
+    _check_segmentation(outputs, result, gen, pipeline, result["frames"], class_map=False)
+    assert set(result["diagnostics"]) == {"hsi_xai: pipeline"}  # no detection status when detection is off
+    diag = result["diagnostics"]["hsi_xai: pipeline"]
     assert diag["bad: bad raw frame"] == "1" and diag["backend"] == "ort-cpu" and diag["references"] == "yes"
     assert int(diag["processed"]) == 2 and diag["model"] == "unet_bundled_25pn"
-    if mode != "rgb":
-        assert diag["bad: stamp went backwards"] == "1"
+    assert diag["bad: stamp went backwards"] == "1"
+
+
+@pytest.fixture(scope="module")
+def detection_run(tmp_path_factory, tiny_detector):
+    out = tmp_path_factory.mktemp("dds_detection")
+    return _roundtrip(out, "detection", tiny_detector)
+
+
+@pytest.fixture(scope="module")
+def offline_detections(detection_run, tiny_detector):
+    """The offline DetectionPipeline's result for each frame the node detected on, by stamp."""
+    from hsi_xai_node.runtime.detection import DetectionPipeline
+
+    result, _ = detection_run
+    gen, config, _ = _segmentation_pipeline(result, cameras=True, detector_model=str(tiny_detector))
+    detector = DetectionPipeline(config.detection_config())
+    out = {}
+    for index in result["frames"]:
+        frame = gen.frame(index)
+        out[frame.stamp_ns] = detector.process({n: frame.cameras[n].image for n in detector.cameras})
+    return out
+
+
+def test_node_over_dds_segments_and_detects_like_the_offline_pipelines(detection_run, offline_detections,
+                                                                       tiny_detector):
+    """Raw frames segmented on their own (one without camera frames too); RGB + MIR sets detected, the
+    overlay equal to the offline DetectionPipeline's under the primary (RGB) camera's header."""
+    result, outputs = detection_run
+    gen, _, pipeline = _segmentation_pipeline(result, cameras=True, detector_model=str(tiny_detector),
+                                              publish_class_maps=True, explain_classes=("road",))
+    _check_segmentation(outputs, result, gen, pipeline, [*result["frames"], result["lonely"]], class_map=True)
+    for stamp, offline in offline_detections.items():
+        assert offline.detections, "the test detector should detect something on every frame"
+        np.testing.assert_array_equal(outputs[f"detection_overlay_{stamp}"], offline.detection_overlay)
+        assert result["frame_ids"][f"detection_overlay:{stamp}"] == "rgb_camera"  # RGB's stamp (MIR's is 4 ms later)
+    lonely = gen.frame(result["lonely"]).stamp_ns
+    assert f"detection_overlay_{lonely}" not in outputs  # its MIR partner never came
+
+    pipe, det = result["diagnostics"]["hsi_xai: pipeline"], result["diagnostics"]["hsi_xai: detection"]
+    assert pipe["processed"] == "3" and pipe["bad: bad raw frame"] == "1" and "unsynchronised_dropped" not in pipe
+    assert det["processed"] == "2" and det["detector"] == "tiny_det_rgb_mir" and det["backend"] == "ort-cpu"
+    assert det["bad: wrong encoding on /rgb/image_raw"] == "1" and det["unsynchronised_dropped"] == "1"
+    assert det["cameras"] == "rgb=/rgb/image_raw, mir=/mir/image_raw"
+    last = offline_detections[max(offline_detections)]
+    assert det["detections_last"] == str(len(last.detections))
+    assert det["detections_total"] == str(sum(len(r.detections) for r in offline_detections.values()))
+    assert {"frontend_ms", "engine_ms", "post_ms", "total_ms", "frames_per_s"} <= set(det)
+    if not result["vision_msgs"]:
+        assert det["detections"].startswith("not published: vision_msgs is not installed (apt install ros-")
+    else:
+        assert det["detections"] == "published"
+
+
+def test_node_over_dds_publishes_detection2darray(detection_run, offline_detections):
+    result, _ = detection_run
+    if not result["vision_msgs"]:
+        pytest.skip("vision_msgs is not installed (no pip wheel; apt install ros-$ROS_DISTRO-vision-msgs): the node "
+                    "does not publish Detection2DArray, which test_node_over_dds_segments_and_detects_... checks it "
+                    "reports on /diagnostics")
+    from hsi_xai_node.transports.outputs import detection_fields
+
+    for stamp, offline in offline_detections.items():
+        assert result["frame_ids"][f"detections:{stamp}"] == "rgb_camera"
+        expected = [[f.center_x, f.center_y, f.size_x, f.size_y, f.class_id, f.score, f.id, "rgb_camera"]
+                    for f in detection_fields(offline)]
+        assert result["detections"][str(stamp)] == expected
+
+
+def test_node_detection_parameters_change_at_run_time(detection_run, tiny_detector):
+    """A bad camera list is refused with the reason; a new overlay method rebuilds the detector."""
+    from hsi_xai_node.runtime.detection import DetectionPipeline
+
+    result, outputs = detection_run
+    refused, changed = result["changes"]["multispectral_cameras"], result["changes"]["detection_overlay_method"]
+    assert not refused["successful"] and "must be parallel lists" in refused["reason"]
+    assert changed["successful"], changed["reason"]
+    gen, config, _ = _segmentation_pipeline(result, cameras=True, detector_model=str(tiny_detector),
+                                            detection_overlay_method="box_gradcam_signed")
+    frame = gen.frame(result["after_change"])
+    images = {n: frame.cameras[n].image for n in ("rgb", "mir")}
+    signed = DetectionPipeline(config.detection_config()).process(images)
+    np.testing.assert_array_equal(outputs[f"detection_overlay_{frame.stamp_ns}"], signed.detection_overlay)
+    unsigned = DetectionPipeline(dataclasses.replace(config.detection_config(), overlay_method="box_gradcam"))
+    assert not np.array_equal(unsigned.process(images).detection_overlay, signed.detection_overlay)
