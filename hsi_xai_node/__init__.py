@@ -6,6 +6,8 @@ The names below are the library's front door; each is imported on first use, so
     load_profile, FrontEnd, FrontEndConfig       sensor front end (hsi_xai_node.sensor)
     load_model, ModelCard                         models and their cards (hsi_xai_node.model_card)
     Pipeline, PipelineConfig, open_engine         runtime (hsi_xai_node.runtime)
+    DetectionPipeline, DetectionPipelineConfig    multispectral detection (hsi_xai_node.runtime.detection)
+    load_detector, MultispectralFrontEnd          detector cards, camera registration
     build_segmentation_explainer, ...             explain compiler (hsi_xai_node.explain)
     replay, load_config                           rosbag2 transport (hsi_xai_node.transports)
     DriveGenerator                                generated drives (hsi_xai_node.scenes)
@@ -22,6 +24,10 @@ _EXPORTS = {
     "Pipeline": "hsi_xai_node.runtime",
     "PipelineConfig": "hsi_xai_node.runtime",
     "open_engine": "hsi_xai_node.runtime",
+    "DetectionPipeline": "hsi_xai_node.runtime.detection",
+    "DetectionPipelineConfig": "hsi_xai_node.runtime.detection",
+    "load_detector": "hsi_xai_node.detection.card",
+    "MultispectralFrontEnd": "hsi_xai_node.sensor.multispectral",
     "build_segmentation_explainer": "hsi_xai_node.explain",
     "build_detection_explainer": "hsi_xai_node.explain",
     "SegmentationExplainConfig": "hsi_xai_node.explain",
