@@ -2,8 +2,8 @@
 
     ros2 launch hsi_xai_node hsi_xai.launch.py backend:=ort-cuda raw_topic:=/cam/image_raw
 
-model, backend, use_sim_time and raw_topic are passed after the file, so their launch values
-(defaults included) win over the file's.
+model, detector_model, backend, use_sim_time and raw_topic are passed after the file, so their
+launch values (defaults included) win over the file's.
 """
 
 # The noqa: the repository's launch/ folder makes ruff take the ROS `launch` package for first-party
@@ -21,6 +21,9 @@ def generate_launch_description():
     return LaunchDescription([
         DeclareLaunchArgument("model", default_value="",
                               description="ONNX model path; empty = the bundled 25-band model"),
+        DeclareLaunchArgument("detector_model", default_value="default",
+                              description="detector ONNX path; default = the bundled RGB+MIR EfficientDet, "
+                                          "empty = detection off"),
         DeclareLaunchArgument("config",
                               default_value=os.path.join(get_package_share_directory("hsi_xai_node"),
                                                          "config", "hsi_xai.yaml"),
@@ -43,6 +46,7 @@ def generate_launch_description():
             # value_type str: an empty model would otherwise be read as YAML null, not "".
             parameters=[LaunchConfiguration("config"), {
                 "model": ParameterValue(LaunchConfiguration("model"), value_type=str),
+                "detector_model": ParameterValue(LaunchConfiguration("detector_model"), value_type=str),
                 "backend": ParameterValue(LaunchConfiguration("backend"), value_type=str),
                 "use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool),
                 # a parameter, not a remap: the node subscribes to whatever raw_topic names

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 LAUNCH = Path(__file__).resolve().parents[1] / "launch" / "hsi_xai.launch.py"
-ARGUMENTS = {"model", "config", "namespace", "use_sim_time", "backend", "raw_topic", "log_level"}
+ARGUMENTS = {"model", "detector_model", "config", "namespace", "use_sim_time", "backend", "raw_topic", "log_level"}
 
 
 def calls(tree, name):
@@ -46,5 +46,5 @@ def test_starts_the_node(tree):
     assert keywords["executable"].value == "hsi_xai_node"
     assert keywords["name"].value == "hsi_xai"
     overrides = next(e for e in keywords["parameters"].elts if isinstance(e, ast.Dict))
-    assert {k.value for k in overrides.keys} == {"model", "backend", "use_sim_time", "raw_topic"}
+    assert {k.value for k in overrides.keys} == {"model", "detector_model", "backend", "use_sim_time", "raw_topic"}
     assert [a.value for a in keywords["arguments"].elts[:2]] == ["--ros-args", "--log-level"]
