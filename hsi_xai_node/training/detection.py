@@ -56,11 +56,12 @@ DETECTION_SPLITS = {
 
 @dataclass
 class DetectionTrainConfig:
-    steps: int = 600
+    steps: int = 2000
     batch: int = 8
+    crop: tuple[int, int] = (128, 160)  # training crops (h, w), multiples of the largest stride
     lr: float = 3e-3
     weight_decay: float = 1e-4
-    eval_every: int = 100
+    eval_every: int = 250
     seed: int = 0
     threads: int = 2
 
@@ -188,19 +189,40 @@ def loss_fn(logits, deltas, cls_t, box_t, state):
     return focal + 50.0 * box, focal.detach(), box.detach()
 
 
-def _batch(data: DetectionSet, cache: MatchCache, idx, channels, anchors, num_classes, rng):
-    """An augmented training batch: left-right flips, per-channel gain and offset."""
-    x = data.images[idx][:, channels].astype(np.float32)
+def window_indices(config, input_hw, crop_hw, offset_yx) -> np.ndarray:
+    """Indices of the full image's anchors inside a crop at a stride-aligned offset, in the crop's
+    own anchor order: the crop's anchors are exactly these, shifted by the offset."""
+    out, start = [], 0
+    for (h, w), s in zip(config.level_shapes(input_hw), config.strides):
+        rows = np.arange(offset_yx[0] // s, (offset_yx[0] + crop_hw[0]) // s)
+        cols = np.arange(offset_yx[1] // s, (offset_yx[1] + crop_hw[1]) // s)
+        cells = (rows[:, None] * w + cols[None, :]).reshape(-1)
+        out.append((start + cells[:, None] * config.per_cell + np.arange(config.per_cell)).reshape(-1))
+        start += h * w * config.per_cell
+    return np.concatenate(out)
+
+
+def _batch(data: DetectionSet, cache: MatchCache, idx, channels, anchors, config: EfficientDetConfig, crop, rng):
+    """An augmented batch of stride-aligned crops: left-right flips, per-channel gain and offset.
+    Crops make a step ~4x cheaper than a whole frame, so the same time buys ~4x more steps;
+    their targets are the cached whole-frame matches of the anchors inside the crop."""
+    h, w = data.images.shape[2:]
+    big = max(config.anchors.strides)
+    x = np.empty((len(idx), len(channels), *crop), np.float32)
     cls_t, box_t, state = [], [], []
-    w = x.shape[-1]
     for j, i in enumerate(idx):
         flip = bool(rng.random() < 0.5)
-        boxes = flip_boxes(data.boxes[i], w) if flip else data.boxes[i]
-        if flip:
-            x[j] = x[j, :, :, ::-1]
+        oy = big * int(rng.integers(0, (h - crop[0]) // big + 1))
+        ox = big * int(rng.integers(0, (w - crop[1]) // big + 1))
+        img = data.images[i, channels]
+        img = img[:, :, ::-1] if flip else img
+        x[j] = img[:, oy:oy + crop[0], ox:ox + crop[1]]
         x[j] = x[j] * rng.uniform(0.85, 1.15, (len(channels), 1, 1)) + rng.normal(0, 0.1, (len(channels), 1, 1))
+        inside = window_indices(config.anchors, (h, w), crop, (oy, ox))
+        boxes = flip_boxes(data.boxes[i], w) if flip else data.boxes[i]
         s, best = cache.matches[i][flip]
-        c, b = targets(anchors, boxes, data.classes[i], num_classes, s, best)
+        s, best = s[inside], best[inside]
+        c, b = targets(anchors[inside], boxes, data.classes[i], config.num_classes, s, best)
         cls_t.append(c), box_t.append(b), state.append(s)
     return (torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.stack(cls_t)),
             torch.from_numpy(np.stack(box_t)), torch.from_numpy(np.stack(state)))
@@ -283,7 +305,7 @@ def train(stack: str, train_set: DetectionSet, val_set: DetectionSet, config: Ef
     for step in range(1, cfg.steps + 1):
         model.train()
         idx = rng.choice(len(train_set), cfg.batch, replace=False)
-        x, cls_t, box_t, state = _batch(train_set, cache, idx, channels, anchors, config.num_classes, rng)
+        x, cls_t, box_t, state = _batch(train_set, cache, idx, channels, anchors, config, cfg.crop, rng)
         logits, deltas = model(x)
         loss, focal, box = loss_fn(logits, deltas, cls_t, box_t, state)
         opt.zero_grad()
@@ -419,7 +441,7 @@ def run_study(stacks: list[str], out_dir: Path, cfg: DetectionTrainConfig, *, bu
                     "splits": {k: asdict(v) for k, v in splits.items()}, "config": asdict(cfg),
                     "steps_run": result.steps, "seconds": round(result.seconds, 1), "best_val_map": result.best_val_map,
                     "command": command, "torch": torch.__version__, "min_height_px": MIN_HEIGHT_PX,
-                    "augmentation": "left-right flips; per-channel gain U(0.85, 1.15) and offset N(0, 0.1)",
+                    "augmentation": "128x160 crops at stride-32 offsets; left-right flips; per-channel gain U(0.85, 1.15) and offset N(0, 0.1)",
                     "loss": "sigmoid focal (alpha 0.25, gamma 2) + 50 x Huber(0.1) box deltas"}
         path, card = write_model(result, out_dir, name, {}, training)
         test = evaluate_onnx(path, data["test"], stack_channels(stack))
