@@ -35,7 +35,10 @@ setup(
         # Tests (ONNX/ROS parts of the suite skip with a reason when their extras are absent).
         # torch: the reference the ONNX graphs are checked against (CPU build, never a runtime import).
         "test": ["pytest>=7", "pytest-xdist>=3", "setuptools>=64", "wheel", "torch==2.13.0",
-                 "mcap>=1.1", "mcap-ros2-support>=0.5"],  # the last two: an independent bag reader
+                 "mcap>=1.1", "mcap-ros2-support>=0.5",  # these two: an independent bag reader
+                 "scikit-image>=0.22"],  # the reliability toolkit's similarity measures (brings scipy)
+        # Explanation reliability toolkit (hsi_xai_node.reliability): Spearman (scipy) and SSIM.
+        "reliability": ["scikit-image>=0.22"],
         # Training and ONNX export only; the runtime never imports torch.
         "train": ["torch==2.13.0"],
         # GPU runtime on a vehicle (Jetson images ship these from JetPack instead).

@@ -1,0 +1,125 @@
+"""Running N inputs through a model exported with a fixed batch of 1: one engine call when possible.
+
+`rebatch(model, n)` returns a copy whose batch-1 inputs and outputs have batch n, or None
+when the graph cannot simply be re-batched. It refuses (None) when
+
+* a Reshape node's target shape is a constant whose first entry is neither 0 (copy the
+  input's batch) nor -1 (infer it): the batch of 1 is hard-coded there (the usual
+  `Reshape(x, [1, -1, C])` of a detector head, or the explain graphs' class-in-batch
+  reshapes);
+* a graph input or output does not start with a batch dimension of 1;
+* strict ONNX shape inference of the re-batched graph fails, or leaves an output, or a
+  tensor computed from an input, at batch 1 (the net for what the Reshape rule cannot
+  see: Concat or Split along axis 0, Expand to a constant shape, ...).
+
+The intermediate shapes (value_info) are dropped and inferred again for batch n.
+`BatchedModel` wraps either outcome: one call of the re-batched model, or a loop of the
+batch-1 model over the rows (outputs stacked along axis 0), and says which in `batched`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+
+def _dims(v: onnx.ValueInfoProto) -> list:
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in v.type.tensor_type.shape.dim]
+
+
+def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value":
+                    consts[n.output[0]] = numpy_helper.to_array(a.t)
+    return consts
+
+
+def hard_coded_batch(model: onnx.ModelProto) -> list[str]:
+    """Reshape nodes whose constant target shape fixes the batch (first entry not 0 or -1)."""
+    consts = _constants(model)
+    bad = []
+    for n in model.graph.node:
+        if n.op_type == "Reshape" and n.input[1] in consts:
+            shape = consts[n.input[1]].ravel()
+            if shape.size and int(shape[0]) not in (0, -1):
+                bad.append(n.name or n.output[0])
+    return bad
+
+
+def rebatch(model: onnx.ModelProto, n: int) -> onnx.ModelProto | None:
+    """A copy of `model` with batch n, or None when the batch is hard-coded (module docstring)."""
+    if n < 1:
+        raise ValueError(f"batch must be >= 1, got {n}")
+    if hard_coded_batch(model):
+        return None
+    inits = {t.name for t in model.graph.initializer}
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    for v in [i for i in g.input if i.name not in inits] + list(g.output):
+        dims = v.type.tensor_type.shape.dim
+        if not dims or not (dims[0].HasField("dim_value") and dims[0].dim_value == 1):
+            return None
+        dims[0].dim_value = n
+    del g.value_info[:]
+    try:
+        inferred = onnx.shape_inference.infer_shapes(out, check_type=True, strict_mode=True)
+    except Exception:  # noqa: BLE001  (onnx raises InferenceError, ValidationError and others)
+        return None
+    # inference must agree with batch n: every output, and every tensor computed from an input
+    if any(not _dims(v) or _dims(v)[0] != n for v in inferred.graph.output):
+        return None
+    live = _input_dependent(inferred)
+    if n != 1 and any(v.name in live and _dims(v)[:1] == [1] for v in inferred.graph.value_info):
+        return None
+    return out
+
+
+def _input_dependent(model: onnx.ModelProto) -> set[str]:
+    """Tensors computed from a graph input (constants folded to batch 1 do not count)."""
+    inits = {t.name for t in model.graph.initializer}
+    live = {i.name for i in model.graph.input if i.name not in inits}
+    for node in model.graph.node:
+        if any(i in live for i in node.input):
+            live.update(node.output)
+    return live
+
+
+class BatchedModel:
+    """Runs rows of inputs through `model` in one engine call (re-batched) or a loop of batch-1 calls.
+
+    model: the batch-1 ONNX model; batch: the rows each `run` gets (steps + 1 for the
+    perturbation curves). `run(feeds)` takes inputs with `batch` rows and returns the named
+    outputs (all by default) with `batch` rows. The engine is `runtime.open_engine`'s
+    (backend default ort-cpu, fp32; threads 0 = ONNX Runtime's default).
+    """
+
+    def __init__(self, model: onnx.ModelProto, batch: int, backend: str = "ort-cpu", precision: str = "fp32",
+                 threads: int = 0, allow_rebatch: bool = True):
+        from ..runtime.engine import open_engine
+
+        self.batch = int(batch)
+        wide = rebatch(model, self.batch) if allow_rebatch else None
+        self.batched = wide is not None
+        self.engine = open_engine((wide or model).SerializeToString(), backend, precision, threads=threads)
+        self.inputs = list(self.engine.inputs)
+        self.outputs = list(self.engine.outputs)
+        self.calls = 0  # engine calls made (1 per run when batched)
+
+    def run(self, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
+        names = list(outputs or self.outputs)
+        for k, v in feeds.items():
+            if np.shape(v)[0] != self.batch:
+                raise ValueError(f"input {k!r} has {np.shape(v)[0]} rows; this BatchedModel runs {self.batch}")
+        if self.batched:
+            self.calls += 1
+            return self.engine.run(feeds, names)
+        rows = []
+        for r in range(self.batch):
+            self.calls += 1
+            rows.append(self.engine.run({k: v[r:r + 1] for k, v in feeds.items()}, names))
+        return {k: np.concatenate([row[k] for row in rows], axis=0) for k in names}
