@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
-from .config import SIZES, TrainConfig
+from .config import SIZES, DetectionTrainConfig, TrainConfig
 
 
 def add_parser(sub) -> None:
@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
                    help="comma list of camera stacks, cameras joined by + (paper 001's comparison)")
     d.add_argument("--bundle", default="rgb+mir", help="stacks to keep as ONNX + card")
     d.add_argument("--out", default="models")
-    d.add_argument("--steps", type=int, default=600)
+    d.add_argument("--steps", type=int, default=DetectionTrainConfig.steps)
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--cache", default=str(Path.home() / ".cache" / "hsi_xai_node"),
                    help="where rendered datasets are cached ('' = no cache)")
@@ -54,7 +54,7 @@ def _cmd_train(args) -> int:
 
 def _cmd_train_detection(args) -> int:
     try:
-        from .detection import DetectionTrainConfig, run_study
+        from .detection import run_study
     except ImportError as exc:
         raise InputError(f"training needs torch: pip install -e '.[train]' ({exc})") from None
 

@@ -17,3 +17,15 @@ class TrainConfig:
     patience: int = 4  # evaluations without improvement before stopping
     seed: int = 0
     threads: int = 2
+
+
+@dataclass
+class DetectionTrainConfig:
+    steps: int = 2000
+    batch: int = 8
+    crop: tuple[int, int] = (128, 160)  # training crops (h, w), multiples of the largest stride
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    eval_every: int = 250
+    seed: int = 0
+    threads: int = 2

@@ -39,6 +39,7 @@ from ..detection.postprocess import PostprocessConfig, append_postprocess
 from ..sensor.calibration import load_profile
 from ..sensor.multispectral import StackConfig, MultispectralFrontEnd, boxes_to_network, stack_config
 from ..scenes.drive import DriveGenerator
+from .config import DetectionTrainConfig
 from .data import Split
 from .efficientdet import DetectorExport, EfficientDet, EfficientDetConfig, parameter_count
 
@@ -52,18 +53,6 @@ DETECTION_SPLITS = {
     "val": Split(tuple(range(1000, 1006)), 6, 20),
     "test": Split(tuple(range(3000, 3010)), 6, 20),
 }
-
-
-@dataclass
-class DetectionTrainConfig:
-    steps: int = 2000
-    batch: int = 8
-    crop: tuple[int, int] = (128, 160)  # training crops (h, w), multiples of the largest stride
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    eval_every: int = 250
-    seed: int = 0
-    threads: int = 2
 
 
 @dataclass
