@@ -146,26 +146,32 @@ def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def read_checked_onnx(path: Path, card_path: Path, sha256: str, what: str = "model"):
+    """(bytes, onnx.ModelProto) of the ONNX file at `path`, checked against its card's SHA-256."""
+    import onnx
+
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != sha256:
+        raise ModelError(f"{what} {path}: SHA-256 {digest[:12]}... does not match its card {card_path} "
+                         f"({sha256[:12]}...): the file is corrupt or the card belongs to another model")
+    try:
+        model = onnx.load_model_from_string(data)
+        onnx.checker.check_model(model)
+    except Exception as exc:  # onnx raises several unrelated types for a damaged file
+        raise ModelError(f"{what} {path}: not a valid ONNX model ({exc})") from None
+    return data, model
+
+
 def load_model(path: str | Path, card_path: str | Path | None = None,
                profile: SensorProfile | None = None) -> LoadedModel:
     """Open an ONNX model and its card (default: same stem, .json) and check them."""
-    import onnx  # import here: keeps `import hsi_xai_node` light
-
     path = Path(path)
     card_path = Path(card_path) if card_path else path.with_suffix(".json")
     if not path.is_file():
         raise ModelError(f"model {path}: no such file")
     card = ModelCard.load(card_path)
-    data = path.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != card.sha256:
-        raise ModelError(f"model {path}: SHA-256 {digest[:12]}... does not match its card {card_path} "
-                         f"({card.sha256[:12]}...): the file is corrupt or the card belongs to another model")
-    try:
-        model = onnx.load_model_from_string(data)
-        onnx.checker.check_model(model)
-    except Exception as exc:  # onnx raises several unrelated types for a damaged file
-        raise ModelError(f"model {path}: not a valid ONNX model ({exc})") from None
+    data, model = read_checked_onnx(path, card_path, card.sha256)
     check_card_against_graph(card, model, str(path))
     if profile is not None:
         check_card_against_profile(card, profile)

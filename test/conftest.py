@@ -34,3 +34,21 @@ def tiny_detector(tmp_path_factory):
     from test.detector_fixture import write_tiny_detector
 
     return write_tiny_detector(tmp_path_factory.mktemp("detector"))
+
+
+BUNDLED_UNET = REPO / "models" / "unet_bundled_25pn.onnx"
+
+
+def bundled_unet_input(profile, seed: int = 2003, index: int = 30):
+    """(loaded bundled 25-band U-Net, its model input) for one generated frame; skips without the model."""
+    from hsi_xai_node.model_card import load_model
+    from hsi_xai_node.scenes.drive import DriveGenerator
+    from hsi_xai_node.sensor.frontend import FrontEnd
+
+    if not BUNDLED_UNET.exists():
+        pytest.skip("the bundled model is made by `hsi-xai train-segmentation --out models`")
+    loaded = load_model(BUNDLED_UNET, profile=profile)
+    gen = DriveGenerator(profile, seed=seed, render_cameras=False)
+    dark, white = gen.references()
+    cube = FrontEnd(profile, dark, white, loaded.card.frontend_config()).process(gen.frame(index).raw).cube.data
+    return loaded, loaded.card.model_input(cube)

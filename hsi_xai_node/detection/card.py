@@ -17,7 +17,6 @@ outputs `scores` (1, A, C), `boxes` (1, A, 4) and det_boxes / det_scores / det_c
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -169,10 +168,8 @@ def _check(card: DetectorCard, model, where: str) -> None:
 
 def load_detector(path: str | Path, card_path: str | Path | None = None) -> LoadedDetector:
     """Open a detector and its card, check them, and bring the graph to the runtime's shape."""
-    import onnx
-
     from ..explain import ExplainError
-    from ..model_card import _value_shape
+    from ..model_card import _value_shape, read_checked_onnx
     from .postprocess import PostprocessConfig, append_box_decoding, append_postprocess, apply_score_activation
 
     path = Path(path)
@@ -180,16 +177,7 @@ def load_detector(path: str | Path, card_path: str | Path | None = None) -> Load
     if not path.is_file():
         raise ModelError(f"detector {path}: no such file")
     card = DetectorCard.load(card_path)
-    data = path.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != card.sha256:
-        raise ModelError(f"detector {path}: SHA-256 {digest[:12]}... does not match its card {card_path} "
-                         f"({card.sha256[:12]}...): the file is corrupt or the card belongs to another model")
-    try:
-        model = onnx.load_model_from_string(data)
-        onnx.checker.check_model(model)
-    except Exception as exc:  # onnx raises several unrelated types for a damaged file
-        raise ModelError(f"detector {path}: not a valid ONNX model ({exc})") from None
+    _, model = read_checked_onnx(path, card_path, card.sha256, "detector")
     _check(card, model, str(path))
     p = card.postprocess
     try:

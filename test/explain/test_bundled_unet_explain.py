@@ -8,26 +8,15 @@ import pytest
 
 from hsi_xai_node.explain import (SegmentationExplainConfig, assert_tensorrt_compatible, build_segmentation_explainer,
                                   conservativeness_residual)
-from hsi_xai_node.model_card import load_model
-from test.conftest import REPO
+from test.conftest import bundled_unet_input
 from test.explain.harness import relative_error, session, torch
 from test.explain.torch_onnx import branch_inputs, run
 
-MODEL = REPO / "models" / "unet_bundled_25pn.onnx"
 
 
 @pytest.fixture(scope="module")
 def frame_input(hsi_drive):
-    from hsi_xai_node.scenes.drive import DriveGenerator
-    from hsi_xai_node.sensor.frontend import FrontEnd
-
-    if not MODEL.exists():
-        pytest.skip("the bundled model is made by `hsi-xai train-segmentation --out models`")
-    loaded = load_model(MODEL, profile=hsi_drive)
-    gen = DriveGenerator(hsi_drive, seed=2003, render_cameras=False)
-    dark, white = gen.references()
-    cube = FrontEnd(hsi_drive, dark, white, loaded.card.frontend_config()).process(gen.frame(30).raw).cube.data
-    return loaded, loaded.card.model_input(cube)
+    return bundled_unet_input(hsi_drive)
 
 
 def test_all_classes_several_layers_match_autograd(frame_input):
