@@ -25,11 +25,20 @@ Insertion and deletion (Petsiuk et al. 2018, as paper 001)
     PerturbationConfig, Curve, auc, baseline_image, perturbed_batch
     rebatch(model, n), BatchedModel      all steps in one engine call (loop if the batch is hard-coded)
 
+RISE and SIDU (paper 001's offline baselines), batched on the engine, K targets per pass
+    rise(model, x, score, n_masks, grid, p)          (K, H, W) RISE saliency (Petsiuk et al. 2018)
+    sidu(model, x, score, layer)                     (K, H, W) SIDU saliency from a conv layer's masks
+    segmentation_scores(classes, predicted)          score(outputs) -> (N, K): class probs over regions
+    detection_scores(pairs)                          score(outputs) -> (N, K): box class scores at anchors
+    BaselineModel, with_outputs, RiseMasks, sidu_masks, sidu_weights, masked_inputs, upsample
+
 Conservativeness (paper 000)
     conservativeness_table(frames_outputs, graph)   max / median residual, conservative at 1e-4
     residual_maps(graph)                            the graph's maps at the logits' resolution
 """
 
+from ._baselines import (BaselineModel, RiseMasks, bilinear_matrix, detection_scores, masked_inputs, rise,
+                         segmentation_scores, sidu, sidu_masks, sidu_weights, upsample, with_outputs)
 from ._batching import BatchedModel, hard_coded_batch, rebatch
 from ._conservativeness import conservativeness_table, residual_maps
 from ._perturbation import (Curve, PerturbationConfig, auc, baseline_image, deletion, detection_score, insertion,
@@ -37,7 +46,9 @@ from ._perturbation import (Curve, PerturbationConfig, auc, baseline_image, dele
 from ._randomisation import cascading, independent, layer_labels, parameter_layers, randomise
 from ._similarity import compare_maps, spearman, ssim, unit_range
 
-__all__ = ["BatchedModel", "Curve", "PerturbationConfig", "auc", "baseline_image", "cascading", "compare_maps",
+__all__ = ["BaselineModel", "RiseMasks", "bilinear_matrix", "detection_scores", "masked_inputs", "rise",
+           "segmentation_scores", "sidu", "sidu_masks", "sidu_weights", "upsample", "with_outputs",
+           "BatchedModel", "Curve", "PerturbationConfig", "auc", "baseline_image", "cascading", "compare_maps",
            "conservativeness_table", "deletion", "detection_score", "hard_coded_batch", "independent",
            "insertion", "layer_labels", "parameter_layers", "perturbed_batch", "randomise", "rebatch",
            "residual_maps", "segmentation_insertion_deletion", "segmentation_score", "spearman", "ssim",
