@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_build_engine_parser(sub)
     from .transports.replay import add_replay_parser
     add_replay_parser(sub)
+    from .reliability.cli import add_reliability_parser
+    add_reliability_parser(sub)
     return ap
 
 

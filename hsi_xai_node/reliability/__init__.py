@@ -32,6 +32,14 @@ RISE and SIDU (paper 001's offline baselines), batched on the engine, K targets 
     detection_scores(pairs)                          score(outputs) -> (N, K): box class scores at anchors
     BaselineModel, with_outputs, RiseMasks, sidu_masks, sidu_weights, masked_inputs, upsample
 
+Band-count study (paper 000: 1-, 3- and 25-band models side by side)
+    band_study(frames, model_paths, references=...)  BandStudy: per-class accuracy/IoU in sun and shade,
+                                                     final-layer weight correlation (channels matched by
+                                                     activations), most correlated channels as images
+    final_layer_weights, penultimate_activations, match_channels, weight_correlation, write_plots, ...
+
+The command `hsi-xai reliability` (report.py) runs all of it and writes index.html + report.json.
+
 Conservativeness (paper 000)
     conservativeness_table(frames_outputs, graph)   max / median residual, conservative at 1e-4
     residual_maps(graph)                            the graph's maps at the logits' resolution
@@ -39,6 +47,12 @@ Conservativeness (paper 000)
 
 from ._baselines import (BaselineModel, RiseMasks, bilinear_matrix, detection_scores, masked_inputs, rise,
                          segmentation_scores, sidu, sidu_masks, sidu_weights, upsample, with_outputs)
+from ._bandstudy import (BandStudy, ChannelMatch, ChannelPair, StudyFrame, activation_correlation, band_study,
+                         channel_images, channel_weight_correlation, class_weight_correlation, final_layer_bias,
+                         final_layer_weights, head_input, held_out_frames, match_by_correlation, match_channels,
+                         most_correlated_channels, pearson_matrix, penultimate_activations, plot_channel_images,
+                         plot_channel_weights, plot_class_accuracy, plot_weight_correlation, weight_correlation,
+                         write_plots)
 from ._batching import BatchedModel, hard_coded_batch, rebatch
 from ._conservativeness import conservativeness_table, residual_maps
 from ._perturbation import (Curve, PerturbationConfig, auc, baseline_image, deletion, detection_score, insertion,
@@ -46,7 +60,12 @@ from ._perturbation import (Curve, PerturbationConfig, auc, baseline_image, dele
 from ._randomisation import cascading, independent, layer_labels, parameter_layers, randomise
 from ._similarity import compare_maps, spearman, ssim, unit_range
 
-__all__ = ["BaselineModel", "RiseMasks", "bilinear_matrix", "detection_scores", "masked_inputs", "rise",
+__all__ = ["BandStudy", "ChannelMatch", "ChannelPair", "StudyFrame", "activation_correlation", "band_study",
+           "channel_images", "channel_weight_correlation", "class_weight_correlation", "final_layer_bias",
+           "final_layer_weights", "head_input", "held_out_frames", "match_by_correlation", "match_channels",
+           "most_correlated_channels", "pearson_matrix", "penultimate_activations", "plot_channel_images",
+           "plot_channel_weights", "plot_class_accuracy", "plot_weight_correlation", "weight_correlation",
+           "write_plots", "BaselineModel", "RiseMasks", "bilinear_matrix", "detection_scores", "masked_inputs", "rise",
            "segmentation_scores", "sidu", "sidu_masks", "sidu_weights", "upsample", "with_outputs",
            "BatchedModel", "Curve", "PerturbationConfig", "auc", "baseline_image", "cascading", "compare_maps",
            "conservativeness_table", "deletion", "detection_score", "hard_coded_batch", "independent",

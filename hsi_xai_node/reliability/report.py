@@ -1,0 +1,331 @@
+"""`hsi-xai reliability`: the papers' evaluations of the explanations, run on a model and generated drives.
+
+    reliability_out/report.json   every number below, machine-readable
+    reliability_out/index.html    tables and plots
+
+Sections (each on the segmentation U-Net, and on the detector where it applies):
+
+1. Conservativeness (paper 000): per method and class, the residual between a map's sum
+   over the class region and the logit sum (minus bias) there, over the frames.
+2. Sanity checks (Adebayo et al. 2018): cascading model-parameter randomisation from the
+   top layer down, and (given a model trained on permuted labels) label randomisation;
+   Spearman rank correlation and SSIM between the trained and randomised models' maps.
+3. Insertion and deletion AUC (Petsiuk et al. 2018, as paper 001) per method, for the
+   predicted classes and for the detector's kept boxes; RISE and SIDU (paper 001's
+   offline baselines) included, with their cost per map beside Grad-CAM's.
+4. The band-count study of paper 000 (1-, 3- and 25-band models side by side).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from ..explain import SegmentationExplainConfig, build_segmentation_explainer
+from ..model_card import load_model
+from ..runtime.engine import open_engine
+from ..resources import share_path
+from ._baselines import BaselineModel, detection_scores, rise, segmentation_scores, sidu
+from ._batching import BatchedModel
+from ._conservativeness import conservativeness_table
+from ._perturbation import PerturbationConfig, deletion, detection_score, insertion, segmentation_insertion_deletion
+from ._randomisation import cascading
+from ._similarity import compare_maps
+
+SEG_METHODS = ("activation", "seg_gradcam", "seg_gradcam_signed", "hires")
+
+
+@dataclass
+class ReportConfig:
+    model: str = str(share_path("models/unet_bundled_25pn.onnx"))
+    detector: str | None = str(share_path("models/efficientdet_rgb_mir.onnx"))  # None: no detection sections
+    band_models: tuple[str, ...] = tuple(str(share_path(f"models/unet_bundled_{v}.onnx")) for v in ("1", "3", "25pn"))
+    random_labels_model: str | None = None  # a U-Net trained on permuted labels (train_with_random_labels)
+    frames: int = 3                  # held-out generated frames (drive seeds 2000 + i)
+    cascade_steps: int = 6           # cascading randomisation depths shown (evenly spaced over the layers)
+    perturbation_steps: int = 16
+    rise_masks: int = 500
+    sidu_layer: str = "penultimate"
+    boxes: int = 5                   # detector boxes evaluated per frame
+    backend: str = "ort-cpu"
+    threads: int = 0
+    seed: int = 0
+
+
+def _json(o):
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if hasattr(o, "as_dict"):
+        return o.as_dict()
+    raise TypeError(type(o).__name__)
+
+
+# --- segmentation ------------------------------------------------------------------------------
+
+class SegmentationExplainer:
+    """The U-Net's explain graph (all methods at the penultimate layer), with maps at input size."""
+
+    def __init__(self, model: onnx.ModelProto, card, backend: str, threads: int):
+        cfg = SegmentationExplainConfig(methods=SEG_METHODS, layers=("penultimate",), upsample=True, uint8=False,
+                                        second_block=False)
+        self.graph = build_segmentation_explainer(model, card.input.tensor, card.logits, card.layers, cfg)
+        self.card = card
+        self.engine = open_engine(self.graph.model.SerializeToString(), backend, "fp32", threads=threads)
+        hw = card.input.shape[2:]
+        self.maps = {}  # method -> output name of its (K, 1, H, W) map at the input size
+        for name, o in self.graph.outputs.items():
+            base = o.method.removesuffix("_full")
+            if base in SEG_METHODS and o.dtype == "float32" and tuple(o.shape[2:]) == tuple(hw):
+                if o.method.endswith("_full") or base not in self.maps:
+                    self.maps[base] = name
+
+    def run(self, x: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], float]:
+        t0 = time.perf_counter()
+        out = self.engine.run({self.card.input.tensor: x})
+        seconds = time.perf_counter() - t0
+        return out, {m: out[n][:, 0] for m, n in self.maps.items()}, seconds
+
+
+def _frames(cfg: ReportConfig, profile, card, cameras: bool):
+    from ..scenes.drive import DriveGenerator
+    from ..sensor.frontend import FrontEnd
+
+    out = []
+    for i in range(cfg.frames):
+        gen = DriveGenerator(profile, seed=2000 + i, render_cameras=cameras)
+        dark, white = gen.references()
+        frame = gen.frame(30)
+        fe = FrontEnd(profile, dark, white, card.frontend_config()).process(frame.raw)
+        out.append({"x": card.model_input(fe.cube.data), "frame": frame, "dark": dark, "white": white})
+    return out
+
+
+def sanity_checks(cfg: ReportConfig, model: onnx.ModelProto, card, x: np.ndarray, trained: dict) -> dict:
+    """Cascading parameter randomisation (and label randomisation when a model is given), one frame."""
+    steps = list(cascading(model, cfg.seed))
+    picks = sorted(set(np.linspace(0, len(steps) - 1, min(cfg.cascade_steps, len(steps))).round().astype(int)))
+    cascade = []
+    for i in picks:
+        label, randomised = steps[i]
+        _, maps, _ = SegmentationExplainer(randomised, card, cfg.backend, cfg.threads).run(x)
+        cascade.append({"depth": int(i) + 1, "layer": label,
+                        "methods": {m: {k: v for k, v in r.items() if k in ("spearman", "spearman_abs", "ssim")}
+                                    for m, r in compare_maps(trained, maps).items()}})
+    out = {"layers": len(steps), "cascading": cascade}
+    if cfg.random_labels_model:
+        loaded = load_model(cfg.random_labels_model)
+        _, maps, _ = SegmentationExplainer(onnx.load_model_from_string(loaded.onnx_bytes), loaded.card,
+                                           cfg.backend, cfg.threads).run(x)
+        out["label_randomisation"] = {m: {k: v for k, v in r.items() if k in ("spearman", "spearman_abs", "ssim")}
+                                      for m, r in compare_maps(trained, maps).items()}
+    return out
+
+
+def segmentation_faithfulness(cfg: ReportConfig, model: onnx.ModelProto, card, x, maps, logits, gradcam_s) -> dict:
+    """Insertion/deletion AUC per method (in-graph maps, RISE, SIDU) and each method's cost per map."""
+    pred = logits[0].argmax(0)
+    classes = [c for c in range(logits.shape[1]) if (pred == c).any()]
+    score = segmentation_scores(classes, pred, card.logits)
+    runner = BaselineModel(model, batch=16, layers=(card.layers.get(cfg.sidu_layer, cfg.sidu_layer),),
+                           backend=cfg.backend, threads=cfg.threads)
+    cost = {m: gradcam_s / len(classes) for m in maps}  # the whole explain graph is one call for every class
+    t0 = time.perf_counter()
+    r = rise(runner, x, score, n_masks=cfg.rise_masks, seed=cfg.seed)
+    cost["rise"] = (time.perf_counter() - t0) / len(classes)
+    t0 = time.perf_counter()
+    s = sidu(runner, x, score, card.layers.get(cfg.sidu_layer, cfg.sidu_layer))
+    cost["sidu"] = (time.perf_counter() - t0) / len(classes)
+    full = dict(maps)
+    for name, m in (("rise", r), ("sidu", s)):  # rows of the classes evaluated -> rows by class id
+        rows = np.zeros((logits.shape[1], *m.shape[1:]), np.float32)
+        rows[classes] = m
+        full[name] = rows
+    pc = PerturbationConfig(steps=cfg.perturbation_steps)
+    auc = segmentation_insertion_deletion(model, x, full, card.logits, classes, config=pc, backend=cfg.backend,
+                                          threads=cfg.threads)
+    return {m: {"deletion": v["deletion"], "insertion": v["insertion"], "seconds_per_map": cost[m]}
+            for m, v in auc.items()}
+
+
+# --- detection ---------------------------------------------------------------------------------
+
+def detection_faithfulness(cfg: ReportConfig, frames) -> dict:
+    """Per-box Grad-CAM (with and without ReLU), RISE and SIDU on the detector's kept boxes."""
+    from ..detection.card import load_detector
+    from ..runtime.detection import DetectionPipeline, DetectionPipelineConfig
+
+    pipeline = DetectionPipeline(DetectionPipelineConfig(model=cfg.detector, backend=cfg.backend, threads=cfg.threads,
+                                                         explain_boxes=cfg.boxes))
+    forward = load_detector(cfg.detector).model
+    card = pipeline.card
+    names = {o.method: n for n, o in pipeline.graph.outputs.items()}
+    layer = card.layers["class_head_input"]
+    runner = BaselineModel(forward, batch=16, layers=(layer,), backend=cfg.backend, threads=cfg.threads)
+    curves = BatchedModel(forward, cfg.perturbation_steps + 1, backend=cfg.backend, threads=cfg.threads)
+    pc = PerturbationConfig(steps=cfg.perturbation_steps, layout=card.input.layout.upper())
+    rows, cost = {}, {"box_gradcam": [], "rise": [], "sidu": []}
+    for f in frames:
+        images = {n: c.image for n, c in f["frame"].cameras.items()}
+        x = pipeline.frontend(images)
+        if card.input.layout == "nhwc":
+            x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        t0 = time.perf_counter()
+        out = pipeline.engine.run({card.input.tensor: x})
+        t_cam = time.perf_counter() - t0
+        pairs = [int(p) for p in out["det_pairs"][0][:cfg.boxes] if p >= 0]
+        if not pairs:
+            continue
+        k = len(pairs)
+        maps = {"box_gradcam": out[names["box_gradcam_full"]][:k, 0],
+                "box_gradcam_signed": out[names["box_gradcam_signed_full"]][:k, 0]}
+        cost["box_gradcam"].append(t_cam / k)
+        t0 = time.perf_counter()
+        maps["rise"] = rise(runner, x, detection_scores(pairs), n_masks=cfg.rise_masks, seed=cfg.seed)
+        cost["rise"].append((time.perf_counter() - t0) / k)
+        t0 = time.perf_counter()
+        maps["sidu"] = sidu(runner, x, detection_scores(pairs), layer)
+        cost["sidu"].append((time.perf_counter() - t0) / k)
+        for method, m in maps.items():
+            for j, pair in enumerate(pairs):
+                score = detection_score(pair, len(card.classes))
+                rows.setdefault(method, []).append(
+                    (deletion(curves, x, m[j], score, pc).auc, insertion(curves, x, m[j], score, pc).auc))
+    cost["box_gradcam_signed"] = cost["box_gradcam"]
+    return {m: {"deletion": float(np.nanmean([a for a, _ in v])), "insertion": float(np.nanmean([b for _, b in v])),
+                "boxes": len(v), "seconds_per_map": float(np.mean(cost[m])) if cost[m] else float("nan")}
+            for m, v in rows.items()}
+
+
+# --- the command -----------------------------------------------------------------------------------
+
+def run_report(out_dir: str | Path, cfg: ReportConfig = ReportConfig(), log=print) -> dict:
+    from ..sensor.calibration import load_profile
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    profile = load_profile("hsi-drive")
+    loaded = load_model(cfg.model, profile=profile)
+    card, model = loaded.card, onnx.load_model_from_string(loaded.onnx_bytes)
+    detect = bool(cfg.detector) and Path(cfg.detector).is_file()
+    frames = _frames(cfg, profile, card, cameras=detect)
+    explainer = SegmentationExplainer(model, card, cfg.backend, cfg.threads)
+    names = [c.name for c in card.classes]
+    runs = [explainer.run(f["x"]) for f in frames]
+    log(f"explained {len(frames)} frames")
+    report = {"config": asdict(cfg), "model": card.name, "classes": names}
+    report["conservativeness"] = conservativeness_table([r[0] for r in runs], explainer.graph, class_names=names)
+    report["sanity"] = sanity_checks(cfg, model, card, frames[0]["x"], runs[0][1])
+    log("sanity checks done")
+    out0, maps0, seconds0 = runs[0]
+    report["segmentation_faithfulness"] = segmentation_faithfulness(cfg, model, card, frames[0]["x"], maps0,
+                                                                    out0[card.logits], seconds0)
+    log("segmentation insertion/deletion done")
+    if detect:
+        report["detection_faithfulness"] = detection_faithfulness(cfg, frames)
+        log("detection insertion/deletion done")
+    band_paths = [p for p in cfg.band_models if Path(p).is_file()]
+    if len(band_paths) >= 2:
+        from ._bandstudy import band_study
+        study = band_study([f["frame"] for f in frames], band_paths, references=[(f["dark"], f["white"]) for f in frames],
+                           profile=profile, threads=cfg.threads or 1, out_dir=out)
+        report["band_study"] = study.as_dict()
+        log("band study done")
+    (out / "report.json").write_text(json.dumps(report, indent=1, default=_json))
+    _plots(out, report)
+    _html(out / "index.html", report)
+    return report
+
+
+# --- plots and the page ------------------------------------------------------------------------------
+
+def _plots(out: Path, report: dict) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cascade = report["sanity"]["cascading"]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), dpi=100)
+    for ax, key in zip(axes, ("spearman", "ssim")):
+        for method in cascade[0]["methods"]:
+            ax.plot([c["depth"] for c in cascade], [c["methods"][method][key] for c in cascade], marker="o",
+                    label=method)
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.set_xlabel("layers randomised, from the top")
+        ax.set_ylabel(f"{key} (trained vs randomised)")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("cascading model-parameter randomisation (Adebayo et al. 2018)")
+    fig.tight_layout()
+    fig.savefig(out / "sanity_cascading.png")
+    plt.close(fig)
+    for key in ("segmentation_faithfulness", "detection_faithfulness"):
+        if key not in report:
+            continue
+        rows = report[key]
+        fig, ax = plt.subplots(figsize=(6.4, 3.2), dpi=100)
+        xs = np.arange(len(rows))
+        ax.bar(xs - 0.2, [r["deletion"] for r in rows.values()], 0.4, label="deletion AUC (lower is better)")
+        ax.bar(xs + 0.2, [r["insertion"] for r in rows.values()], 0.4, label="insertion AUC (higher is better)")
+        ax.set_xticks(xs, list(rows), fontsize=7, rotation=20)
+        ax.legend(fontsize=7)
+        ax.set_title(key.replace("_", " "))
+        fig.tight_layout()
+        fig.savefig(out / f"{key}.png")
+        plt.close(fig)
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    e = html.escape
+    fmt = (lambda v: f"{v:.3g}" if isinstance(v, float) else e(str(v)))
+    return ("<table border=1 style='border-collapse:collapse'><tr>" + "".join(f"<th>{e(h)}</th>" for h in header)
+            + "</tr>" + "".join("<tr>" + "".join(f"<td>{fmt(v)}</td>" for v in r) + "</tr>" for r in rows)
+            + "</table>")
+
+
+def _html(path: Path, r: dict) -> None:
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>explanation reliability</title>",
+             "<style>body{font-family:sans-serif;margin:1em} td,th{padding:3px 6px;font-size:12px}</style></head><body>",
+             f"<h1>Explanation reliability: {html.escape(r['model'])}</h1>",
+             f"<p>{r['config']['frames']} held-out generated frames. Numbers: <code>report.json</code>.</p>",
+             "<h2>1. Conservativeness (paper 000)</h2><p>Residual |map sum over the class region - (logit sum - bias)| "
+             "relative to the logit sum; conservative = below 1e-4 for every class and frame.</p>",
+             _table(["method", "max residual", "median residual", "conservative"],
+                    [[m, v["max"], v["median"], v["conservative"]] for m, v in r["conservativeness"].items()]),
+             "<h2>2. Sanity checks (Adebayo et al. 2018)</h2><p>Maps of the trained model against those of the "
+             "model with its top layers randomised (cascading); a method that explains the model should "
+             "decorrelate (Spearman and SSIM towards 0).</p><img src='sanity_cascading.png'>"]
+    cascade = r["sanity"]["cascading"]
+    methods = list(cascade[0]["methods"])
+    parts.append(_table(["layers randomised", "down to"] + [f"{m} Spearman / SSIM" for m in methods],
+                        [[c["depth"], c["layer"]] + [f"{c['methods'][m]['spearman']:.2f} / {c['methods'][m]['ssim']:.2f}"
+                                                     for m in methods] for c in cascade]))
+    if "label_randomisation" in r["sanity"]:
+        lr = r["sanity"]["label_randomisation"]
+        parts.append("<p>Label randomisation (a model trained on permuted labels):</p>"
+                     + _table(["method", "Spearman", "|Spearman|", "SSIM"],
+                              [[m, v["spearman"], v["spearman_abs"], v["ssim"]] for m, v in lr.items()]))
+    else:
+        parts.append("<p>Label randomisation: not run (give a model trained on permuted labels, made with "
+                     "<code>hsi_xai_node.training.random_labels.train_with_random_labels</code>, as "
+                     "<code>--random-labels-model</code>).</p>")
+    parts.append("<h2>3. Insertion and deletion (Petsiuk et al. 2018; paper 001)</h2>"
+                 "<p>AUC of the class (box) score as pixels are deleted (to zero) or inserted (into a blurred copy) "
+                 "in the order of each map, normalised by the unperturbed score; cost per map on this machine.</p>")
+    for key, title in (("segmentation_faithfulness", "segmentation classes"), ("detection_faithfulness", "detector boxes")):
+        if key in r:
+            parts.append(f"<h3>{title}</h3><img src='{key}.png'>"
+                         + _table(["method", "deletion AUC", "insertion AUC", "seconds per map"],
+                                  [[m, v["deletion"], v["insertion"], v["seconds_per_map"]] for m, v in r[key].items()]))
+    if "band_study" in r:
+        parts.append("<h2>4. Band-count study (paper 000)</h2>" + r["band_study"].get("html", ""))
+    parts.append("<script>addEventListener('load', () => { const i = [...document.images]; "
+                 "document.body.dataset.imagesLoaded = i.filter(x => x.complete && x.naturalWidth > 0).length "
+                 "+ '/' + i.length; });</script></body></html>")
+    path.write_text("\n".join(parts))
