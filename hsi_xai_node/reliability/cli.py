@@ -13,6 +13,10 @@ def add_reliability_parser(sub) -> None:
     r.add_argument("--model", default=d.model, help="segmentation U-Net (ONNX with its card)")
     r.add_argument("--detector", default=d.detector, help="detector ONNX with its card; '' = no detection sections")
     r.add_argument("--random-labels-model", default=None, help="a U-Net trained on permuted labels (label randomisation)")
+    r.add_argument("--train-random-labels", type=int, default=0, metavar="STEPS",
+                   help="train a U-Net on permuted labels for STEPS steps first and use it for label "
+                        "randomisation (needs the [train] extra: torch); 0 = only a given --random-labels-model")
+    r.add_argument("--random-labels-size", default="bundled", help="its size: bundled or tiny")
     r.add_argument("--frames", type=int, default=d.frames)
     r.add_argument("--rise-masks", type=int, default=d.rise_masks)
     r.add_argument("--steps", type=int, default=d.perturbation_steps, help="insertion/deletion steps")
@@ -22,8 +26,19 @@ def add_reliability_parser(sub) -> None:
 
 
 def _cmd(args) -> int:
+    from pathlib import Path
+
+    from ..errors import InputError
     from .report import ReportConfig, run_report
 
+    if args.train_random_labels:
+        try:
+            from ..training.random_labels import train_random_label_model
+        except ImportError as exc:
+            raise InputError(f"--train-random-labels needs torch: pip install -e '.[train]' ({exc})") from None
+        args.random_labels_model = str(train_random_label_model(
+            Path(args.out) / "random_labels", args.train_random_labels, args.random_labels_size,
+            log=lambda m: print(m, flush=True)))
     cfg = ReportConfig(model=args.model, detector=args.detector or None, random_labels_model=args.random_labels_model,
                        frames=args.frames, rise_masks=args.rise_masks, perturbation_steps=args.steps,
                        cascade_steps=args.cascade_steps, threads=args.threads)

@@ -117,14 +117,14 @@ def sanity_checks(cfg: ReportConfig, model: onnx.ModelProto, card, x: np.ndarray
         label, randomised = steps[i]
         _, maps, _ = SegmentationExplainer(randomised, card, cfg.backend, cfg.threads).run(x)
         cascade.append({"depth": int(i) + 1, "layer": label,
-                        "methods": {m: {k: v for k, v in r.items() if k in ("spearman", "spearman_abs", "ssim")}
+                        "methods": {m: {k: v for k, v in r.items() if k in ("spearman", "spearman_abs", "ssim", "rows")}
                                     for m, r in compare_maps(trained, maps).items()}})
     out = {"layers": len(steps), "cascading": cascade}
     if cfg.random_labels_model:
         loaded = load_model(cfg.random_labels_model)
         _, maps, _ = SegmentationExplainer(onnx.load_model_from_string(loaded.onnx_bytes), loaded.card,
                                            cfg.backend, cfg.threads).run(x)
-        out["label_randomisation"] = {m: {k: v for k, v in r.items() if k in ("spearman", "spearman_abs", "ssim")}
+        out["label_randomisation"] = {m: {k: v for k, v in r.items() if k in ("spearman", "spearman_abs", "ssim", "rows")}
                                       for m, r in compare_maps(trained, maps).items()}
     return out
 

@@ -19,11 +19,12 @@ maps with the trained model's (`hsi_xai_node.reliability.compare_maps`).
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
 from .config import TrainConfig
-from .data import DriveSet, Variant
+from .data import VARIANTS, DriveSet, Variant
 from .segmentation import TrainResult, train
 from .unet import UNetConfig
 
@@ -49,3 +50,26 @@ def train_with_random_labels(variant: Variant, train_set: DriveSet, val_set: Dri
     rng = np.random.default_rng(seed)
     return train(variant, replace(train_set, labels=permute_labels(train_set.labels, rng, mode)),
                  replace(val_set, labels=permute_labels(val_set.labels, rng, mode)), unet, cfg, ratio, log)
+
+
+def train_random_label_model(out_dir: Path, steps: int = 300, size: str = "bundled", seeds: int = 4,
+                             log=print) -> Path:
+    """A 25-band PN U-Net trained on pixel-permuted labels of a few generated drives, exported with
+    its card to `out_dir` (the model label randomisation compares a trained model's maps with)."""
+    from ..sensor.calibration import load_profile
+    from .config import SIZES
+    from .data import Split, centre_window, generate, shadow_ratio
+    from .segmentation import CLASSES, write_model
+
+    profile = load_profile("hsi-drive")
+    train_set = generate(profile, Split(tuple(range(seeds)), 4, 12))
+    val_set = generate(profile, Split((1000,), 2, 15))
+    variant = VARIANTS["25pn"]
+    unet = UNetConfig(in_channels=25, num_classes=len(CLASSES), base_filters=SIZES[size])
+    cfg = TrainConfig(steps=steps, eval_every=max(steps // 4, 1), patience=steps)
+    result = train_with_random_labels(variant, train_set, val_set, unet, cfg, shadow_ratio(profile), log=log)
+    window = centre_window(*val_set.labels.shape[1:], result.model.multiple)
+    path, _ = write_model(result, profile, window, Path(out_dir), f"unet_{size}_25pn_random_labels", {},
+                          {"data": "generated drives with pixel-permuted labels (label randomisation)",
+                           "steps_run": result.steps_run, "size": size})
+    return path

@@ -14,8 +14,10 @@ from hsi_xai_node.cli import main
 @pytest.fixture(scope="module")
 def report(tmp_path_factory, tiny_detector):
     out = tmp_path_factory.mktemp("reliability")
+    pytest.importorskip("torch", reason="label randomisation trains a model: pip install -e '.[test]'")
     assert main(["reliability", "--out", str(out), "--frames", "1", "--rise-masks", "16", "--steps", "4",
-                 "--cascade-steps", "2", "--threads", "1", "--detector", str(tiny_detector)]) == 0
+                 "--cascade-steps", "2", "--threads", "1", "--detector", str(tiny_detector),
+                 "--train-random-labels", "2", "--random-labels-size", "tiny"]) == 0
     return out, json.loads((out / "report.json").read_text())
 
 
@@ -28,6 +30,9 @@ def test_conservativeness_and_sanity_sections(report):
     assert [c["depth"] for c in cascade] == [1, r["sanity"]["layers"]] and cascade[0]["layer"] == "/head/Conv"
     deepest = cascade[-1]["methods"]
     assert abs(deepest["seg_gradcam"]["spearman"]) < 0.3  # the maps of a randomised model decorrelate
+    labels = r["sanity"]["label_randomisation"]  # a (2-step, tiny) model trained on permuted labels
+    assert set(labels) == {"activation", "seg_gradcam", "seg_gradcam_signed", "hires"}
+    assert all(-1.0 <= v["spearman"] <= 1.0 and v["rows"] > 0 for v in labels.values())
 
 
 def test_faithfulness_sections(report):
