@@ -31,6 +31,12 @@ def _cmd(args) -> int:
     from ..errors import InputError
     from .report import ReportConfig, run_report
 
+    try:
+        import scipy  # noqa: F401
+        import skimage  # noqa: F401
+    except ImportError as exc:
+        raise InputError(f"the reliability report needs scipy and scikit-image: pip install -e '.[reliability]' "
+                         f"({exc})") from None
     if args.train_random_labels:
         try:
             from ..training.random_labels import train_random_label_model
