@@ -102,14 +102,7 @@ class ModelCard:
 
     @classmethod
     def load(cls, path: str | Path) -> "ModelCard":
-        path = Path(path)
-        if not path.is_file():
-            raise ModelError(f"model card {path}: no such file")
-        try:
-            d = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ModelError(f"model card {path}: not valid JSON ({exc})") from None
-        return cls.from_dict(d, f"model card {path}")
+        return cls.from_dict(read_card_json(path, "model card"), f"model card {path}")
 
     # --- what the card means for the pipeline ----------------------------------------------
     def frontend_config(self) -> FrontEndConfig:
@@ -133,6 +126,17 @@ class ModelCard:
         for c in self.classes:
             lut[c.channel] = c.id
         return lut
+
+
+def read_card_json(path: str | Path, what: str) -> dict:
+    """The JSON object of a card file; ModelError names the file when it is missing or not JSON."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{what} {path}: no such file")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{what} {path}: not valid JSON ({exc})") from None
 
 
 @dataclass

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model_card import ClassSpec, ModelError
+from ..model_card import ClassSpec, ModelError, read_card_json
 
 DETECTOR_CARD_SCHEMA = "hsi_xai_node/detector-card/1"
 NMS_OUTPUTS = ("det_boxes", "det_scores", "det_classes", "det_pairs")
@@ -111,14 +111,7 @@ class DetectorCard:
 
     @classmethod
     def load(cls, path: str | Path) -> "DetectorCard":
-        path = Path(path)
-        if not path.is_file():
-            raise ModelError(f"detector card {path}: no such file")
-        try:
-            d = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ModelError(f"detector card {path}: not valid JSON ({exc})") from None
-        return cls.from_dict(d, f"detector card {path}")
+        return cls.from_dict(read_card_json(path, "detector card"), f"detector card {path}")
 
 
 @dataclass
@@ -126,14 +119,6 @@ class LoadedDetector:
     path: Path
     card: DetectorCard
     model: object  # onnx.ModelProto with scores, boxes and the det_* outputs
-
-
-def is_detector_card(path: str | Path) -> bool:
-    """True if the JSON at `path` is a detector card (the node and replay pick the pipeline by it)."""
-    try:
-        return json.loads(Path(path).read_text()).get("schema") == DETECTOR_CARD_SCHEMA
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def _check(card: DetectorCard, model, where: str) -> None:
