@@ -9,9 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from hsi_xai_node.classes import colourise
+from hsi_xai_node.classes import DETECTION_CLASSES, colourise
 from hsi_xai_node.cli import main
 from hsi_xai_node.runtime import Pipeline, PipelineConfig
+from hsi_xai_node.runtime.detection import DetectionPipeline, DetectionPipelineConfig
 from hsi_xai_node.scenes.drive import DriveGenerator
 from hsi_xai_node.sensor.calibration import load_profile
 
@@ -39,7 +40,13 @@ def test_demo_writes_bags_and_a_report_of_the_pipelines_outputs(demo):
     for i, expected in enumerate([out.preview, colourise(frame.labels), out.segmentation, out.gradcam_overlay,
                                   out.activation_overlay]):
         np.testing.assert_array_equal(cv2.imread(str(demo / f"frames/001_{i}.png")), expected, err_msg=str(i))
-    np.testing.assert_array_equal(cv2.imread(str(demo / "frames/001_6.png")), frame.cameras["rgb"].image)
+    detector = DetectionPipeline(DetectionPipelineConfig(backend="ort-cpu"))
+    detected = detector.process({n: c.image for n, c in frame.cameras.items()})
+    np.testing.assert_array_equal(cv2.imread(str(demo / "frames/001_5.png")), detected.detection_overlay)
+    np.testing.assert_array_equal(cv2.imread(str(demo / "frames/001_7.png")), frame.cameras["rgb"].image)
+    d = summary["detection"]
+    assert d["frames"] == 2 and d["detections"] > 0 and set(d["ap"]) == {c.name for c in DETECTION_CLASSES}
+    assert "mAP@0.5" in page
     attribution = summary["spectral_attribution"]
     assert set(attribution) == {"road", "road_marks", "vegetation", "sky", "other"}
     assert all(len(v["all"]) == 25 and np.isfinite(v["all"]).all() for v in attribution.values())
