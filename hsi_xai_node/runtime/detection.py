@@ -178,29 +178,31 @@ class DetectionPipeline:
 
     def process(self, images: dict[str, np.ndarray], header: object = None) -> DetectionResult:
         t0 = time.perf_counter()
-        x = self.frontend(images)
+        registered = self.frontend.register_all(images)
+        x = self.frontend.stack(registered)
         if self.card.input.layout == "nhwc":
             x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
         t1 = time.perf_counter()
         out = self.engine.run({self.card.input.tensor: x}, list(self._plan.values()))
         out = {k: out[v] for k, v in self._plan.items()}
         t2 = time.perf_counter()
-        result = self._post(images, out)
+        result = self._post(images, registered, out)
         t3 = time.perf_counter()
         result.timings_ms = {"frontend": (t1 - t0) * 1e3, "engine": (t2 - t1) * 1e3, "post": (t3 - t2) * 1e3,
                              "total": (t3 - t0) * 1e3}
         result.header = header
         return result
 
-    def _post(self, images, out) -> DetectionResult:
-        detections = []
+    def _post(self, images, registered, out) -> DetectionResult:
+        detections, drawn = [], []  # drawn: each detection's ClassSpec (its colour)
         for slot, (box, score, cls) in enumerate(zip(out["boxes"][0], out["scores"][0], out["classes"][0])):
             if cls < 0 or score <= self.score_threshold:
                 continue
             c = self.classes[int(cls)]
+            drawn.append(c)
             box = tuple(float(v) for v in box)
             detections.append(Detection(box, transform_box(box, self._to_camera), c.id, c.name, float(score), slot))
-        preview = self.frontend.preview(images)
+        preview = self.frontend.preview(images, registered)
         overlay = preview.copy()
         maps = out.get("maps_u8")
         explained = [d.slot for d in detections if maps is not None and d.slot < len(maps)]
@@ -209,8 +211,7 @@ class DetectionPipeline:
             coloured = cv2.applyColorMap(fused, COLORMAPS[self.config.colormap]).astype(np.float32)
             weight = (self.config.overlay_alpha / 255.0) * fused.astype(np.float32)[..., None]
             overlay = np.clip(preview * (1.0 - weight) + coloured * weight + 0.5, 0, 255).astype(np.uint8)
-        for d in detections:
-            c = self.classes[next(k for k, v in self.classes.items() if v.id == d.class_id)]
+        for d, c in zip(detections, drawn):
             x0, y0, x1, y1 = (int(round(v)) for v in d.box)
             cv2.rectangle(overlay, (x0, y0), (x1 - 1, y1 - 1), tuple(int(v) for v in c.bgr), 1)
             cv2.putText(overlay, f"{d.class_name} {d.score:.2f}", (x0, max(y0 - 2, 8)), cv2.FONT_HERSHEY_PLAIN,

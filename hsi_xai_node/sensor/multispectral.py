@@ -191,12 +191,20 @@ class MultispectralFrontEnd:
         return cv2.warpPerspective(img, m, self.config.input_size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                    borderMode=cv2.BORDER_CONSTANT, borderValue=border)
 
+    def register_all(self, images: dict) -> dict[str, np.ndarray]:
+        """name -> `register(name, image)` for every camera of the stack."""
+        return {cam.name: self.register(cam.name, images.get(cam.name)) for cam in self.config.cameras}
+
     def __call__(self, images: dict) -> np.ndarray:
+        return self.stack(self.register_all(images))
+
+    def stack(self, registered: dict[str, np.ndarray]) -> np.ndarray:
+        """(1, C, H, W) float32: registered images (`register_all`) normalised and stacked in order."""
         nw, nh = self.config.input_size
         out = np.empty((1, self.config.channels, nh, nw), np.float32)
         c = 0
         for cam in self.config.cameras:
-            reg = self.register(cam.name, images.get(cam.name))
+            reg = registered[cam.name]
             planes = reg.transpose(2, 0, 1) if reg.ndim == 3 else reg[None]
             for k, plane in enumerate(planes):
                 np.subtract(plane, np.float32(cam.offset[k]), out=out[0, c])
@@ -204,16 +212,19 @@ class MultispectralFrontEnd:
                 c += 1
         return out
 
-    def preview(self, images: dict) -> np.ndarray:
+    def preview(self, images: dict, registered: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """(H, W, 3) uint8 bgr network view for overlays: the colour camera, else the first
-        camera stretched over its 1st-99th percentiles (of the raw image: no border values)."""
+        camera stretched over its 1st-99th percentiles (of the raw image: no border values).
+        `registered` (from `register_all`) saves warping the camera a second time."""
+        registered = registered or {}
         colour = [c for c in self.config.cameras if c.channels == 3]
         if colour:
-            reg = self.register(colour[0].name, images.get(colour[0].name))
+            name = colour[0].name
+            reg = registered[name] if name in registered else self.register(name, images.get(name))
             return cv2.cvtColor(np.clip(np.rint(reg), 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR)
         cam = self.config.cameras[0]
         image = self._check(cam, images.get(cam.name))
-        reg = self.register(cam.name, image)
+        reg = registered[cam.name] if cam.name in registered else self.register(cam.name, image)
         lo, hi = np.percentile(image, [1, 99])
         gray = np.clip(np.rint((reg - lo) * (255.0 / max(hi - lo, 1e-6))), 0, 255).astype(np.uint8)
         return cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
