@@ -159,12 +159,11 @@ def segmentation_faithfulness(cfg: ReportConfig, model: onnx.ModelProto, card, x
 
 def detection_faithfulness(cfg: ReportConfig, frames) -> dict:
     """Per-box Grad-CAM (with and without ReLU), RISE and SIDU on the detector's kept boxes."""
-    from ..detection.card import load_detector
     from ..runtime.detection import DetectionPipeline, DetectionPipelineConfig
 
     pipeline = DetectionPipeline(DetectionPipelineConfig(model=cfg.detector, backend=cfg.backend, threads=cfg.threads,
                                                          explain_boxes=cfg.boxes))
-    forward = load_detector(cfg.detector).model
+    forward = pipeline.loaded.model  # the detector with NMS, before the explain graph was appended
     card = pipeline.card
     names = {o.method: n for n, o in pipeline.graph.outputs.items()}
     layer = card.layers["class_head_input"]
