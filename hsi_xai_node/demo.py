@@ -233,18 +233,22 @@ def run_demo(out_dir: str | Path, profile_name: str = "hsi-drive", seed: int = 7
 
 def _score_detections(bag: Path, config, gen, stride: int, stamps: list[int]) -> dict:
     """The published detections of every frame against the drive's ground-truth boxes."""
-    from .runtime.detection import DetectionPipeline, load_rig
+    from .detection.card import load_detector
+    from .detection.evaluation import MIN_HEIGHT_PX
+    from .runtime.detection import load_rig, stack_from_card
     from .scenes.render import transform_box
     from .sensor.multispectral import boxes_to_network
-    from .training.detection import MIN_HEIGHT_PX
 
-    pipeline = DetectionPipeline(config.detection_config())
-    primary, rig = pipeline.primary, load_rig(config.rig_file or None)
+    # the detector's card and the rig give the geometry; no engine is needed to score published boxes
+    det = config.detection_config()
+    rig = load_rig(det.rig)
+    loaded = load_detector(det.model, det.card)
+    primary, stack = loaded.card.input.stack[0].camera, stack_from_card(loaded, rig)
     truth = {}
     for k, stamp in enumerate(stamps):
         objects = gen.frame(k * stride).camera_objects
         common = np.array([o.box for o in objects], np.float64).reshape(-1, 4)
-        height = boxes_to_network(common, pipeline.frontend.config)
+        height = boxes_to_network(common, stack)
         truth[stamp] = (np.array([transform_box(b, rig[primary].homography) for b in common]).reshape(-1, 4),
                         np.array([o.class_id for o in objects], np.int64),
                         (height[:, 3] - height[:, 1]) < MIN_HEIGHT_PX)

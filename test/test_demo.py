@@ -71,3 +71,17 @@ def test_cli_reports_bad_input_in_one_line(capsys):
     assert err.startswith("hsi-xai profiles: error: unknown sensor profile 'no-such-profile'")
     assert main(["profiles"]) == 0
     assert "imec-665-975" in capsys.readouterr().out
+
+
+def test_demo_runs_without_torch(tmp_path):
+    # the README's demo command installs no torch (`pip install -e .`): nothing on its path may import it
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None\n"  # any `import torch` now raises ImportError
+            "from hsi_xai_node.cli import main\n"
+            f"sys.exit(main(['demo', '--out', {str(tmp_path / 'demo')!r}, '--frames', '1', '--backend', 'ort-cpu', "
+            "'--no-progress']))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert summary["frames"] == 1 and summary["detection"]["frames"] == 1

@@ -20,6 +20,10 @@ import numpy as np
 
 from .boxes import iou_matrix
 
+# The protocol of this project's detection figures (training study, demo report): objects lower
+# than this in the 320x256 network view (15 px of the 640x480 common view) are ignore regions.
+MIN_HEIGHT_PX = 8.0
+
 
 @dataclass(frozen=True)
 class Detections:

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from ..classes import DETECTION_CLASSES
 from ..detection.anchors import generate_anchors
 from ..detection.boxes import encode, iou_matrix
-from ..detection.evaluation import Detections, GroundTruth, evaluate_map
+from ..detection.evaluation import MIN_HEIGHT_PX, Detections, GroundTruth, evaluate_map
 from ..detection.postprocess import PostprocessConfig, append_postprocess
 from ..sensor.calibration import load_profile
 from ..sensor.multispectral import StackConfig, MultispectralFrontEnd, boxes_to_network, stack_config
@@ -45,7 +45,6 @@ from .efficientdet import DetectorExport, EfficientDet, EfficientDetConfig, para
 
 ALL_CAMERAS = ("rgb", "nir", "mir", "fir")   # the cached six channels: R, G, B, NIR, MIR, FIR
 CHANNELS = {"rgb": (0, 1, 2), "nir": (3,), "mir": (4,), "fir": (5,)}
-MIN_HEIGHT_PX = 8.0  # network-view pixels (15 px of the 640x480 common view)
 INPUT_SIZE = (320, 256)  # width, height: the dataset's registered size (Takumi 2017)
 
 DETECTION_SPLITS = {
