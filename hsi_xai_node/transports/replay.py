@@ -44,7 +44,9 @@ from ..errors import FrameError, InputError
 from ..sync import ApproximateTimeSync
 from . import messages as m
 from .config import NodeConfig, load_config
+from .output_dir import check_replaceable, remove_replaceable, writable_parent, write_marker
 from .outputs import DETECTIONS, DETECTIONS_MSGTYPE, detection_array, detection_images, output_images
+from .qos import bag_qos
 
 RAW_ENCODINGS = ("mono16", "16UC1")
 IMAGE = "sensor_msgs/msg/Image"
@@ -180,6 +182,7 @@ class ReplaySummary:
     camera_sets_processed: int = 0
     camera_unmatched: int = 0  # good camera messages in no set (no partner within sync_slop_s)
     detections_total: int = 0
+    detection_slots_full: int = 0  # camera sets whose NMS filled every output slot (boxes may be cut off)
     detections_per_class: dict = field(default_factory=dict)  # class name -> count
     detection_stage_ms: dict = field(default_factory=dict)  # stage -> median ms
 
@@ -207,6 +210,9 @@ class ReplaySummary:
                        f"{self.camera_messages_in} camera messages, {self.camera_sets_in} camera sets in, "
                        f"{self.camera_sets_processed} processed, {self.camera_unmatched} camera messages unmatched"),
                       f"detections: {self.detections_total} ({per_class})"]
+            if self.detection_slots_full:
+                lines.append(f"detection output slots full in {self.detection_slots_full} camera set(s): "
+                             "the detector may have kept more boxes than it can output")
             if self.detection_stage_ms:
                 lines.append("detection median ms per stage: "
                              + ", ".join(f"{k} {v:.1f}" for k, v in self.detection_stage_ms.items()))
@@ -220,8 +226,12 @@ class ReplaySummary:
 
 # --- the replay -----------------------------------------------------------------------------------
 def replay(in_path, out_path, config: NodeConfig, storage: str = "mcap", progress: bool = True,
-           overwrite: bool = False) -> ReplaySummary:
-    """Replay the bag at `in_path` through the pipeline into a new bag at `out_path`."""
+           overwrite: bool = False, copy_raw: bool = True) -> ReplaySummary:
+    """Replay the bag at `in_path` through the pipeline into a new bag at `out_path`.
+
+    `overwrite` replaces an existing `out_path` only when it is a bag this tool wrote or a rosbag2
+    directory (output_dir.check_replaceable); `copy_raw=False` leaves the raw mosaic messages (4.4 MB
+    each) out of the output bag, which then holds the other inputs and every output."""
     from rosbags.rosbag2 import Writer
 
     from ..runtime.pipeline import Pipeline
@@ -230,27 +240,31 @@ def replay(in_path, out_path, config: NodeConfig, storage: str = "mcap", progres
     in_path, out_path = Path(in_path), Path(out_path)
     if storage not in STORAGE:
         raise InputError(f"storage {storage!r} unknown; use one of {sorted(STORAGE)}")
-    if out_path.resolve() == in_path.resolve():
+    try:
+        same = out_path.resolve() == in_path.resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        raise InputError(f"output {out_path} or input {in_path} cannot be resolved ({exc})") from None
+    if same:
         raise InputError(f"output {out_path} is the input bag")
-    if out_path.exists() and not overwrite:
-        raise InputError(f"output {out_path} exists; pass overwrite=True (--overwrite) to replace it")
+    check_replaceable(out_path, overwrite)
     src = _open_input(in_path)
     try:
         detector, det_topics, detection = _detection_setup(src, config, in_path)
         raw_conns = [c for c in src.conns if c.topic == config.raw_topic]
-        if any(c.msgtype != IMAGE for c in raw_conns):
-            raise InputError(f"raw topic {config.raw_topic}: type {raw_conns[0].msgtype}, expected {IMAGE}")
+        wrong = [c.msgtype for c in raw_conns if c.msgtype != IMAGE]
+        if wrong:
+            raise InputError(f"raw topic {config.raw_topic}: type {wrong[0]}, expected {IMAGE}")
         pipeline = Pipeline(config.pipeline_config()) if raw_conns else None
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", suffix=".partial", dir=out_path.parent))
+        parent = writable_parent(out_path)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", suffix=".partial", dir=parent))
         try:
             # the bag inside the temporary directory carries the final name: its files are named after it
             with Writer(tmp / out_path.name, version=9, storage_plugin=STORAGE[storage]) as writer:
-                summary = _Replay(src, writer, pipeline, config, progress, detector, det_topics, detection).run()
-            if out_path.is_dir():
-                shutil.rmtree(out_path)
-            elif out_path.exists():
-                out_path.unlink()
+                summary = _Replay(src, writer, pipeline, config, progress, detector, det_topics, detection,
+                                  copy_raw).run()
+            write_marker(tmp / out_path.name, "hsi-xai replay", input=str(in_path), config=asdict(config),
+                         model=summary.model, detector=summary.detector, copy_raw=copy_raw)
+            remove_replaceable(out_path)
             (tmp / out_path.name).rename(out_path)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -294,8 +308,9 @@ def _detection_setup(src, config: NodeConfig, in_path: Path):
 
 class _Replay:
     def __init__(self, src, writer, pipeline, config: NodeConfig, progress: bool, detector=None,
-                 det_topics=(), detection: str = ""):
+                 det_topics=(), detection: str = "", copy_raw: bool = True):
         self.src, self.writer, self.pipeline, self.config, self.progress = src, writer, pipeline, config, progress
+        self.copy_raw = copy_raw
         self.detector = detector
         self.store = m.typestore()
         self.out_conns: dict[tuple[str, str], object] = {}
@@ -326,7 +341,7 @@ class _Replay:
         """The output connection for (topic, type); input and output topics share one if they coincide."""
         key = (topic, msgtype)
         if key not in self.out_conns:
-            qos = list(conn.qos) if conn else []
+            qos = self._qos(topic, conn)
             if msgtype in self.store.types:
                 self.out_conns[key] = self.writer.add_connection(topic, msgtype, typestore=self.store,
                                                                  offered_qos_profiles=qos)
@@ -345,6 +360,16 @@ class _Replay:
                     raise InputError(f"topic {topic}: type {msgtype} is not known here and its definition in "
                                      f"the bag cannot be used to copy it ({exc})") from None
         return self.out_conns[key]
+
+    def _qos(self, topic: str, conn: _Conn | None) -> list:
+        """The QoS a topic is recorded with: an input's own (references latched when the input bag has none),
+        the node's output QoS for outputs, diagnostics' for /diagnostics."""
+        cfg = self.config
+        if conn is not None:
+            if conn.qos:
+                return list(conn.qos)
+            return [bag_qos("latched")] if topic in (cfg.dark_topic, cfg.white_topic) else []
+        return [bag_qos("diagnostics" if topic == DIAGNOSTICS_TOPIC else cfg.output_qos)]
 
     def _reference(self, conn: _Conn, t: int, data: bytes) -> np.ndarray:
         return m.image_to_array(m.deserialize(data, conn.msgtype), f"{conn.topic} @ {t}", RAW_ENCODINGS).copy()
@@ -415,7 +440,8 @@ class _Replay:
         t_start = time.perf_counter()
         for i, t, data in self.src.messages():
             conn = self.src.conns[i]
-            self.writer.write(self._out_conn(conn.topic, conn.msgtype, conn), t, data)
+            if self.copy_raw or conn.topic != cfg.raw_topic:
+                self.writer.write(self._out_conn(conn.topic, conn.msgtype, conn), t, data)
             if conn.topic in self.cameras:
                 s.camera_messages_in += 1
                 self._camera(conn, t, data)
@@ -475,6 +501,7 @@ class _Replay:
         for k, v in result.timings_ms.items():
             self.det_timings.setdefault(k, []).append(v)
         self.s.detections_total += len(result.detections)
+        self.s.detection_slots_full += result.slots_full
         self.det_per_class.update(d.class_name for d in result.detections)
         self._publish_detections(result, hdr, t_primary)
 
@@ -486,7 +513,8 @@ class _Replay:
         self.writer.write(self._out_conn(cfg.output_topic(DETECTIONS), DETECTIONS_MSGTYPE), t,
                           m.serialize(detection_array(r, hdr)))
         values = {f"{k}_ms": f"{v:.2f}" for k, v in r.timings_ms.items()}
-        values.update(detections=len(r.detections), camera_sets_processed=s.camera_sets_processed,
+        values.update(detections=len(r.detections), slots_full=str(r.slots_full).lower(),
+                      camera_sets_processed=s.camera_sets_processed,
                       bad_messages=sum(v["count"] for v in self.bad.values()), detector=s.detector,
                       backend=s.detection_backend)
         diag = m.diagnostic_array(hdr, f"{NODE_NAME}: detection", hdr.frame_id, 0, "ok", values)
@@ -551,22 +579,10 @@ class _Replay:
         self.writer.write(self._out_conn(DIAGNOSTICS_TOPIC, DIAGNOSTICS), t, m.serialize(diag))
 
 
-# --- command line ---------------------------------------------------------------------------------
-def add_replay_parser(sub) -> None:
-    r = sub.add_parser("replay", help="replay a rosbag2 through the pipeline into a new bag (no ROS needed)")
-    r.add_argument("input", metavar="IN", help="input rosbag2 (MCAP or sqlite3 directory)")
-    r.add_argument("output", metavar="OUT", help="output rosbag2 directory (must not exist unless --overwrite)")
-    r.add_argument("--config", help="node parameter file (default: the installed config/hsi_xai.yaml)")
-    r.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="output storage (default mcap)")
-    r.add_argument("--backend", help="engine backend: auto, tensorrt, ort-trt, ort-cuda, ort-cpu (overrides config)")
-    r.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
-    r.add_argument("--no-progress", action="store_true")
-    r.set_defaults(func=_cmd_replay)
-
-
-def _cmd_replay(args) -> int:
+# --- command line (declared in hsi_xai_node.cli) -----------------------------------------------------
+def cmd_replay(args) -> int:
     config = load_config(args.config, backend=args.backend)
     summary = replay(args.input, args.output, config, storage=args.storage, progress=not args.no_progress,
-                     overwrite=args.overwrite)
+                     overwrite=args.overwrite, copy_raw=not args.no_copy_raw)
     print(summary.text())
     return 0

@@ -5,7 +5,8 @@ run on), and detection with the tiny test detector (test/detector_fixture.py) on
 cameras of generated drive bags: with the raw topic, camera topics only, and bad camera messages.
 """
 
-import argparse
+import dataclasses
+import json
 import os
 import shutil
 from pathlib import Path
@@ -16,6 +17,7 @@ from mcap.reader import make_reader
 from mcap_ros2.decoder import DecoderFactory
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
+from hsi_xai_node.cli import build_parser
 from hsi_xai_node.errors import InputError
 from hsi_xai_node.runtime.detection import DetectionPipeline
 from hsi_xai_node.runtime.pipeline import Pipeline
@@ -25,7 +27,7 @@ from hsi_xai_node.transports import messages as m
 from hsi_xai_node.transports import replay as replay_module
 from hsi_xai_node.transports.config import load_config
 from hsi_xai_node.transports.drive_bag import write_drive_bag
-from hsi_xai_node.transports.replay import add_replay_parser, replay
+from hsi_xai_node.transports.replay import replay
 
 SEED = 7
 CLASSES = ("road", "road_marks", "vegetation", "sky", "other")
@@ -267,9 +269,93 @@ def test_output_is_never_half_written(tmp_path, config, in_mcap, monkeypatch):
     no_leftovers(out)
 
 
+def test_overwrite_replaces_only_bags(tmp_path, config, in_mcap):
+    """--overwrite never deletes what is not a bag: a folder of the user's, a file, a symlink stay as they were."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "important.txt").write_text("keep me")
+    with pytest.raises(InputError, match=r"is not a rosbag2 directory or an output of this tool \(it holds "
+                                         r"important\.txt\): not replacing it"):
+        replay(in_mcap, folder, config, progress=False, overwrite=True)
+    assert (folder / "important.txt").read_text() == "keep me"
+    file = tmp_path / "notes.txt"
+    file.write_text("keep me too")
+    with pytest.raises(InputError, match="is a file, not a bag directory this tool wrote"):
+        replay(in_mcap, file, config, progress=False, overwrite=True)
+    link = tmp_path / "link"
+    link.symlink_to(folder)
+    with pytest.raises(InputError, match="is a symbolic link"):
+        replay(in_mcap, link, config, progress=False, overwrite=True)
+    assert file.read_text() == "keep me too" and (folder / "important.txt").is_file()
+    # a rosbag2 directory (here a copy of the input bag, no marker) and an earlier output are replaced
+    foreign = tmp_path / "foreign_bag"
+    shutil.copytree(in_mcap, foreign)
+    summary = replay(in_mcap, foreign, config, progress=False, overwrite=True)
+    marker = json.loads((foreign / "hsi_xai_output.json").read_text())
+    assert marker["tool"] == "hsi-xai replay" and marker["input"] == str(in_mcap) and marker["copy_raw"] is True
+    assert marker["config"]["backend"] == "ort-cpu" and summary.frames_processed == 3
+    (foreign / "notes.txt").write_text("added by hand")  # marked as ours: still replaced as a whole
+    replay(in_mcap, foreign, config, progress=False, overwrite=True)
+    assert not (foreign / "notes.txt").exists()
+    no_leftovers(foreign)
+
+
+def test_output_paths_that_cannot_be_written_are_one_clear_error(tmp_path, config, in_mcap):
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(InputError, match=r"its directory .*a_file cannot be created"):
+        replay(in_mcap, tmp_path / "a_file" / "out", config, progress=False)
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(InputError):
+        replay(in_mcap, loop / "out", config, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "loop"]
+
+
+def test_qos_is_recorded_for_every_topic(tmp_path, config, in_mcap):
+    """Read back with mcap: references latched (also when the input bag recorded no QoS), outputs with the
+    node's output QoS, /diagnostics reliable; sensor_data output QoS when configured so."""
+    import yaml
+    from mcap.reader import make_reader
+
+    def qos_of(bag):
+        (file,) = Path(bag).glob("*.mcap")
+        with open(file, "rb") as f:
+            channels = make_reader(f).get_summary().channels.values()
+        return {c.topic: [(q["reliability"], q["durability"], q["depth"])
+                          for q in yaml.safe_load(c.metadata["offered_qos_profiles"]) or []] for c in channels}
+
+    msgs = sorted(bag_messages(in_mcap).items(), key=lambda kv: kv[0][1])
+    bare = write_bag(tmp_path / "bare", [(tp, t, d) for (tp, t), d in msgs])  # recorded with no QoS
+    assert qos_of(bare)[config.dark_topic] == []
+    replay(bare, tmp_path / "out", config, progress=False)
+    q = qos_of(tmp_path / "out")
+    assert q[config.dark_topic] == q[config.white_topic] == [("reliable", "transient_local", 1)]
+    assert q[config.raw_topic] == []  # an input's own QoS (none recorded) is kept as it was
+    assert q[config.output_topic("labels")] == [("reliable", "volatile", 5)]
+    assert q["/diagnostics"] == [("reliable", "volatile", 10)]
+    best_effort = dataclasses.replace(config, output_qos="sensor_data")
+    replay(in_mcap, tmp_path / "out2", best_effort, progress=False, copy_raw=False)
+    q = qos_of(tmp_path / "out2")
+    assert q[config.output_topic("segmentation")] == [("best_effort", "volatile", 5)]
+    assert config.raw_topic not in q and q[config.dark_topic] == [("reliable", "transient_local", 1)]
+
+
+def test_a_raw_topic_of_another_type_is_named(tmp_path, config, in_mcap):
+    msgs = sorted(bag_messages(in_mcap).items(), key=lambda kv: kv[0][1])
+    path = tmp_path / "mixed"
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        image = w.add_connection(config.raw_topic, "sensor_msgs/msg/Image", typestore=m.typestore())
+        text = w.add_connection(config.raw_topic, "std_msgs/msg/String", typestore=m.typestore())
+        (_, t0), data = next((k, d) for k, d in msgs if k[0] == config.raw_topic)
+        w.write(image, t0, data)
+        w.write(text, t0 + 1, m.serialize(m.typestore().types["std_msgs/msg/String"](data="x")))
+    with pytest.raises(InputError, match=r"raw topic /hsi/image_raw: type std_msgs/msg/String, expected "
+                                         r"sensor_msgs/msg/Image"):
+        replay(path, tmp_path / "out", config, progress=False)
+
+
 def test_command_line(tmp_path, in_mcap, capsys):
-    ap = argparse.ArgumentParser()
-    add_replay_parser(ap.add_subparsers(dest="command", required=True))
+    ap = build_parser()
     argv = ["replay", str(in_mcap), str(tmp_path / "out"), "--no-progress", "--backend", "ort-cpu"]
     args = ap.parse_args(argv)
     assert args.func(args) == 0

@@ -1,0 +1,120 @@
+"""Where the tools write, and what they may replace: only what they wrote themselves.
+
+Every directory a tool of this package writes (an output bag, the demo's folder) carries a
+marker file, `hsi_xai_output.json`, naming the tool and what it wrote. `--overwrite` (and the
+demo re-running into its folder) replaces an existing path only when it is
+
+    - an empty directory, or a directory with that marker, or
+    - a rosbag2 directory: a `metadata.yaml` of rosbag2 and nothing but bag files beside it
+      (`*.mcap`, `*.db3` and sqlite's `-wal`/`-shm` companions),
+
+and refuses anything else (a regular file, a symlink, a directory holding other files) with
+one line naming the path and what is in it, so a mistyped OUT never deletes a user's data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import yaml
+
+from ..errors import InputError
+
+MARKER = "hsi_xai_output.json"
+_BAG_FILE_SUFFIXES = (".mcap", ".db3", ".db3-wal", ".db3-shm", ".db3-journal")
+
+
+def write_marker(directory: Path, tool: str, **info) -> None:
+    """Mark `directory` as written by `tool` (with `info`, e.g. the configuration it was made with)."""
+    (Path(directory) / MARKER).write_text(json.dumps({"tool": tool, **info}, indent=1, default=str))
+
+
+def read_marker(directory: Path) -> dict | None:
+    """The marker's content, or None when the directory has no readable marker."""
+    try:
+        doc = json.loads((Path(directory) / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _is_rosbag2_dir(path: Path) -> bool:
+    try:
+        doc = yaml.safe_load((path / "metadata.yaml").read_text())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return False
+    if not isinstance(doc, dict) or "rosbag2_bagfile_information" not in doc:
+        return False
+    return all(p.is_file() and (p.name in ("metadata.yaml", MARKER) or p.name.endswith(_BAG_FILE_SUFFIXES))
+               for p in path.iterdir())
+
+
+def _contents(path: Path, shown: int = 4) -> str:
+    try:
+        names = sorted(p.name for p in path.iterdir())
+    except OSError as exc:
+        return f"unreadable: {exc.strerror}"
+    more = f", ... ({len(names)} entries)" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more if names else "empty"
+
+
+def check_replaceable(path: str | Path, overwrite: bool, what: str = "output") -> None:
+    """Raise InputError unless `path` is absent, or `overwrite` is set and the path is ours to replace."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    if not overwrite:
+        raise InputError(f"{what} {path} exists; pass overwrite=True (--overwrite) to replace it")
+    if path.is_symlink():
+        raise InputError(f"{what} {path} is a symbolic link: not replacing it; remove it yourself or choose "
+                         "another path")
+    if not path.is_dir():
+        raise InputError(f"{what} {path} is a file, not a bag directory this tool wrote: not replacing it; remove "
+                         "it yourself or choose another path")
+    if any(path.iterdir()) and read_marker(path) is None and not _is_rosbag2_dir(path):
+        raise InputError(f"{what} {path} is not a rosbag2 directory or an output of this tool (it holds "
+                         f"{_contents(path)}): not replacing it; remove it yourself or choose another path")
+
+
+def remove_replaceable(path: str | Path, what: str = "output") -> None:
+    """Delete `path` after `check_replaceable(path, overwrite=True)` allows it (a missing path is fine)."""
+    path = Path(path)
+    check_replaceable(path, True, what)
+    if path.is_dir():
+        shutil.rmtree(path)
+
+
+def prepare_dir(path: str | Path, tool: str, what: str = "output directory") -> Path:
+    """Create (or reuse) a directory `tool` writes files into: absent, empty, or marked by the same tool.
+
+    A directory holding anything else is refused, so files of the user's are never overwritten."""
+    path = Path(path)
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise InputError(f"{what} {path} exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()):
+        marker = read_marker(path)
+        if marker is None or marker.get("tool") != tool:
+            raise InputError(f"{what} {path} already holds files that {tool} did not write ({_contents(path)}): "
+                             "choose an empty or new directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{what} {path}: cannot be created ({exc.strerror or exc})") from None
+    write_marker(path, tool)
+    return path
+
+
+def writable_parent(path: str | Path, what: str = "output") -> Path:
+    """Create the parent of `path`; one clear error when it cannot be (a file in the way, no permission)."""
+    parent = Path(path).parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except (OSError, RuntimeError) as exc:  # FileExistsError, NotADirectoryError, PermissionError, symlink loops
+        raise InputError(f"{what} {path}: its directory {parent} cannot be created "
+                         f"({getattr(exc, 'strerror', None) or exc})") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{what} {path}: its directory {parent} is not writable")
+    return parent
