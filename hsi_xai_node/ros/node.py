@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
+import sys
 import time
 from collections import Counter
 
@@ -29,10 +31,12 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.exceptions import ParameterUninitializedException
+from rclpy.exceptions import ParameterException, ParameterUninitializedException
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 from ..errors import FrameError, InputError
@@ -41,6 +45,7 @@ from ..runtime.detection import DetectionPipeline
 from ..sync import ApproximateTimeSync
 from ..transports.config import NodeConfig
 from ..transports.messages import camera_image, image_to_array
+from ..transports.qos import spec as qos_spec
 from ..transports.outputs import (DETECTION_IMAGE_OUTPUTS, DETECTIONS, detection_fields, detection_images,
                                   output_images, output_names)
 
@@ -79,12 +84,14 @@ DESCRIPTIONS = {
 }
 
 
-def qos(kind: str, depth: int = 5) -> QoSProfile:
-    if kind == "sensor_data":
-        return qos_profile_sensor_data
-    if kind == "reliable":
-        return QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
-    raise InputError(f"QoS {kind!r} is not sensor_data or reliable")
+def qos(kind: str) -> QoSProfile:
+    """The rclpy profile of a named QoS (transports.qos: the same table the bags are recorded with)."""
+    s = qos_spec(kind)
+    return QoSProfile(depth=s.depth, history=HistoryPolicy.KEEP_LAST,
+                      reliability=ReliabilityPolicy.RELIABLE if s.reliability == "reliable"
+                      else ReliabilityPolicy.BEST_EFFORT,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL if s.durability == "transient_local"
+                      else DurabilityPolicy.VOLATILE)
 
 
 VISION_MSGS_MISSING = ("not published: vision_msgs is not installed (apt install ros-{}-vision-msgs)"
@@ -135,8 +142,6 @@ class HsiXaiNode(Node):
             if isinstance(value, tuple):  # typed explicitly: rclpy would take an empty list for bytes
                 value = list(value) or Parameter.Type.STRING_ARRAY
             self.declare_parameter(f.name, value, ParameterDescriptor(description=DESCRIPTIONS[f.name]))
-        self.declare_parameter("input_qos", "sensor_data", ParameterDescriptor(description=DESCRIPTIONS["input_qos"]))
-        self.declare_parameter("output_qos", "reliable", ParameterDescriptor(description=DESCRIPTIONS["output_qos"]))
         self.config = self._read_config()
         self.pipeline = Pipeline(self.config.pipeline_config())  # fails loudly on a bad model/profile at start
         # the same for the detector (a missing model file is a ModelError), and a camera without a topic
@@ -144,13 +149,12 @@ class HsiXaiNode(Node):
         self.detector = DetectionPipeline(detection_config) if detection_config else None
         detector_topics = self.config.detector_topics(self.detector.cameras) if self.detector else []
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.out_qos = qos(self.get_parameter("output_qos").value)
-        self.in_qos = qos(self.get_parameter("input_qos").value)
+        self.out_qos = qos(self.config.output_qos)
+        self.in_qos = qos(self.config.input_qos)
         self.pubs = {name: self.create_publisher(Image, self.config.output_topic(name), self.out_qos)
                      for name in output_names(self.pipeline.card, self.config.publish_class_maps)}
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", qos("diagnostics"))
+        latched = qos("latched")
         self.create_subscription(Image, self.config.raw_topic, self._on_raw, self.in_qos)
         self.create_subscription(Image, self.config.dark_topic, lambda m: self._on_reference("dark", m), latched)
         self.create_subscription(Image, self.config.white_topic, lambda m: self._on_reference("white", m), latched)
@@ -167,7 +171,7 @@ class HsiXaiNode(Node):
         self.det_cameras: dict[str, object] = {}  # topic -> the stack's CameraInput (name, encoding, size)
         self.sync = None
         self.det_bad = Counter()
-        self._det_last = {"timings": {}, "detections": 0, "total": 0, "processed_at": []}
+        self._det_last = {"timings": {}, "detections": 0, "total": 0, "slots_full": 0, "processed_at": []}
         self.det_worker = LatestFrameWorker(self._detect, self._publish_detections, self._on_bad_detection,
                                             name="hsi-xai-detection")
         if self.detector is not None:
@@ -197,9 +201,6 @@ class HsiXaiNode(Node):
     def _on_set_parameters(self, params) -> SetParametersResult:
         changes = {p.name: p.value for p in params if p.name in {f.name for f in dataclasses.fields(NodeConfig)}}
         try:
-            for p in params:
-                if p.name in ("input_qos", "output_qos"):
-                    qos(p.value)
             config = self._read_config(changes)
             pipeline = detector = None
             if changes and config.pipeline_config() != self.config.pipeline_config():
@@ -325,6 +326,7 @@ class HsiXaiNode(Node):
         last = self._det_last
         last["timings"], last["detections"] = result.timings_ms, len(result.detections)
         last["total"] += len(result.detections)
+        last["slots_full"] += result.slots_full
         last["processed_at"] = [t for t in last["processed_at"] if time.monotonic() - t < 5.0] + [time.monotonic()]
 
     def _on_bad(self, item, exc) -> None:
@@ -354,6 +356,7 @@ class HsiXaiNode(Node):
                    "processed": str(s.processed), "dropped": str(s.dropped),
                    "unsynchronised_dropped": str(sum(self.sync.dropped.values())) if self.sync else "0",
                    "detections_last": str(last["detections"]), "detections_total": str(last["total"]),
+                   "sets_with_all_output_slots_full": str(last["slots_full"]),
                    "detections": "published" if self.vision_msgs is not None else VISION_MSGS_MISSING,
                    "detector": detector.card.name if detector else "off",
                    "backend": detector.engine.backend if detector else "",
@@ -390,19 +393,50 @@ class HsiXaiNode(Node):
         self.det_worker.stop()
         return super().destroy_node()
 
+    def shutdown(self) -> None:
+        """Stop the workers, publish the last diagnostics (when the context still allows) and destroy the node."""
+        self.worker.stop()
+        self.det_worker.stop()
+        try:
+            self._publish_diagnostics()
+        except Exception:  # noqa: BLE001 - the context may already be gone (external shutdown)
+            pass
+        self.destroy_node()
 
-def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = HsiXaiNode()
+
+def _stop(signum, frame):
+    raise KeyboardInterrupt  # leave spin() on SIGINT and SIGTERM alike, with the context still valid
+
+
+def main(args=None) -> int:
+    """Run the node; a bad parameter, model or file at start-up is one log line and exit status 2."""
+    # rclpy's own handlers would shut the context down first (spin then raises ExternalShutdownException
+    # and nothing can be published); ours stop spinning, publish the last diagnostics, then shut down
+    try:
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    except Exception as exc:  # noqa: BLE001 - rcl's RCLError for unparsable --ros-args
+        print(f"hsi_xai: cannot start: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        node = HsiXaiNode()
+    except (InputError, ParameterException) as exc:
+        rclpy.logging.get_logger("hsi_xai").fatal(f"cannot start: {exc}")
+        rclpy.try_shutdown()
+        return 2
+    except KeyboardInterrupt:
+        rclpy.try_shutdown()
+        return 0
     try:
         rclpy.spin(node)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+        node.shutdown()
+        rclpy.try_shutdown()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -18,9 +18,22 @@ from ..errors import InputError
 from ..resources import share_path
 from ..runtime.detection import DEFAULT_DETECTOR, DetectionPipelineConfig
 from ..runtime.pipeline import DEFAULT_MODEL, PipelineConfig
+from .qos import USER_CHOICES
 
 DEFAULT_CONFIG = share_path("config/hsi_xai.yaml")
 DETECTION_OVERLAY_METHODS = ("box_gradcam", "box_gradcam_signed")
+
+
+def _check_file(parameter: str, value: str) -> None:
+    """A path parameter ("" = its default) must name an existing file."""
+    if not value:
+        return
+    try:
+        ok = Path(value).is_file()
+    except (OSError, ValueError):  # a name too long, a NUL byte
+        ok = False
+    if not ok:
+        raise InputError(f"parameter {parameter}: {value!r} is not an existing file")
 
 
 def camera_name(topic: str) -> str:
@@ -57,6 +70,8 @@ class NodeConfig:
     detection_score_threshold: float = 0.0  # 0.0 = the card's
     explain_boxes: int = 10
     detection_overlay_method: str = "box_gradcam"
+    input_qos: str = "sensor_data"      # camera subscriptions: sensor_data (best effort) or reliable
+    output_qos: str = "reliable"        # output publishers (and the QoS outputs are recorded with in bags)
 
     def __post_init__(self):
         for f in fields(self):
@@ -90,6 +105,15 @@ class NodeConfig:
         if self.detection_overlay_method not in DETECTION_OVERLAY_METHODS:
             raise InputError(f"parameter detection_overlay_method must be one of {list(DETECTION_OVERLAY_METHODS)}, "
                              f"got {self.detection_overlay_method!r}")
+        for name in ("input_qos", "output_qos"):
+            if getattr(self, name) not in USER_CHOICES:
+                raise InputError(f"parameter {name} must be one of {list(USER_CHOICES)}, got {getattr(self, name)!r}")
+        for name in ("model", "card", "detector_card", "rig_file"):
+            _check_file(name, getattr(self, name))
+        if self.detector_model != "default":
+            _check_file("detector_model", self.detector_model)
+        if self.sensor_profile.lower().endswith(".xml"):
+            _check_file("sensor_profile", self.sensor_profile)
         self.camera_topics()  # checks the camera lists
 
     def camera_topics(self) -> dict[str, str]:
@@ -163,7 +187,10 @@ def load_config(path: str | Path | None = None, **overrides) -> NodeConfig:
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise InputError(f"config {path}: unknown parameter(s) {unknown}; known: {sorted(known)}")
-    try:
-        return NodeConfig(**values)
+    try:  # every check a pipeline makes of its settings, here, so the error can name the file
+        config = NodeConfig(**values)
+        config.pipeline_config()
+        config.detection_config()
     except InputError as exc:
         raise InputError(f"config {path}: {exc}") from None
+    return config

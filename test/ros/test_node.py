@@ -164,3 +164,25 @@ def test_node_detection_parameters_change_at_run_time(detection_run, tiny_detect
     np.testing.assert_array_equal(outputs[f"detection_overlay_{frame.stamp_ns}"], signed.detection_overlay)
     unsigned = DetectionPipeline(dataclasses.replace(config.detection_config(), overlay_method="box_gradcam"))
     assert not np.array_equal(unsigned.process(images).detection_overlay, signed.detection_overlay)
+
+
+def test_start_up_errors_are_one_line_and_signals_stop_the_node_cleanly(tmp_path):
+    """A bad parameter or a missing model: one line naming it, exit status 2, no traceback. SIGTERM and SIGINT:
+    exit status 0, no traceback, and a last /diagnostics published on the way out."""
+    prefix = _netns_prefix()
+    env = {**os.environ, "ROS_DOMAIN_ID": "78", "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    cmd = NETNS_SETUP + f"exec {sys.executable} -m test.ros.node_startstop {tmp_path} {PARAMS}"
+    run = subprocess.run(prefix + [cmd], cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    r = json.loads((tmp_path / "result.json").read_text())
+    for case, expected in (("bad_alpha", "cannot start: overlay_alpha must be in [0, 1], got 2.0"),
+                           ("missing_model", "cannot start: parameter model: '/nope.onnx' is not an existing file")):
+        text = r[case]["stdout"] + r[case]["stderr"]
+        assert r[case]["rc"] == 2 and expected in text and "Traceback" not in text, text
+        assert len([line for line in text.splitlines() if line.strip()]) == 1, text
+    for case in ("sigterm", "sigint"):
+        text = r[case]["stdout"] + r[case]["stderr"]
+        assert r[case]["was_up"] and r[case]["rc"] == 0, text
+        assert "Traceback" not in text and "Exception" not in text, text
+        assert r[case]["diagnostics_after_signal"] >= 1

@@ -24,21 +24,26 @@ def test_the_installed_file_equals_the_defaults():
 
 
 def test_detection_parameters_parse_from_yaml(tmp_path):
-    config = load_config(params_file(tmp_path / "p.yaml", """\
+    for name in ("det.onnx", "det_card.json", "car.yaml"):  # path parameters must name existing files
+        (tmp_path / name).write_text("")
+    config = load_config(params_file(tmp_path / "p.yaml", f"""\
 multispectral_topics: [/cam/front/color, /cam/front/thermal]
 multispectral_cameras: [rgb, mir]
 sync_slop_s: 0.005
-detector_model: /models/det.onnx
-detector_card: /models/det_card.json
-rig_file: /rigs/car.yaml
+detector_model: {tmp_path}/det.onnx
+detector_card: {tmp_path}/det_card.json
+rig_file: {tmp_path}/car.yaml
 detection_score_threshold: 0.4
 explain_boxes: 3
 detection_overlay_method: box_gradcam_signed
-colormap: turbo"""))
+colormap: turbo
+input_qos: reliable
+output_qos: sensor_data"""))
     assert config.camera_topics() == {"rgb": "/cam/front/color", "mir": "/cam/front/thermal"}
     assert config.detector_topics(["rgb", "mir"]) == ["/cam/front/color", "/cam/front/thermal"]
+    assert (config.input_qos, config.output_qos) == ("reliable", "sensor_data")
     assert config.detection_config() == DetectionPipelineConfig(
-        model="/models/det.onnx", card="/models/det_card.json", rig="/rigs/car.yaml", backend="auto",
+        model=f"{tmp_path}/det.onnx", card=f"{tmp_path}/det_card.json", rig=f"{tmp_path}/car.yaml", backend="auto",
         precision="fp16", cache_dir=None, score_threshold=0.4, explain_boxes=3, overlay_method="box_gradcam_signed",
         colormap="turbo")
     # "" turns detection off; integers are fine for float parameters
@@ -67,6 +72,16 @@ colormap: turbo"""))
       r"\(set multispectral_cameras")),
     ("multispectral_topics: [/rgb/a, /rgb/a]\nmultispectral_cameras: [rgb, mir]",
      r"multispectral_topics lists \['/rgb/a'\] twice"),
+    ("input_qos: best_effort", r"parameter input_qos must be one of \['sensor_data', 'reliable'\]"),
+    ("output_qos: latched", "parameter output_qos must be one of"),
+    ("model: /nope.onnx", "parameter model: '/nope.onnx' is not an existing file"),
+    ("card: /nope.json", "parameter card: '/nope.json' is not an existing file"),
+    ("detector_model: /nope.onnx", "parameter detector_model: '/nope.onnx' is not an existing file"),
+    ("rig_file: /nope.yaml", "parameter rig_file: '/nope.yaml' is not an existing file"),
+    ("sensor_profile: /nope.xml", "parameter sensor_profile: '/nope.xml' is not an existing file"),
+    # the pipelines' own checks run when the file is read, so these name the file too
+    ("overlay_alpha: 2.0", r"overlay_alpha must be in \[0, 1\], got 2.0"),
+    ("colormap: rainbow", "unknown colormap 'rainbow'"),
 ])
 def test_bad_values_name_the_parameter(tmp_path, body, match):
     path = params_file(tmp_path / "bad.yaml", body)
@@ -84,7 +99,8 @@ def test_a_camera_the_detector_needs_without_a_topic_names_it_and_what_to_set():
     assert renamed.detector_topics(["rgb", "mir"]) == ["/rgb/image_raw", "/thermal/image_raw"]
 
 
-def test_a_missing_detector_file_is_a_model_error(tmp_path):
-    config = NodeConfig(detector_model=str(tmp_path / "nowhere.onnx"), backend="ort-cpu")
+def test_a_missing_detector_file_is_named_by_its_parameter_or_the_loader(tmp_path):
+    with pytest.raises(InputError, match=r"parameter detector_model: '.*nowhere\.onnx' is not an existing file"):
+        NodeConfig(detector_model=str(tmp_path / "nowhere.onnx"), backend="ort-cpu")
     with pytest.raises(ModelError, match=r"detector .*nowhere\.onnx: no such file"):
-        DetectionPipeline(config.detection_config())
+        DetectionPipeline(DetectionPipelineConfig(model=str(tmp_path / "nowhere.onnx"), backend="ort-cpu"))
