@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from .classes import SEGMENTATION_CLASSES, colourise
+from .report_page import PAGE_PROBE
 
 RAW_ZOOM = (slice(500, 600), slice(1000, 1100))  # 100x100 raw pixels = 20x20 pattern tiles
 SHOWN = ("preview", "segmentation", "gradcam_overlay", "activation_overlay", "detection_overlay")
@@ -45,12 +46,19 @@ class DemoSummary:
     spectral_attribution: dict = field(default_factory=dict)  # class -> per-band gradient x input
     wavelengths_nm: list = field(default_factory=list)
     detection: dict = field(default_factory=dict)  # AP against the drive's ground truth, counts
+    drive: dict = field(default_factory=dict)  # which drive, and whether any model saw it (drive_provenance)
 
 
 def thermal_to_mono8(image: np.ndarray) -> np.ndarray:
-    """Stretch a mono16 thermal frame (centikelvin) to 8 bits between its 1st and 99th percentiles."""
-    lo, hi = np.percentile(image, (1, 99))
-    return np.clip((image.astype(np.float32) - lo) * (255.0 / max(hi - lo, 1.0)), 0, 255).astype(np.uint8)
+    """A mono16 thermal frame (centikelvin) as 8 bits by histogram equalisation: grey level = temperature rank.
+
+    A linear stretch (even between the 2nd and 98th percentiles) spends most grey levels on the gap
+    between the cold sky and everything else, leaving the scene nearly white; thermal cameras' own
+    displays equalise for the same reason."""
+    values, index, counts = np.unique(image, return_inverse=True, return_counts=True)
+    cdf = np.cumsum(counts)
+    lut = (cdf - cdf[0]) * (255.0 / max(int(cdf[-1] - cdf[0]), 1))
+    return lut[index].reshape(image.shape).round().astype(np.uint8)
 
 
 def raw_zoom(raw: np.ndarray, scale: int = 2) -> np.ndarray:
@@ -149,45 +157,91 @@ def _plot(path: Path, wavelengths, series: dict, title: str, ylabel: str = "", s
     plt.close(fig)
 
 
-def run_demo(out_dir: str | Path, profile_name: str = "hsi-drive", seed: int = 7, frames: int = 25,
-             stride: int = 1, backend: str = "auto", progress: bool = True, sheet: int = 6) -> DemoSummary:
+def demo_cards(config) -> dict[str, str]:
+    """model name -> card path of the models the demo runs (segmentation, and the detector when on)."""
+    seg = config.pipeline_config()
+    cards = {Path(seg.model).stem: seg.card or str(Path(seg.model).with_suffix(".json"))}
+    det = config.detection_config()
+    if det is not None:
+        cards[Path(det.model).stem] = det.card or str(Path(det.model).with_suffix(".json"))
+    return cards
+
+
+def drive_provenance(seed: int, frames: int, stride: int, cards: dict[str, str], allow_seen: bool) -> dict:
+    """Which drive the demo's figures come from and whether any model saw it; refuses a seen drive
+    unless `allow_seen` (then every figure says it was measured on training or validation data)."""
+    from .drive_splits import describe_splits, seen_by
+    from .errors import InputError
+
+    seen = seen_by(seed, cards)
+    if seen and not allow_seen:
+        raise InputError(f"drive seed {seed} was used to fit the models ({', '.join(f'{m}: {s}' for m, s in seen.items())}"
+                         "): figures measured on it would flatter them. Choose a held-out seed (the default, or one "
+                         "outside every card's training.splits train/val seeds), or pass --allow-training-drive")
+    last = (frames - 1) * stride
+    return {"seed": seed, "frames": f"0-{last}" + (f" (every {stride})" if stride > 1 else ""),
+            "held_out": not seen, "seen_by": seen, "splits": describe_splits(cards)}
+
+
+def provenance_text(p: dict) -> str:
+    """One sentence for every figure: the drive and whether the models saw it."""
+    where = f"drive seed {p['seed']}, frames {p['frames']}"
+    if p["held_out"]:
+        return f"{where}, held out: no model was trained or validated on this drive"
+    seen = ", ".join(f"{m} ({s})" for m, s in p["seen_by"].items())
+    return f"{where}: MEASURED ON DATA THE MODELS WERE FITTED ON ({seen}); these figures flatter the models"
+
+
+def run_demo(out_dir: str | Path, profile_name: str = "hsi-drive", seed: int | None = None, frames: int = 25,
+             stride: int = 1, backend: str = "auto", progress: bool = True, sheet: int = 6,
+             allow_training_drive: bool = False, copy_raw: bool = False) -> DemoSummary:
     """Record `frames` frames of a generated drive (every `stride`-th; 1 = the 25 fps camera rate) as a
-    bag, replay it through the pipeline, and write the report with `sheet` evenly spaced frames."""
+    bag, replay it through the pipeline, and write the report with `sheet` evenly spaced frames.
+
+    `seed` (default: DEMO_SEED) must be a drive no model was trained or validated on, unless
+    `allow_training_drive`; `copy_raw` also copies the raw mosaic into the output bag."""
+    from .drive_splits import DEMO_SEED
+    from .errors import InputError
     from .runtime import Pipeline
     from .scenes.drive import DriveGenerator
     from .sensor.calibration import load_profile
     from .sensor.frontend import FrontEnd, FrontEndConfig
     from .transports.config import load_config
     from .transports.drive_bag import CAMERA_TOPIC, write_drive_bag
+    from .transports.output_dir import prepare_dir
     from .transports.replay import replay
 
-    out = Path(out_dir)
-    (out / "frames").mkdir(parents=True, exist_ok=True)
+    seed = DEMO_SEED if seed is None else seed
+    if frames < 1 or stride < 1 or sheet < 1:
+        raise InputError(f"--frames, --stride and --sheet must be at least 1, got {frames}, {stride}, {sheet}")
     config = load_config(sensor_profile=profile_name, backend=backend,
                          multispectral_topics=tuple(CAMERA_TOPIC.values()))
+    provenance = drive_provenance(seed, frames, stride, demo_cards(config), allow_training_drive)
+    out = prepare_dir(out_dir, "hsi-xai demo", "demo output directory")
+    (out / "frames").mkdir(exist_ok=True)
     in_bag = write_drive_bag(out / "input_bag", config, seed=seed, frames=frames, stride=stride)
-    summary = replay(in_bag, out / "output_bag", config, progress=progress, overwrite=True)
+    summary = replay(in_bag, out / "output_bag", config, progress=progress, overwrite=True, copy_raw=copy_raw)
 
     shown = {name: config.output_topic(name) for name in SHOWN}
     labels_topic = config.output_topic("labels")
-    images = read_images(out / "output_bag",
-                         [*shown.values(), labels_topic, config.raw_topic, *CAMERA_TOPIC.values()])
+    images = read_images(out / "output_bag", [*shown.values(), labels_topic, *CAMERA_TOPIC.values()])
+    raws = read_images(in_bag, [config.raw_topic])[config.raw_topic]
     profile = load_profile(profile_name)
     gen = DriveGenerator(profile, seed=seed, render_cameras=False)
+    stamps = sorted(raws)
     detection = {}
     if config.detector_model:
-        detection = _score_detections(out / "output_bag", config, gen, stride, sorted(images[config.raw_topic]))
+        detection = _score_detections(out / "output_bag", config, gen, stride, stamps)
     dark, white = gen.references()
     front_end = FrontEnd(profile, dark, white, FrontEndConfig(normalise=True))
     spectral = Pipeline(dataclasses.replace(config.pipeline_config(), methods=("activation", "spectral")), dark, white)
     acc = {light: {} for light in ("sun", "shadow")}
     attributions, rows, correct, labelled = [], [], 0, 0
-    stamps = sorted(images[config.raw_topic])
     shown_k = sorted(set(np.linspace(0, len(stamps) - 1, min(sheet, len(stamps))).round().astype(int).tolist()))
     for row, k in enumerate(shown_k):
         stamp = stamps[k]
         frame = gen.frame(k * stride)
-        raw = images[config.raw_topic][stamp]
+        raw = raws[stamp]
         labels = images[labels_topic][stamp]
         scored = labels > 0
         correct += int((labels[scored] == frame.labels[scored]).sum())
@@ -203,7 +257,9 @@ def run_demo(out_dir: str | Path, profile_name: str = "hsi-drive", seed: int = 7
         for name, topic in CAMERA_TOPIC.items():
             if stamp in images[topic]:
                 img = images[topic][stamp]
-                cells.append((f"{name} camera", thermal_to_mono8(img) if img.dtype == np.uint16 else img))
+                thermal = img.dtype == np.uint16
+                cells.append((f"{name} camera" + (" (histogram-equalised: grey = temperature rank)" if thermal else ""),
+                              thermal_to_mono8(img) if thermal else img))
         files = []
         for i, (caption, img) in enumerate(cells):
             rel = f"frames/{row:03d}_{i}.png"
@@ -222,13 +278,29 @@ def run_demo(out_dir: str | Path, profile_name: str = "hsi-drive", seed: int = 7
     _plot(out / "spectra_pn.png", wl, class_spectra, "mean PN spectrum: sun (-) vs shadow (--)")
     _plot(out / "spectral_attribution.png", wl, attribution, "per-class spectral attribution (gradient x input)",
           "sum over the class region", styles=("all",))
+    _class_legend(out / "class_legend.png")
     result = DemoSummary(out_dir=str(out), profile=profile.name, seed=seed, frames=len(stamps),
                          replay=summary.as_dict(), label_accuracy=correct / max(labelled, 1),
                          class_spectra=class_spectra, spectral_attribution=attribution, wavelengths_nm=wl.tolist(),
-                         detection=detection)
+                         detection=detection, drive=provenance)
     (out / "summary.json").write_text(json.dumps(result.__dict__, indent=1))
     _write_html(out / "index.html", result, rows, summary.text())
     return result
+
+
+def _class_legend(path: Path) -> None:
+    """The segmentation classes' colours with their names (the report's key to the segmentation images)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    handles = [Patch(facecolor=tuple(v / 255 for v in c.bgr[::-1]), edgecolor="black", label=f"{c.id} {c.name}")
+               for c in SEGMENTATION_CLASSES]
+    fig = plt.figure(figsize=(6.4, 0.45), dpi=100)
+    fig.legend(handles=handles, loc="center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def _score_detections(bag: Path, config, gen, stride: int, stamps: list[int]) -> dict:
@@ -255,7 +327,7 @@ def _score_detections(bag: Path, config, gen, stride: int, stamps: list[int]) ->
     return detection_scores(read_detections(bag, config.output_topic("detections")), truth)
 
 
-def _detection_html(d: dict) -> str:
+def _detection_html(d: dict, where: str) -> str:
     if not d:
         return "<h2>Detections</h2><p>Detection is off (no detector_model configured).</p>"
     e = html.escape
@@ -264,59 +336,65 @@ def _detection_html(d: dict) -> str:
                    f"<td>{ap[n]}</td></tr>" for n in ap)
     mean = "-" if d["map"] is None else f"{d['map']:.3f}"
     return ("<h2>Detections</h2><p>The RGB+MIR EfficientDet's published Detection2DArray boxes (primary camera "
-            f"pixels) against the drive's ground truth over {d['frames']} frames, at the node's score threshold "
-            "(so AP is that of a truncated precision-recall curve); objects too small for the network view "
-            f"are ignore regions. mAP@0.5: <b>{mean}</b>, {d['detections']} detections.</p>"
-            "<table border=1 style='border-collapse:collapse'><tr><th>class</th><th>objects</th><th>TP</th>"
+            f"pixels) against the drive's ground truth over {d['frames']} frames ({e(where)}), at the node's score "
+            "threshold (so AP is that of a truncated precision-recall curve); objects too small for the network "
+            f"view are ignore regions. mAP@0.5: <b>{mean}</b>, {d['detections']} detections. One drive of one "
+            "second is a small sample: the detector's card gives its mAP over 60 frames of 10 held-out drives."
+            "</p><table border=1 style='border-collapse:collapse'><tr><th>class</th><th>objects</th><th>TP</th>"
             f"<th>FP</th><th>AP@0.5</th></tr>{rows}</table>")
+
+
+def _splits_html(p: dict) -> str:
+    e = html.escape
+    rows = "".join(f"<tr><td>{e(m)}</td>" + "".join(f"<td>{e(sp.get(k, '-'))}</td>" for k in ("train", "val", "test"))
+                   + "</tr>" for m, sp in p["splits"].items())
+    return ("<table border=1 style='border-collapse:collapse'><tr><th>model</th><th>trained on drives</th>"
+            f"<th>validated on</th><th>tested on</th></tr>{rows}</table>")
 
 
 def _write_html(path: Path, s: DemoSummary, rows, replay_text: str) -> None:
     e = html.escape
+    where = provenance_text(s.drive)
+    warn = "" if s.drive["held_out"] else " style='color:#b00000;font-weight:bold'"
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>hsi_xai_node demo</title>",
-             "<style>body{font-family:sans-serif;margin:1em} td{vertical-align:top;padding:3px;font-size:11px}"
-             " img{max-width:260px;display:block} pre{background:#f4f4f4;padding:6px}</style></head><body>",
-             f"<h1>hsi_xai_node demo</h1><p>A generated drive (seed {s.seed}, sensor profile <b>{e(s.profile)}</b>) "
-             f"recorded as <code>input_bag/</code> and replayed through the node's pipeline into "
-             f"<code>output_bag/</code>; every image below is read back from the output bag. "
-             f"Pixels labelled right: {100 * s.label_accuracy:.1f}%.</p>",
+             "<style>body{font-family:sans-serif;margin:1em;max-width:1360px} pre{background:#f4f4f4;padding:6px;"
+             "white-space:pre-wrap} .frame{display:flex;flex-wrap:wrap;gap:4px;margin-bottom:12px}"
+             " figure{margin:0;width:216px;font-size:11px} figure img{width:216px;display:block}"
+             " .wide{max-width:640px;width:100%}</style></head><body>",
+             f"<h1>hsi_xai_node demo</h1><p>A generated drive (sensor profile <b>{e(s.profile)}</b>) recorded as "
+             f"<code>input_bag/</code> and replayed through the node's pipeline into <code>output_bag/</code>; every "
+             "output image below is read back from the output bag.</p>",
+             f"<p{warn}>Every figure on this page comes from {e(where)}.</p>", _splits_html(s.drive),
+             f"<p>Labelled pixels the segmentation gets right (contact-sheet frames): "
+             f"<b>{100 * s.label_accuracy:.1f}%</b>.</p>",
              f"<h2>Replay</h2><pre>{e(replay_text)}</pre>",
              "<h2>Per-class spectral attribution</h2><p>Gradient x input summed over each predicted class "
-             "region, per band: which wavelengths drove the decision (computed inside the model graph).</p>"
-             "<img src='spectral_attribution.png' style='max-width:640px'>",
+             "region, per band: which wavelengths drove the decision (computed inside the model graph), mean over "
+             "the contact-sheet frames. Unit: logit (sum over the region).</p>"
+             "<img class='wide' src='spectral_attribution.png' alt='spectral attribution'>",
              "<h2>Class spectra in sun and shadow</h2><p>After per-pixel normalisation the spectra of sunlit and "
-             "shaded pixels of one class nearly coincide: why the 25-band model is trained on PN input.</p>"
-             "<img src='spectra_pn.png' style='max-width:640px'>",
-             _detection_html(s.detection),
-             "<h2>Frames</h2><table>"]
+             "shaded pixels of one class nearly coincide: why the 25-band model is trained on PN input. Unit: PN "
+             "reflectance (each pixel's bands sum to 1), ground-truth regions of the contact-sheet frames.</p>"
+             "<img class='wide' src='spectra_pn.png' alt='class spectra'>",
+             _detection_html(s.detection, where),
+             "<h2>Frames</h2><p>Segmentation and ground-truth colours:</p>"
+             "<img class='wide' src='class_legend.png' alt='class colours'>"]
     t0 = rows[0][1] if rows else 0
     for index, stamp, cells in rows:
-        parts.append(f"<tr><td><b>frame {index}</b><br>t = {(stamp - t0) / 1e9:.2f} s</td>")
-        parts.extend(f"<td><img src='{e(rel)}' alt='{e(caption)}'>{e(caption)}</td>" for caption, rel in cells)
-        parts.append("</tr>")
+        parts.append(f"<h3>frame {index}, t = {(stamp - t0) / 1e9:.2f} s</h3><div class='frame'>")
+        parts.extend(f"<figure><img src='{e(rel)}' alt='{e(caption)}'><figcaption>{e(caption)}</figcaption></figure>"
+                     for caption, rel in cells)
+        parts.append("</div>")
     # after loading, record how many images decoded (read by the rendering test in headless Chromium)
-    parts.append("</table><script>addEventListener('load', () => { const i = [...document.images]; "
-                 "document.body.dataset.imagesLoaded = i.filter(x => x.complete && x.naturalWidth > 0).length "
-                 "+ '/' + i.length; });</script></body></html>")
+    parts.append(PAGE_PROBE + "</body></html>")
     path.write_text("\n".join(parts))
 
 
-def add_demo_parser(sub) -> None:
-    d = sub.add_parser("demo", help="record a generated drive as a rosbag2, replay it, write a report")
-    d.add_argument("--out", default="demo_out", help="output directory (default demo_out)")
-    d.add_argument("--profile", default="hsi-drive", help="sensor profile name or imec XML")
-    d.add_argument("--seed", type=int, default=7)
-    d.add_argument("--frames", type=int, default=25, help="frames to record (default: 1 s at 25 fps)")
-    d.add_argument("--stride", type=int, default=1, help="record every N-th frame of the drive (1: camera rate)")
-    d.add_argument("--sheet", type=int, default=6, help="frames shown in the report's contact sheet")
-    d.add_argument("--backend", default="auto", help="engine backend: auto, tensorrt, ort-trt, ort-cuda, ort-cpu")
-    d.add_argument("--no-progress", action="store_true")
-    d.set_defaults(func=_cmd_demo)
-
-
-def _cmd_demo(args) -> int:
+def cmd_demo(args) -> int:
     s = run_demo(args.out, args.profile, args.seed, args.frames, args.stride, args.backend, not args.no_progress,
-                 args.sheet)
-    print(f"wrote {s.out_dir}/index.html, {s.out_dir}/input_bag and {s.out_dir}/output_bag: {s.frames} frames, "
-          f"{100 * s.label_accuracy:.1f}% of pixels labelled right")
+                 args.sheet, allow_training_drive=args.allow_training_drive, copy_raw=args.copy_raw)
+    print(f"wrote {s.out_dir}/index.html, {s.out_dir}/input_bag and {s.out_dir}/output_bag: {s.frames} frames of "
+          f"{provenance_text(s.drive)}; {100 * s.label_accuracy:.1f}% of labelled pixels right"
+          + (f", detection mAP@0.5 {s.detection['map']:.3f}" if s.detection and s.detection.get("map") is not None
+             else ""))
     return 0

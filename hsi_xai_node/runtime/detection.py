@@ -109,6 +109,7 @@ class DetectionResult:
     preview: np.ndarray                     # bgr8 network view
     detection_overlay: np.ndarray           # bgr8: fused per-box Grad-CAM and the boxes
     box_maps: np.ndarray | None = None      # (explained, H, W) float32, when asked for
+    slots_full: bool = False                # NMS filled every output slot: more boxes may have been cut off
     timings_ms: dict[str, float] = field(default_factory=dict)
     header: object = None                   # the primary camera's header, untouched
 
@@ -217,4 +218,5 @@ class DetectionPipeline:
             cv2.putText(overlay, f"{d.class_name} {d.score:.2f}", (x0, max(y0 - 2, 8)), cv2.FONT_HERSHEY_PLAIN,
                         0.7, tuple(int(v) for v in c.bgr), 1, cv2.LINE_AA)
         box_maps = out["maps"][:, 0] if "maps" in out else None
-        return DetectionResult(detections, preview, overlay, box_maps)
+        slots_full = bool((out["classes"][0] >= 0).all())
+        return DetectionResult(detections, preview, overlay, box_maps, slots_full)
