@@ -13,7 +13,7 @@ The names below are the library's front door; each is imported on first use, so
     DriveGenerator                                generated drives (hsi_xai_node.scenes)
 """
 
-from importlib import import_module
+from ._lazy import lazy_getattr
 
 _EXPORTS = {
     "load_profile": "hsi_xai_node.sensor.calibration",
@@ -38,8 +38,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'hsi_xai_node' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

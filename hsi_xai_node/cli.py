@@ -1,21 +1,200 @@
 """`hsi-xai`: the command-line entry point (no ROS needed).
 
-    hsi-xai profiles [NAME_OR_XML]   list sensor profiles, or describe one
-    hsi-xai demo [--out DIR]         generated drive -> rosbag2 -> replay -> output bag + HTML report
-    hsi-xai replay IN OUT            a rosbag2 through the node's pipeline, written as a new bag
-    hsi-xai train-segmentation       train, evaluate and export the U-Nets (needs torch)
-    hsi-xai build-engine MODEL.onnx  build (or find) the cached TensorRT engine ahead of time
+Every command and option is declared here, and nothing heavy is imported to do it (onnx,
+OpenCV, torch and the bag libraries wait until a command runs), so `hsi-xai --help` is
+instant. Each command's work lives in its module; `_lazy` names it and imports it on use.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from .errors import InputError
 
+BACKEND_HELP = "engine backend: auto, tensorrt, ort-trt, ort-cuda or ort-cpu (auto tries them in that order)"
 
-def _cmd_profiles(args) -> int:
+
+class _Formatter(argparse.HelpFormatter):
+    """Shows every option's default (unless its help already does)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default is None or action.default is False \
+                or action.default == argparse.SUPPRESS or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class _lazy:
+    """A command function named by module and attribute, imported only when the command runs."""
+
+    def __init__(self, module: str, name: str):
+        self.target = f"{module}:{name}"
+        self._module, self._name = module, name
+
+    def __call__(self, args) -> int:
+        return getattr(importlib.import_module(self._module), self._name)(args)
+
+
+def _profiles(sub) -> None:
+    p = sub.add_parser("profiles", help="list the sensor profiles, or describe one", formatter_class=_Formatter,
+                       description="List the built-in sensor profiles, or print the geometry and band table of one "
+                                   "(a name or the path of an imec calibration XML).")
+    p.add_argument("profile", nargs="?", help="profile name (hsi-drive, imec-665-975, imec-600-875) or imec XML path")
+    p.add_argument("--flip-vertical", action="store_true",
+                   help="frames are read out upside down (XIMEA API convention for v0 files)")
+    p.set_defaults(func=_lazy("hsi_xai_node.cli", "cmd_profiles"))
+
+
+def _demo(sub) -> None:
+    from .drive_splits import DEMO_SEED
+
+    d = sub.add_parser("demo", help="record a generated drive as a rosbag2, replay it, write a report",
+                       formatter_class=_Formatter,
+                       description="Record a generated drive (a seed no bundled model was trained or validated on) "
+                                   "as a rosbag2, replay it through the node's pipeline and write the outputs and "
+                                   "an HTML report. About 120 MB per second of drive (input bag ~110 MB, output bag "
+                                   "~8 MB without the raw mosaic; --copy-raw adds ~110 MB).")
+    d.add_argument("--out", default="demo_out",
+                   help="output directory (new, empty, or an earlier demo's; anything else is refused)")
+    d.add_argument("--profile", default="hsi-drive", help="sensor profile name or imec XML")
+    d.add_argument("--seed", type=int, default=DEMO_SEED,
+                   help="drive seed; seeds a bundled model was trained or validated on are refused")
+    d.add_argument("--allow-training-drive", action="store_true",
+                   help="accept a seed the models were trained or validated on (every figure then says so)")
+    d.add_argument("--frames", type=int, default=25, help="frames to record (25 = 1 s at 25 fps)")
+    d.add_argument("--stride", type=int, default=1, help="record every N-th frame of the drive (1: camera rate)")
+    d.add_argument("--sheet", type=int, default=6, help="frames shown in the report's contact sheet")
+    d.add_argument("--backend", default="auto", help=BACKEND_HELP)
+    d.add_argument("--copy-raw", action="store_true",
+                   help="also copy the raw mosaic (4.4 MB a frame) into the output bag")
+    d.add_argument("--no-progress", action="store_true", help="no progress bar")
+    d.set_defaults(func=_lazy("hsi_xai_node.demo", "cmd_demo"))
+
+
+def _replay(sub) -> None:
+    r = sub.add_parser("replay", help="replay a rosbag2 through the pipeline into a new bag (no ROS needed)",
+                       formatter_class=_Formatter,
+                       description="Read a rosbag2 (MCAP or sqlite3), run the node's segmentation and detection "
+                                   "pipelines on it and write an MCAP bag with the inputs and every output, under "
+                                   "the input headers, with each topic's QoS recorded.")
+    r.add_argument("input", metavar="IN", help="input rosbag2 (MCAP or sqlite3 directory, or one .mcap file)")
+    r.add_argument("output", metavar="OUT", help="output rosbag2 directory (must not exist unless --overwrite)")
+    r.add_argument("--config", help="node parameter file (default: the installed config/hsi_xai.yaml)")
+    r.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="output storage")
+    r.add_argument("--backend", help="engine backend (default: the config's): auto, tensorrt, ort-trt, ort-cuda, "
+                                     "ort-cpu")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace an existing OUT, but only a rosbag2 directory or one this tool wrote")
+    r.add_argument("--no-copy-raw", action="store_true",
+                   help="leave the raw mosaic messages (4.4 MB each) out of OUT")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.set_defaults(func=_lazy("hsi_xai_node.transports.replay", "cmd_replay"))
+
+
+def _training(sub) -> None:
+    from .training.config import SIZES, DetectionTrainConfig, TrainConfig
+
+    t = sub.add_parser("train-segmentation", formatter_class=_Formatter,
+                       help="train, evaluate and export the segmentation U-Nets (needs the [train] extra: torch)")
+    t.add_argument("--variants", default="1,3,25pn,25",
+                   help="comma list of: 1 (731.88 nm), 3 (bands 9, 22, 25), 25pn (25 bands with PN), "
+                        "25 (25 bands without PN, the control for PN)")
+    t.add_argument("--size", choices=sorted(SIZES), default="bundled",
+                   help="bundled: 12 base filters (~4.4 MB); hsi-drive: HSI-Drive's 32 (~31 MB); tiny: 4 (smoke tests)")
+    t.add_argument("--bundle", default="1,3,25pn", help="variants to export as ONNX + card")
+    t.add_argument("--out", default="models", help="output directory for models, cards and the study table")
+    t.add_argument("--profile", default="hsi-drive", help="sensor profile the drives are rendered for")
+    t.add_argument("--steps", type=int, default=TrainConfig.steps, help="training steps per variant")
+    t.add_argument("--seed", type=int, default=0, help="random seed of initialisation and batches")
+    t.set_defaults(func=_lazy("hsi_xai_node.training.cli", "cmd_train_segmentation"))
+
+    d = sub.add_parser("train-detection", formatter_class=_Formatter,
+                       help="train, evaluate and export the multispectral EfficientDets, one per input stack "
+                            "(needs the [train] extra: torch)")
+    d.add_argument("--stacks", default="rgb+mir,rgb,nir,mir,fir",
+                   help="comma list of camera stacks, cameras joined by + (paper 001's comparison)")
+    d.add_argument("--bundle", default="rgb+mir", help="stacks to keep as ONNX + card")
+    d.add_argument("--out", default="models", help="output directory for models, cards and the study table")
+    d.add_argument("--steps", type=int, default=DetectionTrainConfig.steps, help="training steps per stack")
+    d.add_argument("--seed", type=int, default=0, help="random seed of initialisation and batches")
+    d.add_argument("--cache", default="~/.cache/hsi_xai_node", help="where rendered datasets are cached ('' = none)")
+    d.set_defaults(func=_lazy("hsi_xai_node.training.cli", "cmd_train_detection"))
+
+
+def _build_engine(sub) -> None:
+    p = sub.add_parser("build-engine", formatter_class=_Formatter,
+                       help="build (or find) the cached TensorRT engine ahead of the first start",
+                       description="Build the TensorRT engine the node will use, so its first start does not "
+                                   "wait minutes. Runs on the machine that will run the engine, with TensorRT 10 "
+                                   "and pycuda installed (JetPack, or the [gpu] extra). By default the graph is what "
+                                   "the pipeline runs: MODEL.onnx plus the explain sub-graphs for --methods/--layers "
+                                   "(the card MODEL.json must sit beside it); these must match the node's "
+                                   "parameters, since another graph is another engine.")
+    p.add_argument("model", help="MODEL.onnx")
+    p.add_argument("--precision", choices=("fp16", "fp32"), default="fp16",
+                   help="build precision (comparison and selection layers always stay fp32)")
+    p.add_argument("--cache-dir", help="engine cache (default: $XDG_CACHE_HOME or ~/.cache, /hsi_xai_node/engines)")
+    p.add_argument("--methods", help="comma list of explanation methods (default: the pipeline's)")
+    p.add_argument("--layers", help="comma list of card layer names (default: the pipeline's)")
+    p.add_argument("--graph-only", action="store_true",
+                   help="build MODEL.onnx exactly as it is, without the explain sub-graphs")
+    p.set_defaults(func=_lazy("hsi_xai_node.cli", "cmd_build_engine"))
+
+
+_RELIABILITY_OPTION = {"perturbation_steps": "steps"}  # ReportConfig field -> option name, where they differ
+
+
+def _reliability(sub) -> None:
+    from .reliability.config import QUICK, ReportConfig
+
+    d = ReportConfig()
+    r = sub.add_parser("reliability", formatter_class=_Formatter,
+                       help="evaluate the explanations: conservativeness, sanity checks, insertion/deletion with "
+                            "RISE and SIDU, the band-count study; writes an HTML report and JSON",
+                       description="Evaluate the explanations on held-out generated drives (seeds 2000+). The "
+                                   "full run takes minutes per frame on a 2-core CPU (RISE dominates); it prints "
+                                   "an estimate first and a progress bar per section. --quick runs a small preset.")
+    r.add_argument("--out", default="reliability_out", help="output directory (index.html, report.json)")
+    r.add_argument("--model", default=d.model, help="segmentation U-Net (ONNX with its card)")
+    r.add_argument("--detector", default=d.detector, help="detector ONNX with its card; '' = no detection sections")
+    r.add_argument("--random-labels-model", help="a U-Net trained on permuted labels (label randomisation)")
+    r.add_argument("--train-random-labels", type=int, default=0, metavar="STEPS",
+                   help="train a U-Net on permuted labels for STEPS steps first and use it for label "
+                        "randomisation (needs the [train] extra: torch); 0 = only a given --random-labels-model")
+    r.add_argument("--random-labels-size", default="bundled", choices=("bundled", "tiny"),
+                   help="size of the label-randomised U-Net")
+    r.add_argument("--quick", action="store_true",
+                   help="a small preset: " + ", ".join(f"--{_RELIABILITY_OPTION.get(k, k).replace('_', '-')} {v}"
+                                                       for k, v in QUICK.items())
+                        + " (options given explicitly still win)")
+    r.add_argument("--frames", type=int, help=f"held-out frames (default {d.frames})")
+    r.add_argument("--rise-masks", type=int, help=f"RISE masks per frame (default {d.rise_masks})")
+    r.add_argument("--steps", type=int, help=f"insertion/deletion steps (default {d.perturbation_steps})")
+    r.add_argument("--cascade-steps", type=int,
+                   help=f"cascading-randomisation depths shown (default {d.cascade_steps})")
+    r.add_argument("--backend", help=f"engine backend (default {d.backend}): " + BACKEND_HELP.split(": ", 1)[1])
+    r.add_argument("--threads", type=int, default=0, help="engine threads (0 = ONNX Runtime's choice)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.set_defaults(func=_lazy("hsi_xai_node.reliability.cli", "cmd_reliability"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="hsi-xai", formatter_class=_Formatter,
+        description="Explainable perception for imec snapshot-mosaic hyperspectral cameras, without ROS: the demo, "
+                    "rosbag2 replay, training, TensorRT engine builds and the explanation-reliability report.",
+        epilog="`hsi-xai COMMAND --help` describes a command and every option with its default.")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_profiles, _demo, _replay, _training, _build_engine, _reliability):
+        add(sub)
+    return ap
+
+
+# --- the two small commands that live here ------------------------------------------------------------
+def cmd_profiles(args) -> int:
     from .sensor.calibration import load_profile, profile_names
 
     if not args.profile:
@@ -43,26 +222,32 @@ def _cmd_profiles(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="hsi-xai", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="command", required=True)
-    pr = sub.add_parser("profiles", help="list sensor profiles or describe one")
-    pr.add_argument("profile", nargs="?", help="profile name or imec XML path")
-    pr.add_argument("--flip-vertical", action="store_true",
-                    help="frames are read out upside down (XIMEA API convention for v0 files)")
-    pr.set_defaults(func=_cmd_profiles)
-    from .demo import add_demo_parser
-    add_demo_parser(sub)
-    from .training.cli import add_parser as add_train_parser
-    add_train_parser(sub)
-    from .runtime.tensorrt_backend import add_build_engine_parser
-    add_build_engine_parser(sub)
-    from .transports.replay import add_replay_parser
-    add_replay_parser(sub)
-    from .reliability.cli import add_reliability_parser
-    add_reliability_parser(sub)
-    return ap
+def cmd_build_engine(args) -> int:
+    """Build the TensorRT engine of the pipeline's graph (or of MODEL.onnx as it is) into the cache."""
+    from pathlib import Path
+
+    from .runtime.engine import EngineError
+    from .runtime.tensorrt_backend import TensorRTEngine
+
+    path = Path(args.model)
+    if not path.is_file():
+        raise EngineError(f"no such model file: {path}")
+    if args.graph_only:
+        onnx_bytes = path.read_bytes()
+    else:
+        from .runtime.pipeline import PipelineConfig, pipeline_graph
+
+        extra = {k: tuple(v.split(",")) for k, v in (("methods", args.methods), ("layers", args.layers)) if v}
+        _, graph = pipeline_graph(PipelineConfig(model=str(path), **extra))
+        onnx_bytes = graph.model.SerializeToString()
+    try:
+        engine = TensorRTEngine(onnx_bytes, precision=args.precision, cache_dir=args.cache_dir)
+    except EngineError as exc:
+        raise EngineError(f"{exc}. build-engine needs TensorRT 10 and pycuda on the machine that will run the "
+                          "engine (JetPack on a Jetson, or pip install '.[gpu]'); the ONNX Runtime backends need "
+                          "no engine build") from None
+    print(f"engine {'built' if engine.built else 'found'}: {engine.cache_path}")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -72,6 +257,9 @@ def main(argv=None) -> int:
     except InputError as exc:  # bad input: one clear line, no traceback
         print(f"hsi-xai {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"hsi-xai {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

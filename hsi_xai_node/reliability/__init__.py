@@ -45,30 +45,73 @@ Conservativeness (paper 000)
     residual_maps(graph)                            the graph's maps at the logits' resolution
 """
 
-from ._baselines import (BaselineModel, RiseMasks, bilinear_matrix, detection_scores, masked_inputs, rise,
-                         segmentation_scores, sidu, sidu_masks, sidu_weights, upsample, with_outputs)
-from ._bandstudy import (BandStudy, ChannelMatch, ChannelPair, StudyFrame, activation_correlation, band_study,
-                         channel_images, channel_weight_correlation, class_weight_correlation, final_layer_bias,
-                         final_layer_weights, head_input, held_out_frames, match_by_correlation, match_channels,
-                         most_correlated_channels, pearson_matrix, penultimate_activations, plot_channel_images,
-                         plot_channel_weights, plot_class_accuracy, plot_weight_correlation, weight_correlation,
-                         write_plots)
-from ._batching import BatchedModel, hard_coded_batch, rebatch
-from ._conservativeness import conservativeness_table, residual_maps
-from ._perturbation import (Curve, PerturbationConfig, auc, baseline_image, deletion, detection_score, insertion,
-                            perturbed_batch, segmentation_insertion_deletion, segmentation_score)
-from ._randomisation import cascading, independent, layer_labels, parameter_layers, randomise
-from ._similarity import compare_maps, spearman, ssim, unit_range
+# Names are imported on first use (like the package's top level), so `hsi-xai --help` and the light
+# modules (config.py) do not pull in onnx, scipy or matplotlib.
+from .._lazy import lazy_getattr
 
-__all__ = ["BandStudy", "ChannelMatch", "ChannelPair", "StudyFrame", "activation_correlation", "band_study",
-           "channel_images", "channel_weight_correlation", "class_weight_correlation", "final_layer_bias",
-           "final_layer_weights", "head_input", "held_out_frames", "match_by_correlation", "match_channels",
-           "most_correlated_channels", "pearson_matrix", "penultimate_activations", "plot_channel_images",
-           "plot_channel_weights", "plot_class_accuracy", "plot_weight_correlation", "weight_correlation",
-           "write_plots", "BaselineModel", "RiseMasks", "bilinear_matrix", "detection_scores", "masked_inputs", "rise",
-           "segmentation_scores", "sidu", "sidu_masks", "sidu_weights", "upsample", "with_outputs",
-           "BatchedModel", "Curve", "PerturbationConfig", "auc", "baseline_image", "cascading", "compare_maps",
-           "conservativeness_table", "deletion", "detection_score", "hard_coded_batch", "independent",
-           "insertion", "layer_labels", "parameter_layers", "perturbed_batch", "randomise", "rebatch",
-           "residual_maps", "segmentation_insertion_deletion", "segmentation_score", "spearman", "ssim",
-           "unit_range"]
+_EXPORTS = {
+    "BaselineModel": "._baselines",
+    "RiseMasks": "._baselines",
+    "bilinear_matrix": "._baselines",
+    "detection_scores": "._baselines",
+    "masked_inputs": "._baselines",
+    "rise": "._baselines",
+    "segmentation_scores": "._baselines",
+    "sidu": "._baselines",
+    "sidu_masks": "._baselines",
+    "sidu_weights": "._baselines",
+    "upsample": "._baselines",
+    "with_outputs": "._baselines",
+    "BandStudy": "._bandstudy",
+    "ChannelMatch": "._bandstudy",
+    "ChannelPair": "._bandstudy",
+    "StudyFrame": "._bandstudy",
+    "activation_correlation": "._bandstudy",
+    "band_study": "._bandstudy",
+    "channel_images": "._bandstudy",
+    "channel_weight_correlation": "._bandstudy",
+    "class_weight_correlation": "._bandstudy",
+    "final_layer_bias": "._bandstudy",
+    "final_layer_weights": "._bandstudy",
+    "head_input": "._bandstudy",
+    "held_out_frames": "._bandstudy",
+    "match_by_correlation": "._bandstudy",
+    "match_channels": "._bandstudy",
+    "most_correlated_channels": "._bandstudy",
+    "pearson_matrix": "._bandstudy",
+    "penultimate_activations": "._bandstudy",
+    "plot_channel_images": "._bandstudy",
+    "plot_channel_weights": "._bandstudy",
+    "plot_class_accuracy": "._bandstudy",
+    "plot_weight_correlation": "._bandstudy",
+    "weight_correlation": "._bandstudy",
+    "write_plots": "._bandstudy",
+    "BatchedModel": "._batching",
+    "hard_coded_batch": "._batching",
+    "rebatch": "._batching",
+    "conservativeness_table": "._conservativeness",
+    "residual_maps": "._conservativeness",
+    "Curve": "._perturbation",
+    "PerturbationConfig": "._perturbation",
+    "auc": "._perturbation",
+    "baseline_image": "._perturbation",
+    "deletion": "._perturbation",
+    "detection_score": "._perturbation",
+    "insertion": "._perturbation",
+    "perturbed_batch": "._perturbation",
+    "segmentation_insertion_deletion": "._perturbation",
+    "segmentation_score": "._perturbation",
+    "cascading": "._randomisation",
+    "independent": "._randomisation",
+    "layer_labels": "._randomisation",
+    "parameter_layers": "._randomisation",
+    "randomise": "._randomisation",
+    "compare_maps": "._similarity",
+    "spearman": "._similarity",
+    "ssim": "._similarity",
+    "unit_range": "._similarity",
+}
+__all__ = sorted(_EXPORTS)
+
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
+

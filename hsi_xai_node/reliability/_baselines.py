@@ -353,12 +353,13 @@ class RiseMasks:
 def rise(model, x: np.ndarray, score: Score, n_masks: int = 500, grid: int | tuple[int, int] = 8, p: float = 0.5,
          batch: int = 16, seed: int = 0, baseline="zeros", layout: str = "NCHW",
          outputs: Sequence[str] | None = None, backend: str = "ort-cpu", threads: int = 0,
-         details: dict | None = None) -> np.ndarray:
+         details: dict | None = None, progress=None) -> np.ndarray:
     """RISE maps (K, H, W) float32 of the K targets `score` returns (module docstring).
 
     model: an onnx.ModelProto or its bytes (engines made here), a BatchedModel or a
     BaselineModel (reused; its batch wins over `batch`). outputs: the model outputs the
     score needs (default all). details: a dict, filled with the masks' scores and the engine calls.
+    progress: called with the number of masks of each chunk done (a progress bar's update).
     """
     layout = _layout(layout)
     runner = _runner(model, batch, (), backend, threads)
@@ -373,6 +374,8 @@ def rise(model, x: np.ndarray, score: Score, n_masks: int = 500, grid: int | tup
         part = sc.T @ m.reshape(len(m), -1).astype(np.float64)
         acc = part if acc is None else acc + part
         scores.append(sc)
+        if progress is not None:
+            progress(len(m))
     if details is not None:
         details.update(scores=np.concatenate(scores), masks=masks.n, calls=runner.calls - calls)
     return (acc / (masks.n * masks.p)).reshape(-1, *hw).astype(np.float32)

@@ -205,7 +205,7 @@ def segmentation_insertion_deletion(model: onnx.ModelProto, x: np.ndarray, maps:
                                     logits: str = "logits", classes=None, score_kind: str = "prob",
                                     config: PerturbationConfig = PerturbationConfig(),
                                     input_name: str | None = None, backend: str = "ort-cpu",
-                                    threads: int = 0) -> dict[str, dict]:
+                                    threads: int = 0, progress=None) -> dict[str, dict]:
     """Deletion and insertion AUCs per method and class of one frame.
 
     maps: method -> (K, H, W) (or (K, 1, H, W)) maps at the input resolution, row c for
@@ -213,7 +213,8 @@ def segmentation_insertion_deletion(model: onnx.ModelProto, x: np.ndarray, maps:
     resolution). classes: the rows to evaluate, default every class predicted somewhere
     on `x`. Region and score per class: `segmentation_score` on the unperturbed prediction.
     Returns {method: {"deletion": mean AUC, "insertion": mean AUC, "classes": {c: {"deletion":
-    Curve, "insertion": Curve}}}}; one re-batched engine serves every curve.
+    Curve, "insertion": Curve}}}}; one re-batched engine serves every curve. progress: called with 1
+    after each (method, class) pair's two curves (a progress bar's update).
     """
     from ..runtime.engine import open_engine
 
@@ -233,6 +234,8 @@ def segmentation_insertion_deletion(model: onnx.ModelProto, x: np.ndarray, maps:
             score = segmentation_score(logits, c, pred == c, score_kind)
             per[c] = {k: _curve(k, runner, x, m[c], score, config, name, backend, threads)
                       for k in ("deletion", "insertion")}
+            if progress is not None:
+                progress(1)
         out[method] = {k: float(np.mean([v[k].auc for v in per.values()])) if per else float("nan")
                        for k in ("deletion", "insertion")}
         out[method]["classes"] = per

@@ -18,10 +18,11 @@ Sections (each on the segmentation U-Net, and on the detector where it applies):
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -29,33 +30,17 @@ import onnx
 
 from ..explain import SegmentationExplainConfig, build_segmentation_explainer
 from ..model_card import load_model
+from ..report_page import PAGE_PROBE
 from ..runtime.engine import open_engine
-from ..resources import share_path
 from ._baselines import BaselineModel, detection_scores, rise, segmentation_scores, sidu
 from ._batching import BatchedModel
 from ._conservativeness import conservativeness_table
 from ._perturbation import PerturbationConfig, deletion, detection_score, insertion, segmentation_insertion_deletion
 from ._randomisation import cascading
 from ._similarity import compare_maps
+from .config import ReportConfig
 
 SEG_METHODS = ("activation", "seg_gradcam", "seg_gradcam_signed", "hires")
-
-
-@dataclass
-class ReportConfig:
-    model: str = str(share_path("models/unet_bundled_25pn.onnx"))
-    detector: str | None = str(share_path("models/efficientdet_rgb_mir.onnx"))  # None: no detection sections
-    band_models: tuple[str, ...] = tuple(str(share_path(f"models/unet_bundled_{v}.onnx")) for v in ("1", "3", "25pn"))
-    random_labels_model: str | None = None  # a U-Net trained on permuted labels (train_with_random_labels)
-    frames: int = 3                  # held-out generated frames (drive seeds 2000 + i)
-    cascade_steps: int = 6           # cascading randomisation depths shown (evenly spaced over the layers)
-    perturbation_steps: int = 16
-    rise_masks: int = 500
-    sidu_layer: str = "penultimate"
-    boxes: int = 5                   # detector boxes evaluated per frame
-    backend: str = "ort-cpu"
-    threads: int = 0
-    seed: int = 0
 
 
 def _json(o):
@@ -108,17 +93,24 @@ def _frames(cfg: ReportConfig, profile, card, cameras: bool):
     return out
 
 
-def sanity_checks(cfg: ReportConfig, model: onnx.ModelProto, card, x: np.ndarray, trained: dict) -> dict:
-    """Cascading parameter randomisation (and label randomisation when a model is given), one frame."""
+def sanity_checks(cfg: ReportConfig, model: onnx.ModelProto, card, x: np.ndarray, trained: dict, bar=None) -> dict:
+    """Cascading parameter randomisation (and label randomisation when a model is given), one frame.
+
+    bar: bar(desc, total, unit) -> a progress bar context (run_report's), or None."""
     steps = list(cascading(model, cfg.seed))
     picks = sorted(set(np.linspace(0, len(steps) - 1, min(cfg.cascade_steps, len(steps))).round().astype(int)))
     cascade = []
-    for i in picks:
-        label, randomised = steps[i]
-        _, maps, _ = SegmentationExplainer(randomised, card, cfg.backend, cfg.threads).run(x)
-        cascade.append({"depth": int(i) + 1, "layer": label,
-                        "methods": {m: {k: v for k, v in r.items() if k in ("spearman", "spearman_abs", "ssim", "rows")}
-                                    for m, r in compare_maps(trained, maps).items()}})
+    progress = bar("sanity checks (cascading randomisation)", len(picks), "depth") if bar else contextlib.nullcontext()
+    with progress as b:
+        for i in picks:
+            label, randomised = steps[i]
+            _, maps, _ = SegmentationExplainer(randomised, card, cfg.backend, cfg.threads).run(x)
+            cascade.append({"depth": int(i) + 1, "layer": label,
+                            "methods": {m: {k: v for k, v in r.items()
+                                            if k in ("spearman", "spearman_abs", "ssim", "rows")}
+                                        for m, r in compare_maps(trained, maps).items()}})
+            if b is not None:
+                b.update(1)
     out = {"layers": len(steps), "cascading": cascade}
     if cfg.random_labels_model:
         loaded = load_model(cfg.random_labels_model)
@@ -129,8 +121,12 @@ def sanity_checks(cfg: ReportConfig, model: onnx.ModelProto, card, x: np.ndarray
     return out
 
 
-def segmentation_faithfulness(cfg: ReportConfig, model: onnx.ModelProto, card, x, maps, logits, gradcam_s) -> dict:
-    """Insertion/deletion AUC per method (in-graph maps, RISE, SIDU) and each method's cost per map."""
+def segmentation_faithfulness(cfg: ReportConfig, model: onnx.ModelProto, card, x, maps, logits, gradcam_s,
+                              bar=None) -> dict:
+    """Insertion/deletion AUC per method (in-graph maps, RISE, SIDU) and each method's cost per map.
+
+    bar: bar(desc, total, unit) -> a progress bar context (run_report's), or None."""
+    bar = bar or (lambda *a: contextlib.nullcontext())
     pred = logits[0].argmax(0)
     classes = [c for c in range(logits.shape[1]) if (pred == c).any()]
     score = segmentation_scores(classes, pred, card.logits)
@@ -138,7 +134,8 @@ def segmentation_faithfulness(cfg: ReportConfig, model: onnx.ModelProto, card, x
                            backend=cfg.backend, threads=cfg.threads)
     cost = {m: gradcam_s / len(classes) for m in maps}  # the whole explain graph is one call for every class
     t0 = time.perf_counter()
-    r = rise(runner, x, score, n_masks=cfg.rise_masks, seed=cfg.seed)
+    with bar("segmentation: RISE", cfg.rise_masks, "mask") as b:
+        r = rise(runner, x, score, n_masks=cfg.rise_masks, seed=cfg.seed, progress=b and b.update)
     cost["rise"] = (time.perf_counter() - t0) / len(classes)
     t0 = time.perf_counter()
     s = sidu(runner, x, score, card.layers.get(cfg.sidu_layer, cfg.sidu_layer))
@@ -149,16 +146,19 @@ def segmentation_faithfulness(cfg: ReportConfig, model: onnx.ModelProto, card, x
         rows[classes] = m
         full[name] = rows
     pc = PerturbationConfig(steps=cfg.perturbation_steps)
-    auc = segmentation_insertion_deletion(model, x, full, card.logits, classes, config=pc, backend=cfg.backend,
-                                          threads=cfg.threads)
+    with bar("segmentation: insertion/deletion curves", len(full) * len(classes), "map") as b:
+        auc = segmentation_insertion_deletion(model, x, full, card.logits, classes, config=pc, backend=cfg.backend,
+                                              threads=cfg.threads, progress=b and b.update)
     return {m: {"deletion": v["deletion"], "insertion": v["insertion"], "seconds_per_map": cost[m]}
             for m, v in auc.items()}
 
 
 # --- detection ---------------------------------------------------------------------------------
 
-def detection_faithfulness(cfg: ReportConfig, frames) -> dict:
-    """Per-box Grad-CAM (with and without ReLU), RISE and SIDU on the detector's kept boxes."""
+def detection_faithfulness(cfg: ReportConfig, frames, progress=None) -> dict:
+    """Per-box Grad-CAM (with and without ReLU), RISE and SIDU on the detector's kept boxes.
+
+    progress: called with 1 after each frame (a progress bar's update)."""
     from ..runtime.detection import DetectionPipeline, DetectionPipelineConfig
 
     pipeline = DetectionPipeline(DetectionPipelineConfig(model=cfg.detector, backend=cfg.backend, threads=cfg.threads,
@@ -181,6 +181,8 @@ def detection_faithfulness(cfg: ReportConfig, frames) -> dict:
         t_cam = time.perf_counter() - t0
         pairs = [int(p) for p in out["det_pairs"][0][:cfg.boxes] if p >= 0]
         if not pairs:
+            if progress is not None:
+                progress(1)
             continue
         k = len(pairs)
         maps = {"box_gradcam": out[names["box_gradcam_full"]][:k, 0],
@@ -197,6 +199,8 @@ def detection_faithfulness(cfg: ReportConfig, frames) -> dict:
                 score = detection_score(pair, len(card.classes))
                 rows.setdefault(method, []).append(
                     (deletion(curves, x, m[j], score, pc).auc, insertion(curves, x, m[j], score, pc).auc))
+        if progress is not None:
+            progress(1)
     cost["box_gradcam_signed"] = cost["box_gradcam"]
     return {m: {"deletion": float(np.nanmean([a for a, _ in v])), "insertion": float(np.nanmean([b for _, b in v])),
                 "boxes": len(v), "seconds_per_map": float(np.mean(cost[m])) if cost[m] else float("nan")}
@@ -205,7 +209,30 @@ def detection_faithfulness(cfg: ReportConfig, frames) -> dict:
 
 # --- the command -----------------------------------------------------------------------------------
 
-def run_report(out_dir: str | Path, cfg: ReportConfig = ReportConfig(), log=print) -> dict:
+def estimate_seconds(cfg: ReportConfig, model: onnx.ModelProto, card, x: np.ndarray, detect: bool) -> dict:
+    """A rough up-front estimate of the run, from a 16-image U-Net forward (and one detector forward)
+    timed now on this machine: RISE's masked forwards dominate, then the insertion/deletion curves."""
+    runner = BaselineModel(model, batch=16, backend=cfg.backend, threads=cfg.threads)
+    rows = np.repeat(x, 16, axis=0)
+    runner.run_rows(rows)  # warm-up
+    t0 = time.perf_counter()
+    runner.run_rows(rows)
+    fwd16 = time.perf_counter() - t0
+    classes, methods = len(card.classes), len(SEG_METHODS) + 2
+    calls16 = (cfg.frames + 2 * cfg.cascade_steps  # explain graphs cost a few forwards each
+               + -(-cfg.rise_masks // 16) + 2  # RISE, SIDU
+               + methods * classes * 2 * (cfg.perturbation_steps + 1) / 16)  # insertion and deletion curves
+    parts = {"segmentation": calls16 * fwd16, "band study": 3 * cfg.frames * 4 * fwd16 / 16}
+    if detect:  # the detector's forward is ~1/4 of the U-Net's per image here; its head loops batch 1
+        per_frame = (cfg.rise_masks + 4 * cfg.boxes * 2 * (cfg.perturbation_steps + 1)) * fwd16 / 16 / 4
+        parts["detection"] = cfg.frames * per_frame
+    return {"forward16_s": fwd16, "sections_s": parts, "total_s": sum(parts.values())}
+
+
+def run_report(out_dir: str | Path, cfg: ReportConfig = ReportConfig(), log=print, progress: bool = False) -> dict:
+    """Run every section and write report.json and index.html; with `progress`, a bar per section."""
+    from tqdm import tqdm
+
     from ..sensor.calibration import load_profile
 
     out = Path(out_dir)
@@ -214,29 +241,41 @@ def run_report(out_dir: str | Path, cfg: ReportConfig = ReportConfig(), log=prin
     loaded = load_model(cfg.model, profile=profile)
     card, model = loaded.card, onnx.load_model_from_string(loaded.onnx_bytes)
     detect = bool(cfg.detector) and Path(cfg.detector).is_file()
+
+    def bar(desc: str, total: int, unit: str):
+        return tqdm(total=total, desc=desc, unit=unit, disable=not progress, leave=True)
+
     frames = _frames(cfg, profile, card, cameras=detect)
+    est = estimate_seconds(cfg, model, card, frames[0]["x"], detect)
+    log(f"estimated time: about {max(1, round(est['total_s'] / 60))} min ("
+        + ", ".join(f"{k} {v / 60:.1f}" for k, v in est["sections_s"].items())
+        + f" min; from a 16-image U-Net forward of {est['forward16_s']:.2f} s measured now; RISE with "
+        f"{cfg.rise_masks} masks dominates: --quick or --rise-masks make it shorter)")
     explainer = SegmentationExplainer(model, card, cfg.backend, cfg.threads)
     names = [c.name for c in card.classes]
-    runs = [explainer.run(f["x"]) for f in frames]
-    log(f"explained {len(frames)} frames")
-    report = {"config": asdict(cfg), "model": card.name, "classes": names}
+    with bar("explain frames", len(frames), "frame") as b:
+        runs = []
+        for f in frames:
+            runs.append(explainer.run(f["x"]))
+            b.update(1)
+    report = {"config": asdict(cfg), "model": card.name, "classes": names, "estimate": est}
     report["conservativeness"] = conservativeness_table([r[0] for r in runs], explainer.graph, class_names=names)
-    report["sanity"] = sanity_checks(cfg, model, card, frames[0]["x"], runs[0][1])
-    log("sanity checks done")
+    report["sanity"] = sanity_checks(cfg, model, card, frames[0]["x"], runs[0][1], bar)
     out0, maps0, seconds0 = runs[0]
     report["segmentation_faithfulness"] = segmentation_faithfulness(cfg, model, card, frames[0]["x"], maps0,
-                                                                    out0[card.logits], seconds0)
-    log("segmentation insertion/deletion done")
+                                                                    out0[card.logits], seconds0, bar)
     if detect:
-        report["detection_faithfulness"] = detection_faithfulness(cfg, frames)
-        log("detection insertion/deletion done")
+        with bar("detection: RISE, SIDU and curves per frame", len(frames), "frame") as b:
+            report["detection_faithfulness"] = detection_faithfulness(cfg, frames, b.update)
     band_paths = [p for p in cfg.band_models if Path(p).is_file()]
     if len(band_paths) >= 2:
         from ._bandstudy import band_study
-        study = band_study([f["frame"] for f in frames], band_paths, references=[(f["dark"], f["white"]) for f in frames],
-                           profile=profile, threads=cfg.threads or 1, out_dir=out)
+        with bar("band study", 1, "study") as b:
+            study = band_study([f["frame"] for f in frames], band_paths,
+                               references=[(f["dark"], f["white"]) for f in frames],
+                               profile=profile, threads=cfg.threads or 1, out_dir=out)
+            b.update(1)
         report["band_study"] = study.as_dict()
-        log("band study done")
     (out / "report.json").write_text(json.dumps(report, indent=1, default=_json))
     _plots(out, report)
     _html(out / "index.html", report)
@@ -280,6 +319,40 @@ def _plots(out: Path, report: dict) -> None:
         plt.close(fig)
 
 
+DECORRELATED = 0.3  # |Spearman| below this: the map's pixel ranking no longer follows the trained model's
+
+
+def sanity_reading(cascade: list[dict]) -> str:
+    """The cascading-randomisation rows read for this model, method by method (HTML), from its own numbers:
+    what Spearman did once the head was random, and why SSIM stays high here."""
+    e = html.escape
+    items = []
+    for m in cascade[0]["methods"]:
+        sp = [c["methods"][m]["spearman"] for c in cascade]
+        later = max(abs(v) for v in sp)
+        if later < DECORRELATED:
+            verdict = (f"at every depth |Spearman| is below {DECORRELATED}: its pixel ranking stops following the "
+                       "trained model once the weights are random, so it depends on what was learnt")
+        elif abs(sp[-1]) >= 0.5:
+            verdict = ("it still ranks pixels like the trained model with every layer random: it shows the input's "
+                       "structure more than the model")
+        else:
+            verdict = (f"some depths keep |Spearman| at or above {DECORRELATED} (largest {later:.2f}): it only "
+                       "partly depends on the learnt weights")
+        items.append(f"<li><b>{e(m)}</b>: Spearman {sp[0]:+.2f} with the first {cascade[0]['depth']} layer(s) "
+                     f"random, {sp[-1]:+.2f} with {cascade[-1]['depth']}; {verdict}.</li>")
+    ssim = [c["methods"][m]["ssim"] for c in cascade[1:] or cascade for m in c["methods"]]
+    note = (f"<p>SSIM stays between {min(ssim):.2f} and {max(ssim):.2f} once layers are random. SSIM compares "
+            "local brightness, contrast and structure, and the randomised model's maps still share the scene's "
+            "regions and edges with the trained model's: structure that comes from the input rather than from "
+            "the weights (most likely passed on by the U-Net's skip connections, whatever the weights). For this "
+            "model SSIM therefore cannot tell trained from random maps, and the Spearman column is the test. "
+            f"Small Spearman values of either sign (|Spearman| &lt; {DECORRELATED}) count as decorrelated here.</p>"
+            if ssim and min(ssim) > 0.2 else
+            f"<p>SSIM falls to {min(ssim):.2f}..{max(ssim):.2f} once layers are random, with Spearman.</p>")
+    return "<ul>" + "".join(items) + "</ul>" + note
+
+
 def _table(header: list[str], rows: list[list]) -> str:
     e = html.escape
     fmt = (lambda v: f"{v:.3g}" if isinstance(v, float) else e(str(v)))
@@ -298,8 +371,8 @@ def _html(path: Path, r: dict) -> None:
              _table(["method", "max residual", "median residual", "conservative"],
                     [[m, v["max"], v["median"], v["conservative"]] for m, v in r["conservativeness"].items()]),
              "<h2>2. Sanity checks (Adebayo et al. 2018)</h2><p>Maps of the trained model against those of the "
-             "model with its top layers randomised (cascading); a method that explains the model should "
-             "decorrelate (Spearman and SSIM towards 0).</p><img src='sanity_cascading.png'>"]
+             "model with its top layers randomised (cascading, from the head down). What the numbers say for "
+             "this model:</p>", sanity_reading(r["sanity"]["cascading"]), "<img src='sanity_cascading.png'>"]
     cascade = r["sanity"]["cascading"]
     methods = list(cascade[0]["methods"])
     parts.append(_table(["layers randomised", "down to"] + [f"{m} Spearman / SSIM" for m in methods],
@@ -324,7 +397,5 @@ def _html(path: Path, r: dict) -> None:
                                   [[m, v["deletion"], v["insertion"], v["seconds_per_map"]] for m, v in r[key].items()]))
     if "band_study" in r:
         parts.append("<h2>4. Band-count study (paper 000)</h2>" + r["band_study"].get("html", ""))
-    parts.append("<script>addEventListener('load', () => { const i = [...document.images]; "
-                 "document.body.dataset.imagesLoaded = i.filter(x => x.complete && x.naturalWidth > 0).length "
-                 "+ '/' + i.length; });</script></body></html>")
+    parts.append(PAGE_PROBE + "</body></html>")
     path.write_text("\n".join(parts))

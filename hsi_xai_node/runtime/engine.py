@@ -83,8 +83,8 @@ class OrtEngine(Engine):
 
         provider = _ORT_PROVIDERS[backend]
         if provider not in ort.get_available_providers():
-            raise EngineError(f"{backend}: ONNX Runtime here has no {provider} "
-                              f"(available: {ort.get_available_providers()})")
+            raise EngineError(f"{backend}: this ONNX Runtime has no {provider} (it has "
+                              f"{', '.join(p for p in ort.get_available_providers())})")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         # EXTENDED, not ALL: layout rewrites can change forward rounding and flip a ReLU mask
@@ -122,17 +122,24 @@ def open_engine(onnx_bytes: bytes, backend: str = "auto", precision: str = "fp16
                 engine = TensorRTEngine(onnx_bytes, precision=precision, cache_dir=cache_dir,
                                         outputs_to_copy=outputs_to_copy)
             else:
-                if precision == "fp16" and name == "ort-cpu" and backend != "auto":
-                    log.warning("ort-cpu runs fp32: the fp16 precision setting does not apply to it")
                 engine = OrtEngine(onnx_bytes, name, threads)
         except (EngineError, ImportError) as exc:
             msg = str(exc)
             reasons.append(msg if msg.startswith(name) else f"{name}: {msg}")
             if backend != "auto":
                 raise EngineError(str(exc)) from None
-            log.info("backend %s unavailable: %s", name, exc)
             continue
-        if reasons:
-            log.warning("using backend %s (fell back past: %s)", name, "; ".join(reasons))
+        if reasons:  # the same fall-back is met by every engine of a process: said once
+            fp16 = ", fp32 (precision fp16 applies to TensorRT only)" if precision == "fp16" and name == "ort-cpu" else ""
+            _say_once(f"backend auto: using {name}{fp16}; not available here: {'; '.join(reasons)}")
         return engine
     raise EngineError("no backend could run the model: " + "; ".join(reasons))
+
+
+_said: set[str] = set()
+
+
+def _say_once(message: str) -> None:
+    """Log a WARNING the first time a message is met in this process, at DEBUG after that."""
+    log.log(logging.DEBUG if message in _said else logging.WARNING, message)
+    _said.add(message)

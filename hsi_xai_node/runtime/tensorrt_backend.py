@@ -22,7 +22,6 @@ constructing an engine without them raises `EngineError` saying so.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
@@ -57,8 +56,7 @@ def _import_tensorrt():
     try:
         import tensorrt as trt
     except ImportError as exc:
-        raise EngineError(f"tensorrt backend: TensorRT Python package not installed ({exc}); install "
-                          "TensorRT 10 for this GPU, or use backend ort-cuda / ort-cpu") from None
+        raise EngineError(f"tensorrt backend: the TensorRT Python package is not installed ({exc})") from None
     return trt
 
 
@@ -504,38 +502,3 @@ class TensorRTEngine(Engine):
     def __del__(self):
         with contextlib.suppress(Exception):  # at interpreter shutdown CUDA may already be gone
             self.close()
-
-
-# --- CLI: hsi-xai build-engine -------------------------------------------------------------------
-
-def add_build_engine_parser(sub) -> None:
-    p = sub.add_parser("build-engine", help="build (or find) the cached TensorRT engine ahead of the first start",
-                       description="Build the TensorRT engine the node will use, so its first start does not "
-                                   "wait minutes. By default the graph is what the pipeline runs: MODEL.onnx plus "
-                                   "the explain sub-graphs for --methods/--layers (the card MODEL.json must sit "
-                                   "beside it); these must match the node's parameters, since another graph "
-                                   "is another engine.")
-    p.add_argument("model", help="MODEL.onnx")
-    p.add_argument("--precision", choices=("fp16", "fp32"), default="fp16")
-    p.add_argument("--cache-dir", help="engine cache (default: $XDG_CACHE_HOME or ~/.cache, /hsi_xai_node/engines)")
-    p.add_argument("--methods", help="comma list of explanation methods (default: the pipeline's)")
-    p.add_argument("--layers", help="comma list of card layer names (default: the pipeline's)")
-    p.add_argument("--graph-only", action="store_true",
-                   help="build MODEL.onnx exactly as it is, without the explain sub-graphs")
-    p.set_defaults(func=cmd_build_engine)
-
-
-def cmd_build_engine(args: argparse.Namespace) -> int:
-    path = Path(args.model)
-    if not path.is_file():
-        raise EngineError(f"no such model file: {path}")
-    if args.graph_only:
-        engine = TensorRTEngine(path.read_bytes(), precision=args.precision, cache_dir=args.cache_dir)
-    else:
-        from .pipeline import PipelineConfig, pipeline_graph
-
-        extra = {k: tuple(v.split(",")) for k, v in (("methods", args.methods), ("layers", args.layers)) if v}
-        _, graph = pipeline_graph(PipelineConfig(model=str(path), **extra))
-        engine = TensorRTEngine(graph.model.SerializeToString(), precision=args.precision, cache_dir=args.cache_dir)
-    print(f"engine {'built' if engine.built else 'found'}: {engine.cache_path}")
-    return 0

@@ -2,13 +2,12 @@
 
 import json
 import re
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
 
 from hsi_xai_node.cli import main
+from test.chromium import render
 
 
 @pytest.fixture(scope="module")
@@ -54,13 +53,25 @@ def test_page_renders_every_image(report, tmp_path):
     page = (out / "index.html").read_text()
     images = re.findall(r"<img src='([^']+)'", page)
     assert "sanity_cascading.png" in images and all((out / i).is_file() for i in images)
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)")
-    dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                          f"--user-data-dir={tmp_path}", "--virtual-time-budget=10000", "--dump-dom",
-                          (out / "index.html").as_uri()], capture_output=True, text=True, timeout=120).stdout
-    loaded = re.search(r'data-images-loaded="(\d+)/(\d+)"', dom)
-    assert loaded and int(loaded.group(1)) == int(loaded.group(2)) == len(images)
+    probe = render(out / "index.html", tmp_path, width=1400)
+    assert probe["loaded"] == probe["images"] == len(images) and probe["overflow_x"] == 0
     assert np.isfinite(r["segmentation_faithfulness"]["rise"]["insertion"])
+
+
+def test_sanity_reading_follows_the_numbers():
+    """The report reads each method's cascade from its own values instead of stating an expectation."""
+    from hsi_xai_node.reliability.report import sanity_reading
+
+    def row(depth, **methods):
+        return {"depth": depth, "methods": {m: {"spearman": sp, "ssim": ss} for m, (sp, ss) in methods.items()}}
+
+    cascade = [row(1, good=(0.11, 0.6), bad=(0.95, 0.9), mixed=(0.2, 0.5)),
+               row(9, good=(0.13, 0.36), bad=(0.8, 0.85), mixed=(0.45, 0.4))]
+    text = sanity_reading(cascade)
+    assert "<b>good</b>: Spearman +0.11 with the first 1 layer(s) random, +0.13 with 9; at every depth |Spearman| " \
+           "is below 0.3" in text
+    assert "<b>bad</b>: Spearman +0.95" in text and "still ranks pixels like the trained model" in text
+    assert "<b>mixed</b>" in text and "largest 0.45): it only partly depends on the learnt weights" in text
+    assert "SSIM stays between 0.36 and 0.85 once layers are random" in text and "cannot tell trained from random" \
+        in text
+    assert "towards 0" not in text

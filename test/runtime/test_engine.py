@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from hsi_xai_node.runtime import EngineError, open_engine
+from hsi_xai_node.runtime import engine as engine_module
 from test.test_model_card import tiny_segmenter
 
 
@@ -15,16 +16,29 @@ def tiny_bytes(tmp_path):
     return (tmp_path / "t.onnx").read_bytes()
 
 
-def test_auto_falls_back_to_cpu_and_logs_why(tiny_bytes, caplog):
+def test_auto_falls_back_to_cpu_and_says_why_once(tiny_bytes, caplog, monkeypatch):
+    monkeypatch.setattr(engine_module, "_said", set())  # as in a fresh process
     caplog.set_level(logging.INFO, logger="hsi_xai_node.runtime.engine")
     engine = open_engine(tiny_bytes, "auto")
     assert engine.backend == "ort-cpu"
-    text = caplog.text
-    assert "tensorrt" in text and "ort-cuda" in text and "using backend ort-cpu" in text
+    (first,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    text = first.getMessage()
+    assert text.startswith("backend auto: using ort-cpu, fp32 (precision fp16 applies to TensorRT only)")
+    assert "tensorrt" in text and "ort-trt" in text and "ort-cuda" in text
+    caplog.clear()
+    for _ in range(2):  # every later engine of the process meets the same fall-back: not said again
+        assert open_engine(tiny_bytes, "auto").backend == "ort-cpu"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_named_cpu_backend_says_nothing_about_fp16(tiny_bytes, caplog):
+    caplog.set_level(logging.DEBUG, logger="hsi_xai_node.runtime.engine")
+    assert open_engine(tiny_bytes, "ort-cpu", precision="fp16").backend == "ort-cpu"
+    assert "fp16" not in caplog.text and "fall" not in caplog.text
 
 
 def test_explicit_backend_is_that_backend_or_an_error(tiny_bytes):
-    with pytest.raises(EngineError, match="ort-cuda: ONNX Runtime here has no CUDAExecutionProvider"):
+    with pytest.raises(EngineError, match="ort-cuda: this ONNX Runtime has no CUDAExecutionProvider"):
         open_engine(tiny_bytes, "ort-cuda")
     with pytest.raises(EngineError, match="unknown backend 'cuda'"):
         open_engine(tiny_bytes, "cuda")

@@ -1,7 +1,6 @@
 """TensorRT backend: everything that runs without a GPU, against small fakes of tensorrt and pycuda
 where the control flow needs them; one real build-and-run test when TensorRT is installed."""
 
-import argparse
 import enum
 import json
 import logging
@@ -12,6 +11,7 @@ import types
 import numpy as np
 import pytest
 
+from hsi_xai_node.cli import build_parser, cmd_build_engine
 from hsi_xai_node.runtime import EngineError, open_engine
 from hsi_xai_node.runtime import tensorrt_backend as tb
 from hsi_xai_node.runtime.tensorrt_backend import EngineCache, LayerRecord, TensorRTEngine, engine_cache_key
@@ -218,7 +218,7 @@ def test_parser_errors_name_their_nodes():
 
 @pytest.mark.skipif(HAVE_TRT, reason="TensorRT is installed here")
 def test_without_tensorrt_the_error_says_so(tmp_path):
-    msg = "tensorrt backend: TensorRT Python package not installed"
+    msg = "tensorrt backend: the TensorRT Python package is not installed"
     with pytest.raises(EngineError, match=msg):
         TensorRTEngine(ONNX, cache_dir=tmp_path)
     with pytest.raises(EngineError, match=msg):
@@ -226,25 +226,26 @@ def test_without_tensorrt_the_error_says_so(tmp_path):
     with pytest.raises(EngineError, match=msg):
         tb.build_engine(ONNX, "fp16", None)
     tiny_segmenter(tmp_path / "t.onnx")
-    with pytest.raises(EngineError, match=msg):
-        tb.cmd_build_engine(_cli_args(tmp_path / "t.onnx", "--graph-only", "--cache-dir", str(tmp_path)))
+    with pytest.raises(EngineError, match=msg) as err:
+        cmd_build_engine(_cli_args(tmp_path / "t.onnx", "--graph-only", "--cache-dir", str(tmp_path)))
+    # building an engine needs TensorRT: the error says where it comes from, not "use another backend"
+    assert "needs TensorRT 10 and pycuda on the machine that will run the engine" in str(err.value)
+    assert "ort-cpu" not in str(err.value) and "use backend" not in str(err.value)
     assert not list(tmp_path.glob("*.engine"))
 
 
 def _cli_args(*argv):
-    ap = argparse.ArgumentParser()
-    tb.add_build_engine_parser(ap.add_subparsers(dest="command"))
-    return ap.parse_args(["build-engine", *map(str, argv)])
+    return build_parser().parse_args(["build-engine", *map(str, argv)])
 
 
 def test_cli_arguments():
     a = _cli_args("m.onnx")
-    assert (a.model, a.precision, a.cache_dir, a.graph_only, a.func) == ("m.onnx", "fp16", None, False,
-                                                                        tb.cmd_build_engine)
+    assert (a.model, a.precision, a.cache_dir, a.graph_only, a.func.target) == (
+        "m.onnx", "fp16", None, False, "hsi_xai_node.cli:cmd_build_engine")
     with pytest.raises(SystemExit):
         _cli_args("m.onnx", "--precision", "int8")
     with pytest.raises(EngineError, match="no such model file"):
-        tb.cmd_build_engine(_cli_args("/nonexistent/m.onnx"))
+        cmd_build_engine(_cli_args("/nonexistent/m.onnx"))
 
 
 # --- fakes of tensorrt and pycuda: the engine's control flow without a GPU -------------------------
@@ -492,7 +493,7 @@ def test_close_frees_device_memory(fakes, tmp_path):
 def test_cli_builds_then_finds(fakes, tmp_path, capsys):
     tiny_segmenter(tmp_path / "t.onnx")
     args = _cli_args(tmp_path / "t.onnx", "--graph-only", "--cache-dir", tmp_path / "c", "--precision", "fp32")
-    assert tb.cmd_build_engine(args) == 0 and tb.cmd_build_engine(args) == 0
+    assert cmd_build_engine(args) == 0 and cmd_build_engine(args) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("engine built: ") and out[1].startswith("engine found: ")
     assert out[0].split(": ")[1] == out[1].split(": ")[1] and fakes.builds[0][1] == "fp32"
@@ -503,7 +504,7 @@ def test_cli_default_builds_the_pipelines_graph(fakes, tmp_path, capsys):
     onnx_path = REPO / "models" / "unet_bundled_3.onnx"
     if not onnx_path.exists():
         pytest.skip("bundled models are made by `hsi-xai train-segmentation --out models`")
-    assert tb.cmd_build_engine(_cli_args(onnx_path, "--cache-dir", tmp_path / "c", "--methods", "activation")) == 0
+    assert cmd_build_engine(_cli_args(onnx_path, "--cache-dir", tmp_path / "c", "--methods", "activation")) == 0
     # the key is over the model plus its explain sub-graphs: what the node runs, not the bare file
     assert len(fakes.builds) == 1 and fakes.builds[0][0] != onnx_path.read_bytes()
     assert capsys.readouterr().out.startswith("engine built: ")

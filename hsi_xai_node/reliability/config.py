@@ -1,0 +1,28 @@
+"""The reliability report's settings (no onnx, no numpy: the CLI reads them to build its help)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..resources import share_path
+
+
+@dataclass
+class ReportConfig:
+    model: str = str(share_path("models/unet_bundled_25pn.onnx"))
+    detector: str | None = str(share_path("models/efficientdet_rgb_mir.onnx"))  # None: no detection sections
+    band_models: tuple[str, ...] = tuple(str(share_path(f"models/unet_bundled_{v}.onnx")) for v in ("1", "3", "25pn"))
+    random_labels_model: str | None = None  # a U-Net trained on permuted labels (train_with_random_labels)
+    frames: int = 3                  # held-out generated frames (drive seeds 2000 + i)
+    cascade_steps: int = 6           # cascading randomisation depths shown (evenly spaced over the layers)
+    perturbation_steps: int = 16
+    rise_masks: int = 500
+    sidu_layer: str = "penultimate"
+    boxes: int = 5                   # detector boxes evaluated per frame
+    backend: str = "ort-cpu"
+    threads: int = 0
+    seed: int = 0
+
+
+# `hsi-xai reliability --quick`: one frame, fewer RISE masks and curve steps (a few minutes on 2 cores)
+QUICK = {"frames": 1, "rise_masks": 100, "perturbation_steps": 8, "cascade_steps": 3}
