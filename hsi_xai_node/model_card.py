@@ -75,6 +75,9 @@ class ModelCard:
     architecture: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
+    # "<method>@<layer tensor>" -> {"classes": {name: reference value}, "percentile", "unit", "frames", ...}:
+    # the fixed overlay scales (runtime.overlay, measured by runtime.calibration)
+    overlay_scales: dict = field(default_factory=dict)
     schema: str = CARD_SCHEMA
 
     # --- (de)serialisation --------------------------------------------------------------
@@ -94,7 +97,8 @@ class ModelCard:
             return cls(name=d["name"], task=d["task"], file=d["file"], sha256=d["sha256"],
                        sensor_profile=d["sensor_profile"], input=InputSpec(**inp), classes=classes,
                        logits=d["logits"], layers=dict(d["layers"]), architecture=d.get("architecture", {}),
-                       training=d.get("training", {}), metrics=d.get("metrics", {}))
+                       training=d.get("training", {}), metrics=d.get("metrics", {}),
+                       overlay_scales=dict(d.get("overlay_scales") or {}))
         except ModelError:
             raise
         except (KeyError, TypeError, ValueError) as exc:

@@ -80,6 +80,7 @@ class DetectorCard:
     architecture: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
+    overlay_scales: dict = field(default_factory=dict)  # "<method>@<layer>" -> {"classes": {name: value}, ...}
     task: str = "detection"
     schema: str = DETECTOR_CARD_SCHEMA
 
@@ -103,7 +104,7 @@ class DetectorCard:
                        classes=classes, layers=dict(d["layers"]), scores=d.get("scores", "scores"),
                        boxes=d.get("boxes", "boxes"), raw=raw, postprocess=dict(d.get("postprocess", {})),
                        architecture=d.get("architecture", {}), training=d.get("training", {}),
-                       metrics=d.get("metrics", {}))
+                       metrics=d.get("metrics", {}), overlay_scales=dict(d.get("overlay_scales") or {}))
         except ModelError:
             raise
         except (KeyError, TypeError, ValueError) as exc:

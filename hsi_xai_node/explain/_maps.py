@@ -1,8 +1,11 @@
 """What every explain graph shares: its description and the writer of map outputs.
 
 A map is (B, 1, h, w) with one row per explained class or box. `MapWriter.finish`
-exposes it, plus (as configured) a copy resized to the model input and a uint8 copy
-scaled per row, ready to colour and blend.
+exposes it, plus (as configured) a copy resized to the model input and a uint8 copy,
+ready to colour and blend. The uint8 copy is scaled per row either by the frame's own
+peak (`uint8_scale="frame"`: colours mean nothing across frames) or by a scale fed as a
+graph input (`"input"`: the card's or a running scale, so a colour means the same value
+in every frame); then the graph also outputs each row's peak, for running scales.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ class ExplainGraph:
     classes: int
     outputs: dict[str, MapOutput] = field(default_factory=dict)
     extra_inputs: dict[str, tuple] = field(default_factory=dict)  # roi / pixel
+    # uint8 output -> (its scale input (rows, 1, 1, 1), its per-row peak output (rows, 1, 1, 1)), when
+    # the uint8 maps are scaled by inputs (uint8_scale="input")
+    scale_inputs: dict[str, tuple[str, str]] = field(default_factory=dict)
     head_bias: np.ndarray | None = None  # final 1x1 conv bias, for conservativeness
     topk_channels: np.ndarray | None = None  # (K, top_k) channel indices of activation_topk
 
@@ -43,10 +49,16 @@ class ExplainGraph:
 
 
 
+UINT8_SCALES = ("frame", "input")
+
+
 class MapWriter:
     def __init__(self, b: Builder, eg: ExplainGraph, rows: int, upsample: bool, uint8: bool,
-                 input_hw: tuple[int, int] | None = None):
+                 input_hw: tuple[int, int] | None = None, uint8_scale: str = "frame"):
+        if uint8_scale not in UINT8_SCALES:
+            raise ExplainError(f"uint8_scale must be one of {list(UINT8_SCALES)}, got {uint8_scale!r}")
         self.b, self.eg, self.rows, self.upsample, self.uint8 = b, eg, rows, upsample, uint8
+        self.uint8_scale = uint8_scale
         # maps are resized to the input's (H, W): an NCHW input's last two dims unless given
         self.in_hw = tuple(input_hw) if input_hw is not None else tuple(b.shape(eg.input)[2:])
 
@@ -75,17 +87,33 @@ class MapWriter:
                         coordinate_transformation_mode="half_pixel")
             self.output(full, method + "_full", layer, (k, 1, *full_hw), signed)
         if self.uint8:
-            self.output(self.to_uint8(full, signed), method + "_u8", layer, (k, 1, *full_hw), signed, "uint8")
+            if self.uint8_scale == "input":
+                scale = self.b.add_input(f"overlay_scale.{method}.{layer}", (k, 1, 1, 1), onnx.TensorProto.FLOAT)
+                u8 = self.to_uint8(full, signed, scale)
+                peak = self.b.op("Identity", [self.peak(full, signed)], "overlay_peak")
+                self.b.add_output(peak, (k, 1, 1, 1), onnx.TensorProto.FLOAT)
+                self.eg.scale_inputs[u8] = (scale, peak)
+            else:
+                u8 = self.to_uint8(full, signed)
+            self.output(u8, method + "_u8", layer, (k, 1, *full_hw), signed, "uint8")
 
-    def to_uint8(self, m: str, signed: bool) -> str:
-        """Per-row scaling to 0..255: [0, max] for non-negative maps, [-max|m|, max|m|] for signed ones."""
+    def peak(self, m: str, signed: bool) -> str:
+        """Per row: max |m| (signed maps) or max(m, 0) (one-sided ones), (rows, 1, 1, 1)."""
+        return self.max_hw(self.b.op("Abs", [m]) if signed else self.b.op("Relu", [m]))
+
+    def to_uint8(self, m: str, signed: bool, scale: str | None = None) -> str:
+        """Per-row scaling to 0..255: [0, s] for non-negative maps, [-s, s] for signed ones (0 at 127.5), with s
+        the row's `scale` input (a row given 0 or less: its own peak), or its own peak when there is no input;
+        values beyond s clip."""
         b = self.b
+        s = self.peak(m, signed)
+        if scale is not None:
+            s = b.op("Where", [b.op("Greater", [scale, b.const(0.0)], "scale_given"), scale, s], "row_scale")
+        s = b.op("Max", [s, b.const(1e-12)], "u8_scale")
         if signed:
-            scale = b.op("Div", [b.const(127.5), b.op("Max", [self.max_hw(b.op("Abs", [m])), b.const(1e-12)])])
-            v = b.op("Add", [b.op("Mul", [m, scale]), b.const(127.5)], "u8_signed")
+            v = b.op("Add", [b.op("Mul", [m, b.op("Div", [b.const(127.5), s])]), b.const(127.5)], "u8_signed")
         else:
-            pos = b.op("Relu", [m])
-            v = b.op("Mul", [pos, b.op("Div", [b.const(255.0), b.op("Max", [self.max_hw(pos), b.const(1e-12)])])], "u8")
+            v = b.op("Mul", [b.op("Relu", [m]), b.op("Div", [b.const(255.0), s])], "u8")
         v = b.op("Clip", [b.op("Round", [v]), b.const(0.0), b.const(255.0)], "u8_clip")
         return b.op("Cast", [v], "map_u8", to=onnx.TensorProto.UINT8)
 

@@ -42,6 +42,7 @@ class SegmentationExplainConfig:
     second_block: bool = True  # expose the second conv block's activations with "activation"
     upsample: bool = True  # add maps resized to the model input size
     uint8: bool = True  # add uint8 versions of the (resized) maps
+    uint8_scale: str = "frame"  # "frame": each row by its own peak; "input": by graph inputs (MapWriter)
 
     def validated(self) -> "SegmentationExplainConfig":
         bad = [m for m in self.methods if m not in METHODS]
@@ -150,7 +151,7 @@ def build_segmentation_explainer(model: onnx.ModelProto, input_name: str, logits
     if b.shape(input_name)[0] != 1:
         raise ExplainError(f"the model input {input_name!r} must have batch 1 (got {b.shape(input_name)})")
     eg = ExplainGraph(model=out, input=input_name, logits=logits, classes=classes)
-    maps = MapWriter(b, eg, classes, cfg.upsample, cfg.uint8)
+    maps = MapWriter(b, eg, classes, cfg.upsample, cfg.uint8, uint8_scale=cfg.uint8_scale)
     seeds = _Seeds(b, logits, classes, eg, cfg.seed)
 
     if "activation" in cfg.methods:

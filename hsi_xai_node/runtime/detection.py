@@ -10,11 +10,14 @@ Stages (each timed in `result.timings_ms`):
     engine     detector + decoding + NMS + per-box Grad-CAM of the top-K kept boxes (one call)
     post       detections in network-view and primary-camera pixels, the fused overlay
 
-The overlay blends, at every pixel, the largest of the explained boxes' Grad-CAM maps
-(each scaled to 0..255 in the graph), weighted by its own value so unexplained areas
-stay clean, over the registered preview, and draws the boxes with class and score.
-Boxes are reported in the primary camera's pixels too (the first camera of the stack,
-whose header the detections carry), through the rig's homography.
+The overlay shows each explained box's own map only around its box (the box grown by a
+margin), scaled by the box class's scale (the card's, a running one or the box's own peak:
+runtime.overlay), coloured (box_gradcam on `colormap`, box_gradcam_signed on the diverging
+`signed_colormap`) and blended weighted by its magnitude so unexplained areas stay clean;
+boxes in their class colours, labels placed where they overlap no other label (numbers and
+a key at the bottom when they would). The overlay is drawn `overlay_zoom` times the network
+view so labels stay readable. Boxes are reported in the primary camera's pixels too (the
+first camera of the stack, whose header the detections carry), through the rig's homography.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ from ..resources import share_path
 from ..scenes.render import CameraSpec, default_cameras, transform_box
 from ..sensor.multispectral import CameraInput, MultispectralFrontEnd, StackConfig, network_from_common
 from .engine import open_engine
-from .pipeline import COLORMAPS
+from .overlay import (SCALE_MODES, UNITS, MapKey, OverlayScales, apply_colormap, check_colormap, legend_image,
+                      to_uint8)
 
 DEFAULT_DETECTOR = share_path("models/efficientdet_rgb_mir.onnx")
 
@@ -78,18 +82,28 @@ class DetectionPipelineConfig:
     layer: str = "class_head_input"   # card role or tensor name of the explained layer
     overlay_method: str = "box_gradcam"  # or box_gradcam_signed (no ReLU)
     overlay_alpha: float = 0.6
-    colormap: str = "jet"
+    colormap: str = "inferno"         # box_gradcam (one-sided): sequential
+    signed_colormap: str = "coolwarm"  # box_gradcam_signed: diverging, centred on zero
+    overlay_scale: str = "card"       # card | running | frame (runtime.overlay), per box class
+    overlay_margin: float = 0.25      # each box's map is shown within the box grown by this share of its size
+    overlay_zoom: int = 2             # the overlay is drawn this many times the network view (readable labels)
     box_maps: bool = False            # also return the per-box float maps
 
     def validated(self) -> "DetectionPipelineConfig":
         if not 0.0 <= self.overlay_alpha <= 1.0:
             raise InputError(f"overlay_alpha must be in [0, 1], got {self.overlay_alpha}")
-        if self.colormap not in COLORMAPS:
-            raise InputError(f"unknown colormap {self.colormap!r}; use one of {sorted(COLORMAPS)}")
+        check_colormap(self.colormap, False, "colormap")
+        check_colormap(self.signed_colormap, True, "signed_colormap")
+        if self.overlay_scale not in SCALE_MODES:
+            raise InputError(f"overlay_scale must be one of {list(SCALE_MODES)}, got {self.overlay_scale!r}")
         if self.overlay_method not in ("box_gradcam", "box_gradcam_signed"):
             raise InputError(f"overlay_method {self.overlay_method!r} must be box_gradcam or box_gradcam_signed")
         if self.explain_boxes < 0:
             raise InputError(f"explain_boxes must be >= 0, got {self.explain_boxes}")
+        if not 0.0 <= self.overlay_margin <= 2.0:
+            raise InputError(f"overlay_margin must be in [0, 2], got {self.overlay_margin}")
+        if not 1 <= self.overlay_zoom <= 4:
+            raise InputError(f"overlay_zoom must be 1..4, got {self.overlay_zoom}")
         return self
 
 
@@ -107,7 +121,7 @@ class Detection:
 class DetectionResult:
     detections: list[Detection]
     preview: np.ndarray                     # bgr8 network view
-    detection_overlay: np.ndarray           # bgr8: fused per-box Grad-CAM and the boxes
+    detection_overlay: np.ndarray           # bgr8: per-box Grad-CAM and the boxes, overlay_zoom x the view
     box_maps: np.ndarray | None = None      # (explained, H, W) float32, when asked for
     slots_full: bool = False                # NMS filled every output slot: more boxes may have been cut off
     timings_ms: dict[str, float] = field(default_factory=dict)
@@ -137,7 +151,8 @@ def detection_graph(cfg: DetectionPipelineConfig):
         return loaded, None
     k = min(cfg.explain_boxes, int(loaded.card.postprocess.get("max_detections", 20)))
     graph = build_detection_explainer(loaded.model, loaded.card.input.tensor, loaded.card.scores,
-                                      loaded.card.layers, DetectionExplainConfig(layers=(cfg.layer,), top_k=k),
+                                      loaded.card.layers,
+                                      DetectionExplainConfig(layers=(cfg.layer,), top_k=k, uint8=False),
                                       pairs="det_pairs", layout=loaded.card.input.layout)
     return loaded, graph
 
@@ -162,13 +177,16 @@ class DetectionPipeline:
         self.classes = {c.channel: c for c in card.classes}
         self._plan = {"boxes": "det_boxes", "scores": "det_scores", "classes": "det_classes"}
         model = self.loaded.model
+        self._signed = cfg.overlay_method.endswith("_signed")
         if self.graph is not None:
             model = self.graph.model
             for name, o in self.graph.outputs.items():
-                if o.method == cfg.overlay_method + "_u8":
-                    self._plan["maps_u8"] = name
-                if cfg.box_maps and o.method == cfg.overlay_method + "_full":
-                    self._plan["maps"] = name
+                if o.method == cfg.overlay_method + "_full":
+                    self._plan["maps"] = name  # float maps at the input size: scaled per box class here
+        layer = card.layers.get(cfg.layer, cfg.layer)
+        names = [self.classes[ch].name for ch in sorted(self.classes)]
+        self.scales = OverlayScales(cfg.overlay_scale, {"box": MapKey(cfg.overlay_method, layer, self._signed)},
+                                    names, card.overlay_scales, card.name)
         self.engine = open_engine(model.SerializeToString(), cfg.backend, cfg.precision, cfg.cache_dir, cfg.threads,
                                   outputs_to_copy=list(self._plan.values()))
 
@@ -195,28 +213,142 @@ class DetectionPipeline:
         return result
 
     def _post(self, images, registered, out) -> DetectionResult:
-        detections, drawn = [], []  # drawn: each detection's ClassSpec (its colour)
+        detections = []
         for slot, (box, score, cls) in enumerate(zip(out["boxes"][0], out["scores"][0], out["classes"][0])):
             if cls < 0 or score <= self.score_threshold:
                 continue
             c = self.classes[int(cls)]
-            drawn.append(c)
             box = tuple(float(v) for v in box)
             detections.append(Detection(box, transform_box(box, self._to_camera), c.id, c.name, float(score), slot))
         preview = self.frontend.preview(images, registered)
-        overlay = preview.copy()
-        maps = out.get("maps_u8")
-        explained = [d.slot for d in detections if maps is not None and d.slot < len(maps)]
-        if explained:
-            fused = maps[explained, 0].max(0)
-            coloured = cv2.applyColorMap(fused, COLORMAPS[self.config.colormap]).astype(np.float32)
-            weight = (self.config.overlay_alpha / 255.0) * fused.astype(np.float32)[..., None]
-            overlay = np.clip(preview * (1.0 - weight) + coloured * weight + 0.5, 0, 255).astype(np.uint8)
-        for d, c in zip(detections, drawn):
-            x0, y0, x1, y1 = (int(round(v)) for v in d.box)
-            cv2.rectangle(overlay, (x0, y0), (x1 - 1, y1 - 1), tuple(int(v) for v in c.bgr), 1)
-            cv2.putText(overlay, f"{d.class_name} {d.score:.2f}", (x0, max(y0 - 2, 8)), cv2.FONT_HERSHEY_PLAIN,
-                        0.7, tuple(int(v) for v in c.bgr), 1, cv2.LINE_AA)
-        box_maps = out["maps"][:, 0] if "maps" in out else None
+        maps = out.get("maps")
+        explained = [d for d in detections if maps is not None and d.slot < len(maps)]
+        overlay = self._draw_maps(preview, maps, explained)
+        overlay = draw_boxes(overlay, detections, self.classes, self.config.overlay_zoom)
+        box_maps = maps[:, 0] if maps is not None and self.config.box_maps else None
         slots_full = bool((out["classes"][0] >= 0).all())
         return DetectionResult(detections, preview, overlay, box_maps, slots_full)
+
+    def box_scale(self, detections: list[Detection], maps: np.ndarray) -> np.ndarray:
+        """Per explained box, the scale its map is shown with: its class's (card or running) or its own peak."""
+        peaks = np.array([np.abs(maps[d.slot, 0]).max() if self._signed else max(maps[d.slot, 0].max(), 0.0)
+                          for d in detections], np.float32)
+        if self.scales.mode == "frame":
+            return peaks
+        channel = {c.id: ch for ch, c in self.classes.items()}
+        rows = np.array([channel[d.class_id] for d in detections])
+        if self.scales.mode == "running":  # a class's running scale follows the peaks of its boxes
+            current = self.scales.scale("box")
+            update = current.copy() if current is not None else np.zeros(len(self.classes), np.float32)
+            for r in np.unique(rows):
+                update[r] = peaks[rows == r].max()
+            if current is not None:
+                update = np.where(np.isin(np.arange(len(update)), rows), update, current)
+            self.scales.update("box", update)
+        scale = self.scales.scale("box")
+        return np.where(scale[rows] > 0, scale[rows], peaks)
+
+    def _draw_maps(self, preview: np.ndarray, maps: np.ndarray | None, explained: list[Detection]) -> np.ndarray:
+        """Each explained box's map within its box grown by overlay_margin, weaker boxes first (the best on
+        top), blended over the preview weighted by the shown magnitude; then zoomed for drawing."""
+        cfg = self.config
+        out = preview.astype(np.float32)
+        if explained:
+            h, w = preview.shape[:2]
+            colormap = cfg.signed_colormap if self._signed else cfg.colormap
+            scales = self.box_scale(explained, maps)
+            for d, s in sorted(zip(explained, scales), key=lambda t: t[0].score):
+                x0, y0, x1, y1 = d.box
+                mx, my = cfg.overlay_margin * (x1 - x0) + 2.0, cfg.overlay_margin * (y1 - y0) + 2.0
+                c0, r0 = max(int(np.floor(x0 - mx)), 0), max(int(np.floor(y0 - my)), 0)
+                c1, r1 = min(int(np.ceil(x1 + mx)), w), min(int(np.ceil(y1 + my)), h)
+                if c1 <= c0 or r1 <= r0:
+                    continue
+                u8 = to_uint8(maps[d.slot, 0, r0:r1, c0:c1], s, self._signed)
+                magnitude = np.abs(u8.astype(np.float32) - 127.5) / 127.5 if self._signed else u8 / 255.0
+                weight = (cfg.overlay_alpha * magnitude)[..., None]
+                patch = out[r0:r1, c0:c1]
+                out[r0:r1, c0:c1] = patch * (1.0 - weight) + apply_colormap(u8, colormap) * weight
+        out = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+        z = cfg.overlay_zoom
+        return out if z == 1 else cv2.resize(out, None, fx=z, fy=z, interpolation=cv2.INTER_NEAREST)
+
+    def legend(self) -> np.ndarray:
+        """The detection overlay's legend (colour bar, what 1 means per class, the scale in force)."""
+        key = self.scales.maps["box"]
+        scale = self.scales.scale("box")
+        names = [self.classes[ch].name for ch in sorted(self.classes)]
+        per_class = None if scale is None else {n: float(v) for n, v in zip(names, scale) if v > 0}
+        return legend_image("detection overlay", UNITS[key.method], self.config.signed_colormap if key.signed
+                            else self.config.colormap, key.signed, per_class, self.scales.describe())
+
+
+LABEL_FONT, LABEL_SCALE = cv2.FONT_HERSHEY_SIMPLEX, 0.4
+
+
+def _overlaps(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def place_labels(boxes: list[tuple[float, float, float, float]], sizes: list[tuple[int, int]],
+                 image_hw: tuple[int, int]) -> list[tuple[int, int] | None]:
+    """Top-left corners for label rectangles of `sizes` (w, h), one per box (best first), that overlap
+    neither each other nor the image edge: above the box, below it, or inside its top; None where no
+    spot is free."""
+    h, w = image_hw
+    placed, out = [], []
+    for (x0, y0, x1, y1), (tw, th) in zip(boxes, sizes):
+        x = int(min(max(x0, 0), max(w - tw, 0)))
+        spot = None
+        for y in (int(y0) - th - 1, int(y1) + 1, int(y0) + 1):
+            rect = (x, y, x + tw, y + th)
+            if y >= 0 and y + th <= h and not any(_overlaps(rect, p) for p in placed):
+                spot = rect
+                break
+        if spot is not None:
+            placed.append(spot)
+        out.append(None if spot is None else spot[:2])
+    return out
+
+
+def draw_boxes(image: np.ndarray, detections: list[Detection], classes: dict, zoom: int) -> np.ndarray:
+    """Boxes in class colours with "class score" labels placed without overlap; when a label finds no free
+    spot, every box gets its number instead and a key lists them along the bottom."""
+    out = image.copy()
+    h, w = out.shape[:2]
+    colours = {c.id: tuple(int(v) for v in c.bgr) for c in classes.values()}
+    boxes = [tuple(v * zoom for v in d.box) for d in detections]
+    texts = [f"{d.class_name} {d.score:.2f}" for d in detections]
+    sizes = []
+    for t in texts:
+        (tw, th), base = cv2.getTextSize(t, LABEL_FONT, LABEL_SCALE, 1)
+        sizes.append((tw + 2, th + base + 2))
+    spots = place_labels(boxes, sizes, (h, w))
+    numbered = any(s is None for s in spots)
+    if numbered:
+        texts = [str(i + 1) for i in range(len(detections))]
+        sizes = [(cv2.getTextSize(t, LABEL_FONT, LABEL_SCALE, 1)[0][0] + 2, sizes[0][1]) for t in texts]
+        spots = place_labels(boxes, sizes, (h, w))
+        spots = [s if s is not None else (int(max(b[0], 0)), int(max(b[1], 0))) for s, b in zip(spots, boxes)]
+    for d, (x0, y0, x1, y1), text, (tw, th), spot in zip(detections, boxes, texts, sizes, spots):
+        colour = colours[d.class_id]
+        cv2.rectangle(out, (int(round(x0)), int(round(y0))), (int(round(x1)) - 1, int(round(y1)) - 1), colour, 1)
+        x, y = spot
+        cv2.rectangle(out, (x, y), (x + tw - 1, y + th - 1), (0, 0, 0), -1)
+        cv2.putText(out, text, (x + 1, y + th - 4), LABEL_FONT, LABEL_SCALE, colour, 1, cv2.LINE_AA)
+    if numbered:  # the key: "1 car 0.91  2 person 0.55 ...", wrapped, on a dark band at the bottom
+        entries = [f"{i + 1} {d.class_name} {d.score:.2f}" for i, d in enumerate(detections)]
+        line_h, lines, line = sizes[0][1] + 2, [], ""
+        for entry in entries:
+            candidate = f"{line}  {entry}" if line else entry
+            if cv2.getTextSize(candidate, LABEL_FONT, LABEL_SCALE, 1)[0][0] > w - 4 and line:
+                lines.append(line)
+                candidate = entry
+            line = candidate
+        lines.append(line)
+        top = max(h - line_h * len(lines) - 2, 0)
+        out[top:] = (out[top:] * 0.35).astype(np.uint8)
+        for k, text in enumerate(lines):
+            cv2.putText(out, text, (2, top + line_h * (k + 1) - 3), LABEL_FONT, LABEL_SCALE, (255, 255, 255), 1,
+                        cv2.LINE_AA)
+    return out

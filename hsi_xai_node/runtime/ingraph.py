@@ -48,7 +48,8 @@ from ..sensor.cube import Cube
 from ..sensor.demosaic import check_frame
 from ..sensor.radiometry import false_colour, per_pixel_normalise, select_bands
 from .engine import EngineError, open_engine
-from .pipeline import COLORMAPS, FrameResult, Pipeline
+from .overlay import colormap_lut
+from .pipeline import FrameResult, Pipeline
 
 RAW_DTYPES = {"uint16": (np.uint16, TP.UINT16), "int32": (np.int32, TP.INT32)}
 # Pipeline calls false_colour and per_pixel_normalise with their defaults: read them, do not copy them.
@@ -84,6 +85,9 @@ def _check_supported(pipeline: Pipeline) -> None:
         raise InputError(f"in-graph preprocessing does the sub-sampling demosaic only, not {fe.demosaic!r}")
     if fe.median_ksize or fe.correction is not None:
         raise InputError("in-graph preprocessing has no median filter or spectral correction stage")
+    if pipeline.scales.mode == "running":
+        raise InputError("in-graph pipeline: overlay_scale running needs the peaks on the host each frame; use "
+                         "card or frame")
     if pipeline.graph.extra_inputs:
         raise InputError(f"in-graph pipeline needs seed 'predicted'; the graph asks for inputs "
                          f"{sorted(pipeline.graph.extra_inputs)}")
@@ -199,8 +203,6 @@ def _postprocess(b: Builder, pipeline: Pipeline, preview: str) -> dict[str, str]
     if not maps:
         return out
     producers = {o: n for n in b.graph.node for o in n.output}
-    lut = cv2.applyColorMap(np.arange(256, dtype=np.uint8).reshape(256, 1), COLORMAPS[cfg.colormap]).reshape(256, 3)
-    colour_lut = b.const(lut, "colormap", np.int32)
     # cv2.addWeighted(preview, 1 - a, coloured, a, 0) is a function of two grey levels: tabulating it
     # with OpenCV itself reproduces its fused multiply-add and round-half-even on every backend.
     grey = np.arange(256, dtype=np.uint8)
@@ -220,7 +222,8 @@ def _postprocess(b: Builder, pipeline: Pipeline, preview: str) -> dict[str, str]
         scaled = cast.input[0]  # (K, 1, h, w) integral floats 0..255
         fused = b.op("GatherElements", [scaled, channel], f"{kind}_fused", axis=0)  # the predicted class's map
         idx = b.op("Cast", [b.op("Reshape", [fused, b.ints([h, w])], f"{kind}_hw")], f"{kind}_idx", to=TP.INT32)
-        coloured = b.op("Gather", [colour_lut, idx], f"{kind}_coloured", axis=0)  # (h, w, 3)
+        lut = colormap_lut(pipeline._colormap(eg.outputs[u8].signed))  # the CPU path's table, signed or not
+        coloured = b.op("Gather", [b.const(lut, "colormap", np.int32), idx], f"{kind}_coloured", axis=0)  # (h, w, 3)
         blend = b.op("Gather", [blend_lut, b.op("Add", [base, coloured], f"{kind}_pair")], f"{kind}_blend", axis=0)
         padded = b.op("Pad", [blend, b.ints([top, left, 0, bottom, right, 0])], f"{kind}_padded")
         out[f"{kind}_overlay"] = b.op("Where", [inside, padded, preview], f"{kind}_overlay")  # preview outside
@@ -326,13 +329,14 @@ class InGraphPipeline:
                     raise
         self._dtype = RAW_DTYPES[raw_dtype][0]
         self._names = self.graph.output_names()
+        self._scale_feeds = pipeline.scale_feeds()  # card scales (fixed); none in frame mode
 
     def process(self, raw: np.ndarray) -> FrameResult:
         t0 = time.perf_counter()
         raw = check_frame(raw, self.profile)  # shape and dtype, before anything runs
         feed = raw.astype(self._dtype, copy=False)  # uint16: no copy; int32: the widening TensorRT needs
         t1 = time.perf_counter()
-        out = self.engine.run({self.graph.raw_input: feed}, list(self._names.values()))
+        out = self.engine.run({self.graph.raw_input: feed, **self._scale_feeds}, list(self._names.values()))
         t2 = time.perf_counter()
         r = {k: out[v] for k, v in self._names.items()}
         result = FrameResult(labels=r["labels"], segmentation=r["segmentation"], preview=r["preview"],

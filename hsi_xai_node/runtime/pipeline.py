@@ -10,8 +10,11 @@ Stages (each timed in `result.timings_ms`):
     post       labels via the card, colour segmentation, fused overlays, residuals
 
 The fused overlays show, at every pixel, the map of the class predicted there (each
-class's map scaled to 0..255 in the graph), coloured and alpha-blended over the
-false-colour preview. Outside the model's window the preview shows through.
+class's map scaled to 0..255 in the graph by its class's scale: the card's, a running one or
+the frame's own, see runtime.overlay), coloured (one-sided maps on `colormap`, signed maps
+on the diverging `signed_colormap`) and alpha-blended over the false-colour preview. Outside
+the model's window the preview shows through. With `focus_class`, one class's map is shown
+over the whole window with its predicted region outlined.
 """
 
 from __future__ import annotations
@@ -32,10 +35,9 @@ from ..sensor.calibration import load_profile
 from ..sensor.frontend import FrontEnd
 from ..sensor.radiometry import false_colour
 from .engine import open_engine
+from .overlay import SCALE_MODES, UNITS, MapKey, OverlayScales, apply_colormap, check_colormap, legend_image
 
 DEFAULT_MODEL = share_path("models/unet_bundled_25pn.onnx")
-COLORMAPS = {"jet": cv2.COLORMAP_JET, "turbo": cv2.COLORMAP_TURBO, "inferno": cv2.COLORMAP_INFERNO,
-             "viridis": cv2.COLORMAP_VIRIDIS, "magma": cv2.COLORMAP_MAGMA, "hot": cv2.COLORMAP_HOT}
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,10 @@ class PipelineConfig:
     seed: str = "predicted"
     overlay_method: str = "seg_gradcam"  # the Grad-CAM-family map fused into the Grad-CAM overlay
     overlay_alpha: float = 0.5
-    colormap: str = "jet"
+    colormap: str = "inferno"  # one-sided maps: a sequential colormap
+    signed_colormap: str = "coolwarm"  # signed maps: a diverging colormap centred on zero
+    overlay_scale: str = "card"  # card | running | frame (runtime.overlay)
+    focus_class: str = ""  # a class name: also the focus overlay of that class; "" = none
     false_colour_nm: tuple[float, float, float] = (850.0, 731.88, 564.36)
     class_maps: bool = False  # also return per-class float maps (costs a device->host copy)
     explain_classes: tuple[str, ...] = ()  # class names the overlays show; () = every class
@@ -61,8 +66,10 @@ class PipelineConfig:
     def validated(self) -> "PipelineConfig":
         if not 0.0 <= self.overlay_alpha <= 1.0:
             raise InputError(f"overlay_alpha must be in [0, 1], got {self.overlay_alpha}")
-        if self.colormap not in COLORMAPS:
-            raise InputError(f"unknown colormap {self.colormap!r}; use one of {sorted(COLORMAPS)}")
+        check_colormap(self.colormap, False, "colormap")
+        check_colormap(self.signed_colormap, True, "signed_colormap")
+        if self.overlay_scale not in SCALE_MODES:
+            raise InputError(f"overlay_scale must be one of {list(SCALE_MODES)}, got {self.overlay_scale!r}")
         if self.overlay_method not in ("seg_gradcam", "seg_gradcam_signed", "hires"):
             raise InputError(f"overlay_method {self.overlay_method!r} must be seg_gradcam, seg_gradcam_signed or hires")
         return self
@@ -75,6 +82,7 @@ class FrameResult:
     preview: np.ndarray  # bgr8 false colour
     gradcam_overlay: np.ndarray | None  # bgr8
     activation_overlay: np.ndarray | None  # bgr8
+    focus_overlay: np.ndarray | None = None  # bgr8: focus_class's Grad-CAM map, its region outlined
     class_maps: dict[str, np.ndarray] = field(default_factory=dict)  # method@layer -> (K, h, w) float32
     spectra: np.ndarray | None = None  # (K, bands) spectral attribution
     residuals: dict[str, np.ndarray] = field(default_factory=dict)  # method -> (K,) conservativeness residual
@@ -90,7 +98,8 @@ def pipeline_graph(cfg: PipelineConfig, profile=None):
     loaded = load_model(cfg.model, cfg.card, profile=profile)
     card: ModelCard = loaded.card
     explain_cfg = SegmentationExplainConfig(methods=cfg.methods, layers=cfg.layers, seed=cfg.seed,
-                                            upsample=True, uint8=True)
+                                            upsample=True, uint8=True,
+                                            uint8_scale="frame" if cfg.overlay_scale == "frame" else "input")
     graph = build_segmentation_explainer(onnx.load_model_from_string(loaded.onnx_bytes), card.input.tensor,
                                          card.logits, card.layers, explain_cfg)
     return card, graph
@@ -114,6 +123,15 @@ class Pipeline:
         if unknown:
             raise InputError(f"explain_classes {unknown} are not classes of model {self.card.name!r}: {names}")
         self._explained = np.array([n in cfg.explain_classes for n in names]) if cfg.explain_classes else None
+        if cfg.focus_class and cfg.focus_class not in names:
+            raise InputError(f"focus_class {cfg.focus_class!r} is not a class of model {self.card.name!r}: {names}")
+        self._focus = names.index(cfg.focus_class) if cfg.focus_class else None
+        overlays = {k: v for k, v in self._plan.items() if k.endswith("_u8")}
+        self.scales = OverlayScales(cfg.overlay_scale, {u8: MapKey(self.graph.outputs[u8].method.removesuffix("_u8"),
+                                                                    self.graph.outputs[u8].layer,
+                                                                    self.graph.outputs[u8].signed)
+                                                        for u8 in overlays.values()},
+                                    names, self.card.overlay_scales, self.card.name)
 
     # --- which engine outputs are needed -----------------------------------------------------
     def _find(self, method: str, layer: str | None = None) -> str | None:
@@ -131,6 +149,9 @@ class Pipeline:
             plan["activation_u8"] = self._find("activation_u8")
         if cfg.overlay_method in cfg.methods:
             plan["gradcam_u8"] = self._find(cfg.overlay_method + "_u8", first_layer)
+        for kind in ("gradcam_u8", "activation_u8"):  # the per-row peaks that feed running scales
+            if plan.get(kind) in self.graph.scale_inputs:
+                plan[kind.replace("_u8", "_peak")] = self.graph.scale_inputs[plan[kind]][1]
         if "spectral" in cfg.methods:
             plan["spectral"] = self._find("spectral")
         if cfg.class_maps:
@@ -149,8 +170,11 @@ class Pipeline:
         fe = self.frontend.process(raw)
         x = self.card.model_input(fe.cube.data)
         t1 = time.perf_counter()
-        out = self.engine.run({self.card.input.tensor: x}, list(dict.fromkeys(self._plan.values())))
+        out = self.engine.run({self.card.input.tensor: x, **self.scale_feeds()}, list(dict.fromkeys(self._plan.values())))
         t2 = time.perf_counter()
+        for u8, (_, peak) in self.graph.scale_inputs.items():
+            if peak in out:
+                self.scales.update(u8, out[peak])
         result = self._post(fe, {k: out[v] for k, v in self._plan.items()})
         t3 = time.perf_counter()
         result.timings_ms = {"frontend": (t1 - t0) * 1e3, "engine": (t2 - t1) * 1e3, "post": (t3 - t2) * 1e3,
@@ -158,15 +182,43 @@ class Pipeline:
         result.header = header
         return result
 
+    def scale_feeds(self) -> dict[str, np.ndarray]:
+        """The graph's scale inputs for the next frame: card or running scales; a row with none yet (the
+        first frame of a running scale) gets 0, which the graph reads as "this frame's own peak"."""
+        feeds = {}
+        for u8, (name, _) in self.graph.scale_inputs.items():
+            scale = self.scales.scale(u8) if u8 in self.scales.maps else None
+            rows = self.graph.outputs[u8].shape[0]
+            feeds[name] = (np.zeros(rows, np.float32) if scale is None else scale).reshape(rows, 1, 1, 1)
+        return feeds
+
+    def legends(self) -> dict[str, np.ndarray]:
+        """overlay name -> bgr8 legend image (colour bar, what 1 means per class, the scale in force)."""
+        out = {}
+        names = [c.name for c in self.card.classes]
+        for kind, overlay in (("gradcam_u8", "gradcam_overlay"), ("activation_u8", "activation_overlay")):
+            u8 = self._plan.get(kind)
+            if u8 is None:
+                continue
+            key = self.scales.maps[u8]
+            scale = self.scales.scale(u8)
+            per_class = None if scale is None else dict(zip(names, (float(v) for v in scale)))
+            out[overlay] = legend_image(overlay.replace("_", " "), UNITS.get(key.method, key.method),
+                                        self._colormap(key.signed), key.signed, per_class, self.scales.describe())
+        return out
+
+    def _colormap(self, signed: bool) -> str:
+        return self.config.signed_colormap if signed else self.config.colormap
+
     def _window(self):
         i = self.card.input
         return slice(i.crop_top, i.crop_top + i.height), slice(i.crop_left, i.crop_left + i.width)
 
-    def _fuse(self, maps_u8: np.ndarray, channel: np.ndarray, preview: np.ndarray) -> np.ndarray:
+    def _fuse(self, maps_u8: np.ndarray, channel: np.ndarray, preview: np.ndarray, signed: bool) -> np.ndarray:
         """At each pixel the predicted class's map, coloured and blended over the preview
         (only where that class is one of `explain_classes`, when those are given)."""
         fused = np.take_along_axis(maps_u8[:, 0], channel[None], axis=0)[0]
-        coloured = cv2.applyColorMap(fused, COLORMAPS[self.config.colormap])
+        coloured = apply_colormap(fused, self._colormap(signed))
         out = preview.copy()
         rows, cols = self._window()
         a = self.config.overlay_alpha
@@ -175,6 +227,22 @@ class Pipeline:
             keep = self._explained[channel]
             blended[~keep] = preview[rows, cols][~keep]
         out[rows, cols] = blended
+        return out
+
+    def _focus_overlay(self, maps_u8: np.ndarray, channel: np.ndarray, preview: np.ndarray, signed: bool) -> np.ndarray:
+        """focus_class's map over the whole window (what speaks for and against it everywhere), its predicted
+        region outlined in white."""
+        c = self._focus
+        out = preview.copy()
+        rows, cols = self._window()
+        a = self.config.overlay_alpha
+        out[rows, cols] = cv2.addWeighted(preview[rows, cols], 1.0 - a, apply_colormap(maps_u8[c, 0], self._colormap(signed)),
+                                          a, 0.0)
+        region = (channel == c).astype(np.uint8)
+        contours, _ = cv2.findContours(region, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)  # holes too
+        window = np.ascontiguousarray(out[rows, cols])
+        cv2.drawContours(window, contours, -1, (255, 255, 255), 1)
+        out[rows, cols] = window
         return out
 
     def _post(self, fe, out: dict[str, np.ndarray]) -> FrameResult:
@@ -187,10 +255,13 @@ class Pipeline:
         result = FrameResult(labels=labels, segmentation=colourise(labels), preview=preview,
                              gradcam_overlay=None, activation_overlay=None,
                              saturated_fraction=float(fe.saturated.mean()))
+        signed = {k: self.graph.outputs[self._plan[k]].signed for k in ("gradcam_u8", "activation_u8") if k in out}
         if "gradcam_u8" in out:
-            result.gradcam_overlay = self._fuse(out["gradcam_u8"], channel, preview)
+            result.gradcam_overlay = self._fuse(out["gradcam_u8"], channel, preview, signed["gradcam_u8"])
+            if self._focus is not None:
+                result.focus_overlay = self._focus_overlay(out["gradcam_u8"], channel, preview, signed["gradcam_u8"])
         if "activation_u8" in out:
-            result.activation_overlay = self._fuse(out["activation_u8"], channel, preview)
+            result.activation_overlay = self._fuse(out["activation_u8"], channel, preview, signed["activation_u8"])
             region = channel[None] == np.arange(logits.shape[1])[:, None, None]
             result.residuals["activation"] = conservativeness_residual(out["activation"], logits, region,
                                                                        self.graph.head_bias)

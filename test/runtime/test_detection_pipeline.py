@@ -8,7 +8,6 @@ import pytest
 
 from hsi_xai_node.errors import FrameError, InputError
 from hsi_xai_node.runtime.detection import DetectionPipeline, DetectionPipelineConfig, load_rig
-from hsi_xai_node.runtime.pipeline import COLORMAPS
 from hsi_xai_node.scenes.drive import DriveGenerator
 from hsi_xai_node.sensor.calibration import load_profile
 
@@ -64,26 +63,101 @@ def test_camera_boxes_follow_the_rig_homography(tiny_detector, frames, tmp_path)
         np.testing.assert_allclose(d.camera_box, expect, atol=1e-6)
 
 
-def test_overlay_is_the_weighted_blend_of_the_fused_box_maps(pipeline, frames):
+def _inferno(u8):
+    return cv2.applyColorMap(u8, cv2.COLORMAP_INFERNO).astype(np.float64)
+
+
+def test_each_box_map_is_shown_around_its_own_box(tiny_detector, frames):
+    """The overlay recomputed from the engine's float maps: per box (weakest first), its map in the box grown
+    by the margin, over its own peak (frame scale), inferno, blended by its magnitude; then zoomed 2x."""
+    p = DetectionPipeline(DetectionPipelineConfig(model=str(tiny_detector), backend="ort-cpu", threads=1,
+                                                  explain_boxes=4, overlay_scale="frame", box_maps=True))
     images = frames[1]
-    result = pipeline.process(images)
-    x = pipeline.frontend(images)
-    maps = pipeline.engine.run({"image": x}, [pipeline._plan["maps_u8"]])[pipeline._plan["maps_u8"]]
-    explained = [d.slot for d in result.detections if d.slot < len(maps)]
-    assert explained
-    fused = maps[explained, 0].max(0)
-    colour = cv2.applyColorMap(fused, COLORMAPS["jet"]).astype(np.float64)
-    w = 0.6 * fused.astype(np.float64)[..., None] / 255.0
-    expect = np.clip(np.floor(result.preview * (1 - w) + colour * w + 0.5), 0, 255)
+    result = p.process(images)
+    x = p.frontend(images)
+    maps = p.engine.run({"image": x}, [p._plan["maps"]])[p._plan["maps"]][:, 0].astype(np.float64)
+    explained = [d for d in result.detections if d.slot < len(maps)]
+    assert len(explained) >= 2
+    expect = result.preview.astype(np.float64)
+    covered = np.zeros(expect.shape[:2], bool)
+    for d in sorted(explained, key=lambda d: d.score):
+        m = maps[d.slot]
+        x0, y0, x1, y1 = d.box
+        mx, my = 0.25 * (x1 - x0) + 2, 0.25 * (y1 - y0) + 2
+        r = slice(max(int(np.floor(y0 - my)), 0), min(int(np.ceil(y1 + my)), 256))
+        c = slice(max(int(np.floor(x0 - mx)), 0), min(int(np.ceil(x1 + mx)), 320))
+        u8 = np.clip(np.round(np.maximum(m[r, c], 0) * 255.0 / max(m.max(), 1e-12)), 0, 255).astype(np.uint8)
+        w = 0.6 * u8[..., None] / 255.0
+        expect[r, c] = expect[r, c] * (1 - w) + _inferno(u8) * w
+        covered[r, c] = True
+    expect = np.kron(np.clip(np.floor(expect + 0.5), 0, 255), np.ones((2, 2, 1)))  # zoom 2, nearest
     # boxes and labels are drawn on top: compare away from them
-    drawn = np.zeros(fused.shape, bool)
+    drawn = np.zeros(expect.shape[:2], bool)
     for d in result.detections:
-        x0, y0, x1, y1 = (int(round(v)) for v in d.box)
-        drawn[max(y0 - 12, 0):y1 + 2, max(x0 - 2, 0):x1 + 100] = True
-    assert (~drawn).sum() > 0.3 * drawn.size
-    diff = np.abs(result.detection_overlay.astype(np.float64) - expect)[~drawn]
+        x0, y0, x1, y1 = (int(round(2 * v)) for v in d.box)
+        drawn[max(y0 - 20, 0):y1 + 20, max(x0 - 4, 0):x1 + 120] = True
+    drawn[-100:] = True  # the random test detector's crowd of boxes gets numbers and a key along the bottom
+    assert result.detection_overlay.shape == (512, 640, 3)
+    free = ~drawn
+    assert free.sum() > 0.3 * free.size
+    diff = np.abs(result.detection_overlay.astype(np.float64) - expect)[free]
     assert diff.max() <= 1.0  # float32 vs float64 rounding at .5
-    assert (fused[~drawn] > 0).mean() > 0.05  # the maps do cover the scene
+    # nothing is painted away from the explained boxes: there the overlay is the (zoomed) preview
+    away = free & ~np.kron(covered, np.ones((2, 2), bool))
+    assert away.sum() > 0.3 * away.size
+    np.testing.assert_array_equal(result.detection_overlay[away], np.kron(result.preview, np.ones((2, 2, 1),
+                                                                                                  np.uint8))[away])
+    np.testing.assert_allclose(result.box_maps, maps, rtol=1e-6)
+
+
+def test_card_and_running_scales_fix_the_colour_of_a_value(tiny_detector, frames, tmp_path):
+    """card: one scale per class from the card, the same in every frame; running: follows the boxes' peaks;
+    a card without scales falls back to running and says so."""
+    import json
+    import shutil
+
+    shutil.copy(tiny_detector, tmp_path / "det.onnx")
+    card = json.loads(tiny_detector.with_suffix(".json").read_text())
+    layer = card["layers"]["class_head_input"]
+    card["overlay_scales"] = {f"box_gradcam@{layer}": {"classes": {c["name"]: 0.5 for c in card["classes"]}}}
+    (tmp_path / "det.json").write_text(json.dumps(card))
+    fixed = DetectionPipeline(DetectionPipelineConfig(model=str(tmp_path / "det.onnx"), backend="ort-cpu",
+                                                      threads=1, explain_boxes=4, box_maps=True))
+    assert fixed.scales.mode == "card"
+    r = fixed.process(frames[0])
+    explained = [d for d in r.detections if d.slot < 4]
+    np.testing.assert_array_equal(fixed.box_scale(explained, r.box_maps[:, None]), 0.5)
+    running = DetectionPipeline(DetectionPipelineConfig(model=str(tiny_detector), backend="ort-cpu", threads=1,
+                                                        explain_boxes=4, box_maps=True))
+    assert running.scales.mode == "running"  # the tiny detector's card has no scales
+    r0 = running.process(frames[0])
+    first = running.scales.scale("box").copy()
+    shown = {d.class_id for d in r0.detections if d.slot < 4}
+    for d in r0.detections:
+        if d.slot < 4 and d.class_id in shown:  # the first frame's scale of a class is its boxes' largest peak
+            peak = max(r0.box_maps[e.slot].max() for e in r0.detections if e.slot < 4 and e.class_id == d.class_id)
+            assert first[d.class_id] == pytest.approx(peak, rel=1e-6)
+    running.process(frames[1])
+    assert running.scales.scale("box").shape == first.shape
+    legend = running.legend()
+    assert legend.ndim == 3 and legend.shape[1] == 420 and legend.dtype == np.uint8
+
+
+def test_labels_never_overlap_and_fall_back_to_numbers():
+    from hsi_xai_node.runtime.detection import place_labels
+
+    sizes = [(40, 12)] * 3
+    spots = place_labels([(10, 30, 50, 60), (12, 32, 52, 62), (200, 100, 240, 140)], sizes, (256, 320))
+    rects = [(x, y, x + w, y + h) for (x, y), (w, h) in zip(spots, sizes)]
+    for i in range(3):
+        for j in range(i + 1, 3):
+            a, b = rects[i], rects[j]
+            assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (a, b)
+    assert spots[0] == (10, 17)  # above the first box
+    assert spots[1] == (12, 63)  # the second, nearly on top of it, goes below its box
+    # a crowd where no spot is free: None, and draw_boxes numbers every box instead
+    crowd = [(0, 0, 320, 256)] * 4
+    assert None in place_labels(crowd, [(300, 120)] * 4, (256, 320))
 
 
 def test_score_threshold_filters_but_cannot_go_below_the_graph(tiny_detector, frames):

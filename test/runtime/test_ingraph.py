@@ -23,6 +23,7 @@ CASES = {  # id -> (model, config changes)
     "25-bands-pn": ("unet_bundled_25pn", {}),
     "25-bands-pn-hires-alpha0.3": ("unet_bundled_25pn", {"overlay_alpha": 0.3, "colormap": "turbo",
                                                          "overlay_method": "hires"}),
+    "25-bands-pn-frame-scale": ("unet_bundled_25pn", {"overlay_scale": "frame", "signed_colormap": "rdbu"}),
 }
 
 
@@ -82,7 +83,11 @@ def test_int32_graph_passes_the_tensorrt_check_and_uint16_fails_only_at_the_raw_
     graph = build_ingraph_pipeline(pipeline, "int32")
     assert check_tensorrt(graph.model) == []
     g = graph.model.graph
-    assert [(v.name, v.type.tensor_type.elem_type) for v in g.input] == [("raw", onnx.TensorProto.INT32)]
+    # the raw frame, and (card scales) one scale per class for each overlay's map, fed by the host
+    assert [(v.name, v.type.tensor_type.elem_type) for v in g.input] == [
+        ("overlay_scale.activation.dec1", onnx.TensorProto.FLOAT), ("overlay_scale.seg_gradcam.dec1",
+                                                                    onnx.TensorProto.FLOAT),
+        ("raw", onnx.TensorProto.INT32)]
     assert {o.name: o.type.tensor_type.elem_type for o in g.output} == {
         **dict.fromkeys(IMAGES, onnx.TensorProto.UINT8), "saturated_fraction": onnx.TensorProto.FLOAT}
     assert all(n.domain in ("", "ai.onnx") for n in g.node)

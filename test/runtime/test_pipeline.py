@@ -1,5 +1,7 @@
 """The frame pipeline on ONNX Runtime CPU: values against independent computations, and bad input."""
 
+from pathlib import Path
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -27,7 +29,7 @@ def pipeline(drive):
         pytest.skip("bundled models are made by `hsi-xai train-segmentation --out models`")
     _, (dark, white) = drive
     return Pipeline(PipelineConfig(model=str(MODEL), backend="ort-cpu", methods=("activation", "seg_gradcam", "spectral"),
-                                   class_maps=True), dark, white)
+                                   class_maps=True, overlay_scale="frame"), dark, white)
 
 
 def test_the_graph_the_pipeline_runs_is_tensorrt_compatible(pipeline):
@@ -83,8 +85,14 @@ def test_model_that_does_not_fit_the_sensor_is_refused(drive):
 def test_bad_config():
     with pytest.raises(InputError, match="overlay_alpha"):
         PipelineConfig(overlay_alpha=1.5).validated()
-    with pytest.raises(InputError, match="unknown colormap 'rainbow'"):
+    with pytest.raises(InputError, match=r"colormap 'rainbow': one-sided maps need a sequential colormap"):
         PipelineConfig(colormap="rainbow").validated()
+    with pytest.raises(InputError, match=r"colormap 'coolwarm': one-sided maps need a sequential colormap"):
+        PipelineConfig(colormap="coolwarm").validated()
+    with pytest.raises(InputError, match=r"signed_colormap 'jet': signed maps need a diverging colormap"):
+        PipelineConfig(signed_colormap="jet").validated()
+    with pytest.raises(InputError, match=r"overlay_scale must be one of \['card', 'running', 'frame'\]"):
+        PipelineConfig(overlay_scale="auto").validated()
 
 
 def test_header_passes_through_and_references_can_be_replaced(pipeline, drive):
@@ -110,10 +118,111 @@ def test_explain_classes_limit_the_overlays_to_those_classes(pipeline, drive):
     raw = gen.frame(8).raw
     full = pipeline.process(raw)
     only_road = Pipeline(PipelineConfig(model=str(MODEL), backend="ort-cpu", methods=("activation", "seg_gradcam"),
-                                        explain_classes=("road",)), dark, white).process(raw)
+                                        explain_classes=("road",), overlay_scale="frame"), dark, white).process(raw)
     road = full.labels == 1
     assert road.any() and (~road & (full.labels > 0)).any()
     np.testing.assert_array_equal(only_road.gradcam_overlay[road], full.gradcam_overlay[road])
     np.testing.assert_array_equal(only_road.gradcam_overlay[~road], full.preview[~road])
     with pytest.raises(InputError, match=r"explain_classes \['pedestrian'\] are not classes"):
         Pipeline(PipelineConfig(model=str(MODEL), backend="ort-cpu", explain_classes=("pedestrian",)), dark, white)
+
+
+BUNDLED = REPO / "models" / "unet_bundled_25pn.onnx"
+
+
+@pytest.fixture(scope="module")
+def bundled(drive):
+    if not BUNDLED.exists():
+        pytest.skip("no bundled model")
+    _, (dark, white) = drive
+    return dark, white
+
+
+def _float_map(pipeline, raw, method):
+    """The engine's float map (K, H, W) of `method` at the penultimate layer, and the logits' argmax."""
+    fe = pipeline.frontend.process(raw)
+    x = pipeline.card.model_input(fe.cube.data)
+    name = next(n for n, o in pipeline.graph.outputs.items() if o.method == method and o.layer == "dec1")
+    out = pipeline.engine.run({pipeline.card.input.tensor: x, **pipeline.scale_feeds()}, [name, pipeline.graph.logits])
+    return out[name][:, 0], out[pipeline.graph.logits][0].argmax(0)
+
+
+def test_card_scales_give_a_value_the_same_colour_in_every_frame(bundled, drive):
+    """overlay_scale card: each class's map is divided by the card's reference for that class (the 99th
+    percentile on validation drives), the same in every frame; signed maps on the diverging colormap."""
+    import cv2
+
+    from hsi_xai_node.model_card import ModelCard
+    from hsi_xai_node.runtime.overlay import colormap_lut, to_uint8
+
+    gen, _ = drive
+    p = Pipeline(PipelineConfig(backend="ort-cpu", methods=("activation", "seg_gradcam"), focus_class="road"), *bundled)
+    assert p.scales.mode == "card"
+    card = ModelCard.load(BUNDLED.with_suffix(".json"))
+    names = [c.name for c in card.classes]
+    expect = np.array([card.overlay_scales["activation@dec1"]["classes"][n] for n in names], np.float32)
+    for index in (2, 9):
+        feeds = p.scale_feeds()
+        np.testing.assert_array_equal(feeds["overlay_scale.activation.dec1"].ravel(), expect)
+        raw = gen.frame(index).raw
+        r = p.process(raw)
+        act, channel = _float_map(p, raw, "activation")
+        u8 = to_uint8(act, expect[:, None, None], signed=True)  # the host twin of the graph's scaling
+        fused = np.take_along_axis(u8, channel[None], 0)[0]
+        rows, cols = p._window()
+        coloured = colormap_lut("coolwarm")[fused]
+        expected = cv2.addWeighted(r.preview[rows, cols], 0.5, coloured, 0.5, 0.0)
+        off = np.abs(r.activation_overlay[rows, cols].astype(int) - expected).max(-1)
+        assert (off > 1).mean() < 1e-3  # float32 rounding at .5 may move a grey level by one
+        # the focus overlay: road's own map everywhere in the window, its predicted region outlined in white
+        road = channel == names.index("road")
+        assert road.any()
+        # border pixels: road pixels with a 4-neighbour outside road (the window's edge counts as outside)
+        cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+        edge = road & ~cv2.erode(road.astype(np.uint8), cross, borderType=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
+        white = (r.focus_overlay[rows, cols] == 255).all(-1)
+        assert white[edge].mean() > 0.95 and not (white & ~road).any()  # traced on the region's own border pixels
+        inside = ~cv2.dilate((edge | ~road).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        gradcam, _ = _float_map(p, raw, "seg_gradcam")
+        ref = card.overlay_scales["seg_gradcam@dec1"]["classes"]["road"]
+        focus = cv2.addWeighted(r.preview[rows, cols], 0.5,
+                                colormap_lut("inferno")[to_uint8(gradcam[names.index("road")], ref, False)], 0.5, 0.0)
+        assert (np.abs(r.focus_overlay[rows, cols][inside].astype(int) - focus[inside]).max(-1) > 1).mean() < 1e-3
+
+
+def test_running_scales_follow_each_class_peak_and_frame_scales_are_per_frame(bundled, drive):
+    from hsi_xai_node.runtime.overlay import RUNNING_RATE
+
+    gen, _ = drive
+    p = Pipeline(PipelineConfig(backend="ort-cpu", methods=("activation",), overlay_scale="running"), *bundled)
+    assert p.scales.mode == "running" and p.scale_feeds()["overlay_scale.activation.dec1"].max() == 0.0  # own peak
+    peaks = []
+    for index in (1, 4, 7):
+        act, _ = _float_map(p, gen.frame(index).raw, "activation")
+        peaks.append(np.abs(act).reshape(len(act), -1).max(1))
+        p.process(gen.frame(index).raw)
+    expect = peaks[0]
+    for peak in peaks[1:]:
+        expect = expect + RUNNING_RATE * (peak - expect)
+    u8 = next(iter(p.graph.scale_inputs))
+    np.testing.assert_allclose(p.scales.scale(u8), expect, rtol=1e-5)
+    legends = p.legends()
+    assert set(legends) == {"activation_overlay"} and legends["activation_overlay"].dtype == np.uint8
+
+
+def test_a_card_without_scales_falls_back_to_running_and_says_so(drive, caplog):
+    gen, (dark, white) = drive
+    caplog.set_level("WARNING", logger="hsi_xai_node.runtime.overlay")
+    card = REPO / "models" / "unet_bundled_3.json"
+    import json
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        doc = json.loads(card.read_text())
+        doc.pop("overlay_scales", None)
+        (Path(tmp) / "m.json").write_text(json.dumps(doc))
+        shutil.copy(MODEL, Path(tmp) / "m.onnx")
+        p = Pipeline(PipelineConfig(model=str(Path(tmp) / "m.onnx"), backend="ort-cpu", methods=("activation",)),
+                     dark, white)
+    assert p.scales.mode == "running" and "has no overlay scale for ['activation@dec1']" in caplog.text

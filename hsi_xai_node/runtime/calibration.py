@@ -1,0 +1,183 @@
+"""Overlay scales for a model card: what value of each map is "high" for each class, measured once.
+
+    scales = segmentation_overlay_scales("models/unet_bundled_25pn.onnx")     # validation drives of its card
+    write_overlay_scales("models/unet_bundled_25pn.json", scales)
+
+For every method and layer the pipelines can overlay, the reference value of class c is the
+REFERENCE_PERCENTILE (99th) percentile of the map's magnitude (|v| for signed maps, max(v, 0)
+for one-sided ones) over the pixels where the model predicts c (segmentation), or over each
+kept box of class c grown by the overlay margin (detection), on the validation drives the
+card lists (`training.splits.val`: never the test drives, so test figures stay clean). The
+pipelines then show v / reference: the same value, the same colour, in every frame.
+
+`hsi-xai calibrate-overlays MODEL` runs this and writes the card; the training commands call
+it when they export a model. Runtime code: numpy and the engines, no torch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from .overlay import REFERENCE_PERCENTILE, UNITS
+
+SEGMENTATION_METHODS = ("activation", "seg_gradcam", "seg_gradcam_signed", "hires")
+SEGMENTATION_LAYERS = ("penultimate", "bottleneck")
+DETECTION_METHODS = ("box_gradcam", "box_gradcam_signed")
+
+
+def _val_frames(card_path: Path, frames_per_drive: int | None):
+    """(seed, frame index) pairs of the card's validation split."""
+    splits = json.loads(Path(card_path).read_text()).get("training", {}).get("splits", {})
+    val = splits.get("val")
+    if not val or not val.get("seeds"):
+        raise InputError(f"card {card_path} lists no validation drives (training.splits.val): cannot calibrate "
+                         "overlay scales without touching the test drives")
+    n = frames_per_drive or int(val.get("frames_per_seed", 4))
+    stride = int(val.get("stride", 15))
+    return [(int(seed), k * stride) for seed in val["seeds"] for k in range(n)]
+
+
+def _reference(values: list[np.ndarray]) -> tuple[float, int]:
+    """(the REFERENCE_PERCENTILE of the values, how many there are); NaN when there are none."""
+    flat = np.concatenate(values) if values else np.zeros(0, np.float32)
+    return (float(np.percentile(flat, REFERENCE_PERCENTILE)) if flat.size else float("nan")), int(flat.size)
+
+
+def segmentation_overlay_scales(model: str | Path, card: str | Path | None = None, profile: str = "hsi-drive",
+                                frames_per_drive: int | None = None, backend: str = "ort-cpu",
+                                layers=SEGMENTATION_LAYERS, methods=SEGMENTATION_METHODS) -> dict:
+    """card `overlay_scales` of a segmentation model: "<method>@<layer tensor>" -> reference per class."""
+    from ..scenes.drive import DriveGenerator
+    from ..sensor.calibration import load_profile
+    from .pipeline import Pipeline, PipelineConfig
+
+    card_path = Path(card) if card else Path(model).with_suffix(".json")
+    frames = _val_frames(card_path, frames_per_drive)
+    cfg = PipelineConfig(model=str(model), card=str(card_path), profile=profile, backend=backend, methods=methods,
+                         layers=tuple(layers), overlay_scale="frame", class_maps=False)
+    pipeline = Pipeline(cfg)
+    graph, names = pipeline.graph, [c.name for c in pipeline.card.classes]
+    hw = tuple(pipeline.card.input.shape[2:])
+    full = {}  # output name -> (method, layer tensor, signed): each map at the model input's size
+    for name, o in graph.outputs.items():
+        method = o.method.removesuffix("_full")
+        if method in methods and o.dtype == "float32" and tuple(o.shape[2:]) == hw:
+            full[name] = (method, o.layer, o.signed)
+    values = {key: {c: [] for c in range(len(names))} for key in full}
+    profile_obj = load_profile(profile)
+    seeds = sorted({s for s, _ in frames})
+    for seed in seeds:
+        gen = DriveGenerator(profile_obj, seed=seed, render_cameras=False)
+        pipeline.set_references(*gen.references())
+        for _, index in [f for f in frames if f[0] == seed]:
+            fe = pipeline.frontend.process(gen.frame(index).raw)
+            x = pipeline.card.model_input(fe.cube.data)
+            out = pipeline.engine.run({pipeline.card.input.tensor: x}, [graph.logits, *full])
+            predicted = out[graph.logits][0].argmax(0)
+            for key, (method, layer, signed) in full.items():
+                m = out[key][:, 0]
+                for c in range(len(names)):
+                    region = predicted == c
+                    if region.any():
+                        v = m[c][region]
+                        values[key][c].append(np.abs(v) if signed else np.maximum(v, 0))
+    scales = {}
+    for key, (method, layer, signed) in full.items():
+        per_class, pixels = {}, {}
+        for c, name in enumerate(names):
+            ref, count = _reference(values[key][c])
+            if np.isfinite(ref) and ref > 0:
+                per_class[name], pixels[name] = ref, count
+        scales[f"{method}@{layer}"] = {"classes": per_class, "pixels": pixels, "signed": signed,
+                                       "unit": UNITS.get(method, method), "percentile": REFERENCE_PERCENTILE,
+                                       "region": "pixels predicted as the class",
+                                       "drives": seeds, "frames": len(frames)}
+    return scales
+
+
+def detection_overlay_scales(model: str | Path, card: str | Path | None = None, frames_per_drive: int | None = None,
+                             backend: str = "ort-cpu", margin: float = 0.25) -> dict:
+    """card `overlay_scales` of a detector: "<method>@<class-head input>" -> reference per class, over each kept
+    box's map within the box grown by `margin` (as the detection overlay shows it)."""
+    from ..scenes.drive import DriveGenerator
+    from ..sensor.calibration import load_profile
+    from .detection import DetectionPipeline, DetectionPipelineConfig
+
+    card_path = Path(card) if card else Path(model).with_suffix(".json")
+    frames = _val_frames(card_path, frames_per_drive)
+    profile = load_profile("hsi-drive")
+    scales = {}
+    for method in DETECTION_METHODS:
+        p = DetectionPipeline(DetectionPipelineConfig(model=str(model), card=str(card_path), backend=backend,
+                                                      overlay_method=method, overlay_scale="frame", box_maps=True,
+                                                      overlay_margin=margin))
+        signed = method.endswith("_signed")
+        values: dict[str, list] = {}
+        seeds = sorted({s for s, _ in frames})
+        for seed in seeds:
+            gen = DriveGenerator(profile, seed=seed, render_hsi=False)
+            for _, index in [f for f in frames if f[0] == seed]:
+                r = p.process({n: c.image for n, c in gen.frame(index).cameras.items()})
+                if r.box_maps is None:
+                    continue
+                h, w = r.box_maps.shape[1:]
+                for d in r.detections:
+                    if d.slot >= len(r.box_maps):
+                        continue
+                    x0, y0, x1, y1 = d.box
+                    mx, my = margin * (x1 - x0) + 2.0, margin * (y1 - y0) + 2.0
+                    patch = r.box_maps[d.slot, max(int(np.floor(y0 - my)), 0):min(int(np.ceil(y1 + my)), h),
+                                       max(int(np.floor(x0 - mx)), 0):min(int(np.ceil(x1 + mx)), w)]
+                    values.setdefault(d.class_name, []).append((np.abs(patch) if signed else np.maximum(patch, 0))
+                                                               .ravel())
+        layer = p.card.layers.get(p.config.layer, p.config.layer)
+        per_class = {}
+        for name, v in values.items():
+            ref, _ = _reference(v)
+            if np.isfinite(ref) and ref > 0:
+                per_class[name] = ref
+        scales[f"{method}@{layer}"] = {"classes": per_class, "boxes": {n: len(v) for n, v in values.items()},
+                                       "signed": signed, "unit": UNITS[method], "percentile": REFERENCE_PERCENTILE,
+                                       "region": f"each kept box grown by {margin:g} of its size",
+                                       "drives": sorted({s for s, _ in frames}), "frames": len(frames)}
+    return scales
+
+
+def write_overlay_scales(card_path: str | Path, scales: dict) -> None:
+    """Put `scales` into the card file as `overlay_scales` (the rest of the card unchanged)."""
+    path = Path(card_path)
+    doc = json.loads(path.read_text())
+    doc["overlay_scales"] = scales
+    path.write_text(json.dumps(doc, indent=1))
+
+
+def calibrate(model: str | Path, card: str | Path | None = None, frames_per_drive: int | None = None,
+              backend: str = "ort-cpu") -> dict:
+    """Measure and write the overlay scales of a segmentation model or a detector (by its card's schema)."""
+    from ..detection.card import DETECTOR_CARD_SCHEMA
+
+    card_path = Path(card) if card else Path(model).with_suffix(".json")
+    try:
+        schema = json.loads(card_path.read_text()).get("schema")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise InputError(f"card {card_path}: cannot be read ({exc})") from None
+    if schema == DETECTOR_CARD_SCHEMA:
+        scales = detection_overlay_scales(model, card_path, frames_per_drive, backend)
+    else:
+        scales = segmentation_overlay_scales(model, card_path, frames_per_drive=frames_per_drive, backend=backend)
+    write_overlay_scales(card_path, scales)
+    return scales
+
+
+def cmd_calibrate_overlays(args) -> int:
+    scales = calibrate(args.model, args.card, args.frames_per_drive, args.backend)
+    for key, entry in scales.items():
+        values = ", ".join(f"{n} {v:.3g}" for n, v in entry["classes"].items())
+        print(f"{key}: {values} ({entry['frames']} frames of drives {entry['drives']})")
+    print(f"wrote overlay_scales into {Path(args.card) if args.card else Path(args.model).with_suffix('.json')}")
+    return 0
+
