@@ -147,6 +147,21 @@ def _build_engine(sub) -> None:
 _RELIABILITY_OPTION = {"perturbation_steps": "steps"}  # ReportConfig field -> option name, where they differ
 
 
+def _calibrate_overlays(sub) -> None:
+    p = sub.add_parser("calibrate-overlays", formatter_class=_Formatter,
+                       help="measure a model's overlay scales on its validation drives and write them into its card",
+                       description="For every map the pipelines can overlay, the 99th percentile of its magnitude per "
+                                   "class (over the class's predicted pixels, or a detector's kept boxes) on the "
+                                   "validation drives the card lists; written into the card as overlay_scales, so "
+                                   "overlay_scale card shows the same value in the same colour in every frame. The "
+                                   "training commands run this when they export a model.")
+    p.add_argument("model", help="MODEL.onnx (a segmentation U-Net or a detector, told apart by the card)")
+    p.add_argument("--card", help="its card (default: MODEL.json)")
+    p.add_argument("--frames-per-drive", type=int, help="frames per validation drive (default: the card's split)")
+    p.add_argument("--backend", default="ort-cpu", help=BACKEND_HELP)
+    p.set_defaults(func=_lazy("hsi_xai_node.runtime.calibration", "cmd_calibrate_overlays"))
+
+
 def _reliability(sub) -> None:
     from .reliability.config import QUICK, ReportConfig
 
@@ -188,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "rosbag2 replay, training, TensorRT engine builds and the explanation-reliability report.",
         epilog="`hsi-xai COMMAND --help` describes a command and every option with its default.")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_profiles, _demo, _replay, _training, _build_engine, _reliability):
+    for add in (_profiles, _demo, _replay, _training, _build_engine, _calibrate_overlays, _reliability):
         add(sub)
     return ap
 

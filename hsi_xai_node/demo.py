@@ -30,8 +30,10 @@ from .report_page import PAGE_PROBE
 RAW_ZOOM = (slice(500, 600), slice(1000, 1100))  # 100x100 raw pixels = 20x20 pattern tiles
 SHOWN = ("preview", "segmentation", "gradcam_overlay", "activation_overlay", "detection_overlay")
 CAPTIONS = {"preview": "false colour (850 / 732 / 564 nm)", "segmentation": "segmentation (bundled 25-band PN U-Net)",
-            "gradcam_overlay": "Seg-Grad-CAM, all classes fused", "activation_overlay": "activation maps (conservative), fused",
-            "detection_overlay": "detections (RGB+MIR EfficientDet) with per-box Grad-CAM"}
+            "gradcam_overlay": "Seg-Grad-CAM (one-sided), each pixel's predicted class",
+            "activation_overlay": "activation maps (conservative, signed), each pixel's predicted class",
+            "detection_overlay": "detections (RGB+MIR EfficientDet), each box's Grad-CAM around it"}
+LEGENDS = ("gradcam_overlay", "activation_overlay", "detection_overlay")
 
 
 @dataclass
@@ -224,7 +226,15 @@ def run_demo(out_dir: str | Path, profile_name: str = "hsi-drive", seed: int | N
 
     shown = {name: config.output_topic(name) for name in SHOWN}
     labels_topic = config.output_topic("labels")
-    images = read_images(out / "output_bag", [*shown.values(), labels_topic, *CAMERA_TOPIC.values()])
+    legend_topics = {name: config.output_topic(f"{name}/legend") for name in LEGENDS}
+    images = read_images(out / "output_bag", [*shown.values(), labels_topic, *CAMERA_TOPIC.values(),
+                                              *legend_topics.values()])
+    legends = []  # the colour keys the node publishes (latched), read back from the bag: the first of each
+    for name, topic in legend_topics.items():
+        if images[topic]:
+            rel = f"frames/legend_{name}.png"
+            cv2.imwrite(str(out / rel), images[topic][min(images[topic])])
+            legends.append((name, rel))
     raws = read_images(in_bag, [config.raw_topic])[config.raw_topic]
     profile = load_profile(profile_name)
     gen = DriveGenerator(profile, seed=seed, render_cameras=False)
@@ -284,7 +294,7 @@ def run_demo(out_dir: str | Path, profile_name: str = "hsi-drive", seed: int | N
                          class_spectra=class_spectra, spectral_attribution=attribution, wavelengths_nm=wl.tolist(),
                          detection=detection, drive=provenance)
     (out / "summary.json").write_text(json.dumps(result.__dict__, indent=1))
-    _write_html(out / "index.html", result, rows, summary.text())
+    _write_html(out / "index.html", result, rows, summary.text(), legends, config.overlay_scale)
     return result
 
 
@@ -352,7 +362,14 @@ def _splits_html(p: dict) -> str:
             f"<th>validated on</th><th>tested on</th></tr>{rows}</table>")
 
 
-def _write_html(path: Path, s: DemoSummary, rows, replay_text: str) -> None:
+SCALE_TEXT = {"card": "each class's map is divided by the class's reference value in the model card (the 99th "
+                      "percentile of that map over the class's pixels on the validation drives): a colour means the "
+                      "same value in every frame",
+              "running": "each class's map is divided by a running mean of its per-frame peak",
+              "frame": "each class's map is divided by its own peak in each frame: colours compare within a frame only"}
+
+
+def _write_html(path: Path, s: DemoSummary, rows, replay_text: str, legends=(), scale: str = "card") -> None:
     e = html.escape
     where = provenance_text(s.drive)
     warn = "" if s.drive["held_out"] else " style='color:#b00000;font-weight:bold'"
@@ -378,12 +395,20 @@ def _write_html(path: Path, s: DemoSummary, rows, replay_text: str) -> None:
              "<img class='wide' src='spectra_pn.png' alt='class spectra'>",
              _detection_html(s.detection, where),
              "<h2>Frames</h2><p>Segmentation and ground-truth colours:</p>"
-             "<img class='wide' src='class_legend.png' alt='class colours'>"]
+             "<img class='wide' src='class_legend.png' alt='class colours'>",
+             f"<p>Overlay colours (<code>overlay_scale {e(scale)}</code>): {e(SCALE_TEXT.get(scale, ''))}. One-sided "
+             "maps on a sequential colormap (dark = 0), signed maps on a diverging one (grey = 0, blue = against the "
+             "class, red = for it). The keys below are the legend images the node publishes beside each overlay "
+             "topic:</p><div class='frame'>"
+             + "".join(f"<figure style='width:420px'><img style='width:420px' src='{e(rel)}' alt='{e(name)} key'>"
+                       f"<figcaption>{e(name)}</figcaption></figure>" for name, rel in legends) + "</div>"]
     t0 = rows[0][1] if rows else 0
     for index, stamp, cells in rows:
         parts.append(f"<h3>frame {index}, t = {(stamp - t0) / 1e9:.2f} s</h3><div class='frame'>")
-        parts.extend(f"<figure><img src='{e(rel)}' alt='{e(caption)}'><figcaption>{e(caption)}</figcaption></figure>"
-                     for caption, rel in cells)
+        parts.extend(f"<figure{wide}><img{wide} src='{e(rel)}' alt='{e(caption)}'><figcaption>{e(caption)}"
+                     "</figcaption></figure>"
+                     for caption, rel in cells
+                     for wide in [" style='width:440px'" if caption == CAPTIONS["detection_overlay"] else ""])
         parts.append("</div>")
     # after loading, record how many images decoded (read by the rendering test in headless Chromium)
     parts.append(PAGE_PROBE + "</body></html>")

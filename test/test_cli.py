@@ -9,7 +9,8 @@ import pytest
 
 from hsi_xai_node.cli import build_parser, main
 
-COMMANDS = {"profiles", "demo", "replay", "train-segmentation", "train-detection", "build-engine", "reliability"}
+COMMANDS = {"profiles", "demo", "replay", "train-segmentation", "train-detection", "build-engine", "calibrate-overlays",
+            "reliability"}
 
 
 def _subparsers(parser):
@@ -26,7 +27,8 @@ def test_help_lists_every_command(capsys):
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
-def test_every_option_has_a_description_and_shows_its_default(command, capsys):
+def test_every_option_has_a_description_and_shows_its_default(command, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")  # no wrapping (argparse breaks lines at hyphens)
     sub = _subparsers(build_parser())[command]
     for action in sub._actions:
         if isinstance(action, argparse._HelpAction):

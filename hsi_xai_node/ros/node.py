@@ -46,8 +46,8 @@ from ..sync import ApproximateTimeSync
 from ..transports.config import NodeConfig
 from ..transports.messages import camera_image, image_to_array
 from ..transports.qos import spec as qos_spec
-from ..transports.outputs import (DETECTION_IMAGE_OUTPUTS, DETECTIONS, detection_fields, detection_images,
-                                  output_images, output_names)
+from ..transports.outputs import (DETECTION_IMAGE_OUTPUTS, DETECTIONS, LegendSchedule, detection_fields,
+                                  detection_images, legend_name, output_images, output_names)
 
 DESCRIPTIONS = {
     "raw_topic": "sensor_msgs/Image mono16 or 16UC1: the raw 5x5 snapshot mosaic",
@@ -72,7 +72,14 @@ DESCRIPTIONS = {
     "target_layers": "layers the Grad-CAM family targets: card roles (penultimate, bottleneck) or tensor names",
     "overlay_method": "Grad-CAM-family map fused into the Grad-CAM overlay",
     "overlay_alpha": "blend weight of the coloured map over the false-colour preview, 0..1",
-    "colormap": "colormap of every overlay (segmentation and detection): jet, turbo, inferno, viridis, magma or hot",
+    "colormap": "colormap of one-sided maps (Grad-CAM, per-box Grad-CAM), sequential: inferno, viridis, magma, hot, "
+                "turbo or jet",
+    "signed_colormap": "colormap of signed maps (activation, Grad-CAM without ReLU, HiRes), diverging and centred on "
+                       "zero: coolwarm, rdbu, bwr or seismic",
+    "overlay_scale": "what a colour means: card (fixed per class, from the model card), running (per class, follows "
+                     "the drive) or frame (each frame's own peak)",
+    "focus_class": "a class name: also publish <ns>/focus_overlay, that class's map over the whole window with its "
+                   "region outlined; empty = none",
     "detector_model": "detector ONNX path; \"default\" = the bundled RGB+MIR EfficientDet; empty = detection off",
     "detector_card": "detector card path; empty = the detector path with .json",
     "rig_file": "camera rig YAML (camera sizes, encodings, homographies); empty = the generated drives' rig",
@@ -152,7 +159,13 @@ class HsiXaiNode(Node):
         self.out_qos = qos(self.config.output_qos)
         self.in_qos = qos(self.config.input_qos)
         self.pubs = {name: self.create_publisher(Image, self.config.output_topic(name), self.out_qos)
-                     for name in output_names(self.pipeline.card, self.config.publish_class_maps)}
+                     for name in output_names(self.pipeline.card, self.config.publish_class_maps,
+                                              bool(self.config.focus_class))}
+        # legends: latched, so RViz shows what the colours mean whenever it subscribes
+        self.legend_pubs = {name: self.create_publisher(Image, self.config.output_topic(legend_name(name)),
+                                                        qos("latched"))
+                            for name in ("gradcam_overlay", "activation_overlay", "detection_overlay")}
+        self.legends = LegendSchedule()
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", qos("diagnostics"))
         latched = qos("latched")
         self.create_subscription(Image, self.config.raw_topic, self._on_raw, self.in_qos)
@@ -314,8 +327,14 @@ class HsiXaiNode(Node):
         self.det_bad["camera set rejected by the detector"] += 1
         self._report("camera set rejected by the detector", exc, count=False)
 
+    def _publish_legend(self, name: str, image, header) -> None:
+        stamp = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+        if name in self.legend_pubs and self.legends.due(name, image, stamp):
+            self.legend_pubs[name].publish(to_image(image, "bgr8", header))
+
     def _publish_detections(self, item, result) -> None:
         header = result.header
+        self._publish_legend("detection_overlay", item[0].legend(), header)
         for name, (array, encoding) in detection_images(result).items():
             pub = self.det_pubs.get(name)
             if pub is not None and pub.get_subscription_count():
@@ -339,6 +358,8 @@ class HsiXaiNode(Node):
             pub = self.pubs.get(name)
             if pub is not None and pub.get_subscription_count():
                 pub.publish(to_image(array, encoding, header))
+        for name, legend in self.pipeline.legends().items():
+            self._publish_legend(name, legend, header)
         self._last["timings"] = result.timings_ms
         self._last["residual"] = float(np.nanmax(result.residuals["activation"])) \
             if "activation" in result.residuals else float("nan")

@@ -63,7 +63,10 @@ class NodeConfig:
     target_layers: tuple[str, ...] = ("penultimate",)
     overlay_method: str = "seg_gradcam"
     overlay_alpha: float = 0.5
-    colormap: str = "jet"
+    colormap: str = "inferno"           # one-sided maps (sequential)
+    signed_colormap: str = "coolwarm"   # signed maps (diverging, centred on zero)
+    overlay_scale: str = "card"         # card | running | frame
+    focus_class: str = ""               # a class name: also publish its focus overlay; "" = none
     detector_model: str = "default"     # "" = detection off; "default" = the bundled detector; else a path
     detector_card: str = ""             # "" = the detector path with .json
     rig_file: str = ""                  # "" = the generated drives' rig
@@ -155,7 +158,8 @@ class NodeConfig:
             model=model, card=self.detector_card or None, rig=self.rig_file or None, backend=self.backend,
             precision=self.precision, cache_dir=self.engine_cache_dir or None,
             score_threshold=self.detection_score_threshold or None, explain_boxes=self.explain_boxes,
-            overlay_method=self.detection_overlay_method, colormap=self.colormap).validated()
+            overlay_method=self.detection_overlay_method, colormap=self.colormap,
+            signed_colormap=self.signed_colormap, overlay_scale=self.overlay_scale).validated()
 
     def pipeline_config(self) -> PipelineConfig:
         return PipelineConfig(
@@ -163,6 +167,7 @@ class NodeConfig:
             flip_vertical=self.flip_vertical, backend=self.backend, precision=self.precision,
             cache_dir=self.engine_cache_dir or None, methods=tuple(self.methods), layers=tuple(self.target_layers),
             overlay_method=self.overlay_method, overlay_alpha=self.overlay_alpha, colormap=self.colormap,
+            signed_colormap=self.signed_colormap, overlay_scale=self.overlay_scale, focus_class=self.focus_class,
             class_maps=self.publish_class_maps, explain_classes=tuple(self.explain_classes)).validated()
 
     def output_topic(self, name: str) -> str:

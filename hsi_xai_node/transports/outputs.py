@@ -3,7 +3,12 @@
 Segmentation (per raw frame, the raw frame's header):
 
     <ns>/labels, segmentation, preview, gradcam_overlay, activation_overlay   sensor_msgs/Image
+    <ns>/focus_overlay                                       sensor_msgs/Image bgr8 (with focus_class)
     <ns>/class_maps/<class>                                                   sensor_msgs/Image 32FC1
+
+Legends (latched; sent when they change, at most once a second: once with card scales):
+
+    <ns>/<overlay>/legend    sensor_msgs/Image bgr8: colour bar, what 1 means per class, the scale
 
 Detection (per synchronised camera set, the primary camera's header, i.e. the detector's first camera):
 
@@ -27,15 +32,37 @@ import numpy as np
 
 # output name (under the output namespace) -> sensor_msgs/Image encoding
 IMAGE_OUTPUTS = {"labels": "mono8", "segmentation": "bgr8", "preview": "bgr8",
-                 "gradcam_overlay": "bgr8", "activation_overlay": "bgr8"}
+                 "gradcam_overlay": "bgr8", "activation_overlay": "bgr8", "focus_overlay": "bgr8"}
+LEGEND = "legend"  # <overlay>/legend
 DETECTION_IMAGE_OUTPUTS = {"detection_overlay": "bgr8"}
 DETECTIONS = "detections"  # output name of the vision_msgs/Detection2DArray
 DETECTIONS_MSGTYPE = "vision_msgs/msg/Detection2DArray"
 
 
-def output_names(card, class_maps: bool) -> list[str]:
+def output_names(card, class_maps: bool, focus: bool = False) -> list[str]:
     """Every image output name, per-class maps (`class_maps/<class>`) included when enabled."""
-    return [*IMAGE_OUTPUTS, *([f"class_maps/{c.name}" for c in card.classes] if class_maps else [])]
+    names = [n for n in IMAGE_OUTPUTS if focus or n != "focus_overlay"]
+    return [*names, *([f"class_maps/{c.name}" for c in card.classes] if class_maps else [])]
+
+
+def legend_name(overlay: str) -> str:
+    return f"{overlay}/{LEGEND}"
+
+
+class LegendSchedule:
+    """When to send a legend again: when its picture changed, and at most once per `period_ns`
+    (card scales: only once; running scales drift slowly)."""
+
+    def __init__(self, period_ns: int = 1_000_000_000):
+        self.period_ns, self._last = period_ns, {}
+
+    def due(self, name: str, image: np.ndarray, t_ns: int) -> bool:
+        digest = hash(image.tobytes())
+        last = self._last.get(name)
+        if last is not None and (last[0] == digest or t_ns - last[1] < self.period_ns):
+            return False
+        self._last[name] = (digest, t_ns)
+        return True
 
 
 def output_images(result, card, class_maps: bool) -> dict[str, tuple[np.ndarray, str]]:

@@ -45,7 +45,8 @@ from ..sync import ApproximateTimeSync
 from . import messages as m
 from .config import NodeConfig, load_config
 from .output_dir import check_replaceable, remove_replaceable, writable_parent, write_marker
-from .outputs import DETECTIONS, DETECTIONS_MSGTYPE, detection_array, detection_images, output_images
+from .outputs import (DETECTIONS, DETECTIONS_MSGTYPE, LegendSchedule, detection_array, detection_images, legend_name,
+                      output_images)
 from .qos import bag_qos
 
 RAW_ENCODINGS = ("mono16", "16UC1")
@@ -311,6 +312,7 @@ class _Replay:
                  det_topics=(), detection: str = "", copy_raw: bool = True):
         self.src, self.writer, self.pipeline, self.config, self.progress = src, writer, pipeline, config, progress
         self.copy_raw = copy_raw
+        self.legends = LegendSchedule()
         self.detector = detector
         self.store = m.typestore()
         self.out_conns: dict[tuple[str, str], object] = {}
@@ -369,7 +371,9 @@ class _Replay:
             if conn.qos:
                 return list(conn.qos)
             return [bag_qos("latched")] if topic in (cfg.dark_topic, cfg.white_topic) else []
-        return [bag_qos("diagnostics" if topic == DIAGNOSTICS_TOPIC else cfg.output_qos)]
+        if topic == DIAGNOSTICS_TOPIC:
+            return [bag_qos("diagnostics")]
+        return [bag_qos("latched" if topic.endswith("/legend") else cfg.output_qos)]
 
     def _reference(self, conn: _Conn, t: int, data: bytes) -> np.ndarray:
         return m.image_to_array(m.deserialize(data, conn.msgtype), f"{conn.topic} @ {t}", RAW_ENCODINGS).copy()
@@ -510,6 +514,10 @@ class _Replay:
         for name, (array, encoding) in detection_images(r).items():
             self.writer.write(self._out_conn(cfg.output_topic(name), IMAGE), t,
                               m.serialize(m.array_to_image(array, encoding, hdr)))
+        legend = self.detector.legend()
+        if self.legends.due("detection_overlay", legend, t):
+            self.writer.write(self._out_conn(cfg.output_topic(legend_name("detection_overlay")), IMAGE), t,
+                              m.serialize(m.array_to_image(legend, "bgr8", hdr)))
         self.writer.write(self._out_conn(cfg.output_topic(DETECTIONS), DETECTIONS_MSGTYPE), t,
                           m.serialize(detection_array(r, hdr)))
         values = {f"{k}_ms": f"{v:.2f}" for k, v in r.timings_ms.items()}
@@ -563,6 +571,9 @@ class _Replay:
 
         for name, (array, encoding) in output_images(r, self.pipeline.card, cfg.publish_class_maps).items():
             image(name, array, encoding)
+        for name, legend in self.pipeline.legends().items():
+            if self.legends.due(name, legend, t):
+                image(legend_name(name), legend, "bgr8")
         residual = None
         if "activation" in r.residuals:
             residual = float(np.max(np.abs(r.residuals["activation"])))

@@ -37,6 +37,7 @@ detection_score_threshold: 0.4
 explain_boxes: 3
 detection_overlay_method: box_gradcam_signed
 colormap: turbo
+signed_colormap: rdbu
 input_qos: reliable
 output_qos: sensor_data"""))
     assert config.camera_topics() == {"rgb": "/cam/front/color", "mir": "/cam/front/thermal"}
@@ -45,7 +46,7 @@ output_qos: sensor_data"""))
     assert config.detection_config() == DetectionPipelineConfig(
         model=f"{tmp_path}/det.onnx", card=f"{tmp_path}/det_card.json", rig=f"{tmp_path}/car.yaml", backend="auto",
         precision="fp16", cache_dir=None, score_threshold=0.4, explain_boxes=3, overlay_method="box_gradcam_signed",
-        colormap="turbo")
+        colormap="turbo", signed_colormap="rdbu")
     # "" turns detection off; integers are fine for float parameters
     config = load_config(params_file(tmp_path / "q.yaml", 'detector_model: ""\nsync_slop_s: 0'))
     assert config.detection_config() is None and config.sync_slop_s == 0.0
@@ -81,7 +82,9 @@ output_qos: sensor_data"""))
     ("sensor_profile: /nope.xml", "parameter sensor_profile: '/nope.xml' is not an existing file"),
     # the pipelines' own checks run when the file is read, so these name the file too
     ("overlay_alpha: 2.0", r"overlay_alpha must be in \[0, 1\], got 2.0"),
-    ("colormap: rainbow", "unknown colormap 'rainbow'"),
+    ("colormap: rainbow", "colormap 'rainbow': one-sided maps need a sequential colormap"),
+    ("signed_colormap: inferno", "signed_colormap 'inferno': signed maps need a diverging colormap"),
+    ("overlay_scale: fixed", r"overlay_scale must be one of \['card', 'running', 'frame'\]"),
 ])
 def test_bad_values_name_the_parameter(tmp_path, body, match):
     path = params_file(tmp_path / "bad.yaml", body)

@@ -41,7 +41,10 @@ CAMERA_TOPICS = ("/rgb/image_raw", "/nir/image_raw", "/mir/image_raw", "/fir/ima
 @pytest.fixture(scope="module")
 def config(tiny_detector):
     # detection configured: these bags have no camera topics (or it must not matter that they do)
-    return load_config(backend="ort-cpu", publish_class_maps=True, detector_model=str(tiny_detector))
+    # frame scales: the offline pipelines these tests compare with see other frames first (running scales,
+    # the tiny detector's fallback, would carry state between them); card scales are checked on their own
+    return load_config(backend="ort-cpu", publish_class_maps=True, detector_model=str(tiny_detector),
+                       overlay_scale="frame")
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +101,12 @@ def test_outputs_read_back_with_an_independent_reader(config, in_mcap, replayed)
     by_topic = {}
     for topic, schema, t, data, msg in rows:
         by_topic.setdefault(topic, []).append((schema, t, data, msg))
-    expected = {config.output_topic(n) for n in IMAGE_OUTPUTS} | {"/diagnostics"} | {k[0] for k in inputs}
+    legends = {config.output_topic(f"{n}/legend") for n in ("gradcam_overlay", "activation_overlay")}
+    expected = {config.output_topic(n) for n in IMAGE_OUTPUTS} | {"/diagnostics"} | {k[0] for k in inputs} | legends
     assert set(by_topic) == expected
+    for topic in legends:  # frame scales change each frame; legends are sent at most once a second (3 frames: once)
+        ((schema, t, _, msg),) = by_topic[topic]
+        assert t == min(raw_headers) and msg.encoding == "bgr8" and msg.width == 420
 
     # every input message copied byte for byte at its own log time
     copied = {(topic, t): data for topic, _, t, data, _ in rows if (topic, t) in inputs}
@@ -332,6 +339,7 @@ def test_qos_is_recorded_for_every_topic(tmp_path, config, in_mcap):
     assert q[config.dark_topic] == q[config.white_topic] == [("reliable", "transient_local", 1)]
     assert q[config.raw_topic] == []  # an input's own QoS (none recorded) is kept as it was
     assert q[config.output_topic("labels")] == [("reliable", "volatile", 5)]
+    assert q[config.output_topic("gradcam_overlay/legend")] == [("reliable", "transient_local", 1)]
     assert q["/diagnostics"] == [("reliable", "volatile", 10)]
     best_effort = dataclasses.replace(config, output_qos="sensor_data")
     replay(in_mcap, tmp_path / "out2", best_effort, progress=False, copy_raw=False)
