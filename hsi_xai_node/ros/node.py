@@ -45,6 +45,7 @@ from ..runtime.detection import DetectionPipeline
 from ..sync import ApproximateTimeSync
 from ..transports.config import NodeConfig
 from ..transports.messages import camera_image, image_to_array
+from ..transports.raw_input import RAW_ENCODINGS, RawFrameGate
 from ..transports.qos import spec as qos_spec
 from ..transports.outputs import (DETECTION_IMAGE_OUTPUTS, DETECTIONS, LegendSchedule, detection_fields,
                                   detection_images, legend_name, output_images, output_names)
@@ -86,6 +87,8 @@ DESCRIPTIONS = {
     "detection_score_threshold": "keep detections scoring above this, 0..1; 0.0 = the detector card's threshold",
     "explain_boxes": "top-K detections per frame explained by per-box Grad-CAM; 0 = none",
     "detection_overlay_method": "per-box map fused into the detection overlay: box_gradcam or box_gradcam_signed",
+    "memory_limit_mb": "largest estimated memory per frame (model tensors at batch = classes or boxes, camera frames "
+                       "and warps) a model, detector or rig may need; more is refused at start with the estimate",
     "input_qos": "QoS of the camera subscriptions: sensor_data (best effort, default) or reliable",
     "output_qos": "QoS of the output publishers: reliable (default) or sensor_data",
 }
@@ -171,10 +174,11 @@ class HsiXaiNode(Node):
         self.create_subscription(Image, self.config.raw_topic, self._on_raw, self.in_qos)
         self.create_subscription(Image, self.config.dark_topic, lambda m: self._on_reference("dark", m), latched)
         self.create_subscription(Image, self.config.white_topic, lambda m: self._on_reference("white", m), latched)
-        self.references: dict[str, np.ndarray] = {}
+        self.references: dict[str, np.ndarray] = {}  # the last good dark and white frames
         self.bad = Counter()
         self._reported: set[str] = set()
-        self._last_stamp = None
+        self.raw_gate = RawFrameGate(self.pipeline.profile.frame_shape)  # the replay's rule for raw frames
+        self.uncalibrated = 0  # frames processed without valid references
         self._last = {"timings": {}, "residual": float("nan"), "processed_at": []}
         self.worker = LatestFrameWorker(self._process, self._publish, self._on_bad)
         # detection: publishers and camera subscriptions made when detection is first on
@@ -229,6 +233,7 @@ class HsiXaiNode(Node):
             return SetParametersResult(successful=False, reason=str(exc))
         if pipeline is not None:
             self.pipeline = pipeline
+            self.raw_gate = RawFrameGate(pipeline.profile.frame_shape)
         if current is None:
             self.detector = None  # detection off: camera frames are ignored
         elif rebuild or topics != list(self.det_cameras) or config.sync_slop_s != self.config.sync_slop_s:
@@ -245,26 +250,23 @@ class HsiXaiNode(Node):
             self.get_logger().warning(f"bad input ({kind}): {exc}")
 
     def _on_reference(self, which: str, msg: Image) -> None:
+        """A new dark or white frame; a bad one is reported and the last good pair stays in use (as the
+        library's set_references and the replay do)."""
         try:
-            frame = image_to_array(msg, f"{which} reference", ("mono16", "16UC1")).copy()
-            self.references[which] = frame
-            if {"dark", "white"} <= set(self.references):
-                self.pipeline.set_references(self.references["dark"], self.references["white"])
+            frame = image_to_array(msg, f"{which} reference", RAW_ENCODINGS).copy()
+            pair = {**self.references, which: frame}
+            if {"dark", "white"} <= set(pair):
+                self.pipeline.set_references(pair["dark"], pair["white"])
+            self.references = pair
         except FrameError as exc:
-            self.references.pop(which, None)
-            self._report(f"bad {which} reference", exc)
+            self._report("bad reference frame", exc)
 
     def _on_raw(self, msg: Image) -> None:
-        stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
         try:
-            if self._last_stamp is not None and stamp < self._last_stamp:
-                raise FrameError(f"stamp {stamp} went backwards (last {self._last_stamp})")
-            raw = image_to_array(msg, "raw frame", ("mono16", "16UC1")).copy()
+            raw = self.raw_gate.accept(msg, "raw frame").copy()
         except FrameError as exc:
-            kind = "stamp went backwards" if "backwards" in str(exc) else "bad raw frame"
-            self._report(kind, exc)
+            self._report(exc.reason, exc)
             return
-        self._last_stamp = stamp
         if not any(p.get_subscription_count() for p in self.pubs.values()):
             return  # nobody listens: compute nothing
         self.worker.submit((raw, msg.header))
@@ -360,6 +362,8 @@ class HsiXaiNode(Node):
                 pub.publish(to_image(array, encoding, header))
         for name, legend in self.pipeline.legends().items():
             self._publish_legend(name, legend, header)
+        if len(self.references) < 2:
+            self.uncalibrated += 1
         self._last["timings"] = result.timings_ms
         self._last["residual"] = float(np.nanmax(result.residuals["activation"])) \
             if "activation" in result.residuals else float("nan")
@@ -398,10 +402,14 @@ class HsiXaiNode(Node):
         values |= {"frames_per_s": f"{fps:.2f}", "received": str(s.received), "processed": str(s.processed),
                    "dropped": str(s.dropped), "conservativeness_residual_max": f"{self._last['residual']:.2e}",
                    "backend": self.pipeline.engine.backend, "model": self.pipeline.card.name,
-                   "references": "yes" if len(self.references) == 2 else "no"}
+                   "references": "yes" if len(self.references) == 2 else "no",
+                   "frames_without_references": str(self.uncalibrated)}
         values |= {f"bad: {k}": str(v) for k, v in self.bad.items()}
         level = DiagnosticStatus.WARN if self.bad or len(self.references) < 2 else DiagnosticStatus.OK
-        message = "; ".join(f"{v} {k}" for k, v in self.bad.items()) or "ok"
+        problems = [f"{v} {k}" for k, v in self.bad.items()]
+        if self.uncalibrated:
+            problems.append(f"{self.uncalibrated} frame(s) processed without valid dark/white references")
+        message = "; ".join(problems) or "ok"
         status = DiagnosticStatus(level=level, name="hsi_xai: pipeline", message=message, hardware_id="hsi_camera",
                                   values=[KeyValue(key=k, value=v) for k, v in values.items()])
         statuses = [status] + ([self._detection_status()] if self.det_pubs else [])

@@ -48,8 +48,8 @@ from .output_dir import check_replaceable, remove_replaceable, writable_parent, 
 from .outputs import (DETECTIONS, DETECTIONS_MSGTYPE, LegendSchedule, detection_array, detection_images, legend_name,
                       output_images)
 from .qos import bag_qos
+from .raw_input import RAW_ENCODINGS, RawFrameGate
 
-RAW_ENCODINGS = ("mono16", "16UC1")
 IMAGE = "sensor_msgs/msg/Image"
 DIAGNOSTICS = "diagnostic_msgs/msg/DiagnosticArray"
 DIAGNOSTICS_TOPIC = "/diagnostics"
@@ -172,6 +172,8 @@ class ReplaySummary:
     activation_residual_max: float | None = None  # max |conservativeness residual| over frames and classes
     references: str = ""
     reference_updates: int = 0
+    uncalibrated_frames: int = 0  # frames processed without valid dark/white references
+    uncalibrated_stamps: list = field(default_factory=list)  # their header stamps (ns), the first 100
     truncation: str = ""  # empty when the whole input was read
     wall_s: float = 0.0
     # detection
@@ -201,6 +203,11 @@ class ReplaySummary:
                  f"model {self.model} on {self.backend}" if self.model else "segmentation: no raw topic in the bag",
                  f"references: {self.references}" + (f"; {self.reference_updates} later update(s)"
                                                      if self.reference_updates else "")]
+        if self.uncalibrated_frames:
+            stamps = self.uncalibrated_stamps
+            span = f"stamps {stamps[0]} .. {stamps[-1]} ns" if stamps else ""
+            lines.append(f"frames processed WITHOUT valid dark/white references (uncalibrated reflectance): "
+                         f"{self.uncalibrated_frames} of {self.frames_processed}; {span}")
         if self.stage_ms:
             lines.append("median ms per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in self.stage_ms.items()))
         if self.activation_residual_max is not None:
@@ -313,6 +320,8 @@ class _Replay:
         self.src, self.writer, self.pipeline, self.config, self.progress = src, writer, pipeline, config, progress
         self.copy_raw = copy_raw
         self.legends = LegendSchedule()
+        self.gate = RawFrameGate(pipeline.profile.frame_shape) if pipeline is not None else None
+        self.met: Counter = Counter()  # messages read per topic, against the bag index's counts
         self.detector = detector
         self.store = m.typestore()
         self.out_conns: dict[tuple[str, str], object] = {}
@@ -444,6 +453,7 @@ class _Replay:
         t_start = time.perf_counter()
         for i, t, data in self.src.messages():
             conn = self.src.conns[i]
+            self.met[conn.topic] += 1
             if self.copy_raw or conn.topic != cfg.raw_topic:
                 self.writer.write(self._out_conn(conn.topic, conn.msgtype, conn), t, data)
             if conn.topic in self.cameras:
@@ -467,6 +477,7 @@ class _Replay:
                     self._new_reference(conn, t, data)
         bar.close()
         s.wall_s = time.perf_counter() - t_start
+        self._unread(picked)
         s.bad = self.bad
         s.truncation = self.src.truncation
         s.stage_ms = {k: statistics.median(v) for k, v in self.timings.items()}
@@ -475,6 +486,22 @@ class _Replay:
         s.detections_per_class = dict(self.det_per_class)
         s.camera_unmatched = s.camera_messages_in - self._camera_bad - s.camera_sets_in * len(self.cameras)
         return s
+
+    def _unread(self, picked: dict) -> None:
+        """Messages the bag's index lists on a topic the replay reads, but which could not be read at all
+        (a recorded type that does not match the storage, a damaged index): counted as bad, never silent."""
+        if self.src.truncation:
+            return  # a cut-short bag says so on its own
+        wanted = set(self.cameras) | ({self.config.raw_topic, self.config.dark_topic, self.config.white_topic}
+                                      if self.pipeline is not None else set())
+        for topic in sorted(wanted):
+            listed, read = self.src.counts.get(topic, 0), self.met[topic]
+            if read < listed:
+                self._skip(f"unreadable on {topic}", topic,
+                           f"the bag's index lists {listed} message(s), {read} could be read (does the recorded "
+                           f"type {', '.join(sorted({c.msgtype for c in self.src.conns if c.topic == topic}))} "
+                           "match the stored data?)")
+                self.bad[f"unreadable on {topic}"]["count"] = listed - read
 
     # --- detection ------------------------------------------------------------------------------
     def _camera(self, conn: _Conn, t: int, data: bytes) -> None:
@@ -546,18 +573,18 @@ class _Replay:
         except Exception as exc:  # noqa: BLE001 - rosbags raises assorted errors on short/garbled CDR
             return self._skip("not deserializable", where, _why(exc))
         try:
-            raw = m.image_to_array(msg, where, RAW_ENCODINGS)
+            raw = self.gate.accept(msg, where)  # the node's rule: order, encoding, data, size
         except FrameError as exc:
-            wrong_encoding = msg.encoding not in RAW_ENCODINGS or msg.is_bigendian
-            return self._skip("wrong encoding" if wrong_encoding else "truncated or inconsistent image data",
-                              where, exc)
+            return self._skip(exc.reason, where, exc)
         try:
             result = self.pipeline.process(raw, msg.header)
         except FrameError as exc:
-            p = self.pipeline.profile
-            size_ok = raw.shape == (p.sensor_height, p.sensor_width)
-            return self._skip("frame rejected by the pipeline" if size_ok else "wrong frame size", where, exc)
+            return self._skip("frame rejected by the pipeline", where, exc)
         self.s.frames_processed += 1
+        if not self.calibrated:
+            self.s.uncalibrated_frames += 1
+            if len(self.s.uncalibrated_stamps) < 100:
+                self.s.uncalibrated_stamps.append(m.stamp_ns(msg.header))
         for k, v in result.timings_ms.items():
             self.timings.setdefault(k, []).append(v)
         self._publish(result, msg.header, t)
@@ -582,6 +609,7 @@ class _Replay:
         values = {f"{k}_ms": f"{v:.2f}" for k, v in r.timings_ms.items()}
         values.update(frames_per_s=f"{s.fps:.2f}", dropped=s.dropped,
                       bad_messages=sum(v["count"] for v in self.bad.values()),
+                      references="yes" if self.calibrated else "no", frames_without_references=s.uncalibrated_frames,
                       activation_residual_max="n/a" if residual is None else f"{residual:.3g}",
                       backend=s.backend, model=s.model)
         diag = m.diagnostic_array(hdr, f"{NODE_NAME}: pipeline", hdr.frame_id, 0 if self.calibrated else 1,
@@ -596,4 +624,6 @@ def cmd_replay(args) -> int:
     summary = replay(args.input, args.output, config, storage=args.storage, progress=not args.no_progress,
                      overwrite=args.overwrite, copy_raw=not args.no_copy_raw)
     print(summary.text())
-    return 0
+    # a bag with messages to process, of which not one could be processed, is a failed run
+    nothing = not (summary.frames_processed or summary.camera_sets_processed)
+    return 1 if nothing and summary.bad_total else 0

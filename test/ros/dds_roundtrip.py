@@ -145,9 +145,9 @@ def main(out_dir: str, params: str, mode: str = "", detector: str = "") -> int:
 
         def complete(d):  # diagnostics published after every good frame and the bad one(s)
             p = d.get("hsi_xai: pipeline", {})
-            ok = p.get("bad: bad raw frame") == "1" and p.get("processed") == str(len(FRAMES) + detection)
+            ok = p.get("bad: wrong encoding") == "1" and p.get("processed") == str(len(FRAMES) + detection)
             if not detection:
-                return ok and p.get("bad: stamp went backwards") == "1"
+                return ok and p.get("bad: stamp not after the previous frame's") == "1"
             det = d.get("hsi_xai: detection", {})
             return ok and det.get("processed") == str(len(FRAMES)) \
                 and det.get("bad: wrong encoding on /rgb/image_raw") == "1" and det.get("unsynchronised_dropped") == "1"

@@ -77,9 +77,9 @@ def test_node_over_dds_matches_the_offline_pipeline(tmp_path):
     _check_segmentation(outputs, result, gen, pipeline, result["frames"], class_map=False)
     assert set(result["diagnostics"]) == {"hsi_xai: pipeline"}  # no detection status when detection is off
     diag = result["diagnostics"]["hsi_xai: pipeline"]
-    assert diag["bad: bad raw frame"] == "1" and diag["backend"] == "ort-cpu" and diag["references"] == "yes"
+    assert diag["bad: wrong encoding"] == "1" and diag["backend"] == "ort-cpu" and diag["references"] == "yes"
     assert int(diag["processed"]) == 2 and diag["model"] == "unet_bundled_25pn"
-    assert diag["bad: stamp went backwards"] == "1"
+    assert diag["bad: stamp not after the previous frame's"] == "1"
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ def test_node_over_dds_segments_and_detects_like_the_offline_pipelines(detection
     assert f"detection_overlay_{lonely}" not in outputs  # its MIR partner never came
 
     pipe, det = result["diagnostics"]["hsi_xai: pipeline"], result["diagnostics"]["hsi_xai: detection"]
-    assert pipe["processed"] == "3" and pipe["bad: bad raw frame"] == "1" and "unsynchronised_dropped" not in pipe
+    assert pipe["processed"] == "3" and pipe["bad: wrong encoding"] == "1" and "unsynchronised_dropped" not in pipe
     assert det["processed"] == "2" and det["detector"] == "tiny_det_rgb_mir" and det["backend"] == "ort-cpu"
     assert det["bad: wrong encoding on /rgb/image_raw"] == "1" and det["unsynchronised_dropped"] == "1"
     assert det["cameras"] == "rgb=/rgb/image_raw, mir=/mir/image_raw"
@@ -186,3 +186,24 @@ def test_start_up_errors_are_one_line_and_signals_stop_the_node_cleanly(tmp_path
         assert r[case]["was_up"] and r[case]["rc"] == 0, text
         assert "Traceback" not in text and "Exception" not in text, text
         assert r[case]["diagnostics_after_signal"] >= 1
+
+
+def test_the_node_judges_a_bag_as_the_replay_does(tmp_path):
+    """The bag test_replay replays (stamps that repeat and go back, a damaged white reference), played to the
+    node over DDS: the same counts, by the same words, and the last good references kept."""
+    from hsi_xai_node.transports.config import load_config
+    from test.transports.disordered_bag import EXPECTED, write_disordered_bag
+
+    bag = write_disordered_bag(tmp_path / "disordered", load_config(PARAMS))
+    prefix = _netns_prefix()
+    env = {**os.environ, "ROS_DOMAIN_ID": "79", "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    cmd = NETNS_SETUP + f"exec {sys.executable} -m test.ros.bag_to_node {tmp_path} {PARAMS} {bag}"
+    run = subprocess.run(prefix + [cmd], cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    r = json.loads((tmp_path / "result.json").read_text())
+    diag = r["diagnostics"]
+    assert diag["processed"] == str(EXPECTED["processed"]) and r["labels"] == EXPECTED["processed"]
+    assert diag["bad: stamp not after the previous frame's"] == str(EXPECTED["stamp"])
+    assert diag["bad: bad reference frame"] == str(EXPECTED["bad_reference"])
+    assert diag["references"] == "yes" and diag["frames_without_references"] == str(EXPECTED["uncalibrated"])

@@ -511,3 +511,48 @@ def test_bag_without_every_detector_camera_segments_only(tmp_path, config, in_mc
     assert summary.frames_processed == 3 and summary.camera_sets_in == 0
     assert summary.detection == "not run: the detector's camera topics ['/mir/image_raw'] are not in the bag"
     assert count(tmp_path / "out", config.output_topic("detections")) == 0
+
+
+# --- one rule for bad input (issue 20) -------------------------------------------------------------
+def test_disordered_stamps_and_a_damaged_reference_are_counted(tmp_path, config):
+    from test.transports.disordered_bag import EXPECTED, write_disordered_bag
+
+    bag = write_disordered_bag(tmp_path / "disordered", config)
+    s = replay(bag, tmp_path / "out", config, progress=False)
+    assert s.frames_in == 5 and s.frames_processed == EXPECTED["processed"]
+    assert s.bad["stamp not after the previous frame's"]["count"] == EXPECTED["stamp"]
+    assert s.bad["bad reference frame"]["count"] == EXPECTED["bad_reference"]
+    assert s.references.startswith("dark and white") and s.uncalibrated_frames == EXPECTED["uncalibrated"]
+    diags = [msg for *_, msg in decoded(tmp_path / "out", ["/diagnostics"])]
+    assert all({kv.key: kv.value for kv in d.status[0].values}["references"] == "yes" for d in diags)
+
+
+def test_frames_without_references_are_named_in_summary_and_diagnostics(tmp_path, config, in_mcap):
+    msgs = sorted(bag_messages(in_mcap).items(), key=lambda kv: kv[0][1])
+    raws = [(tp, t, d) for (tp, t), d in msgs if tp == config.raw_topic]
+    s = replay(write_bag(tmp_path / "noref", raws), tmp_path / "o", config, progress=False)
+    assert s.uncalibrated_frames == 3 and len(s.uncalibrated_stamps) == 3
+    assert "frames processed WITHOUT valid dark/white references (uncalibrated reflectance): 3 of 3" in s.text()
+    for *_, d in decoded(tmp_path / "o", ["/diagnostics"]):
+        values = {kv.key: kv.value for kv in d.status[0].values}
+        assert d.status[0].level == 1 and values["references"] == "no"
+    assert values["frames_without_references"] == "3"
+
+
+def test_a_raw_topic_whose_messages_cannot_be_read_is_never_a_silent_zero(tmp_path, config, capsys):
+    """A sqlite3 bag whose raw topic's recorded type was changed: rosbags reads none of its messages. The
+    replay counts them as unreadable (the index lists 3) and the command exits 1."""
+    import sqlite3
+
+    bag = write_drive_bag(tmp_path / "in", config, seed=SEED, frames=3, storage="sqlite3", cameras=False)
+    (db,) = bag.glob("*.db3")
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE topics SET type = 'std_msgs/msg/String' WHERE name = ?", (config.raw_topic,))
+    s = replay(bag, tmp_path / "out", config, progress=False)
+    assert (s.frames_in, s.frames_processed) == (0, 0)
+    bad = s.bad[f"unreadable on {config.raw_topic}"]
+    assert bad["count"] == 3 and "the bag's index lists 3 message(s), 0 could be read" in bad["first"]
+    args = build_parser().parse_args(["replay", str(bag), str(tmp_path / "out2"), "--no-progress", "--backend",
+                                      "ort-cpu"])
+    assert args.func(args) == 1
+    assert "skipped (unreadable on /hsi/image_raw): 3" in capsys.readouterr().out
