@@ -37,6 +37,7 @@ from ..resources import share_path
 from ..scenes.render import CameraSpec, default_cameras, transform_box
 from ..sensor.multispectral import CameraInput, MultispectralFrontEnd, StackConfig, network_from_common
 from .engine import open_engine
+from .memory import DEFAULT_LIMIT_MB, check_memory, graph_memory, image_bytes
 from .overlay import (SCALE_MODES, UNITS, MapKey, OverlayScales, apply_colormap, check_colormap, legend_image,
                       to_uint8)
 
@@ -88,6 +89,7 @@ class DetectionPipelineConfig:
     overlay_margin: float = 0.25      # each box's map is shown within the box grown by this share of its size
     overlay_zoom: int = 2             # the overlay is drawn this many times the network view (readable labels)
     box_maps: bool = False            # also return the per-box float maps
+    memory_limit_mb: float = DEFAULT_LIMIT_MB  # a detector or rig needing more per frame is refused at load
 
     def validated(self) -> "DetectionPipelineConfig":
         if not 0.0 <= self.overlay_alpha <= 1.0:
@@ -168,7 +170,9 @@ class DetectionPipeline:
             raise InputError(f"score_threshold {self.score_threshold} is below detector {card.name!r}'s in-graph "
                              f"NMS threshold {floor}: re-export the model with a lower one")
         self.rig = load_rig(cfg.rig)
-        self.frontend = MultispectralFrontEnd(stack_from_card(self.loaded, self.rig))
+        stack = stack_from_card(self.loaded, self.rig)
+        self.memory_bytes = self._check_memory(stack)
+        self.frontend = MultispectralFrontEnd(stack)
         self.primary = card.input.stack[0].camera
         # network view -> primary camera pixels, for reporting boxes in the frame the header names
         st = self.frontend.config
@@ -189,6 +193,19 @@ class DetectionPipeline:
                                     names, card.overlay_scales, card.name)
         self.engine = open_engine(model.SerializeToString(), cfg.backend, cfg.precision, cfg.cache_dir, cfg.threads,
                                   outputs_to_copy=list(self._plan.values()))
+
+    def _check_memory(self, stack) -> int:
+        """The detector's (and explain graph's) tensors, its cameras' frames and their warps, against the limit."""
+        g = graph_memory(self.graph.model if self.graph is not None else self.loaded.model)
+        w, h = stack.input_size
+        warps = sum(image_bytes(c.width, c.height, 3 if c.encoding.endswith("8") and c.encoding != "mono8" else 1,
+                                2 if "16" in c.encoding else 1) * 2 + image_bytes(w, h, 3, 4) for c in stack.cameras)
+        explained = min(self.config.explain_boxes, int(self.card.postprocess.get("max_detections", 20))) \
+            if self.graph is not None else 0
+        rows = f"activations ({explained} explained boxes)"
+        return check_memory({"model weights": g.weights, "model inputs": g.inputs, rows: g.activations,
+                             "camera frames and warps": warps + image_bytes(w, h, 3, 3)},
+                            self.config.memory_limit_mb, f"detector {self.card.name!r}")
 
     @property
     def cameras(self) -> list[str]:

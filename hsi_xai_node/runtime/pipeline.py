@@ -35,6 +35,7 @@ from ..sensor.calibration import load_profile
 from ..sensor.frontend import FrontEnd
 from ..sensor.radiometry import false_colour
 from .engine import open_engine
+from .memory import DEFAULT_LIMIT_MB, check_memory, graph_memory, image_bytes
 from .overlay import SCALE_MODES, UNITS, MapKey, OverlayScales, apply_colormap, check_colormap, legend_image
 
 DEFAULT_MODEL = share_path("models/unet_bundled_25pn.onnx")
@@ -62,6 +63,7 @@ class PipelineConfig:
     class_maps: bool = False  # also return per-class float maps (costs a device->host copy)
     explain_classes: tuple[str, ...] = ()  # class names the overlays show; () = every class
     threads: int = 0
+    memory_limit_mb: float = DEFAULT_LIMIT_MB  # a model needing more per frame is refused at load (runtime.memory)
 
     def validated(self) -> "PipelineConfig":
         if not 0.0 <= self.overlay_alpha <= 1.0:
@@ -113,6 +115,7 @@ class Pipeline:
         self.config = cfg = config.validated()
         self.profile = load_profile(cfg.profile, flip_vertical=cfg.flip_vertical)
         self.card, self.graph = pipeline_graph(cfg, self.profile)
+        self.memory_bytes = self._check_memory()
         self.frontend = FrontEnd(self.profile, dark, white, self.card.frontend_config())
         self._plan = self._output_plan()
         self.engine = open_engine(self.graph.model.SerializeToString(), cfg.backend, cfg.precision, cfg.cache_dir,
@@ -132,6 +135,16 @@ class Pipeline:
                                                                     self.graph.outputs[u8].signed)
                                                         for u8 in overlays.values()},
                                     names, self.card.overlay_scales, self.card.name)
+
+    def _check_memory(self) -> int:
+        """The explain graph's tensors (all classes in one batch) and the front end's frames, against the limit."""
+        g = graph_memory(self.graph.model)
+        p = self.profile
+        bands, rows, cols = p.cube_shape
+        front = image_bytes(p.sensor_width, p.sensor_height, 1, 2) + 3 * image_bytes(cols, rows, bands, 4)
+        return check_memory({"model weights": g.weights, "model inputs": g.inputs,
+                             f"activations of {self.graph.classes} classes at once": g.activations,
+                             "front end": front}, self.config.memory_limit_mb, f"model {self.card.name!r}")
 
     # --- which engine outputs are needed -----------------------------------------------------
     def _find(self, method: str, layer: str | None = None) -> str | None:

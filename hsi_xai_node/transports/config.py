@@ -73,6 +73,7 @@ class NodeConfig:
     detection_score_threshold: float = 0.0  # 0.0 = the card's
     explain_boxes: int = 10
     detection_overlay_method: str = "box_gradcam"
+    memory_limit_mb: float = 4096.0     # a model, detector or rig needing more per frame is refused at start
     input_qos: str = "sensor_data"      # camera subscriptions: sensor_data (best effort) or reliable
     output_qos: str = "reliable"        # output publishers (and the QoS outputs are recorded with in bags)
 
@@ -103,6 +104,8 @@ class NodeConfig:
         if not 0.0 <= self.detection_score_threshold < 1.0:
             raise InputError(f"parameter detection_score_threshold must be in [0, 1) (0 = the detector card's), "
                              f"got {self.detection_score_threshold}")
+        if not self.memory_limit_mb > 0:
+            raise InputError(f"parameter memory_limit_mb must be > 0, got {self.memory_limit_mb}")
         if self.explain_boxes < 0:
             raise InputError(f"parameter explain_boxes must be >= 0 (0 = no explanations), got {self.explain_boxes}")
         if self.detection_overlay_method not in DETECTION_OVERLAY_METHODS:
@@ -159,7 +162,8 @@ class NodeConfig:
             precision=self.precision, cache_dir=self.engine_cache_dir or None,
             score_threshold=self.detection_score_threshold or None, explain_boxes=self.explain_boxes,
             overlay_method=self.detection_overlay_method, colormap=self.colormap,
-            signed_colormap=self.signed_colormap, overlay_scale=self.overlay_scale).validated()
+            signed_colormap=self.signed_colormap, overlay_scale=self.overlay_scale,
+            memory_limit_mb=self.memory_limit_mb).validated()
 
     def pipeline_config(self) -> PipelineConfig:
         return PipelineConfig(
@@ -168,7 +172,8 @@ class NodeConfig:
             cache_dir=self.engine_cache_dir or None, methods=tuple(self.methods), layers=tuple(self.target_layers),
             overlay_method=self.overlay_method, overlay_alpha=self.overlay_alpha, colormap=self.colormap,
             signed_colormap=self.signed_colormap, overlay_scale=self.overlay_scale, focus_class=self.focus_class,
-            class_maps=self.publish_class_maps, explain_classes=tuple(self.explain_classes)).validated()
+            class_maps=self.publish_class_maps, explain_classes=tuple(self.explain_classes),
+            memory_limit_mb=self.memory_limit_mb).validated()
 
     def output_topic(self, name: str) -> str:
         return f"{self.output_namespace.rstrip('/')}/{name}"
