@@ -159,7 +159,7 @@ def _calibrate_overlays(sub) -> None:
     p.add_argument("--card", help="its card (default: MODEL.json)")
     p.add_argument("--frames-per-drive", type=int, help="frames per validation drive (default: the card's split)")
     p.add_argument("--backend", default="ort-cpu", help=BACKEND_HELP)
-    p.set_defaults(func=_lazy("hsi_xai_node.runtime.calibration", "cmd_calibrate_overlays"))
+    p.set_defaults(func=_lazy("hsi_xai_node.overlay_calibration", "cmd_calibrate_overlays"))
 
 
 def _reliability(sub) -> None:

@@ -317,15 +317,16 @@ def _score_detections(bag: Path, config, gen, stride: int, stamps: list[int]) ->
     """The published detections of every frame against the drive's ground-truth boxes."""
     from .detection.card import load_detector
     from .detection.evaluation import MIN_HEIGHT_PX
-    from .runtime.detection import load_rig, stack_from_card
-    from .scenes.render import transform_box
+    from .runtime.detection import stack_from_card
     from .sensor.multispectral import boxes_to_network
+    from .sensor.rig import read_rig, transform_box
 
     # the detector's card and the rig give the geometry; no engine is needed to score published boxes
     det = config.detection_config()
-    rig = load_rig(det.rig)
+    full_rig = read_rig(det.rig)
+    rig = full_rig.cameras
     loaded = load_detector(det.model, det.card)
-    primary, stack = loaded.card.input.stack[0].camera, stack_from_card(loaded, rig)
+    primary, stack = loaded.card.input.stack[0].camera, stack_from_card(loaded, rig, full_rig.common_view)
     truth = {}
     for k, stamp in enumerate(stamps):
         objects = gen.frame(k * stride).camera_objects

@@ -76,7 +76,7 @@ class ModelCard:
     training: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     # "<method>@<layer tensor>" -> {"classes": {name: reference value}, "percentile", "unit", "frames", ...}:
-    # the fixed overlay scales (runtime.overlay, measured by runtime.calibration)
+    # the fixed overlay scales (runtime.overlay, measured by overlay_calibration)
     overlay_scales: dict = field(default_factory=dict)
     schema: str = CARD_SCHEMA
 

@@ -24,17 +24,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import cv2
 import numpy as np
-import yaml
 
 from ..detection.card import LoadedDetector, load_detector
 from ..errors import InputError
 from ..explain import DetectionExplainConfig, build_detection_explainer
 from ..resources import share_path
-from ..scenes.render import CameraSpec, default_cameras, transform_box
+from ..sensor.rig import DEFAULT_COMMON_VIEW, CameraSpec, load_rig, read_rig, transform_box  # noqa: F401 (load_rig re-exported)
 from ..sensor.multispectral import CameraInput, MultispectralFrontEnd, StackConfig, network_from_common
 from .engine import open_engine
 from .memory import DEFAULT_LIMIT_MB, check_memory, graph_memory, image_bytes
@@ -44,36 +42,11 @@ from .overlay import (SCALE_MODES, UNITS, MapKey, OverlayScales, apply_colormap,
 DEFAULT_DETECTOR = share_path("models/efficientdet_rgb_mir.onnx")
 
 
-def load_rig(path: str | Path | None = None) -> dict[str, CameraSpec]:
-    """Camera name -> size, encoding and homography (common view -> camera pixels).
-
-    None gives the generated drives' rig (scenes.render.default_cameras). A rig file is
-    YAML: `cameras: [{name, encoding, width, height, homography: 3x3 list}, ...]`.
-    """
-    if path is None:
-        return {c.name: c for c in default_cameras()}
-    path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text())
-        rig = {}
-        for i, c in enumerate(doc["cameras"]):
-            h = np.asarray(c["homography"], np.float64)
-            if h.shape != (3, 3) or not np.isfinite(h).all() or abs(np.linalg.det(h)) < 1e-12:
-                raise ValueError(f"cameras[{i}] ({c.get('name')}): homography must be an invertible 3x3 matrix")
-            rig[str(c["name"])] = CameraSpec(str(c["name"]), str(c.get("kind", c["name"])), int(c["width"]),
-                                             int(c["height"]), str(c["encoding"]), h)
-        return rig
-    except FileNotFoundError:
-        raise InputError(f"rig file {path}: no such file") from None
-    except (yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
-        raise InputError(f"rig file {path}: malformed ({type(exc).__name__}: {exc})") from None
-
-
 @dataclass(frozen=True)
 class DetectionPipelineConfig:
     model: str = str(DEFAULT_DETECTOR)
     card: str | None = None
-    rig: str | None = None            # rig YAML; None = the generated drives' rig
+    rig: str | None = None            # rig YAML; None = config/rig_default.yaml (the generated drives' rig)
     backend: str = "auto"
     precision: str = "fp16"
     cache_dir: str | None = None
@@ -130,7 +103,8 @@ class DetectionResult:
     header: object = None                   # the primary camera's header, untouched
 
 
-def stack_from_card(loaded: LoadedDetector, rig: dict[str, CameraSpec]) -> StackConfig:
+def stack_from_card(loaded: LoadedDetector, rig: dict[str, CameraSpec],
+                    common_size: tuple[int, int] = DEFAULT_COMMON_VIEW) -> StackConfig:
     """The card's cameras and normalisation placed by the rig's geometry."""
     card = loaded.card
     cams = []
@@ -143,7 +117,7 @@ def stack_from_card(loaded: LoadedDetector, rig: dict[str, CameraSpec]) -> Stack
             raise InputError(f"detector {card.name!r} expects {s.camera!r} as {s.encoding}, the rig says {r.encoding}")
         cams.append(CameraInput(s.camera, s.encoding, r.width, r.height, np.asarray(r.homography), s.offset, s.scale))
     h, w = card.input.hw
-    return StackConfig(cameras=tuple(cams), input_size=(w, h))
+    return StackConfig(cameras=tuple(cams), input_size=(w, h), common_size=tuple(common_size))
 
 
 def detection_graph(cfg: DetectionPipelineConfig):
@@ -169,8 +143,9 @@ class DetectionPipeline:
         if self.score_threshold < floor:
             raise InputError(f"score_threshold {self.score_threshold} is below detector {card.name!r}'s in-graph "
                              f"NMS threshold {floor}: re-export the model with a lower one")
-        self.rig = load_rig(cfg.rig)
-        stack = stack_from_card(self.loaded, self.rig)
+        rig = read_rig(cfg.rig)
+        self.rig = rig.cameras
+        stack = stack_from_card(self.loaded, self.rig, rig.common_view)
         self.memory_bytes = self._check_memory(stack)
         self.frontend = MultispectralFrontEnd(stack)
         self.primary = card.input.stack[0].camera

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .engine import Engine, EngineError, TensorSpec
+from ._engine_base import Engine, EngineError, TensorSpec
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ import numpy as np
 
 from ..sensor.calibration import SensorProfile
 from .layout import DriveLayout, LayoutMaps, SceneConditions, SceneObject
-from .render import (COMMON_VIEW_SIZE, CameraSpec, HsiRenderer, MultispectralRenderer, SensorNoise,
-                     common_from_layout, default_cameras, transform_box)
+from ..sensor.rig import CameraSpec, default_cameras, transform_box
+from .render import COMMON_VIEW_SIZE, HsiRenderer, MultispectralRenderer, SensorNoise, common_from_layout
 from .spectra import Illumination, daylight
 
 DEFAULT_START_NS = 1_700_000_000 * 10**9

@@ -27,19 +27,20 @@ centikelvin (the "TLinear" radiometric mode of common LWIR cores): value / 100 =
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from ..sensor.calibration import SensorProfile
 from ..sensor.demosaic import band_index_map
+from ..sensor.rig import CameraSpec, common_view_size, default_cameras, transform_box  # noqa: F401 (re-exported)
 from .layout import LayoutMaps
 from .spectra import (AMBIENT_K, FIR_BAND_UM, MATERIALS, MIR_BAND_UM, SKY_MATERIAL, WAVELENGTHS_NM,
                       Illumination, ThermalBand, bump, reflectance_table, step)
 
 WHITE_PANEL_REFLECTANCE = 0.99
-COMMON_VIEW_SIZE = (640, 480)  # width, height of the registered common view
+COMMON_VIEW_SIZE = common_view_size()  # width, height of the registered common view (the default rig's)
 _FIXED_PATTERN_SEED = 90210    # the same sensor for every drive
 
 
@@ -163,29 +164,6 @@ def similarity(scale: float, dx: float, dy: float, angle_deg: float, size: tuple
     return h
 
 
-@dataclass(frozen=True, eq=False)
-class CameraSpec:
-    """A multispectral camera: size, ROS encoding, kind, homography common view -> camera."""
-
-    name: str
-    kind: str  # "rgb", "nir", "mir" or "fir"
-    width: int
-    height: int
-    encoding: str
-    homography: np.ndarray = field(default_factory=lambda: np.eye(3))
-
-
-def default_cameras() -> tuple[CameraSpec, ...]:
-    """Sizes of the Multispectral Object Detection dataset (Takumi 2017); small offsets,
-    scales and roll between the cameras, as a rig calibration would find."""
-    return (
-        CameraSpec("rgb", "rgb", 640, 480, "bgr8", similarity(1.0, 4.0, -3.0, 0.2, (640, 480))),
-        CameraSpec("fir", "fir", 640, 480, "mono16", similarity(0.96, -12.0, 6.0, -0.4, (640, 480))),
-        CameraSpec("mir", "mir", 320, 256, "mono16", similarity(0.52, 5.0, 3.0, 0.3, (320, 256))),
-        CameraSpec("nir", "nir", 320, 256, "mono8", similarity(0.51, -6.0, -2.0, -0.2, (320, 256))),
-    )
-
-
 def common_from_layout(layout_height: int, layout_width: int,
                        common_size: tuple[int, int] = COMMON_VIEW_SIZE) -> np.ndarray:
     """Homography layout pixels -> common-view pixels (pixel centres): a centred crop
@@ -197,14 +175,6 @@ def common_from_layout(layout_height: int, layout_width: int,
     return np.array([[scale, 0.0, (0.5 - crop_x0) * scale - 0.5],
                      [0.0, scale, 0.5 * scale - 0.5],
                      [0.0, 0.0, 1.0]])
-
-
-def transform_box(box, homography: np.ndarray) -> tuple[float, float, float, float]:
-    """Axis-aligned bounds of a pixel-edge box after a pixel-centre homography."""
-    x0, y0, x1, y1 = (float(v) for v in box)
-    corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64) - 0.5
-    out = cv2.perspectiveTransform(corners[None], np.asarray(homography, np.float64))[0] + 0.5
-    return (float(out[:, 0].min()), float(out[:, 1].min()), float(out[:, 0].max()), float(out[:, 1].max()))
 
 
 def _channel_sensitivities(kind: str) -> np.ndarray:

@@ -1,7 +1,7 @@
 """The multispectral front end: RGB / NIR / MIR / FIR camera frames in, detector input out.
 
-Each camera is registered into the *network view* (the common view of
-scenes/render.py scaled to the network input, by default 320x256, the registered size
+Each camera is registered into the *network view* (the rig's common view, sensor/rig.py,
+scaled to the network input, by default 320x256, the registered size
 of the Multispectral Object Detection dataset, Takumi 2017) with one perspective warp,
 normalised per channel as (value - offset) / scale and stacked into (1, C, H, W).
 Homographies use OpenCV pixel-centre coordinates; boxes are (x0, y0, x1, y1) pixel edges.
@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from ..errors import FrameError, InputError
-from ..scenes.render import COMMON_VIEW_SIZE, CameraSpec, default_cameras
+from .rig import DEFAULT_COMMON_VIEW, CameraSpec, default_cameras
 
 ENCODINGS = {"bgr8": (np.uint8, 3), "rgb8": (np.uint8, 3), "mono8": (np.uint8, 1), "mono16": (np.uint16, 1)}
 STACKS = ("rgb", "nir", "mir", "fir", "rgb+mir")
@@ -88,7 +88,7 @@ class CameraInput:
 class StackConfig:
     cameras: tuple[CameraInput, ...]
     input_size: tuple[int, int] = (320, 256)  # network width, height
-    common_size: tuple[int, int] = COMMON_VIEW_SIZE
+    common_size: tuple[int, int] = DEFAULT_COMMON_VIEW
 
     def __post_init__(self):
         object.__setattr__(self, "cameras", tuple(self.cameras))

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from .overlay import REFERENCE_PERCENTILE, UNITS
+from .errors import InputError
+from .runtime.overlay import REFERENCE_PERCENTILE, UNITS
 
 SEGMENTATION_METHODS = ("activation", "seg_gradcam", "seg_gradcam_signed", "hires")
 SEGMENTATION_LAYERS = ("penultimate", "bottleneck")
@@ -51,9 +51,9 @@ def segmentation_overlay_scales(model: str | Path, card: str | Path | None = Non
                                 frames_per_drive: int | None = None, backend: str = "ort-cpu",
                                 layers=SEGMENTATION_LAYERS, methods=SEGMENTATION_METHODS) -> dict:
     """card `overlay_scales` of a segmentation model: "<method>@<layer tensor>" -> reference per class."""
-    from ..scenes.drive import DriveGenerator
-    from ..sensor.calibration import load_profile
-    from .pipeline import Pipeline, PipelineConfig
+    from .scenes.drive import DriveGenerator
+    from .sensor.calibration import load_profile
+    from .runtime.pipeline import Pipeline, PipelineConfig
 
     card_path = Path(card) if card else Path(model).with_suffix(".json")
     frames = _val_frames(card_path, frames_per_drive)
@@ -103,9 +103,9 @@ def detection_overlay_scales(model: str | Path, card: str | Path | None = None, 
                              backend: str = "ort-cpu", margin: float = 0.25) -> dict:
     """card `overlay_scales` of a detector: "<method>@<class-head input>" -> reference per class, over each kept
     box's map within the box grown by `margin` (as the detection overlay shows it)."""
-    from ..scenes.drive import DriveGenerator
-    from ..sensor.calibration import load_profile
-    from .detection import DetectionPipeline, DetectionPipelineConfig
+    from .scenes.drive import DriveGenerator
+    from .sensor.calibration import load_profile
+    from .runtime.detection import DetectionPipeline, DetectionPipelineConfig
 
     card_path = Path(card) if card else Path(model).with_suffix(".json")
     frames = _val_frames(card_path, frames_per_drive)
@@ -158,7 +158,7 @@ def write_overlay_scales(card_path: str | Path, scales: dict) -> None:
 def calibrate(model: str | Path, card: str | Path | None = None, frames_per_drive: int | None = None,
               backend: str = "ort-cpu") -> dict:
     """Measure and write the overlay scales of a segmentation model or a detector (by its card's schema)."""
-    from ..detection.card import DETECTOR_CARD_SCHEMA
+    from .detection.card import DETECTOR_CARD_SCHEMA
 
     card_path = Path(card) if card else Path(model).with_suffix(".json")
     try:
