@@ -27,6 +27,7 @@ setup(
         "matplotlib>=3.7",  # demo and report plots (imported only there)
         "onnx>=1.16",
         "onnxruntime>=1.18",
+        "pydantic>=2.5",  # the file schemas (cards, rig, parameters, calibration XML)
         "pyyaml>=6",
         "rosbags>=0.10",
         "tqdm>=4.60",
@@ -34,7 +35,7 @@ setup(
     extras_require={
         # Tests (ONNX/ROS parts of the suite skip with a reason when their extras are absent).
         # torch: the reference the ONNX graphs are checked against (CPU build, never a runtime import).
-        "test": ["pytest>=7", "pytest-xdist>=3", "setuptools>=64", "wheel", "torch==2.13.0",
+        "test": ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6.100", "setuptools>=64", "wheel", "torch==2.13.0",
                  "mcap>=1.1", "mcap-ros2-support>=0.5",  # these two: an independent bag reader
                  "scikit-image>=0.22"],  # the reliability toolkit's similarity measures (brings scipy)
         # Explanation reliability toolkit (hsi_xai_node.reliability): Spearman (scipy) and SSIM.

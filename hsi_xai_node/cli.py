@@ -272,6 +272,10 @@ def main(argv=None) -> int:
     except InputError as exc:  # bad input: one clear line, no traceback
         print(f"hsi-xai {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a path that cannot be read or written (a file in the way, no permission, a loop)
+        where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f)
+        print(f"hsi-xai {args.command}: error: {where + ': ' if where else ''}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"hsi-xai {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -16,3 +16,11 @@ class CalibrationError(InputError):
 
 class FrameError(InputError):
     """A raw or reference frame does not match the sensor (size, dtype, values)."""
+
+
+class RigError(InputError):
+    """A camera rig file is malformed or physically impossible."""
+
+
+class ConfigError(InputError):
+    """A node or replay parameter (file) is malformed or out of range."""

@@ -18,10 +18,13 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import InputError
+from .schema import Byte, Name, PixelCount, PositiveFinite, validation_message
 from .sensor.calibration import SensorProfile
 from .sensor.frontend import FrontEndConfig
 
@@ -85,24 +88,16 @@ class ModelCard:
         return json.dumps(asdict(self), indent=1)
 
     @classmethod
-    def from_dict(cls, d: dict, source: str = "card") -> "ModelCard":
-        try:
-            if d.get("schema") != CARD_SCHEMA:
-                raise ModelError(f"{source}: schema {d.get('schema')!r} is not {CARD_SCHEMA!r}")
-            inp = dict(d["input"])
-            inp["shape"] = tuple(int(v) for v in inp["shape"])
-            inp["bands_nm"] = tuple(float(v) for v in inp["bands_nm"])
-            classes = tuple(ClassSpec(int(c["channel"]), int(c["id"]), str(c["name"]), tuple(c["bgr"]))
-                            for c in d["classes"])
-            return cls(name=d["name"], task=d["task"], file=d["file"], sha256=d["sha256"],
-                       sensor_profile=d["sensor_profile"], input=InputSpec(**inp), classes=classes,
-                       logits=d["logits"], layers=dict(d["layers"]), architecture=d.get("architecture", {}),
-                       training=d.get("training", {}), metrics=d.get("metrics", {}),
-                       overlay_scales=dict(d.get("overlay_scales") or {}))
-        except ModelError:
-            raise
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelError(f"{source}: malformed model card ({type(exc).__name__}: {exc})") from None
+    def from_dict(cls, d, source: str = "card") -> "ModelCard":
+        """A card from its JSON object, checked against ModelCardSchema (a ModelError names the field)."""
+        c = validate_card(ModelCardSchema, d, source)
+        inp = c.input
+        return cls(name=c.name, task=c.task, file=c.file, sha256=c.sha256, sensor_profile=c.sensor_profile,
+                   input=InputSpec(inp.tensor, tuple(inp.shape), tuple(inp.bands_nm), inp.normalise, inp.scale,
+                                   inp.crop_top, inp.crop_left, inp.demosaic, inp.band_tolerance_nm),
+                   classes=class_specs(c.classes), logits=c.logits, layers=dict(c.layers),
+                   architecture=c.architecture, training=c.training, metrics=c.metrics,
+                   overlay_scales={k: v.model_dump() for k, v in c.overlay_scales.items()})
 
     @classmethod
     def load(cls, path: str | Path) -> "ModelCard":
@@ -130,6 +125,85 @@ class ModelCard:
         for c in self.classes:
             lut[c.channel] = c.id
         return lut
+
+
+# --- the card's schema ------------------------------------------------------------------------------
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class ClassSchema(_Strict):
+    channel: int = Field(ge=0, le=1023)
+    id: Byte  # labels are uint8 images: 0..255
+    name: Name
+    bgr: list[Byte] = Field(min_length=3, max_length=3)
+
+
+class SegmentationInputSchema(_Strict):
+    tensor: Name
+    shape: list[PixelCount] = Field(min_length=4, max_length=4)
+    bands_nm: list[Annotated[PositiveFinite, Field(lt=100_000)]] = Field(min_length=1, max_length=1024)
+    normalise: Literal["pn", "none"]
+    scale: PositiveFinite
+    crop_top: int = Field(ge=0, le=65535)
+    crop_left: int = Field(ge=0, le=65535)
+    demosaic: Literal["subsample", "bilinear"] = "subsample"
+    band_tolerance_nm: PositiveFinite = 2.0
+
+
+class OverlayScaleSchema(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")  # unit, percentile, drives, ...: information
+    classes: dict[Name, PositiveFinite]
+
+
+def check_classes(classes: list) -> None:
+    """Class names, ids and channels each unique (shared by both card kinds)."""
+    for key in ("name", "id", "channel"):
+        values = [getattr(c, key) for c in classes]
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:
+            raise ValueError(f"class {key}(s) {twice[:5]} appear more than once")
+
+
+def class_specs(classes: list) -> tuple[ClassSpec, ...]:
+    return tuple(ClassSpec(c.channel, c.id, c.name, tuple(c.bgr)) for c in classes)
+
+
+class ModelCardSchema(_Strict):
+    schema_: Literal["hsi_xai_node/model-card/1"] = Field(alias="schema")
+    name: Name
+    task: Literal["segmentation"]
+    file: Name
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    sensor_profile: Name
+    input: SegmentationInputSchema
+    classes: list[ClassSchema] = Field(min_length=1, max_length=256)
+    logits: Name
+    layers: dict[Name, Name]
+    architecture: dict = {}
+    training: dict = {}
+    metrics: dict = {}
+    overlay_scales: dict[Name, OverlayScaleSchema] = {}
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        check_classes(self.classes)
+        if self.input.shape[0] != 1:
+            raise ValueError(f"input.shape {self.input.shape}: the batch must be 1")
+        if len(self.input.bands_nm) != self.input.shape[1]:
+            raise ValueError(f"input.bands_nm lists {len(self.input.bands_nm)} bands for an input of "
+                             f"{self.input.shape[1]} channels")
+        return self
+
+
+def validate_card(schema: type[BaseModel], doc, source: str):
+    """`doc` checked against a card schema; any problem is one ModelError naming the source and the field."""
+    if not isinstance(doc, dict):
+        raise ModelError(f"{source}: a card must be a JSON object, got {type(doc).__name__}")
+    try:
+        return schema.model_validate(doc)
+    except ValidationError as exc:
+        raise ModelError(validation_message(exc, source)) from None
 
 
 def read_card_json(path: str | Path, what: str) -> dict:

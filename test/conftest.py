@@ -7,7 +7,6 @@ import pytest
 from hsi_xai_node.sensor.calibration import load_profile
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_IMEC = REPO.parent / "shared" / "data" / "imec"
 V1_XML = "CMV2K-SSM5x5-665_975-13.8.15.1_HS02-NIR.xml"
 V0_XML = "CMV2K-SSM5x5-600_875-5.5.9.2.xml"
 

@@ -56,7 +56,8 @@ def test_a_bad_config_is_one_line_naming_the_file_and_the_parameter(tmp_path, ca
     bad.write_text("/**/hsi_xai:\n  ros__parameters:\n    overlay_alpha: 2.0\n")
     assert main(["replay", str(tmp_path / "in"), str(tmp_path / "out"), "--config", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"hsi-xai replay: error: config {bad}: overlay_alpha must be in [0, 1], got 2.0"
+    assert err == (f"hsi-xai replay: error: config {bad}: parameter overlay_alpha: Input should be less than or "
+                   "equal to 1 (got 2.0)")
     bad.write_text("/**/hsi_xai:\n  ros__parameters:\n    model: /nope.onnx\n")
     assert main(["replay", str(tmp_path / "in"), str(tmp_path / "out"), "--config", str(bad)]) == 2
     assert capsys.readouterr().err.strip().endswith(f"config {bad}: parameter model: '/nope.onnx' is not an existing file")
@@ -74,3 +75,12 @@ def test_reliability_quick_preset_and_explicit_options(monkeypatch, tmp_path):
     assert main(["reliability", "--out", str(tmp_path), "--no-progress"]) == 0
     assert (seen["cfg"].frames, seen["cfg"].rise_masks) == (3, 500)
     assert main(["reliability", "--out", str(tmp_path), "--frames", "0"]) == 2
+
+
+def test_path_problems_are_one_line(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("")
+    assert main(["reliability", "--out", str(tmp_path / "a_file" / "report"), "--quick", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hsi-xai reliability: error: ") and "a_file" in err and "\n" not in err
+    assert main(["profiles", str(tmp_path / "missing.xml")]) == 2
+    assert "no such file" in capsys.readouterr().err

@@ -20,10 +20,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from ..model_card import ClassSpec, ModelError, read_card_json
+from ..model_card import (ClassSchema, ClassSpec, ModelError, OverlayScaleSchema, check_classes, class_specs,
+                          read_card_json, validate_card)
+from ..schema import Finite, Fraction, Name, PixelCount, PositiveFinite, _finite
 
 DETECTOR_CARD_SCHEMA = "hsi_xai_node/detector-card/1"
 NMS_OUTPUTS = ("det_boxes", "det_scores", "det_classes", "det_pairs")
@@ -88,31 +92,91 @@ class DetectorCard:
         return json.dumps(asdict(self), indent=1)
 
     @classmethod
-    def from_dict(cls, d: dict, source: str = "card") -> "DetectorCard":
-        try:
-            if d.get("schema") != DETECTOR_CARD_SCHEMA:
-                raise ModelError(f"{source}: schema {d.get('schema')!r} is not {DETECTOR_CARD_SCHEMA!r}")
-            i = d["input"]
-            stack = tuple(StackInput(str(s["camera"]), str(s["encoding"]), tuple(float(v) for v in s["offset"]),
-                                     tuple(float(v) for v in s["scale"])) for s in i["stack"])
-            inp = DetectorInput(str(i["tensor"]), tuple(int(v) for v in i["shape"]), str(i.get("layout", "nchw")),
-                                stack)
-            classes = tuple(ClassSpec(int(c["channel"]), int(c["id"]), str(c["name"]), tuple(c["bgr"]))
-                            for c in d["classes"])
-            raw = RawOutputs(**d["raw"]) if d.get("raw") else None
-            return cls(name=str(d["name"]), file=str(d["file"]), sha256=str(d["sha256"]), input=inp,
-                       classes=classes, layers=dict(d["layers"]), scores=d.get("scores", "scores"),
-                       boxes=d.get("boxes", "boxes"), raw=raw, postprocess=dict(d.get("postprocess", {})),
-                       architecture=d.get("architecture", {}), training=d.get("training", {}),
-                       metrics=d.get("metrics", {}), overlay_scales=dict(d.get("overlay_scales") or {}))
-        except ModelError:
-            raise
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelError(f"{source}: malformed detector card ({type(exc).__name__}: {exc})") from None
+    def from_dict(cls, d, source: str = "card") -> "DetectorCard":
+        """A card from its JSON object, checked against DetectorCardSchema (a ModelError names the field)."""
+        c = validate_card(DetectorCardSchema, d, source)
+        i = c.input
+        stack = tuple(StackInput(s.camera, s.encoding, tuple(s.offset), tuple(s.scale)) for s in i.stack)
+        raw = RawOutputs(**c.raw.model_dump()) if c.raw is not None else None
+        return cls(name=c.name, file=c.file, sha256=c.sha256,
+                   input=DetectorInput(i.tensor, tuple(i.shape), i.layout, stack), classes=class_specs(c.classes),
+                   layers=dict(c.layers), scores=c.scores, boxes=c.boxes, raw=raw,
+                   postprocess=c.postprocess.model_dump(), architecture=c.architecture, training=c.training,
+                   metrics=c.metrics, overlay_scales={k: v.model_dump() for k, v in c.overlay_scales.items()})
 
     @classmethod
     def load(cls, path: str | Path) -> "DetectorCard":
         return cls.from_dict(read_card_json(path, "detector card"), f"detector card {path}")
+
+
+# --- the card's schema ------------------------------------------------------------------------------
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class StackSchema(_Strict):
+    camera: Name
+    encoding: Literal["bgr8", "rgb8", "mono8", "mono16"]
+    offset: list[Finite] = Field(min_length=1, max_length=4)
+    scale: list[PositiveFinite] = Field(min_length=1, max_length=4)
+
+    @model_validator(mode="after")
+    def _channels(self):
+        channels = 3 if self.encoding in ("bgr8", "rgb8") else 1
+        for key in ("offset", "scale"):
+            if len(getattr(self, key)) not in (1, channels):
+                raise ValueError(f"{key} gives {len(getattr(self, key))} values for a {channels}-channel "
+                                 f"{self.encoding} camera (give 1 or {channels})")
+        return self
+
+
+class DetectorInputSchema(_Strict):
+    tensor: Name
+    shape: list[PixelCount] = Field(min_length=4, max_length=4)
+    layout: Literal["nchw", "nhwc"] = "nchw"
+    stack: list[StackSchema] = Field(min_length=1, max_length=8)
+
+
+class RawSchema(_Strict):
+    logits: Name
+    activation: Literal["sigmoid", "none"]
+    deltas: Name
+    coding: Literal["xyxy", "cxcywh_deltas", "tf_yxhw_deltas"]
+    anchors: Name
+
+
+class PostprocessSchema(_Strict):
+    in_graph: bool = False
+    score_threshold: Annotated[float, Field(ge=0, lt=1), AfterValidator(_finite)] = 0.3
+    iou_threshold: Fraction = 0.5
+    max_detections: int = Field(default=20, ge=1, lt=3840)
+    max_per_class: int = Field(default=100, ge=1, le=100_000)
+
+
+class DetectorCardSchema(_Strict):
+    schema_: Literal["hsi_xai_node/detector-card/1"] = Field(alias="schema")
+    name: Name
+    file: Name
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    task: Literal["detection"] = "detection"
+    input: DetectorInputSchema
+    classes: list[ClassSchema] = Field(min_length=1, max_length=256)
+    layers: dict[Name, Name]
+    scores: Name = "scores"
+    boxes: Name = "boxes"
+    raw: RawSchema | None = None
+    postprocess: PostprocessSchema = PostprocessSchema(in_graph=True)
+    architecture: dict = {}
+    training: dict = {}
+    metrics: dict = {}
+    overlay_scales: dict[Name, OverlayScaleSchema] = {}
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        check_classes(self.classes)
+        if self.input.shape[0] != 1:
+            raise ValueError(f"input.shape {self.input.shape}: the batch must be 1")
+        return self
 
 
 @dataclass
@@ -165,14 +229,9 @@ def load_detector(path: str | Path, card_path: str | Path | None = None) -> Load
     card = DetectorCard.load(card_path)
     _, model = read_checked_onnx(path, card_path, card.sha256, "detector")
     _check(card, model, str(path))
-    p = card.postprocess
-    try:
-        post = PostprocessConfig(score_threshold=float(p.get("score_threshold", 0.3)),
-                                 iou_threshold=float(p.get("iou_threshold", 0.5)),
-                                 max_detections=int(p.get("max_detections", 20)),
-                                 max_per_class=int(p.get("max_per_class", 100)))
-    except ValueError as exc:
-        raise ModelError(f"detector card {card_path}: bad postprocess settings ({exc})") from None
+    p = card.postprocess  # checked by the card's schema
+    post = PostprocessConfig(score_threshold=p["score_threshold"], iou_threshold=p["iou_threshold"],
+                             max_detections=p["max_detections"], max_per_class=p["max_per_class"])
     try:
         if card.raw is not None:
             anchors_path = card_path.parent / card.raw.anchors

@@ -23,13 +23,14 @@ first camera of the stack, whose header the detections carry), through the rig's
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from ..detection.card import LoadedDetector, load_detector
-from ..errors import InputError
+from ..errors import FrameError, InputError
 from ..explain import DetectionExplainConfig, build_detection_explainer
 from ..resources import share_path
 from ..sensor.rig import DEFAULT_COMMON_VIEW, CameraSpec, load_rig, read_rig, transform_box  # noqa: F401 (load_rig re-exported)
@@ -188,6 +189,9 @@ class DetectionPipeline:
         return [s.camera for s in self.card.input.stack]
 
     def process(self, images: dict[str, np.ndarray], header: object = None) -> DetectionResult:
+        if not isinstance(images, Mapping):
+            raise FrameError(f"detector {self.card.name!r} takes its camera frames as a mapping camera name -> image "
+                             f"(cameras {self.cameras}), got {type(images).__name__}")
         t0 = time.perf_counter()
         registered = self.frontend.register_all(images)
         x = self.frontend.stack(registered)

@@ -44,8 +44,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 
 from ..errors import CalibrationError
+from ..schema import MAX_MESSAGE, validation_message
+from .calibration_schema import ImecCalibration
+
+MAX_FILE_BYTES = 64 << 20  # the vendor files are ~0.3 MB
 
 _DATA_DIR = Path(__file__).with_name("data")
 
@@ -268,233 +273,152 @@ def load_profile(name_or_path: str | Path, flip_vertical: bool = False) -> Senso
 
 
 class _Reader:
-    """Small helpers that turn every lookup failure into a CalibrationError naming the file."""
+    """Reads the XML's elements as strings (numbers are checked by calibration_schema), naming the file in
+    every error; an element that should appear once but appears more often is refused."""
 
     def __init__(self, path: Path):
         self.path = path
 
     def fail(self, problem: str) -> CalibrationError:
-        return CalibrationError(f"calibration file {self.path}: {problem}")
+        return CalibrationError(f"calibration file {self.path}: {problem}"[:MAX_MESSAGE])
 
     def node(self, parent: ET.Element, tag: str) -> ET.Element:
-        found = parent.find(tag)
-        if found is None:
+        found = parent.findall(tag)
+        if not found:
             raise self.fail(f"missing <{tag}> under <{parent.tag}>")
-        return found
+        if len(found) > 1:
+            raise self.fail(f"<{tag}> appears {len(found)} times under <{parent.tag}> (once expected)")
+        return found[0]
 
-    def number(self, parent: ET.Element, tag: str, kind=float):
-        text = (self.node(parent, tag).text or "").strip()
-        try:
-            return kind(float(text)) if kind is int else kind(text)
-        except ValueError:
-            raise self.fail(f"<{tag}> under <{parent.tag}> is not a number: {text!r}") from None
+    def text(self, parent: ET.Element, tag: str) -> str:
+        return self.node(parent, tag).text or ""
 
-    def vector(self, elem: ET.Element, what: str, expected: int | None = None) -> np.ndarray:
-        text = (elem.text or "").strip()
-        try:
-            values = np.array([float(v) for v in text.split(",") if v.strip()], dtype=np.float64)
-        except ValueError:
-            raise self.fail(f"{what}: not a comma-separated list of numbers") from None
-        declared = elem.get("nr_elements")
-        if declared is not None and int(declared) != values.size:
-            raise self.fail(f"{what}: has {values.size} values but declares nr_elements={declared}")
-        if expected is not None and values.size != expected:
-            raise self.fail(f"{what}: has {values.size} values, expected {expected}")
-        if not np.all(np.isfinite(values)):
-            raise self.fail(f"{what}: contains non-finite values")
-        return values
+    def optional(self, parent: ET.Element, tag: str) -> str | None:
+        return self.text(parent, tag) if parent.find(tag) is not None else None
+
+    def vector(self, elem: ET.Element) -> dict:
+        return {"text": elem.text or "", "declared": elem.get("nr_elements")}
 
 
 def parse_imec_xml(path: str | Path, name: str | None = None) -> SensorProfile:
-    """Parse an imec sensor calibration XML (format version 0 or 1)."""
+    """Parse an imec sensor calibration XML (format version 0 or 1); any problem is one CalibrationError."""
     path = Path(path)
     rd = _Reader(path)
-    if not path.is_file():
-        raise rd.fail("no such file")
+    try:
+        if not path.is_file():
+            raise rd.fail("no such file")
+        size = path.stat().st_size
+    except OSError as exc:
+        raise rd.fail(f"cannot be read ({exc.strerror})") from None
+    if size > MAX_FILE_BYTES:
+        raise rd.fail(f"{size} bytes: larger than any calibration file ({MAX_FILE_BYTES} bytes at most)")
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as exc:
         raise rd.fail(f"not well-formed XML (truncated or damaged?): {exc}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise rd.fail(f"cannot be read as XML ({type(exc).__name__})") from None
     if root.tag != "sensor_calibration":
-        raise rd.fail(f"root element is <{root.tag}>, expected <sensor_calibration>")
+        raise rd.fail(f"root element is <{root.tag[:40]}>, expected <sensor_calibration>")
     version = root.get("version")
     if version == "1":
-        fields = _parse_v1(root, rd)
+        raw = _read_v1(root, rd)
     elif version == "0":
-        fields = _parse_v0(root, rd)
+        raw = _read_v0(root, rd)
     else:
-        raise rd.fail(f"unsupported format version {version!r} (supported: 0 and 1)")
-    profile = SensorProfile(name=name or path.stem, source=str(path), **fields)
-    _check_consistency(profile, rd)
-    return profile
+        raise rd.fail(f"unsupported format version {str(version)[:20]!r} (supported: 0 and 1)")
+    try:
+        cal = ImecCalibration.model_validate(raw)
+    except ValidationError as exc:
+        raise CalibrationError(validation_message(exc, f"calibration file {path}")) from None
+    return _profile(cal, name or path.stem, str(path))
+
+
+def _profile(cal: ImecCalibration, name: str, source: str) -> SensorProfile:
+    n = cal.pattern_width * cal.pattern_height
+    bands = sorted(cal.bands, key=lambda b: b.index)
+    peaks = tuple(tuple(Peak(p.wavelength_nm, p.fwhm_nm, p.order, p.contribution, p.qe)
+                        for p in sorted(b.peaks, key=lambda p: p.order)) for b in bands)
+    corrections = tuple(SpectralCorrection(
+        name=c.name, virtual_wavelengths_nm=np.array([v.wavelength_nm for v in c.virtual_bands]),
+        matrix=np.stack([v.coefficients.values for v in c.virtual_bands]),
+        virtual_fwhm_nm=(np.array([v.fwhm_nm for v in c.virtual_bands])
+                         if all(v.fwhm_nm is not None for v in c.virtual_bands) else None))
+        for c in cal.corrections)
+    return SensorProfile(
+        name=name, source=source, sensor_width=cal.sensor_width, sensor_height=cal.sensor_height,
+        offset_x=cal.offset_x, offset_y=cal.offset_y, area_width=cal.area_width, area_height=cal.area_height,
+        pattern_width=cal.pattern_width, pattern_height=cal.pattern_height, bit_depth=cal.bit_depth,
+        layout=np.arange(n).reshape(cal.pattern_height, cal.pattern_width), peaks=peaks,
+        responses=np.stack([b.response.values for b in bands]), response_wavelengths_nm=cal.grid.wavelengths(),
+        corrections=corrections, optics=tuple(OpticalComponent(o.name, o.response.values) for o in cal.optics))
 
 
 def _area(rd: _Reader, parent: ET.Element) -> dict:
     area = rd.node(parent, "filter_area")
-    return dict(offset_x=rd.number(area, "offset_x", int), offset_y=rd.number(area, "offset_y", int),
-                area_width=rd.number(area, "width", int), area_height=rd.number(area, "height", int))
+    return dict(offset_x=rd.text(area, "offset_x"), offset_y=rd.text(area, "offset_y"),
+                area_width=rd.text(area, "width"), area_height=rd.text(area, "height"))
 
 
-def _pattern(rd: _Reader, parent: ET.Element) -> tuple[int, int]:
-    return rd.number(parent, "pattern_width", int), rd.number(parent, "pattern_height", int)
+def _peak(rd: _Reader, p: ET.Element, contribution: bool) -> dict:
+    return {"order": p.get("order", "1"), "wavelength_nm": rd.text(p, "wavelength_nm"), "fwhm_nm": rd.text(p, "fwhm_nm"),
+            "qe": rd.optional(p, "QE"), **({"contribution": rd.text(p, "contribution")} if contribution else {})}
 
 
-def _grid(rd: _Reader, start: float, end: float, step: float) -> np.ndarray:
-    if step <= 0 or end < start:
-        raise rd.fail(f"bad wavelength range {start}-{end} nm at {step} nm steps")
-    return np.linspace(start, end, int(round((end - start) / step)) + 1)
-
-
-def _bands_by_index(rd: _Reader, indexed: list[tuple[int, object]], n_bands: int) -> list:
-    """Order per-band records by band index, failing on missing or repeated indices."""
-    seen: dict[int, object] = {}
-    for idx, rec in indexed:
-        if idx in seen:
-            raise rd.fail(f"band index {idx} appears twice")
-        if not 0 <= idx < n_bands:
-            raise rd.fail(f"band index {idx} outside 0..{n_bands - 1} for a "
-                          f"{n_bands}-band pattern")
-        seen[idx] = rec
-    missing = sorted(set(range(n_bands)) - set(seen))
-    if missing:
-        raise rd.fail(f"missing band(s) {missing}: the pattern needs {n_bands} bands, "
-                      f"the file has {len(seen)}")
-    return [seen[i] for i in range(n_bands)]
-
-
-def _parse_v1(root: ET.Element, rd: _Reader) -> dict:
+def _read_v1(root: ET.Element, rd: _Reader) -> dict:
     sensor = rd.node(root, "sensor_info")
     finfo = rd.node(root, "filter_info")
     cal = rd.node(finfo, "calibration_info")
-    grid = _grid(rd, rd.number(cal, "wavelength_range_start_nm"),
-                 rd.number(cal, "wavelength_range_end_nm"), rd.number(cal, "wavelength_resolution_nm"))
-    zones = [z for z in rd.node(finfo, "filter_zones").findall("filter_zone")
-             if z.get("layout", "MOSAIC") == "MOSAIC"]
+    zones = [z for z in rd.node(finfo, "filter_zones").findall("filter_zone") if z.get("layout", "MOSAIC") == "MOSAIC"]
     if not zones:
         raise rd.fail("no MOSAIC <filter_zone> in <filter_zones>")
     zone = zones[0]
-    pw, ph = _pattern(rd, zone)
-    n_bands = pw * ph
-    indexed = []
-    for band in rd.node(zone, "bands").findall("band"):
-        try:
-            idx = int(band.get("index"))
-        except (TypeError, ValueError):
-            raise rd.fail(f"a <band> has no integer index attribute: {band.get('index')!r}") from None
-        peaks = []
-        for p in rd.node(band, "peaks").findall("peak"):
-            peaks.append(Peak(wavelength_nm=rd.number(p, "wavelength_nm"), fwhm_nm=rd.number(p, "fwhm_nm"),
-                              order=int(p.get("order", "1")), contribution=rd.number(p, "contribution"),
-                              qe=rd.number(p, "QE")))
-        if not peaks:
-            raise rd.fail(f"band {idx} has no <peak>")
-        peaks.sort(key=lambda p: p.order)
-        resp = rd.vector(rd.node(band, "response"), f"band {idx} <response>", grid.size)
-        indexed.append((idx, (tuple(peaks), resp)))
-    per_band = _bands_by_index(rd, indexed, n_bands)
-
-    corrections = []
+    bands = [{"index": band.get("index", ""), "peaks": [_peak(rd, p, True) for p in rd.node(band, "peaks").findall("peak")],
+              "response": rd.vector(rd.node(band, "response"))} for band in rd.node(zone, "bands").findall("band")]
+    optics, corrections = [], []
     sys_info = root.find("system_info")
-    optics = []
     if sys_info is not None:
         for comp in sys_info.findall("optical_components/optical_component"):
-            label = (comp.findtext("tag") or comp.findtext("type") or "filter").strip()
-            optics.append(OpticalComponent(label, rd.vector(rd.node(comp, "response"),
-                                                            f"optical component {label} <response>", grid.size)))
+            label = (comp.findtext("tag") or comp.findtext("type") or "filter").strip()[:64]
+            optics.append({"name": label, "response": rd.vector(rd.node(comp, "response"))})
         for cm in sys_info.findall("spectral_correction_info/correction_matrices/correction_matrix"):
-            cname = (cm.findtext("name") or f"matrix{len(corrections)}").strip()
-            vbs = rd.node(cm, "virtual_bands").findall("virtual_band")
-            if not vbs:
-                raise rd.fail(f"correction matrix {cname!r} has no <virtual_band>")
-            corrections.append(SpectralCorrection(
-                name=cname,
-                virtual_wavelengths_nm=np.array([rd.number(v, "wavelength_nm") for v in vbs]),
-                virtual_fwhm_nm=np.array([rd.number(v, "fwhm_nm") for v in vbs]),
-                matrix=np.stack([rd.vector(rd.node(v, "coefficients"),
-                                           f"correction matrix {cname!r} virtual band {k} <coefficients>", n_bands)
-                                 for k, v in enumerate(vbs)]),
-            ))
-    return dict(
-        sensor_width=rd.number(sensor, "width", int), sensor_height=rd.number(sensor, "height", int),
-        **_area(rd, zone), pattern_width=pw, pattern_height=ph,
-        bit_depth=rd.number(cal, "bit_depth", int),
-        layout=np.arange(n_bands).reshape(ph, pw),
-        peaks=tuple(p for p, _ in per_band),
-        responses=np.stack([r for _, r in per_band]), response_wavelengths_nm=grid,
-        corrections=tuple(corrections), optics=tuple(optics),
-    )
+            cname = (cm.findtext("name") or f"matrix{len(corrections)}").strip()[:64]
+            corrections.append({"name": cname, "virtual_bands": [
+                {"wavelength_nm": rd.text(v, "wavelength_nm"), "fwhm_nm": rd.text(v, "fwhm_nm"),
+                 "coefficients": rd.vector(rd.node(v, "coefficients"))}
+                for v in rd.node(cm, "virtual_bands").findall("virtual_band")]})
+    return {"sensor_width": rd.text(sensor, "width"), "sensor_height": rd.text(sensor, "height"), **_area(rd, zone),
+            "pattern_width": rd.text(zone, "pattern_width"), "pattern_height": rd.text(zone, "pattern_height"),
+            "bit_depth": rd.text(cal, "bit_depth"),
+            "grid": {"start_nm": rd.text(cal, "wavelength_range_start_nm"), "end_nm": rd.text(cal, "wavelength_range_end_nm"),
+                     "step_nm": rd.text(cal, "wavelength_resolution_nm")},
+            "bands": bands, "optics": optics, "corrections": corrections}
 
 
-def _parse_v0(root: ET.Element, rd: _Reader) -> dict:
+def _read_v0(root: ET.Element, rd: _Reader) -> dict:
     sensor = rd.node(root, "sensor_info")
     finfo = rd.node(root, "filter_info")
     cal = rd.node(finfo, "calibration_info")
-    grid = _grid(rd, rd.number(cal, "measurement_range_start_nm"),
-                 rd.number(cal, "measurement_range_end_nm"), rd.number(cal, "measurement_resolution_nm"))
-    declared = rd.number(cal, "nr_measurements", int)
-    if declared != grid.size:
-        raise rd.fail(f"nr_measurements={declared} does not match the range "
-                      f"{grid[0]:g}-{grid[-1]:g} nm ({grid.size} samples)")
-    pw, ph = _pattern(rd, finfo)
-    n_bands = pw * ph
-    indexed = []
-    for band in rd.node(finfo, "bands").findall("band"):
-        try:
-            idx = int(band.get("pattern_position_index"))
-        except (TypeError, ValueError):
-            raise rd.fail("a <band> has no integer pattern_position_index attribute: "
-                          f"{band.get('pattern_position_index')!r}") from None
-        peaks = tuple(sorted((Peak(wavelength_nm=rd.number(p, "wavelength_nm"), fwhm_nm=rd.number(p, "fwhm_nm"),
-                                   order=int(p.get("order", "1")), qe=rd.number(p, "QE"))
-                              for p in rd.node(band, "peaks").findall("peak")), key=lambda p: p.order))
-        if not peaks:
-            raise rd.fail(f"band {idx} has no <peak>")
-        resp = rd.vector(rd.node(band, "response_composition/data"),
-                         f"band {idx} <response_composition>", grid.size)
-        indexed.append((idx, (peaks, resp)))
-    per_band = _bands_by_index(rd, indexed, n_bands)
-
-    optics = []
+    bands = [{"index": band.get("pattern_position_index", ""),
+              "peaks": [_peak(rd, p, False) for p in rd.node(band, "peaks").findall("peak")],
+              "response": rd.vector(rd.node(band, "response_composition/data"))}
+             for band in rd.node(finfo, "bands").findall("band")]
+    optics, corrections = [], []
     rej = finfo.find("rejection_filter")
     if rej is not None:
-        label = (rej.findtext("type") or "rejection_filter").strip()
-        optics.append(OpticalComponent(label, rd.vector(rd.node(rej, "filter_response/data"),
-                                                        f"rejection filter {label} <data>", grid.size)))
-    corrections = []
+        label = (rej.findtext("type") or "rejection_filter").strip()[:64]
+        optics.append({"name": label, "response": rd.vector(rd.node(rej, "filter_response/data"))})
     sci = finfo.find("spectral_correction_info")
     if sci is not None:
         vbs = rd.node(sci, "virtual_bands").findall("band")
         if vbs:
-            corrections.append(SpectralCorrection(
-                name="custom",
-                virtual_wavelengths_nm=np.array([rd.number(v, "wavelength_nm") for v in vbs]),
-                matrix=np.stack([rd.vector(rd.node(v, "custom_spectral_correction/data"),
-                                           f"virtual band {k} <custom_spectral_correction>", n_bands)
-                                 for k, v in enumerate(vbs)]),
-            ))
-    return dict(
-        sensor_width=rd.number(sensor, "width", int), sensor_height=rd.number(sensor, "height", int),
-        **_area(rd, finfo), pattern_width=pw, pattern_height=ph,
-        bit_depth=rd.number(sensor, "input_bpp", int),
-        layout=np.arange(n_bands).reshape(ph, pw),
-        peaks=tuple(p for p, _ in per_band),
-        responses=np.stack([r for _, r in per_band]), response_wavelengths_nm=grid,
-        corrections=tuple(corrections), optics=tuple(optics),
-    )
-
-
-def _check_consistency(p: SensorProfile, rd: _Reader) -> None:
-    if p.pattern_width < 1 or p.pattern_height < 1:
-        raise rd.fail(f"pattern size {p.pattern_width}x{p.pattern_height} must be positive")
-    if p.sensor_width < 1 or p.sensor_height < 1:
-        raise rd.fail(f"sensor size {p.sensor_width}x{p.sensor_height} must be positive")
-    if (p.offset_x < 0 or p.offset_y < 0 or p.offset_x + p.area_width > p.sensor_width
-            or p.offset_y + p.area_height > p.sensor_height):
-        raise rd.fail(
-            f"filter area {p.area_width}x{p.area_height} at ({p.offset_x}, {p.offset_y}) lies outside "
-            f"the {p.sensor_width}x{p.sensor_height} sensor")
-    if p.area_width < p.pattern_width or p.area_height < p.pattern_height:
-        raise rd.fail(f"filter area {p.area_width}x{p.area_height} is smaller than one "
-                      f"{p.pattern_width}x{p.pattern_height} pattern tile")
-    if not 1 <= p.bit_depth <= 16:
-        raise rd.fail(f"bit depth {p.bit_depth} outside 1..16")
+            corrections.append({"name": "custom", "virtual_bands": [
+                {"wavelength_nm": rd.text(v, "wavelength_nm"),
+                 "coefficients": rd.vector(rd.node(v, "custom_spectral_correction/data"))} for v in vbs]})
+    return {"sensor_width": rd.text(sensor, "width"), "sensor_height": rd.text(sensor, "height"), **_area(rd, finfo),
+            "pattern_width": rd.text(finfo, "pattern_width"), "pattern_height": rd.text(finfo, "pattern_height"),
+            "bit_depth": rd.text(sensor, "input_bpp"),
+            "grid": {"start_nm": rd.text(cal, "measurement_range_start_nm"),
+                     "end_nm": rd.text(cal, "measurement_range_end_nm"),
+                     "step_nm": rd.text(cal, "measurement_resolution_nm"), "count": rd.text(cal, "nr_measurements")},
+            "bands": bands, "optics": optics, "corrections": corrections}

@@ -12,13 +12,16 @@ reflectance) because it runs on every frame of a live camera; see bench/frontend
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass as _plain_dataclass
+from typing import Annotated, Literal
 
 import cv2
 import numpy as np
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Discriminator, Field, Tag
+from pydantic.dataclasses import dataclass
 
 from ..errors import InputError
+from ..schema import PositiveFinite, raise_as
 from .calibration import SensorProfile
 from .cube import Cube
 from .demosaic import check_frame, subsample, weighted_bilinear
@@ -28,27 +31,57 @@ from .radiometry import (Reflectance, apply_correction, per_pixel_normalise, saf
 DEMOSAIC_METHODS = {"subsample": subsample, "bilinear": weighted_bilinear}
 
 
-@dataclass(frozen=True)
-class FrontEndConfig:
-    """Options of the front end (each one is a node/replay parameter of the same name)."""
+Wavelengths = Annotated[list[Annotated[PositiveFinite, Field(lt=100_000)]], Field(min_length=1, max_length=1024)]
 
-    demosaic: str = "subsample"  # "subsample" (1/p resolution) or "bilinear" (full)
-    median_ksize: int = 0  # 0 = off; 3 or 5 (HSI-Drive median-filters its cubes)
+
+def _as_list(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _ksize(value: int) -> int:
+    if value not in (0, 3, 5):
+        raise ValueError("must be 0 (off), 3 or 5")
+    return value
+
+
+def _band_kind(value):
+    """Which form a `bands` value takes (so an error names the form, not pydantic's union members)."""
+    if value is None:
+        return "all bands"
+    if isinstance(value, str):
+        return "set"
+    if isinstance(value, (list, tuple)):
+        return "wavelengths"
+    return None
+
+
+@dataclass(frozen=True, config=ConfigDict(strict=True))
+class FrontEndConfig:
+    """Options of the front end (each one is a node/replay parameter of the same name), checked on
+    construction: a bad one is an InputError naming the option."""
+
+    demosaic: Literal["subsample", "bilinear"] = "subsample"  # 1/p resolution, or full (weighted bilinear)
+    median_ksize: Annotated[int, AfterValidator(_ksize)] = 0  # 0 = off; 3 or 5 (HSI-Drive median-filters its cubes)
     correction: str | None = None  # name of a profile correction matrix, or None
-    bands: Sequence[float] | str | None = "all"  # see radiometry.select_bands
-    band_tolerance_nm: float = 2.0  # how far a requested wavelength may be from a band's peak
+    # wavelengths (a list), a band set ('all', 'central', 'paper000-3') or None (all): radiometry.select_bands
+    bands: Annotated[Annotated[Wavelengths, BeforeValidator(_as_list), Tag("wavelengths")]
+                     | Annotated[Literal["all", "central", "paper000-3"], Tag("set")]
+                     | Annotated[None, Tag("all bands")],
+                     Discriminator(_band_kind, custom_error_type="bands",
+                                   custom_error_message="must be a list of wavelengths (nm), a band set name ('all', "
+                                                        "'central', 'paper000-3') or null")] = "all"
+    band_tolerance_nm: PositiveFinite = 2.0  # how far a requested wavelength may be from a band's peak
     normalise: bool = True  # per-pixel normalisation (PN)
-    saturation_bit_depth: int | None = None  # None: the profile's bit depth
+    saturation_bit_depth: Annotated[int, Field(ge=1, le=16)] | None = None  # None: the profile's bit depth
 
     def validated(self) -> "FrontEndConfig":
-        if self.demosaic not in DEMOSAIC_METHODS:
-            raise InputError(f"demosaic method {self.demosaic!r} unknown; use one of {sorted(DEMOSAIC_METHODS)}")
-        if self.median_ksize not in (0, 3, 5):
-            raise InputError(f"median_ksize must be 0 (off), 3 or 5, got {self.median_ksize}")
-        return self
+        return self  # checked when constructed
 
 
-@dataclass
+raise_as(FrontEndConfig, InputError, field_prefix="front-end option ")
+
+
+@_plain_dataclass
 class FrontEndResult:
     """One processed frame. `reflectance` is all sensor bands before correction, subset and PN."""
 
@@ -76,6 +109,9 @@ class FrontEnd:
         self.config = config.validated()
         if config.correction is not None:
             profile.correction(config.correction)  # fail now, not on the first frame
+        # the band request against this sensor now, not on every frame
+        probe = Cube(np.zeros((profile.n_bands, 1, 1), np.float32), profile.band_wavelengths_nm, np.arange(profile.n_bands))
+        select_bands(probe, config.bands, config.band_tolerance_nm)
         self._demosaic = DEMOSAIC_METHODS[config.demosaic]
         self.bit_depth = config.saturation_bit_depth or profile.bit_depth
         if (dark is None) != (white is None):

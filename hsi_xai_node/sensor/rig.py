@@ -12,21 +12,24 @@ from, so neither imports the other):
     cameras:
       - {name: rgb, kind: rgb, encoding: bgr8, width: 640, height: 480, homography: [[...], [...], [...]]}
 
-Every value is checked when the file is read; a bad one is an InputError naming the file, the
-camera and the field.
+Every value is checked against RigSchema when the file is read; a bad one is a RigError naming the
+file and the field (`cameras[1].homography: ...`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..errors import InputError
+from ..errors import RigError
 from ..resources import share_path
+from ..schema import Finite, Name, PixelCount, validation_message
 
 DEFAULT_RIG = share_path("config/rig_default.yaml")
 DEFAULT_COMMON_VIEW = (640, 480)
@@ -51,26 +54,64 @@ class Rig:
     source: str = ""
 
 
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class CameraSchema(_Strict):
+    name: Name
+    kind: Name | None = None
+    encoding: Literal["bgr8", "rgb8", "mono8", "mono16"]
+    width: PixelCount
+    height: PixelCount
+    homography: list[list[Finite]] = Field(min_length=3, max_length=3)
+
+    @model_validator(mode="after")
+    def _invertible(self):
+        h = np.asarray(self.homography, np.float64)
+        if h.shape != (3, 3) or abs(np.linalg.det(h)) < 1e-12:
+            raise ValueError("homography must be an invertible 3x3 matrix")
+        return self
+
+
+class ViewSchema(_Strict):
+    width: PixelCount
+    height: PixelCount
+
+
+class RigSchema(_Strict):
+    common_view: ViewSchema = ViewSchema(width=DEFAULT_COMMON_VIEW[0], height=DEFAULT_COMMON_VIEW[1])
+    cameras: list[CameraSchema] = Field(min_length=1, max_length=16)
+
+    @model_validator(mode="after")
+    def _unique(self):
+        names = [c.name for c in self.cameras]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"camera name(s) {twice} appear more than once")
+        return self
+
+
 def read_rig(path: str | Path | None = None) -> Rig:
-    """The rig of a YAML file (None: the default rig shipped in config/)."""
+    """The rig of a YAML file (None: the default rig shipped in config/); a RigError names the field."""
     path = Path(path) if path is not None else DEFAULT_RIG
     try:
         doc = yaml.safe_load(path.read_text())
-        view = doc.get("common_view") or {"width": DEFAULT_COMMON_VIEW[0], "height": DEFAULT_COMMON_VIEW[1]}
-        common = (int(view["width"]), int(view["height"]))
-        cameras = {}
-        for i, c in enumerate(doc["cameras"]):
-            h = np.asarray(c["homography"], np.float64)
-            if h.shape != (3, 3) or not np.isfinite(h).all() or abs(np.linalg.det(h)) < 1e-12:
-                raise ValueError(f"cameras[{i}] ({c.get('name')}): homography must be an invertible 3x3 matrix")
-            name = str(c["name"])
-            cameras[name] = CameraSpec(name, str(c.get("kind", name)), int(c["width"]), int(c["height"]),
-                                       str(c["encoding"]), h)
-        return Rig(cameras, common, str(path))
     except FileNotFoundError:
-        raise InputError(f"rig file {path}: no such file") from None
-    except (yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise InputError(f"rig file {path}: malformed ({type(exc).__name__}: {exc})") from None
+        raise RigError(f"rig file {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RigError(f"rig file {path}: cannot be read ({exc})") from None
+    except yaml.YAMLError as exc:
+        raise RigError(f"rig file {path}: not valid YAML ({str(exc)[:200]})") from None
+    if not isinstance(doc, dict):
+        raise RigError(f"rig file {path}: must be a mapping with 'cameras', got {type(doc).__name__}")
+    try:
+        rig = RigSchema.model_validate(doc)
+    except ValidationError as exc:
+        raise RigError(validation_message(exc, f"rig file {path}")) from None
+    cameras = {c.name: CameraSpec(c.name, c.kind or c.name, c.width, c.height, c.encoding,
+                                  np.asarray(c.homography, np.float64)) for c in rig.cameras}
+    return Rig(cameras, (rig.common_view.width, rig.common_view.height), str(path))
 
 
 def load_rig(path: str | Path | None = None) -> dict[str, CameraSpec]:

@@ -2,23 +2,25 @@
 
 The file has the ROS 2 parameter-file shape (`<node>: ros__parameters: {...}`); the
 replay reads the same keys so a bag replayed offline and a live node are configured alike.
-Every value is checked on construction (type and range): a bad one is an `InputError`
-naming the parameter.
+Every value is checked on construction (pydantic: types, ranges, files, camera lists): a bad one
+is a `ConfigError` naming the parameter (and, from `load_config`, the file).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
+from typing import Annotated, Literal
 
 import yaml
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict
+from pydantic.dataclasses import dataclass
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError
+from ..schema import Fraction, PositiveFinite, _finite, raise_as
 from ..resources import share_path
 from ..runtime.detection import DEFAULT_DETECTOR, DetectionPipelineConfig
 from ..runtime.pipeline import DEFAULT_MODEL, PipelineConfig
-from .qos import USER_CHOICES
 
 DEFAULT_CONFIG = share_path("config/hsi_xai.yaml")
 DETECTION_OVERLAY_METHODS = ("box_gradcam", "box_gradcam_signed")
@@ -33,7 +35,7 @@ def _check_file(parameter: str, value: str) -> None:
     except (OSError, ValueError):  # a name too long, a NUL byte
         ok = False
     if not ok:
-        raise InputError(f"parameter {parameter}: {value!r} is not an existing file")
+        raise ConfigError(f"parameter {parameter}: {value!r} is not an existing file")
 
 
 def camera_name(topic: str) -> str:
@@ -41,79 +43,56 @@ def camera_name(topic: str) -> str:
     return topic.strip("/").split("/")[0]
 
 
-@dataclass(frozen=True)
+def _as_tuple(value):
+    """YAML and ROS give lists; an empty typed list the ROS parameter file could not type arrives as None."""
+    return () if value is None else tuple(value) if isinstance(value, list) else value
+
+
+Str = Annotated[str, Strict()]
+Strs = Annotated[tuple[Annotated[str, Strict()], ...], BeforeValidator(_as_tuple)]
+Seconds = Annotated[float, Field(ge=0, le=10), AfterValidator(_finite)]
+
+
+@dataclass(frozen=True, config=ConfigDict(strict=True))
 class NodeConfig:
-    raw_topic: str = "/hsi/image_raw"
-    dark_topic: str = "/hsi/dark_reference"
-    white_topic: str = "/hsi/white_reference"
-    multispectral_topics: tuple[str, ...] = ("/rgb/image_raw", "/nir/image_raw", "/mir/image_raw", "/fir/image_raw")
-    multispectral_cameras: tuple[str, ...] = ()  # rig camera name per topic; () = each topic's first segment
-    sync_slop_s: float = 0.02
-    output_namespace: str = "/hsi_xai"
+    """The node's and the replay's parameters, checked on construction (types, ranges, files, camera lists);
+    a bad value is a ConfigError naming the parameter."""
+
+    raw_topic: Str = "/hsi/image_raw"
+    dark_topic: Str = "/hsi/dark_reference"
+    white_topic: Str = "/hsi/white_reference"
+    multispectral_topics: Strs = ("/rgb/image_raw", "/nir/image_raw", "/mir/image_raw", "/fir/image_raw")
+    multispectral_cameras: Strs = ()  # rig camera name per topic; () = each topic's first segment
+    sync_slop_s: Seconds = 0.02
+    output_namespace: Str = "/hsi_xai"
     publish_class_maps: bool = False
-    model: str = ""
-    card: str = ""
-    sensor_profile: str = "hsi-drive"
+    model: Str = ""
+    card: Str = ""
+    sensor_profile: Str = "hsi-drive"
     flip_vertical: bool = False
-    backend: str = "auto"
-    precision: str = "fp16"
-    engine_cache_dir: str = ""
-    methods: tuple[str, ...] = ("activation", "seg_gradcam", "hires")
-    explain_classes: tuple[str, ...] = ()
-    target_layers: tuple[str, ...] = ("penultimate",)
-    overlay_method: str = "seg_gradcam"
-    overlay_alpha: float = 0.5
-    colormap: str = "inferno"           # one-sided maps (sequential)
-    signed_colormap: str = "coolwarm"   # signed maps (diverging, centred on zero)
-    overlay_scale: str = "card"         # card | running | frame
-    focus_class: str = ""               # a class name: also publish its focus overlay; "" = none
-    detector_model: str = "default"     # "" = detection off; "default" = the bundled detector; else a path
-    detector_card: str = ""             # "" = the detector path with .json
-    rig_file: str = ""                  # "" = the generated drives' rig
-    detection_score_threshold: float = 0.0  # 0.0 = the card's
-    explain_boxes: int = 10
-    detection_overlay_method: str = "box_gradcam"
-    memory_limit_mb: float = 4096.0     # a model, detector or rig needing more per frame is refused at start
-    input_qos: str = "sensor_data"      # camera subscriptions: sensor_data (best effort) or reliable
-    output_qos: str = "reliable"        # output publishers (and the QoS outputs are recorded with in bags)
+    backend: Literal["auto", "tensorrt", "ort-trt", "ort-cuda", "ort-cpu"] = "auto"
+    precision: Literal["fp16", "fp32"] = "fp16"
+    engine_cache_dir: Str = ""
+    methods: Strs = ("activation", "seg_gradcam", "hires")
+    explain_classes: Strs = ()
+    target_layers: Strs = ("penultimate",)
+    overlay_method: Str = "seg_gradcam"
+    overlay_alpha: Fraction = 0.5
+    colormap: Str = "inferno"           # one-sided maps (sequential)
+    signed_colormap: Str = "coolwarm"   # signed maps (diverging, centred on zero)
+    overlay_scale: Literal["card", "running", "frame"] = "card"
+    focus_class: Str = ""               # a class name: also publish its focus overlay; "" = none
+    detector_model: Str = "default"     # "" = detection off; "default" = the bundled detector; else a path
+    detector_card: Str = ""             # "" = the detector path with .json
+    rig_file: Str = ""                  # "" = the generated drives' rig
+    detection_score_threshold: Annotated[float, Field(ge=0, lt=1), AfterValidator(_finite)] = 0.0  # 0 = the card's
+    explain_boxes: Annotated[int, Field(ge=0, le=256)] = 10
+    detection_overlay_method: Literal["box_gradcam", "box_gradcam_signed"] = "box_gradcam"
+    memory_limit_mb: PositiveFinite = 4096.0  # a model, detector or rig needing more per frame is refused at start
+    input_qos: Literal["sensor_data", "reliable"] = "sensor_data"  # camera subscriptions
+    output_qos: Literal["sensor_data", "reliable"] = "reliable"  # output publishers (and outputs in bags)
 
     def __post_init__(self):
-        for f in fields(self):
-            value, default = getattr(self, f.name), f.default
-            if isinstance(default, tuple):
-                if value is None:  # an empty typed list the ROS parameter file could not type
-                    value = ()
-                if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-                    raise InputError(f"parameter {f.name} must be a list of strings, got {value!r}")
-                value = tuple(value)
-            elif isinstance(default, bool):
-                if not isinstance(value, bool):
-                    raise InputError(f"parameter {f.name} must be true or false, got {value!r}")
-            elif isinstance(default, int):
-                if isinstance(value, bool) or not isinstance(value, int):
-                    raise InputError(f"parameter {f.name} must be an integer, got {value!r}")
-            elif isinstance(default, float):
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                    raise InputError(f"parameter {f.name} must be a number, got {value!r}")
-                value = float(value)
-            elif not isinstance(value, str):
-                raise InputError(f"parameter {f.name} must be a string, got {value!r}")
-            object.__setattr__(self, f.name, value)
-        if self.sync_slop_s < 0:
-            raise InputError(f"parameter sync_slop_s must be >= 0, got {self.sync_slop_s}")
-        if not 0.0 <= self.detection_score_threshold < 1.0:
-            raise InputError(f"parameter detection_score_threshold must be in [0, 1) (0 = the detector card's), "
-                             f"got {self.detection_score_threshold}")
-        if not self.memory_limit_mb > 0:
-            raise InputError(f"parameter memory_limit_mb must be > 0, got {self.memory_limit_mb}")
-        if self.explain_boxes < 0:
-            raise InputError(f"parameter explain_boxes must be >= 0 (0 = no explanations), got {self.explain_boxes}")
-        if self.detection_overlay_method not in DETECTION_OVERLAY_METHODS:
-            raise InputError(f"parameter detection_overlay_method must be one of {list(DETECTION_OVERLAY_METHODS)}, "
-                             f"got {self.detection_overlay_method!r}")
-        for name in ("input_qos", "output_qos"):
-            if getattr(self, name) not in USER_CHOICES:
-                raise InputError(f"parameter {name} must be one of {list(USER_CHOICES)}, got {getattr(self, name)!r}")
         for name in ("model", "card", "detector_card", "rig_file"):
             _check_file(name, getattr(self, name))
         if self.detector_model != "default":
@@ -126,9 +105,9 @@ class NodeConfig:
         """Rig camera name -> topic, from multispectral_topics and multispectral_cameras."""
         topics, names = self.multispectral_topics, self.multispectral_cameras
         if any(not t.strip("/") for t in topics):
-            raise InputError(f"parameter multispectral_topics has an empty topic name: {list(topics)}")
+            raise ConfigError(f"parameter multispectral_topics has an empty topic name: {list(topics)}")
         if names and len(names) != len(topics):
-            raise InputError(f"parameters multispectral_cameras ({len(names)} names: {list(names)}) and "
+            raise ConfigError(f"parameters multispectral_cameras ({len(names)} names: {list(names)}) and "
                              f"multispectral_topics ({len(topics)} topics: {list(topics)}) must be parallel lists "
                              f"of the same length")
         names = names or tuple(camera_name(t) for t in topics)
@@ -136,10 +115,10 @@ class NodeConfig:
         if twice:
             source = "multispectral_cameras" if self.multispectral_cameras else \
                 "the first path segments of multispectral_topics (set multispectral_cameras to name them)"
-            raise InputError(f"camera name(s) {twice} given twice by {source}: {dict(zip(topics, names))}")
+            raise ConfigError(f"camera name(s) {twice} given twice by {source}: {dict(zip(topics, names))}")
         dup_topics = sorted({t for t in topics if topics.count(t) > 1})
         if dup_topics:
-            raise InputError(f"parameter multispectral_topics lists {dup_topics} twice")
+            raise ConfigError(f"parameter multispectral_topics lists {dup_topics} twice")
         return dict(zip(names, topics))
 
     def detector_topics(self, cameras: list[str]) -> list[str]:
@@ -179,28 +158,38 @@ class NodeConfig:
         return f"{self.output_namespace.rstrip('/')}/{name}"
 
 
+# pydantic's own error type becomes the project's, naming the parameter (dataclasses.replace comes here too)
+raise_as(NodeConfig, ConfigError, field_prefix="parameter ")
+
+
 def load_config(path: str | Path | None = None, **overrides) -> NodeConfig:
     """Read the parameters of the first node in a ROS 2 parameter file; unknown keys are errors."""
     path = Path(path) if path else DEFAULT_CONFIG
     values: dict = {}
     if path.is_file():
         try:
-            doc = yaml.safe_load(path.read_text()) or {}
+            doc = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
-            raise InputError(f"config {path}: not valid YAML ({exc})") from None
-        node = next(iter(doc.values()), {}) if isinstance(doc, dict) else {}
-        values = dict((node or {}).get("ros__parameters", {}))
+            raise ConfigError(f"config {path}: not valid YAML ({str(exc)[:200]})") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config {path}: cannot be read ({exc})") from None
+        node = next(iter(doc.values()), None) if isinstance(doc, dict) and doc else None
+        params = node.get("ros__parameters") if isinstance(node, dict) else None
+        if doc is not None and not isinstance(params, dict):
+            raise ConfigError(f"config {path}: not a ROS 2 parameter file (expected '<node>: ros__parameters: "
+                              "{...}')")
+        values = dict(params or {})
     elif path != DEFAULT_CONFIG:
-        raise InputError(f"config {path}: no such file")
+        raise ConfigError(f"config {path}: no such file")
     values.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name: f for f in fields(NodeConfig)}
-    unknown = sorted(set(values) - set(known))
+    known = {f.name for f in fields(NodeConfig)}
+    unknown = sorted(str(k) for k in set(values) - known)
     if unknown:
-        raise InputError(f"config {path}: unknown parameter(s) {unknown}; known: {sorted(known)}")
+        raise ConfigError(f"config {path}: unknown parameter(s) {unknown[:10]}; known: {sorted(known)}")
     try:  # every check a pipeline makes of its settings, here, so the error can name the file
         config = NodeConfig(**values)
         config.pipeline_config()
         config.detection_config()
     except InputError as exc:
-        raise InputError(f"config {path}: {exc}") from None
+        raise ConfigError(f"config {path}: {exc}") from None
     return config

@@ -454,6 +454,10 @@ class _Replay:
         for i, t, data in self.src.messages():
             conn = self.src.conns[i]
             self.met[conn.topic] += 1
+            if not isinstance(data, (bytes, bytearray, memoryview)):  # a storage row of another type (TEXT)
+                self._skip(f"not a binary message on {conn.topic}", f"{conn.topic} @ {t}",
+                           f"the storage holds a {type(data).__name__}, not serialized bytes")
+                continue
             if self.copy_raw or conn.topic != cfg.raw_topic:
                 self.writer.write(self._out_conn(conn.topic, conn.msgtype, conn), t, data)
             if conn.topic in self.cameras:

@@ -181,8 +181,12 @@ def test_bad_inputs_name_the_problem(pipeline, tiny_detector, frames, tmp_path):
         load_rig(tmp_path / "missing.yaml")
     (tmp_path / "bad.yaml").write_text("cameras:\n  - {name: rgb, encoding: bgr8, width: 640, height: 480, "
                                        "homography: [[1, 0], [0, 1]]}\n")
-    with pytest.raises(InputError, match="invertible 3x3"):
+    with pytest.raises(InputError, match=r"bad.yaml: cameras\[0\].homography: List should have at least 3 items"):
         load_rig(tmp_path / "bad.yaml")
+    (tmp_path / "singular.yaml").write_text("cameras:\n  - {name: rgb, encoding: bgr8, width: 640, height: 480, "
+                                            "homography: [[1, 0, 0], [2, 0, 0], [0, 0, 1]]}\n")
+    with pytest.raises(InputError, match=r"cameras\[0\]: homography must be an invertible 3x3 matrix"):
+        load_rig(tmp_path / "singular.yaml")
     (tmp_path / "no_mir.yaml").write_text("cameras:\n  - {name: rgb, encoding: bgr8, width: 640, height: 480, "
                                           "homography: [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}\n")
     with pytest.raises(InputError, match="needs camera 'mir'"):

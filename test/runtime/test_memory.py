@@ -61,7 +61,7 @@ def test_a_rig_with_a_huge_camera_is_refused_before_a_frame_arrives(tiny_detecto
 def test_the_limit_is_a_parameter():
     assert NodeConfig().memory_limit_mb == 4096.0
     assert NodeConfig(memory_limit_mb=512).pipeline_config().memory_limit_mb == 512.0
-    with pytest.raises(InputError, match="parameter memory_limit_mb must be > 0"):
+    with pytest.raises(InputError, match="parameter memory_limit_mb: Input should be greater than 0"):
         NodeConfig(memory_limit_mb=0)
 
 

@@ -81,9 +81,20 @@ def test_bad_frames_and_references(hsi_drive):
 
 
 def test_bad_config(hsi_drive):
-    with pytest.raises(InputError, match="demosaic method 'ppid' unknown"):
+    with pytest.raises(InputError, match="front-end option demosaic: Input should be 'subsample' or 'bilinear'"):
         FrontEnd(hsi_drive, config=FrontEndConfig(demosaic="ppid"))
-    with pytest.raises(InputError, match="median_ksize must be"):
+    with pytest.raises(InputError, match="front-end option median_ksize: must be 0 \\(off\\), 3 or 5"):
         FrontEnd(hsi_drive, config=FrontEndConfig(median_ksize=4))
+    # what a hostile user tried (issue 16): each was a foreign exception, or silently wrong
+    for options, message in [({"median_ksize": 3.0}, "median_ksize: Input should be a valid integer"),
+                             ({"saturation_bit_depth": -1}, "saturation_bit_depth: Input should be greater than or"),
+                             ({"bands": 731.88}, "bands: must be a list of wavelengths"),
+                             ({"bands": [float("nan")]}, r"bands.wavelengths\[0\]"),
+                             ({"bands": []}, "bands.wavelengths: List should have at least 1 item")]:
+        with pytest.raises(InputError, match=message):
+            FrontEndConfig(**options)
+    # a wavelength the sensor does not have: refused when the front end is built, not on every frame
+    with pytest.raises(InputError, match="no band within 2.0 nm of 400.0 nm"):
+        FrontEnd(hsi_drive, config=FrontEndConfig(bands=[731.88, 400.0]))
     with pytest.raises(CalibrationError, match="has no spectral correction matrix"):
         FrontEnd(hsi_drive, config=FrontEndConfig(correction="hsi"))

@@ -556,3 +556,16 @@ def test_a_raw_topic_whose_messages_cannot_be_read_is_never_a_silent_zero(tmp_pa
                                       "ort-cpu"])
     assert args.func(args) == 1
     assert "skipped (unreadable on /hsi/image_raw): 3" in capsys.readouterr().out
+
+
+def test_a_sqlite3_row_holding_text_is_a_counted_bad_message(tmp_path, config):
+    import sqlite3
+
+    bag = write_drive_bag(tmp_path / "in", config, seed=SEED, frames=2, storage="sqlite3", cameras=False)
+    (db,) = bag.glob("*.db3")
+    with sqlite3.connect(db) as con:
+        (raw_id,) = con.execute("SELECT id FROM topics WHERE name = ?", (config.raw_topic,)).fetchone()
+        (first,) = con.execute("SELECT min(id) FROM messages WHERE topic_id = ?", (raw_id,)).fetchone()
+        con.execute("UPDATE messages SET data = 'garbage text' WHERE id = ?", (first,))
+    s = replay(bag, tmp_path / "out", config, progress=False)
+    assert s.frames_processed == 1 and s.bad[f"not a binary message on {config.raw_topic}"]["count"] == 1
