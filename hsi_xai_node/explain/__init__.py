@@ -4,7 +4,9 @@ Public API (the modules behind it are private):
 
     build_segmentation_explainer(...)       all-class CAMs and activation maps appended to a U-Net graph
     SegmentationExplainConfig               methods, target layers, seed, top-k, upsample, uint8
-    build_detection_explainer(...)          per-box Grad-CAM for the top-K boxes of a detector
+    build_detection_explainer(...)          the per-box CAM family (and camera attributions) for the top-K boxes
+    CAMS                                    the CAM table: method -> one function from (A, dS/dA) to the maps
+    METHODS, CAM_METHODS, BOX_METHODS       method names for segmentation and for detector boxes
     conservativeness_residual(...)          does a map's sum over the seed region equal the logit sum?
     gradients(model, seeds, targets, batch)  the reverse-mode pass itself (one rule per op)
     RULES                                   op type -> backward rule
@@ -12,16 +14,17 @@ Public API (the modules behind it are private):
     ExplainError                            raised for anything the compiler cannot build
 """
 
+from ._cams import CAMS
 from ._conservativeness import conservativeness_residual
-from ._detection import DetectionExplainConfig, build_detection_explainer
+from ._detection import BOX_CAMS, BOX_METHODS, DetectionExplainConfig, build_detection_explainer
 from ._graph import Builder, ExplainError
 from ._reverse import append_backward, gradients
 from ._maps import ExplainGraph, MapOutput
-from ._segmentation import (METHODS, SEEDS, SegmentationExplainConfig,
+from ._segmentation import (CAM_METHODS, METHODS, SEEDS, SegmentationExplainConfig,
                             build_segmentation_explainer)
 from ._trt_check import assert_tensorrt_compatible, check_tensorrt
 from .rules import RULES
 
-__all__ = ["assert_tensorrt_compatible", "check_tensorrt", "DetectionExplainConfig", "build_detection_explainer", "Builder", "ExplainError", "ExplainGraph", "METHODS", "MapOutput", "RULES", "SEEDS",
+__all__ = ["BOX_CAMS", "BOX_METHODS", "CAMS", "CAM_METHODS", "assert_tensorrt_compatible", "check_tensorrt", "DetectionExplainConfig", "build_detection_explainer", "Builder", "ExplainError", "ExplainGraph", "METHODS", "MapOutput", "RULES", "SEEDS",
            "SegmentationExplainConfig", "append_backward", "build_segmentation_explainer",
            "conservativeness_residual", "gradients"]

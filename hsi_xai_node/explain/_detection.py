@@ -1,8 +1,14 @@
-"""Per-box Grad-CAM for detectors (paper 001), for the top-K boxes of a frame, in the graph.
+"""Per-box explanations for detectors (paper 001), for the top-K boxes of a frame, in the graph.
 
-Box k's seed is one-hot at its (anchor, class) pair in batch row k; the gradient of
-that class score w.r.t. each chosen class-head input layer gives Grad-CAM with
-(`box_gradcam`) and without (`box_gradcam_signed`) the ReLU. Which pairs:
+Box k's seed is one-hot at its (anchor, class) pair in batch row k; the gradient of that class
+score w.r.t. each chosen class-head input layer gives the CAM family of _cams.py per box:
+`box_gradcam` (and `box_gradcam_signed`, no ReLU), `box_hires`, `box_gradcam_pp`,
+`box_xgradcam`, `box_layercam`, `box_xres` and `box_eigencam` (gradient-free: one map for
+every box). With `box_spectral` / `box_input_x_gradient` the gradient reaches the input too:
+per box, gradient x input summed over the box, per input channel (K, C_in) (`box_spectral`,
+the camera shares of a detection) and summed over the channels (K, 1, H, W)
+(`box_input_x_gradient`). Box regions come from the boxes NMS kept (`boxes`, (1, D, 4) xyxy
+input pixels). Which pairs:
 
 - `pairs` given (the detector's `det_pairs` output, (1, D) int64 anchor * classes +
   class after NMS, -1 in empty slots): the first K detections NMS kept, so every row
@@ -18,24 +24,52 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from ._cams import CAMS, CamContext, build_cam
 from ._graph import Builder, ExplainError
 from ._maps import ExplainGraph, MapWriter, resolve_layer
 from ._reverse import append_backward
+
+
+# detection method name -> the CAM table's (_cams.CAMS)
+BOX_CAMS = {f"box_{name}": name for name in CAMS}
+BOX_INPUT_METHODS = ("box_spectral", "box_input_x_gradient")
+BOX_METHODS = (*BOX_CAMS, *BOX_INPUT_METHODS)
 
 
 @dataclass(frozen=True)
 class DetectionExplainConfig:
     layers: tuple[str, ...]  # class-head input tensors (card roles or tensor names)
     top_k: int = 10
-    relu: bool = True
-    signed: bool = True
+    methods: tuple[str, ...] = ("box_gradcam", "box_gradcam_signed")
     upsample: bool = True
     uint8: bool = True
+    xres_window: int = 2
+
+    def validated(self) -> "DetectionExplainConfig":
+        bad = [m for m in self.methods if m not in BOX_METHODS]
+        if bad:
+            raise ExplainError(f"unknown per-box method(s) {bad}; known: {list(BOX_METHODS)} (box_scorecam is not "
+                               "built: Score-CAM needs a masked forward per channel and box)")
+        return self
+
+
+def box_regions(b: Builder, boxes: str, k: int, hw: tuple[int, int]) -> str:
+    """(k, 1, H, W) float: 1 on every pixel a box overlaps (pixel [x, x+1) x [y, y+1) against the box's edges
+    x0 < x+1, x < x1, likewise in y), so even a box narrower than a pixel has its pixels; 0 elsewhere."""
+    h, w = hw
+    first = b.op("Slice", [boxes, b.ints([0]), b.ints([k]), b.ints([1])], "explained_boxes")  # (1, k, 4)
+    xyxy = b.op("Reshape", [first, b.ints([k, 4, 1, 1])], "box_edges")
+    x0, y0, x1, y1 = (b.op("Slice", [xyxy, b.ints([i]), b.ints([i + 1]), b.ints([1])], f"box_e{i}") for i in range(4))
+    left = b.const(np.arange(w, dtype=np.float32).reshape(1, 1, 1, w), "pixel_x0")
+    top = b.const(np.arange(h, dtype=np.float32).reshape(1, 1, h, 1), "pixel_y0")
+    inside_x = b.op("And", [b.op("Less", [x0, b.op("Add", [left, b.const(1.0)])]), b.op("Less", [left, x1])], "in_x")
+    inside_y = b.op("And", [b.op("Less", [y0, b.op("Add", [top, b.const(1.0)])]), b.op("Less", [top, y1])], "in_y")
+    return b.op("Cast", [b.op("And", [inside_x, inside_y], "in_box")], "box_region", to=onnx.TensorProto.FLOAT)
 
 
 def build_detection_explainer(model: onnx.ModelProto, input_name: str, scores: str, layers: dict[str, str],
                               config: DetectionExplainConfig, pairs: str | None = None,
-                              layout: str = "nchw") -> ExplainGraph:
+                              layout: str = "nchw", boxes: str | None = None) -> ExplainGraph:
     """`layout` is the input's ("nchw" or "nhwc", as the detector card says): the full-size maps
     are resized to its (H, W)."""
     if layout not in ("nchw", "nhwc"):
@@ -63,11 +97,36 @@ def build_detection_explainer(model: onnx.ModelProto, input_name: str, scores: s
                          b.const(np.arange(anchors * classes).reshape(1, -1), "pair_ids", np.int64)], "is_box")
     seed = b.op("Reshape", [b.op("Cast", [hit], "box_onehot", to=onnx.TensorProto.FLOAT),
                             b.ints([k, anchors, classes])], "box_seed")
-    targets = list(dict.fromkeys(resolve_layer(layers, n, b) for n in config.layers))
-    grads = append_backward(b, {scores: seed}, targets, k)
+    config = config.validated()
+    cams = [m for m in config.methods if m in BOX_CAMS]
+    inputs = [m for m in config.methods if m in BOX_INPUT_METHODS]
+    targets = list(dict.fromkeys(resolve_layer(layers, n, b) for n in config.layers)) if cams else []
+    needs = [t for t in targets if any(CAMS[BOX_CAMS[m]].gradient for m in cams)] + ([input_name] if inputs else [])
+    grads = append_backward(b, {scores: seed}, list(dict.fromkeys(needs)), k) if needs else {}
     in_shape = b.shape(input_name)
-    maps = MapWriter(b, eg, k, config.upsample, config.uint8, in_shape[1:3] if layout == "nhwc" else in_shape[2:4])
-    maps.grad_cams(grads, "box_gradcam", relu=config.relu, signed=config.signed)
+    in_hw = in_shape[1:3] if layout == "nhwc" else in_shape[2:4]
+    maps = MapWriter(b, eg, k, config.upsample, config.uint8, in_hw)
+    for layer in targets:
+        ctx = CamContext(b, k, layer, grad=grads.get(layer), xres_window=config.xres_window)
+        for method in cams:
+            cam_map, signed = build_cam(BOX_CAMS[method], ctx)
+            maps.finish(cam_map, method, layer, signed=signed)
+    if inputs:
+        if boxes is None:
+            raise ExplainError("box_spectral / box_input_x_gradient need the kept boxes (pass boxes='det_boxes')")
+        gx = b.op("Mul", [grads[input_name], input_name], "box_grad_x_input")  # (k, C, H, W) or (k, H, W, C)
+        if layout == "nhwc":
+            gx = b.op("Transpose", [gx], "box_grad_x_input_nchw", perm=[0, 3, 1, 2])
+        channels = in_shape[3] if layout == "nhwc" else in_shape[1]
+        if "box_input_x_gradient" in inputs:
+            maps.finish(b.reduce("ReduceSum", gx, [1], 1, "box_input_x_gradient"), "box_input_x_gradient", input_name,
+                        signed=True)
+        if "box_spectral" in inputs:
+            inside = b.op("Mul", [gx, box_regions(b, boxes, k, in_hw)], "box_gx_inside")
+            summed = b.reduce("ReduceSum", b.reduce("ReduceSum", inside, [3], 1, "box_spectral_cols"), [2], 1,
+                              "box_spectral_hw")
+            maps.output(b.op("Reshape", [summed, b.ints([k, channels])], "box_spectral"), "box_spectral", input_name,
+                        (k, channels), signed=True)
     if pairs is None:
         maps.output(b.op("Identity", [values], "topk_scores"), "topk_scores", scores, (1, k), False)
         maps.output(b.op("Identity", [index], "topk_index"), "topk_index", scores, (1, k), False, "int64")

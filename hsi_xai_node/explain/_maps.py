@@ -68,10 +68,6 @@ class MapWriter:
         self.b.add_output(tensor, shape, self.ELEM_TYPES[dtype])
         self.eg.outputs[tensor] = MapOutput(tensor, method, layer, tuple(shape), signed, dtype)
 
-    def mean_hw(self, x: str, hint: str) -> str:
-        # two stages (columns, then rows): a single float32 mean over ~88k pixels drifts by 1e-4
-        return self.b.reduce("ReduceMean", self.b.reduce("ReduceMean", x, [3], 1, hint + "_cols"), [2], 1, hint)
-
     def max_hw(self, x: str) -> str:
         return self.b.reduce("ReduceMax", self.b.reduce("ReduceMax", x, [3], 1, "max_cols"), [2], 1, "max_hw")
 
@@ -116,24 +112,6 @@ class MapWriter:
             v = b.op("Mul", [b.op("Relu", [m]), b.op("Div", [b.const(255.0), s])], "u8")
         v = b.op("Clip", [b.op("Round", [v]), b.const(0.0), b.const(255.0)], "u8_clip")
         return b.op("Cast", [v], "map_u8", to=onnx.TensorProto.UINT8)
-
-    def weighted_sum(self, alpha: str, layer: str) -> str:
-        """sum_k alpha[r, k] * A_k as one MatMul: (rows, C) x (C, h*w), no (rows, C, h, w) product."""
-        b = self.b
-        _, c, h, w = b.shape(layer)
-        flat = b.op("MatMul", [b.op("Reshape", [alpha, b.ints([self.rows, c])], "alpha_2d"),
-                               b.op("Reshape", [layer, b.ints([c, h * w])], "activations_2d")], "cam_flat")
-        return b.op("Reshape", [flat, b.ints([self.rows, 1, h, w])], "cam")
-
-    def grad_cams(self, grads: dict[str, str], prefix: str, relu: bool = True, signed: bool = True) -> None:
-        """Grad-CAM (gradients averaged over space) of every target layer, with and/or without ReLU."""
-        b = self.b
-        for layer, g in grads.items():
-            cam = self.weighted_sum(self.mean_hw(g, "alpha"), layer)
-            if signed:
-                self.finish(cam, prefix + "_signed", layer, signed=True)
-            if relu:
-                self.finish(b.op("Relu", [cam], prefix), prefix, layer, signed=False)
 
 
 def resolve_layer(layers: dict[str, str], name: str, b: Builder) -> str:

@@ -6,15 +6,19 @@ One engine call then returns the logits and, per class c in batch row c:
   sum_k w_ck A_k (the logit minus its bias, exactly), plus the top-k channel
   contributions w_ck A_k by weight (`activation_topk@L`) and the second conv block's
   activations (`second_block`). No backward pass.
-* `seg_gradcam@L` (Vinogradova 2020): ReLU(sum_k mean_xy(dS_c/dA_k) A_k), and
-  `seg_gradcam_signed@L` without the ReLU (paper 001 shows why both are wanted).
-* `hires@L` (Seg-HiRes-Grad-CAM, paper 002): sum_k dS_c/dA_k * A_k, no averaging.
+* the CAM family at each target layer L (the table in _cams.py: one function per method):
+  `seg_gradcam` (Vinogradova 2020) and `seg_gradcam_signed` (no ReLU), `hires` (paper 002),
+  `gradcam_pp`, `xgradcam`, `layercam`, `seg_xres` (windows of `xres_window` px) and `eigencam`
+  (gradient-free); at the input of the final 1x1 conv in closed form, elsewhere from one
+  reverse-mode pass for all classes.
+* `scorecam@L` (Wang 2020): the model run again on the input masked by each channel of L, all
+  channels in one batch inside the same graph (_scorecam.py); offline-grade cost.
 * `spectral`: gradient x input summed over the class region, per input band.
 
 S_c is the sum of logit c over the seed region: the predicted region of class c
 (argmax == c, computed in the graph), an ROI mask fed as input `roi`, or one pixel
 fed as input `pixel` (row, col). Maps are optionally resized to the input size and
-normalised to uint8 in the graph (`..._u8`), ready to colour and blend.
+scaled to uint8 in the graph (`..._u8`), ready to colour and blend.
 """
 
 from __future__ import annotations
@@ -24,12 +28,18 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from ._cams import CAMS, CamContext, Head, build_cam
 from ._graph import Builder, ExplainError
 from ._maps import ExplainGraph, MapOutput, MapWriter, resolve_layer  # noqa: F401  (MapOutput re-exported)
 from ._reverse import append_backward
+from ._scorecam import append_scorecam
 
-METHODS = ("activation", "seg_gradcam", "seg_gradcam_signed", "hires", "spectral")
-GRADIENT_METHODS = ("seg_gradcam", "seg_gradcam_signed", "hires")
+# segmentation method name -> the CAM table's (_cams.CAMS)
+CAM_METHODS = {"seg_gradcam": "gradcam", "seg_gradcam_signed": "gradcam_signed", "hires": "hires",
+               "gradcam_pp": "gradcam_pp", "xgradcam": "xgradcam", "layercam": "layercam", "seg_xres": "xres",
+               "eigencam": "eigencam"}
+METHODS = ("activation", *CAM_METHODS, "scorecam", "spectral")
+GRADIENT_METHODS = tuple(m for m, c in CAM_METHODS.items() if CAMS[c].gradient)
 SEEDS = ("predicted", "roi", "pixel")
 
 
@@ -43,6 +53,7 @@ class SegmentationExplainConfig:
     upsample: bool = True  # add maps resized to the model input size
     uint8: bool = True  # add uint8 versions of the (resized) maps
     uint8_scale: str = "frame"  # "frame": each row by its own peak; "input": by graph inputs (MapWriter)
+    xres_window: int = 2  # seg_xres: gradients max-pooled over windows of this many pixels per side
 
     def validated(self) -> "SegmentationExplainConfig":
         bad = [m for m in self.methods if m not in METHODS]
@@ -52,6 +63,8 @@ class SegmentationExplainConfig:
             raise ExplainError(f"unknown seed {self.seed!r}; known: {list(SEEDS)}")
         if self.top_k < 0:
             raise ExplainError("top_k must be >= 0")
+        if not 1 <= self.xres_window <= 64:
+            raise ExplainError(f"xres_window must be 1..64 pixels, got {self.xres_window}")
         return self
 
 
@@ -117,25 +130,6 @@ def _linear_head_input(b: Builder, logits: str) -> str | None:
     return head.input[0] if consumers == [head] else None
 
 
-def _closed_form(b: Builder, maps: MapWriter, wanted: list[str], logits: str, layer: str, region: str) -> None:
-    """Grad-CAM family at the input A of a final 1x1 conv z = W A + b, without a backward pass.
-
-    There dS_c/dA_k = w_ck * region_c exactly, so HiRes_c = region_c * (z_c - b_c) and
-    Seg-Grad-CAM_c = mean(region_c) * (z_c - b_c): the same maps the generic backward gives
-    (the tests compare both with autograd), at the cost of one subtraction.
-    """
-    _, w, bias = _find_head(b, logits)
-    act = _logit_minus_bias(b, logits, bias)
-    if "seg_gradcam" in wanted or "seg_gradcam_signed" in wanted:
-        signed = b.op("Mul", [maps.mean_hw(region, "region_share"), act], "seg_gradcam_signed")
-        if "seg_gradcam_signed" in wanted:
-            maps.finish(signed, "seg_gradcam_signed", layer, signed=True)
-        if "seg_gradcam" in wanted:
-            maps.finish(b.op("Relu", [signed], "seg_gradcam"), "seg_gradcam", layer, signed=False)
-    if "hires" in wanted:
-        maps.finish(b.op("Mul", [region, act], "hires"), "hires", layer, signed=True)
-
-
 def build_segmentation_explainer(model: onnx.ModelProto, input_name: str, logits: str, layers: dict[str, str],
                                  config: SegmentationExplainConfig = SegmentationExplainConfig()) -> ExplainGraph:
     """A copy of `model` with the configured explanations appended as extra outputs.
@@ -176,26 +170,31 @@ def build_segmentation_explainer(model: onnx.ModelProto, input_name: str, logits
             ident = b.op("Identity", [second], "second_block")
             maps.output(ident, "second_block", second, b.shape(second), signed=False)
 
-    wanted_grads = [m for m in cfg.methods if m in GRADIENT_METHODS]
+    wanted_cams = [m for m in cfg.methods if m in CAM_METHODS]
     want_spectral = "spectral" in cfg.methods
-    if wanted_grads or want_spectral:
-        layer_targets = list(dict.fromkeys(resolve_layer(layers, n, b) for n in cfg.layers)) if wanted_grads else []
+    want_score = "scorecam" in cfg.methods
+    if wanted_cams or want_spectral or want_score:
+        layer_targets = list(dict.fromkeys(resolve_layer(layers, n, b) for n in cfg.layers)) \
+            if wanted_cams or want_score else []
         region = seeds.region()
-        head = _linear_head_input(b, logits)
-        closed = [t for t in layer_targets if t == head]  # no backward needed there, see _closed_form
-        backward = [t for t in layer_targets if t != head] + ([input_name] if want_spectral else [])
+        head_input = _linear_head_input(b, logits)
+        need_grads = any(CAMS[CAM_METHODS[m]].gradient for m in wanted_cams)
+        # the head input has its gradient in closed form; other layers (and the input) need the backward pass
+        backward = [t for t in layer_targets if t != head_input and need_grads] + ([input_name] if want_spectral else [])
         grads = append_backward(b, {logits: seeds.seed(region)}, backward, classes) if backward else {}
+        head = None
+        if head_input is not None and head_input in layer_targets and wanted_cams:
+            _, w, bias = _find_head(b, logits)
+            head = Head(w, region, _logit_minus_bias(b, logits, bias))
         for layer in layer_targets:
-            if layer in closed:
-                _closed_form(b, maps, wanted_grads, logits, layer, region)
-                continue
-            g = grads[layer]
-            if "seg_gradcam" in wanted_grads or "seg_gradcam_signed" in wanted_grads:
-                maps.grad_cams({layer: g}, "seg_gradcam", relu="seg_gradcam" in wanted_grads,
-                               signed="seg_gradcam_signed" in wanted_grads)
-            if "hires" in wanted_grads:
-                maps.finish(b.reduce("ReduceSum", b.op("Mul", [g, layer]), [1], 1, "hires"), "hires", layer,
-                            signed=True)
+            ctx = CamContext(b, classes, layer, grad=grads.get(layer), head=head if layer == head_input else None,
+                             xres_window=cfg.xres_window)
+            for method in wanted_cams:
+                cam_map, signed = build_cam(CAM_METHODS[method], ctx)
+                maps.finish(cam_map, method, layer, signed=signed)
+            if want_score:
+                maps.finish(append_scorecam(b, model, input_name, logits, layer, region, classes), "scorecam", layer,
+                            signed=False)
         if want_spectral:
             gx = b.op("Mul", [b.op("Mul", [grads[input_name], input_name]), region], "grad_x_input")
             bands = b.shape(input_name)[1]

@@ -10,6 +10,7 @@ from hsi_xai_node.explain import (SegmentationExplainConfig, assert_tensorrt_com
                                   conservativeness_residual)
 from test.conftest import bundled_unet_input
 from test.explain.harness import relative_error, session, torch
+from test.explain.test_cams import ref_eigencam, ref_gradcam_pp, ref_layercam, ref_xgradcam, ref_xres
 from test.explain.torch_onnx import branch_inputs, run
 
 
@@ -25,7 +26,9 @@ def test_all_classes_several_layers_match_autograd(frame_input):
     model = onnx.load_model_from_string(loaded.onnx_bytes)
     layers = ("dec1", "dec2", "bottleneck", "enc2")
     eg = build_segmentation_explainer(model, card.input.tensor, card.logits, card.layers,
-                                      SegmentationExplainConfig(methods=("activation", "seg_gradcam_signed", "hires"),
+                                      SegmentationExplainConfig(methods=("activation", "seg_gradcam_signed", "hires",
+                                                                         "gradcam_pp", "xgradcam", "layercam",
+                                                                         "seg_xres", "eigencam"),
                                                                 layers=layers, upsample=False, uint8=False))
     assert_tensorrt_compatible(eg.model, "bundled U-Net explain graph")
     names = eg.output_names()
@@ -55,5 +58,12 @@ def test_all_classes_several_layers_match_autograd(frame_input):
             assert relative_error(ours["hires"][c, 0], (g * a).sum(0)) < 1e-5, (c, layer)
             assert relative_error(ours["seg_gradcam_signed"][c, 0],
                                   (g.mean(axis=(1, 2), keepdims=True) * a).sum(0)) < 1e-5, (c, layer)
+            for method, formula in (("gradcam_pp", ref_gradcam_pp), ("xgradcam", ref_xgradcam),
+                                    ("layercam", ref_layercam), ("seg_xres", ref_xres)):
+                assert relative_error(ours[method][c, 0], formula(g, a)) < 1e-5, (method, c, layer)
+    for layer in layers:  # EigenCAM against the SVD (same sign rule), one map for all classes
+        eigen = next(out[n] for n, o in eg.outputs.items() if o.method == "eigencam" and o.layer == layer)
+        want, _ = ref_eigencam(env[layer][0].detach().numpy())
+        assert relative_error(eigen[0, 0], want) < 1e-5, layer  # measured 1.5e-7 .. 6.6e-7
     act = next(out[n] for n, o in eg.outputs.items() if o.method == "activation")
     assert np.nanmax(conservativeness_residual(act, logits, region, eg.head_bias)) < 1e-5

@@ -110,3 +110,50 @@ def test_box_gradcam_of_kept_boxes_matches_autograd(detector, k, kept):
     assert by_method["box_gradcam_signed_full"].shape == (k, 1, *HW)
     assert relative_error(by_method["box_gradcam_signed_full"], full) < 1e-4
     assert by_method["box_gradcam_u8"].shape == (k, 1, *HW) and by_method["box_gradcam_u8"].dtype == np.uint8
+
+
+def test_the_cam_family_and_camera_attributions_per_box_match_autograd(detector):
+    """Every per-box CAM method, and gradient x input per input channel inside each kept box (the camera
+    shares of a detection), against float64 autograd."""
+    from test.explain.test_cams import ref_gradcam_pp, ref_layercam, ref_xgradcam, ref_xres
+
+    model64, m = detector
+    x = image(SEED_X)
+    k = 5
+    methods = ("box_gradcam_pp", "box_xgradcam", "box_layercam", "box_xres", "box_hires", "box_eigencam",
+               "box_spectral", "box_input_x_gradient")
+    eg = build_detection_explainer(m, "image", "scores", {"class_head_input": "bifpn_p2"},
+                                   DetectionExplainConfig(layers=("class_head_input",), top_k=k, methods=methods,
+                                                          upsample=False, uint8=False),
+                                   pairs="det_pairs", boxes="det_boxes")
+    assert_tensorrt_compatible(eg.model, "EfficientDet CAM family graph")
+    names = [*eg.output_names(), "det_pairs", "det_boxes"]
+    out = dict(zip(names, session(eg.model).run(names, {"image": x})))
+    by_method = {o.method: out[n] for n, o in eg.outputs.items()}
+    pairs, boxes = out["det_pairs"][0][:k], out["det_boxes"][0][:k]
+    assert (pairs >= 0).all()
+    x64 = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    feats = model64.features(x64)
+    scores = torch.sigmoid(model64.class_net(feats, TINY.num_classes))[0]
+    a = feats[0][0].detach().numpy()
+    hh, ww = HW
+    px, py = np.arange(ww), np.arange(hh)  # pixel [x, x+1) overlaps [x0, x1) when x0 < x + 1 and x < x1
+    covered = 0
+    for row, pair in enumerate(pairs):
+        anchor, cls = divmod(int(pair), TINY.num_classes)
+        g, gx = torch.autograd.grad(scores[anchor, cls], [feats[0], x64], retain_graph=True)
+        g = g[0].numpy()
+        for method, formula in (("box_gradcam_pp", ref_gradcam_pp), ("box_xgradcam", ref_xgradcam),
+                                ("box_layercam", ref_layercam), ("box_xres", ref_xres)):
+            assert relative_error(by_method[method][row, 0], formula(g, a)) < 1e-4, (method, row)
+        assert relative_error(by_method["box_hires"][row, 0], (g * a).sum(0)) < 1e-4
+        attribution = (gx[0] * x64[0]).detach().numpy()  # (C_in, H, W)
+        assert relative_error(by_method["box_input_x_gradient"][row, 0], attribution.sum(0)) < 1e-4
+        x0, y0, x1, y1 = boxes[row]
+        inside = ((py + 1 > y0) & (py < y1))[:, None] & ((px + 1 > x0) & (px < x1))[None, :]
+        covered += int(inside.any())  # (the random test detector also keeps boxes outside the image: zero)
+        np.testing.assert_allclose(by_method["box_spectral"][row], (attribution * inside).sum(axis=(1, 2)),
+                                   rtol=1e-4, atol=1e-7 * np.abs(attribution).sum())
+    assert covered >= 2
+    eigen = by_method["box_eigencam"]
+    assert all(np.array_equal(eigen[0], eigen[r]) for r in range(k))  # one map for every box
