@@ -12,7 +12,11 @@ parameters) at the model input 1x25x208x400 (the largest multiple of 16 inside t
 * HiRes + Seg-Grad-CAM at the layer before the final 1x1 conv (dec1);
 * HiRes + Seg-Grad-CAM at the bottleneck;
 * the same Grad-CAMs the way hook-based CAM libraries compute them: PyTorch autograd,
-  one forward + backward per class, same CPU threads.
+  one forward + backward per class, same CPU threads;
+* every other method of the CAM family alone (Grad-CAM++, XGrad-CAM, LayerCAM, Seg-XRes-CAM,
+  EigenCAM) at both layers, and Score-CAM at the layer before the final conv, beside RISE (500
+  masks) on the same model: cost per map;
+* the bundled detector (`--detector`): detection only, and each per-box method for 10 boxes.
 
 It also prints the lower bound arithmetic sets: multiply-adds of the explain graph
 (forward + the backward sub-graph at batch = classes) over those of the forward.
@@ -41,6 +45,9 @@ from hsi_xai_node.training.segmentation import export_onnx
 from hsi_xai_node.training.unet import UNet, UNetConfig, parameter_count
 
 SHAPE = (1, 25, 208, 400)
+FAMILY = ("gradcam_pp", "xgradcam", "layercam", "seg_xres", "eigencam", "scorecam")
+BOX_FAMILY = ("box_gradcam", "box_hires", "box_gradcam_pp", "box_xgradcam", "box_layercam", "box_xres", "box_eigencam",
+              "box_spectral")
 CLASSES = 5
 LAYERS = {"penultimate": "dec1", "second_conv_block": "enc1", "bottleneck": "bottleneck"}
 
@@ -110,6 +117,13 @@ def bench_size(size: str, repeats: int, threads: int) -> dict:
             forward, "input", "logits", LAYERS,
             SegmentationExplainConfig(methods=("seg_gradcam", "hires"), layers=(layer,), upsample=False,
                                       uint8=False)).model
+    for method in FAMILY:
+        for layer in ("penultimate", "bottleneck"):
+            if method == "scorecam" and layer == "bottleneck":
+                continue  # a forward per channel: 96 / 256 of them at the bottleneck
+            graphs[f"{method}@{layer}"] = build_segmentation_explainer(
+                forward, "input", "logits", LAYERS,
+                SegmentationExplainConfig(methods=(method,), layers=(layer,), upsample=False, uint8=False)).model
     sessions = {k: ort_session(g, threads) for k, g in graphs.items()}
     macs = {k: multiply_adds(g) for k, g in graphs.items()}
     x = np.random.default_rng(0).uniform(0.5, 1.5, SHAPE).astype(np.float32)
@@ -117,6 +131,13 @@ def bench_size(size: str, repeats: int, threads: int) -> dict:
     xt = torch.from_numpy(x)
     hooks = {"hooks@penultimate": lambda: hook_gradcams(net, xt, "dec1"),
              "hooks@bottleneck": lambda: hook_gradcams(net, xt, "bottleneck")}
+    if size == "bundled":  # RISE, the perturbation baseline, for Score-CAM's cost per map beside it
+        from hsi_xai_node.reliability import BaselineModel, rise, segmentation_scores
+
+        runner = BaselineModel(forward, batch=16, threads=threads)
+        logits = sessions["forward"].run(None, {"input": x})[0]
+        score = segmentation_scores(list(range(CLASSES)), logits[0].argmax(0))
+        hooks["rise (500 masks)"] = lambda: rise(runner, x, score, n_masks=500)
     runs = {k: (lambda s=s: s.run(None, {"input": x})) for k, s in sessions.items()} | hooks
     times = {k: [] for k in runs}
     for fn in runs.values():
@@ -140,8 +161,43 @@ def bench_size(size: str, repeats: int, threads: int) -> dict:
         rows[k] = row
     for layer in ("penultimate", "bottleneck"):
         rows[f"hooks@{layer}"]["ours_speedup"] = med[f"hooks@{layer}"] / med[f"gradcam+hires@{layer}"]
+    for k in rows:
+        rows[k]["ms_per_map"] = rows[k]["median_ms"] / CLASSES
     return {"size": size, "parameters": parameter_count(net), "shape": SHAPE, "classes": CLASSES,
             "repeats": repeats, "threads": threads, "rows": rows}
+
+
+def bench_detector(repeats: int, threads: int) -> dict:
+    """The bundled RGB+MIR EfficientDet: detection only, and each per-box method for 10 boxes, interleaved."""
+    from hsi_xai_node.detection.card import load_detector
+    from hsi_xai_node.explain import DetectionExplainConfig, build_detection_explainer
+    from hsi_xai_node.runtime.detection import DEFAULT_DETECTOR, DetectionPipeline, DetectionPipelineConfig
+    from hsi_xai_node.scenes.drive import DriveGenerator
+    from hsi_xai_node.sensor.calibration import load_profile
+
+    loaded = load_detector(DEFAULT_DETECTOR)
+    card = loaded.card
+    x = DetectionPipeline(DetectionPipelineConfig(backend="ort-cpu", explain_boxes=0)).frontend(
+        {n: c.image for n, c in DriveGenerator(load_profile("hsi-drive"), seed=3005, render_hsi=False)
+         .frame(20).cameras.items()})
+    graphs = {"detection only": loaded.model}
+    for method in BOX_FAMILY:
+        graphs[method] = build_detection_explainer(
+            loaded.model, card.input.tensor, card.scores, card.layers,
+            DetectionExplainConfig(layers=("class_head_input",), top_k=10, methods=(method,), uint8=False),
+            pairs="det_pairs", boxes="det_boxes").model
+    sessions = {k: ort_session(g, threads) for k, g in graphs.items()}
+    times = {k: [] for k in sessions}
+    for s in sessions.values():
+        s.run(None, {card.input.tensor: x})
+    for _ in range(repeats):
+        for k, s in sessions.items():
+            t0 = time.perf_counter()
+            s.run(None, {card.input.tensor: x})
+            times[k].append(time.perf_counter() - t0)
+    med = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
+    return {k: {"median_ms": t, "x_detection": t / med["detection only"], "ms_per_box": (t - med["detection only"]) / 10}
+            for k, t in med.items()}
 
 
 def main(argv=None):
@@ -149,10 +205,16 @@ def main(argv=None):
     ap.add_argument("--sizes", default="bundled,hsi-drive")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--detector", action="store_true", help="also the bundled detector's per-box methods")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     results = {"machine": platform.machine(), "onnxruntime": ort.__version__, "torch": torch.__version__,
                "sizes": [bench_size(s, args.repeats, args.threads) for s in args.sizes.split(",")]}
+    if args.detector:
+        results["detector"] = bench_detector(args.repeats, args.threads)
+        print("\nbundled RGB+MIR EfficientDet, 10 boxes explained, ms (x detection only; ms per box)")
+        for k, row in results["detector"].items():
+            print(f"{k:28s} {row['median_ms']:9.1f} {row['x_detection']:7.2f} {row['ms_per_box']:8.1f}")
     for r in results["sizes"]:
         print(f"\n{r['size']} U-Net ({r['parameters'] / 1e6:.2f}M parameters), input {r['shape']}, "
               f"{r['classes']} classes, median of {r['repeats']}, {r['threads']} threads")

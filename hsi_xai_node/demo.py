@@ -245,6 +245,15 @@ def run_demo(out_dir: str | Path, profile_name: str = "hsi-drive", seed: int | N
     dark, white = gen.references()
     front_end = FrontEnd(profile, dark, white, FrontEndConfig(normalise=True))
     spectral = Pipeline(dataclasses.replace(config.pipeline_config(), methods=("activation", "spectral")), dark, white)
+    # each detection's camera shares (gradient x input per camera, paper 001's question of RGB + MIR), for the
+    # contact-sheet frames: the replay's detector does not need the (costly) input gradient for every frame
+    det_cfg = config.detection_config()
+    shares_detector = None
+    if det_cfg is not None:
+        from .runtime.detection import DetectionPipeline
+
+        shares_detector = DetectionPipeline(dataclasses.replace(det_cfg, methods=("box_spectral",), explain_boxes=10))
+        cam_gen = DriveGenerator(profile, seed=seed)
     acc = {light: {} for light in ("sun", "shadow")}
     attributions, rows, correct, labelled = [], [], 0, 0
     shown_k = sorted(set(np.linspace(0, len(stamps) - 1, min(sheet, len(stamps))).round().astype(int).tolist()))
@@ -264,6 +273,11 @@ def run_demo(out_dir: str | Path, profile_name: str = "hsi-drive", seed: int | N
         cells = [(CAPTIONS["preview"], images[shown["preview"]][stamp]), ("ground truth", colourise(frame.labels))]
         cells += [(CAPTIONS[n], images[shown[n]][stamp]) for n in SHOWN[1:] if stamp in images[shown[n]]]
         cells.append(("raw mosaic, 100x100 px zoom", raw_zoom(raw)))
+        if shares_detector is not None:
+            found = shares_detector.process({n: c.image for n, c in cam_gen.frame(k * stride).cameras.items()})
+            rel = f"frames/{row:03d}_shares.png"
+            if _camera_share_plot(out / rel, found.detections):
+                cells.append(("camera shares per detection (gradient x input)", rel))
         for name, topic in CAMERA_TOPIC.items():
             if stamp in images[topic]:
                 img = images[topic][stamp]
@@ -272,6 +286,9 @@ def run_demo(out_dir: str | Path, profile_name: str = "hsi-drive", seed: int | N
                               thermal_to_mono8(img) if thermal else img))
         files = []
         for i, (caption, img) in enumerate(cells):
+            if isinstance(img, str):  # already written (a plot)
+                files.append((caption, img))
+                continue
             rel = f"frames/{row:03d}_{i}.png"
             cv2.imwrite(str(out / rel), img)
             files.append((caption, rel))
@@ -296,6 +313,35 @@ def run_demo(out_dir: str | Path, profile_name: str = "hsi-drive", seed: int | N
     (out / "summary.json").write_text(json.dumps(result.__dict__, indent=1))
     _write_html(out / "index.html", result, rows, summary.text(), legends, config.overlay_scale)
     return result
+
+
+def _camera_share_plot(path: Path, detections) -> bool:
+    """A stacked bar per detection (best first): each camera's share of |gradient x input| over the box."""
+    rows = [d for d in detections if d.camera_shares][:10]
+    if not rows:
+        return False
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cameras = list(rows[0].camera_shares)
+    colours = {"rgb": "#d04040", "mir": "#4060d0", "nir": "#40a040", "fir": "#d08020"}
+    fig, ax = plt.subplots(figsize=(3.2, 0.35 * len(rows) + 0.8), dpi=100)
+    y = np.arange(len(rows))[::-1]
+    left = np.zeros(len(rows))
+    for cam in cameras:
+        share = np.array([d.camera_shares[cam] for d in rows])
+        ax.barh(y, share, left=left, color=colours.get(cam, None), label=cam)
+        left += share
+    ax.set_yticks(y, [f"{i + 1} {d.class_name} {d.score:.2f}" for i, d in enumerate(rows)], fontsize=7)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of |gradient x input| in the box", fontsize=7)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.legend(fontsize=7, ncol=len(cameras), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
 
 
 def _class_legend(path: Path) -> None:

@@ -22,11 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .runtime.overlay import REFERENCE_PERCENTILE, UNITS
+from .runtime.overlay import REFERENCE_PERCENTILE, unit_of
 
-SEGMENTATION_METHODS = ("activation", "seg_gradcam", "seg_gradcam_signed", "hires")
+SEGMENTATION_METHODS = ("activation", "seg_gradcam", "seg_gradcam_signed", "hires", "gradcam_pp", "xgradcam",
+                        "layercam", "seg_xres", "eigencam")  # the family (Score-CAM: too costly to calibrate)
 SEGMENTATION_LAYERS = ("penultimate", "bottleneck")
-DETECTION_METHODS = ("box_gradcam", "box_gradcam_signed")
+DETECTION_METHODS = ("box_gradcam", "box_gradcam_signed", "box_hires", "box_gradcam_pp", "box_xgradcam",
+                     "box_layercam", "box_xres", "box_eigencam")
 
 
 def _val_frames(card_path: Path, frames_per_drive: int | None):
@@ -93,7 +95,7 @@ def segmentation_overlay_scales(model: str | Path, card: str | Path | None = Non
             if np.isfinite(ref) and ref > 0:
                 per_class[name], pixels[name] = ref, count
         scales[f"{method}@{layer}"] = {"classes": per_class, "pixels": pixels, "signed": signed,
-                                       "unit": UNITS.get(method, method), "percentile": REFERENCE_PERCENTILE,
+                                       "unit": unit_of(method), "percentile": REFERENCE_PERCENTILE,
                                        "region": "pixels predicted as the class",
                                        "drives": seeds, "frames": len(frames)}
     return scales
@@ -115,7 +117,7 @@ def detection_overlay_scales(model: str | Path, card: str | Path | None = None, 
         p = DetectionPipeline(DetectionPipelineConfig(model=str(model), card=str(card_path), backend=backend,
                                                       overlay_method=method, overlay_scale="frame", box_maps=True,
                                                       overlay_margin=margin))
-        signed = method.endswith("_signed")
+        signed = p._signed
         values: dict[str, list] = {}
         seeds = sorted({s for s, _ in frames})
         for seed in seeds:
@@ -141,7 +143,7 @@ def detection_overlay_scales(model: str | Path, card: str | Path | None = None, 
             if np.isfinite(ref) and ref > 0:
                 per_class[name] = ref
         scales[f"{method}@{layer}"] = {"classes": per_class, "boxes": {n: len(v) for n, v in values.items()},
-                                       "signed": signed, "unit": UNITS[method], "percentile": REFERENCE_PERCENTILE,
+                                       "signed": signed, "unit": unit_of(method), "percentile": REFERENCE_PERCENTILE,
                                        "region": f"each kept box grown by {margin:g} of its size",
                                        "drives": sorted({s for s, _ in frames}), "frames": len(frames)}
     return scales

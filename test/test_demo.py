@@ -46,7 +46,8 @@ def test_demo_writes_bags_and_a_report_of_the_pipelines_outputs(demo):
     detector = DetectionPipeline(DetectionPipelineConfig(backend="ort-cpu"))
     detected = detector.process({n: c.image for n, c in frame.cameras.items()})
     np.testing.assert_array_equal(cv2.imread(str(demo / "frames/001_5.png")), detected.detection_overlay)
-    np.testing.assert_array_equal(cv2.imread(str(demo / "frames/001_7.png")), frame.cameras["rgb"].image)
+    np.testing.assert_array_equal(cv2.imread(str(demo / "frames/001_8.png")), frame.cameras["rgb"].image)
+    assert "'frames/001_shares.png'" in page and "camera shares per detection" in page
     d = summary["detection"]
     assert d["frames"] == 2 and d["detections"] > 0 and set(d["ap"]) == {c.name for c in DETECTION_CLASSES}
     assert "mAP@0.5" in page

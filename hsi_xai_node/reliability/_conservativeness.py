@@ -20,9 +20,9 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from ..explain import ExplainGraph, conservativeness_residual
+from ..explain import CAM_METHODS, ExplainGraph, conservativeness_residual
 
-CONSERVATIVE_CANDIDATES = ("activation", "seg_gradcam", "seg_gradcam_signed", "hires")
+CONSERVATIVE_CANDIDATES = ("activation", *CAM_METHODS, "scorecam")
 
 
 def residual_maps(graph: ExplainGraph) -> dict[str, str]:

@@ -40,7 +40,10 @@ from ._randomisation import cascading
 from ._similarity import compare_maps
 from .config import ReportConfig
 
-SEG_METHODS = ("activation", "seg_gradcam", "seg_gradcam_signed", "hires")
+SEG_METHODS = ("activation", "seg_gradcam", "seg_gradcam_signed", "hires", "gradcam_pp", "xgradcam", "layercam",
+               "seg_xres", "eigencam", "scorecam")  # every in-graph method, so a user sees which are faithful
+BOX_REPORT_METHODS = ("box_gradcam", "box_gradcam_signed", "box_hires", "box_gradcam_pp", "box_xgradcam",
+                      "box_layercam", "box_xres", "box_eigencam")
 
 
 def _json(o):
@@ -162,15 +165,20 @@ def detection_faithfulness(cfg: ReportConfig, frames, progress=None) -> dict:
     from ..runtime.detection import DetectionPipeline, DetectionPipelineConfig
 
     pipeline = DetectionPipeline(DetectionPipelineConfig(model=cfg.detector, backend=cfg.backend, threads=cfg.threads,
-                                                         explain_boxes=cfg.boxes))
+                                                         explain_boxes=cfg.boxes, methods=BOX_REPORT_METHODS))
     forward = pipeline.loaded.model  # the detector with NMS, before the explain graph was appended
     card = pipeline.card
-    names = {o.method: n for n, o in pipeline.graph.outputs.items()}
     layer = card.layers["class_head_input"]
     runner = BaselineModel(forward, batch=16, layers=(layer,), backend=cfg.backend, threads=cfg.threads)
     curves = BatchedModel(forward, cfg.perturbation_steps + 1, backend=cfg.backend, threads=cfg.threads)
     pc = PerturbationConfig(steps=cfg.perturbation_steps, layout=card.input.layout.upper())
-    rows, cost = {}, {"box_gradcam": [], "rise": [], "sidu": []}
+    rows, cost = {}, {"box_cams": [], "rise": [], "sidu": []}
+    full = {}  # method -> its maps at the input size
+    for n, o in pipeline.graph.outputs.items():
+        base = o.method.removesuffix("_full")
+        if base in BOX_REPORT_METHODS and o.dtype == "float32" and tuple(o.shape[2:]) == card.input.hw:
+            if o.method.endswith("_full") or base not in full:
+                full[base] = n
     for f in frames:
         images = {n: c.image for n, c in f["frame"].cameras.items()}
         x = pipeline.frontend(images)
@@ -185,9 +193,8 @@ def detection_faithfulness(cfg: ReportConfig, frames, progress=None) -> dict:
                 progress(1)
             continue
         k = len(pairs)
-        maps = {"box_gradcam": out[names["box_gradcam_full"]][:k, 0],
-                "box_gradcam_signed": out[names["box_gradcam_signed_full"]][:k, 0]}
-        cost["box_gradcam"].append(t_cam / k)
+        maps = {m: out[n][:k, 0] for m, n in full.items()}
+        cost["box_cams"].append(t_cam / k)  # one engine call gives every method's maps
         t0 = time.perf_counter()
         maps["rise"] = rise(runner, x, detection_scores(pairs), n_masks=cfg.rise_masks, seed=cfg.seed)
         cost["rise"].append((time.perf_counter() - t0) / k)
@@ -201,7 +208,7 @@ def detection_faithfulness(cfg: ReportConfig, frames, progress=None) -> dict:
                     (deletion(curves, x, m[j], score, pc).auc, insertion(curves, x, m[j], score, pc).auc))
         if progress is not None:
             progress(1)
-    cost["box_gradcam_signed"] = cost["box_gradcam"]
+    cost.update({m: cost["box_cams"] for m in full})
     return {m: {"deletion": float(np.nanmean([a for a, _ in v])), "insertion": float(np.nanmean([b for _, b in v])),
                 "boxes": len(v), "seconds_per_map": float(np.mean(cost[m])) if cost[m] else float("nan")}
             for m, v in rows.items()}

@@ -68,10 +68,11 @@ DESCRIPTIONS = {
     "backend": "auto, tensorrt, ort-trt, ort-cuda or ort-cpu (auto tries them in that order, logging each miss)",
     "precision": "fp16 or fp32 (TensorRT; mask comparisons always stay fp32)",
     "engine_cache_dir": "TensorRT engine cache; empty = ~/.cache/hsi_xai_node/engines",
-    "methods": "explanations computed in the graph: activation, seg_gradcam, seg_gradcam_signed, hires, spectral",
+    "methods": "explanations computed in the graph: activation, seg_gradcam, seg_gradcam_signed, hires, gradcam_pp, "
+               "xgradcam, layercam, seg_xres, eigencam, scorecam (a forward per channel: offline-grade), spectral",
     "explain_classes": "class names the fused overlays show (e.g. [road, vegetation]); [] = every class",
     "target_layers": "layers the Grad-CAM family targets: card roles (penultimate, bottleneck) or tensor names",
-    "overlay_method": "Grad-CAM-family map fused into the Grad-CAM overlay",
+    "overlay_method": "the CAM-family map fused into the Grad-CAM overlay (one of methods)",
     "overlay_alpha": "blend weight of the coloured map over the false-colour preview, 0..1",
     "colormap": "colormap of one-sided maps (Grad-CAM, per-box Grad-CAM), sequential: inferno, viridis, magma, hot, "
                 "turbo or jet",
@@ -86,7 +87,10 @@ DESCRIPTIONS = {
     "rig_file": "camera rig YAML (camera sizes, encodings, homographies); empty = the generated drives' rig",
     "detection_score_threshold": "keep detections scoring above this, 0..1; 0.0 = the detector card's threshold",
     "explain_boxes": "top-K detections per frame explained by per-box Grad-CAM; 0 = none",
-    "detection_overlay_method": "per-box map fused into the detection overlay: box_gradcam or box_gradcam_signed",
+    "detection_methods": "per-box maps computed in the detector's graph: box_gradcam, box_gradcam_signed, box_hires, "
+                         "box_gradcam_pp, box_xgradcam, box_layercam, box_xres, box_eigencam; box_spectral adds each "
+                         "detection's camera shares (gradient x input per camera)",
+    "detection_overlay_method": "the per-box map the detection overlay shows (any per-box CAM method)",
     "memory_limit_mb": "largest estimated memory per frame (model tensors at batch = classes or boxes, camera frames "
                        "and warps) a model, detector or rig may need; more is refused at start with the estimate",
     "input_qos": "QoS of the camera subscriptions: sensor_data (best effort, default) or reliable",
@@ -188,7 +192,8 @@ class HsiXaiNode(Node):
         self.det_cameras: dict[str, object] = {}  # topic -> the stack's CameraInput (name, encoding, size)
         self.sync = None
         self.det_bad = Counter()
-        self._det_last = {"timings": {}, "detections": 0, "total": 0, "slots_full": 0, "processed_at": []}
+        self._det_last = {"timings": {}, "detections": 0, "total": 0, "slots_full": 0, "shares": {},
+                          "processed_at": []}
         self.det_worker = LatestFrameWorker(self._detect, self._publish_detections, self._on_bad_detection,
                                             name="hsi-xai-detection")
         if self.detector is not None:
@@ -348,6 +353,10 @@ class HsiXaiNode(Node):
         last["timings"], last["detections"] = result.timings_ms, len(result.detections)
         last["total"] += len(result.detections)
         last["slots_full"] += result.slots_full
+        for d in result.detections:  # running means of each camera's share, per class (with box_spectral)
+            for cam, share in (d.camera_shares or {}).items():
+                n, mean = last["shares"].get((d.class_name, cam), (0, 0.0))
+                last["shares"][(d.class_name, cam)] = (n + 1, mean + (share - mean) / (n + 1))
         last["processed_at"] = [t for t in last["processed_at"] if time.monotonic() - t < 5.0] + [time.monotonic()]
 
     def _on_bad(self, item, exc) -> None:
@@ -386,6 +395,7 @@ class HsiXaiNode(Node):
                    "detector": detector.card.name if detector else "off",
                    "backend": detector.engine.backend if detector else "",
                    "cameras": ", ".join(f"{c.name}={t}" for t, c in self.det_cameras.items()) if detector else ""}
+        values |= {f"camera_share {cls} {cam}": f"{mean:.3f}" for (cls, cam), (_, mean) in sorted(last["shares"].items())}
         values |= {f"bad: {k}": str(v) for k, v in self.det_bad.items()}
         problems = [f"{v} {k}" for k, v in self.det_bad.items()]
         if self.vision_msgs is None:

@@ -31,14 +31,14 @@ import numpy as np
 
 from ..detection.card import LoadedDetector, load_detector
 from ..errors import FrameError, InputError
-from ..explain import DetectionExplainConfig, build_detection_explainer
+from ..explain import BOX_CAMS, BOX_METHODS, CAMS, DetectionExplainConfig, build_detection_explainer
 from ..resources import share_path
 from ..sensor.rig import DEFAULT_COMMON_VIEW, CameraSpec, load_rig, read_rig, transform_box  # noqa: F401 (load_rig re-exported)
 from ..sensor.multispectral import CameraInput, MultispectralFrontEnd, StackConfig, network_from_common
 from .engine import open_engine
 from .memory import DEFAULT_LIMIT_MB, check_memory, graph_memory, image_bytes
-from .overlay import (SCALE_MODES, UNITS, MapKey, OverlayScales, apply_colormap, check_colormap, legend_image,
-                      to_uint8)
+from .overlay import (SCALE_MODES, MapKey, OverlayScales, apply_colormap, check_colormap, legend_image,
+                      to_uint8, unit_of)
 
 DEFAULT_DETECTOR = share_path("models/efficientdet_rgb_mir.onnx")
 
@@ -55,7 +55,9 @@ class DetectionPipelineConfig:
     score_threshold: float | None = None  # None = the card's; may only raise the in-graph NMS threshold
     explain_boxes: int = 10           # top-K kept boxes explained per frame (0 = no explanations)
     layer: str = "class_head_input"   # card role or tensor name of the explained layer
-    overlay_method: str = "box_gradcam"  # or box_gradcam_signed (no ReLU)
+    methods: tuple[str, ...] = ("box_gradcam",)  # per-box maps computed (explain.BOX_METHODS); "box_spectral":
+    # gradient x input per input channel in each box, grouped by camera (Detection.camera_shares)
+    overlay_method: str = "box_gradcam"  # the per-box map the overlay shows: any box CAM method
     overlay_alpha: float = 0.6
     colormap: str = "inferno"         # box_gradcam (one-sided): sequential
     signed_colormap: str = "coolwarm"  # box_gradcam_signed: diverging, centred on zero
@@ -72,8 +74,11 @@ class DetectionPipelineConfig:
         check_colormap(self.signed_colormap, True, "signed_colormap")
         if self.overlay_scale not in SCALE_MODES:
             raise InputError(f"overlay_scale must be one of {list(SCALE_MODES)}, got {self.overlay_scale!r}")
-        if self.overlay_method not in ("box_gradcam", "box_gradcam_signed"):
-            raise InputError(f"overlay_method {self.overlay_method!r} must be box_gradcam or box_gradcam_signed")
+        if self.overlay_method not in BOX_CAMS:
+            raise InputError(f"overlay_method {self.overlay_method!r} must be a per-box CAM method: {sorted(BOX_CAMS)}")
+        unknown = [m for m in self.methods if m not in BOX_METHODS]
+        if unknown:
+            raise InputError(f"detection methods {unknown} unknown; per-box methods: {list(BOX_METHODS)}")
         if self.explain_boxes < 0:
             raise InputError(f"explain_boxes must be >= 0, got {self.explain_boxes}")
         if not 0.0 <= self.overlay_margin <= 2.0:
@@ -91,6 +96,10 @@ class Detection:
     class_name: str
     score: float
     slot: int                                       # row of the per-box maps (explained if < explain_boxes)
+    # with "box_spectral": per camera of the stack, sum over the box of gradient x input over its channels
+    # (signed: for or against the box's score), and its share |a| / sum |a| (what paper 001 asks of RGB + MIR)
+    camera_attribution: dict | None = None
+    camera_shares: dict | None = None
 
 
 @dataclass
@@ -127,10 +136,11 @@ def detection_graph(cfg: DetectionPipelineConfig):
     if cfg.explain_boxes == 0:
         return loaded, None
     k = min(cfg.explain_boxes, int(loaded.card.postprocess.get("max_detections", 20)))
+    methods = tuple(dict.fromkeys((cfg.overlay_method, *cfg.methods)))
     graph = build_detection_explainer(loaded.model, loaded.card.input.tensor, loaded.card.scores,
                                       loaded.card.layers,
-                                      DetectionExplainConfig(layers=(cfg.layer,), top_k=k, uint8=False),
-                                      pairs="det_pairs", layout=loaded.card.input.layout)
+                                      DetectionExplainConfig(layers=(cfg.layer,), top_k=k, methods=methods, uint8=False),
+                                      pairs="det_pairs", layout=loaded.card.input.layout, boxes="det_boxes")
     return loaded, graph
 
 
@@ -157,12 +167,17 @@ class DetectionPipeline:
         self.classes = {c.channel: c for c in card.classes}
         self._plan = {"boxes": "det_boxes", "scores": "det_scores", "classes": "det_classes"}
         model = self.loaded.model
-        self._signed = cfg.overlay_method.endswith("_signed")
+        self._signed = CAMS[BOX_CAMS[cfg.overlay_method]].signed
         if self.graph is not None:
             model = self.graph.model
             for name, o in self.graph.outputs.items():
-                if o.method == cfg.overlay_method + "_full":
+                if o.method == cfg.overlay_method + "_full" or (o.method == cfg.overlay_method and "maps" not in
+                                                                 self._plan and tuple(o.shape[2:]) == card.input.hw):
                     self._plan["maps"] = name  # float maps at the input size: scaled per box class here
+                if o.method == "box_spectral":
+                    self._plan["spectral"] = name
+        # input channel -> camera of the stack, for the camera shares
+        self._channel_camera = [s.camera for s in card.input.stack for _ in s.offset]
         layer = card.layers.get(cfg.layer, cfg.layer)
         names = [self.classes[ch].name for ch in sorted(self.classes)]
         self.scales = OverlayScales(cfg.overlay_scale, {"box": MapKey(cfg.overlay_method, layer, self._signed)},
@@ -215,7 +230,10 @@ class DetectionPipeline:
                 continue
             c = self.classes[int(cls)]
             box = tuple(float(v) for v in box)
-            detections.append(Detection(box, transform_box(box, self._to_camera), c.id, c.name, float(score), slot))
+            attribution, shares = self._camera_shares(out["spectral"][slot]) \
+                if "spectral" in out and slot < len(out["spectral"]) else (None, None)
+            detections.append(Detection(box, transform_box(box, self._to_camera), c.id, c.name, float(score), slot,
+                                        attribution, shares))
         preview = self.frontend.preview(images, registered)
         maps = out.get("maps")
         explained = [d for d in detections if maps is not None and d.slot < len(maps)]
@@ -224,6 +242,15 @@ class DetectionPipeline:
         box_maps = maps[:, 0] if maps is not None and self.config.box_maps else None
         slots_full = bool((out["classes"][0] >= 0).all())
         return DetectionResult(detections, preview, overlay, box_maps, slots_full)
+
+    def _camera_shares(self, spectral: np.ndarray) -> tuple[dict, dict]:
+        """Per camera: the box's gradient x input summed over its channels, and its share of the total |.|."""
+        attribution = {}
+        for camera, value in zip(self._channel_camera, spectral):
+            attribution[camera] = attribution.get(camera, 0.0) + float(value)
+        total = sum(abs(v) for v in attribution.values())
+        shares = {cam: (abs(v) / total if total > 0 else 0.0) for cam, v in attribution.items()}
+        return attribution, shares
 
     def box_scale(self, detections: list[Detection], maps: np.ndarray) -> np.ndarray:
         """Per explained box, the scale its map is shown with: its class's (card or running) or its own peak."""
@@ -275,7 +302,7 @@ class DetectionPipeline:
         scale = self.scales.scale("box")
         names = [self.classes[ch].name for ch in sorted(self.classes)]
         per_class = None if scale is None else {n: float(v) for n, v in zip(names, scale) if v > 0}
-        return legend_image("detection overlay", UNITS[key.method], self.config.signed_colormap if key.signed
+        return legend_image("detection overlay", unit_of(key.method), self.config.signed_colormap if key.signed
                             else self.config.colormap, key.signed, per_class, self.scales.describe())
 
 

@@ -43,13 +43,28 @@ SCALE_MODES = ("card", "running", "frame")
 RUNNING_RATE = 0.02  # per frame: the running scale follows a change of the peaks over ~50 frames (2 s at 25 fps)
 REFERENCE_PERCENTILE = 99.0  # the card's scale: this percentile of |map| over the class's predicted pixels
 
-# what a map's values are, for legends and captions
+# what a map's values are, for legends and captions (detector boxes: "box_" + the same, of the box's score)
 UNITS = {"activation": "logit contribution (sum_k w_ck A_k)",
          "seg_gradcam": "Grad-CAM: mean gradient x activation",
          "seg_gradcam_signed": "Grad-CAM without ReLU: mean gradient x activation",
          "hires": "HiRes-CAM: gradient x activation per pixel",
+         "gradcam_pp": "Grad-CAM++: weighted activation",
+         "xgradcam": "XGrad-CAM: weighted activation",
+         "layercam": "LayerCAM: positive gradient x activation per pixel",
+         "seg_xres": "Seg-XRes-CAM: window-pooled gradient x activation",
+         "eigencam": "EigenCAM: activation projected on its first principal component",
+         "scorecam": "Score-CAM: softmax-weighted activation",
          "box_gradcam": "box-score gradient x activation",
-         "box_gradcam_signed": "box-score gradient x activation, no ReLU"}
+         "box_gradcam_signed": "box-score gradient x activation, no ReLU",
+         "box_input_x_gradient": "box-score gradient x input"}
+
+
+def unit_of(method: str) -> str:
+    """The unit of a map for its legend, for any method of either task."""
+    if method in UNITS:
+        return UNITS[method]
+    base = method.removeprefix("box_")
+    return f"box score: {UNITS.get(base, UNITS.get('seg_' + base, base))}" if method.startswith("box_") else method
 
 
 def check_colormap(name: str, signed: bool, parameter: str) -> str:

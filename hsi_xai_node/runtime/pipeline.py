@@ -28,7 +28,8 @@ import onnx
 
 from ..classes import colourise
 from ..errors import InputError
-from ..explain import SegmentationExplainConfig, build_segmentation_explainer, conservativeness_residual
+from ..explain import (CAM_METHODS, METHODS, SegmentationExplainConfig, build_segmentation_explainer,
+                       conservativeness_residual)
 from ..model_card import ModelCard, load_model
 from ..resources import share_path
 from ..sensor.calibration import load_profile
@@ -36,9 +37,10 @@ from ..sensor.frontend import FrontEnd
 from ..sensor.radiometry import false_colour
 from .engine import open_engine
 from .memory import DEFAULT_LIMIT_MB, check_memory, graph_memory, image_bytes
-from .overlay import SCALE_MODES, UNITS, MapKey, OverlayScales, apply_colormap, check_colormap, legend_image
+from .overlay import SCALE_MODES, MapKey, OverlayScales, apply_colormap, check_colormap, legend_image, unit_of
 
 DEFAULT_MODEL = share_path("models/unet_bundled_25pn.onnx")
+OVERLAY_METHODS = (*CAM_METHODS, "scorecam")  # maps the Grad-CAM-family overlay can show
 
 
 @dataclass(frozen=True)
@@ -72,8 +74,11 @@ class PipelineConfig:
         check_colormap(self.signed_colormap, True, "signed_colormap")
         if self.overlay_scale not in SCALE_MODES:
             raise InputError(f"overlay_scale must be one of {list(SCALE_MODES)}, got {self.overlay_scale!r}")
-        if self.overlay_method not in ("seg_gradcam", "seg_gradcam_signed", "hires"):
-            raise InputError(f"overlay_method {self.overlay_method!r} must be seg_gradcam, seg_gradcam_signed or hires")
+        if self.overlay_method not in OVERLAY_METHODS:
+            raise InputError(f"overlay_method {self.overlay_method!r} must be a CAM method: {list(OVERLAY_METHODS)}")
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise InputError(f"methods {unknown} unknown; explanation methods: {list(METHODS)}")
         return self
 
 
@@ -169,7 +174,7 @@ class Pipeline:
             plan["spectral"] = self._find("spectral")
         if cfg.class_maps:
             for name, o in self.graph.outputs.items():
-                if o.dtype == "float32" and o.method in ("activation", "seg_gradcam", "seg_gradcam_signed", "hires"):
+                if o.dtype == "float32" and o.method in ("activation", *OVERLAY_METHODS):
                     plan[f"{o.method}@{o.layer}"] = name
         return {k: v for k, v in plan.items() if v is not None}
 
@@ -216,7 +221,7 @@ class Pipeline:
             key = self.scales.maps[u8]
             scale = self.scales.scale(u8)
             per_class = None if scale is None else dict(zip(names, (float(v) for v in scale)))
-            out[overlay] = legend_image(overlay.replace("_", " "), UNITS.get(key.method, key.method),
+            out[overlay] = legend_image(overlay.replace("_", " "), unit_of(key.method),
                                         self._colormap(key.signed), key.signed, per_class, self.scales.describe())
         return out
 

@@ -23,7 +23,6 @@ from ..runtime.detection import DEFAULT_DETECTOR, DetectionPipelineConfig
 from ..runtime.pipeline import DEFAULT_MODEL, PipelineConfig
 
 DEFAULT_CONFIG = share_path("config/hsi_xai.yaml")
-DETECTION_OVERLAY_METHODS = ("box_gradcam", "box_gradcam_signed")
 
 
 def _check_file(parameter: str, value: str) -> None:
@@ -87,7 +86,8 @@ class NodeConfig:
     rig_file: Str = ""                  # "" = the generated drives' rig
     detection_score_threshold: Annotated[float, Field(ge=0, lt=1), AfterValidator(_finite)] = 0.0  # 0 = the card's
     explain_boxes: Annotated[int, Field(ge=0, le=256)] = 10
-    detection_overlay_method: Literal["box_gradcam", "box_gradcam_signed"] = "box_gradcam"
+    detection_methods: Strs = ("box_gradcam",)  # per-box maps; add box_spectral for each detection's camera shares
+    detection_overlay_method: Str = "box_gradcam"  # any per-box CAM method (explain.BOX_CAMS)
     memory_limit_mb: PositiveFinite = 4096.0  # a model, detector or rig needing more per frame is refused at start
     input_qos: Literal["sensor_data", "reliable"] = "sensor_data"  # camera subscriptions
     output_qos: Literal["sensor_data", "reliable"] = "reliable"  # output publishers (and outputs in bags)
@@ -142,7 +142,7 @@ class NodeConfig:
             score_threshold=self.detection_score_threshold or None, explain_boxes=self.explain_boxes,
             overlay_method=self.detection_overlay_method, colormap=self.colormap,
             signed_colormap=self.signed_colormap, overlay_scale=self.overlay_scale,
-            memory_limit_mb=self.memory_limit_mb).validated()
+            memory_limit_mb=self.memory_limit_mb, methods=tuple(self.detection_methods)).validated()
 
     def pipeline_config(self) -> PipelineConfig:
         return PipelineConfig(

@@ -187,6 +187,7 @@ class ReplaySummary:
     detections_total: int = 0
     detection_slots_full: int = 0  # camera sets whose NMS filled every output slot (boxes may be cut off)
     detections_per_class: dict = field(default_factory=dict)  # class name -> count
+    camera_shares: dict = field(default_factory=dict)  # class -> camera -> mean share (with box_spectral)
     detection_stage_ms: dict = field(default_factory=dict)  # stage -> median ms
 
     @property
@@ -214,10 +215,14 @@ class ReplaySummary:
             lines.append(f"activation conservativeness residual, max: {self.activation_residual_max:.3g}")
         if self.detection == "on":
             per_class = ", ".join(f"{k} {v}" for k, v in sorted(self.detections_per_class.items())) or "none"
+            shares = "; ".join(f"{cls} " + " ".join(f"{cam} {v:.2f}" for cam, v in by_cam.items())
+                               for cls, by_cam in sorted(self.camera_shares.items()))
             lines += [(f"detection: detector {self.detector} on {self.detection_backend}; "
                        f"{self.camera_messages_in} camera messages, {self.camera_sets_in} camera sets in, "
                        f"{self.camera_sets_processed} processed, {self.camera_unmatched} camera messages unmatched"),
                       f"detections: {self.detections_total} ({per_class})"]
+            if shares:
+                lines.append(f"camera shares of the detections (gradient x input, mean per class): {shares}")
             if self.detection_slots_full:
                 lines.append(f"detection output slots full in {self.detection_slots_full} camera set(s): "
                              "the detector may have kept more boxes than it can output")
@@ -335,6 +340,7 @@ class _Replay:
         # detection: camera topic -> its stack entry; sets matched by header stamp, primary camera first
         self.det_timings: dict[str, list[float]] = {}
         self.det_per_class: Counter = Counter()
+        self.det_shares: dict[str, dict[str, list[float]]] = {}  # class -> camera -> shares
         self._camera_bad = 0
         self.cameras = {}  # topic -> multispectral.CameraInput (name, encoding, size), primary first
         if detector is not None:
@@ -488,6 +494,8 @@ class _Replay:
         s.activation_residual_max = self.residual_max
         s.detection_stage_ms = {k: statistics.median(v) for k, v in self.det_timings.items()}
         s.detections_per_class = dict(self.det_per_class)
+        s.camera_shares = {cls: {cam: float(np.mean(v)) for cam, v in by_cam.items()}
+                           for cls, by_cam in self.det_shares.items()}
         s.camera_unmatched = s.camera_messages_in - self._camera_bad - s.camera_sets_in * len(self.cameras)
         return s
 
@@ -538,6 +546,9 @@ class _Replay:
         self.s.detections_total += len(result.detections)
         self.s.detection_slots_full += result.slots_full
         self.det_per_class.update(d.class_name for d in result.detections)
+        for d in result.detections:
+            for cam, share in (d.camera_shares or {}).items():
+                self.det_shares.setdefault(d.class_name, {}).setdefault(cam, []).append(share)
         self._publish_detections(result, hdr, t_primary)
 
     def _publish_detections(self, r, hdr, t: int) -> None:
@@ -552,6 +563,9 @@ class _Replay:
         self.writer.write(self._out_conn(cfg.output_topic(DETECTIONS), DETECTIONS_MSGTYPE), t,
                           m.serialize(detection_array(r, hdr)))
         values = {f"{k}_ms": f"{v:.2f}" for k, v in r.timings_ms.items()}
+        shared = [d.camera_shares for d in r.detections if d.camera_shares]
+        for cam in (shared[0] if shared else {}):
+            values[f"camera_share_{cam}"] = f"{np.mean([sh[cam] for sh in shared]):.3f}"
         values.update(detections=len(r.detections), slots_full=str(r.slots_full).lower(),
                       camera_sets_processed=s.camera_sets_processed,
                       bad_messages=sum(v["count"] for v in self.bad.values()), detector=s.detector,

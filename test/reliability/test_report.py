@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from hsi_xai_node.cli import main
+from hsi_xai_node.reliability.report import BOX_REPORT_METHODS, SEG_METHODS
 from test.chromium import render
 
 
@@ -30,15 +31,15 @@ def test_conservativeness_and_sanity_sections(report):
     deepest = cascade[-1]["methods"]
     assert abs(deepest["seg_gradcam"]["spearman"]) < 0.3  # the maps of a randomised model decorrelate
     labels = r["sanity"]["label_randomisation"]  # a (2-step, tiny) model trained on permuted labels
-    assert set(labels) == {"activation", "seg_gradcam", "seg_gradcam_signed", "hires"}
+    assert set(labels) == set(SEG_METHODS)
     assert all(-1.0 <= v["spearman"] <= 1.0 and v["rows"] > 0 for v in labels.values())
 
 
 def test_faithfulness_sections(report):
     _, r = report
     seg, det = r["segmentation_faithfulness"], r["detection_faithfulness"]
-    assert set(seg) == {"activation", "seg_gradcam", "seg_gradcam_signed", "hires", "rise", "sidu"}
-    assert set(det) == {"box_gradcam", "box_gradcam_signed", "rise", "sidu"}
+    assert set(seg) == {*SEG_METHODS, "rise", "sidu"}  # every in-graph method has its row
+    assert set(det) == {*BOX_REPORT_METHODS, "rise", "sidu"}
     for rows in (seg, det):
         for v in rows.values():
             assert 0.0 <= v["deletion"] <= 1.5 and 0.0 <= v["insertion"] <= 1.5 and v["seconds_per_map"] > 0

@@ -193,3 +193,21 @@ def test_bad_inputs_name_the_problem(pipeline, tiny_detector, frames, tmp_path):
         DetectionPipeline(DetectionPipelineConfig(model=str(tiny_detector), rig=str(tmp_path / "no_mir.yaml")))
     with pytest.raises(InputError, match="overlay_method"):
         DetectionPipeline(DetectionPipelineConfig(model=str(tiny_detector), overlay_method="hires"))
+
+
+def test_camera_shares_of_each_detection(tiny_detector, frames):
+    """box_spectral: per box, gradient x input summed over the box, per input channel, grouped by the stack's
+    cameras (RGB's three channels, MIR's one) into an attribution and a share of the total |attribution|."""
+    p = DetectionPipeline(DetectionPipelineConfig(model=str(tiny_detector), backend="ort-cpu", threads=1,
+                                                  explain_boxes=4, methods=("box_gradcam", "box_spectral"),
+                                                  overlay_scale="frame"))
+    r = p.process(frames[0])
+    spectral = p.engine.run({"image": p.frontend(frames[0])}, [p._plan["spectral"]])[p._plan["spectral"]]
+    explained = [d for d in r.detections if d.slot < 4]
+    assert explained and all(d.camera_shares is None for d in r.detections if d.slot >= 4)
+    for d in explained:
+        rgb, mir = spectral[d.slot][:3].sum(), spectral[d.slot][3]
+        assert d.camera_attribution == pytest.approx({"rgb": rgb, "mir": mir}, rel=1e-5, abs=1e-9)
+        total = abs(rgb) + abs(mir)
+        assert d.camera_shares == pytest.approx({"rgb": abs(rgb) / total, "mir": abs(mir) / total}, rel=1e-5)
+        assert sum(d.camera_shares.values()) == pytest.approx(1.0)

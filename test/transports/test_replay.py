@@ -569,3 +569,14 @@ def test_a_sqlite3_row_holding_text_is_a_counted_bad_message(tmp_path, config):
         con.execute("UPDATE messages SET data = 'garbage text' WHERE id = ?", (first,))
     s = replay(bag, tmp_path / "out", config, progress=False)
     assert s.frames_processed == 1 and s.bad[f"not a binary message on {config.raw_topic}"]["count"] == 1
+
+
+def test_camera_shares_reach_the_summary_and_diagnostics(tmp_path, config, det_bag):
+    shares_config = dataclasses.replace(config, detection_methods=("box_gradcam", "box_spectral"))
+    s = replay(det_bag, tmp_path / "out", shares_config, progress=False)
+    assert s.camera_shares and all(set(v) == {"rgb", "mir"} and abs(sum(v.values()) - 1) < 1e-6
+                                   for v in s.camera_shares.values())
+    assert "camera shares of the detections (gradient x input, mean per class)" in s.text()
+    diags = [msg for *_, msg in decoded(tmp_path / "out", ["/diagnostics"])]
+    det = [{kv.key: kv.value for kv in d.status[0].values} for d in diags if d.status[0].name == "hsi_xai: detection"]
+    assert det and all("camera_share_rgb" in v and "camera_share_mir" in v for v in det)
