@@ -19,6 +19,7 @@ otherwise have none). Sigmoid focal loss (alpha 0.25, gamma 2) plus 50 x Huber
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import time
@@ -116,8 +117,12 @@ def generate(split: Split, cache: Path | None = None, workers: int = 2, input_si
 
 # --- targets and loss ---------------------------------------------------------------------------
 
-def match(anchors: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per anchor: state (1 positive, 0 negative, -1 ignored) and the index of its box."""
+def match(anchors: np.ndarray, boxes: np.ndarray, ignore: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per anchor: state (1 positive, 0 negative, -1 ignored) and the index of its box.
+
+    `ignore` marks boxes that are neither learnt nor background (cut by the crop's edge, or too small
+    to see): anchors whose best box is one of them, at IoU >= 0.4, are ignored, and those boxes get
+    no forced anchor."""
     a = len(anchors)
     state = np.zeros(a, np.int8)
     if len(boxes) == 0:
@@ -126,10 +131,13 @@ def match(anchors: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarra
     best_box = iou.argmax(1)
     best_iou = iou[np.arange(a), best_box]
     state[best_iou >= 0.4] = -1
-    forced = iou.argmax(0)  # every box's best anchor
     state[best_iou >= 0.5] = 1
+    kept = np.ones(len(boxes), bool) if ignore is None else ~np.asarray(ignore, bool)
+    forced = iou.argmax(0)[kept]  # every learnt box's best anchor
     state[forced] = 1
-    best_box[forced] = np.arange(len(boxes))
+    best_box[forced] = np.flatnonzero(kept)
+    if ignore is not None:
+        state[(state == 1) & ~kept[best_box]] = -1
     return state, best_box
 
 
@@ -143,9 +151,10 @@ def targets(anchors, boxes, classes, num_classes, state, best_box):
     return cls_t, box_t
 
 
-def assign(anchors: np.ndarray, boxes: np.ndarray, classes: np.ndarray, num_classes: int):
+def assign(anchors: np.ndarray, boxes: np.ndarray, classes: np.ndarray, num_classes: int,
+           ignore: np.ndarray | None = None):
     """Per anchor: class target (A, C) in {0, 1}, box deltas (A, 4), state 1 pos / 0 neg / -1 ignored."""
-    state, best_box = match(anchors, boxes)
+    state, best_box = match(anchors, boxes, ignore)
     return (*targets(anchors, boxes, classes, num_classes, state, best_box), state)
 
 
@@ -153,15 +162,6 @@ def flip_boxes(boxes: np.ndarray, width: int) -> np.ndarray:
     out = boxes.copy()
     out[:, [0, 2]] = width - boxes[:, [2, 0]]
     return out
-
-
-class MatchCache:
-    """Anchor matches of every image, plain and left-right flipped, computed once for all
-    stacks (the IoU of ~40k anchors against the boxes costs more than a training step)."""
-
-    def __init__(self, data: DetectionSet, anchors: np.ndarray):
-        w = data.images.shape[-1]
-        self.matches = [[match(anchors, b), match(anchors, flip_boxes(b, w))] for b in data.boxes]
 
 
 def loss_fn(logits, deltas, cls_t, box_t, state):
@@ -177,41 +177,61 @@ def loss_fn(logits, deltas, cls_t, box_t, state):
     return focal + 50.0 * box, focal.detach(), box.detach()
 
 
-def window_indices(config, input_hw, crop_hw, offset_yx) -> np.ndarray:
-    """Indices of the full image's anchors inside a crop at a stride-aligned offset, in the crop's
-    own anchor order: the crop's anchors are exactly these, shifted by the offset."""
-    out, start = [], 0
-    for (h, w), s in zip(config.level_shapes(input_hw), config.strides):
-        rows = np.arange(offset_yx[0] // s, (offset_yx[0] + crop_hw[0]) // s)
-        cols = np.arange(offset_yx[1] // s, (offset_yx[1] + crop_hw[1]) // s)
-        cells = (rows[:, None] * w + cols[None, :]).reshape(-1)
-        out.append((start + cells[:, None] * config.per_cell + np.arange(config.per_cell)).reshape(-1))
-        start += h * w * config.per_cell
-    return np.concatenate(out)
+def crop_boxes(boxes: np.ndarray, classes: np.ndarray, zoom: float, oy: float, ox: float,
+               crop_hw: tuple[int, int], min_visible: float = 0.5,
+               ignore_below_px: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boxes of the full frame in a crop taken at (oy, ox) and magnified `zoom` times: (boxes clipped to
+    the crop, their classes, ignore flags). Ignored: boxes with less than `min_visible` of their area
+    inside, and boxes lower than `ignore_below_px` in the crop. Boxes wholly outside are dropped."""
+    b = (boxes.astype(np.float64) - [ox, oy, ox, oy]) * zoom
+    h, w = crop_hw
+    clipped = np.stack([b[:, 0].clip(0, w), b[:, 1].clip(0, h), b[:, 2].clip(0, w), b[:, 3].clip(0, h)], 1)
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    inside = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
+    keep = inside > 0
+    ignore = (inside < min_visible * np.maximum(area, 1e-9)) | ((clipped[:, 3] - clipped[:, 1]) < ignore_below_px)
+    return clipped[keep].astype(np.float32), np.asarray(classes)[keep], ignore[keep]
 
 
-def _batch(data: DetectionSet, cache: MatchCache, idx, channels, anchors, config: EfficientDetConfig, crop, rng):
-    """An augmented batch of stride-aligned crops: left-right flips, per-channel gain and offset.
-    Crops make a step ~4x cheaper than a whole frame, so the same time buys ~4x more steps;
-    their targets are the cached whole-frame matches of the anchors inside the crop."""
+def repeat_factors(data: DetectionSet, threshold: float = 0.3) -> np.ndarray:
+    """LVIS repeat-factor sampling weights: a frame is drawn max(1, sqrt(threshold / f_c)) times as often,
+    with f_c the share of frames holding a (non-ignored) object of its rarest class c."""
+    n = len(data)
+    holds = [set(data.classes[i][~data.ignore(i)].tolist()) for i in range(n)]
+    share = {c: sum(c in h for h in holds) / n for c in set().union(*holds)}
+    r = np.array([max([1.0] + [np.sqrt(threshold / share[c]) for c in h]) for h in holds])
+    return r / r.sum()
+
+
+def _batch(data: DetectionSet, idx, channels, crop_anchors, config: EfficientDetConfig, cfg: DetectionTrainConfig,
+           rng):
+    """An augmented batch of crops: left-right flips, a zoom drawn log-uniformly in cfg.zoom (multi-scale
+    training: small objects are seen larger, large ones smaller), per-channel gain and offset; targets
+    matched afresh on the crop's anchors (boxes cut by the crop or too small to learn are ignored)."""
+    import cv2
+
     h, w = data.images.shape[2:]
-    big = max(config.anchors.strides)
-    x = np.empty((len(idx), len(channels), *crop), np.float32)
+    ch, cw = cfg.crop
+    x = np.empty((len(idx), len(channels), ch, cw), np.float32)
     cls_t, box_t, state = [], [], []
     for j, i in enumerate(idx):
         flip = bool(rng.random() < 0.5)
-        oy = big * int(rng.integers(0, (h - crop[0]) // big + 1))
-        ox = big * int(rng.integers(0, (w - crop[1]) // big + 1))
-        img = data.images[i, channels]
+        zoom = float(np.exp(rng.uniform(np.log(cfg.zoom[0]), np.log(cfg.zoom[1]))))
+        zoom = max(zoom, ch / h, cw / w)  # the source window must fit in the frame
+        oy = float(rng.uniform(0, h - ch / zoom))
+        ox = float(rng.uniform(0, w - cw / zoom))
+        img = data.images[i, channels].astype(np.float32)
         img = img[:, :, ::-1] if flip else img
-        x[j] = img[:, oy:oy + crop[0], ox:ox + crop[1]]
+        warp = np.array([[zoom, 0.0, -ox * zoom], [0.0, zoom, -oy * zoom]])
+        for k in range(len(channels)):
+            x[j, k] = cv2.warpAffine(np.ascontiguousarray(img[k]), warp, (cw, ch), flags=cv2.INTER_LINEAR,
+                                     borderMode=cv2.BORDER_REFLECT)
         x[j] = x[j] * rng.uniform(0.85, 1.15, (len(channels), 1, 1)) + rng.normal(0, 0.1, (len(channels), 1, 1))
-        inside = window_indices(config.anchors, (h, w), crop, (oy, ox))
         boxes = flip_boxes(data.boxes[i], w) if flip else data.boxes[i]
-        s, best = cache.matches[i][flip]
-        s, best = s[inside], best[inside]
-        c, b = targets(anchors[inside], boxes, data.classes[i], config.num_classes, s, best)
-        cls_t.append(c), box_t.append(b), state.append(s)
+        b, classes, ignore = crop_boxes(boxes, data.classes[i], zoom, oy, ox, cfg.crop,
+                                        ignore_below_px=cfg.ignore_below_px)
+        c, t, st = assign(crop_anchors, b, classes, config.num_classes, ignore)
+        cls_t.append(c), box_t.append(t), state.append(st)
     return (torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.stack(cls_t)),
             torch.from_numpy(np.stack(box_t)), torch.from_numpy(np.stack(state)))
 
@@ -277,7 +297,7 @@ class DetectionResult:
 
 
 def train(stack: str, train_set: DetectionSet, val_set: DetectionSet, config: EfficientDetConfig,
-          cfg: DetectionTrainConfig, log=print, cache: MatchCache | None = None) -> DetectionResult:
+          cfg: DetectionTrainConfig, log=print) -> DetectionResult:
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
@@ -285,15 +305,16 @@ def train(stack: str, train_set: DetectionSet, val_set: DetectionSet, config: Ef
     config = EfficientDetConfig(**{**asdict(config), "in_channels": len(channels), "anchors": config.anchors})
     model = EfficientDet(config)
     anchors = generate_anchors(config.anchors, train_set.images.shape[2:])
-    cache = cache or MatchCache(train_set, anchors)
+    crop_anchors = generate_anchors(config.anchors, cfg.crop)
     post = Postprocessor(len(anchors), config.num_classes, PostprocessConfig(score_threshold=0.05, max_detections=50))
+    weights = repeat_factors(train_set) if cfg.balance else None
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps, pct_start=0.1)
     best, best_state, history, t0 = -1.0, None, [], time.perf_counter()
     for step in range(1, cfg.steps + 1):
         model.train()
-        idx = rng.choice(len(train_set), cfg.batch, replace=False)
-        x, cls_t, box_t, state = _batch(train_set, cache, idx, channels, anchors, config, cfg.crop, rng)
+        idx = rng.choice(len(train_set), cfg.batch, replace=False, p=weights)
+        x, cls_t, box_t, state = _batch(train_set, idx, channels, crop_anchors, config, cfg, rng)
         logits, deltas = model(x)
         loss, focal, box = loss_fn(logits, deltas, cls_t, box_t, state)
         opt.zero_grad()
@@ -313,6 +334,40 @@ def train(stack: str, train_set: DetectionSet, val_set: DetectionSet, config: Ef
     model.load_state_dict(best_state)
     model.eval()
     return DetectionResult(model, stack, best, cfg.steps, time.perf_counter() - t0, history)
+
+
+def choose_postprocess(model: EfficientDet, val_set: DetectionSet, channels, max_fp_per_frame: float = 1.0,
+                       iou_thresholds=(0.4, 0.5, 0.6), score_thresholds=tuple(np.round(np.arange(0.2, 0.81, 0.05), 2)),
+                       max_detections: int = 50) -> tuple[PostprocessConfig, dict]:
+    """The NMS IoU threshold with the best validation mAP, then the lowest score threshold whose false
+    positives stay under `max_fp_per_frame` on the validation frames (detections on ignore regions are
+    not false positives): what the node keeps is then what validation says is worth believing."""
+    anchors = generate_anchors(model.config.anchors, val_set.images.shape[2:])
+    wrapped = DetectorExport(model, val_set.images.shape[2:]).eval()
+    with torch.no_grad():
+        raw = [tuple(t[0].numpy() for t in wrapped(torch.from_numpy(val_set.images[i:i + 1][:, channels]
+                                                                    .astype(np.float32))))
+               for i in range(len(val_set))]
+    by_iou = {}
+    for iou in iou_thresholds:
+        post = Postprocessor(len(anchors), model.config.num_classes,
+                             PostprocessConfig(score_threshold=0.05, iou_threshold=iou, max_detections=100))
+        dets = [post(sc, bx) for sc, bx in raw]
+        by_iou[iou] = (evaluate(dets, val_set)["map"], dets)
+    iou = max(by_iou, key=lambda k: by_iou[k][0])
+    dets = by_iou[iou][1]
+    rows = []
+    for thr in score_thresholds:
+        kept = [(b[s > thr], s[s > thr], c[s > thr]) for b, s, c in dets]
+        r = evaluate(kept, val_set)
+        rows.append({"score_threshold": float(thr), "map": r["map"], "fp_per_frame": sum(r["fp"].values()) / len(kept),
+                     "recall": sum(r["tp"].values()) / max(sum(r["objects"].values()), 1)})
+    fine = [r for r in rows if r["fp_per_frame"] < max_fp_per_frame]
+    chosen = fine[0] if fine else rows[-1]
+    config = PostprocessConfig(score_threshold=chosen["score_threshold"], iou_threshold=float(iou),
+                               max_detections=max_detections)
+    return config, {"iou_map": {str(k): v[0] for k, v in by_iou.items()}, "score_sweep": rows, "chosen": chosen,
+                    "max_fp_per_frame": max_fp_per_frame}
 
 
 # --- export -----------------------------------------------------------------------------------------
@@ -354,14 +409,14 @@ def export_onnx(model: EfficientDet, path: Path, input_hw: tuple[int, int], post
 EVAL_POST = PostprocessConfig(score_threshold=0.05, iou_threshold=0.5, max_detections=100)
 
 
-def evaluate_onnx(path: Path, data: DetectionSet, channels) -> dict:
+def evaluate_onnx(path: Path, data: DetectionSet, channels, post: PostprocessConfig = EVAL_POST) -> dict:
     """mAP@0.5 of an exported detector, run by ONNX Runtime (the graph users get); its pre-NMS
-    outputs go through the same NMS graph with a low score threshold, as mAP needs."""
+    outputs go through the same NMS graph, with a low score threshold as mAP needs (or `post`'s)."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     first = session.run(["scores"], {"image": data.images[:1][:, channels].astype(np.float32)})[0]
-    post = Postprocessor(first.shape[1], first.shape[2], EVAL_POST)
+    post = Postprocessor(first.shape[1], first.shape[2], dataclasses.replace(post, max_detections=100))
     detections = []
     for i in range(len(data)):
         scores, boxes = session.run(["scores", "boxes"], {"image": data.images[i:i + 1][:, channels].astype(np.float32)})
@@ -418,26 +473,38 @@ def run_study(stacks: list[str], out_dir: Path, cfg: DetectionTrainConfig, *, bu
         data[split] = generate(splits[split], cache)
         log(f"{split}: {len(data[split])} frames, {sum(len(b) for b in data[split].boxes)} objects "
             f"({time.perf_counter() - t0:.0f} s)")
-    cache = MatchCache(data["train"], generate_anchors(model_config.anchors, data["train"].images.shape[2:]))
-    log(f"anchor matches cached ({time.perf_counter() - t0:.0f} s)")
     results = {}
     for stack in stacks:
-        result = train(stack, data["train"], data["val"], model_config, cfg, log, cache)
+        result = train(stack, data["train"], data["val"], model_config, cfg, log)
+        post, chosen = choose_postprocess(result.model, data["val"], stack_channels(stack))
         name = f"efficientdet_{stack.replace('+', '_')}"
         tmp = out_dir / f"{name}.onnx"
         training = {"data": "generated drives (hsi_xai_node.scenes), split by seed",
                     "splits": {k: asdict(v) for k, v in splits.items()}, "config": asdict(cfg),
                     "steps_run": result.steps, "seconds": round(result.seconds, 1), "best_val_map": result.best_val_map,
                     "command": command, "torch": torch.__version__, "min_height_px": MIN_HEIGHT_PX,
-                    "augmentation": "128x160 crops at stride-32 offsets; left-right flips; per-channel gain U(0.85, 1.15) and offset N(0, 0.1)",
-                    "loss": "sigmoid focal (alpha 0.25, gamma 2) + 50 x Huber(0.1) box deltas"}
-        path, card = write_model(result, out_dir, name, {}, training)
+                    "augmentation": (f"{cfg.crop[0]}x{cfg.crop[1]} crops magnified {cfg.zoom[0]:g}-{cfg.zoom[1]:g}x "
+                                     "(log-uniform); left-right flips; per-channel gain U(0.85, 1.15) and offset "
+                                     "N(0, 0.1)" + ("; repeat-factor sampling of rare classes" if cfg.balance else "")),
+                    "loss": "sigmoid focal (alpha 0.25, gamma 2) + 50 x Huber(0.1) box deltas",
+                    "postprocess_choice": chosen}
+        path, card = write_model(result, out_dir, name, {}, training, post)
         test = evaluate_onnx(path, data["test"], stack_channels(stack))
+        at = evaluate_onnx(path, data["test"], stack_channels(stack), post)
+        test["at_node_threshold"] = {"score_threshold": post.score_threshold, "map": at["map"], "ap": at["ap"],
+                                     "fp_per_frame": sum(at["fp"].values()) / len(data["test"]),
+                                     "tp": at["tp"], "fp": at["fp"], "objects": at["objects"]}
         results[stack] = {"test": test, "val_map": result.best_val_map, "seconds": result.seconds,
-                          "parameters": parameter_count(result.model)}
-        log(f"[{stack}] test mAP@0.5 {test['map']:.3f} ({result.seconds:.0f} s)")
+                          "parameters": parameter_count(result.model), "postprocess": asdict(post)}
+        log(f"[{stack}] test mAP@0.5 {test['map']:.3f}; at the card's threshold {post.score_threshold}: mAP "
+            f"{at['map']:.3f}, {test['at_node_threshold']['fp_per_frame']:.2f} false positives per frame "
+            f"({result.seconds:.0f} s)")
         if stack in bundle:
+            from ..overlay_calibration import detection_overlay_scales
+
             card.metrics = {"test_generated": test}
+            (out_dir / f"{name}.json").write_text(card.to_json())
+            card.overlay_scales = detection_overlay_scales(path)  # on the validation drives
             (out_dir / f"{name}.json").write_text(card.to_json())
         else:
             tmp.unlink(), (out_dir / f"{name}.json").unlink()

@@ -236,8 +236,13 @@ def run_study(profile: SensorProfile, variants: list[str], size: str, out_dir: P
                         "seconds": round(result.seconds, 1), "best_val_miou": result.best_val_miou,
                         "seed": cfg.seed, "command": command, "torch": torch.__version__}
             name = f"unet_{size.replace('-', '_')}_{key}"
-            _, cards[key] = write_model(result, profile, window, out_dir, name,
-                                        {"test_generated": metrics}, training)
+            path, cards[key] = write_model(result, profile, window, out_dir, name,
+                                           {"test_generated": metrics}, training)
+            from ..overlay_calibration import segmentation_overlay_scales, write_overlay_scales
+
+            scales = segmentation_overlay_scales(path, profile=profile.name)  # on the validation drives
+            write_overlay_scales(path.with_suffix(".json"), scales)
+            cards[key].overlay_scales = scales
     (out_dir / f"segmentation_study_{size}.json").write_text(json.dumps(
         {"profile": profile.name, "size": size, "command": command, "results": results}, indent=1))
     (out_dir / f"segmentation_study_{size}.md").write_text(

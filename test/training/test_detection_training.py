@@ -24,45 +24,69 @@ def data():
     return D.generate(SPLITS["train"], workers=1)
 
 
-def test_crop_anchors_are_the_whole_frame_anchors_inside_it():
-    cfg = EfficientDetConfig().anchors
-    full, crop = generate_anchors(cfg, (256, 320)), generate_anchors(cfg, (128, 160))
-    for oy, ox in [(0, 0), (96, 64), (128, 160)]:
-        inside = D.window_indices(cfg, (256, 320), (128, 160), (oy, ox))
-        np.testing.assert_allclose(full[inside] - np.array([ox, oy, ox, oy], np.float32), crop, atol=1e-4)
+def test_crop_boxes_by_hand():
+    boxes = np.array([[10, 10, 30, 50], [100, 40, 140, 60], [0, 0, 4, 3]], np.float32)
+    b, c, ignore = D.crop_boxes(boxes, np.array([1, 4, 2]), zoom=2.0, oy=20.0, ox=0.0, crop_hw=(128, 160),
+                                ignore_below_px=8.0)
+    # (x - 0) * 2, (y - 20) * 2: the first box becomes [20, -20, 60, 60], clipped to [20, 0, 60, 60] (3/4 of it
+    # visible: learnt); the second lands at x 200..280, beyond the 160-px crop, and the third above it: dropped
+    np.testing.assert_allclose(b, [[20, 0, 60, 60]], atol=1e-6)
+    assert list(c) == [1] and list(ignore) == [False]
+    b, c, ignore = D.crop_boxes(np.array([[70, 0, 90, 24], [50, 50, 54, 53]], np.float32), np.array([3, 4]),
+                                1.0, 20.0, 0.0, (128, 160), ignore_below_px=4.0)
+    # a box with 4 of its 24 rows in the crop, and one 3 px tall: neither learnt nor taught as background
+    np.testing.assert_allclose(b, [[70, 0, 90, 4], [50, 30, 54, 33]], atol=1e-6)
+    assert list(ignore) == [True, True]
+
+
+def test_match_ignores_anchors_of_ignored_boxes():
+    anchors = np.array([[0, 0, 10, 10], [20, 20, 30, 30], [50, 50, 60, 60]], np.float32)
+    boxes = np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32)
+    state, best = D.match(anchors, boxes, np.array([False, True]))
+    assert list(state) == [1, -1, 0] and best[0] == 0
 
 
 def test_crop_batch_targets_equal_a_fresh_assignment(data):
-    anchors = generate_anchors(SMALL.anchors, (256, 320))
-    cache = D.MatchCache(data, anchors)
+    """Zoom 1: the crop is the frame's pixels at an offset (gain and offset aside), and its targets are those
+    of a fresh assignment of the crop's anchors to the shifted, clipped boxes."""
+    cfg = D.DetectionTrainConfig(crop=(128, 160))
+    crop_anchors = generate_anchors(SMALL.anchors, cfg.crop)
     channels = D.stack_channels("rgb+mir")
     assert channels == [0, 1, 2, 4]
     rng = np.random.default_rng(5)
-    x, cls_t, box_t, state = D._batch(data, cache, np.arange(len(data)), channels, anchors, SMALL, (128, 160), rng)
+    x, cls_t, box_t, state = D._batch(data, np.arange(len(data)), channels, crop_anchors, SMALL, cfg, rng)
     assert x.shape == (len(data), 4, 128, 160)
-    # replay the batch's random draws and recompute each crop's targets from scratch
-    rng = np.random.default_rng(5)
-    crop_anchors = generate_anchors(SMALL.anchors, (128, 160))
+    rng = np.random.default_rng(5)  # replay the batch's random draws
     for j in range(len(data)):
         flip = bool(rng.random() < 0.5)
-        oy, ox = 32 * int(rng.integers(0, 5)), 32 * int(rng.integers(0, 6))
+        zoom = float(np.exp(rng.uniform(0.0, 0.0)))
+        oy, ox = float(rng.uniform(0, 256 - 128)), float(rng.uniform(0, 320 - 160))
         gain, offset = rng.uniform(0.85, 1.15, (4, 1, 1)), rng.normal(0, 0.1, (4, 1, 1))
+        assert zoom == 1.0
         boxes = D.flip_boxes(data.boxes[j], 320) if flip else data.boxes[j]
-        # a fresh match over the whole frame, restricted to the crop (IoU is shift-invariant)
-        cls_ref, box_ref, state_ref = D.assign(anchors, boxes, data.classes[j], 5)
-        inside = D.window_indices(SMALL.anchors, (256, 320), (128, 160), (oy, ox))
-        np.testing.assert_array_equal(state[j].numpy(), state_ref[inside])
-        np.testing.assert_array_equal(cls_t[j].numpy(), cls_ref[inside])
-        np.testing.assert_allclose(box_t[j].numpy(), box_ref[inside], atol=1e-5)
-        # box deltas do not depend on the shift: those of the crop's own anchors to the shifted boxes
-        pos = np.flatnonzero(state_ref[inside] == 1)
         shifted = boxes - np.array([ox, oy, ox, oy], np.float32)
-        for a in pos[:5]:
-            target = shifted[np.argmax(D.iou_matrix(crop_anchors[a:a + 1], shifted)[0])]
-            np.testing.assert_allclose(box_t[j, a].numpy(), D.encode(target, crop_anchors[a]), atol=1e-4)
+        clipped = np.stack([shifted[:, 0].clip(0, 160), shifted[:, 1].clip(0, 128), shifted[:, 2].clip(0, 160),
+                            shifted[:, 3].clip(0, 128)], 1)
+        area = lambda b: (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])  # noqa: E731
+        keep = area(clipped) > 0
+        ignore = area(clipped)[keep] < 0.5 * area(shifted)[keep]
+        cls_ref, box_ref, state_ref = D.assign(crop_anchors, clipped[keep], data.classes[j][keep], 5, ignore)
+        np.testing.assert_array_equal(state[j].numpy(), state_ref)
+        np.testing.assert_array_equal(cls_t[j].numpy(), cls_ref)
+        np.testing.assert_allclose(box_t[j].numpy(), box_ref, atol=1e-4)
         image = data.images[j, channels].astype(np.float32)
         image = image[:, :, ::-1] if flip else image
-        np.testing.assert_allclose(x[j].numpy(), image[:, oy:oy + 128, ox:ox + 160] * gain + offset, rtol=1e-6)
+        # a sub-pixel shift: bilinear between the four neighbours (OpenCV's fixed-point weights: 1/32 px)
+        iy, ix = int(np.floor(oy)), int(np.floor(ox))
+        fy, fx = oy - iy, ox - ix
+        ref = ((1 - fy) * (1 - fx) * image[:, iy:iy + 128, ix:ix + 160] + (1 - fy) * fx * image[:, iy:iy + 128, ix + 1:ix + 161]
+               + fy * (1 - fx) * image[:, iy + 1:iy + 129, ix:ix + 160] + fy * fx * image[:, iy + 1:iy + 129, ix + 1:ix + 161])
+        np.testing.assert_allclose(x[j].numpy(), ref * gain + offset, atol=0.05 * np.abs(image).max())
+
+
+def test_repeat_factors_favour_frames_with_rare_classes(data):
+    w = D.repeat_factors(data)
+    assert w.shape == (len(data),) and np.isclose(w.sum(), 1.0) and (w > 0).all()
 
 
 def test_train_detection_command_writes_a_loadable_model_and_study(tmp_path):
