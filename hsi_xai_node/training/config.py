@@ -21,12 +21,12 @@ class TrainConfig:
 
 @dataclass
 class DetectionTrainConfig:
-    steps: int = 2000
+    steps: int = 8000
     batch: int = 8
     crop: tuple[int, int] = (128, 160)  # training crops (h, w), multiples of the largest stride
-    zoom: tuple[float, float] = (1.0, 1.0)  # crop magnification, drawn log-uniformly (multi-scale training)
-    ignore_below_px: float = 0.0  # objects lower than this in a crop are neither learnt nor background
-    balance: bool = False  # repeat-factor sampling of frames with rare classes (LVIS)
+    zoom: tuple[float, float] = (0.7, 1.8)  # crop magnification, drawn log-uniformly (multi-scale training)
+    ignore_below_px: float = 4.0  # objects lower than this in a crop are neither learnt nor background
+    balance: bool = True  # repeat-factor sampling of frames with rare classes (LVIS)
     lr: float = 3e-3
     weight_decay: float = 1e-4
     eval_every: int = 250

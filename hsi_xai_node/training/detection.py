@@ -49,8 +49,8 @@ CHANNELS = {"rgb": (0, 1, 2), "nir": (3,), "mir": (4,), "fir": (5,)}
 INPUT_SIZE = (320, 256)  # width, height: the dataset's registered size (Takumi 2017)
 
 DETECTION_SPLITS = {
-    "train": Split(tuple(range(0, 40)), 12, 9),
-    "val": Split(tuple(range(1000, 1006)), 6, 20),
+    "train": Split(tuple(range(0, 160)), 12, 9),
+    "val": Split(tuple(range(1000, 1012)), 6, 20),
     "test": Split(tuple(range(3000, 3010)), 6, 20),
 }
 

@@ -40,7 +40,7 @@ class EfficientDetConfig:
     stem: int = 16
     # (expand ratio, channels, repeats, stride, kernel) per MBConv stage; strides 2..32 after the stem
     stages: tuple = ((1, 16, 1, 1, 3), (4, 24, 2, 2, 3), (4, 40, 2, 2, 5), (4, 80, 2, 2, 3), (4, 112, 1, 2, 5))
-    fpn_channels: int = 48
+    fpn_channels: int = 64
     fpn_layers: int = 2
     head_layers: int = 2
     anchors: AnchorConfig = field(default_factory=lambda: AnchorConfig(sizes=(6.0, 12.0, 24.0, 48.0)))

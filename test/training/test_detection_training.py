@@ -49,7 +49,7 @@ def test_match_ignores_anchors_of_ignored_boxes():
 def test_crop_batch_targets_equal_a_fresh_assignment(data):
     """Zoom 1: the crop is the frame's pixels at an offset (gain and offset aside), and its targets are those
     of a fresh assignment of the crop's anchors to the shifted, clipped boxes."""
-    cfg = D.DetectionTrainConfig(crop=(128, 160))
+    cfg = D.DetectionTrainConfig(crop=(128, 160), zoom=(1.0, 1.0), ignore_below_px=0.0)
     crop_anchors = generate_anchors(SMALL.anchors, cfg.crop)
     channels = D.stack_channels("rgb+mir")
     assert channels == [0, 1, 2, 4]
