@@ -203,6 +203,10 @@ class DetectionPipeline:
         """Camera names the detector needs, primary first."""
         return [s.camera for s in self.card.input.stack]
 
+    def reset(self) -> None:
+        """Forget the running overlay scales (a new bag starts; the engine is kept)."""
+        self.scales.reset()
+
     def process(self, images: dict[str, np.ndarray], header: object = None) -> DetectionResult:
         if not isinstance(images, Mapping):
             raise FrameError(f"detector {self.card.name!r} takes its camera frames as a mapping camera name -> image "

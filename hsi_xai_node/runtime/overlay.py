@@ -174,6 +174,10 @@ class OverlayScales:
         self.running[name] = new.astype(np.float32)
         return self.running[name]
 
+    def reset(self) -> None:
+        """Forget the running scales (a new drive starts)."""
+        self.running.clear()
+
     def describe(self) -> str:
         if self.mode == "card":
             return "card (fixed per class, from the model card)"

@@ -36,6 +36,7 @@ from ..sensor.calibration import load_profile
 from ..sensor.frontend import FrontEnd
 from ..sensor.radiometry import false_colour
 from .engine import open_engine
+from .frame_quality import method_disagreement, prediction_margin
 from .memory import DEFAULT_LIMIT_MB, check_memory, graph_memory, image_bytes
 from .overlay import SCALE_MODES, MapKey, OverlayScales, apply_colormap, check_colormap, legend_image, unit_of
 
@@ -95,6 +96,8 @@ class FrameResult:
     residuals: dict[str, np.ndarray] = field(default_factory=dict)  # method -> (K,) conservativeness residual
     timings_ms: dict[str, float] = field(default_factory=dict)
     saturated_fraction: float = 0.0
+    margin: float = 0.0  # mean softmax margin p1 - p2 over the window (runtime.frame_quality)
+    method_disagreement: float | None = None  # Grad-CAM-family vs activation maps, 0 = alike (frame_quality)
     header: object = None  # the input's header (stamp, frame_id), passed through untouched
 
 
@@ -182,6 +185,12 @@ class Pipeline:
     def set_references(self, dark: np.ndarray, white: np.ndarray) -> None:
         """Swap in new dark/white reference frames; on bad ones raise and keep the current ones."""
         self.frontend = FrontEnd(self.profile, dark, white, self.card.frontend_config())
+
+    def reset(self) -> None:
+        """Back to the state of a new pipeline: no dark/white references, no running scales (a new bag
+        starts; the engine and graph are kept)."""
+        self.frontend = FrontEnd(self.profile, None, None, self.card.frontend_config())
+        self.scales.reset()
 
     def process(self, raw: np.ndarray, header: object = None) -> FrameResult:
         t0 = time.perf_counter()
@@ -272,7 +281,7 @@ class Pipeline:
         preview = false_colour(fe.reflectance, self.config.false_colour_nm)
         result = FrameResult(labels=labels, segmentation=colourise(labels), preview=preview,
                              gradcam_overlay=None, activation_overlay=None,
-                             saturated_fraction=float(fe.saturated.mean()))
+                             saturated_fraction=float(fe.saturated.mean()), margin=prediction_margin(logits))
         signed = {k: self.graph.outputs[self._plan[k]].signed for k in ("gradcam_u8", "activation_u8") if k in out}
         if "gradcam_u8" in out:
             result.gradcam_overlay = self._fuse(out["gradcam_u8"], channel, preview, signed["gradcam_u8"])
@@ -283,6 +292,8 @@ class Pipeline:
             region = channel[None] == np.arange(logits.shape[1])[:, None, None]
             result.residuals["activation"] = conservativeness_residual(out["activation"], logits, region,
                                                                        self.graph.head_bias)
+        if "gradcam_u8" in out and "activation_u8" in out:
+            result.method_disagreement = method_disagreement(out["gradcam_u8"], out["activation_u8"], channel)
         if "spectral" in out:
             result.spectra = out["spectral"]
         result.class_maps = {k: v[:, 0] for k, v in out.items() if "@" in k}

@@ -35,7 +35,7 @@ import statistics
 import tempfile
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -84,11 +84,14 @@ class _RosbagsInput:
             self.counts[c.topic] += c.msgcount
         self.truncation = ""
 
-    def messages(self, topics=None):
-        """(connection index, log time ns, CDR bytes); a read error ends the stream and is noted."""
+    def messages(self, topics=None, start: int | None = None, stop: int | None = None):
+        """(connection index, log time ns, CDR bytes) with start <= log time < stop; a read error ends the
+        stream and is noted."""
         conns = [c for c in self.reader.connections if topics is None or c.topic in topics]
+        if not conns:  # rosbags reads every connection when given none
+            return
         try:
-            for c, t, data in self.reader.messages(connections=conns):
+            for c, t, data in self.reader.messages(connections=conns, start=start, stop=stop):
                 yield self._index[c.id], t, data
         except Exception as exc:  # noqa: BLE001 - any storage failure part-way is a truncated bag
             self.truncation = f"input bag unreadable part-way ({_why(exc)}); stopped there"
@@ -106,7 +109,7 @@ class _McapStreamInput:
         for _ in self.messages():  # one pass to learn the channels and count messages
             pass
 
-    def messages(self, topics=None):
+    def messages(self, topics=None, start: int | None = None, stop: int | None = None):
         from mcap.records import Channel, Message, Schema
         from mcap.stream_reader import StreamReader
 
@@ -127,7 +130,9 @@ class _McapStreamInput:
                             i = self._index[(n, rec.channel_id)]
                             if counting:
                                 self.counts[self.conns[i].topic] += 1
-                            if topics is None or self.conns[i].topic in topics:
+                            if ((topics is None or self.conns[i].topic in topics)
+                                    and (start is None or rec.log_time >= start)
+                                    and (stop is None or rec.log_time < stop)):
                                 yield i, rec.log_time, rec.data
             except Exception as exc:  # noqa: BLE001 - EndOfFile, struct.error, bad CRC: the file stops here
                 self.truncation = (f"{path.name} is cut short ({_why(exc)}); kept every message before the cut")
@@ -153,6 +158,74 @@ def _open_input(path: Path):
         if src is not None and src.conns:
             return src
         raise InputError(f"input bag {path}: cannot be opened ({_why(exc)})") from None
+
+
+# --- what a replay runs: the pipelines, and (for a shard of a bag) a time window ----------------------
+class ReplayModels:
+    """The segmentation and detection pipelines of a configuration, built once on first use and reused
+    (reset) for every bag replayed with them: a fleet worker builds its engines once for many shards."""
+
+    def __init__(self, config: NodeConfig, threads: int = 0):
+        self.config, self.threads = config, threads  # threads: the engines' CPU threads, 0 = all cores
+        self._pipeline = self._detector = None
+
+    def pipeline(self):
+        from ..runtime.pipeline import Pipeline
+
+        if self._pipeline is None:
+            self._pipeline = Pipeline(replace(self.config.pipeline_config(), threads=self.threads))
+        else:
+            self._pipeline.reset()
+        return self._pipeline
+
+    def detector(self):
+        from ..runtime.detection import DetectionPipeline
+
+        if self._detector is None:
+            self._detector = DetectionPipeline(replace(self.config.detection_config(), threads=self.threads))
+        else:
+            self._detector.reset()
+        return self._detector
+
+    @property
+    def segmentation_classes(self) -> dict[int, str]:
+        """Label id -> class name of the segmentation model (once built; {} before)."""
+        return {c.id: c.name for c in self._pipeline.card.classes} if self._pipeline is not None else {}
+
+
+@dataclass(frozen=True)
+class Window:
+    """The part of a bag one shard owns: the messages with start_ns <= log time < end_ns are copied and
+    processed. Before it, `prime_ns` of messages are read only to bring the raw frames' order check and the
+    camera synchroniser to the state a whole-bag replay has at start_ns (and the reference frames in use
+    there are looked up from the bag's beginning); after it, `tail_ns` more camera messages are read, since
+    a camera set whose primary message is inside may be completed by a partner just outside."""
+    start_ns: int
+    end_ns: int
+    prime_ns: int = 2_000_000_000
+    tail_ns: int = 1_000_000_000
+
+    def __post_init__(self):
+        if self.end_ns <= self.start_ns or self.prime_ns < 0 or self.tail_ns < 0:
+            raise InputError(f"time window {self.start_ns}..{self.end_ns} ns (prime {self.prime_ns}, "
+                             f"tail {self.tail_ns}) is empty or negative")
+
+    def owns(self, t: int) -> bool:
+        return self.start_ns <= t < self.end_ns
+
+    @property
+    def read_range(self) -> tuple[int, int]:
+        return self.start_ns - self.prime_ns, self.end_ns + self.tail_ns
+
+
+class _Everything:
+    """The window of a whole-bag replay."""
+    start_ns = end_ns = None
+    read_range = (None, None)
+
+    @staticmethod
+    def owns(t: int) -> bool:
+        return True
 
 
 # --- the summary ------------------------------------------------------------------------------------
@@ -189,6 +262,8 @@ class ReplaySummary:
     detections_per_class: dict = field(default_factory=dict)  # class name -> count
     camera_shares: dict = field(default_factory=dict)  # class -> camera -> mean share (with box_spectral)
     detection_stage_ms: dict = field(default_factory=dict)  # stage -> median ms
+    messages_read: dict = field(default_factory=dict)  # topic -> messages read (of the window, for a shard)
+    window: list | None = None  # [start_ns, end_ns) of a shard; None for the whole bag
 
     @property
     def bad_total(self) -> int:
@@ -239,15 +314,20 @@ class ReplaySummary:
 
 # --- the replay -----------------------------------------------------------------------------------
 def replay(in_path, out_path, config: NodeConfig, storage: str = "mcap", progress: bool = True,
-           overwrite: bool = False, copy_raw: bool = True) -> ReplaySummary:
+           overwrite: bool = False, copy_raw: bool = True, models: ReplayModels | None = None,
+           window: Window | None = None, observer=None) -> ReplaySummary:
     """Replay the bag at `in_path` through the pipeline into a new bag at `out_path`.
 
     `overwrite` replaces an existing `out_path` only when it is a bag this tool wrote or a rosbag2
     directory (output_dir.check_replaceable); `copy_raw=False` leaves the raw mosaic messages (4.4 MB
-    each) out of the output bag, which then holds the other inputs and every output."""
+    each) out of the output bag, which then holds the other inputs and every output.
+
+    `models` reuses pipelines built before (ReplayModels of the same config); `window` replays only the
+    part of the bag a shard owns (Window), so that the shards of a bag, concatenated, hold what a whole-bag
+    replay writes; `observer(kind, t_ns, header, result)` sees every processed frame ("frame",
+    runtime.FrameResult) and camera set ("set", runtime.DetectionResult)."""
     from rosbags.rosbag2 import Writer
 
-    from ..runtime.pipeline import Pipeline
     from .drive_bag import STORAGE
 
     in_path, out_path = Path(in_path), Path(out_path)
@@ -260,21 +340,22 @@ def replay(in_path, out_path, config: NodeConfig, storage: str = "mcap", progres
     if same:
         raise InputError(f"output {out_path} is the input bag")
     check_replaceable(out_path, overwrite)
+    models = models or ReplayModels(config)
     src = _open_input(in_path)
     try:
-        detector, det_topics, detection = _detection_setup(src, config, in_path)
+        detector, det_topics, detection = _detection_setup(src, config, in_path, models)
         raw_conns = [c for c in src.conns if c.topic == config.raw_topic]
         wrong = [c.msgtype for c in raw_conns if c.msgtype != IMAGE]
         if wrong:
             raise InputError(f"raw topic {config.raw_topic}: type {wrong[0]}, expected {IMAGE}")
-        pipeline = Pipeline(config.pipeline_config()) if raw_conns else None
+        pipeline = models.pipeline() if raw_conns else None
         parent = writable_parent(out_path)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", suffix=".partial", dir=parent))
         try:
             # the bag inside the temporary directory carries the final name: its files are named after it
             with Writer(tmp / out_path.name, version=9, storage_plugin=STORAGE[storage]) as writer:
                 summary = _Replay(src, writer, pipeline, config, progress, detector, det_topics, detection,
-                                  copy_raw).run()
+                                  copy_raw, window, observer).run()
             write_marker(tmp / out_path.name, "hsi-xai replay", input=str(in_path), config=asdict(config),
                          model=summary.model, detector=summary.detector, copy_raw=copy_raw)
             remove_replaceable(out_path)
@@ -287,13 +368,11 @@ def replay(in_path, out_path, config: NodeConfig, storage: str = "mcap", progres
     return summary
 
 
-def _detection_setup(src, config: NodeConfig, in_path: Path):
+def _detection_setup(src, config: NodeConfig, in_path: Path, models: ReplayModels):
     """(DetectionPipeline or None, its camera topics primary first, "on" or why detection does not run).
 
     The detector is loaded (a missing or bad model is an error) when the bag has one of the
     configured camera topics, or no raw topic (then the error can name the topics it needs)."""
-    from ..runtime.detection import DetectionPipeline
-
     topics = {c.topic for c in src.conns}
     has_raw = config.raw_topic in topics
     det_cfg = config.detection_config()
@@ -305,7 +384,7 @@ def _detection_setup(src, config: NodeConfig, in_path: Path):
         return None, [], why
     if has_raw and not topics & set(config.multispectral_topics):
         return None, [], f"not run: none of the camera topics {list(config.multispectral_topics)} is in the bag"
-    detector = DetectionPipeline(det_cfg)
+    detector = models.detector()
     det_topics = config.detector_topics(detector.cameras)
     missing = [t for t in det_topics if t not in topics]
     if missing and not has_raw:
@@ -321,9 +400,10 @@ def _detection_setup(src, config: NodeConfig, in_path: Path):
 
 class _Replay:
     def __init__(self, src, writer, pipeline, config: NodeConfig, progress: bool, detector=None,
-                 det_topics=(), detection: str = "", copy_raw: bool = True):
+                 det_topics=(), detection: str = "", copy_raw: bool = True, window: Window | None = None,
+                 observer=None):
         self.src, self.writer, self.pipeline, self.config, self.progress = src, writer, pipeline, config, progress
-        self.copy_raw = copy_raw
+        self.copy_raw, self.window, self.observer = copy_raw, window or _Everything(), observer
         self.legends = LegendSchedule()
         self.gate = RawFrameGate(pipeline.profile.frame_shape) if pipeline is not None else None
         self.met: Counter = Counter()  # messages read per topic, against the bag index's counts
@@ -403,22 +483,24 @@ class _Replay:
 
     # --- the two passes -----------------------------------------------------------------------
     def _initial_references(self) -> dict[str, int]:
-        """Pick, per reference topic, the latest message before the first raw frame (else the first one);
-        returns topic -> ordinal of the message chosen, so the main pass knows which ones come later."""
-        cfg = self.config
+        """Pick, per reference topic, the latest message before the bag's first raw frame (else the first
+        one); returns topic -> ordinal of the message chosen, so the main pass knows which ones come later.
+        A shard (window) picks exactly as the whole-bag replay does, and counts a bad one only when it owns
+        the message."""
+        cfg, win = self.config, self.window
         ref_topics = {cfg.dark_topic, cfg.white_topic} & {c.topic for c in self.src.conns}
         chosen: dict[str, tuple[int, int, int, bytes]] = {}
         ordinal = Counter()
-        seen_raw = False
+        first_raw = None
         for i, t, data in self.src.messages(ref_topics | {cfg.raw_topic}):
             topic = self.src.conns[i].topic
             if topic == cfg.raw_topic:
-                seen_raw = True
+                first_raw = t if first_raw is None else first_raw
             else:
                 ordinal[topic] += 1
-                if not seen_raw or topic not in chosen:
+                if first_raw is None or topic not in chosen:
                     chosen[topic] = (ordinal[topic], i, t, data)
-            if seen_raw and set(chosen) == ref_topics:
+            if first_raw is not None and set(chosen) == ref_topics:
                 break
         self.src.truncation = ""  # a cut met here is met (and reported) again in the main pass
         picked = {}
@@ -427,18 +509,41 @@ class _Replay:
             try:
                 self.refs[topic] = self._reference(self.src.conns[i], t, data)
             except Exception as exc:  # noqa: BLE001 - FrameError or a CDR error
-                self._skip("bad reference frame", f"{topic} @ {t}", exc)
+                if win.owns(t):
+                    self._skip("bad reference frame", f"{topic} @ {t}", exc)
         try:
             if self._apply_references():
                 self.s.references = "dark and white reference frames from the bag"
         except InputError as exc:
-            self._skip("bad reference frame", "initial references", exc)
+            if first_raw is None or win.owns(first_raw):
+                self._skip("bad reference frame", "initial references", exc)
             self.refs.clear()
-        if not self.s.references:
-            missing = [tp for tp in (cfg.dark_topic, cfg.white_topic) if tp not in self.refs]
-            self.s.references = (f"none usable ({', '.join(missing)} missing or bad): reflectance is relative to "
-                                 "the sensor's full scale, not calibrated")
         return picked
+
+    def _references_before_window(self, picked: dict[str, int]) -> Counter:
+        """A shard: apply, as the whole-bag replay would have by the window's start, every reference message
+        after the initial ones (without counting: earlier shards do); returns the ordinals reached."""
+        cfg = self.config
+        ordinal = Counter()
+        ref_topics = {cfg.dark_topic, cfg.white_topic} & {c.topic for c in self.src.conns}
+        if self.window.start_ns is None or not ref_topics:
+            return ordinal
+        for i, t, data in self.src.messages(ref_topics, stop=self.window.start_ns):
+            conn = self.src.conns[i]
+            ordinal[conn.topic] += 1
+            if ordinal[conn.topic] > picked.get(conn.topic, 0):
+                self._new_reference(conn, t, data, count=False)
+        self.src.truncation = ""
+        return ordinal
+
+    def _describe_references(self) -> None:
+        cfg = self.config
+        if self.calibrated:
+            self.s.references = "dark and white reference frames from the bag"
+        else:
+            missing = [tp for tp in (cfg.dark_topic, cfg.white_topic) if tp not in self.refs]
+            self.s.references = (f"none usable ({', '.join(missing) or 'the pair'} missing or bad): reflectance is "
+                                 "relative to the sensor's full scale, not calibrated")
 
     def run(self) -> ReplaySummary:
         from tqdm import tqdm
@@ -446,9 +551,10 @@ class _Replay:
         cfg, s = self.config, self.s
         if self.pipeline is not None:
             picked = self._initial_references()
+            ordinal = self._references_before_window(picked)
+            self._describe_references()
         else:
-            picked, s.references = {}, "not used (no raw topic in the bag)"
-        ordinal = Counter()
+            picked, ordinal, s.references = {}, Counter(), "not used (no raw topic in the bag)"
         primary = next(iter(self.cameras), None)
         if self.pipeline is not None or primary is None:
             bar = tqdm(total=self.src.counts.get(cfg.raw_topic) or None, unit="frame", desc="replay",
@@ -457,13 +563,23 @@ class _Replay:
             bar = tqdm(total=self.src.counts.get(primary) or None, unit="set", desc="replay",
                        disable=not self.progress)
         t_start = time.perf_counter()
-        for i, t, data in self.src.messages():
+        win = self.window
+        for i, t, data in self.src.messages(None, *win.read_range):
             conn = self.src.conns[i]
-            self.met[conn.topic] += 1
+            owned = win.owns(t)
             if not isinstance(data, (bytes, bytearray, memoryview)):  # a storage row of another type (TEXT)
-                self._skip(f"not a binary message on {conn.topic}", f"{conn.topic} @ {t}",
-                           f"the storage holds a {type(data).__name__}, not serialized bytes")
+                if owned:
+                    self.met[conn.topic] += 1
+                    self._skip(f"not a binary message on {conn.topic}", f"{conn.topic} @ {t}",
+                               f"the storage holds a {type(data).__name__}, not serialized bytes")
                 continue
+            if not owned:  # outside the window: only what brings the order check and the sync up to date
+                if conn.topic in self.cameras:
+                    self._camera(conn, t, data, owned=False)
+                elif self.pipeline is not None and conn.topic == cfg.raw_topic and t < win.start_ns:
+                    self._prime_gate(conn, t, data)
+                continue
+            self.met[conn.topic] += 1
             if self.copy_raw or conn.topic != cfg.raw_topic:
                 self.writer.write(self._out_conn(conn.topic, conn.msgtype, conn), t, data)
             if conn.topic in self.cameras:
@@ -487,7 +603,11 @@ class _Replay:
                     self._new_reference(conn, t, data)
         bar.close()
         s.wall_s = time.perf_counter() - t_start
-        self._unread(picked)
+        s.messages_read = dict(self.met)
+        if win.start_ns is None:
+            self._unread(picked)
+        else:  # the bag's index counts whole topics: the fleet checks the sum over a bag's shards
+            s.window = [win.start_ns, win.end_ns]
         s.bad = self.bad
         s.truncation = self.src.truncation
         s.stage_ms = {k: statistics.median(v) for k, v in self.timings.items()}
@@ -516,23 +636,31 @@ class _Replay:
                 self.bad[f"unreadable on {topic}"]["count"] = listed - read
 
     # --- detection ------------------------------------------------------------------------------
-    def _camera(self, conn: _Conn, t: int, data: bytes) -> None:
+    def _camera(self, conn: _Conn, t: int, data: bytes, owned: bool = True) -> None:
+        """A camera message into the synchroniser; a completed set whose primary message the window owns is
+        detected and published. Messages outside the window (owned=False) only feed the synchroniser."""
         where = f"{conn.topic} @ {t}"
         cam = self.cameras[conn.topic]
         try:
             msg = m.deserialize(data, conn.msgtype)
         except Exception as exc:  # noqa: BLE001 - rosbags raises assorted errors on short/garbled CDR
-            self._camera_bad += 1
-            return self._skip(f"not deserializable on {conn.topic}", where, _why(exc))
+            if owned:
+                self._camera_bad += 1
+                self._skip(f"not deserializable on {conn.topic}", where, _why(exc))
+            return
         try:
             image = m.camera_image(msg, where, cam.encoding, cam.width, cam.height)
         except FrameError as exc:
-            self._camera_bad += 1
-            return self._skip(f"{exc.reason} on {conn.topic}", where, exc)
+            if owned:
+                self._camera_bad += 1
+                self._skip(f"{exc.reason} on {conn.topic}", where, exc)
+            return
         matched = self.sync.add(conn.topic, m.stamp_ns(msg.header), (image, msg.header, t))
         if matched is None:
             return
         (image, hdr, t_primary), others = matched
+        if not self.window.owns(t_primary):
+            return
         self.s.camera_sets_in += 1
         primary = next(iter(self.cameras))
         images = {self.cameras[topic].name: item[0] for topic, item in [(primary, (image,)), *others.items()]}
@@ -550,6 +678,8 @@ class _Replay:
             for cam, share in (d.camera_shares or {}).items():
                 self.det_shares.setdefault(d.class_name, {}).setdefault(cam, []).append(share)
         self._publish_detections(result, hdr, t_primary)
+        if self.observer is not None:
+            self.observer("set", t_primary, hdr, result)
 
     def _publish_detections(self, r, hdr, t: int) -> None:
         cfg, s = self.config, self.s
@@ -573,16 +703,24 @@ class _Replay:
         diag = m.diagnostic_array(hdr, f"{NODE_NAME}: detection", hdr.frame_id, 0, "ok", values)
         self.writer.write(self._out_conn(DIAGNOSTICS_TOPIC, DIAGNOSTICS), t, m.serialize(diag))
 
-    def _new_reference(self, conn: _Conn, t: int, data: bytes) -> None:
+    def _new_reference(self, conn: _Conn, t: int, data: bytes, count: bool = True) -> None:
         old = dict(self.refs)
         try:
             self.refs[conn.topic] = self._reference(conn, t, data)
             if self._apply_references():
-                self.s.reference_updates += 1
+                self.s.reference_updates += count
                 self.s.references = "dark and white reference frames from the bag"
         except Exception as exc:  # noqa: BLE001 - keep the frames in use
             self.refs = old
-            self._skip("bad reference frame", f"{conn.topic} @ {t}", exc)
+            if count:
+                self._skip("bad reference frame", f"{conn.topic} @ {t}", exc)
+
+    def _prime_gate(self, conn: _Conn, t: int, data: bytes) -> None:
+        """A raw frame before the window: through the order check only, as the whole-bag replay met it."""
+        try:
+            self.gate.accept(m.deserialize(data, conn.msgtype), f"{conn.topic} @ {t}")
+        except Exception:  # noqa: BLE001 - counted by the shard that owns the frame
+            pass
 
     def _frame(self, conn: _Conn, t: int, data: bytes) -> None:
         where = f"{conn.topic} @ {t}"
@@ -606,6 +744,8 @@ class _Replay:
         for k, v in result.timings_ms.items():
             self.timings.setdefault(k, []).append(v)
         self._publish(result, msg.header, t)
+        if self.observer is not None:
+            self.observer("frame", t, msg.header, result)
 
     def _publish(self, r, hdr, t: int) -> None:
         cfg = self.config
