@@ -37,7 +37,10 @@ setup(
         # torch: the reference the ONNX graphs are checked against (CPU build, never a runtime import).
         "test": ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6.100", "setuptools>=64", "wheel", "torch==2.13.0",
                  "mcap>=1.1", "mcap-ros2-support>=0.5",  # these two: an independent bag reader
-                 "scikit-image>=0.22"],  # the reliability toolkit's similarity measures (brings scipy)
+                 "scikit-image>=0.22",  # the reliability toolkit's similarity measures (brings scipy)
+                 "ray>=2.40"],  # the fleet tests run a local Ray instance
+        # Many bags at once, on this machine or a Ray cluster (hsi-xai fleet, hsi_xai_node.fleet).
+        "fleet": ["ray>=2.40"],
         # Explanation reliability toolkit (hsi_xai_node.reliability): Spearman (scipy) and SSIM.
         "reliability": ["scikit-image>=0.22"],
         # Training and ONNX export only; the runtime never imports torch.

@@ -10,6 +10,7 @@ The names below are the library's front door; each is imported on first use, so
     load_detector, MultispectralFrontEnd          detector cards, camera registration
     build_segmentation_explainer, ...             explain compiler (hsi_xai_node.explain)
     replay, load_config                           rosbag2 transport (hsi_xai_node.transports)
+    run_fleet                                     many bags on Ray (hsi_xai_node.fleet)
     DriveGenerator                                generated drives (hsi_xai_node.scenes)
 """
 
@@ -34,6 +35,7 @@ _EXPORTS = {
     "conservativeness_residual": "hsi_xai_node.explain",
     "replay": "hsi_xai_node.transports.replay",
     "load_config": "hsi_xai_node.transports.config",
+    "run_fleet": "hsi_xai_node.fleet",
     "DriveGenerator": "hsi_xai_node.scenes.drive",
 }
 __all__ = sorted(_EXPORTS)

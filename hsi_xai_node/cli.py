@@ -94,6 +94,38 @@ def _replay(sub) -> None:
     r.set_defaults(func=_lazy("hsi_xai_node.transports.replay", "cmd_replay"))
 
 
+def _fleet(sub) -> None:
+    f = sub.add_parser("fleet", help="replay every bag of a directory or manifest on Ray (local, or a cluster)",
+                       formatter_class=_Formatter,
+                       description="Replay every rosbag2 under IN (searched recursively) or listed in the manifest "
+                                   "file IN through the pipeline, on Ray: local worker processes by default, an "
+                                   "existing cluster with --address. Long bags are cut into time shards. Writes "
+                                   "OUT/<bag> (the bag `hsi-xai replay` writes, plus summary.json) per bag, and "
+                                   "OUT/fleet.json and OUT/index.html with the frames worth a look. Needs the "
+                                   "[fleet] extra (ray).")
+    f.add_argument("input", metavar="IN", help="directory of rosbag2 bags (MCAP or sqlite3), or a text manifest "
+                                               "of bag paths (one per line, # comments)")
+    f.add_argument("output", metavar="OUT", help="output directory (new, empty, or an earlier fleet run's)")
+    f.add_argument("--config", help="node parameter file (default: the installed config/hsi_xai.yaml)")
+    f.add_argument("--backend", help="engine backend (default: the config's): auto, tensorrt, ort-trt, ort-cuda, "
+                                     "ort-cpu; GPU backends get one GPU per worker")
+    f.add_argument("--workers", type=int, help="worker processes (default: one per CPU, or per GPU for GPU "
+                                               "backends, of this machine or the cluster)")
+    f.add_argument("--address", help="join this Ray cluster (e.g. auto, or ray://HEAD:10001) instead of starting "
+                                     "a local one")
+    f.add_argument("--shard-seconds", type=float, default=60.0,
+                   help="cut bags into shards of this many seconds of recording; 0 = whole bags")
+    f.add_argument("--resume", action="store_true",
+                   help="continue an earlier run into OUT: keep shards made from the same bags, configuration "
+                        "and models")
+    f.add_argument("--overwrite", action="store_true", help="redo every shard of an earlier run into OUT")
+    f.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="output storage")
+    f.add_argument("--no-copy-raw", action="store_true",
+                   help="leave the raw mosaic messages (4.4 MB each) out of the output bags")
+    f.add_argument("--no-progress", action="store_true", help="no progress bar")
+    f.set_defaults(func=_lazy("hsi_xai_node.fleet._run", "cmd_fleet"))
+
+
 def _training(sub) -> None:
     from .training.config import SIZES, DetectionTrainConfig, TrainConfig
 
@@ -203,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "rosbag2 replay, training, TensorRT engine builds and the explanation-reliability report.",
         epilog="`hsi-xai COMMAND --help` describes a command and every option with its default.")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_profiles, _demo, _replay, _training, _build_engine, _calibrate_overlays, _reliability):
+    for add in (_profiles, _demo, _replay, _fleet, _training, _build_engine, _calibrate_overlays, _reliability):
         add(sub)
     return ap
 

@@ -9,8 +9,8 @@ import pytest
 
 from hsi_xai_node.cli import build_parser, main
 
-COMMANDS = {"profiles", "demo", "replay", "train-segmentation", "train-detection", "build-engine", "calibrate-overlays",
-            "reliability"}
+COMMANDS = {"profiles", "demo", "replay", "fleet", "train-segmentation", "train-detection", "build-engine",
+            "calibrate-overlays", "reliability"}
 
 
 def _subparsers(parser):

@@ -21,8 +21,8 @@ LAYERS = [
     {"runtime"},
     # generated drives and the rosbag2 transport
     {"scenes", "transports"},
-    # tools built on all of that: reliability, training, overlay calibration, the demo
-    {"reliability", "training", "overlay_calibration", "demo"},
+    # tools built on all of that: reliability, training, overlay calibration, the demo, the fleet on Ray
+    {"reliability", "training", "overlay_calibration", "demo", "fleet"},
     # the entry points: the ROS node, the command line, the package's lazy front door
     {"ros", "cli", "__init__"},
 ]

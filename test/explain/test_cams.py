@@ -65,7 +65,7 @@ def ours(eg, out, method, layer):
                 and eg.outputs[k].layer == layer)
 
 
-def test_every_method_every_class_matches_its_formula(tiny):
+def test_every_method_every_class_matches_its_formula(tiny):  # noqa: F811 (the fixture)
     model, m, x = tiny
     cfg = SegmentationExplainConfig(methods=NEW, layers=("penultimate", "bottleneck", "dec2"), upsample=False,
                                     uint8=False)
@@ -98,7 +98,6 @@ def test_eigencam_power_iteration_against_svd_on_a_hard_spectrum():
     from hsi_xai_node.explain._graph import Builder
     from test.explain.harness import session
 
-    import onnx
     from onnx import TensorProto, helper
 
     rng = np.random.default_rng(3)
@@ -121,7 +120,7 @@ def test_eigencam_power_iteration_against_svd_on_a_hard_spectrum():
     assert err < 5 * ratio + 1e-5, (err, ratio)
 
 
-def test_scorecam_matches_a_loop_of_masked_forwards(tiny):
+def test_scorecam_matches_a_loop_of_masked_forwards(tiny):  # noqa: F811 (the fixture)
     """Wang 2020 for every class: each channel of A, upsampled and scaled to [0, 1], masks the input; the class's
     region score of each masked input, softmaxed over the channels, weights A."""
     model, m, x = tiny
