@@ -38,13 +38,16 @@ setup(
         "test": ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6.100", "setuptools>=64", "wheel", "torch==2.13.0",
                  "mcap>=1.1", "mcap-ros2-support>=0.5",  # these two: an independent bag reader
                  "scikit-image>=0.22",  # the reliability toolkit's similarity measures (brings scipy)
-                 "ray>=2.40"],  # the fleet tests run a local Ray instance
+                 "ray>=2.40",  # the fleet tests run a local Ray instance
+                 "openvino>=2025.0"],  # the OpenVINO backend's tests (then also what `auto` picks on a CPU)
         # Many bags at once, on this machine or a Ray cluster (hsi-xai fleet, hsi_xai_node.fleet).
         "fleet": ["ray>=2.40"],
         # Explanation reliability toolkit (hsi_xai_node.reliability): Spearman (scipy) and SSIM.
         "reliability": ["scikit-image>=0.22"],
         # Training and ONNX export only; the runtime never imports torch.
         "train": ["torch==2.13.0"],
+        # OpenVINO backend: the same graphs on Intel CPUs, GPUs and NPUs (`auto` takes it when there is no NVIDIA GPU).
+        "openvino": ["openvino>=2025.0"],
         # GPU runtime on a vehicle (Jetson images ship these from JetPack instead).
         "gpu": ["onnxruntime-gpu", "tensorrt>=10", "pycuda"],
         # rclpy as third-party wheels, for the ROS tests on machines without a ROS install.

@@ -16,7 +16,9 @@ parameters) at the model input 1x25x208x400 (the largest multiple of 16 inside t
 * every other method of the CAM family alone (Grad-CAM++, XGrad-CAM, LayerCAM, Seg-XRes-CAM,
   EigenCAM) at both layers, and Score-CAM at the layer before the final conv, beside RISE (500
   masks) on the same model: cost per map;
-* the bundled detector (`--detector`): detection only, and each per-box method for 10 boxes.
+* the bundled detector (`--detector`): detection only, and each per-box method for 10 boxes;
+* with `--openvino`, some of those graphs also on OpenVINO (CPU, f32, same threads), interleaved,
+  with ONNX Runtime's time over OpenVINO's.
 
 It also prints the lower bound arithmetic sets: multiply-adds of the explain graph
 (forward + the backward sub-graph at batch = classes) over those of the forward.
@@ -69,6 +71,17 @@ def multiply_adds(model: onnx.ModelProto) -> int:
     return total
 
 
+def openvino_runs(graphs: dict, names: list[str], threads: int, feed: dict) -> dict:
+    """OpenVINO (CPU, f32) runs of some of the graphs, named "<graph> [openvino]"."""
+    from hsi_xai_node.runtime.openvino_backend import OpenVinoEngine
+
+    runs = {}
+    for k in names:
+        engine = OpenVinoEngine(graphs[k].SerializeToString(), threads=threads)
+        runs[f"{k} [openvino]"] = lambda e=engine: e.run(feed)
+    return runs
+
+
 def ort_session(model: onnx.ModelProto, threads: int):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
@@ -97,7 +110,11 @@ def hook_gradcams(model: UNet, x: torch.Tensor, layer: str) -> list:
     return cams
 
 
-def bench_size(size: str, repeats: int, threads: int) -> dict:
+OPENVINO_ROWS = ("forward", "activation maps", "gradcam+hires@penultimate", "gradcam+hires@bottleneck",
+                 "gradcam_pp@penultimate", "eigencam@penultimate")
+
+
+def bench_size(size: str, repeats: int, threads: int, openvino: bool = False) -> dict:
     torch.manual_seed(0)
     net = UNet(UNetConfig(in_channels=25, num_classes=CLASSES, base_filters=SIZES[size])).eval()
     with tempfile.TemporaryDirectory() as tmp:
@@ -139,6 +156,8 @@ def bench_size(size: str, repeats: int, threads: int) -> dict:
         score = segmentation_scores(list(range(CLASSES)), logits[0].argmax(0))
         hooks["rise (500 masks)"] = lambda: rise(runner, x, score, n_masks=500)
     runs = {k: (lambda s=s: s.run(None, {"input": x})) for k, s in sessions.items()} | hooks
+    if openvino:
+        runs |= openvino_runs(graphs, list(OPENVINO_ROWS), threads, {"input": x})
     times = {k: [] for k in runs}
     for fn in runs.values():
         fn()  # warm-up
@@ -161,13 +180,16 @@ def bench_size(size: str, repeats: int, threads: int) -> dict:
         rows[k] = row
     for layer in ("penultimate", "bottleneck"):
         rows[f"hooks@{layer}"]["ours_speedup"] = med[f"hooks@{layer}"] / med[f"gradcam+hires@{layer}"]
+    for k in list(rows):
+        if k.endswith(" [openvino]"):  # ONNX Runtime's time over OpenVINO's for the same graph
+            rows[k]["ort_over_openvino"] = med[k.removesuffix(" [openvino]")] / med[k]
     for k in rows:
         rows[k]["ms_per_map"] = rows[k]["median_ms"] / CLASSES
     return {"size": size, "parameters": parameter_count(net), "shape": SHAPE, "classes": CLASSES,
             "repeats": repeats, "threads": threads, "rows": rows}
 
 
-def bench_detector(repeats: int, threads: int) -> dict:
+def bench_detector(repeats: int, threads: int, openvino: bool = False) -> dict:
     """The bundled RGB+MIR EfficientDet: detection only, and each per-box method for 10 boxes, interleaved."""
     from hsi_xai_node.detection.card import load_detector
     from hsi_xai_node.explain import DetectionExplainConfig, build_detection_explainer
@@ -186,18 +208,23 @@ def bench_detector(repeats: int, threads: int) -> dict:
             loaded.model, card.input.tensor, card.scores, card.layers,
             DetectionExplainConfig(layers=("class_head_input",), top_k=10, methods=(method,), uint8=False),
             pairs="det_pairs", boxes="det_boxes").model
-    sessions = {k: ort_session(g, threads) for k, g in graphs.items()}
-    times = {k: [] for k in sessions}
-    for s in sessions.values():
-        s.run(None, {card.input.tensor: x})
+    feed = {card.input.tensor: x}
+    runs = {k: (lambda s=ort_session(g, threads): s.run(None, feed)) for k, g in graphs.items()}
+    if openvino:
+        runs |= openvino_runs(graphs, ["detection only", "box_gradcam"], threads, feed)
+    times = {k: [] for k in runs}
+    for fn in runs.values():
+        fn()
     for _ in range(repeats):
-        for k, s in sessions.items():
+        for k, fn in runs.items():
             t0 = time.perf_counter()
-            s.run(None, {card.input.tensor: x})
+            fn()
             times[k].append(time.perf_counter() - t0)
     med = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
-    return {k: {"median_ms": t, "x_detection": t / med["detection only"], "ms_per_box": (t - med["detection only"]) / 10}
-            for k, t in med.items()}
+    base = {k: med[k.removesuffix(" [openvino]")] if k.endswith(" [openvino]") else None for k in med}
+    only = {k: med["detection only [openvino]" if k.endswith(" [openvino]") else "detection only"] for k in med}
+    return {k: {"median_ms": t, "x_detection": t / only[k], "ms_per_box": (t - only[k]) / 10}
+            | ({"ort_over_openvino": base[k] / t} if base[k] else {}) for k, t in med.items()}
 
 
 def main(argv=None):
@@ -206,15 +233,20 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--detector", action="store_true", help="also the bundled detector's per-box methods")
+    ap.add_argument("--openvino", action="store_true",
+                    help="also run the forward, activation, Grad-CAM + HiRes, Grad-CAM++ and EigenCAM graphs (and the "
+                         "detector's detection-only and box_gradcam graphs) on OpenVINO CPU, interleaved")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     results = {"machine": platform.machine(), "onnxruntime": ort.__version__, "torch": torch.__version__,
-               "sizes": [bench_size(s, args.repeats, args.threads) for s in args.sizes.split(",")]}
+               "sizes": [bench_size(s, args.repeats, args.threads, args.openvino)
+                         for s in args.sizes.split(",") if s]}
     if args.detector:
-        results["detector"] = bench_detector(args.repeats, args.threads)
+        results["detector"] = bench_detector(args.repeats, args.threads, args.openvino)
         print("\nbundled RGB+MIR EfficientDet, 10 boxes explained, ms (x detection only; ms per box)")
         for k, row in results["detector"].items():
-            print(f"{k:28s} {row['median_ms']:9.1f} {row['x_detection']:7.2f} {row['ms_per_box']:8.1f}")
+            print(f"{k:28s} {row['median_ms']:9.1f} {row['x_detection']:7.2f} {row['ms_per_box']:8.1f}"
+                  + (f"   ONNX Runtime / OpenVINO {row['ort_over_openvino']:.2f}" if "ort_over_openvino" in row else ""))
     for r in results["sizes"]:
         print(f"\n{r['size']} U-Net ({r['parameters'] / 1e6:.2f}M parameters), input {r['shape']}, "
               f"{r['classes']} classes, median of {r['repeats']}, {r['threads']} threads")
@@ -223,7 +255,8 @@ def main(argv=None):
             print(f"{k:28s} {row['median_ms']:9.1f} {row['x_forward']:7.2f} "
                   + (f"{row['gmacs']:7.2f} {row['bound_x_forward']:7.2f} {row['x_bound']:8.2f}" if "gmacs" in row
                      else " " * 24)
-                  + (f" {row['ours_speedup']:8.1f}x" if "ours_speedup" in row else ""))
+                  + (f" {row['ours_speedup']:8.1f}x" if "ours_speedup" in row else "")
+                  + (f"   ONNX Runtime / OpenVINO {row['ort_over_openvino']:.2f}" if "ort_over_openvino" in row else ""))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return results

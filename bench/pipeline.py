@@ -53,7 +53,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=12)
     ap.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: all cores)")
-    ap.add_argument("--backend", default="ort-cpu", help="tensorrt, ort-trt, ort-cuda or ort-cpu (default)")
+    ap.add_argument("--backend", default="ort-cpu",
+                    help="tensorrt, ort-trt, ort-cuda, openvino or ort-cpu (default); a comma list runs each, "
+                         "interleaved, with the ratio to the first (e.g. ort-cpu,openvino)")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     profile = load_profile("hsi-drive")
@@ -63,23 +65,27 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         models = {"bundled (25pn, 1.1M params)": DEFAULT_MODEL,
                   "hsi-drive size (25pn, 7.8M params)": full_size_model(Path(tmp))}
-        pipelines = {name: Pipeline(PipelineConfig(model=str(path), backend=args.backend, threads=args.threads),
-                                    dark, white) for name, path in models.items()}
+        backends = args.backend.split(",")
+        pipelines = {(name, b): Pipeline(PipelineConfig(model=str(path), backend=b, threads=args.threads), dark, white)
+                     for name, path in models.items() for b in backends}
         timings = {name: [] for name in pipelines}
         for p in pipelines.values():
             p.process(frames[0])  # warm-up
         for raw in frames[1:]:
             for name, p in pipelines.items():
                 timings[name].append(p.process(raw).timings_ms)
-    results = {"machine": platform.machine(), "backend": args.backend, "frames": args.frames, "threads": args.threads,
+    results = {"machine": platform.machine(), "backends": backends, "frames": args.frames, "threads": args.threads,
                "pipelines": {}}
-    print(f"{'pipeline':36s} {'frontend':>9s} {'engine':>9s} {'post':>8s} {'total':>9s} {'fps':>6s}   (median ms)")
-    for name, rows in timings.items():
+    print(f"{'pipeline':36s} {'backend':>9s} {'frontend':>9s} {'engine':>9s} {'post':>8s} {'total':>9s} {'fps':>6s} "
+          f"{'x first':>8s}   (median ms; x first: the first backend's total over this one's)")
+    for (name, backend), rows in timings.items():
         med = {k: float(np.median([r[k] for r in rows])) for k in rows[0]}
         med["fps"] = 1000.0 / med["total"]
-        results["pipelines"][name] = med
-        print(f"{name:36s} {med['frontend']:9.1f} {med['engine']:9.1f} {med['post']:8.1f} {med['total']:9.1f} "
-              f"{med['fps']:6.2f}")
+        results["pipelines"][f"{name} on {backend}"] = med
+        first = results["pipelines"][f"{name} on {backends[0]}"]["total"]
+        med["speedup_vs_first"] = first / med["total"]
+        print(f"{name:36s} {backend:>9s} {med['frontend']:9.1f} {med['engine']:9.1f} {med['post']:8.1f} "
+              f"{med['total']:9.1f} {med['fps']:6.2f} {med['speedup_vs_first']:8.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return results

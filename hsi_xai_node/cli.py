@@ -13,7 +13,8 @@ import sys
 
 from .errors import InputError
 
-BACKEND_HELP = "engine backend: auto, tensorrt, ort-trt, ort-cuda or ort-cpu (auto tries them in that order)"
+BACKEND_HELP = ("engine backend: auto, tensorrt, ort-trt, ort-cuda, openvino or ort-cpu (auto tries them in that "
+                "order)")
 
 
 class _Formatter(argparse.HelpFormatter):
@@ -85,7 +86,7 @@ def _replay(sub) -> None:
     r.add_argument("--config", help="node parameter file (default: the installed config/hsi_xai.yaml)")
     r.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="output storage")
     r.add_argument("--backend", help="engine backend (default: the config's): auto, tensorrt, ort-trt, ort-cuda, "
-                                     "ort-cpu")
+                                     "openvino, ort-cpu")
     r.add_argument("--overwrite", action="store_true",
                    help="replace an existing OUT, but only a rosbag2 directory or one this tool wrote")
     r.add_argument("--no-copy-raw", action="store_true",
@@ -108,7 +109,7 @@ def _fleet(sub) -> None:
     f.add_argument("output", metavar="OUT", help="output directory (new, empty, or an earlier fleet run's)")
     f.add_argument("--config", help="node parameter file (default: the installed config/hsi_xai.yaml)")
     f.add_argument("--backend", help="engine backend (default: the config's): auto, tensorrt, ort-trt, ort-cuda, "
-                                     "ort-cpu; GPU backends get one GPU per worker")
+                                     "openvino, ort-cpu; GPU backends get one GPU per worker")
     f.add_argument("--workers", type=int, help="worker processes (default: one per CPU, or per GPU for GPU "
                                                "backends, of this machine or the cluster)")
     f.add_argument("--address", help="join this Ray cluster (e.g. auto, or ray://HEAD:10001) instead of starting "

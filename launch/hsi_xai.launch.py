@@ -32,7 +32,7 @@ def generate_launch_description():
         DeclareLaunchArgument("use_sim_time", default_value="false",
                               description="use /clock (true when replaying a bag)"),
         DeclareLaunchArgument("backend", default_value="auto",
-                              description="inference backend: auto, tensorrt, ort-trt, ort-cuda, ort-cpu"),
+                              description="inference backend: auto, tensorrt, ort-trt, ort-cuda, openvino, ort-cpu"),
         DeclareLaunchArgument("raw_topic", default_value="/hsi/image_raw",
                               description="input: the raw mosaic camera topic (sensor_msgs/Image mono16)"),
         DeclareLaunchArgument("log_level", default_value="info",

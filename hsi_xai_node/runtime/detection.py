@@ -52,6 +52,7 @@ class DetectionPipelineConfig:
     precision: str = "fp16"
     cache_dir: str | None = None
     threads: int = 0
+    openvino_device: str = "CPU"  # backend openvino: CPU, GPU, NPU or AUTO
     score_threshold: float | None = None  # None = the card's; may only raise the in-graph NMS threshold
     explain_boxes: int = 10           # top-K kept boxes explained per frame (0 = no explanations)
     layer: str = "class_head_input"   # card role or tensor name of the explained layer
@@ -183,7 +184,7 @@ class DetectionPipeline:
         self.scales = OverlayScales(cfg.overlay_scale, {"box": MapKey(cfg.overlay_method, layer, self._signed)},
                                     names, card.overlay_scales, card.name)
         self.engine = open_engine(model.SerializeToString(), cfg.backend, cfg.precision, cfg.cache_dir, cfg.threads,
-                                  outputs_to_copy=list(self._plan.values()))
+                                  outputs_to_copy=list(self._plan.values()), device=cfg.openvino_device)
 
     def _check_memory(self, stack) -> int:
         """The detector's (and explain graph's) tensors, its cameras' frames and their warps, against the limit."""

@@ -1,4 +1,4 @@
-"""One engine interface over TensorRT and ONNX Runtime.
+"""One engine interface over TensorRT, ONNX Runtime and OpenVINO.
 
     engine = open_engine(onnx_bytes, backend="auto", precision="fp16", cache_dir=None)
     engine.inputs, engine.outputs        # name -> TensorSpec(shape, dtype)
@@ -10,7 +10,11 @@ reason, and the engine says which one it is in `engine.backend`):
     tensorrt   TensorRT 10 Python API + pycuda (engine cache, see tensorrt_backend.py)
     ort-trt    ONNX Runtime, TensorRT execution provider
     ort-cuda   ONNX Runtime, CUDA execution provider
+    openvino   OpenVINO (`device`: CPU by default, or GPU, NPU, AUTO; see openvino_backend.py)
     ort-cpu    ONNX Runtime, CPU
+
+On a machine without an NVIDIA GPU, `auto` therefore takes OpenVINO when it is installed (it
+runs the same graphs faster on CPUs, BENCHMARKS.md) and ONNX Runtime CPU otherwise.
 
 Naming a backend explicitly gives that backend or an `EngineError`, never a silent
 substitute. Tensor names always come from the model card, never from positions.
@@ -26,7 +30,7 @@ from ._engine_base import Engine, EngineError, TensorSpec  # noqa: F401 (the int
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("tensorrt", "ort-trt", "ort-cuda", "ort-cpu")
+BACKENDS = ("tensorrt", "ort-trt", "ort-cuda", "openvino", "ort-cpu")
 PRECISIONS = ("fp32", "fp16")
 _ORT_PROVIDERS = {"ort-trt": "TensorrtExecutionProvider", "ort-cuda": "CUDAExecutionProvider",
                   "ort-cpu": "CPUExecutionProvider"}
@@ -68,7 +72,7 @@ class OrtEngine(Engine):
 
 
 def open_engine(onnx_bytes: bytes, backend: str = "auto", precision: str = "fp16", cache_dir=None,
-                threads: int = 0, outputs_to_copy: list[str] | None = None) -> Engine:
+                threads: int = 0, outputs_to_copy: list[str] | None = None, device: str = "CPU") -> Engine:
     """The engine for `backend`, or with "auto" the first of BACKENDS that works here (each miss logged)."""
     if backend not in ("auto", *BACKENDS):
         raise EngineError(f"unknown backend {backend!r}; use auto or one of {list(BACKENDS)}")
@@ -82,6 +86,10 @@ def open_engine(onnx_bytes: bytes, backend: str = "auto", precision: str = "fp16
                 from .tensorrt_backend import TensorRTEngine
                 engine = TensorRTEngine(onnx_bytes, precision=precision, cache_dir=cache_dir,
                                         outputs_to_copy=outputs_to_copy)
+            elif name == "openvino":
+                from .openvino_backend import OpenVinoEngine
+                engine = OpenVinoEngine(onnx_bytes, device=device, threads=threads, precision=precision,
+                                        cache_dir=cache_dir, outputs_to_copy=outputs_to_copy)
             else:
                 engine = OrtEngine(onnx_bytes, name, threads)
         except (EngineError, ImportError) as exc:
@@ -91,7 +99,8 @@ def open_engine(onnx_bytes: bytes, backend: str = "auto", precision: str = "fp16
                 raise EngineError(str(exc)) from None
             continue
         if reasons:  # the same fall-back is met by every engine of a process: said once
-            fp16 = ", fp32 (precision fp16 applies to TensorRT only)" if precision == "fp16" and name == "ort-cpu" else ""
+            fp16 = (", fp32 (precision fp16 applies to TensorRT and OpenVINO GPUs only)"
+                    if precision == "fp16" and name in ("ort-cpu", "openvino") else "")
             _say_once(f"backend auto: using {name}{fp16}; not available here: {'; '.join(reasons)}")
         return engine
     raise EngineError("no backend could run the model: " + "; ".join(reasons))

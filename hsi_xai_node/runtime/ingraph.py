@@ -322,7 +322,8 @@ class InGraphPipeline:
         candidates = ("ort-cuda", "ort-cpu") if raw_dtype == "uint16" and backend == "auto" else (backend,)
         for i, name in enumerate(candidates):
             try:
-                self.engine = open_engine(data, name, cfg.precision, cfg.cache_dir, cfg.threads)
+                self.engine = open_engine(data, name, cfg.precision, cfg.cache_dir, cfg.threads,
+                                          device=cfg.openvino_device)
                 break
             except EngineError:
                 if i == len(candidates) - 1:

@@ -66,6 +66,7 @@ class PipelineConfig:
     class_maps: bool = False  # also return per-class float maps (costs a device->host copy)
     explain_classes: tuple[str, ...] = ()  # class names the overlays show; () = every class
     threads: int = 0
+    openvino_device: str = "CPU"  # backend openvino: CPU, GPU, NPU or AUTO
     memory_limit_mb: float = DEFAULT_LIMIT_MB  # a model needing more per frame is refused at load (runtime.memory)
 
     def validated(self) -> "PipelineConfig":
@@ -127,7 +128,8 @@ class Pipeline:
         self.frontend = FrontEnd(self.profile, dark, white, self.card.frontend_config())
         self._plan = self._output_plan()
         self.engine = open_engine(self.graph.model.SerializeToString(), cfg.backend, cfg.precision, cfg.cache_dir,
-                                  cfg.threads, outputs_to_copy=list(dict.fromkeys(self._plan.values())))
+                                  cfg.threads, outputs_to_copy=list(dict.fromkeys(self._plan.values())),
+                                  device=cfg.openvino_device)
         self._lut = self.card.label_ids()
         names = [c.name for c in self.card.classes]
         unknown = [c for c in cfg.explain_classes if c not in names]

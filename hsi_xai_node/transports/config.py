@@ -69,7 +69,8 @@ class NodeConfig:
     card: Str = ""
     sensor_profile: Str = "hsi-drive"
     flip_vertical: bool = False
-    backend: Literal["auto", "tensorrt", "ort-trt", "ort-cuda", "ort-cpu"] = "auto"
+    backend: Literal["auto", "tensorrt", "ort-trt", "ort-cuda", "openvino", "ort-cpu"] = "auto"
+    openvino_device: Literal["CPU", "GPU", "NPU", "AUTO"] = "CPU"  # with backend openvino
     precision: Literal["fp16", "fp32"] = "fp16"
     engine_cache_dir: Str = ""
     methods: Strs = ("activation", "seg_gradcam", "hires")
@@ -138,7 +139,7 @@ class NodeConfig:
         model = str(DEFAULT_DETECTOR) if self.detector_model == "default" else self.detector_model
         return DetectionPipelineConfig(
             model=model, card=self.detector_card or None, rig=self.rig_file or None, backend=self.backend,
-            precision=self.precision, cache_dir=self.engine_cache_dir or None,
+            openvino_device=self.openvino_device, precision=self.precision, cache_dir=self.engine_cache_dir or None,
             score_threshold=self.detection_score_threshold or None, explain_boxes=self.explain_boxes,
             overlay_method=self.detection_overlay_method, colormap=self.colormap,
             signed_colormap=self.signed_colormap, overlay_scale=self.overlay_scale,
@@ -147,7 +148,8 @@ class NodeConfig:
     def pipeline_config(self) -> PipelineConfig:
         return PipelineConfig(
             model=self.model or str(DEFAULT_MODEL), card=self.card or None, profile=self.sensor_profile,
-            flip_vertical=self.flip_vertical, backend=self.backend, precision=self.precision,
+            flip_vertical=self.flip_vertical, backend=self.backend, openvino_device=self.openvino_device,
+            precision=self.precision,
             cache_dir=self.engine_cache_dir or None, methods=tuple(self.methods), layers=tuple(self.target_layers),
             overlay_method=self.overlay_method, overlay_alpha=self.overlay_alpha, colormap=self.colormap,
             signed_colormap=self.signed_colormap, overlay_scale=self.overlay_scale, focus_class=self.focus_class,

@@ -1,6 +1,7 @@
 """Engine selection: explicit backends never substitute silently; auto logs its fallbacks."""
 
 import logging
+import sys
 
 import numpy as np
 import pytest
@@ -18,13 +19,15 @@ def tiny_bytes(tmp_path):
 
 def test_auto_falls_back_to_cpu_and_says_why_once(tiny_bytes, caplog, monkeypatch):
     monkeypatch.setattr(engine_module, "_said", set())  # as in a fresh process
+    monkeypatch.setitem(sys.modules, "openvino", None)  # a machine without OpenVINO: importing it fails
     caplog.set_level(logging.INFO, logger="hsi_xai_node.runtime.engine")
     engine = open_engine(tiny_bytes, "auto")
     assert engine.backend == "ort-cpu"
     (first,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
     text = first.getMessage()
-    assert text.startswith("backend auto: using ort-cpu, fp32 (precision fp16 applies to TensorRT only)")
-    assert "tensorrt" in text and "ort-trt" in text and "ort-cuda" in text
+    assert text.startswith("backend auto: using ort-cpu, fp32 (precision fp16 applies to TensorRT and OpenVINO GPUs "
+                           "only)")
+    assert "tensorrt" in text and "ort-trt" in text and "ort-cuda" in text and "openvino: OpenVINO is not installed" in text
     caplog.clear()
     for _ in range(2):  # every later engine of the process meets the same fall-back: not said again
         assert open_engine(tiny_bytes, "auto").backend == "ort-cpu"

@@ -82,7 +82,7 @@ output_qos: sensor_data"""))
     ("detector_model: /nope.onnx", "parameter detector_model: '/nope.onnx' is not an existing file"),
     ("rig_file: /nope.yaml", "parameter rig_file: '/nope.yaml' is not an existing file"),
     ("sensor_profile: /nope.xml", "parameter sensor_profile: '/nope.xml' is not an existing file"),
-    ("backend: cuda", "parameter backend: Input should be 'auto', 'tensorrt', 'ort-trt', 'ort-cuda' or 'ort-cpu'"),
+    ("backend: cuda", "parameter backend: Input should be 'auto', 'tensorrt', 'ort-trt', 'ort-cuda', 'openvino' or 'ort-cpu'"),
     ("overlay_alpha: .nan", "parameter overlay_alpha: "),
     ("memory_limit_mb: .inf", "parameter memory_limit_mb: "),
     ("sync_slop_s: true", r"parameter sync_slop_s: Input should be a valid number \(got True\)"),

@@ -1,0 +1,140 @@
+"""OpenVINO as an engine: the same explain graphs, compiled for Intel CPUs, GPUs and NPUs.
+
+    engine = OpenVinoEngine(onnx_bytes, device="CPU", threads=2, precision="fp16", cache_dir=None)
+
+The ONNX graph is read from memory by OpenVINO's ONNX front end and compiled for `device`
+(CPU, GPU, NPU or AUTO; "GPU.1" picks one of several). On the CPU the inference precision is
+kept at f32 whatever `precision` says: the explain graphs compare values (ReLU masks, argmax,
+max-pool routing) and a bf16 forward would flip some of them; on a GPU or NPU `fp16` asks for
+f16. Compiled models are cached by OpenVINO itself in `cache_dir/openvino` (its key covers the
+model, the device and the settings), so a second start skips the compile. OpenVINO is an optional
+extra (`pip install 'hsi_xai_node[openvino]'`); without it this backend is simply unavailable.
+Unlike ONNX Runtime, OpenVINO computes every output of a compiled model, so the engine keeps only
+the outputs the caller will read (`outputs_to_copy`) and lets OpenVINO drop the rest of the graph.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ._engine_base import Engine, EngineError, TensorSpec
+
+DEVICES = ("CPU", "GPU", "NPU", "AUTO")
+_NP_OF_OV = {"f32": np.float32, "f16": np.float16, "u8": np.uint8, "i64": np.int64, "i32": np.int32,
+             "u16": np.uint16, "boolean": np.bool_}
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "hsi_xai_node" / "openvino"
+
+
+def _named_nodes(onnx_bytes: bytes, message: str) -> str:
+    """The graph's nodes whose op type the OpenVINO error names ("op FooBar: nodes my_foo, ...")."""
+    import onnx
+
+    try:
+        model = onnx.load_model_from_string(onnx_bytes)
+    except Exception:  # noqa: BLE001 - the error message alone then
+        return ""
+    named = {}
+    for n in model.graph.node:
+        op = f"{n.domain}.{n.op_type}" if n.domain and n.domain != "ai.onnx" else n.op_type
+        if re.search(rf"(?<![\w.]){re.escape(op)}(?![\w])", message):
+            named.setdefault(op, []).append(n.name or "(unnamed)")
+    return "; ".join(f"op {op} at node(s) {', '.join(names[:5])}" for op, names in named.items())
+
+
+def _keep_outputs(onnx_bytes: bytes, names: list[str]) -> bytes:
+    import onnx
+
+    model = onnx.load_model_from_string(onnx_bytes)
+    missing = set(names) - {o.name for o in model.graph.output}
+    if missing:
+        raise EngineError(f"openvino: the graph has no output(s) {sorted(missing)}")
+    keep = [o for o in model.graph.output if o.name in set(names)]
+    del model.graph.output[:]
+    model.graph.output.extend(keep)
+    return model.SerializeToString()
+
+
+def _first_lines(exc: Exception) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.strip().startswith(("Exception from",
+                                                                                                       "Check 'false'"))]
+    return " ".join(lines[:4])
+
+
+class OpenVinoEngine(Engine):
+    def __init__(self, onnx_bytes: bytes, device: str = "CPU", threads: int = 0, precision: str = "fp16",
+                 cache_dir: str | os.PathLike | None = None, outputs_to_copy: list[str] | None = None):
+        try:
+            import openvino as ov
+        except ImportError:
+            raise EngineError("openvino: OpenVINO is not installed (pip install 'hsi_xai_node[openvino]')") from None
+        kind = device.split(".")[0].split(":")[0]
+        if kind not in DEVICES:
+            raise EngineError(f"openvino: unknown device {device!r}; use one of {list(DEVICES)} (GPU.1 for a second GPU)")
+        core = ov.Core()
+        if kind != "AUTO" and not any(d.split(".")[0] == kind for d in core.available_devices):
+            raise EngineError(f"openvino: no {device} device here (OpenVINO sees {', '.join(core.available_devices)})")
+        if outputs_to_copy:  # OpenVINO computes every output of a model: keep only those the caller reads
+            onnx_bytes = _keep_outputs(onnx_bytes, outputs_to_copy)
+        try:
+            model = core.read_model(io.BytesIO(onnx_bytes))
+        except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError with a multi-line report
+            where = _named_nodes(onnx_bytes, str(exc))
+            raise EngineError(f"openvino: cannot read the graph: {_first_lines(exc)}"
+                              + (f" ({where})" if where else "")) from None
+        cache = Path(cache_dir) / "openvino" if cache_dir else default_cache_dir()
+        config = {"PERFORMANCE_HINT": "LATENCY", "CACHE_DIR": str(cache)}
+        if kind == "CPU":
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+            if threads:
+                config["INFERENCE_NUM_THREADS"] = int(threads)
+        elif kind in ("GPU", "NPU"):
+            config["INFERENCE_PRECISION_HINT"] = "f16" if precision == "fp16" else "f32"
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            del config["CACHE_DIR"]  # a read-only home: compile every start rather than fail
+        try:
+            self.compiled = core.compile_model(model, device, config)
+        except Exception as exc:  # noqa: BLE001
+            where = _named_nodes(onnx_bytes, str(exc))
+            raise EngineError(f"openvino: cannot compile the graph for {device}: {_first_lines(exc)}"
+                              + (f" ({where})" if where else "")) from None
+        self.request = self.compiled.create_infer_request()
+        self.backend = "openvino"
+        self.device = device
+        names = self._onnx_names(onnx_bytes)
+        self._inputs = {self._name(p, names["in"]): p for p in self.compiled.inputs}
+        self._outputs = {self._name(p, names["out"]): p for p in self.compiled.outputs}
+        self.inputs = {n: TensorSpec(n, tuple(p.get_shape()), np.dtype(_NP_OF_OV[p.get_element_type().get_type_name()]))
+                       for n, p in self._inputs.items()}
+        self.outputs = {n: TensorSpec(n, tuple(p.get_shape()),
+                                      np.dtype(_NP_OF_OV.get(p.get_element_type().get_type_name(), np.float32)))
+                        for n, p in self._outputs.items()}
+
+    @staticmethod
+    def _onnx_names(onnx_bytes: bytes) -> dict[str, set[str]]:
+        import onnx
+
+        g = onnx.load_model_from_string(onnx_bytes).graph
+        inits = {i.name for i in g.initializer}
+        return {"in": {i.name for i in g.input if i.name not in inits}, "out": {o.name for o in g.output}}
+
+    @staticmethod
+    def _name(port, wanted: set[str]) -> str:
+        """A port's ONNX tensor name (OpenVINO may know a tensor by several names)."""
+        names = port.get_names()
+        hit = sorted(names & wanted)
+        return hit[0] if hit else port.get_any_name()
+
+    def _run(self, feeds, names):
+        result = self.request.infer({self._inputs[k]: v for k, v in feeds.items()})
+        return {n: np.asarray(result[self._outputs[n]]) for n in names}  # infer copies out (share_outputs=False)

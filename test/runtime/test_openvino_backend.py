@@ -1,0 +1,182 @@
+"""The OpenVINO backend against ONNX Runtime on every kind of graph the project builds: the same outputs
+within stated tolerances, the same errors for bad input, one clear error for a graph it cannot read."""
+
+import logging
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from hsi_xai_node.explain import SegmentationExplainConfig, build_segmentation_explainer
+from hsi_xai_node.runtime import EngineError, open_engine
+from hsi_xai_node.runtime import engine as engine_module
+from test.conftest import BUNDLED_UNET, bundled_unet_input
+
+pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install -e '.[openvino]')")
+
+# float maps: |OpenVINO - ONNX Runtime| <= FLOAT_TOL x the map's largest magnitude (both run f32; they fuse and
+# order sums differently); uint8 maps: at most 1 apart (rounding of those float differences), at few pixels
+FLOAT_TOL = 2e-4
+U8_SHARE = 5e-3
+
+
+def compare(a: dict, b: dict, argmax_of: str | None = None) -> None:
+    for name, x in a.items():
+        y = b[name]
+        assert x.shape == y.shape and x.dtype == y.dtype, name
+        if x.dtype == np.uint8:
+            diff = np.abs(x.astype(int) - y.astype(int))
+            assert diff.max() <= 1 and (diff > 0).mean() <= U8_SHARE, (name, diff.max(), (diff > 0).mean())
+        elif x.dtype.kind == "f":
+            scale = max(float(np.abs(x).max()), 1e-12)
+            assert float(np.abs(x - y).max()) <= FLOAT_TOL * scale, (name, float(np.abs(x - y).max()) / scale)
+        else:
+            np.testing.assert_array_equal(x, y, err_msg=name)
+    if argmax_of:
+        same = (a[argmax_of].argmax(1) == b[argmax_of].argmax(1)).mean()
+        assert same >= 0.9999, same
+
+
+@pytest.fixture(scope="module")
+def bundled(hsi_drive):
+    return bundled_unet_input(hsi_drive)
+
+
+@pytest.mark.parametrize("layer", ["penultimate", "bottleneck"])
+def test_every_segmentation_method_matches_onnx_runtime(bundled, layer):
+    loaded, x = bundled
+    card = loaded.card
+    methods = ("activation", "seg_gradcam", "seg_gradcam_signed", "hires", "gradcam_pp", "xgradcam", "layercam",
+               "seg_xres", "eigencam", "spectral") + (("scorecam",) if layer == "penultimate" else ())
+    eg = build_segmentation_explainer(onnx.load_model_from_string(loaded.onnx_bytes), card.input.tensor, card.logits,
+                                      card.layers, SegmentationExplainConfig(methods=methods, layers=(layer,)))
+    data = eg.model.SerializeToString()
+    ort, ov = open_engine(data, "ort-cpu", threads=2), open_engine(data, "openvino", threads=2)
+    assert ov.backend == "openvino" and set(ov.outputs) == set(ort.outputs)
+    assert all(ov.outputs[k].shape == ort.outputs[k].shape for k in ort.outputs)
+    feeds = {card.input.tensor: x}
+    compare(ort.run(feeds), ov.run(feeds), argmax_of=card.logits)
+
+
+def test_detector_with_per_box_maps_matches_onnx_runtime():
+    from hsi_xai_node.runtime.detection import DetectionPipeline, DetectionPipelineConfig
+    from hsi_xai_node.scenes.drive import DriveGenerator
+    from hsi_xai_node.sensor.calibration import load_profile
+
+    images = {n: c.image for n, c in DriveGenerator(load_profile("hsi-drive"), seed=3005, render_hsi=False)
+              .frame(20).cameras.items()}
+    results = {}
+    for backend in ("ort-cpu", "openvino"):
+        p = DetectionPipeline(DetectionPipelineConfig(backend=backend, threads=2, box_maps=True, overlay_scale="frame",
+                                                      methods=("box_gradcam", "box_gradcam_pp", "box_spectral")))
+        assert p.engine.backend == backend
+        results[backend] = p.process(images)
+    a, b = results["ort-cpu"], results["openvino"]
+    assert len(a.detections) == len(b.detections) > 0
+    for da, db in zip(a.detections, b.detections):
+        assert da.class_name == db.class_name and da.score == pytest.approx(db.score, abs=1e-4)
+        np.testing.assert_allclose(da.box, db.box, atol=1e-2)
+        assert (da.camera_shares is None) == (db.camera_shares is None)  # shares of the explained boxes only
+        for cam in da.camera_shares or {}:
+            assert da.camera_shares[cam] == pytest.approx(db.camera_shares[cam], abs=1e-3)
+    scale = np.abs(a.box_maps).max()
+    assert np.abs(a.box_maps - b.box_maps).max() <= FLOAT_TOL * scale
+
+
+def test_whole_pipeline_and_in_graph_pipeline_match(hsi_drive):
+    from hsi_xai_node.runtime import Pipeline, PipelineConfig
+    from hsi_xai_node.runtime.ingraph import InGraphPipeline
+    from hsi_xai_node.scenes.drive import DriveGenerator
+
+    if not BUNDLED_UNET.exists():
+        pytest.skip("no bundled model")
+    gen = DriveGenerator(hsi_drive, seed=2002, render_cameras=False)
+    dark, white = gen.references()
+    raw = gen.frame(10).raw
+    out = {}
+    for backend in ("ort-cpu", "openvino"):
+        p = Pipeline(PipelineConfig(backend=backend, threads=2, class_maps=True), dark, white)
+        out[backend] = (p.process(raw), InGraphPipeline(p, "uint16", backend=backend).process(raw))
+    (a, ga), (b, gb) = out["ort-cpu"], out["openvino"]
+    assert (a.labels == b.labels).mean() >= 0.9999 and (ga.labels == gb.labels).mean() >= 0.9999
+    for k in a.class_maps:
+        assert np.abs(a.class_maps[k] - b.class_maps[k]).max() <= FLOAT_TOL * np.abs(a.class_maps[k]).max()
+    for img in ("gradcam_overlay", "activation_overlay"):
+        diff = np.abs(getattr(a, img).astype(int) - getattr(b, img).astype(int))
+        assert (diff > 2).mean() <= U8_SHARE, img
+    np.testing.assert_allclose(a.residuals["activation"], b.residuals["activation"], atol=1e-3)
+
+
+def test_bad_input_gives_the_same_errors(bundled):
+    loaded, x = bundled
+    errors = []
+    for backend in ("ort-cpu", "openvino"):
+        engine = open_engine(loaded.onnx_bytes, backend, threads=1)
+        with pytest.raises(EngineError) as shape:
+            engine.run({loaded.card.input.tensor: x[..., :-1]})
+        with pytest.raises(EngineError) as name:
+            engine.run({loaded.card.input.tensor: x}, ["nothing"])
+        with pytest.raises(EngineError) as missing:
+            engine.run({})
+        errors.append([str(e.value).replace(backend, "BACKEND") for e in (shape, name, missing)])
+    assert errors[0] == errors[1]
+
+
+def test_a_graph_it_cannot_read_names_the_node():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])
+    node = helper.make_node("FooBar", ["x"], ["y"], name="my_foo", domain="com.example")
+    model = helper.make_model(helper.make_graph([node], "g", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    with pytest.raises(EngineError, match=r"openvino: cannot read the graph: .*FooBar.*\(op com.example.FooBar at "
+                                          r"node\(s\) my_foo\)"):
+        open_engine(model.SerializeToString(), "openvino")
+
+
+def test_unknown_or_absent_device_is_an_error(bundled):
+    loaded, _ = bundled
+    with pytest.raises(EngineError, match="unknown device 'TPU'"):
+        open_engine(loaded.onnx_bytes, "openvino", device="TPU")
+    import openvino as ov
+
+    if "NPU" not in ov.Core().available_devices:
+        with pytest.raises(EngineError, match="no NPU device here"):
+            open_engine(loaded.onnx_bytes, "openvino", device="NPU")
+
+
+def test_auto_takes_openvino_on_a_cpu_machine(bundled, caplog, monkeypatch):
+    import onnxruntime as ort
+
+    if {"TensorrtExecutionProvider", "CUDAExecutionProvider"} & set(ort.get_available_providers()):
+        pytest.skip("this machine has a GPU backend, which auto prefers")
+    loaded, _ = bundled
+    monkeypatch.setattr(engine_module, "_said", set())
+    caplog.set_level(logging.WARNING, logger="hsi_xai_node.runtime.engine")
+    assert open_engine(loaded.onnx_bytes, "auto").backend == "openvino"
+    assert "backend auto: using openvino" in caplog.text
+
+
+def test_compiled_models_are_cached(bundled, tmp_path):
+    loaded, x = bundled
+    open_engine(loaded.onnx_bytes, "openvino", cache_dir=tmp_path)
+    blobs = list((tmp_path / "openvino").glob("*.blob"))
+    assert blobs, list((tmp_path / "openvino").iterdir())
+    again = open_engine(loaded.onnx_bytes, "openvino", cache_dir=tmp_path)  # from the cache
+    assert list((tmp_path / "openvino").glob("*.blob")) == blobs
+    assert again.run({loaded.card.input.tensor: x})[loaded.card.logits].shape == loaded.card.input.shape[:1] + (5,) \
+        + loaded.card.input.shape[2:]
+
+
+def test_only_the_outputs_to_copy_are_compiled(bundled):
+    loaded, x = bundled
+    card = loaded.card
+    eg = build_segmentation_explainer(onnx.load_model_from_string(loaded.onnx_bytes), card.input.tensor, card.logits,
+                                      card.layers, SegmentationExplainConfig(methods=("activation", "hires")))
+    data = eg.model.SerializeToString()
+    wanted = [card.logits, next(n for n, o in eg.outputs.items() if o.method.startswith("hires") and o.dtype == "uint8")]
+    ov = open_engine(data, "openvino", outputs_to_copy=wanted)
+    assert sorted(ov.outputs) == sorted(wanted)
+    compare(open_engine(data, "ort-cpu").run({card.input.tensor: x}, wanted), ov.run({card.input.tensor: x}))
+    with pytest.raises(EngineError, match=r"no output\(s\) \['nothing'\]"):
+        open_engine(data, "openvino", outputs_to_copy=["nothing"])
