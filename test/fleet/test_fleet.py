@@ -159,3 +159,12 @@ def test_resume_keeps_what_is_done(tmp_path, ray_local, config, fleet_in):
     third = run_fleet(src, out, other, workers=2, shard_seconds=SHARD_S, progress=False, resume=True)
     assert third.shards_resumed == 0 and third.shards_run == third.shards
     assert (out / "d" / "metadata.yaml").stat().st_mtime_ns != stamp
+
+
+def test_report_fits_a_1400px_window(fleet_out, tmp_path):
+    from test.chromium import render
+
+    fs, out = fleet_out
+    probe = render(out / "index.html", tmp_path / "profile", screenshot=tmp_path / "fleet.png")
+    assert probe["images"] >= 4 and probe["loaded"] == probe["images"]
+    assert probe["overflow_x"] == 0
