@@ -94,6 +94,9 @@ class OpenVinoEngine(Engine):
         config = {"PERFORMANCE_HINT": "LATENCY", "CACHE_DIR": str(cache)}
         if kind == "CPU":
             config["INFERENCE_PRECISION_HINT"] = "f32"
+            # no pinning: the node runs two engines side by side and a fleet several workers per machine, each
+            # of which would otherwise pin its threads to the same first cores
+            config["ENABLE_CPU_PINNING"] = False
             if threads:
                 config["INFERENCE_NUM_THREADS"] = int(threads)
         elif kind in ("GPU", "NPU"):
