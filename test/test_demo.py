@@ -54,7 +54,7 @@ def test_demo_writes_bags_and_a_report_of_the_pipelines_outputs(demo):
     # every figure says which drive it comes from, and that no model saw it
     drive = summary["drive"]
     assert drive["seed"] == SEED and drive["held_out"] and drive["seen_by"] == {} and drive["frames"] == "0-5 (every 5)"
-    assert drive["splits"]["unet_bundled_25pn"]["train"] == "0-23" and drive["splits"]["efficientdet_rgb_mir"]["train"] == "0-39"
+    assert drive["splits"]["unet_bundled_25pn"]["train"] == "0-23" and drive["splits"]["efficientdet_rgb_mir"]["train"] == "0-159"
     assert page.count(f"drive seed {SEED}, frames 0-5 (every 5), held out") >= 2  # the page's note and the AP section
     assert "'class_legend.png'" in page and cv2.imread(str(demo / "class_legend.png")) is not None
     attribution = summary["spectral_attribution"]
