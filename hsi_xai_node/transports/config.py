@@ -90,6 +90,10 @@ class NodeConfig:
     detection_methods: Strs = ("box_gradcam",)  # per-box maps; add box_spectral for each detection's camera shares
     detection_overlay_method: Str = "box_gradcam"  # any per-box CAM method (explain.BOX_CAMS)
     memory_limit_mb: PositiveFinite = 4096.0  # a model, detector or rig needing more per frame is refused at start
+    camera_transport: Literal["raw", "compressed"] = "raw"  # cameras as Image, or CompressedImage on <topic>/compressed
+    raw_transport: Literal["raw", "compressed"] = "raw"  # the mosaic as Image, or 16-bit PNG on <raw_topic>/compressed
+    max_input_age_s: Seconds = 0.0  # node: frames older than this on arrival are dropped (counted); 0 = off
+    publish_foxglove_annotations: bool = False  # node: foxglove_msgs/ImageAnnotations too (needs foxglove_msgs)
     input_qos: Literal["sensor_data", "reliable"] = "sensor_data"  # camera subscriptions
     output_qos: Literal["sensor_data", "reliable"] = "reliable"  # output publishers (and outputs in bags)
 
@@ -158,6 +162,34 @@ class NodeConfig:
 
     def output_topic(self, name: str) -> str:
         return f"{self.output_namespace.rstrip('/')}/{name}"
+
+
+# parameters the running node cannot apply (its subscriptions and publishers are made from them): read-only
+RESTART_PARAMETERS = frozenset({"raw_topic", "dark_topic", "white_topic", "output_namespace", "publish_class_maps",
+                                "focus_class", "camera_transport", "raw_transport", "input_qos", "output_qos",
+                                "publish_foxglove_annotations"})
+
+
+def parameter_range(name: str) -> tuple[type, float, float, bool] | None:
+    """(int or float, lowest, highest, exclusive end?) of a numeric parameter, from its declared bounds; None
+    for others. An open upper bound is the type's largest value; an exclusive bound is given with the flag
+    (ROS ranges are inclusive: the node's own check refuses the end itself)."""
+    import sys
+
+    from annotated_types import Ge, Gt, Le, Lt
+
+    f = NodeConfig.__pydantic_fields__[name]
+    kind = f.annotation if f.annotation in (int, float) else None
+    if kind is None:
+        return None
+    low, high, exclusive = (-sys.float_info.max, sys.float_info.max, False) if kind is float \
+        else (-(2 ** 63), 2 ** 63 - 1, False)
+    for m in f.metadata:
+        if isinstance(m, (Ge, Gt)):
+            low, exclusive = (m.ge if isinstance(m, Ge) else m.gt), exclusive or isinstance(m, Gt)
+        elif isinstance(m, (Le, Lt)):
+            high, exclusive = (m.le if isinstance(m, Le) else m.lt), exclusive or isinstance(m, Lt)
+    return kind, low, high, exclusive
 
 
 # pydantic's own error type becomes the project's, naming the parameter (dataclasses.replace comes here too)

@@ -1,7 +1,8 @@
 """ROS 2 messages without a ROS install: sensor_msgs/Image <-> numpy, diagnostics, detections.
 
-Uses the `rosbags` type store (ROS 2 Jazzy definitions); vision_msgs, which it does not
-ship, is registered from its .msg text (vision_msgs 4.x, as on Humble and Jazzy). The same
+Uses the `rosbags` type store (ROS 2 Jazzy definitions); vision_msgs and foxglove_msgs, which it
+does not ship, are registered from their .msg text (vision_msgs 4.x, as on Humble and Jazzy;
+foxglove_msgs as transports.annotations gives it). The same
 conversions serve the replay and the rclpy node, so both publish identical messages.
 """
 
@@ -36,9 +37,11 @@ VISION_MSGS = {
 def typestore():
     from rosbags.typesys import Stores, get_typestore, get_types_from_msg
 
+    from .annotations import FOXGLOVE_MSGS
+
     store = get_typestore(Stores.ROS2_JAZZY)
     types = {}
-    for name, text in VISION_MSGS.items():
+    for name, text in {**VISION_MSGS, **FOXGLOVE_MSGS}.items():
         types.update(get_types_from_msg(text, name))
     store.register(types)
     return store
@@ -81,20 +84,80 @@ CAMERA_ENCODINGS = {"bgr8": ("bgr8",), "rgb8": ("rgb8",), "mono8": ("mono8", "8U
 
 
 def camera_image(msg, what: str, encoding: str, width: int, height: int) -> np.ndarray:
-    """The pixels of a camera's sensor_msgs/Image, checked against what the rig says the camera gives.
+    """The pixels of a camera's sensor_msgs/Image or CompressedImage, checked against what the rig says the
+    camera gives.
 
-    A FrameError carries `.reason`: "wrong encoding", "truncated or inconsistent image data" or
-    "wrong frame size" (the node and the replay count bad camera frames by it)."""
-    try:
-        image = image_to_array(msg, what, CAMERA_ENCODINGS.get(encoding, (encoding,)))
-    except FrameError as exc:
-        exc.reason = ("wrong encoding" if msg.encoding not in CAMERA_ENCODINGS.get(encoding, (encoding,))
-                      or msg.is_bigendian else "truncated or inconsistent image data")
-        raise
+    A FrameError carries `.reason`: "wrong encoding", "truncated or inconsistent image data", "wrong frame
+    size" or, compressed, "unsupported compression" / "undecodable compressed image" (the node and the replay
+    count bad camera frames by it)."""
+    encodings = CAMERA_ENCODINGS.get(encoding, (encoding,))
+    if hasattr(msg, "format"):  # sensor_msgs/CompressedImage
+        image = compressed_to_array(msg, what, encodings)
+    else:
+        try:
+            image = image_to_array(msg, what, encodings)
+        except FrameError as exc:
+            exc.reason = ("wrong encoding" if msg.encoding not in encodings
+                          or msg.is_bigendian else "truncated or inconsistent image data")
+            raise
     if image.shape[:2] != (height, width):
-        exc = FrameError(f"{what}: {msg.width}x{msg.height} image, the rig's camera is {width}x{height}")
+        exc = FrameError(f"{what}: {image.shape[1]}x{image.shape[0]} image, the rig's camera is {width}x{height}")
         exc.reason = "wrong frame size"
         raise exc
+    return image
+
+
+COMPRESSED = "sensor_msgs/msg/CompressedImage"
+COMPRESSED_SUFFIX = "/compressed"  # image_transport's name for a topic's compressed form
+# encoding a decoded image stands for: (dtype, channels) -> encodings it satisfies
+_DECODED = {(np.uint8, 3): ("bgr8",), (np.uint8, 1): ("mono8", "8UC1"), (np.uint16, 1): ("mono16", "16UC1")}
+
+
+def transport_topic(topics, topic: str, transport: str) -> str | None:
+    """Where a bag or graph carries the images of `topic`: `topic` itself (sensor_msgs/Image) or, following
+    image_transport's naming, `topic`/compressed (CompressedImage). The configured transport ("raw" or
+    "compressed") is tried first, the other form second; None when `topics` holds neither."""
+    forms = [topic, topic.rstrip("/") + COMPRESSED_SUFFIX]
+    for candidate in (forms if transport == "raw" else forms[::-1]):
+        if candidate in topics:
+            return candidate
+    return None
+
+
+def compressed_codec(fmt: str) -> str | None:
+    """"png" or "jpeg" from a CompressedImage format ("jpeg", "png", "bgr8; jpeg compressed bgr8", ...)."""
+    f = fmt.lower()
+    return "png" if "png" in f else "jpeg" if ("jpeg" in f or "jpg" in f) else None
+
+
+def compressed_to_array(msg, what: str, encodings: tuple[str, ...], lossless: bool = False) -> np.ndarray:
+    """The pixels of a sensor_msgs/CompressedImage (JPEG or PNG, 16-bit PNG for thermal cameras), decoded with
+    OpenCV and checked against the encodings the consumer takes (colour images decode as bgr8). A FrameError
+    carries `.reason`: "unsupported compression" (or lossy where `lossless` is required), "undecodable
+    compressed image" or "wrong encoding"."""
+    def fail(reason: str, text: str):
+        exc = FrameError(f"{what}: {text}")
+        exc.reason = reason
+        return exc
+    codec = compressed_codec(msg.format)
+    if codec is None:
+        raise fail("unsupported compression", f"format {msg.format!r} is neither jpeg nor png")
+    if lossless and codec != "png":
+        raise fail("unsupported compression", f"format {msg.format!r}: {codec} is lossy, this input takes png only")
+    import cv2
+
+    image = cv2.imdecode(np.asarray(msg.data, dtype=np.uint8).reshape(-1), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise fail("undecodable compressed image", f"{len(msg.data)} bytes of {codec} data that OpenCV cannot decode")
+    if image.ndim == 3 and image.shape[2] == 4:  # a PNG with alpha: the colour is what counts
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    kind = (image.dtype.type, 1 if image.ndim == 2 else image.shape[2])
+    if kind == (np.uint8, 3) and "rgb8" in encodings:  # OpenCV decodes colour as BGR
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    got = _DECODED.get(kind, ())
+    if not set(got) & set(encodings):
+        raise fail("wrong encoding", f"{codec} decodes to {image.dtype.name} x {kind[1]} channel(s), expected "
+                                     f"{list(encodings)}")
     return image
 
 

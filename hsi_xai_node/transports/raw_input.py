@@ -10,6 +10,8 @@ Reasons (the node's /diagnostics keys "bad: <reason>" and the replay's summary u
     wrong encoding                         not mono16 / 16UC1, or big-endian
     truncated or inconsistent image data   step, size and data disagree
     wrong frame size                       not the sensor's frame size
+    unsupported compression                a CompressedImage that is not PNG (JPEG would blur the mosaic)
+    undecodable compressed image           PNG data OpenCV cannot decode
 
 The stamp is checked first, and only an accepted frame moves the last stamp on, so one bad
 message never makes the next good one look out of order.
@@ -20,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import FrameError
-from .messages import image_to_array, stamp_ns
+from .messages import compressed_to_array, image_to_array, stamp_ns
 
 RAW_ENCODINGS = ("mono16", "16UC1")
 STAMP_ORDER = "stamp not after the previous frame's"
@@ -42,12 +44,15 @@ class RawFrameGate:
         if self.last_stamp is not None and stamp <= self.last_stamp:
             raise _fail(STAMP_ORDER, f"{where}: stamp {stamp} ns is not after the previous frame's "
                                      f"{self.last_stamp} ns")
-        try:
-            image = image_to_array(msg, where, RAW_ENCODINGS)
-        except FrameError as exc:
-            exc.reason = ("wrong encoding" if msg.encoding not in RAW_ENCODINGS or msg.is_bigendian
-                          else "truncated or inconsistent image data")
-            raise
+        if hasattr(msg, "format"):  # sensor_msgs/CompressedImage: 16-bit PNG only (lossless)
+            image = compressed_to_array(msg, where, RAW_ENCODINGS, lossless=True)
+        else:
+            try:
+                image = image_to_array(msg, where, RAW_ENCODINGS)
+            except FrameError as exc:
+                exc.reason = ("wrong encoding" if msg.encoding not in RAW_ENCODINGS or msg.is_bigendian
+                              else "truncated or inconsistent image data")
+                raise
         if image.shape != self.frame_shape:
             raise _fail("wrong frame size", f"{where}: frame is {image.shape[0]}x{image.shape[1]}, the sensor's is "
                                             f"{self.frame_shape[0]}x{self.frame_shape[1]}")

@@ -13,6 +13,7 @@ during the drive. Per raw frame, logged at the raw frame's time, with its header
     <ns>/gradcam_overlay        sensor_msgs/Image bgr8 (when the overlay method is configured)
     <ns>/activation_overlay     sensor_msgs/Image bgr8 (when "activation" is configured)
     <ns>/class_maps/<class>     sensor_msgs/Image 32FC1 (publish_class_maps)
+    <ns>/segmentation_annotations  foxglove_msgs/ImageAnnotations: each class region's outline
     /diagnostics                diagnostic_msgs/DiagnosticArray, status "hsi_xai: pipeline"
 
 Per synchronised set of the detector's cameras (detection on and every one of its camera
@@ -21,10 +22,13 @@ logged at the primary camera message's time, with the primary camera's header:
 
     <ns>/detections             vision_msgs/Detection2DArray, boxes in the primary camera's pixels
     <ns>/detection_overlay      sensor_msgs/Image bgr8, per-box Grad-CAM and the boxes
+    <ns>/detection_annotations  foxglove_msgs/ImageAnnotations: boxes and labels on the primary camera
     /diagnostics                diagnostic_msgs/DiagnosticArray, status "hsi_xai: detection"
 
 A bag with only the camera topics replays detection alone; one with only the raw topic,
-segmentation alone. Bad messages (raw or camera) are skipped and counted by reason; the
+segmentation alone. Cameras recorded compressed (sensor_msgs/CompressedImage on <topic>/compressed,
+image_transport's naming: JPEG or PNG) and a mosaic recorded as 16-bit PNG on <raw_topic>/compressed
+are read too; camera_transport / raw_transport say which form is looked for first. Bad messages (raw or camera) are skipped and counted by reason; the
 output is written to a temporary sibling and renamed into place only when complete.
 """
 
@@ -47,10 +51,13 @@ from .config import NodeConfig, load_config
 from .output_dir import check_replaceable, remove_replaceable, writable_parent, write_marker
 from .outputs import (DETECTIONS, DETECTIONS_MSGTYPE, LegendSchedule, detection_array, detection_images, legend_name,
                       output_images)
+from .annotations import (ANNOTATIONS_MSGTYPE, DETECTION_ANNOTATIONS, SEGMENTATION_ANNOTATIONS, annotations_message,
+                          detection_annotations, segmentation_annotations)
 from .qos import bag_qos
 from .raw_input import RAW_ENCODINGS, RawFrameGate
 
 IMAGE = "sensor_msgs/msg/Image"
+_IMAGE_TYPES = {False: IMAGE, True: m.COMPRESSED}  # by "is it the /compressed form of the topic"
 DIAGNOSTICS = "diagnostic_msgs/msg/DiagnosticArray"
 DIAGNOSTICS_TOPIC = "/diagnostics"
 NODE_NAME = "hsi_xai"  # the node name in config/hsi_xai.yaml, used for the diagnostic status name
@@ -343,11 +350,14 @@ def replay(in_path, out_path, config: NodeConfig, storage: str = "mcap", progres
     models = models or ReplayModels(config)
     src = _open_input(in_path)
     try:
-        detector, det_topics, detection = _detection_setup(src, config, in_path, models)
-        raw_conns = [c for c in src.conns if c.topic == config.raw_topic]
-        wrong = [c.msgtype for c in raw_conns if c.msgtype != IMAGE]
+        raw_topic = m.transport_topic({c.topic for c in src.conns}, config.raw_topic, config.raw_transport) \
+            or config.raw_topic
+        detector, det_topics, detection = _detection_setup(src, config, in_path, models, raw_topic)
+        raw_conns = [c for c in src.conns if c.topic == raw_topic]
+        wrong = [c.msgtype for c in raw_conns if c.msgtype != _IMAGE_TYPES[raw_topic != config.raw_topic]]
         if wrong:
-            raise InputError(f"raw topic {config.raw_topic}: type {wrong[0]}, expected {IMAGE}")
+            raise InputError(f"raw topic {raw_topic}: type {wrong[0]}, expected "
+                             f"{_IMAGE_TYPES[raw_topic != config.raw_topic]}")
         pipeline = models.pipeline() if raw_conns else None
         parent = writable_parent(out_path)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", suffix=".partial", dir=parent))
@@ -355,7 +365,7 @@ def replay(in_path, out_path, config: NodeConfig, storage: str = "mcap", progres
             # the bag inside the temporary directory carries the final name: its files are named after it
             with Writer(tmp / out_path.name, version=9, storage_plugin=STORAGE[storage]) as writer:
                 summary = _Replay(src, writer, pipeline, config, progress, detector, det_topics, detection,
-                                  copy_raw, window, observer).run()
+                                  copy_raw, window, observer, raw_topic).run()
             write_marker(tmp / out_path.name, "hsi-xai replay", input=str(in_path), config=asdict(config),
                          model=summary.model, detector=summary.detector, copy_raw=copy_raw)
             remove_replaceable(out_path)
@@ -368,13 +378,15 @@ def replay(in_path, out_path, config: NodeConfig, storage: str = "mcap", progres
     return summary
 
 
-def _detection_setup(src, config: NodeConfig, in_path: Path, models: ReplayModels):
-    """(DetectionPipeline or None, its camera topics primary first, "on" or why detection does not run).
+def _detection_setup(src, config: NodeConfig, in_path: Path, models: ReplayModels, raw_topic: str):
+    """(DetectionPipeline or None, its camera topics in the bag primary first, "on" or why detection does not run).
 
-    The detector is loaded (a missing or bad model is an error) when the bag has one of the
-    configured camera topics, or no raw topic (then the error can name the topics it needs)."""
+    A camera's topic is its configured one or, image_transport's name, <topic>/compressed (camera_transport
+    says which is tried first). The detector is loaded (a missing or bad model is an error) when the bag has
+    one of the configured camera topics, or no raw topic (then the error can name the topics it needs)."""
     topics = {c.topic for c in src.conns}
-    has_raw = config.raw_topic in topics
+    has_raw = raw_topic in topics
+    in_bag = {t: m.transport_topic(topics, t, config.camera_transport) for t in config.multispectral_topics}
     det_cfg = config.detection_config()
     if det_cfg is None:
         why = "off (detector_model is empty)"
@@ -382,27 +394,30 @@ def _detection_setup(src, config: NodeConfig, in_path: Path, models: ReplayModel
             raise InputError(f"input bag {in_path}: no raw topic {config.raw_topic!r}, and detection is off "
                              f"(detector_model is empty); its topics: {sorted(topics)}")
         return None, [], why
-    if has_raw and not topics & set(config.multispectral_topics):
+    if has_raw and not any(in_bag.values()):
         return None, [], f"not run: none of the camera topics {list(config.multispectral_topics)} is in the bag"
     detector = models.detector()
     det_topics = config.detector_topics(detector.cameras)
-    missing = [t for t in det_topics if t not in topics]
+    missing = [t for t in det_topics if in_bag[t] is None]
     if missing and not has_raw:
         raise InputError(f"input bag {in_path}: neither the raw topic {config.raw_topic!r} nor the detector's camera "
                          f"topics {det_topics} are in the bag (missing: {missing}); its topics: {sorted(topics)}")
     if missing:
         return None, [], f"not run: the detector's camera topics {missing} are not in the bag"
+    det_topics = [in_bag[t] for t in det_topics]
     for c in src.conns:
-        if c.topic in det_topics and c.msgtype != IMAGE:
-            raise InputError(f"camera topic {c.topic}: type {c.msgtype}, expected {IMAGE}")
+        expected = _IMAGE_TYPES[c.topic.endswith(m.COMPRESSED_SUFFIX)]
+        if c.topic in det_topics and c.msgtype != expected:
+            raise InputError(f"camera topic {c.topic}: type {c.msgtype}, expected {expected}")
     return detector, det_topics, "on"
 
 
 class _Replay:
     def __init__(self, src, writer, pipeline, config: NodeConfig, progress: bool, detector=None,
                  det_topics=(), detection: str = "", copy_raw: bool = True, window: Window | None = None,
-                 observer=None):
+                 observer=None, raw_topic: str | None = None):
         self.src, self.writer, self.pipeline, self.config, self.progress = src, writer, pipeline, config, progress
+        self.raw_topic = raw_topic or config.raw_topic  # the configured topic, or its /compressed form
         self.copy_raw, self.window, self.observer = copy_raw, window or _Everything(), observer
         self.legends = LegendSchedule()
         self.gate = RawFrameGate(pipeline.profile.frame_shape) if pipeline is not None else None
@@ -492,9 +507,9 @@ class _Replay:
         chosen: dict[str, tuple[int, int, int, bytes]] = {}
         ordinal = Counter()
         first_raw = None
-        for i, t, data in self.src.messages(ref_topics | {cfg.raw_topic}):
+        for i, t, data in self.src.messages(ref_topics | {self.raw_topic}):
             topic = self.src.conns[i].topic
-            if topic == cfg.raw_topic:
+            if topic == self.raw_topic:
                 first_raw = t if first_raw is None else first_raw
             else:
                 ordinal[topic] += 1
@@ -557,7 +572,7 @@ class _Replay:
             picked, ordinal, s.references = {}, Counter(), "not used (no raw topic in the bag)"
         primary = next(iter(self.cameras), None)
         if self.pipeline is not None or primary is None:
-            bar = tqdm(total=self.src.counts.get(cfg.raw_topic) or None, unit="frame", desc="replay",
+            bar = tqdm(total=self.src.counts.get(self.raw_topic) or None, unit="frame", desc="replay",
                        disable=not self.progress)
         else:
             bar = tqdm(total=self.src.counts.get(primary) or None, unit="set", desc="replay",
@@ -576,11 +591,11 @@ class _Replay:
             if not owned:  # outside the window: only what brings the order check and the sync up to date
                 if conn.topic in self.cameras:
                     self._camera(conn, t, data, owned=False)
-                elif self.pipeline is not None and conn.topic == cfg.raw_topic and t < win.start_ns:
+                elif self.pipeline is not None and conn.topic == self.raw_topic and t < win.start_ns:
                     self._prime_gate(conn, t, data)
                 continue
             self.met[conn.topic] += 1
-            if self.copy_raw or conn.topic != cfg.raw_topic:
+            if self.copy_raw or conn.topic != self.raw_topic:
                 self.writer.write(self._out_conn(conn.topic, conn.msgtype, conn), t, data)
             if conn.topic in self.cameras:
                 s.camera_messages_in += 1
@@ -590,7 +605,7 @@ class _Replay:
                     bar.set_postfix(sets=s.camera_sets_processed, bad=sum(v["count"] for v in self.bad.values()))
             elif self.pipeline is None:  # no raw topic: nothing else to do but copy
                 continue
-            elif conn.topic == cfg.raw_topic:
+            elif conn.topic == self.raw_topic:
                 s.frames_in += 1
                 self._frame(conn, t, data)
                 s.wall_s = time.perf_counter() - t_start
@@ -624,7 +639,7 @@ class _Replay:
         (a recorded type that does not match the storage, a damaged index): counted as bad, never silent."""
         if self.src.truncation:
             return  # a cut-short bag says so on its own
-        wanted = set(self.cameras) | ({self.config.raw_topic, self.config.dark_topic, self.config.white_topic}
+        wanted = set(self.cameras) | ({self.raw_topic, self.config.dark_topic, self.config.white_topic}
                                       if self.pipeline is not None else set())
         for topic in sorted(wanted):
             listed, read = self.src.counts.get(topic, 0), self.met[topic]
@@ -692,6 +707,7 @@ class _Replay:
                               m.serialize(m.array_to_image(legend, "bgr8", hdr)))
         self.writer.write(self._out_conn(cfg.output_topic(DETECTIONS), DETECTIONS_MSGTYPE), t,
                           m.serialize(detection_array(r, hdr)))
+        self._annotations(DETECTION_ANNOTATIONS, hdr, t, *detection_annotations(r))
         values = {f"{k}_ms": f"{v:.2f}" for k, v in r.timings_ms.items()}
         shared = [d.camera_shares for d in r.detections if d.camera_shares]
         for cam in (shared[0] if shared else {}):
@@ -702,6 +718,11 @@ class _Replay:
                       backend=s.detection_backend)
         diag = m.diagnostic_array(hdr, f"{NODE_NAME}: detection", hdr.frame_id, 0, "ok", values)
         self.writer.write(self._out_conn(DIAGNOSTICS_TOPIC, DIAGNOSTICS), t, m.serialize(diag))
+
+    def _annotations(self, name: str, hdr, t: int, polygons, labels=()) -> None:
+        """foxglove_msgs/ImageAnnotations for Foxglove's Image panel, stamped like the image they annotate."""
+        msg = annotations_message(lambda n: self.store.types[f"foxglove_msgs/msg/{n}"], hdr.stamp, polygons, labels)
+        self.writer.write(self._out_conn(self.config.output_topic(name), ANNOTATIONS_MSGTYPE), t, m.serialize(msg))
 
     def _new_reference(self, conn: _Conn, t: int, data: bytes, count: bool = True) -> None:
         old = dict(self.refs)
@@ -759,6 +780,7 @@ class _Replay:
         for name, legend in self.pipeline.legends().items():
             if self.legends.due(name, legend, t):
                 image(legend_name(name), legend, "bgr8")
+        self._annotations(SEGMENTATION_ANNOTATIONS, hdr, t, segmentation_annotations(r.labels))
         residual = None
         if "activation" in r.residuals:
             residual = float(np.max(np.abs(r.residuals["activation"])))

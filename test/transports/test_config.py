@@ -1,5 +1,7 @@
 """Node/replay parameters: the YAML file, the new detection parameters, and bad values named by key."""
 
+import dataclasses
+
 import pytest
 
 from hsi_xai_node.errors import InputError
@@ -113,3 +115,37 @@ def test_a_missing_detector_file_is_named_by_its_parameter_or_the_loader(tmp_pat
         NodeConfig(detector_model=str(tmp_path / "nowhere.onnx"), backend="ort-cpu")
     with pytest.raises(ModelError, match=r"detector .*nowhere\.onnx: no such file"):
         DetectionPipeline(DetectionPipelineConfig(model=str(tmp_path / "nowhere.onnx"), backend="ort-cpu"))
+
+
+def test_parameter_ranges_come_from_the_declared_bounds():
+    import sys
+
+    from hsi_xai_node.transports.config import RESTART_PARAMETERS, parameter_range
+
+    assert parameter_range("overlay_alpha") == (float, 0, 1, False)
+    assert parameter_range("detection_score_threshold") == (float, 0, 1, True)  # < 1: the end is the node's check
+    assert parameter_range("explain_boxes") == (int, 0, 256, False)
+    assert parameter_range("max_input_age_s") == (float, 0, 10, False)
+    assert parameter_range("memory_limit_mb") == (float, 0, sys.float_info.max, True)
+    assert parameter_range("raw_topic") is None and parameter_range("publish_class_maps") is None
+    assert RESTART_PARAMETERS <= {f.name for f in dataclasses.fields(NodeConfig)}
+    assert {"raw_topic", "camera_transport", "output_namespace"} <= RESTART_PARAMETERS
+    assert "overlay_alpha" not in RESTART_PARAMETERS and "detector_model" not in RESTART_PARAMETERS
+
+
+def test_transport_and_age_parameters_are_checked():
+    assert NodeConfig(camera_transport="compressed", max_input_age_s=0.5).camera_transport == "compressed"
+    with pytest.raises(InputError, match="parameter camera_transport"):
+        NodeConfig(camera_transport="theora")
+    with pytest.raises(InputError, match="parameter max_input_age_s"):
+        NodeConfig(max_input_age_s=-1.0)
+
+
+def test_every_parameter_has_a_node_description():
+    pytest.importorskip("rclpy", reason="the node's descriptors need rclpy (pip install -e '.[ros]')")
+    from hsi_xai_node.ros.parameters import DESCRIPTIONS, descriptor
+
+    assert set(DESCRIPTIONS) == {f.name for f in dataclasses.fields(NodeConfig)}
+    d = descriptor("overlay_alpha")
+    assert (d.floating_point_range[0].from_value, d.floating_point_range[0].to_value, d.read_only) == (0.0, 1.0, False)
+    assert descriptor("raw_topic").read_only and not descriptor("raw_topic").floating_point_range

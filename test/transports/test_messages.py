@@ -81,3 +81,48 @@ def test_detection2darray_round_trip():
     assert d.id == "7" and d.results[0].hypothesis.class_id == "car" and d.results[0].hypothesis.score == 0.875
     assert (d.bbox.center.position.x, d.bbox.center.position.y, d.bbox.size_x) == (120.5, 64.25, 40.0)
     assert np.array_equal(d.results[0].pose.covariance, np.arange(36))
+
+
+def test_transport_topic_follows_image_transport_naming():
+    both = {"/rgb/image_raw", "/rgb/image_raw/compressed"}
+    assert m.transport_topic(both, "/rgb/image_raw", "raw") == "/rgb/image_raw"
+    assert m.transport_topic(both, "/rgb/image_raw", "compressed") == "/rgb/image_raw/compressed"
+    assert m.transport_topic({"/rgb/image_raw/compressed"}, "/rgb/image_raw", "raw") == "/rgb/image_raw/compressed"
+    assert m.transport_topic({"/rgb/image_raw"}, "/rgb/image_raw", "compressed") == "/rgb/image_raw"
+    assert m.transport_topic({"/nir/image_raw"}, "/rgb/image_raw", "raw") is None
+
+
+@pytest.mark.parametrize("fmt, codec", [("png", "png"), ("jpeg", "jpeg"), ("bgr8; jpeg compressed bgr8", "jpeg"),
+                                        ("mono16; png compressed mono16", "png"), ("JPG", "jpeg"), ("tiff", None)])
+def test_compressed_codec(fmt, codec):
+    assert m.compressed_codec(fmt) == codec
+
+
+def compressed(fmt, image, ext=".png"):
+    import cv2
+
+    ok, buf = cv2.imencode(ext, image)
+    assert ok
+    return m.typestore().types[m.COMPRESSED](header=m.header(1, "cam"), format=fmt, data=buf.reshape(-1))
+
+
+def test_16_bit_png_decodes_to_the_exact_pixels():
+    image = np.random.default_rng(0).integers(0, 65535, (6, 7), dtype=np.uint16)
+    np.testing.assert_array_equal(m.compressed_to_array(compressed("png", image), "fir", ("mono16",)), image)
+    colour = np.random.default_rng(1).integers(0, 255, (6, 7, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(m.compressed_to_array(compressed("png", colour), "rgb", ("bgr8",)), colour)
+    # an rgb8 consumer gets RGB order, though OpenCV decodes BGR
+    np.testing.assert_array_equal(m.compressed_to_array(compressed("png", colour), "rgb", ("rgb8",)), colour[..., ::-1])
+
+
+def test_bad_compressed_images_name_the_reason():
+    colour = np.zeros((6, 7, 3), np.uint8)
+    for msg, encodings, lossless, reason in [
+            (compressed("jpeg", colour, ".jpg"), ("mono16", "16UC1"), True, "unsupported compression"),
+            (compressed("png", colour), ("mono16", "16UC1"), False, "wrong encoding"),
+            (m.typestore().types[m.COMPRESSED](header=m.header(1, "c"), format="png",
+                                               data=np.frombuffer(b"\x89PNG junk", np.uint8)), ("bgr8",), False,
+             "undecodable compressed image")]:
+        with pytest.raises(FrameError) as exc:
+            m.compressed_to_array(msg, "cam", encodings, lossless=lossless)
+        assert exc.value.reason == reason and str(exc.value).startswith("cam: ")
