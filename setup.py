@@ -57,5 +57,7 @@ setup(
     zip_safe=False,
     entry_points={"console_scripts": ["hsi-xai = hsi_xai_node.cli:main",
                                       # `ros2 run hsi_xai_node hsi_xai_node` (needs rclpy)
-                                      "hsi_xai_node = hsi_xai_node.ros.node:main"]},
+                                      "hsi_xai_node = hsi_xai_node.ros.node:main",
+                                      # the managed (lifecycle) node: configure, activate, ...
+                                      "hsi_xai_lifecycle_node = hsi_xai_node.ros.lifecycle_node:main"]},
 )

@@ -176,8 +176,9 @@ def test_start_up_errors_are_one_line_and_signals_stop_the_node_cleanly(tmp_path
     run = subprocess.run(prefix + [cmd], cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     r = json.loads((tmp_path / "result.json").read_text())
-    for case, expected in (("bad_alpha", "cannot start: parameter overlay_alpha: Input should be less than or equal "
-                                         "to 1 (got 2.0)"),
+    # out of the range in its descriptor: refused by rclpy itself, named by it
+    for case, expected in (("bad_alpha", "cannot start: Invalid parameter value (2.0) for parameter. Reason: "
+                                         "Parameter overlay_alpha out of range Min: 0.0, Max: 1.0"),
                            ("missing_model", "cannot start: parameter model: '/nope.onnx' is not an existing file")):
         text = r[case]["stdout"] + r[case]["stderr"]
         assert r[case]["rc"] == 2 and expected in text and "Traceback" not in text, text
