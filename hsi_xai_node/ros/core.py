@@ -30,6 +30,7 @@ from collections import Counter
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.duration import Duration
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
@@ -453,6 +454,8 @@ class HsiXaiCore:
         self._stop_workers()
         try:
             self._publish_diagnostics()
+            # reliable: wait (briefly) until subscribers have it, so the last status is not lost with the process
+            self.diag_pub.wait_for_all_acked(Duration(seconds=2.0))
         except Exception:  # noqa: BLE001 - the context may already be gone (external shutdown)
             pass
         self.destroy_node()
