@@ -57,9 +57,12 @@ def _stamp_ns(header) -> int:
     return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
 
 
+TRANSPORT_TYPES = {"raw": Image, "compressed": CompressedImage}
+
+
 def _transport(topic: str, transport: str):
     """(message type, topic) a subscription uses: the topic itself, or image_transport's <topic>/compressed."""
-    return (CompressedImage, topic.rstrip("/") + COMPRESSED_SUFFIX) if transport == "compressed" else (Image, topic)
+    return TRANSPORT_TYPES[transport], topic.rstrip("/") + COMPRESSED_SUFFIX if transport == "compressed" else topic
 
 
 class HsiXaiCore:
@@ -73,9 +76,9 @@ class HsiXaiCore:
             if isinstance(value, tuple):  # typed explicitly: rclpy would take an empty list for bytes
                 value = list(value) or Parameter.Type.STRING_ARRAY
             self.declare_parameter(name, value, descriptor(name))
+        self.config = self._read_config()  # a bad value in the parameter file: an InputError here
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", qos("diagnostics"))
-        self.config = self._read_config()  # a bad value in the parameter file: an InputError here
         self.pipeline = self.detector = None
         self.pubs, self.det_pubs, self.legend_pubs, self.subs, self.camera_subs = {}, {}, {}, [], {}
         self.det_cameras: dict[str, object] = {}  # subscribed topic -> the stack's CameraInput, primary first
@@ -139,7 +142,8 @@ class HsiXaiCore:
         for sub in self.subs + list(self.camera_subs.values()):
             self.destroy_subscription(sub)
         self.subs, self.camera_subs = [], {}
-        self.worker.idle(5.0), self.det_worker.idle(5.0)  # a frame in flight is finished and published
+        self.worker.idle(5.0)  # a frame in flight is finished and published
+        self.det_worker.idle(5.0)
 
     def _release(self) -> None:
         self._deactivate()
@@ -178,8 +182,6 @@ class HsiXaiCore:
         """Check a change as a whole; when configured, build what it needs before accepting it (a change the
         models refuse leaves the running ones untouched)."""
         changes = {p.name: p.value for p in params if p.name in set(parameter_names())}
-        if not hasattr(self, "config"):  # during _declare: the file's values are checked by _read_config
-            return SetParametersResult(successful=True)
         try:
             config = self._read_config(changes)
             if not self.configured:  # unconfigured lifecycle node: checked now, loaded on configure
@@ -200,14 +202,15 @@ class HsiXaiCore:
         if pipeline is not None:
             self.pipeline = pipeline
             self.raw_gate = RawFrameGate(pipeline.profile.frame_shape)
+        resync = current is not None and (rebuild or topics != self._logical_topics()
+                                          or config.sync_slop_s != self.config.sync_slop_s)
+        self.config = config
         if current is None:
             self.detector = None  # detection off: camera frames are ignored
-        elif rebuild or topics != self._logical_topics() or config.sync_slop_s != self.config.sync_slop_s:
-            self.config = config
+        elif resync:
             self._use_detector(current, topics)
             if self.subs:  # active: follow the new camera topics now
                 self._subscribe_cameras()
-        self.config = config
         return SetParametersResult(successful=True)
 
     # --- inputs --------------------------------------------------------------------------------
@@ -281,7 +284,7 @@ class HsiXaiCore:
         self.detector = detector
 
     def _subscribe_cameras(self) -> None:
-        msg_type = _transport("/", self.config.camera_transport)[0]
+        msg_type = TRANSPORT_TYPES[self.config.camera_transport]
         for topic in set(self.camera_subs) - set(self.det_cameras):
             self.destroy_subscription(self.camera_subs.pop(topic))
         for topic in self.det_cameras:

@@ -354,10 +354,10 @@ def replay(in_path, out_path, config: NodeConfig, storage: str = "mcap", progres
             or config.raw_topic
         detector, det_topics, detection = _detection_setup(src, config, in_path, models, raw_topic)
         raw_conns = [c for c in src.conns if c.topic == raw_topic]
-        wrong = [c.msgtype for c in raw_conns if c.msgtype != _IMAGE_TYPES[raw_topic != config.raw_topic]]
+        expected = _IMAGE_TYPES[raw_topic != config.raw_topic]
+        wrong = [c.msgtype for c in raw_conns if c.msgtype != expected]
         if wrong:
-            raise InputError(f"raw topic {raw_topic}: type {wrong[0]}, expected "
-                             f"{_IMAGE_TYPES[raw_topic != config.raw_topic]}")
+            raise InputError(f"raw topic {raw_topic}: type {wrong[0]}, expected {expected}")
         pipeline = models.pipeline() if raw_conns else None
         parent = writable_parent(out_path)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", suffix=".partial", dir=parent))

@@ -3,14 +3,11 @@ bag of test/transports, one whose references change mid-drive, and one that is n
 
 from pathlib import Path
 
-from rosbags.rosbag2 import StoragePlugin, Writer
 
 from hsi_xai_node.scenes.drive import DriveGenerator
 from hsi_xai_node.sensor.calibration import load_profile
-from hsi_xai_node.transports import messages as m
 from hsi_xai_node.transports.drive_bag import write_drive_bag
-from hsi_xai_node.transports.qos import bag_qos
-from test.transports.disordered_bag import write_disordered_bag
+from test.transports.disordered_bag import mono16, write_disordered_bag, write_hsi_bag
 
 FRAMES = {"a": 6, "sub/b": 4, "c": 3, "d": 6}  # frames processed per bag
 FRAME_NS = 40_000_000  # the generated drives' 25 fps
@@ -22,23 +19,12 @@ def write_reference_change_bag(path: Path, config, seed: int = 4003, frames: int
     dark, white = gen.references()
     raws = [gen.frame(k) for k in range(frames)]
 
-    def image(array, t):
-        return m.serialize(m.array_to_image(array, "mono16", m.header(t, "hsi_camera")))
-
     t0, mid = raws[0].stamp_ns, raws[frames // 2].stamp_ns - 1
-    items = [(config.dark_topic, t0 - 1, image(dark, t0 - 1)), (config.white_topic, t0 - 1, image(white, t0 - 1))]
-    items += [(config.raw_topic, f.stamp_ns, image(f.raw, f.stamp_ns)) for f in raws[:frames // 2]]
-    items += [(config.dark_topic, mid, image(dark, mid)), (config.white_topic, mid, image((white * 0.8).astype(white.dtype), mid))]
-    items += [(config.raw_topic, f.stamp_ns, image(f.raw, f.stamp_ns)) for f in raws[frames // 2:]]
-    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as w:
-        conns = {}
-        for topic, t, data in items:
-            if topic not in conns:
-                qos = "latched" if topic in (config.dark_topic, config.white_topic) else "camera"
-                conns[topic] = w.add_connection(topic, "sensor_msgs/msg/Image", typestore=m.typestore(),
-                                                offered_qos_profiles=[bag_qos(qos)])
-            w.write(conns[topic], t, data)
-    return path
+    items = [(config.dark_topic, t0 - 1, mono16(dark, t0 - 1)), (config.white_topic, t0 - 1, mono16(white, t0 - 1))]
+    items += [(config.raw_topic, f.stamp_ns, mono16(f.raw, f.stamp_ns)) for f in raws[:frames // 2]]
+    items += [(config.dark_topic, mid, mono16(dark, mid)), (config.white_topic, mid, mono16((white * 0.8).astype(white.dtype), mid))]
+    items += [(config.raw_topic, f.stamp_ns, mono16(f.raw, f.stamp_ns)) for f in raws[frames // 2:]]
+    return write_hsi_bag(path, config, items)
 
 
 def write_fleet(root: Path, config) -> Path:

@@ -10,20 +10,18 @@ summary of the same bag.
 """
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosbags.rosbag2 import Reader
 from sensor_msgs.msg import Image
 
 from hsi_xai_node.ros.node import to_image
 from hsi_xai_node.transports import messages as m
+from test.ros import harness
 
 
 def main(out_dir: str, params: str, bag: str) -> int:
@@ -31,8 +29,7 @@ def main(out_dir: str, params: str, bag: str) -> int:
                                   "-p", "backend:=ort-cpu", "-p", "input_qos:=reliable", "-p", "detector_model:=''"])
     rclpy.init()
     tester = rclpy.create_node("hsi_xai_bag_player")
-    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    reliable, latched = harness.RELIABLE, harness.LATCHED
     pubs = {"/hsi/image_raw": tester.create_publisher(Image, "/hsi/image_raw", reliable),
             "/hsi/dark_reference": tester.create_publisher(Image, "/hsi/dark_reference", latched),
             "/hsi/white_reference": tester.create_publisher(Image, "/hsi/white_reference", latched)}
@@ -43,10 +40,7 @@ def main(out_dir: str, params: str, bag: str) -> int:
         {kv.key: kv.value for kv in s.values} for s in msg.status if s.name == "hsi_xai: pipeline"), 10)
 
     def spin_until(cond, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not cond():
-            rclpy.spin_once(tester, timeout_sec=0.05)
-        return cond()
+        return harness.spin_until(tester, cond, timeout)
 
     def handled():  # frames the node has processed or rejected so far
         last = diags[-1] if diags else {}
@@ -76,13 +70,7 @@ def main(out_dir: str, params: str, bag: str) -> int:
         (Path(out_dir) / "result.json").write_text(json.dumps({"diagnostics": diags[-1], "labels": len(got)}))
         return 0
     finally:
-        tester.destroy_node()
-        rclpy.shutdown()
-        node_proc.send_signal(signal.SIGINT)
-        try:
-            node_proc.wait(10)
-        except subprocess.TimeoutExpired:
-            node_proc.kill()
+        harness.stop(tester, node_proc)
 
 
 if __name__ == "__main__":

@@ -19,10 +19,8 @@ camera set, whose overlay must be the signed one.
 """
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,23 +28,20 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 from hsi_xai_node.ros.node import to_image, vision_msgs
 from hsi_xai_node.scenes.drive import DriveGenerator
 from hsi_xai_node.sensor.calibration import load_profile
 from hsi_xai_node.transports.messages import image_to_array
+from test.ros import harness
+from test.ros.harness import stamp_of
 
 OUTPUTS = ("labels", "segmentation", "preview", "gradcam_overlay", "activation_overlay")
 ROAD_MAP = "class_maps/road"
 DETECTION_OVERLAY = "detection_overlay"
 SEED, FRAMES, LONELY, AFTER_CHANGE = 2004, (0, 3), 1, 5
 CAMERA_DELAY_NS = 4_000_000  # MIR after RGB
-
-
-def stamp_of(header) -> int:
-    return header.stamp.sec * 10**9 + header.stamp.nanosec
 
 
 def main(out_dir: str, params: str, mode: str = "", detector: str = "") -> int:
@@ -58,8 +53,7 @@ def main(out_dir: str, params: str, mode: str = "", detector: str = "") -> int:
                                   "-p", "backend:=ort-cpu", "-p", "input_qos:=reliable", *extra])
     rclpy.init()
     tester = rclpy.create_node("hsi_xai_tester")
-    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    reliable, latched = harness.RELIABLE, harness.LATCHED
     raw_pub = tester.create_publisher(Image, "/hsi/image_raw", reliable)
     dark_pub = tester.create_publisher(Image, "/hsi/dark_reference", latched)
     white_pub = tester.create_publisher(Image, "/hsi/white_reference", latched)
@@ -91,16 +85,10 @@ def main(out_dir: str, params: str, mode: str = "", detector: str = "") -> int:
         subs.append(tester.create_subscription(vm.Detection2DArray, "/hsi_xai/detections", on_detections, reliable))
 
     def spin_until(cond, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not cond():
-            rclpy.spin_once(tester, timeout_sec=0.05)
-        return cond()
+        return harness.spin_until(tester, cond, timeout)
 
     def publish(pub, array, encoding, frame_id, stamp_ns):
-        header = Image().header
-        header.frame_id = frame_id
-        header.stamp.sec, header.stamp.nanosec = divmod(stamp_ns, 10**9)
-        pub.publish(to_image(array, encoding, header))
+        pub.publish(to_image(array, encoding, harness.header(stamp_ns, frame_id)))
 
     try:
         assert spin_until(lambda: raw_pub.get_subscription_count() > 0 and all(s.get_publisher_count() for s in subs)
@@ -178,13 +166,7 @@ def main(out_dir: str, params: str, mode: str = "", detector: str = "") -> int:
             "detections": {str(k): v for k, v in detections.items()}}))
         return 0
     finally:
-        tester.destroy_node()
-        rclpy.shutdown()
-        node_proc.send_signal(signal.SIGINT)
-        try:
-            node_proc.wait(10)
-        except subprocess.TimeoutExpired:
-            node_proc.kill()
+        harness.stop(tester, node_proc)
 
 
 if __name__ == "__main__":

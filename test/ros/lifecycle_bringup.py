@@ -17,7 +17,6 @@ Writes OUT_DIR/result.json and outputs.npz for test_lifecycle.py to check.
 """
 
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -31,19 +30,16 @@ from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.srv import DescribeParameters, SetParameters
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
 from hsi_xai_node.ros.convert import to_image
 from hsi_xai_node.scenes.drive import DriveGenerator
 from hsi_xai_node.sensor.calibration import load_profile
 from hsi_xai_node.transports.messages import image_to_array
+from test.ros import harness
+from test.ros.harness import header, stamp_of
 
 SEED, FRAME, LATE_FRAME = 2004, 0, 3
-
-
-def stamp_of(header) -> int:
-    return header.stamp.sec * 10**9 + header.stamp.nanosec
 
 
 def main(out_dir: str, params: str, bad_model: str, detector: str) -> int:
@@ -56,8 +52,7 @@ def main(out_dir: str, params: str, bad_model: str, detector: str) -> int:
         "-p", "camera_transport:=compressed", "-p", "publish_foxglove_annotations:=true"])
     rclpy.init()
     tester = rclpy.create_node("hsi_xai_lifecycle_tester")
-    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    reliable, latched = harness.RELIABLE, harness.LATCHED
     raw_pub = tester.create_publisher(CompressedImage, "/hsi/image_raw/compressed", reliable)
     dark_pub = tester.create_publisher(Image, "/hsi/dark_reference", latched)
     white_pub = tester.create_publisher(Image, "/hsi/white_reference", latched)
@@ -80,10 +75,7 @@ def main(out_dir: str, params: str, bad_model: str, detector: str) -> int:
     describe = tester.create_client(DescribeParameters, "/hsi_xai/describe_parameters")
 
     def spin_until(cond, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not cond():
-            rclpy.spin_once(tester, timeout_sec=0.05)
-        return cond()
+        return harness.spin_until(tester, cond, timeout)
 
     def call(client, request, timeout=120):
         future = client.call_async(request)
@@ -99,12 +91,6 @@ def main(out_dir: str, params: str, bad_model: str, detector: str) -> int:
     def set_parameter(name, value):
         r = call(set_params, SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()]))
         return {"successful": r.results[0].successful, "reason": r.results[0].reason}
-
-    def header(stamp_ns, frame_id):
-        h = Image().header
-        h.frame_id = frame_id
-        h.stamp.sec, h.stamp.nanosec = divmod(stamp_ns, 10**9)
-        return h
 
     def png(pub, array, frame_id, stamp_ns):
         ok, buf = cv2.imencode(".png", array)
@@ -192,13 +178,7 @@ def main(out_dir: str, params: str, bad_model: str, detector: str) -> int:
         (out / "result.json").write_text(json.dumps(result, indent=1))
         return 0
     finally:
-        tester.destroy_node()
-        rclpy.shutdown()
-        node_proc.send_signal(signal.SIGINT)
-        try:
-            node_proc.wait(10)
-        except subprocess.TimeoutExpired:
-            node_proc.kill()
+        harness.stop(tester, node_proc)
 
 
 if __name__ == "__main__":

@@ -29,15 +29,22 @@ def write_disordered_bag(path: Path, config) -> Path:
     frames = [gen.frame(k) for k in range(3)]
     t0, t1, t2 = (f.stamp_ns for f in frames)
 
-    def image(array, t):
-        return m.serialize(m.array_to_image(array, "mono16", m.header(t, "hsi_camera")))
+    items = [(config.dark_topic, t0 - 1, mono16(dark, t0 - 1)), (config.white_topic, t0 - 1, mono16(white, t0 - 1)),
+             (config.raw_topic, t0, mono16(frames[0].raw, t0)), (config.raw_topic, t1, mono16(frames[1].raw, t1)),
+             (config.white_topic, t1 + 1, mono16(np.full((10, 10), 900, np.uint16), t1 + 1)),
+             (config.raw_topic, t1 + 2, mono16(frames[2].raw, t1)),   # logged later, stamped t1 again
+             (config.raw_topic, t1 + 3, mono16(frames[2].raw, t0)),   # stamped back at t0
+             (config.raw_topic, t2, mono16(frames[2].raw, t2))]
+    return write_hsi_bag(path, config, items)
 
-    items = [(config.dark_topic, t0 - 1, image(dark, t0 - 1)), (config.white_topic, t0 - 1, image(white, t0 - 1)),
-             (config.raw_topic, t0, image(frames[0].raw, t0)), (config.raw_topic, t1, image(frames[1].raw, t1)),
-             (config.white_topic, t1 + 1, image(np.full((10, 10), 900, np.uint16), t1 + 1)),
-             (config.raw_topic, t1 + 2, image(frames[2].raw, t1)),   # logged later, stamped t1 again
-             (config.raw_topic, t1 + 3, image(frames[2].raw, t0)),   # stamped back at t0
-             (config.raw_topic, t2, image(frames[2].raw, t2))]
+
+def mono16(array, t: int) -> bytes:
+    """A serialized sensor_msgs/Image mono16 of the HSI camera, stamped t."""
+    return m.serialize(m.array_to_image(array, "mono16", m.header(t, "hsi_camera")))
+
+
+def write_hsi_bag(path: Path, config, items) -> Path:
+    """An MCAP bag of (topic, log time, CDR) Images, the references latched as a recorder offers them."""
     with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as w:
         conns = {}
         for topic, t, data in items:

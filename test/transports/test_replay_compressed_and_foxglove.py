@@ -8,6 +8,7 @@ rosbags, which wrote them) and checked against the label images and the offline 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -100,8 +101,6 @@ def test_camera_transport_chooses_which_form_is_read_first(tmp_path, config, det
     raw = replay(bag, tmp_path / "raw", config, progress=False)
     assert raw.camera_sets_processed == 3 and raw.bad_total == 0
     check_detection_outputs(config, tmp_path / "raw", offline_results(det_bag, offline_detector))
-    from dataclasses import replace
-
     comp = replay(bag, tmp_path / "comp", replace(config, camera_transport="compressed"), progress=False)
     assert (comp.camera_messages_in, comp.camera_sets_processed, comp.bad_total) == (6, 3, 0)
     read = {topic for topic, _, _, _, _ in decoded(tmp_path / "comp", [config.output_topic("detection_overlay")])}
@@ -119,17 +118,16 @@ def test_bad_compressed_messages_are_skipped_and_counted(tmp_path, config, det_b
     msgs = bag_messages(good)
     t_rgb = sorted(t for topic, t in msgs if topic == "/rgb/image_raw/compressed")
     t_raw = sorted(t for topic, t in msgs if topic == "/hsi/image_raw/compressed")
-    hdr = lambda t, frame: m.header(t, frame)  # noqa: E731
     mosaic = np.zeros((1088, 2048), np.uint16)
     bad = [
-        ("/rgb/image_raw/compressed", t_rgb[0] + 1, m.COMPRESSED, compressed(hdr(t_rgb[0] + 1, "rgb_camera"), "png",
+        ("/rgb/image_raw/compressed", t_rgb[0] + 1, m.COMPRESSED, compressed(m.header(t_rgb[0] + 1, "rgb_camera"), "png",
                                                                               b"\x89PNG\r\n\x1a\n garbage")),
-        ("/rgb/image_raw/compressed", t_rgb[0] + 2, m.COMPRESSED, compressed(hdr(t_rgb[0] + 2, "rgb_camera"), "tiff",
+        ("/rgb/image_raw/compressed", t_rgb[0] + 2, m.COMPRESSED, compressed(m.header(t_rgb[0] + 2, "rgb_camera"), "tiff",
                                                                               b"II*\x00")),
         ("/rgb/image_raw/compressed", t_rgb[0] + 3, m.COMPRESSED,  # a 16-bit image where the rig wants bgr8
-         compressed(hdr(t_rgb[0] + 3, "rgb_camera"), "png", encode(np.zeros((480, 640), np.uint16), "png"))),
+         compressed(m.header(t_rgb[0] + 3, "rgb_camera"), "png", encode(np.zeros((480, 640), np.uint16), "png"))),
         ("/hsi/image_raw/compressed", t_raw[0] + 4, m.COMPRESSED,  # JPEG would mix the mosaic's bands
-         compressed(hdr(t_raw[0] + 4, "hsi_camera"), "jpeg", encode(mosaic.astype(np.uint8), "jpeg"))),
+         compressed(m.header(t_raw[0] + 4, "hsi_camera"), "jpeg", encode(mosaic.astype(np.uint8), "jpeg"))),
     ]
     items = [(topic, t, m.COMPRESSED if topic.endswith("/compressed") else "sensor_msgs/msg/Image", d)
              for (topic, t), d in msgs.items()] + bad
