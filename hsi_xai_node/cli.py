@@ -142,6 +142,8 @@ def _training(sub) -> None:
     t.add_argument("--profile", default="hsi-drive", help="sensor profile the drives are rendered for")
     t.add_argument("--steps", type=int, default=TrainConfig.steps, help="training steps per variant")
     t.add_argument("--seed", type=int, default=0, help="random seed of initialisation and batches")
+    t.add_argument("--threads", type=int, default=TrainConfig.threads,
+                   help="torch threads (1 per run when several runs share the cores: ~1.4x the throughput on 2 cores)")
     t.set_defaults(func=_lazy("hsi_xai_node.training.cli", "cmd_train_segmentation"))
 
     d = sub.add_parser("train-detection", formatter_class=_Formatter,
@@ -153,6 +155,8 @@ def _training(sub) -> None:
     d.add_argument("--out", default="models", help="output directory for models, cards and the study table")
     d.add_argument("--steps", type=int, default=DetectionTrainConfig.steps, help="training steps per stack")
     d.add_argument("--seed", type=int, default=0, help="random seed of initialisation and batches")
+    d.add_argument("--threads", type=int, default=DetectionTrainConfig.threads,
+                   help="torch threads (1 per run when several runs share the cores: ~1.4x the throughput on 2 cores)")
     d.add_argument("--cache", default="~/.cache/hsi_xai_node", help="where rendered datasets are cached ('' = none)")
     d.set_defaults(func=_lazy("hsi_xai_node.training.cli", "cmd_train_detection"))
 

@@ -19,7 +19,7 @@ def cmd_train_segmentation(args) -> int:
 
     command = "hsi-xai " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     run_study(load_profile(args.profile), args.variants.split(","), args.size, Path(args.out),
-              TrainConfig(steps=args.steps, seed=args.seed), command=command,
+              TrainConfig(steps=args.steps, seed=args.seed, threads=args.threads), command=command,
               bundle=tuple(args.bundle.split(",")), log=lambda m: print(m, flush=True))
     return 0
 
@@ -31,7 +31,7 @@ def cmd_train_detection(args) -> int:
         raise InputError(f"training needs torch: pip install -e '.[train]' ({exc})") from None
 
     command = "hsi-xai " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    run_study(args.stacks.split(","), Path(args.out), DetectionTrainConfig(steps=args.steps, seed=args.seed),
+    run_study(args.stacks.split(","), Path(args.out), DetectionTrainConfig(steps=args.steps, seed=args.seed, threads=args.threads),
               bundle=tuple(args.bundle.split(",")), cache=Path(args.cache).expanduser() if args.cache else None,
               command=command, log=lambda m: print(m, flush=True))
     return 0

@@ -104,3 +104,16 @@ def test_train_detection_command_writes_a_loadable_model_and_study(tmp_path):
     assert set(study) == {"rgb+mir", "fir"}
     table = (out / "detection_study_bundled.md").read_text()
     assert "| rgb+mir | 4 |" in table and "| fir | 1 |" in table
+
+
+def test_train_detection_options_reach_the_training_config(monkeypatch, tmp_path):
+    """--threads/--steps/--seed/--stacks/--bundle arrive in run_study as given (the study's record is its config)."""
+    from hsi_xai_node.cli import main
+
+    seen = {}
+    monkeypatch.setattr(D, "run_study", lambda stacks, out, cfg, **kw: seen.update(stacks=stacks, out=out, cfg=cfg, **kw))
+    assert main(["train-detection", "--stacks", "mir,fir", "--bundle", "", "--threads", "1", "--steps", "40",
+                 "--seed", "7", "--cache", "", "--out", str(tmp_path)]) == 0
+    assert seen["stacks"] == ["mir", "fir"] and seen["bundle"] == ("",) and seen["cache"] is None
+    assert (seen["cfg"].threads, seen["cfg"].steps, seen["cfg"].seed) == (1, 40, 7)
+    assert seen["cfg"].zoom == D.DetectionTrainConfig().zoom  # the rest is the default recipe
