@@ -454,12 +454,16 @@ def write_model(result: DetectionResult, out_dir: Path, name: str, metrics: dict
 
 
 def summary_table(results: dict) -> str:
+    """Per stack: AP per class and mAP over all scores (the AP curve), then mAP and false positives per
+    frame at the score threshold chosen for it on the validation drives (what the node would publish)."""
     names = [c.name for c in DETECTION_CLASSES]
-    lines = ["| input stack | channels | " + " | ".join(names) + " | mAP@0.5 |", "| --- | --- |" + " --- |" * (len(names) + 1)]
+    lines = ["| input stack | channels | " + " | ".join(names) + " | mAP@0.5 | threshold | mAP at threshold | "
+             "false positives per frame |", "| --- | --- |" + " --- |" * (len(names) + 4)]
     for stack, r in results.items():
-        ap = r["test"]["ap"]
+        ap, at = r["test"]["ap"], r["test"]["at_node_threshold"]
         cells = ["-" if ap.get(n) is None else f"{ap[n]:.3f}" for n in names]
-        lines.append(f"| {stack} | {len(stack_channels(stack))} | " + " | ".join(cells) + f" | **{r['test']['map']:.3f}** |")
+        lines.append(f"| {stack} | {len(stack_channels(stack))} | " + " | ".join(cells) + f" | **{r['test']['map']:.3f}** | "
+                     f"{at['score_threshold']:g} | {at['map']:.3f} | {at['fp_per_frame']:.2f} |")
     return "\n".join(lines)
 
 

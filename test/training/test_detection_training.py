@@ -104,6 +104,10 @@ def test_train_detection_command_writes_a_loadable_model_and_study(tmp_path):
     assert set(study) == {"rgb+mir", "fir"}
     table = (out / "detection_study_bundled.md").read_text()
     assert "| rgb+mir | 4 |" in table and "| fir | 1 |" in table
+    at = results["fir"]["test"]["at_node_threshold"]
+    assert table.splitlines()[-1].endswith(f"| **{results['fir']['test']['map']:.3f}** | {at['score_threshold']:g} | "
+                                            f"{at['map']:.3f} | {at['fp_per_frame']:.2f} |")
+    assert at["fp_per_frame"] == sum(at["fp"].values()) / 2  # 2 test frames
 
 
 def test_train_detection_options_reach_the_training_config(monkeypatch, tmp_path):
