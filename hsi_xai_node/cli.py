@@ -155,8 +155,11 @@ def _training(sub) -> None:
     d.add_argument("--out", default="models", help="output directory for models, cards and the study table")
     d.add_argument("--steps", type=int, default=DetectionTrainConfig.steps, help="training steps per stack")
     d.add_argument("--seed", type=int, default=0, help="random seed of initialisation and batches")
-    d.add_argument("--threads", type=int, default=DetectionTrainConfig.threads,
-                   help="torch threads (1 per run when several runs share the cores: ~1.4x the throughput on 2 cores)")
+    d.add_argument("--jobs", type=int, default=1,
+                   help="stacks trained at a time, each in its own process (results do not depend on it)")
+    d.add_argument("--threads", type=int, default=0,
+                   help=f"torch threads per stack (0: {DetectionTrainConfig.threads} // jobs, at least 1; two 1-thread "
+                        "runs side by side train ~1.4x faster than one 2-thread run on 2 cores)")
     d.add_argument("--cache", default="~/.cache/hsi_xai_node", help="where rendered datasets are cached ('' = none)")
     d.set_defaults(func=_lazy("hsi_xai_node.training.cli", "cmd_train_detection"))
 

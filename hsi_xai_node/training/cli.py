@@ -31,7 +31,10 @@ def cmd_train_detection(args) -> int:
         raise InputError(f"training needs torch: pip install -e '.[train]' ({exc})") from None
 
     command = "hsi-xai " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    run_study(args.stacks.split(","), Path(args.out), DetectionTrainConfig(steps=args.steps, seed=args.seed, threads=args.threads),
+    if args.jobs < 1 or args.threads < 0:
+        raise InputError(f"--jobs must be at least 1 and --threads at least 0, got {args.jobs} and {args.threads}")
+    threads = args.threads or max(1, DetectionTrainConfig.threads // args.jobs)
+    run_study(args.stacks.split(","), Path(args.out), DetectionTrainConfig(steps=args.steps, seed=args.seed, threads=threads),
               bundle=tuple(args.bundle.split(",")), cache=Path(args.cache).expanduser() if args.cache else None,
-              command=command, log=lambda m: print(m, flush=True))
+              command=command, log=lambda m: print(m, flush=True), jobs=args.jobs)
     return 0

@@ -22,9 +22,11 @@ import copy
 import dataclasses
 import hashlib
 import json
+import multiprocessing
+import tempfile
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -467,55 +469,91 @@ def summary_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def study_stack(stack: str, data: dict, out_dir: Path, cfg: DetectionTrainConfig, *, bundle: tuple[str, ...],
+                command: str, splits: dict, model_config: EfficientDetConfig, log=print) -> dict:
+    """Train, choose the post-processing of and test one stack; keep its ONNX + card if it is bundled."""
+    result = train(stack, data["train"], data["val"], model_config, cfg, log)
+    post, chosen = choose_postprocess(result.model, data["val"], stack_channels(stack))
+    name = f"efficientdet_{stack.replace('+', '_')}"
+    training = {"data": "generated drives (hsi_xai_node.scenes), split by seed",
+                "splits": {k: asdict(v) for k, v in splits.items()}, "config": asdict(cfg),
+                "steps_run": result.steps, "seconds": round(result.seconds, 1), "best_val_map": result.best_val_map,
+                "command": command, "torch": torch.__version__, "min_height_px": MIN_HEIGHT_PX,
+                "augmentation": (f"{cfg.crop[0]}x{cfg.crop[1]} crops magnified {cfg.zoom[0]:g}-{cfg.zoom[1]:g}x "
+                                 "(log-uniform); left-right flips; per-channel gain U(0.85, 1.15) and offset "
+                                 "N(0, 0.1)" + ("; repeat-factor sampling of rare classes" if cfg.balance else "")),
+                "loss": "sigmoid focal (alpha 0.25, gamma 2) + 50 x Huber(0.1) box deltas",
+                "postprocess_choice": chosen}
+    path, card = write_model(result, out_dir, name, {}, training, post)
+    test = evaluate_onnx(path, data["test"], stack_channels(stack))
+    at = evaluate_onnx(path, data["test"], stack_channels(stack), post)
+    test["at_node_threshold"] = {"score_threshold": post.score_threshold, "map": at["map"], "ap": at["ap"],
+                                 "fp_per_frame": sum(at["fp"].values()) / len(data["test"]),
+                                 "tp": at["tp"], "fp": at["fp"], "objects": at["objects"]}
+    log(f"[{stack}] test mAP@0.5 {test['map']:.3f}; at the card's threshold {post.score_threshold}: mAP "
+        f"{at['map']:.3f}, {test['at_node_threshold']['fp_per_frame']:.2f} false positives per frame "
+        f"({result.seconds:.0f} s)")
+    if stack in bundle:
+        from ..overlay_calibration import detection_overlay_scales
+
+        card.metrics = {"test_generated": test}
+        (out_dir / f"{name}.json").write_text(card.to_json())
+        card.overlay_scales = detection_overlay_scales(path)  # on the validation drives
+        (out_dir / f"{name}.json").write_text(card.to_json())
+    else:
+        path.unlink(), (out_dir / f"{name}.json").unlink()
+    return {"test": test, "val_map": result.best_val_map, "seconds": result.seconds, "history": result.history,
+            "parameters": parameter_count(result.model), "postprocess": asdict(post)}
+
+
+def _study_stack_in_worker(stack: str, cache: Path, log_queue, kwargs: dict) -> dict:
+    """study_stack in a worker process: the datasets come from the cache the parent filled."""
+    data = {split: generate(kwargs["splits"][split], cache) for split in ("train", "val", "test")}
+    return study_stack(stack, data, log=log_queue.put, **kwargs)
+
+
+def _study_in_parallel(stacks: list[str], jobs: int, cache: Path, log, kwargs: dict) -> dict:
+    """Stacks `jobs` at a time in spawned processes (torch must not be forked); their log lines are relayed."""
+    with multiprocessing.Manager() as manager, \
+            ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        log_queue = manager.Queue()
+        futures = [pool.submit(_study_stack_in_worker, stack, cache, log_queue, kwargs) for stack in stacks]
+        pending = set(futures)
+        while pending:
+            _, pending = wait(pending, timeout=0.5)
+            while not log_queue.empty():
+                log(log_queue.get())
+        while not log_queue.empty():
+            log(log_queue.get())
+        return {stack: f.result() for stack, f in zip(stacks, futures)}
+
+
 def run_study(stacks: list[str], out_dir: Path, cfg: DetectionTrainConfig, *, bundle: tuple[str, ...] = ("rgb+mir",),
               cache: Path | None = None, command: str = "", log=print, splits=DETECTION_SPLITS,
-              model_config: EfficientDetConfig = EfficientDetConfig()) -> dict:
-    """Train one detector per stack; test mAP of each on the exported graph; bundle some."""
+              model_config: EfficientDetConfig = EfficientDetConfig(), jobs: int = 1) -> dict:
+    """Train one detector per stack (`jobs` stacks at a time, each in its own process); test mAP of each on
+    the exported graph; bundle some. A stack's result does not depend on `jobs` (same seed, same batches)."""
     t0 = time.perf_counter()
-    data = {}
-    for split in ("train", "val", "test"):
-        data[split] = generate(splits[split], cache)
-        log(f"{split}: {len(data[split])} frames, {sum(len(b) for b in data[split].boxes)} objects "
-            f"({time.perf_counter() - t0:.0f} s)")
-    results = {}
-    for stack in stacks:
-        result = train(stack, data["train"], data["val"], model_config, cfg, log)
-        post, chosen = choose_postprocess(result.model, data["val"], stack_channels(stack))
-        name = f"efficientdet_{stack.replace('+', '_')}"
-        tmp = out_dir / f"{name}.onnx"
-        training = {"data": "generated drives (hsi_xai_node.scenes), split by seed",
-                    "splits": {k: asdict(v) for k, v in splits.items()}, "config": asdict(cfg),
-                    "steps_run": result.steps, "seconds": round(result.seconds, 1), "best_val_map": result.best_val_map,
-                    "command": command, "torch": torch.__version__, "min_height_px": MIN_HEIGHT_PX,
-                    "augmentation": (f"{cfg.crop[0]}x{cfg.crop[1]} crops magnified {cfg.zoom[0]:g}-{cfg.zoom[1]:g}x "
-                                     "(log-uniform); left-right flips; per-channel gain U(0.85, 1.15) and offset "
-                                     "N(0, 0.1)" + ("; repeat-factor sampling of rare classes" if cfg.balance else "")),
-                    "loss": "sigmoid focal (alpha 0.25, gamma 2) + 50 x Huber(0.1) box deltas",
-                    "postprocess_choice": chosen}
-        path, card = write_model(result, out_dir, name, {}, training, post)
-        test = evaluate_onnx(path, data["test"], stack_channels(stack))
-        at = evaluate_onnx(path, data["test"], stack_channels(stack), post)
-        test["at_node_threshold"] = {"score_threshold": post.score_threshold, "map": at["map"], "ap": at["ap"],
-                                     "fp_per_frame": sum(at["fp"].values()) / len(data["test"]),
-                                     "tp": at["tp"], "fp": at["fp"], "objects": at["objects"]}
-        results[stack] = {"test": test, "val_map": result.best_val_map, "seconds": result.seconds,
-                          "parameters": parameter_count(result.model), "postprocess": asdict(post)}
-        log(f"[{stack}] test mAP@0.5 {test['map']:.3f}; at the card's threshold {post.score_threshold}: mAP "
-            f"{at['map']:.3f}, {test['at_node_threshold']['fp_per_frame']:.2f} false positives per frame "
-            f"({result.seconds:.0f} s)")
-        if stack in bundle:
-            from ..overlay_calibration import detection_overlay_scales
-
-            card.metrics = {"test_generated": test}
-            (out_dir / f"{name}.json").write_text(card.to_json())
-            card.overlay_scales = detection_overlay_scales(path)  # on the validation drives
-            (out_dir / f"{name}.json").write_text(card.to_json())
+    kwargs = {"out_dir": out_dir, "cfg": cfg, "bundle": bundle, "command": command, "splits": splits,
+              "model_config": model_config}
+    with tempfile.TemporaryDirectory() as scratch:
+        if jobs > 1 and cache is None:
+            cache = Path(scratch)  # the workers read the rendered splits back instead of rendering them again
+        data = {}
+        for split in ("train", "val", "test"):
+            data[split] = generate(splits[split], cache)
+            log(f"{split}: {len(data[split])} frames, {sum(len(b) for b in data[split].boxes)} objects "
+                f"({time.perf_counter() - t0:.0f} s)")
+        test_frames = len(data["test"])
+        if jobs > 1:
+            del data  # each worker loads its own copy
+            results = _study_in_parallel(stacks, jobs, cache, log, kwargs)
         else:
-            tmp.unlink(), (out_dir / f"{name}.json").unlink()
+            results = {stack: study_stack(stack, data, log=log, **kwargs) for stack in stacks}
     (out_dir / "detection_study_bundled.json").write_text(json.dumps(results, indent=1))
     (out_dir / "detection_study_bundled.md").write_text(
         f"# Detection study: input stacks (paper 001's comparison)\n\nCommand: `{command}`\n\n"
-        f"Test mAP@0.5 (Pascal VOC all-point AP) on {len(data['test'])} held-out frames of "
+        f"Test mAP@0.5 (Pascal VOC all-point AP) on {test_frames} held-out frames of "
         f"{len(splits['test'].seeds)} drives; objects lower than {MIN_HEIGHT_PX:g} px in the 320x256 network view "
         "are ignore regions.\n\n" + summary_table(results) + "\n")
     return results

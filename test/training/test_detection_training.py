@@ -89,10 +89,18 @@ def test_repeat_factors_favour_frames_with_rare_classes(data):
     assert w.shape == (len(data),) and np.isclose(w.sum(), 1.0) and (w > 0).all()
 
 
-def test_train_detection_command_writes_a_loadable_model_and_study(tmp_path):
-    out = tmp_path / "models"
-    results = D.run_study(["rgb+mir", "fir"], out, D.DetectionTrainConfig(steps=3, batch=2, eval_every=3, threads=1),
-                          splits=SPLITS, model_config=SMALL, command="test", log=lambda m: None)
+TINY_RECIPE = D.DetectionTrainConfig(steps=3, batch=2, eval_every=3, threads=1)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study") / "models"
+    return out, D.run_study(["rgb+mir", "fir"], out, TINY_RECIPE, splits=SPLITS, model_config=SMALL, command="test",
+                            log=lambda m: None)
+
+
+def test_train_detection_command_writes_a_loadable_model_and_study(study):
+    out, results = study
     assert set(results) == {"rgb+mir", "fir"}
     assert (out / "efficientdet_rgb_mir.onnx").is_file() and not (out / "efficientdet_fir.onnx").exists()
     loaded = load_detector(out / "efficientdet_rgb_mir.onnx")
@@ -110,14 +118,33 @@ def test_train_detection_command_writes_a_loadable_model_and_study(tmp_path):
     assert at["fp_per_frame"] == sum(at["fp"].values()) / 2  # 2 test frames
 
 
+def test_stacks_trained_side_by_side_give_the_same_results(study, tmp_path):
+    """jobs=2: each stack in its own spawned process, the splits read back from a scratch cache; the numbers
+    are those of the one-process study (same seed, same batches, one thread), the log lines reach the caller."""
+    _, sequential = study
+    lines = []
+    parallel = D.run_study(["fir", "rgb+mir"], tmp_path, TINY_RECIPE, bundle=(), splits=SPLITS, model_config=SMALL,
+                           command="test", log=lines.append, jobs=2)
+    assert list(parallel) == ["fir", "rgb+mir"] and not list(tmp_path.glob("*.onnx"))
+    for stack in parallel:
+        assert parallel[stack]["history"][-1]["loss"] > 0  # the losses, bit for bit, say the training was the same
+        for key in ("history", "test", "val_map", "postprocess", "parameters"):
+            assert parallel[stack][key] == sequential[stack][key], (stack, key)
+    assert any(m.startswith("[fir] test mAP@0.5") for m in lines) and any("[rgb+mir] step 3:" in m for m in lines)
+    assert "| fir | 1 |" in (tmp_path / "detection_study_bundled.md").read_text()
+
+
 def test_train_detection_options_reach_the_training_config(monkeypatch, tmp_path):
     """--threads/--steps/--seed/--stacks/--bundle arrive in run_study as given (the study's record is its config)."""
     from hsi_xai_node.cli import main
 
     seen = {}
     monkeypatch.setattr(D, "run_study", lambda stacks, out, cfg, **kw: seen.update(stacks=stacks, out=out, cfg=cfg, **kw))
-    assert main(["train-detection", "--stacks", "mir,fir", "--bundle", "", "--threads", "1", "--steps", "40",
+    assert main(["train-detection", "--stacks", "mir,fir", "--bundle", "", "--threads", "3", "--steps", "40",
                  "--seed", "7", "--cache", "", "--out", str(tmp_path)]) == 0
     assert seen["stacks"] == ["mir", "fir"] and seen["bundle"] == ("",) and seen["cache"] is None
-    assert (seen["cfg"].threads, seen["cfg"].steps, seen["cfg"].seed) == (1, 40, 7)
+    assert (seen["cfg"].threads, seen["cfg"].steps, seen["cfg"].seed, seen["jobs"]) == (3, 40, 7, 1)
     assert seen["cfg"].zoom == D.DetectionTrainConfig().zoom  # the rest is the default recipe
+    assert main(["train-detection", "--jobs", "2", "--out", str(tmp_path)]) == 0
+    assert (seen["cfg"].threads, seen["jobs"]) == (1, 2)  # 2 threads shared by 2 runs
+    assert main(["train-detection", "--jobs", "0", "--out", str(tmp_path)]) == 2  # refused with a clear line
