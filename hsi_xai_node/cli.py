@@ -142,8 +142,7 @@ def _training(sub) -> None:
     t.add_argument("--profile", default="hsi-drive", help="sensor profile the drives are rendered for")
     t.add_argument("--steps", type=int, default=TrainConfig.steps, help="training steps per variant")
     t.add_argument("--seed", type=int, default=0, help="random seed of initialisation and batches")
-    t.add_argument("--threads", type=int, default=TrainConfig.threads,
-                   help="torch threads (1 per run when several runs share the cores: ~1.4x the throughput on 2 cores)")
+    t.add_argument("--threads", type=int, default=TrainConfig.threads, help="torch threads of the run")
     t.set_defaults(func=_lazy("hsi_xai_node.training.cli", "cmd_train_segmentation"))
 
     d = sub.add_parser("train-detection", formatter_class=_Formatter,
@@ -159,7 +158,7 @@ def _training(sub) -> None:
                    help="stacks trained at a time, each in its own process (results do not depend on it)")
     d.add_argument("--threads", type=int, default=0,
                    help=f"torch threads per stack (0: {DetectionTrainConfig.threads} // jobs, at least 1; two 1-thread "
-                        "runs side by side train ~1.4x faster than one 2-thread run on 2 cores)")
+                        "runs side by side: 1.46x the steps/s of one 2-thread run on 2 cores, bench/train_threads.py)")
     d.add_argument("--cache", default="~/.cache/hsi_xai_node", help="where rendered datasets are cached ('' = none)")
     d.set_defaults(func=_lazy("hsi_xai_node.training.cli", "cmd_train_detection"))
 

@@ -519,12 +519,10 @@ def _study_in_parallel(stacks: list[str], jobs: int, cache: Path, log, kwargs: d
         log_queue = manager.Queue()
         futures = [pool.submit(_study_stack_in_worker, stack, cache, log_queue, kwargs) for stack in stacks]
         pending = set(futures)
-        while pending:
+        while pending:  # a worker's lines are queued before its result, so the last pass relays them all
             _, pending = wait(pending, timeout=0.5)
             while not log_queue.empty():
                 log(log_queue.get())
-        while not log_queue.empty():
-            log(log_queue.get())
         return {stack: f.result() for stack, f in zip(stacks, futures)}
 
 
