@@ -41,7 +41,7 @@ import onnxruntime as ort
 import torch
 
 from hsi_xai_node.explain import SegmentationExplainConfig, build_segmentation_explainer
-from hsi_xai_node.explain._graph import Builder
+from hsi_xai_node.explain import multiply_adds
 from hsi_xai_node.training.config import SIZES
 from hsi_xai_node.training.segmentation import export_onnx
 from hsi_xai_node.training.unet import UNet, UNetConfig, parameter_count
@@ -52,23 +52,6 @@ BOX_FAMILY = ("box_gradcam", "box_hires", "box_gradcam_pp", "box_xgradcam", "box
               "box_spectral")
 CLASSES = 5
 LAYERS = {"penultimate": "dec1", "second_conv_block": "enc1", "bottleneck": "bottleneck"}
-
-
-def multiply_adds(model: onnx.ModelProto) -> int:
-    """Multiply-adds of the Conv, ConvTranspose, MatMul and Gemm nodes, at the graph's static shapes."""
-    b = Builder(model)
-    total = 0
-    for n in model.graph.node:
-        if n.op_type == "Conv":
-            w, y = b.shape(n.input[1]), b.shape(n.output[0])
-            total += int(np.prod(y)) * int(np.prod(w[1:]))
-        elif n.op_type == "ConvTranspose":
-            w, x = b.shape(n.input[1]), b.shape(n.input[0])
-            total += int(np.prod(x)) * int(np.prod(w[1:]))
-        elif n.op_type in ("MatMul", "Gemm"):
-            a, c = b.shape(n.input[0]), b.shape(n.output[0])
-            total += int(np.prod(c)) * a[-1]
-    return total
 
 
 def openvino_runs(graphs: dict, names: list[str], threads: int, feed: dict) -> dict:

@@ -9,6 +9,8 @@ Public API (the modules behind it are private):
     METHODS, CAM_METHODS, BOX_METHODS       method names for segmentation and for detector boxes
     conservativeness_residual(...)          does a map's sum over the seed region equal the logit sum?
     gradients(model, seeds, targets, batch)  the reverse-mode pass itself (one rule per op)
+    keep_outputs(graph, names)              prune a graph to the outputs a caller reads
+    multiply_adds(model)                    a graph's Conv/ConvTranspose/MatMul/Gemm multiply-adds
     RULES                                   op type -> backward rule
     check_tensorrt / assert_tensorrt_compatible   static check against the TensorRT 10 ONNX parser
     ExplainError                            raised for anything the compiler cannot build
@@ -16,8 +18,9 @@ Public API (the modules behind it are private):
 
 from ._cams import CAMS
 from ._conservativeness import conservativeness_residual
+from ._cost import multiply_adds
 from ._detection import BOX_CAMS, BOX_METHODS, DetectionExplainConfig, build_detection_explainer
-from ._graph import Builder, ExplainError
+from ._graph import Builder, ExplainError, keep_outputs
 from ._reverse import append_backward, gradients
 from ._maps import ExplainGraph, MapOutput
 from ._segmentation import (CAM_METHODS, METHODS, SEEDS, SegmentationExplainConfig,
@@ -27,4 +30,5 @@ from .rules import RULES
 
 __all__ = ["BOX_CAMS", "BOX_METHODS", "CAMS", "CAM_METHODS", "assert_tensorrt_compatible", "check_tensorrt", "DetectionExplainConfig", "build_detection_explainer", "Builder", "ExplainError", "ExplainGraph", "METHODS", "MapOutput", "RULES", "SEEDS",
            "SegmentationExplainConfig", "append_backward", "build_segmentation_explainer",
-           "conservativeness_residual", "gradients"]
+           "conservativeness_residual", "gradients", "keep_outputs",
+           "multiply_adds"]

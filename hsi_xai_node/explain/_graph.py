@@ -7,6 +7,7 @@ every emitted op is a standard-domain op at the model's own opset.
 from __future__ import annotations
 
 import itertools
+from contextlib import contextmanager
 
 import numpy as np
 import onnx
@@ -43,6 +44,7 @@ class Builder:
         self._names = {t.name for t in self.graph.initializer} | {v.name for v in self.graph.input}
         self._names |= {o for n in self.graph.node for o in n.output} | {n.name for n in self.graph.node}
         self._counter = itertools.count()
+        self._scope = ""
 
     # --- facts about forward tensors -------------------------------------------------------
     def shape(self, tensor: str) -> tuple[int, ...]:
@@ -69,9 +71,19 @@ class Builder:
         return value
 
     # --- emitting ---------------------------------------------------------------------------
+    @contextmanager
+    def scope(self, name: str):
+        """Name what is emitted inside as xai/<name>/...: the backward pass's nodes say what they are, so a
+        profile, or a test that wants none of them, can find them."""
+        outer, self._scope = self._scope, f"{self._scope}{name}/"
+        try:
+            yield
+        finally:
+            self._scope = outer
+
     def fresh(self, hint: str) -> str:
         while True:
-            name = f"xai/{hint}_{next(self._counter)}"
+            name = f"xai/{self._scope}{hint}_{next(self._counter)}"
             if name not in self._names:
                 self._names.add(name)
                 return name
@@ -111,3 +123,28 @@ class Builder:
         self._names.add(name)
         self.graph.input.append(helper.make_tensor_value_info(name, elem_type, list(shape)))
         return name
+
+
+def keep_outputs(graph: onnx.GraphProto, names) -> None:
+    """Prune `graph` in place to the outputs `names`: drop the other outputs and every node, initializer,
+    input and shape annotation none of them depends on. Engines run every node of a graph whatever the
+    caller fetches (ONNX Runtime) or compute every output (OpenVINO): what nobody reads must not be in it."""
+    names = list(dict.fromkeys(names))
+    have = {o.name for o in graph.output}
+    missing = [n for n in names if n not in have]
+    if missing:
+        raise ExplainError(f"the graph has no output(s) {missing}; it has {sorted(have)}")
+    kept_outputs = [o for o in graph.output if o.name in set(names)]
+    del graph.output[:]
+    graph.output.extend(kept_outputs)
+    needed, keep = set(names), []
+    for node in reversed(graph.node):  # nodes are topologically sorted
+        if any(o in needed for o in node.output):
+            keep.append(node)
+            needed.update(i for i in node.input if i)
+    graph.ClearField("node")
+    graph.node.extend(reversed(keep))
+    for repeated in (graph.initializer, graph.input, graph.value_info):
+        kept = [t for t in repeated if t.name in needed]
+        del repeated[:]
+        repeated.extend(kept)

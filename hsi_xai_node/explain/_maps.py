@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from ._graph import Builder, ExplainError
+from ._graph import Builder, ExplainError, keep_outputs
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,20 @@ class ExplainGraph:
 
     def output_names(self) -> list[str]:
         return [self.logits, *self.outputs]
+
+    def pruned(self, names) -> "ExplainGraph":
+        """A copy holding only the outputs `names` (and the logits if named) and what they depend on: the
+        graph an engine should run when its caller reads just those."""
+        model = onnx.ModelProto()
+        model.CopyFrom(self.model)
+        keep_outputs(model.graph, names)
+        kept = {o.name for o in model.graph.output}
+        inputs = {i.name for i in model.graph.input}
+        return ExplainGraph(model=model, input=self.input, logits=self.logits, classes=self.classes,
+                            outputs={k: v for k, v in self.outputs.items() if k in kept},
+                            extra_inputs={k: v for k, v in self.extra_inputs.items() if k in inputs},
+                            scale_inputs={k: v for k, v in self.scale_inputs.items() if k in kept},
+                            head_bias=self.head_bias, topk_channels=self.topk_channels)
 
 
 

@@ -13,6 +13,8 @@ import onnx
 from ._graph import Builder, ExplainError
 from .rules import RULES, RuleContext
 
+BACKWARD_SCOPE = "backward"
+
 
 def _closure_forward(graph, start: set[str]) -> set[str]:
     reach = set(start)
@@ -22,7 +24,8 @@ def _closure_forward(graph, start: set[str]) -> set[str]:
     return reach
 
 
-def _closure_backward(graph, start: set[str]) -> set[str]:
+def influences(graph, start: set[str]) -> set[str]:
+    """Every tensor on which one of `start` depends (`start` included)."""
     reach = set(start)
     for node in reversed(graph.node):
         if any(o in reach for o in node.output):
@@ -43,7 +46,7 @@ def append_backward(b: Builder, seeds: dict[str, str], targets: list[str], batch
         if t not in produced:
             raise ExplainError(f"tensor {t!r} is not in the graph")
     forward = _closure_forward(graph, set(targets))
-    backward = _closure_backward(graph, set(seeds))
+    backward = influences(graph, set(seeds))
     on_path = forward & backward
     for t in targets:
         if t not in backward:
@@ -58,33 +61,34 @@ def append_backward(b: Builder, seeds: dict[str, str], targets: list[str], batch
             cots[tensor] = [b.op("Sum", parts, "accumulate")]
         return cots[tensor][0]
 
-    forward_nodes = list(graph.node)  # the backward nodes we append are not visited
-    for node in reversed(forward_nodes):
-        if not any(o in on_path for o in node.output):
-            continue
-        needs = [bool(i) and i in on_path for i in node.input]
-        if not any(needs):
-            continue
-        out_cots = [total(o) for o in node.output]
-        if all(c is None for c in out_cots):
-            continue
-        fn = RULES.get(node.op_type)
-        if fn is None:
-            hit = next((t for t in targets if any(i in _closure_forward(graph, {t}) for i in node.input if i)),
-                       targets[0])
-            raise ExplainError(
-                f"no backward rule for op {node.op_type!r} (node {node.name!r}) on the path to target {hit!r}; "
-                f"supported ops: {', '.join(sorted(RULES))}")
-        in_cots = fn(RuleContext(node=node, b=b, out_cots=out_cots, needs=needs, batch=batch))
-        for tensor, need, cot in zip(node.input, needs, in_cots):
-            if need and cot is not None:
-                cots.setdefault(tensor, []).append(cot)
-    grads = {}
-    for t in targets:
-        g = total(t)
-        if g is None:
-            raise ExplainError(f"no gradient reached target {t!r}")
-        grads[t] = g
+    with b.scope(BACKWARD_SCOPE):  # every node of the backward pass is named xai/backward/...
+        forward_nodes = list(graph.node)  # the backward nodes we append are not visited
+        for node in reversed(forward_nodes):
+            if not any(o in on_path for o in node.output):
+                continue
+            needs = [bool(i) and i in on_path for i in node.input]
+            if not any(needs):
+                continue
+            out_cots = [total(o) for o in node.output]
+            if all(c is None for c in out_cots):
+                continue
+            fn = RULES.get(node.op_type)
+            if fn is None:
+                hit = next((t for t in targets if any(i in _closure_forward(graph, {t}) for i in node.input if i)),
+                           targets[0])
+                raise ExplainError(
+                    f"no backward rule for op {node.op_type!r} (node {node.name!r}) on the path to target {hit!r}; "
+                    f"supported ops: {', '.join(sorted(RULES))}")
+            in_cots = fn(RuleContext(node=node, b=b, out_cots=out_cots, needs=needs, batch=batch))
+            for tensor, need, cot in zip(node.input, needs, in_cots):
+                if need and cot is not None:
+                    cots.setdefault(tensor, []).append(cot)
+        grads = {}
+        for t in targets:
+            g = total(t)
+            if g is None:
+                raise ExplainError(f"no gradient reached target {t!r}")
+            grads[t] = g
     return grads
 
 

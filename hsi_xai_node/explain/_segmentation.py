@@ -76,7 +76,8 @@ def _find_head(b: Builder, logits: str):
     w = b.require_constant(node.input[1], node, "the final conv weight")
     if w.shape[2:] != (1, 1) or int(next((a.i for a in node.attribute if a.name == "group"), 1)) != 1:
         raise ExplainError(f"the node producing {logits!r} is not an ungrouped 1x1 Conv (weight {w.shape})")
-    bias = b.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(w.shape[0], np.float32)
+    bias = b.require_constant(node.input[2], node, "the final conv bias") if len(node.input) > 2 and node.input[2] \
+        else np.zeros(w.shape[0], np.float32)
     return node, w[:, :, 0, 0], bias
 
 
@@ -121,13 +122,16 @@ def _logit_minus_bias(b: Builder, logits: str, bias: np.ndarray) -> str:
 
 
 def _linear_head_input(b: Builder, logits: str) -> str | None:
-    """The tensor feeding a final ungrouped 1x1 Conv, if that Conv is its only consumer."""
+    """The tensor A feeding a final ungrouped 1x1 Conv z = W A + b with constant W and b, if there is one.
+
+    The closed form dS_c/dA_k = w_ck on class c's region then holds whatever else reads A (the top-k channel
+    Gather of `activation`, a user's extra output): in a graph without cycles no other reader of A can lead
+    back into the logits, whose only inputs are A and constants."""
     try:
         head, _, _ = _find_head(b, logits)
     except ExplainError:
         return None
-    consumers = [n for n in b.graph.node if head.input[0] in n.input]
-    return head.input[0] if consumers == [head] else None
+    return head.input[0]
 
 
 def build_segmentation_explainer(model: onnx.ModelProto, input_name: str, logits: str, layers: dict[str, str],

@@ -179,13 +179,17 @@ def detection_faithfulness(cfg: ReportConfig, frames, progress=None) -> dict:
         if base in BOX_REPORT_METHODS and o.dtype == "float32" and tuple(o.shape[2:]) == card.input.hw:
             if o.method.endswith("_full") or base not in full:
                 full[base] = n
+    # the pipeline's engine holds only what the node publishes: this report reads every method's float maps and
+    # the kept pairs, from an engine of the same explain graph
+    engine = open_engine(pipeline.graph.model.SerializeToString(), cfg.backend, "fp32", threads=cfg.threads,
+                         outputs_to_copy=["det_pairs", *full.values()])
     for f in frames:
         images = {n: c.image for n, c in f["frame"].cameras.items()}
         x = pipeline.frontend(images)
         if card.input.layout == "nhwc":
             x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
         t0 = time.perf_counter()
-        out = pipeline.engine.run({card.input.tensor: x})
+        out = engine.run({card.input.tensor: x})
         t_cam = time.perf_counter() - t0
         pairs = [int(p) for p in out["det_pairs"][0][:cfg.boxes] if p >= 0]
         if not pairs:

@@ -17,6 +17,24 @@ class EngineError(InputError):
     """An engine cannot be made or run (backend missing, bad feed, unknown tensor)."""
 
 
+def only_outputs(onnx_bytes: bytes, names) -> bytes:
+    """The model pruned to the outputs `names` (what the caller reads) and what they depend on."""
+    import onnx
+
+    from ..explain import ExplainError, keep_outputs
+
+    model = onnx.load_model_from_string(onnx_bytes)
+    g = model.graph
+    sizes = [len(g.node), len(g.initializer), len(g.input), len(g.value_info), len(g.output)]
+    try:
+        keep_outputs(g, names)
+    except ExplainError as exc:
+        raise EngineError(str(exc)) from None
+    if sizes == [len(g.node), len(g.initializer), len(g.input), len(g.value_info), len(g.output)]:
+        return onnx_bytes  # already pruned: the very bytes (a TensorRT engine cache is keyed on them)
+    return model.SerializeToString()
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
@@ -28,6 +46,7 @@ class Engine:
     """Common checks; subclasses implement `_run`."""
 
     backend: str = ""
+    choice = None  # backend_choice.BackendChoice when `auto` chose this engine; None when it was named
     inputs: dict[str, TensorSpec]
     outputs: dict[str, TensorSpec]
 
@@ -46,6 +65,10 @@ class Engine:
                 raise EngineError(f"input {name!r}: shape {x.shape}, engine expects {spec.shape}")
             checked[name] = np.ascontiguousarray(x, dtype=spec.dtype)
         return self._run(checked, names)
+
+    def describe_backend(self) -> str:
+        """How this engine was chosen, in one line (logs, /diagnostics, reports)."""
+        return self.choice.describe() if self.choice is not None else f"{self.backend} (named in the configuration)"
 
     def _run(self, feeds, names):  # pragma: no cover - abstract
         raise NotImplementedError

@@ -43,7 +43,7 @@ from onnx import TensorProto as TP
 
 from ..classes import palette
 from ..errors import InputError
-from ..explain._graph import Builder
+from ..explain._graph import Builder, keep_outputs
 from ..sensor.cube import Cube
 from ..sensor.demosaic import check_frame
 from ..sensor.radiometry import false_colour, per_pixel_normalise, select_bands
@@ -230,21 +230,6 @@ def _postprocess(b: Builder, pipeline: Pipeline, preview: str) -> dict[str, str]
     return out
 
 
-def _prune(graph: onnx.GraphProto) -> None:
-    """Drop nodes, initializers and inputs no graph output depends on (unused explanations)."""
-    needed, keep = {o.name for o in graph.output}, []
-    for node in reversed(graph.node):
-        if any(o in needed for o in node.output):
-            keep.append(node)
-            needed.update(i for i in node.input if i)
-    graph.ClearField("node")
-    graph.node.extend(reversed(keep))
-    for repeated in (graph.initializer, graph.input, graph.value_info):
-        kept = [t for t in repeated if t.name in needed]
-        del repeated[:]
-        repeated.extend(kept)
-
-
 def build_ingraph_pipeline(pipeline: Pipeline, raw_dtype: str = "uint16") -> InGraphModel:
     """One ONNX graph: raw frame (`raw_dtype`) -> uint8 labels and bgr8 images, as `pipeline` computes them."""
     if raw_dtype not in RAW_DTYPES:
@@ -292,7 +277,7 @@ def build_ingraph_pipeline(pipeline: Pipeline, raw_dtype: str = "uint16") -> InG
     kept_inputs = [v for v in g.input if v.name != model_input]
     del g.input[:]
     g.input.extend(kept_inputs)
-    _prune(g)
+    keep_outputs(g, [o.name for o in g.output])  # drop what no output depends on (unused explanations)
     produced = {n.output[0] for n in g.node}  # the nodes in g are copies: recognise them by their outputs
     counts = {k: sum(n.output[0] in produced for n in nodes)
               for k, nodes in (("preprocess", pre), ("model+explain", explain), ("postprocess", post))}

@@ -9,8 +9,8 @@ max-pool routing) and a bf16 forward would flip some of them; on a GPU or NPU `f
 f16. Compiled models are cached by OpenVINO itself in `cache_dir/openvino` (its key covers the
 model, the device and the settings), so a second start skips the compile. OpenVINO is an optional
 extra (`pip install 'hsi_xai_node[openvino]'`); without it this backend is simply unavailable.
-Unlike ONNX Runtime, OpenVINO computes every output of a compiled model, so the engine keeps only
-the outputs the caller will read (`outputs_to_copy`) and lets OpenVINO drop the rest of the graph.
+OpenVINO computes every output of a compiled model, so the engine keeps only the outputs the caller
+will read (`outputs_to_copy`) and the nodes they depend on.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._engine_base import Engine, EngineError, TensorSpec
+from ._engine_base import Engine, EngineError, TensorSpec, only_outputs
 
 DEVICES = ("CPU", "GPU", "NPU", "AUTO")
 _NP_OF_OV = {"f32": np.float32, "f16": np.float16, "u8": np.uint8, "i64": np.int64, "i32": np.int32,
@@ -50,19 +50,6 @@ def _named_nodes(onnx_bytes: bytes, message: str) -> str:
     return "; ".join(f"op {op} at node(s) {', '.join(names[:5])}" for op, names in named.items())
 
 
-def _keep_outputs(onnx_bytes: bytes, names: list[str]) -> bytes:
-    import onnx
-
-    model = onnx.load_model_from_string(onnx_bytes)
-    missing = set(names) - {o.name for o in model.graph.output}
-    if missing:
-        raise EngineError(f"openvino: the graph has no output(s) {sorted(missing)}")
-    keep = [o for o in model.graph.output if o.name in set(names)]
-    del model.graph.output[:]
-    model.graph.output.extend(keep)
-    return model.SerializeToString()
-
-
 def _first_lines(exc: Exception) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.strip().startswith(("Exception from",
                                                                                                        "Check 'false'"))]
@@ -83,7 +70,7 @@ class OpenVinoEngine(Engine):
         if kind != "AUTO" and not any(d.split(".")[0] == kind for d in core.available_devices):
             raise EngineError(f"openvino: no {device} device here (OpenVINO sees {', '.join(core.available_devices)})")
         if outputs_to_copy:  # OpenVINO computes every output of a model: keep only those the caller reads
-            onnx_bytes = _keep_outputs(onnx_bytes, outputs_to_copy)
+            onnx_bytes = only_outputs(onnx_bytes, outputs_to_copy)
         try:
             model = core.read_model(io.BytesIO(onnx_bytes))
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError with a multi-line report

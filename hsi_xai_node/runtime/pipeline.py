@@ -104,16 +104,44 @@ class FrameResult:
 
 def pipeline_graph(cfg: PipelineConfig, profile=None):
     """(card, explain graph) the pipeline runs for `cfg`: the model checked against its card and
-    sensor, with the configured explanations appended. The TensorRT engine is keyed on this graph."""
+    sensor, with the configured explanations appended, pruned to the outputs the pipeline reads
+    (`output_plan`): nothing is computed that no one reads. The TensorRT engine is keyed on this graph."""
     profile = profile or load_profile(cfg.profile, flip_vertical=cfg.flip_vertical)
     loaded = load_model(cfg.model, cfg.card, profile=profile)
     card: ModelCard = loaded.card
-    explain_cfg = SegmentationExplainConfig(methods=cfg.methods, layers=cfg.layers, seed=cfg.seed,
-                                            upsample=True, uint8=True,
+    # no top-k channels or second-block copy: the pipeline publishes neither
+    explain_cfg = SegmentationExplainConfig(methods=cfg.methods, layers=cfg.layers, seed=cfg.seed, top_k=0,
+                                            second_block=False, upsample=True, uint8=True,
                                             uint8_scale="frame" if cfg.overlay_scale == "frame" else "input")
     graph = build_segmentation_explainer(onnx.load_model_from_string(loaded.onnx_bytes), card.input.tensor,
                                          card.logits, card.layers, explain_cfg)
-    return card, graph
+    return card, graph.pruned(list(dict.fromkeys(output_plan(cfg, card, graph).values())))
+
+
+def output_plan(cfg: PipelineConfig, card: ModelCard, graph) -> dict[str, str]:
+    """What the pipeline reads from the engine: its role ("logits", "activation_u8", ...) -> graph output.
+    Float per-class maps only with `class_maps`; the spectra only with "spectral" among the methods."""
+    def find(method: str, layer: str | None = None) -> str | None:
+        return next((n for n, o in graph.outputs.items() if o.method == method and (layer is None or o.layer == layer)),
+                    None)
+
+    first_layer = card.layers.get(cfg.layers[0], cfg.layers[0]) if cfg.layers else None
+    plan = {"logits": graph.logits}
+    if "activation" in cfg.methods:
+        plan["activation"] = find("activation")
+        plan["activation_u8"] = find("activation_u8")
+    if cfg.overlay_method in cfg.methods:
+        plan["gradcam_u8"] = find(cfg.overlay_method + "_u8", first_layer)
+    for kind in ("gradcam_u8", "activation_u8"):  # the per-row peaks that feed running scales
+        if plan.get(kind) in graph.scale_inputs:
+            plan[kind.replace("_u8", "_peak")] = graph.scale_inputs[plan[kind]][1]
+    if "spectral" in cfg.methods:
+        plan["spectral"] = find("spectral")
+    if cfg.class_maps:
+        for name, o in graph.outputs.items():
+            if o.dtype == "float32" and o.method in ("activation", *OVERLAY_METHODS):
+                plan[f"{o.method}@{o.layer}"] = name
+    return {k: v for k, v in plan.items() if v is not None}
 
 
 class Pipeline:
@@ -126,7 +154,7 @@ class Pipeline:
         self.card, self.graph = pipeline_graph(cfg, self.profile)
         self.memory_bytes = self._check_memory()
         self.frontend = FrontEnd(self.profile, dark, white, self.card.frontend_config())
-        self._plan = self._output_plan()
+        self._plan = output_plan(cfg, self.card, self.graph)
         self.engine = open_engine(self.graph.model.SerializeToString(), cfg.backend, cfg.precision, cfg.cache_dir,
                                   cfg.threads, outputs_to_copy=list(dict.fromkeys(self._plan.values())),
                                   device=cfg.openvino_device)
@@ -155,33 +183,6 @@ class Pipeline:
         return check_memory({"model weights": g.weights, "model inputs": g.inputs,
                              f"activations of {self.graph.classes} classes at once": g.activations,
                              "front end": front}, self.config.memory_limit_mb, f"model {self.card.name!r}")
-
-    # --- which engine outputs are needed -----------------------------------------------------
-    def _find(self, method: str, layer: str | None = None) -> str | None:
-        for name, o in self.graph.outputs.items():
-            if o.method == method and (layer is None or o.layer == layer):
-                return name
-        return None
-
-    def _output_plan(self) -> dict[str, str]:
-        cfg = self.config
-        first_layer = self.card.layers.get(cfg.layers[0], cfg.layers[0]) if cfg.layers else None
-        plan = {"logits": self.graph.logits}
-        if "activation" in cfg.methods:
-            plan["activation"] = self._find("activation")
-            plan["activation_u8"] = self._find("activation_u8")
-        if cfg.overlay_method in cfg.methods:
-            plan["gradcam_u8"] = self._find(cfg.overlay_method + "_u8", first_layer)
-        for kind in ("gradcam_u8", "activation_u8"):  # the per-row peaks that feed running scales
-            if plan.get(kind) in self.graph.scale_inputs:
-                plan[kind.replace("_u8", "_peak")] = self.graph.scale_inputs[plan[kind]][1]
-        if "spectral" in cfg.methods:
-            plan["spectral"] = self._find("spectral")
-        if cfg.class_maps:
-            for name, o in self.graph.outputs.items():
-                if o.dtype == "float32" and o.method in ("activation", *OVERLAY_METHODS):
-                    plan[f"{o.method}@{o.layer}"] = name
-        return {k: v for k, v in plan.items() if v is not None}
 
     # --- one frame ----------------------------------------------------------------------------
     def set_references(self, dark: np.ndarray, white: np.ndarray) -> None:

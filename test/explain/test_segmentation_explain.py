@@ -112,6 +112,20 @@ def test_all_methods_all_classes_match_autograd(tiny):
     assert relative_error(ours("spectral", "input"), spectral) < 1e-5
 
 
+def test_the_head_closed_form_holds_beside_other_readers_of_its_input(tiny):
+    """With `activation` (whose top-k Gather also reads the head input) and the CAMs at that layer, no backward
+    node is built (the maps equal autograd's: test above); at another layer the backward pass runs."""
+    _, m, _ = tiny
+    for top_k in (0, 2):
+        cfg = SegmentationExplainConfig(methods=("activation", "seg_gradcam", "hires", "gradcam_pp"), top_k=top_k)
+        eg = build_segmentation_explainer(m, "input", "logits", LAYERS, cfg)
+        assert any(n.op_type == "Gather" for n in eg.model.graph.node) == bool(top_k)
+        assert not [n.name for n in eg.model.graph.node if n.name.startswith("xai/backward/")], top_k
+    eg = build_segmentation_explainer(m, "input", "logits", LAYERS,
+                                      SegmentationExplainConfig(methods=("seg_gradcam",), layers=("dec2",)))
+    assert [n.name for n in eg.model.graph.node if n.name.startswith("xai/backward/")]
+
+
 @pytest.mark.parametrize("seed", ["roi", "pixel"])
 def test_roi_and_pixel_seeds(tiny, seed):
     model, m, x = tiny

@@ -37,6 +37,33 @@ def test_the_graph_the_pipeline_runs_is_tensorrt_compatible(pipeline):
     assert check_tensorrt(pipeline.graph.model, "pipeline graph") == []
 
 
+def test_the_default_pipeline_graph_computes_only_what_it_reads(drive):
+    """The default methods (activation maps, Seg-Grad-CAM and HiRes at the layer before the final conv):
+    the closed form holds although `activation` also reads that layer, so there is no backward node and no
+    multiply-add beyond the forward's; every output is one the pipeline reads, and nothing else is computed."""
+    import onnx
+
+    from hsi_xai_node.explain import multiply_adds
+
+    _, (dark, white) = drive
+    p = Pipeline(PipelineConfig(model=str(MODEL), backend="ort-cpu"), dark, white)
+    names = [n.name for n in p.graph.model.graph.node]
+    assert not [n for n in names if n.startswith("xai/backward/")]
+    assert {o.name for o in p.graph.model.graph.output} == set(p._plan.values())
+    assert set(p.engine.outputs) == set(p._plan.values())
+    forward = onnx.load(str(MODEL))
+    assert multiply_adds(p.graph.model) <= 1.001 * multiply_adds(forward)
+    # every node leads to an output (nothing is computed for nobody)
+    needed = {o.name for o in p.graph.model.graph.output}
+    for node in reversed(p.graph.model.graph.node):
+        assert set(node.output) & needed, node.name
+        needed.update(node.input)
+    # with HiRes asked for as a class map, the same graph gains its output and still no backward
+    q = Pipeline(PipelineConfig(model=str(MODEL), backend="ort-cpu", class_maps=True), dark, white)
+    assert any(o.method == "hires" for o in q.graph.outputs.values())
+    assert not [n for n in q.graph.model.graph.node if n.name.startswith("xai/backward/")]
+
+
 def test_frame_result_matches_independent_computation(pipeline, drive, hsi_drive):
     gen, (dark, white) = drive
     frame = gen.frame(20)
@@ -139,7 +166,8 @@ def bundled(drive):
 
 
 def _float_map(pipeline, raw, method):
-    """The engine's float map (K, H, W) of `method` at the penultimate layer, and the logits' argmax."""
+    """The engine's float map (K, H, W) of `method` at the penultimate layer, and the logits' argmax (the
+    pipeline must read its float maps: class_maps=True)."""
     fe = pipeline.frontend.process(raw)
     x = pipeline.card.model_input(fe.cube.data)
     name = next(n for n, o in pipeline.graph.outputs.items() if o.method == method and o.layer == "dec1")
@@ -156,7 +184,8 @@ def test_card_scales_give_a_value_the_same_colour_in_every_frame(bundled, drive)
     from hsi_xai_node.runtime.overlay import colormap_lut, to_uint8
 
     gen, _ = drive
-    p = Pipeline(PipelineConfig(backend="ort-cpu", methods=("activation", "seg_gradcam"), focus_class="road"), *bundled)
+    p = Pipeline(PipelineConfig(backend="ort-cpu", methods=("activation", "seg_gradcam"), focus_class="road",
+                                class_maps=True), *bundled)
     assert p.scales.mode == "card"
     card = ModelCard.load(BUNDLED.with_suffix(".json"))
     names = [c.name for c in card.classes]
@@ -194,7 +223,8 @@ def test_running_scales_follow_each_class_peak_and_frame_scales_are_per_frame(bu
     from hsi_xai_node.runtime.overlay import RUNNING_RATE
 
     gen, _ = drive
-    p = Pipeline(PipelineConfig(backend="ort-cpu", methods=("activation",), overlay_scale="running"), *bundled)
+    p = Pipeline(PipelineConfig(backend="ort-cpu", methods=("activation",), overlay_scale="running", class_maps=True),
+                 *bundled)
     assert p.scales.mode == "running" and p.scale_feeds()["overlay_scale.activation.dec1"].max() == 0.0  # own peak
     peaks = []
     for index in (1, 4, 7):
