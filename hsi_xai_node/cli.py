@@ -13,8 +13,8 @@ import sys
 
 from .errors import InputError
 
-BACKEND_HELP = ("engine backend: auto, tensorrt, ort-trt, ort-cuda, openvino or ort-cpu (auto tries them in that "
-                "order)")
+BACKEND_HELP = ("engine backend: auto, tensorrt, ort-trt, ort-cuda, openvino or ort-cpu (auto measures those available "
+                "here on the model and keeps the fastest, remembered per machine)")
 
 
 class _Formatter(argparse.HelpFormatter):

@@ -123,10 +123,10 @@ class HsiXaiCore:
                     self.foxglove_msgs.ImageAnnotations, config.output_topic(SEGMENTATION_ANNOTATIONS), out_qos)
         if detector is not None:
             self._use_detector(detector, topics)
-        self.get_logger().info(f"hsi_xai: model {pipeline.card.name} on {pipeline.engine.backend}, raw frames from "
+        self.get_logger().info(f"hsi_xai: model {pipeline.card.name} on {pipeline.engine.describe_backend()}, raw frames from "
                                f"{_transport(config.raw_topic, config.raw_transport)[1]}")
         if detector is not None:
-            self.get_logger().info(f"hsi_xai: detector {detector.card.name} on {detector.engine.backend}, "
+            self.get_logger().info(f"hsi_xai: detector {detector.card.name} on {detector.engine.describe_backend()}, "
                                    f"cameras {dict(zip(detector.cameras, self.det_cameras))}")
 
     def _activate(self) -> None:
@@ -402,6 +402,7 @@ class HsiXaiCore:
                    "detections": "published" if self.vision_msgs is not None else VISION_MSGS_MISSING,
                    "detector": detector.card.name if detector else "off",
                    "backend": detector.engine.backend if detector else "",
+                   "backend_choice": detector.engine.describe_backend() if detector else "",
                    "cameras": ", ".join(f"{c.name}={t}" for t, c in self.det_cameras.items()) if detector else ""}
         values |= self._latencies(self.det_pubs)
         values |= {f"camera_share {cls} {cam}": f"{mean:.3f}" for (cls, cam), (_, mean) in sorted(last["shares"].items())}
@@ -425,7 +426,8 @@ class HsiXaiCore:
         values |= {"frames_per_s": f"{self._fps(self._last['processed_at']):.2f}", "received": str(s.received),
                    "processed": str(s.processed), "dropped": str(s.dropped),
                    "conservativeness_residual_max": f"{self._last['residual']:.2e}",
-                   "backend": self.pipeline.engine.backend, "model": self.pipeline.card.name,
+                   "backend": self.pipeline.engine.backend, "backend_choice": self.pipeline.engine.describe_backend(),
+                   "model": self.pipeline.card.name,
                    "references": "yes" if len(self.references) == 2 else "no",
                    "frames_without_references": str(self.uncalibrated), "state": self.state_name()}
         if self.config.publish_foxglove_annotations:

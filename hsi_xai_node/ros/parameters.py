@@ -25,8 +25,8 @@ DESCRIPTIONS = {
     "card": "model card path; empty = the model path with .json",
     "sensor_profile": "sensor profile name (hsi-drive, imec-665-975, imec-600-875) or imec XML path",
     "flip_vertical": "frames are read out upside down (XIMEA API convention for v0 calibration files)",
-    "backend": "auto, tensorrt, ort-trt, ort-cuda, openvino or ort-cpu (auto tries them in that order, logging each "
-               "miss)",
+    "backend": "auto, tensorrt, ort-trt, ort-cuda, openvino or ort-cpu (auto measures those available here on the "
+               "model and keeps the fastest, remembered per machine; /diagnostics says which and why)",
     "openvino_device": "device of the openvino backend: CPU, GPU, NPU or AUTO",
     "precision": "fp16 or fp32 (TensorRT; mask comparisons always stay fp32)",
     "engine_cache_dir": "TensorRT engine cache; empty = ~/.cache/hsi_xai_node/engines",

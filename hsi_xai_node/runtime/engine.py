@@ -4,8 +4,7 @@
     engine.inputs, engine.outputs        # name -> TensorSpec(shape, dtype)
     engine.run({"input": x}, outputs=["logits", ...])   # only the named outputs come back
 
-Backends, tried in this order by `backend="auto"` (each failure is logged with its
-reason, and the engine says which one it is in `engine.backend`):
+Backends:
 
     tensorrt   TensorRT 10 Python API + pycuda (engine cache, see tensorrt_backend.py)
     ort-trt    ONNX Runtime, TensorRT execution provider
@@ -13,8 +12,12 @@ reason, and the engine says which one it is in `engine.backend`):
     openvino   OpenVINO (`device`: CPU by default, or GPU, NPU, AUTO; see openvino_backend.py)
     ort-cpu    ONNX Runtime, CPU
 
-On a machine without an NVIDIA GPU, `auto` therefore takes OpenVINO when it is installed (it
-runs the same graphs faster on CPUs, BENCHMARKS.md) and ONNX Runtime CPU otherwise.
+`backend="auto"` opens every backend available here and keeps the one whose engine call on this
+graph is fastest, measured on this machine and remembered beside the other caches
+(backend_choice.py): no fixed order, since which engine wins depends on the CPU, the graph and the
+threads. `engine.choice` says what was chosen, from which figures; each backend that could not be
+opened is logged once with its reason. `outputs_to_copy` prunes the graph to those outputs first,
+for every backend: ONNX Runtime runs every node of a graph whatever the caller fetches.
 
 Naming a backend explicitly gives that backend or an `EngineError`, never a silent
 substitute. Tensor names always come from the model card, never from positions.
@@ -26,7 +29,8 @@ import logging
 
 import numpy as np
 
-from ._engine_base import Engine, EngineError, TensorSpec  # noqa: F401 (the interface, re-exported here)
+from ._engine_base import Engine, EngineError, TensorSpec, only_outputs  # noqa: F401 (the interface, re-exported)
+from .backend_choice import BackendChoice, cache_key, choose, machine_description, read_cached, write_cached
 
 log = logging.getLogger(__name__)
 
@@ -71,45 +75,87 @@ class OrtEngine(Engine):
         return dict(zip(names, self.session.run(names, feeds)))
 
 
+def _open(name: str, onnx_bytes: bytes, precision: str, cache_dir, threads: int, outputs_to_copy, device: str):
+    if name == "tensorrt":
+        from .tensorrt_backend import TensorRTEngine
+        return TensorRTEngine(onnx_bytes, precision=precision, cache_dir=cache_dir, outputs_to_copy=outputs_to_copy)
+    if name == "openvino":
+        from .openvino_backend import OpenVinoEngine
+        return OpenVinoEngine(onnx_bytes, device=device, threads=threads, precision=precision, cache_dir=cache_dir,
+                              outputs_to_copy=outputs_to_copy)
+    return OrtEngine(onnx_bytes, name, threads)
+
+
+def _close(engine: Engine) -> None:
+    close = getattr(engine, "close", None)
+    if close is not None:
+        close()
+
+
 def open_engine(onnx_bytes: bytes, backend: str = "auto", precision: str = "fp16", cache_dir=None,
                 threads: int = 0, outputs_to_copy: list[str] | None = None, device: str = "CPU") -> Engine:
-    """The engine for `backend`, or with "auto" the first of BACKENDS that works here (each miss logged)."""
+    """The engine for `backend`, or with "auto" the fastest of BACKENDS here (measured once, then cached)."""
     if backend not in ("auto", *BACKENDS):
         raise EngineError(f"unknown backend {backend!r}; use auto or one of {list(BACKENDS)}")
     if precision not in PRECISIONS:
         raise EngineError(f"unknown precision {precision!r}; use one of {list(PRECISIONS)}")
-    order = BACKENDS if backend == "auto" else (backend,)
-    reasons = []
-    for name in order:
+    if outputs_to_copy:
+        outputs_to_copy = list(dict.fromkeys(outputs_to_copy))
+        onnx_bytes = only_outputs(onnx_bytes, outputs_to_copy)
+    args = (onnx_bytes, precision, cache_dir, threads, outputs_to_copy, device)
+    if backend != "auto":
         try:
-            if name == "tensorrt":
-                from .tensorrt_backend import TensorRTEngine
-                engine = TensorRTEngine(onnx_bytes, precision=precision, cache_dir=cache_dir,
-                                        outputs_to_copy=outputs_to_copy)
-            elif name == "openvino":
-                from .openvino_backend import OpenVinoEngine
-                engine = OpenVinoEngine(onnx_bytes, device=device, threads=threads, precision=precision,
-                                        cache_dir=cache_dir, outputs_to_copy=outputs_to_copy)
-            else:
-                engine = OrtEngine(onnx_bytes, name, threads)
-        except (EngineError, ImportError) as exc:
-            msg = str(exc)
-            reasons.append(msg if msg.startswith(name) else f"{name}: {msg}")
-            if backend != "auto":
-                raise EngineError(str(exc)) from None
-            continue
-        if reasons:  # the same fall-back is met by every engine of a process: said once
-            fp16 = (", fp32 (precision fp16 applies to TensorRT and OpenVINO GPUs only)"
-                    if precision == "fp16" and name in ("ort-cpu", "openvino") else "")
-            _say_once(f"backend auto: using {name}{fp16}; not available here: {'; '.join(reasons)}")
-        return engine
-    raise EngineError("no backend could run the model: " + "; ".join(reasons))
+            return _open(backend, *args)
+        except ImportError as exc:
+            raise EngineError(f"{backend}: {exc}") from None
+    settings = {"precision": precision, "threads": int(threads), "device": device,
+                "outputs": sorted(outputs_to_copy or [])}
+    machine = machine_description()
+    key = cache_key(onnx_bytes, settings, machine)
+    cached = read_cached(cache_dir, key, BACKENDS)
+    engines, reasons = {}, {}
+    if cached is not None:
+        try:
+            engines[cached.backend] = _open(cached.backend, *args)
+        except (EngineError, ImportError) as exc:  # uninstalled since: measure what is here now
+            log.warning("backend auto: the cached choice %s cannot be opened now (%s): measuring again",
+                        cached.backend, exc)
+            cached = None
+    if cached is None:
+        for name in BACKENDS:
+            if name == "ort-trt" and "tensorrt" in engines:
+                continue  # the same TensorRT builder and kernels: a second multi-minute build would measure nothing new
+            try:
+                engines[name] = _open(name, *args)
+            except (EngineError, ImportError) as exc:
+                msg = str(exc)
+                reasons[name] = msg if msg.startswith(name) else f"{name}: {msg}"
+        if not engines:
+            raise EngineError("no backend could run the model: " + "; ".join(reasons.values()))
+        choice = choose(engines, outputs_to_copy)
+        choice = BackendChoice(choice.backend, choice.times_ms, measured_at=choice.measured_at, reasons=reasons)
+        for name, e in engines.items():
+            if name != choice.backend:
+                _close(e)
+        if choice.times_ms:
+            write_cached(cache_dir, key, choice, machine, settings)
+    else:
+        choice = cached
+    engine = engines[choice.backend]
+    engine.choice = choice
+    fp16 = (", fp32 (precision fp16 applies to TensorRT and OpenVINO GPUs only)"
+            if precision == "fp16" and choice.backend in ("ort-cpu", "openvino") else "")
+    missing = f"; not available here: {'; '.join(reasons.values())}" if reasons else ""
+    # said once per process: every engine of a process meets the same machine
+    _say_once(f"backend auto: using {choice.backend}{fp16}{missing}", logging.WARNING if reasons else logging.INFO)
+    log.info("backend %s", choice.describe())
+    return engine
 
 
 _said: set[str] = set()
 
 
-def _say_once(message: str) -> None:
-    """Log a WARNING the first time a message is met in this process, at DEBUG after that."""
-    log.log(logging.DEBUG if message in _said else logging.WARNING, message)
+def _say_once(message: str, level: int = logging.WARNING) -> None:
+    """Log `message` at `level` the first time it is met in this process, at DEBUG after that."""
+    log.log(logging.DEBUG if message in _said else level, message)
     _said.add(message)

@@ -243,6 +243,7 @@ class ReplaySummary:
     storage: str
     backend: str
     model: str  # the segmentation model; "" when the bag has no raw topic
+    backend_choice: str = ""  # how the engine was chosen (auto: the measured figures)
     frames_in: int = 0  # raw messages met in the bag
     frames_processed: int = 0
     dropped: int = 0  # a replay waits for every frame: nothing is dropped
@@ -260,6 +261,7 @@ class ReplaySummary:
     detection: str = ""  # "on", or why it did not run
     detector: str = ""
     detection_backend: str = ""
+    detection_backend_choice: str = ""
     camera_messages_in: int = 0  # messages of the detector's camera topics met in the bag
     camera_sets_in: int = 0  # synchronised camera sets
     camera_sets_processed: int = 0
@@ -283,7 +285,8 @@ class ReplaySummary:
         lines = [f"replay {self.input} -> {self.output} ({self.storage})",
                  (f"frames: {self.frames_in} in, {self.frames_processed} processed, {self.dropped} dropped, "
                   f"{self.bad_total} bad messages; {self.fps:.2f} frames/s over {self.wall_s:.1f} s"),
-                 f"model {self.model} on {self.backend}" if self.model else "segmentation: no raw topic in the bag",
+                 (f"model {self.model} on {self.backend_choice or self.backend}" if self.model
+                  else "segmentation: no raw topic in the bag"),
                  f"references: {self.references}" + (f"; {self.reference_updates} later update(s)"
                                                      if self.reference_updates else "")]
         if self.uncalibrated_frames:
@@ -299,7 +302,7 @@ class ReplaySummary:
             per_class = ", ".join(f"{k} {v}" for k, v in sorted(self.detections_per_class.items())) or "none"
             shares = "; ".join(f"{cls} " + " ".join(f"{cam} {v:.2f}" for cam, v in by_cam.items())
                                for cls, by_cam in sorted(self.camera_shares.items()))
-            lines += [(f"detection: detector {self.detector} on {self.detection_backend}; "
+            lines += [(f"detection: detector {self.detector} on {self.detection_backend_choice or self.detection_backend}; "
                        f"{self.camera_messages_in} camera messages, {self.camera_sets_in} camera sets in, "
                        f"{self.camera_sets_processed} processed, {self.camera_unmatched} camera messages unmatched"),
                       f"detections: {self.detections_total} ({per_class})"]
@@ -431,7 +434,8 @@ class _Replay:
         self.refs: dict[str, np.ndarray] = {}  # topic -> the reference frame in use
         self.calibrated = False  # the pipeline holds a dark/white pair
         backend = pipeline.engine.backend if pipeline else detector.engine.backend if detector else ""
-        self.s = ReplaySummary("", "", "", backend, pipeline.card.name if pipeline else "", detection=detection)
+        self.s = ReplaySummary("", "", "", backend, pipeline.card.name if pipeline else "", detection=detection,
+                               backend_choice=pipeline.engine.describe_backend() if pipeline else "")
         # detection: camera topic -> its stack entry; sets matched by header stamp, primary camera first
         self.det_timings: dict[str, list[float]] = {}
         self.det_per_class: Counter = Counter()
@@ -443,6 +447,7 @@ class _Replay:
             self.cameras = {topic: stack[name] for topic, name in zip(det_topics, detector.cameras)}
             self.sync = ApproximateTimeSync(list(det_topics), round(config.sync_slop_s * 1e9))
             self.s.detector, self.s.detection_backend = detector.card.name, detector.engine.backend
+            self.s.detection_backend_choice = detector.engine.describe_backend()
 
     # --- helpers ----------------------------------------------------------------------------
     def _skip(self, reason: str, where: str, exc: Exception) -> None:

@@ -3,8 +3,9 @@
     python -m test.ros.node_startstop OUT_DIR PARAMS_YAML
 
 1. The node started with a bad parameter value and with a missing model file: exit status and output.
-2. The node started well (detection off); once its /diagnostics arrive, SIGTERM; then SIGINT on a second
-   one: exit status, output, and whether a /diagnostics message arrived after the signal (the last one).
+2. The node started well (detection off; the first with backend auto, the second with ort-cpu named); once
+   its /diagnostics arrive, SIGTERM; then SIGINT on the second one: exit status, output, whether a
+   /diagnostics message arrived after the signal (the last one), and how the engine was chosen.
 Writes OUT_DIR/result.json for test_node.py to check.
 """
 
@@ -19,9 +20,9 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 
 
-def start(params: str, *extra: str) -> subprocess.Popen:
+def start(params: str, *extra: str, backend: str = "ort-cpu") -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "hsi_xai_node.ros.node", "--ros-args", "--params-file", params,
-                             "-p", "backend:=ort-cpu", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             "-p", f"backend:={backend}", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 
 
@@ -35,10 +36,19 @@ def main(out_dir: str, params: str) -> int:
               "missing_model": finish(start(params, "-p", "model:=/nope.onnx"))}
     rclpy.init()
     tester = rclpy.create_node("hsi_xai_startstop")
-    arrived = []
-    tester.create_subscription(DiagnosticArray, "/diagnostics", lambda m: arrived.append(time.monotonic()), 10)
-    for name, sig in (("sigterm", signal.SIGTERM), ("sigint", signal.SIGINT)):
-        proc = start(params, "-p", "detector_model:=''")
+    arrived, choice = [], {}
+
+    def on_diagnostics(msg):
+        arrived.append(time.monotonic())
+        for status in msg.status:
+            for kv in status.values:
+                if kv.key == "backend_choice" and status.name == "hsi_xai: pipeline":
+                    choice["value"] = kv.value
+
+    tester.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
+    for name, sig, backend in (("sigterm", signal.SIGTERM, "auto"), ("sigint", signal.SIGINT, "ort-cpu")):
+        proc = start(params, "-p", "detector_model:=''", backend=backend)
+        choice.clear()
         arrived.clear()
         deadline = time.monotonic() + 120
         while not arrived and time.monotonic() < deadline:
@@ -51,7 +61,8 @@ def main(out_dir: str, params: str) -> int:
         end = time.monotonic() + 1.0
         while time.monotonic() < end:  # diagnostics still in flight
             rclpy.spin_once(tester, timeout_sec=0.1)
-        result[name] = {**finish(proc), "was_up": up, "diagnostics_after_signal": sum(t >= sent for t in arrived)}
+        result[name] = {**finish(proc), "was_up": up, "diagnostics_after_signal": sum(t >= sent for t in arrived),
+                        "backend_choice": choice.get("value")}
     tester.destroy_node()
     rclpy.shutdown()
     (Path(out_dir) / "result.json").write_text(json.dumps(result, indent=1))

@@ -188,6 +188,9 @@ def test_start_up_errors_are_one_line_and_signals_stop_the_node_cleanly(tmp_path
         assert r[case]["was_up"] and r[case]["rc"] == 0, text
         assert "Traceback" not in text and "Exception" not in text, text
         assert r[case]["diagnostics_after_signal"] >= 1
+    # /diagnostics says how the engine was chosen: auto by measurement here, or named
+    assert r["sigterm"]["backend_choice"].startswith("auto: "), r["sigterm"]["backend_choice"]
+    assert r["sigint"]["backend_choice"] == "ort-cpu (named in the configuration)"
 
 
 def test_the_node_judges_a_bag_as_the_replay_does(tmp_path):

@@ -1,5 +1,7 @@
-"""Engine selection: explicit backends never substitute silently; auto logs its fallbacks."""
+"""Engine selection: explicit backends never substitute silently; auto measures the engines here, keeps the
+fastest and remembers it; every engine holds only the outputs its caller reads."""
 
+import json
 import logging
 import sys
 
@@ -63,3 +65,74 @@ def test_names_shapes_and_run(tiny_bytes):
         engine.run({"input": x}, ["probs"])
     with pytest.raises(EngineError, match=r"needs input\(s\) \['input'\]"):
         engine.run({})
+
+
+def _two_backends():
+    pytest.importorskip("openvino", reason="auto chooses between engines: needs OpenVINO beside ONNX Runtime CPU")
+
+
+def test_auto_measures_every_engine_here_and_keeps_the_fastest(tiny_bytes, tmp_path, caplog):
+    _two_backends()
+    caplog.set_level(logging.INFO, logger="hsi_xai_node.runtime.engine")
+    engine = open_engine(tiny_bytes, "auto", cache_dir=tmp_path)
+    choice = engine.choice
+    assert set(choice.times_ms) == {"openvino", "ort-cpu"} and all(t > 0 for t in choice.times_ms.values())
+    assert engine.backend == choice.backend == min(choice.times_ms, key=choice.times_ms.get)
+    assert not choice.cached and "tensorrt" in choice.reasons
+    assert f"auto: {engine.backend}, the fastest engine call here" in engine.describe_backend()
+    assert "the fastest engine call here" in caplog.text  # the figures are logged
+    (cached,) = (tmp_path / "auto").glob("*.json")
+    record = json.loads(cached.read_text())
+    assert record["backend"] == engine.backend and record["times_ms"] == choice.times_ms
+    machine = record["machine"]  # what the choice was measured on
+    assert machine["cores"] >= 1 and machine["cpu"] and "onnxruntime" in machine["versions"]
+    assert machine["instruction_sets"] == sorted(machine["instruction_sets"])
+
+
+def test_auto_reads_its_choice_back_and_measures_again_when_it_cannot(tiny_bytes, tmp_path, caplog):
+    _two_backends()
+    first = open_engine(tiny_bytes, "auto", cache_dir=tmp_path)
+    (path,) = (tmp_path / "auto").glob("*.json")
+    again = open_engine(tiny_bytes, "auto", cache_dir=tmp_path)
+    assert again.choice.cached and again.backend == first.backend and again.choice.times_ms == first.choice.times_ms
+    # the cache decides, not a fixed order: a record naming the other engine is followed as it is
+    record = json.loads(path.read_text())
+    other = next(b for b in record["times_ms"] if b != first.backend)
+    path.write_text(json.dumps({**record, "backend": other}))
+    assert open_engine(tiny_bytes, "auto", cache_dir=tmp_path).backend == other
+    # another graph, other outputs or other threads are other choices
+    assert open_engine(tiny_bytes, "auto", cache_dir=tmp_path, threads=1).choice.cached is False
+    # a damaged, foreign or oversized record is measured over, never trusted or raised
+    for bad in (b"{", json.dumps({**record, "backend": "cuda"}).encode(), b"[" * 100_000,
+                json.dumps({**record, "key": "0" * 64}).encode(), b" " * 70_000):
+        path.write_bytes(bad)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="hsi_xai_node.runtime.backend_choice"):
+            e = open_engine(tiny_bytes, "auto", cache_dir=tmp_path)
+        assert not e.choice.cached and "unusable" in caplog.text, bad[:20]
+        assert json.loads(path.read_text())["backend"] == e.backend  # measured and written anew
+
+
+def test_a_named_backend_is_not_measured_or_cached(tiny_bytes, tmp_path):
+    engine = open_engine(tiny_bytes, "ort-cpu", cache_dir=tmp_path)
+    assert engine.choice is None and engine.describe_backend() == "ort-cpu (named in the configuration)"
+    assert not (tmp_path / "auto").exists()
+
+
+def test_only_the_outputs_read_are_in_the_engine(tiny_bytes):
+    """Pruned for every backend: ONNX Runtime would run every node whatever is fetched."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load_model_from_string(tiny_bytes)
+    model.graph.node.append(helper.make_node("Sigmoid", ["dec1"], ["unread"]))
+    model.graph.output.append(helper.make_empty_tensor_value_info("unread"))
+    data = model.SerializeToString()
+    assert set(open_engine(data, "ort-cpu").outputs) == {"logits", "unread"}
+    engine = open_engine(data, "ort-cpu", outputs_to_copy=["logits"])
+    assert list(engine.outputs) == ["logits"]
+    pruned = onnx.load_model_from_string(engine_module.only_outputs(data, ["logits"]))
+    assert [n.op_type for n in pruned.graph.node] == ["Conv", "Relu", "Conv"]  # the Sigmoid is gone
+    assert engine_module.only_outputs(tiny_bytes, ["logits"]) is tiny_bytes  # nothing to drop: the same bytes
+    with pytest.raises(EngineError, match=r"no output\(s\) \['nothing'\]"):
+        open_engine(data, "ort-cpu", outputs_to_copy=["nothing"])
