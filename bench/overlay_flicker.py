@@ -44,9 +44,9 @@ def colour_indices(pipeline: Pipeline, raw: np.ndarray) -> dict[str, dict[int, i
     channel = out[pipeline.graph.logits][0].argmax(0)
     result = {}
     for kind, name in plan.items():
-        maps = out[name][:, 0]
-        result[kind] = {c: int(np.median(maps[c][channel == c])) for c in range(maps.shape[0])
-                        if (channel == c).sum() >= MIN_PIXELS}
+        maps = out[name][:, 0]  # per class, or (the pipeline's default) each pixel's predicted class's already
+        result[kind] = {c: int(np.median(maps[c if len(maps) > 1 else 0][channel == c]))
+                        for c in range(pipeline.graph.classes) if (channel == c).sum() >= MIN_PIXELS}
     return result
 
 

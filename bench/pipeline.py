@@ -1,14 +1,17 @@
-"""Whole-pipeline speed on ONNX Runtime CPU: per-stage median times and frames per second.
+"""Whole-pipeline speed: per-stage median times, and the engine call against the plain forward pass.
 
-    .venv/bin/python bench/pipeline.py [--frames 12] [--json out.json]
+    .venv/bin/python bench/pipeline.py [--frames 24] [--backend ort-cpu,openvino] [--json out.json]
 
-Runs the same generated drive frames through two pipelines, interleaved frame by frame:
-the bundled 25-band PN U-Net (`models/unet_bundled_25pn.onnx`) and an HSI-Drive-size
-U-Net (32 base filters, 7.8M parameters; random weights, which do not change the cost)
-with a card copied from the bundled one. Both compute the default explanations (the
-activation maps and Seg-Grad-CAM + HiRes at the layer before the final conv) for all
-classes, and the overlays. Stages: frontend (raw -> model input), engine (model +
-explanations), post (labels, colour, fused overlays, conservativeness residual).
+Runs the same generated drive frames through the pipelines, interleaved frame by frame: the
+bundled 25-band PN U-Net (`models/unet_bundled_25pn.onnx`) and an HSI-Drive-size U-Net (32 base
+filters, 7.8M parameters; random weights, which do not change the cost) with a card copied from
+the bundled one, on each backend asked for. Each pipeline computes the default explanations (the
+activation maps and Seg-Grad-CAM at the layer before the final conv, all classes, the overlays).
+Beside each pipeline, in the same round, an engine of the same backend and threads runs the model's
+plain forward graph (the card's ONNX as it is) on that frame's model input: the ratios
+engine / forward and total / forward are what the explanations and the host stages add.
+Stages: frontend (raw -> model input), engine (model + explanations), post (labels, colour,
+fused overlays, conservativeness residual, frame figures).
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ import dataclasses
 import json
 import platform
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
-from hsi_xai_node.model_card import ModelCard, file_sha256
-from hsi_xai_node.runtime import Pipeline, PipelineConfig
+from hsi_xai_node.model_card import ModelCard, file_sha256, load_model
+from hsi_xai_node.runtime import Pipeline, PipelineConfig, open_engine
 from hsi_xai_node.runtime.pipeline import DEFAULT_MODEL
 from hsi_xai_node.scenes.drive import DriveGenerator
 from hsi_xai_node.sensor.calibration import load_profile
@@ -49,46 +53,114 @@ def full_size_model(tmp: Path) -> Path:
     return path
 
 
+# untimed pause before every timed call: the engines' worker threads spin for a while after a run and would
+# take the cores from the next engine's run (several engines share 2 cores here)
+PAUSE_S = 0.05
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--frames", type=int, default=12)
-    ap.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: all cores)")
+    ap.add_argument("--frames", type=int, default=24)
+    ap.add_argument("--threads", type=int, default=0, help="engine intra-op threads (0: all cores)")
     ap.add_argument("--backend", default="ort-cpu",
                     help="tensorrt, ort-trt, ort-cuda, openvino or ort-cpu (default); a comma list runs each, "
                          "interleaved, with the ratio to the first (e.g. ort-cpu,openvino)")
+    ap.add_argument("--profile-rounds", type=int, default=20, help="runs of ONNX Runtime's profiler per graph")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     profile = load_profile("hsi-drive")
     gen = DriveGenerator(profile, seed=2002, render_cameras=False)
     dark, white = gen.references()
-    frames = [gen.frame(i * 5).raw for i in range(args.frames + 1)]
+    frames = [gen.frame(i * 5 % 120).raw for i in range(args.frames + 1)]
     with tempfile.TemporaryDirectory() as tmp:
         models = {"bundled (25pn, 1.1M params)": DEFAULT_MODEL,
                   "hsi-drive size (25pn, 7.8M params)": full_size_model(Path(tmp))}
         backends = args.backend.split(",")
         pipelines = {(name, b): Pipeline(PipelineConfig(model=str(path), backend=b, threads=args.threads), dark, white)
                      for name, path in models.items() for b in backends}
+        forwards = {key: open_engine(load_model(p.config.model, profile=profile).onnx_bytes, key[1], threads=args.threads)
+                    for key, p in pipelines.items()}
         timings = {name: [] for name in pipelines}
-        for p in pipelines.values():
-            p.process(frames[0])  # warm-up
+
+        def forward_ms(key, raw) -> float:
+            p = pipelines[key]
+            x = p.card.model_input(p.frontend.process(raw).cube.data)
+            time.sleep(PAUSE_S)
+            t0 = time.perf_counter()
+            forwards[key].run({p.card.input.tensor: x})
+            return (time.perf_counter() - t0) * 1e3
+
+        for key, p in pipelines.items():  # warm-up
+            p.process(frames[0])
+            forward_ms(key, frames[0])
         for raw in frames[1:]:
-            for name, p in pipelines.items():
-                timings[name].append(p.process(raw).timings_ms)
-    results = {"machine": platform.machine(), "backends": backends, "frames": args.frames, "threads": args.threads,
-               "pipelines": {}}
-    print(f"{'pipeline':36s} {'backend':>9s} {'frontend':>9s} {'engine':>9s} {'post':>8s} {'total':>9s} {'fps':>6s} "
-          f"{'x first':>8s}   (median ms; x first: the first backend's total over this one's)")
+            for key, p in pipelines.items():  # the pipeline and its forward back to back: the same load on both
+                time.sleep(PAUSE_S)
+                timings[key].append({**p.process(raw).timings_ms, "forward": forward_ms(key, raw)})
+        graphs = {f"{name} on {b}": {"nodes": len(p.graph.model.graph.node), "outputs": sorted(p._plan)}
+                  for (name, b), p in pipelines.items()}
+        node_times = {name: node_time_split(p, frames[1], args.threads, args.profile_rounds)
+                      for (name, b), p in pipelines.items() if b == backends[0]}
+    results = {"machine": platform.machine(), "cpu": machine_cpu(), "backends": backends, "frames": args.frames,
+               "threads": args.threads, "pipelines": {}, "graphs": graphs, "node_times": node_times}
+    print(f"{'pipeline':36s} {'backend':>9s} {'frontend':>9s} {'engine':>8s} {'post':>6s} {'total':>8s} {'forward':>8s} "
+          f"{'engine/fwd':>10s} {'total/fwd':>9s} {'fps':>6s} {'x first':>8s}")
     for (name, backend), rows in timings.items():
         med = {k: float(np.median([r[k] for r in rows])) for k in rows[0]}
+        # per-frame ratios (each frame's pipeline beside its own forward), then their median
+        med["engine_over_forward"] = float(np.median([r["engine"] / r["forward"] for r in rows]))
+        med["total_over_forward"] = float(np.median([r["total"] / r["forward"] for r in rows]))
         med["fps"] = 1000.0 / med["total"]
         results["pipelines"][f"{name} on {backend}"] = med
         first = results["pipelines"][f"{name} on {backends[0]}"]["total"]
         med["speedup_vs_first"] = first / med["total"]
-        print(f"{name:36s} {backend:>9s} {med['frontend']:9.1f} {med['engine']:9.1f} {med['post']:8.1f} "
-              f"{med['total']:9.1f} {med['fps']:6.2f} {med['speedup_vs_first']:8.2f}")
+        print(f"{name:36s} {backend:>9s} {med['frontend']:9.1f} {med['engine']:8.1f} {med['post']:6.1f} "
+              f"{med['total']:8.1f} {med['forward']:8.1f} {med['engine_over_forward']:10.3f} "
+              f"{med['total_over_forward']:9.3f} {med['fps']:6.2f} {med['speedup_vs_first']:8.2f}")
+    print("(median ms; engine/fwd and total/fwd: medians of each frame's ratio to its own forward; x first: the first "
+          "backend's total over this one's)")
+    print(f"\nONNX Runtime's profiler over each pipeline graph ({args.profile_rounds} runs): kernel time of the "
+          "explain graph's own nodes against the model's")
+    for name, t in node_times.items():
+        print(f"{name:36s} forward nodes {t['forward_ms']:7.2f} ms, explain nodes {t['explain_ms']:6.2f} ms: "
+              f"{t['ratio']:.3f}x")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return results
+
+
+def node_time_split(pipeline, raw, threads: int, rounds: int) -> dict:
+    """Mean kernel ms per call of the model's own nodes and of the explain nodes (named xai/...), from ONNX
+    Runtime's profiler over the pipeline's graph: what the explanations cost, free of the machine's noise between
+    calls (the same way the issue measured 1.17x before the graph was pruned)."""
+    import onnxruntime as ort
+
+    p = pipeline
+    x = p.card.model_input(p.frontend.process(raw).cube.data)
+    feeds = {p.card.input.tensor: x, **p.scale_feeds()}
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = ort.SessionOptions()
+        opts.enable_profiling, opts.profile_file_prefix = True, str(Path(tmp) / "profile")
+        opts.intra_op_num_threads = threads
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        session = ort.InferenceSession(p.graph.model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        feeds = {k: v for k, v in feeds.items() if k in {i.name for i in session.get_inputs()}}
+        for _ in range(rounds):
+            session.run(None, feeds)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    split = {"forward": 0.0, "explain": 0.0}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            split["explain" if e["name"].startswith("xai/") else "forward"] += e["dur"] / 1e3 / rounds
+    return {"forward_ms": split["forward"], "explain_ms": split["explain"],
+            "ratio": (split["forward"] + split["explain"]) / split["forward"]}
+
+
+def machine_cpu() -> str:
+    from hsi_xai_node.runtime.backend_choice import machine_description
+
+    d = machine_description()
+    return f"{d['cpu']} ({d['cores']} cores; {', '.join(d['instruction_sets'])})"
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Public API (the modules behind it are private):
     CAMS                                    the CAM table: method -> one function from (A, dS/dA) to the maps
     METHODS, CAM_METHODS, BOX_METHODS       method names for segmentation and for detector boxes
     conservativeness_residual(...)          does a map's sum over the seed region equal the logit sum?
+    conservativeness_residual_of_labels(...)  the same with the regions given as a label image
     gradients(model, seeds, targets, batch)  the reverse-mode pass itself (one rule per op)
     keep_outputs(graph, names)              prune a graph to the outputs a caller reads
     multiply_adds(model)                    a graph's Conv/ConvTranspose/MatMul/Gemm multiply-adds
@@ -17,7 +18,7 @@ Public API (the modules behind it are private):
 """
 
 from ._cams import CAMS
-from ._conservativeness import conservativeness_residual
+from ._conservativeness import conservativeness_residual, conservativeness_residual_of_labels
 from ._cost import multiply_adds
 from ._detection import BOX_CAMS, BOX_METHODS, DetectionExplainConfig, build_detection_explainer
 from ._graph import Builder, ExplainError, keep_outputs
@@ -30,5 +31,5 @@ from .rules import RULES
 
 __all__ = ["BOX_CAMS", "BOX_METHODS", "CAMS", "CAM_METHODS", "assert_tensorrt_compatible", "check_tensorrt", "DetectionExplainConfig", "build_detection_explainer", "Builder", "ExplainError", "ExplainGraph", "METHODS", "MapOutput", "RULES", "SEEDS",
            "SegmentationExplainConfig", "append_backward", "build_segmentation_explainer",
-           "conservativeness_residual", "gradients", "keep_outputs",
+           "conservativeness_residual", "conservativeness_residual_of_labels", "gradients", "keep_outputs",
            "multiply_adds"]

@@ -27,16 +27,25 @@ def prediction_margin(logits: np.ndarray) -> float:
 def method_disagreement(maps_a: np.ndarray, maps_b: np.ndarray, channel: np.ndarray) -> float | None:
     """1 - the correlation of two methods' per-class maps (K, 1, h, w) over each predicted class's pixels
     (channel: (h, w) class index), weighted by region size: 0 where the methods rank pixels alike, up to 2
-    where they are opposite. None when no region has two distinct values to compare."""
-    a = np.asarray(maps_a, np.float64)[:, 0, ::STEP, ::STEP]
-    b = np.asarray(maps_b, np.float64)[:, 0, ::STEP, ::STEP]
-    ch = np.asarray(channel)[::STEP, ::STEP]
-    total = weight = 0.0
-    for c in np.unique(ch):
-        region = ch == c
-        x, y = a[c][region], b[c][region]
-        if x.size < 3 or x.std() == 0 or y.std() == 0:
-            continue
-        total += region.sum() * float(np.corrcoef(x, y)[0, 1])
-        weight += region.sum()
-    return None if weight == 0 else 1.0 - total / weight
+    where they are opposite. None when no region has two distinct values to compare. Maps of shape (1, 1, h, w)
+    are taken as already holding each pixel's predicted class's value (the pipeline's fused uint8 maps)."""
+    ch = np.asarray(channel)[::STEP, ::STEP].astype(np.intp)
+    k = int(ch.max()) + 1 if ch.size else 1
+
+    def predicted(maps) -> np.ndarray:  # each sampled pixel's own class's value
+        m = np.asarray(maps)[:, 0, ::STEP, ::STEP]
+        return (m[0] if m.shape[0] == 1 else np.take_along_axis(m, ch[None], 0)[0]).astype(np.float64).ravel()
+
+    x, y = predicted(maps_a), predicted(maps_b)
+    c = ch.ravel()
+    # per class, the moments of its pixels' values (one pass over the pixels, not one per class)
+    n = np.bincount(c, minlength=k).astype(np.float64)
+    safe = np.maximum(n, 1.0)
+    mx, my = np.bincount(c, x, k) / safe, np.bincount(c, y, k) / safe
+    dx, dy = x - mx[c], y - my[c]
+    sxx, syy, sxy = np.bincount(c, dx * dx, k), np.bincount(c, dy * dy, k), np.bincount(c, dx * dy, k)
+    usable = (n >= 3) & (sxx > 0) & (syy > 0)
+    if not usable.any():
+        return None
+    corr = sxy[usable] / np.sqrt(sxx[usable] * syy[usable])
+    return float(1.0 - (n[usable] * corr).sum() / n[usable].sum())

@@ -219,8 +219,9 @@ def _postprocess(b: Builder, pipeline: Pipeline, preview: str) -> dict[str, str]
         cast = producers.get(u8)
         if cast is None or cast.op_type != "Cast":
             raise InputError(f"explain output {u8!r} is not a Cast to uint8; cannot reuse its scaled map")
-        scaled = cast.input[0]  # (K, 1, h, w) integral floats 0..255
-        fused = b.op("GatherElements", [scaled, channel], f"{kind}_fused", axis=0)  # the predicted class's map
+        scaled = cast.input[0]  # (K, 1, h, w) integral floats 0..255, or (1, 1, h, w) already the predicted class's
+        fused = scaled if eg.outputs[u8].shape[0] == 1 else \
+            b.op("GatherElements", [scaled, channel], f"{kind}_fused", axis=0)  # the predicted class's map
         idx = b.op("Cast", [b.op("Reshape", [fused, b.ints([h, w])], f"{kind}_hw")], f"{kind}_idx", to=TP.INT32)
         lut = colormap_lut(pipeline._colormap(eg.outputs[u8].signed))  # the CPU path's table, signed or not
         coloured = b.op("Gather", [b.const(lut, "colormap", np.int32), idx], f"{kind}_coloured", axis=0)  # (h, w, 3)

@@ -19,6 +19,7 @@ over the whole window with its predicted region outlined.
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, field
 
@@ -29,7 +30,7 @@ import onnx
 from ..classes import colourise
 from ..errors import InputError
 from ..explain import (CAM_METHODS, METHODS, SegmentationExplainConfig, build_segmentation_explainer,
-                       conservativeness_residual)
+                       conservativeness_residual_of_labels)
 from ..model_card import ModelCard, load_model
 from ..resources import share_path
 from ..sensor.calibration import load_profile
@@ -41,6 +42,7 @@ from .memory import DEFAULT_LIMIT_MB, check_memory, graph_memory, image_bytes
 from .overlay import SCALE_MODES, MapKey, OverlayScales, apply_colormap, check_colormap, legend_image, unit_of
 
 DEFAULT_MODEL = share_path("models/unet_bundled_25pn.onnx")
+_PREVIEW_TOLERANCE_NM = inspect.signature(false_colour).parameters["tolerance_nm"].default
 OVERLAY_METHODS = (*CAM_METHODS, "scorecam")  # maps the Grad-CAM-family overlay can show
 
 
@@ -109,10 +111,12 @@ def pipeline_graph(cfg: PipelineConfig, profile=None):
     profile = profile or load_profile(cfg.profile, flip_vertical=cfg.flip_vertical)
     loaded = load_model(cfg.model, cfg.card, profile=profile)
     card: ModelCard = loaded.card
-    # no top-k channels or second-block copy: the pipeline publishes neither
+    # no top-k channels or second-block copy: the pipeline publishes neither; uint8 maps of the predicted class
+    # only (what the fused overlays show) unless the focus overlay needs one class's map everywhere
     explain_cfg = SegmentationExplainConfig(methods=cfg.methods, layers=cfg.layers, seed=cfg.seed, top_k=0,
                                             second_block=False, upsample=True, uint8=True,
-                                            uint8_scale="frame" if cfg.overlay_scale == "frame" else "input")
+                                            uint8_scale="frame" if cfg.overlay_scale == "frame" else "input",
+                                            uint8_rows="classes" if cfg.focus_class else "predicted")
     graph = build_segmentation_explainer(onnx.load_model_from_string(loaded.onnx_bytes), card.input.tensor,
                                          card.logits, card.layers, explain_cfg)
     return card, graph.pruned(list(dict.fromkeys(output_plan(cfg, card, graph).values())))
@@ -126,7 +130,7 @@ def output_plan(cfg: PipelineConfig, card: ModelCard, graph) -> dict[str, str]:
                     None)
 
     first_layer = card.layers.get(cfg.layers[0], cfg.layers[0]) if cfg.layers else None
-    plan = {"logits": graph.logits}
+    plan = {"logits": graph.logits, "argmax": find("argmax")}
     if "activation" in cfg.methods:
         plan["activation"] = find("activation")
         plan["activation_u8"] = find("activation_u8")
@@ -153,7 +157,7 @@ class Pipeline:
         self.profile = load_profile(cfg.profile, flip_vertical=cfg.flip_vertical)
         self.card, self.graph = pipeline_graph(cfg, self.profile)
         self.memory_bytes = self._check_memory()
-        self.frontend = FrontEnd(self.profile, dark, white, self.card.frontend_config())
+        self.frontend = self._frontend(dark, white)
         self._plan = output_plan(cfg, self.card, self.graph)
         self.engine = open_engine(self.graph.model.SerializeToString(), cfg.backend, cfg.precision, cfg.cache_dir,
                                   cfg.threads, outputs_to_copy=list(dict.fromkeys(self._plan.values())),
@@ -185,14 +189,19 @@ class Pipeline:
                              "front end": front}, self.config.memory_limit_mb, f"model {self.card.name!r}")
 
     # --- one frame ----------------------------------------------------------------------------
+    def _frontend(self, dark, white) -> FrontEnd:
+        # the preview's three planes kept exactly when the front end normalises in place
+        return FrontEnd(self.profile, dark, white, self.card.frontend_config(), keep_bands_nm=self.config.false_colour_nm,
+                        keep_tolerance_nm=_PREVIEW_TOLERANCE_NM)
+
     def set_references(self, dark: np.ndarray, white: np.ndarray) -> None:
         """Swap in new dark/white reference frames; on bad ones raise and keep the current ones."""
-        self.frontend = FrontEnd(self.profile, dark, white, self.card.frontend_config())
+        self.frontend = self._frontend(dark, white)
 
     def reset(self) -> None:
         """Back to the state of a new pipeline: no dark/white references, no running scales (a new bag
         starts; the engine and graph are kept)."""
-        self.frontend = FrontEnd(self.profile, None, None, self.card.frontend_config())
+        self.frontend = self._frontend(None, None)
         self.scales.reset()
 
     def process(self, raw: np.ndarray, header: object = None) -> FrameResult:
@@ -218,7 +227,7 @@ class Pipeline:
         feeds = {}
         for u8, (name, _) in self.graph.scale_inputs.items():
             scale = self.scales.scale(u8) if u8 in self.scales.maps else None
-            rows = self.graph.outputs[u8].shape[0]
+            rows = self.graph.classes  # one scale per class, whether the uint8 map holds every class or the predicted
             feeds[name] = (np.zeros(rows, np.float32) if scale is None else scale).reshape(rows, 1, 1, 1)
         return feeds
 
@@ -247,7 +256,7 @@ class Pipeline:
     def _fuse(self, maps_u8: np.ndarray, channel: np.ndarray, preview: np.ndarray, signed: bool) -> np.ndarray:
         """At each pixel the predicted class's map, coloured and blended over the preview
         (only where that class is one of `explain_classes`, when those are given)."""
-        fused = np.take_along_axis(maps_u8[:, 0], channel[None], axis=0)[0]
+        fused = maps_u8[0, 0] if maps_u8.shape[0] == 1 else np.take_along_axis(maps_u8[:, 0], channel[None], axis=0)[0]
         coloured = apply_colormap(fused, self._colormap(signed))
         out = preview.copy()
         rows, cols = self._window()
@@ -277,11 +286,12 @@ class Pipeline:
 
     def _post(self, fe, out: dict[str, np.ndarray]) -> FrameResult:
         logits = out["logits"]
-        channel = logits[0].argmax(0)
+        channel = out["argmax"][0, 0] if "argmax" in out else logits[0].argmax(0)
         rows, cols = self._window()
         labels = np.zeros(fe.cube.data.shape[1:], np.uint8)
         labels[rows, cols] = self._lut[channel]
-        preview = false_colour(fe.reflectance, self.config.false_colour_nm)
+        preview = false_colour(fe.reflectance_bands(self.config.false_colour_nm, _PREVIEW_TOLERANCE_NM),
+                               self.config.false_colour_nm, tolerance_nm=_PREVIEW_TOLERANCE_NM)
         result = FrameResult(labels=labels, segmentation=colourise(labels), preview=preview,
                              gradcam_overlay=None, activation_overlay=None,
                              saturated_fraction=float(fe.saturated.mean()), margin=prediction_margin(logits))
@@ -292,9 +302,8 @@ class Pipeline:
                 result.focus_overlay = self._focus_overlay(out["gradcam_u8"], channel, preview, signed["gradcam_u8"])
         if "activation_u8" in out:
             result.activation_overlay = self._fuse(out["activation_u8"], channel, preview, signed["activation_u8"])
-            region = channel[None] == np.arange(logits.shape[1])[:, None, None]
-            result.residuals["activation"] = conservativeness_residual(out["activation"], logits, region,
-                                                                       self.graph.head_bias)
+            result.residuals["activation"] = conservativeness_residual_of_labels(out["activation"], logits, channel,
+                                                                                 self.graph.head_bias)
         if "gradcam_u8" in out and "activation_u8" in out:
             result.method_disagreement = method_disagreement(out["gradcam_u8"], out["activation_u8"], channel)
         if "spectral" in out:

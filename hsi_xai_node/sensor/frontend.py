@@ -89,12 +89,19 @@ class FrontEndResult:
     saturated: np.ndarray  # (rows, cols) bool: some band reached full scale
     _reflectance: Cube | None = None
     _pixel_sum: np.ndarray | None = None  # PN divisor when PN was done in place
+    _kept: Cube | None = None  # the fused path's copies of the planes asked for (keep_bands_nm), before PN
 
     @property
     def reflectance(self) -> Cube:
-        if self._reflectance is None:  # the fused path normalised in place: undo PN
+        if self._reflectance is None:  # the fused path normalised in place: undo PN (rounded: x / s * s)
             self._reflectance = self.cube.with_data(self.cube.data * self._pixel_sum[None])
         return self._reflectance
+
+    def reflectance_bands(self, wavelengths_nm, tolerance_nm: float) -> Cube:
+        """The reflectance planes nearest to `wavelengths_nm`: the exact values the fused path kept before PN
+        when they were asked for, else selected from `reflectance`."""
+        source = self._kept if self._kept is not None else self.reflectance
+        return select_bands(source, list(wavelengths_nm), tolerance_nm)
 
 
 class FrontEnd:
@@ -104,14 +111,23 @@ class FrontEnd:
     """
 
     def __init__(self, profile: SensorProfile, dark: np.ndarray | None = None,
-                 white: np.ndarray | None = None, config: FrontEndConfig = FrontEndConfig()):
+                 white: np.ndarray | None = None, config: FrontEndConfig = FrontEndConfig(),
+                 keep_bands_nm=(), keep_tolerance_nm: float = 15.0):
+        """`keep_bands_nm`: reflectance planes a caller will read besides the model input (the preview's three):
+        the fused path with PN copies them before normalising in place, so `reflectance_bands` gives them
+        exactly without undoing PN over the whole cube."""
         self.profile = profile
         self.config = config.validated()
         if config.correction is not None:
             profile.correction(config.correction)  # fail now, not on the first frame
         # the band request against this sensor now, not on every frame
         probe = Cube(np.zeros((profile.n_bands, 1, 1), np.float32), profile.band_wavelengths_nm, np.arange(profile.n_bands))
-        select_bands(probe, config.bands, config.band_tolerance_nm)
+        chosen = select_bands(probe, config.bands, config.band_tolerance_nm).band_indices
+        # a list naming every band in sensor order (a model card's usual 25 wavelengths) is "all bands": it may take
+        # the fused path with PN, and skips a copy of the cube
+        self._all_bands = np.array_equal(chosen, np.arange(profile.n_bands))
+        self._keep = select_bands(probe, list(keep_bands_nm), keep_tolerance_nm).band_indices if len(keep_bands_nm) \
+            else np.zeros(0, int)
         self._demosaic = DEMOSAIC_METHODS[config.demosaic]
         self.bit_depth = config.saturation_bit_depth or profile.bit_depth
         if (dark is None) != (white is None):
@@ -150,6 +166,9 @@ class FrontEnd:
         out = np.empty((n, ch, cw), np.float32)  # tile-position order
         saturated = np.empty((ch, cw), bool)
         pixel_sum = np.empty((ch, cw), np.float32) if normalise else None
+        keep = np.unique(self._keep) if normalise else np.zeros(0, int)  # sensor band indices
+        keep_tiles = keep if self._tile_of_band is None else self._tile_of_band[keep]
+        kept = np.empty((len(keep), ch, cw), np.float32)
         top = (1 << self.bit_depth) - 1
         scratch = np.empty((n, self.BLOCK_ROWS, cw), raw.dtype)
         for r0 in range(0, ch, self.BLOCK_ROWS):
@@ -162,22 +181,23 @@ class FrontEnd:
             block += self._tile_bias[:, r0:r1]
             np.greater_equal(tiles.max(axis=0), top, out=saturated[r0:r1])
             if normalise:
+                kept[:, r0:r1] = block[keep_tiles]
                 total = block.sum(axis=0, out=pixel_sum[r0:r1])
                 block *= safe_reciprocal(total)
         if self._tile_of_band is not None:
             out = out[self._tile_of_band]
-        return Cube(out, p.band_wavelengths_nm, np.arange(n)), saturated, pixel_sum
+        kept_cube = Cube(kept, p.band_wavelengths_nm[keep], keep) if len(keep) else None
+        return Cube(out, p.band_wavelengths_nm, np.arange(n)), saturated, pixel_sum, kept_cube
 
     def process(self, raw: np.ndarray) -> FrontEndResult:
         raw = check_frame(raw, self.profile)
         cfg = self.config
         if cfg.demosaic == "subsample":
             # PN can be fused only when nothing sits between reflectance and PN.
-            fuse_pn = (cfg.normalise and not cfg.median_ksize and cfg.correction is None
-                       and cfg.bands in (None, "all"))
-            refl, saturated, pixel_sum = self._subsample_reflectance(raw, fuse_pn)
+            fuse_pn = cfg.normalise and not cfg.median_ksize and cfg.correction is None and self._all_bands
+            refl, saturated, pixel_sum, kept = self._subsample_reflectance(raw, fuse_pn)
             if fuse_pn:
-                return FrontEndResult(cube=refl, saturated=saturated, _pixel_sum=pixel_sum)
+                return FrontEndResult(cube=refl, saturated=saturated, _pixel_sum=pixel_sum, _kept=kept)
         else:
             digital = self._demosaic(raw, self.profile)
             saturated = saturation_mask(digital, self.bit_depth)
@@ -187,7 +207,8 @@ class FrontEnd:
             cube = cube.with_data(np.stack([cv2.medianBlur(plane, cfg.median_ksize) for plane in cube.data]))
         if cfg.correction is not None:
             cube = apply_correction(cube, self.profile.correction(cfg.correction))
-        cube = select_bands(cube, cfg.bands, cfg.band_tolerance_nm)
+        if not self._all_bands:
+            cube = select_bands(cube, cfg.bands, cfg.band_tolerance_nm)
         if cfg.normalise:
             cube = per_pixel_normalise(cube)
         return FrontEndResult(cube=cube, saturated=saturated, _reflectance=refl)

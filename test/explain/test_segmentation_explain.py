@@ -176,3 +176,26 @@ def test_bad_requests(tiny):
                                      SegmentationExplainConfig(methods=("hires",), layers=("enc7",)))
     with pytest.raises(ExplainError, match="unknown seed"):
         build_segmentation_explainer(m, "input", "logits", LAYERS, SegmentationExplainConfig(seed="box"))
+
+
+@pytest.mark.parametrize("uint8_scale", ["frame", "input"])
+def test_uint8_maps_of_the_predicted_class_are_the_class_maps_at_the_argmax(tiny, uint8_scale):
+    """uint8_rows="predicted": one (1, 1, H, W) map holding at each pixel the predicted class's uint8 value, each
+    class scaled by its own scale (its peak, or the scale fed), bit for bit the per-class maps taken at the argmax."""
+    _, m, x = tiny
+    outs = {}
+    for rows in ("classes", "predicted"):
+        cfg = SegmentationExplainConfig(methods=("activation", "seg_gradcam", "hires"), layers=("penultimate", "dec2"),
+                                        uint8_scale=uint8_scale, uint8_rows=rows)
+        eg = build_segmentation_explainer(m, "input", "logits", LAYERS, cfg)
+        feeds = {"input": x, **{s: np.array([0.5, 0.0, 2.0], np.float32).reshape(3, 1, 1, 1)
+                                for s, _ in eg.scale_inputs.values()}}
+        out = run(eg, feeds)
+        argmax = next(out[n] for n, o in eg.outputs.items() if o.method == "argmax")
+        np.testing.assert_array_equal(argmax[0, 0], out["logits"][0].argmax(0))
+        outs[rows] = ({(o.method, o.layer): out[n] for n, o in eg.outputs.items() if o.dtype == "uint8"}, argmax)
+    (per_class, argmax), (predicted, _) = outs["classes"], outs["predicted"]
+    assert set(per_class) == set(predicted) and len(predicted) == 5  # activation, and two CAMs at two layers
+    for key, maps in per_class.items():
+        assert maps.shape[0] == 3 and predicted[key].shape == (1, 1, *maps.shape[2:]), key
+        np.testing.assert_array_equal(predicted[key], np.take_along_axis(maps, argmax, axis=0), err_msg=str(key))

@@ -41,7 +41,8 @@ from onnx import helper
 U = 2.0 ** -24  # float32 unit roundoff
 LAMBDA = 8.0
 BRANCH_SHARE = 1e-3
-UINT8_SHARE = 5e-3  # grey levels at most 1 apart (a float within rounding of a .5 boundary), at this share
+UINT8_SHARE = 5e-3
+LABEL_SHARE = 1e-4  # predicted classes may differ where two logits are within rounding of each other  # grey levels at most 1 apart (a float within rounding of a .5 boundary), at this share
 
 _PASS = {"Relu", "Reshape", "Transpose", "Expand", "Slice", "Squeeze", "Unsqueeze", "Flatten", "Resize", "MaxPool",
          "ReduceMax", "Gather", "Tile"}
@@ -164,7 +165,8 @@ def assert_within(x: np.ndarray, y: np.ndarray, bound: np.ndarray, name: str = "
 def assert_agree(a: dict, b: dict, bound: dict[str, np.ndarray], argmax_of: str | None = None) -> None:
     """`a` and `b` (output name -> array, from two engines) agree: float outputs within `bound` at all but
     BRANCH_SHARE of their elements, uint8 maps at most 1 grey level apart at UINT8_SHARE of their pixels,
-    integer outputs equal; the argmax of `argmax_of` over axis 1 the same at all but 1e-4 of the pixels."""
+    integer outputs (class indices) equal at all but LABEL_SHARE of their elements, and so the argmax of
+    `argmax_of` over axis 1."""
     for name, x in a.items():
         y = b[name]
         assert x.shape == y.shape and x.dtype == y.dtype, name
@@ -173,8 +175,8 @@ def assert_agree(a: dict, b: dict, bound: dict[str, np.ndarray], argmax_of: str 
             assert diff.max() <= 1 and (diff > 0).mean() <= UINT8_SHARE, (name, diff.max(), (diff > 0).mean())
         elif x.dtype.kind == "f":
             assert_within(x, y, bound[name], name)
-        else:
-            np.testing.assert_array_equal(x, y, err_msg=name)
+        else:  # class indices (the predicted class per pixel): the same but at near ties
+            assert (x != y).mean() <= LABEL_SHARE, (name, (x != y).mean())
     if argmax_of:
         same = (a[argmax_of].argmax(1) == b[argmax_of].argmax(1)).mean()
-        assert same >= 0.9999, same
+        assert same >= 1 - LABEL_SHARE, same

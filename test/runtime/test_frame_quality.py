@@ -41,3 +41,28 @@ def test_disagreement_none_when_nothing_to_compare():
     channel = np.zeros((8, 8), int)
     flat = np.full((1, 1, 8, 8), 7.0)
     assert method_disagreement(flat, flat, channel) is None
+
+
+def test_residual_of_labels_equals_the_one_hot_regions():
+    from hsi_xai_node.explain import conservativeness_residual, conservativeness_residual_of_labels
+
+    rng = np.random.default_rng(4)
+    logits = rng.normal(size=(1, 5, 12, 20))
+    labels = logits[0].argmax(0)
+    labels[labels == 3] = 0  # class 3 predicted nowhere: NaN
+    maps = rng.normal(size=(5, 1, 12, 20))  # not conservative: residuals of order 1, compared tightly
+    bias = rng.normal(size=5)
+    region = labels[None] == np.arange(5)[:, None, None]
+    want = conservativeness_residual(maps, logits, region, bias)
+    got = conservativeness_residual_of_labels(maps, logits, labels, bias)
+    assert np.isnan(got[3]) and np.isnan(want[3])
+    np.testing.assert_allclose(np.delete(got, 3), np.delete(want, 3), rtol=1e-12)
+
+
+def test_disagreement_of_maps_already_fused_by_class():
+    """The pipeline's uint8 maps hold each pixel's predicted class's value: the same figure as per-class maps."""
+    rng = np.random.default_rng(7)
+    channel = rng.integers(0, 4, (20, 24))
+    a, b = rng.uniform(0, 255, (4, 1, 20, 24)), rng.uniform(0, 255, (4, 1, 20, 24))
+    fused = [np.take_along_axis(m[:, 0], channel[None], 0)[:, None] for m in (a, b)]
+    assert method_disagreement(*fused, channel) == pytest.approx(method_disagreement(a, b, channel), abs=1e-12)

@@ -98,3 +98,23 @@ def test_bad_config(hsi_drive):
         FrontEnd(hsi_drive, config=FrontEndConfig(bands=[731.88, 400.0]))
     with pytest.raises(CalibrationError, match="has no spectral correction matrix"):
         FrontEnd(hsi_drive, config=FrontEndConfig(correction="hsi"))
+
+
+def test_every_band_named_in_sensor_order_is_all_bands(hsi_drive):
+    """A model card lists its 25 wavelengths: that takes the fused path with PN, bit for bit what bands=None gives,
+    and the preview's planes come back exactly as the unfused reflectance has them (no x / s * s rounding)."""
+    p = hsi_drive
+    raw, dark, white = _frames(p, 3)
+    listed = FrontEnd(p, dark, white, FrontEndConfig(normalise=True, bands=list(p.band_wavelengths_nm)),
+                      keep_bands_nm=(850.0, 731.88, 564.36)).process(raw)
+    assert listed._pixel_sum is not None  # the fused path ran
+    np.testing.assert_array_equal(listed.cube.data,
+                                  FrontEnd(p, dark, white, FrontEndConfig(normalise=True)).process(raw).cube.data)
+    unfused = FrontEnd(p, dark, white, FrontEndConfig(normalise=False)).process(raw).cube
+    kept = listed.reflectance_bands((850.0, 731.88, 564.36), 15.0)
+    want = rm.select_bands(unfused, [850.0, 731.88, 564.36], 15.0)
+    np.testing.assert_array_equal(kept.data, want.data)
+    np.testing.assert_array_equal(kept.band_indices, want.band_indices)
+    # a subset or another order is not "all bands": selected after the reflectance, as before
+    subset = FrontEnd(p, dark, white, FrontEndConfig(normalise=True, bands=[731.88, 564.36])).process(raw)
+    assert subset._pixel_sum is None and subset.cube.shape[0] == 2
