@@ -80,7 +80,8 @@ class MapWriter:
         # maps are resized to the input's (H, W): an NCHW input's last two dims unless given
         self.in_hw = tuple(input_hw) if input_hw is not None else tuple(b.shape(eg.input)[2:])
 
-    ELEM_TYPES = {"float32": onnx.TensorProto.FLOAT, "uint8": onnx.TensorProto.UINT8, "int64": onnx.TensorProto.INT64}
+    ELEM_TYPES = {"float32": onnx.TensorProto.FLOAT, "uint8": onnx.TensorProto.UINT8, "int64": onnx.TensorProto.INT64,
+                  "int32": onnx.TensorProto.INT32}
 
     def output(self, tensor: str, method: str, layer: str, shape, signed: bool, dtype="float32") -> None:
         self.b.add_output(tensor, shape, self.ELEM_TYPES[dtype])

@@ -192,8 +192,9 @@ def test_uint8_maps_of_the_predicted_class_are_the_class_maps_at_the_argmax(tiny
                                 for s, _ in eg.scale_inputs.values()}}
         out = run(eg, feeds)
         argmax = next(out[n] for n, o in eg.outputs.items() if o.method == "argmax")
+        assert argmax.dtype == np.uint8
         np.testing.assert_array_equal(argmax[0, 0], out["logits"][0].argmax(0))
-        outs[rows] = ({(o.method, o.layer): out[n] for n, o in eg.outputs.items() if o.dtype == "uint8"}, argmax)
+        outs[rows] = ({(o.method, o.layer): out[n] for n, o in eg.outputs.items() if o.method.endswith("_u8")}, argmax)
     (per_class, argmax), (predicted, _) = outs["classes"], outs["predicted"]
     assert set(per_class) == set(predicted) and len(predicted) == 5  # activation, and two CAMs at two layers
     for key, maps in per_class.items():
