@@ -14,8 +14,10 @@ No numpy or onnx here: the CLI imports this module to show the demo's default se
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from .errors import InputError
+from .files import read_json
 
 DEMO_SEED = 4000  # in no split of any bundled model: a drive they have never seen
 SEEN_SPLITS = ("train", "val")  # test drives are held out from fitting and model selection
@@ -24,10 +26,10 @@ SEEN_SPLITS = ("train", "val")  # test drives are held out from fitting and mode
 def card_splits(card_path: str | Path) -> dict[str, list[int]]:
     """split name -> drive seeds, from a model or detector card's `training.splits` ({} when absent)."""
     try:
-        doc = json.loads(Path(card_path).read_text())
+        doc = read_json(card_path, "model card", InputError)
         splits = doc.get("training", {}).get("splits", {})
         return {name: [int(s) for s in split.get("seeds", [])] for name, split in splits.items()}
-    except (OSError, ValueError, AttributeError, TypeError):
+    except (InputError, ValueError, AttributeError, TypeError):
         return {}
 
 

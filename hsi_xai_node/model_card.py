@@ -24,6 +24,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import InputError
+from .files import read_json
 from .schema import Byte, Name, PixelCount, PositiveFinite, validation_message
 from .sensor.calibration import SensorProfile
 from .sensor.frontend import FrontEndConfig
@@ -207,14 +208,9 @@ def validate_card(schema: type[BaseModel], doc, source: str):
 
 
 def read_card_json(path: str | Path, what: str) -> dict:
-    """The JSON object of a card file; ModelError names the file when it is missing or not JSON."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"{what} {path}: no such file")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{what} {path}: not valid JSON ({exc})") from None
+    """The JSON document of a card file, size, depth and count bounded (files.py); ModelError names the file
+    when it is missing, too large or not JSON."""
+    return read_json(path, what, ModelError)
 
 
 @dataclass

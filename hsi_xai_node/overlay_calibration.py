@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .files import read_json
 from .runtime.overlay import REFERENCE_PERCENTILE, unit_of
 
 SEGMENTATION_METHODS = ("activation", "seg_gradcam", "seg_gradcam_signed", "hires", "gradcam_pp", "xgradcam",
@@ -33,7 +34,7 @@ DETECTION_METHODS = ("box_gradcam", "box_gradcam_signed", "box_hires", "box_grad
 
 def _val_frames(card_path: Path, frames_per_drive: int | None):
     """(seed, frame index) pairs of the card's validation split."""
-    splits = json.loads(Path(card_path).read_text()).get("training", {}).get("splits", {})
+    splits = read_json(card_path, "model card", InputError).get("training", {}).get("splits", {})
     val = splits.get("val")
     if not val or not val.get("seeds"):
         raise InputError(f"card {card_path} lists no validation drives (training.splits.val): cannot calibrate "
@@ -152,7 +153,7 @@ def detection_overlay_scales(model: str | Path, card: str | Path | None = None, 
 def write_overlay_scales(card_path: str | Path, scales: dict) -> None:
     """Put `scales` into the card file as `overlay_scales` (the rest of the card unchanged)."""
     path = Path(card_path)
-    doc = json.loads(path.read_text())
+    doc = read_json(path, "model card", InputError)
     doc["overlay_scales"] = scales
     path.write_text(json.dumps(doc, indent=1))
 
@@ -163,10 +164,8 @@ def calibrate(model: str | Path, card: str | Path | None = None, frames_per_driv
     from .detection.card import DETECTOR_CARD_SCHEMA
 
     card_path = Path(card) if card else Path(model).with_suffix(".json")
-    try:
-        schema = json.loads(card_path.read_text()).get("schema")
-    except (OSError, ValueError, AttributeError) as exc:
-        raise InputError(f"card {card_path}: cannot be read ({exc})") from None
+    doc = read_json(card_path, "model card", InputError)
+    schema = doc.get("schema") if isinstance(doc, dict) else None
     if schema == DETECTOR_CARD_SCHEMA:
         scales = detection_overlay_scales(model, card_path, frames_per_drive, backend)
     else:

@@ -17,6 +17,8 @@ is the best-kept library of its kind. `validation_message` turns its errors into
 from __future__ import annotations
 
 import math
+import reprlib
+import unicodedata
 from typing import Annotated
 
 from pydantic import AfterValidator, Field, ValidationError
@@ -37,11 +39,27 @@ NonNegativeFinite = Annotated[float, Field(ge=0), AfterValidator(_finite)]
 Fraction = Annotated[float, Field(ge=0, le=1), AfterValidator(_finite)]
 Byte = Annotated[int, Field(ge=0, le=255)]
 PixelCount = Annotated[int, Field(ge=1, le=65535)]
-Name = Annotated[str, Field(min_length=1, max_length=256)]
+def _printable_line(v: str) -> str:
+    """Names end up in logs, reports, topic tables and HTML: printable, one line, no direction overrides."""
+    bad = next((c for c in v if unicodedata.category(c)[0] == "C" or unicodedata.category(c) in ("Zl", "Zp")), None)
+    if bad is not None:
+        raise ValueError(f"must be printable text on one line (it holds {unicodedata.name(bad, f'U+{ord(bad):04X}')}"
+                         f", U+{ord(bad):04X})")
+    return v
+
+
+Name = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_printable_line)]
+
+
+_REPR = reprlib.Repr()  # (keyword arguments only from Python 3.12)
+_REPR.maxlevel, _REPR.maxtuple, _REPR.maxlist, _REPR.maxdict, _REPR.maxset = 3, 6, 6, 6, 6
+_REPR.maxstring, _REPR.maxlong, _REPR.maxother = 60, 40, 60
 
 
 def _short(value, limit: int = 60) -> str:
-    text = repr(value)
+    """The value shortened *before* it is formatted: a bounded walk (a few levels, a few items each), so a huge or
+    deeply nested value costs microseconds, never its full repr."""
+    text = _REPR.repr(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
@@ -64,7 +82,7 @@ def validation_message(exc: ValidationError, what: str = "", field_prefix: str =
         where = f"{field_prefix}{location(e['loc'])}: " if e["loc"] else ""
         parts.append(f"{where}{msg}{got}")
     more = f"; and {len(errors) - MAX_SHOWN} more" if len(errors) > MAX_SHOWN else ""
-    text = (f"{what}: " if what else "") + "; ".join(parts) + more
+    text = " ".join(((f"{what}: " if what else "") + "; ".join(parts) + more).splitlines())  # one line, always
     return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 3] + "..."
 
 

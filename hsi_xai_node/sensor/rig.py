@@ -24,10 +24,10 @@ from typing import Literal
 
 import cv2
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import RigError
+from ..files import read_yaml
 from ..resources import share_path
 from ..schema import Finite, Name, PixelCount, validation_message
 
@@ -95,14 +95,7 @@ class RigSchema(_Strict):
 def read_rig(path: str | Path | None = None) -> Rig:
     """The rig of a YAML file (None: the default rig shipped in config/); a RigError names the field."""
     path = Path(path) if path is not None else DEFAULT_RIG
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise RigError(f"rig file {path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RigError(f"rig file {path}: cannot be read ({exc})") from None
-    except yaml.YAMLError as exc:
-        raise RigError(f"rig file {path}: not valid YAML ({str(exc)[:200]})") from None
+    doc = read_yaml(path, "rig file", RigError)  # size, depth, count bounded; no aliases (files.py)
     if not isinstance(doc, dict):
         raise RigError(f"rig file {path}: must be a mapping with 'cameras', got {type(doc).__name__}")
     try:

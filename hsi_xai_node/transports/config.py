@@ -12,11 +12,11 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict
 from pydantic.dataclasses import dataclass
 
 from ..errors import ConfigError, InputError
+from ..files import read_yaml
 from ..schema import Fraction, PositiveFinite, _finite, raise_as
 from ..resources import share_path
 from ..runtime.detection import DEFAULT_DETECTOR, DetectionPipelineConfig
@@ -201,12 +201,7 @@ def load_config(path: str | Path | None = None, **overrides) -> NodeConfig:
     path = Path(path) if path else DEFAULT_CONFIG
     values: dict = {}
     if path.is_file():
-        try:
-            doc = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config {path}: not valid YAML ({str(exc)[:200]})") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config {path}: cannot be read ({exc})") from None
+        doc = read_yaml(path, "config", ConfigError)  # size, depth, count bounded; no aliases (files.py)
         node = next(iter(doc.values()), None) if isinstance(doc, dict) and doc else None
         params = node.get("ros__parameters") if isinstance(node, dict) else None
         if doc is not None and not isinstance(params, dict):
