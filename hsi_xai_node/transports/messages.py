@@ -8,6 +8,7 @@ conversions serve the replay and the rclpy node, so both publish identical messa
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -92,7 +93,7 @@ def camera_image(msg, what: str, encoding: str, width: int, height: int) -> np.n
     count bad camera frames by it)."""
     encodings = CAMERA_ENCODINGS.get(encoding, (encoding,))
     if hasattr(msg, "format"):  # sensor_msgs/CompressedImage
-        image = compressed_to_array(msg, what, encodings)
+        image = compressed_to_array(msg, what, encodings, size=(width, height))
     else:
         try:
             image = image_to_array(msg, what, encodings)
@@ -130,11 +131,62 @@ def compressed_codec(fmt: str) -> str | None:
     return "png" if "png" in f else "jpeg" if ("jpeg" in f or "jpg" in f) else None
 
 
-def compressed_to_array(msg, what: str, encodings: tuple[str, ...], lossless: bool = False) -> np.ndarray:
+# PNG colour type -> channels OpenCV decodes it to with IMREAD_UNCHANGED (palette: colour; alpha: dropped later)
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 4, 6: 4}
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    codec: str
+    width: int
+    height: int
+    dtype: type  # what OpenCV decodes the samples to
+    channels: int  # after OpenCV's decoding, before an alpha channel is dropped
+
+
+def image_header(data: bytes, codec: str) -> ImageHeader | None:
+    """Size and sample type a PNG or JPEG declares, read from its header without decoding (None: no header
+    found): so a 390-byte file declaring 40000x40000 is refused before OpenCV allocates 1.6 GB for it."""
+    if codec == "png":
+        if len(data) < 29 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+            return None
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        depth, colour = data[24], data[25]
+        if colour not in _PNG_CHANNELS or depth not in (1, 2, 4, 8, 16):
+            return None
+        return ImageHeader("png", width, height, np.uint16 if depth == 16 else np.uint8, _PNG_CHANNELS[colour])
+    i = 2
+    if data[:2] != b"\xff\xd8":
+        return None
+    while i + 4 <= len(data):  # marker segments up to the frame header (SOFn)
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if marker in _JPEG_SOF:
+            if i + 10 > len(data) or data[i + 4] != 8:  # 8-bit samples only
+                return None
+            height, width = int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
+            components = data[i + 9]
+            return ImageHeader("jpeg", width, height, np.uint8, 1 if components == 1 else 3)
+        if length < 2:
+            return None
+        i += 2 + length
+    return None
+
+
+def compressed_to_array(msg, what: str, encodings: tuple[str, ...], lossless: bool = False,
+                        size: tuple[int, int] | None = None) -> np.ndarray:
     """The pixels of a sensor_msgs/CompressedImage (JPEG or PNG, 16-bit PNG for thermal cameras), decoded with
-    OpenCV and checked against the encodings the consumer takes (colour images decode as bgr8). A FrameError
-    carries `.reason`: "unsupported compression" (or lossy where `lossless` is required), "undecodable
-    compressed image" or "wrong encoding"."""
+    OpenCV and checked against the encodings the consumer takes (colour images decode as bgr8) and, when given,
+    the (width, height) it must have. Size and sample type are read from the file's header and checked first,
+    so no pixel buffer is allocated for an image that would be refused. A FrameError carries `.reason`:
+    "unsupported compression" (or lossy where `lossless` is required), "undecodable compressed image",
+    "wrong frame size" or "wrong encoding"."""
     def fail(reason: str, text: str):
         exc = FrameError(f"{what}: {text}")
         exc.reason = reason
@@ -144,10 +196,21 @@ def compressed_to_array(msg, what: str, encodings: tuple[str, ...], lossless: bo
         raise fail("unsupported compression", f"format {msg.format!r} is neither jpeg nor png")
     if lossless and codec != "png":
         raise fail("unsupported compression", f"format {msg.format!r}: {codec} is lossy, this input takes png only")
+    data = np.asarray(msg.data, dtype=np.uint8).reshape(-1)
+    header = image_header(data[:65536].tobytes(), codec)
+    if header is None:
+        raise fail("undecodable compressed image", f"{data.size} bytes without a readable {codec} header")
+    if size is not None and (header.width, header.height) != tuple(size):
+        raise fail("wrong frame size", f"{codec} header declares {header.width}x{header.height}, the image must be "
+                                       f"{size[0]}x{size[1]} (not decoded)")
+    kind = (header.dtype, 1 if header.channels == 1 else 3)
+    if not (set(_DECODED.get(kind, ())) | ({"rgb8"} if kind == (np.uint8, 3) else set())) & set(encodings):
+        raise fail("wrong encoding", f"{codec} header declares {np.dtype(header.dtype).name} x {header.channels} "
+                                     f"channel(s), expected {list(encodings)} (not decoded)")
     import cv2
 
-    image = cv2.imdecode(np.asarray(msg.data, dtype=np.uint8).reshape(-1), cv2.IMREAD_UNCHANGED)
-    if image is None:
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if image is None or image.shape[:2] != (header.height, header.width):
         raise fail("undecodable compressed image", f"{len(msg.data)} bytes of {codec} data that OpenCV cannot decode")
     if image.ndim == 3 and image.shape[2] == 4:  # a PNG with alpha: the colour is what counts
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)

@@ -45,7 +45,8 @@ class RawFrameGate:
             raise _fail(STAMP_ORDER, f"{where}: stamp {stamp} ns is not after the previous frame's "
                                      f"{self.last_stamp} ns")
         if hasattr(msg, "format"):  # sensor_msgs/CompressedImage: 16-bit PNG only (lossless)
-            image = compressed_to_array(msg, where, RAW_ENCODINGS, lossless=True)
+            image = compressed_to_array(msg, where, RAW_ENCODINGS, lossless=True,
+                                        size=(self.frame_shape[1], self.frame_shape[0]))
         else:
             try:
                 image = image_to_array(msg, where, RAW_ENCODINGS)

@@ -126,3 +126,30 @@ def test_bad_compressed_images_name_the_reason():
         with pytest.raises(FrameError) as exc:
             m.compressed_to_array(msg, "cam", encodings, lossless=lossless)
         assert exc.value.reason == reason and str(exc.value).startswith("cam: ")
+
+
+def test_image_headers_say_what_opencv_will_decode():
+    """The size and sample type read from a PNG or JPEG header (no decoding) are those cv2.imdecode then gives."""
+    import cv2
+
+    from hsi_xai_node.transports.messages import image_header
+
+    rng = np.random.default_rng(0)
+    images = {"gray8": rng.integers(0, 255, (37, 53), np.uint8), "gray16": rng.integers(0, 65535, (21, 17), np.uint16),
+              "bgr8": rng.integers(0, 255, (9, 31, 3), np.uint8), "bgra8": rng.integers(0, 255, (12, 7, 4), np.uint8),
+              "bgr16": rng.integers(0, 65535, (5, 6, 3), np.uint16)}
+    for name, image in images.items():
+        for ext in (".png", ".jpg"):
+            if ext == ".jpg" and (image.dtype != np.uint8 or image.ndim == 3 and image.shape[2] == 4):
+                continue
+            ok, buf = cv2.imencode(ext, image)
+            assert ok
+            data = buf.tobytes()
+            header = image_header(data, "png" if ext == ".png" else "jpeg")
+            decoded = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+            assert (header.width, header.height) == (decoded.shape[1], decoded.shape[0]), (name, ext)
+            assert header.dtype == decoded.dtype.type, (name, ext)
+            assert header.channels == (1 if decoded.ndim == 2 else decoded.shape[2]), (name, ext)
+            assert image_header(data[:len(data) // 20], header.codec) in (None, header)  # a cut file: no nonsense
+    for junk in (b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF89a" + bytes(40), bytes(100)):
+        assert image_header(junk, "png") is None and image_header(junk, "jpeg") is None

@@ -49,6 +49,15 @@ def encode(image: np.ndarray, codec: str) -> bytes:
     return buf.tobytes()
 
 
+def png_declaring(width: int, height: int, depth: int, colour: int) -> bytes:
+    """A real 1x1 PNG whose header is rewritten to declare another size and sample format (its CRC then no longer
+    matches: a decoder would fail, or allocate the declared size first)."""
+    data = bytearray(encode(np.zeros((1, 1), np.uint8), "png"))
+    data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    data[24], data[25] = depth, colour
+    return bytes(data)
+
+
 def compress_bag(src: Path, dst: Path, codec: dict[str, str], raw_png: bool = False, extra=()) -> Path:
     """`src` with the topics in `codec` (topic -> "png" or "jpeg") re-recorded as CompressedImage on
     <topic>/compressed, the raw mosaic too when `raw_png`; every other message as it was."""
@@ -122,6 +131,14 @@ def test_bad_compressed_messages_are_skipped_and_counted(tmp_path, config, det_b
     bad = [
         ("/rgb/image_raw/compressed", t_rgb[0] + 1, m.COMPRESSED, compressed(m.header(t_rgb[0] + 1, "rgb_camera"), "png",
                                                                               b"\x89PNG\r\n\x1a\n garbage")),
+        # headers that lie: a few hundred bytes declaring 40000 x 40000 (1.6 GB decoded), an RGBA16 32767 x 32767
+        # (8.6 GB), and a complete PNG of the wrong size: refused from the header, nothing decoded
+        ("/rgb/image_raw/compressed", t_rgb[0] + 5, m.COMPRESSED,
+         compressed(m.header(t_rgb[0] + 5, "rgb_camera"), "png", png_declaring(40000, 40000, 8, 2))),
+        ("/hsi/image_raw/compressed", t_raw[0] + 6, m.COMPRESSED,
+         compressed(m.header(t_raw[0] + 6, "hsi_camera"), "png", png_declaring(32767, 32767, 16, 6))),
+        ("/hsi/image_raw/compressed", t_raw[0] + 7, m.COMPRESSED,
+         compressed(m.header(t_raw[0] + 7, "hsi_camera"), "png", encode(np.zeros((1000, 1000), np.uint16), "png"))),
         ("/rgb/image_raw/compressed", t_rgb[0] + 2, m.COMPRESSED, compressed(m.header(t_rgb[0] + 2, "rgb_camera"), "tiff",
                                                                               b"II*\x00")),
         ("/rgb/image_raw/compressed", t_rgb[0] + 3, m.COMPRESSED,  # a 16-bit image where the rig wants bgr8
@@ -135,7 +152,11 @@ def test_bad_compressed_messages_are_skipped_and_counted(tmp_path, config, det_b
     assert {k: v["count"] for k, v in s.bad.items()} == {
         "undecodable compressed image on /rgb/image_raw/compressed": 1,
         "unsupported compression on /rgb/image_raw/compressed": 1,
-        "wrong encoding on /rgb/image_raw/compressed": 1, "unsupported compression": 1}
+        "wrong encoding on /rgb/image_raw/compressed": 1, "unsupported compression": 1,
+        "wrong frame size on /rgb/image_raw/compressed": 1, "wrong frame size": 2}
+    assert "png header declares 40000x40000, the image must be 640x480 (not decoded)" in \
+        s.bad["wrong frame size on /rgb/image_raw/compressed"]["first"]
+    assert "png header declares 32767x32767, the image must be 2048x1088 (not decoded)" in s.bad["wrong frame size"]["first"]
     assert "'tiff' is neither jpeg nor png" in s.bad["unsupported compression on /rgb/image_raw/compressed"]["first"]
     assert "jpeg is lossy, this input takes png only" in s.bad["unsupported compression"]["first"]
     assert "uint16 x 1 channel(s), expected ['bgr8']" in s.bad["wrong encoding on /rgb/image_raw/compressed"]["first"]
