@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 from ..transports import messages as m
 from ..transports.drive_bag import STORAGE
-from ..transports.output_dir import remove_replaceable, writable_parent, write_marker
+from ..transports.output_dir import make_partial, remove_replaceable, write_marker
 
 SUMMARY = "summary.json"  # a bag summary beside its bag files
 
@@ -47,7 +46,7 @@ def publish_bag(shard_bags: list[Path], out: Path, storage: str, summary: dict, 
     """Write the joined bag (or move a bag's only shard) to `out`, with its summary and marker, through a
     temporary sibling renamed into place: `out` is either complete or absent."""
     out = Path(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=writable_parent(out)))
+    tmp = make_partial(out, "hsi-xai fleet")
     try:
         bag = tmp / out.name
         if len(shard_bags) == 1:

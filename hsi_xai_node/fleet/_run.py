@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..transports.config import NodeConfig, load_config
-from ..transports.output_dir import prepare_dir, read_marker
+from ..transports.output_dir import check_space, disk_bytes, prepare_dir, read_marker
 from ._inputs import Shard, digest, find_bags, plan_shards, shard_doc
 from ._report import FLEET_JSON, write_report
 from ._stats import merge_stats
@@ -156,6 +156,8 @@ def run_fleet(input, output, config: NodeConfig | None = None, workers: int | No
         raise InputError(f"workers must be at least 1, got {workers}")
     bags = find_bags(input, exclude=out)
     _check_output(out, resume, overwrite)
+    # before Ray starts and the workers load their models: the outputs fit (about the inputs' size)
+    check_space(out / "bags", sum(disk_bytes(b.path) for b in bags), "fleet output")
     run_key = digest(run_identity(config, storage, copy_raw, prime_s, tail_s))
     shards = plan_shards(bags, shard_seconds, config.raw_topic, run_key)
     by_bag: dict[str, list[Shard]] = {}

@@ -14,7 +14,10 @@ import shutil
 import time
 from pathlib import Path
 
+from ..errors import InputError
+from ..files import read_json
 from ..transports.config import NodeConfig
+from ..transports.output_dir import clean_stale_partials
 from ..transports.replay import ReplayModels, Window, _why, replay
 from ._inputs import Shard, shard_doc
 from ._merge import publish_bag
@@ -35,8 +38,8 @@ def write_json_atomic(path: Path, doc: dict) -> None:
 
 def read_shard_result(directory: Path) -> dict | None:
     try:
-        doc = json.loads((Path(directory) / SHARD_RESULT).read_text())
-    except (OSError, ValueError):
+        doc = read_json(Path(directory) / SHARD_RESULT, "shard result", InputError)
+    except InputError:
         return None
     return doc if isinstance(doc, dict) else None
 
@@ -74,8 +77,7 @@ class ShardWorker:
         will not load) comes back as failed with the reason, and the worker goes on with the next."""
         d = shard.directory(self.out)
         d.mkdir(parents=True, exist_ok=True)
-        for leftover in d.glob(".*.partial"):  # a killed attempt's temporary output
-            shutil.rmtree(leftover, ignore_errors=True)
+        clean_stale_partials(d / SHARD_BAG)  # a killed attempt's temporary output (ours, by its marker)
         (d / SHARD_RESULT).unlink(missing_ok=True)
         stats = ShardStats(shard.bag.name)
         window = None if shard.start_ns is None else Window(shard.start_ns, shard.end_ns, self.prime_ns,

@@ -328,8 +328,9 @@ class HsiXaiCore:
         return detector.process(images, header)
 
     def _on_bad_detection(self, item, exc) -> None:
-        self.det_bad["camera set rejected by the detector"] += 1
-        self._report("camera set rejected by the detector", exc, count=False)
+        reason = getattr(exc, "reason", "camera set rejected by the detector")
+        self.det_bad[reason] += 1
+        self._report(reason, exc, count=False)
 
     def _send(self, pubs: dict, name: str, make, header) -> None:
         """Publish `make()` on pubs[name] when somebody listens; note the latency from the input's stamp."""
@@ -361,7 +362,7 @@ class HsiXaiCore:
         last["processed_at"] = [t for t in last["processed_at"] if time.monotonic() - t < 5.0] + [time.monotonic()]
 
     def _on_bad(self, item, exc) -> None:
-        self._report("frame rejected by the pipeline", exc)
+        self._report(getattr(exc, "reason", "frame rejected by the pipeline"), exc)
 
     def _publish(self, item, result) -> None:
         header, pipeline = result.header, self.pipeline

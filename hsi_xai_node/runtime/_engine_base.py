@@ -10,11 +10,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import FrameError, InputError
 
 
 class EngineError(InputError):
     """An engine cannot be made or run (backend missing, bad feed, unknown tensor)."""
+
+
+class EngineRunError(EngineError, FrameError):
+    """The engine itself failed on one frame (its runtime raised): that frame is rejected, counted under
+    `reason`, and the node or replay goes on with the next."""
+
+    reason = "engine failed on the frame"
 
 
 def only_outputs(onnx_bytes: bytes, names) -> bytes:
@@ -64,7 +71,13 @@ class Engine:
             if tuple(x.shape) != tuple(spec.shape):
                 raise EngineError(f"input {name!r}: shape {x.shape}, engine expects {spec.shape}")
             checked[name] = np.ascontiguousarray(x, dtype=spec.dtype)
-        return self._run(checked, names)
+        try:
+            return self._run(checked, names)
+        except EngineError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime, OpenVINO and TensorRT raise their own types
+            first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+            raise EngineRunError(f"{self.backend} engine failed on this frame: {first[:300]}") from None
 
     def describe_backend(self) -> str:
         """How this engine was chosen, in one line (logs, /diagnostics, reports)."""

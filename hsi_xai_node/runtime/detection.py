@@ -36,7 +36,7 @@ from ..resources import share_path
 from ..sensor.rig import DEFAULT_COMMON_VIEW, CameraSpec, load_rig, read_rig, transform_box  # noqa: F401 (load_rig re-exported)
 from ..sensor.multispectral import CameraInput, MultispectralFrontEnd, StackConfig, network_from_common
 from .engine import open_engine
-from .memory import DEFAULT_LIMIT_MB, check_memory, graph_memory, image_bytes
+from .memory import DEFAULT_LIMIT_MB, bounded_shapes, check_memory, graph_memory, image_bytes
 from .overlay import (SCALE_MODES, MapKey, OverlayScales, apply_colormap, check_colormap, legend_image,
                       to_uint8, unit_of)
 
@@ -134,6 +134,7 @@ def stack_from_card(loaded: LoadedDetector, rig: dict[str, CameraSpec],
 def detection_graph(cfg: DetectionPipelineConfig):
     """(loaded detector, explain graph or None) for `cfg`; the TensorRT engine is keyed on this graph."""
     loaded = load_detector(cfg.model, cfg.card)
+    bounded_shapes(loaded.model, f"detector {loaded.card.name!r}")  # a shape the input's values decide: refused now
     if cfg.explain_boxes == 0:
         return loaded, None
     k = min(cfg.explain_boxes, int(loaded.card.postprocess.get("max_detections", 20)))
@@ -188,7 +189,7 @@ class DetectionPipeline:
 
     def _check_memory(self, stack) -> int:
         """The detector's (and explain graph's) tensors, its cameras' frames and their warps, against the limit."""
-        g = graph_memory(self.graph.model if self.graph is not None else self.loaded.model)
+        g = graph_memory(self.graph.model if self.graph is not None else self.loaded.model, f"detector {self.card.name!r}")
         w, h = stack.input_size
         warps = sum(image_bytes(c.width, c.height, 3 if c.encoding.endswith("8") and c.encoding != "mono8" else 1,
                                 2 if "16" in c.encoding else 1) * 2 + image_bytes(w, h, 3, 4) for c in stack.cameras)

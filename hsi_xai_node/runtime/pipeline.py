@@ -38,7 +38,7 @@ from ..sensor.frontend import FrontEnd
 from ..sensor.radiometry import false_colour
 from .engine import open_engine
 from .frame_quality import method_disagreement, prediction_margin
-from .memory import DEFAULT_LIMIT_MB, check_memory, graph_memory, image_bytes
+from .memory import DEFAULT_LIMIT_MB, bounded_shapes, check_memory, graph_memory, image_bytes
 from .overlay import SCALE_MODES, MapKey, OverlayScales, apply_colormap, check_colormap, legend_image, unit_of
 
 DEFAULT_MODEL = share_path("models/unet_bundled_25pn.onnx")
@@ -111,14 +111,15 @@ def pipeline_graph(cfg: PipelineConfig, profile=None):
     profile = profile or load_profile(cfg.profile, flip_vertical=cfg.flip_vertical)
     loaded = load_model(cfg.model, cfg.card, profile=profile)
     card: ModelCard = loaded.card
+    model = onnx.load_model_from_string(loaded.onnx_bytes)
+    bounded_shapes(model, f"model {card.name!r}")  # a shape the input's values decide: refused now, named
     # no top-k channels or second-block copy: the pipeline publishes neither; uint8 maps of the predicted class
     # only (what the fused overlays show) unless the focus overlay needs one class's map everywhere
     explain_cfg = SegmentationExplainConfig(methods=cfg.methods, layers=cfg.layers, seed=cfg.seed, top_k=0,
                                             second_block=False, upsample=True, uint8=True,
                                             uint8_scale="frame" if cfg.overlay_scale == "frame" else "input",
                                             uint8_rows="classes" if cfg.focus_class else "predicted")
-    graph = build_segmentation_explainer(onnx.load_model_from_string(loaded.onnx_bytes), card.input.tensor,
-                                         card.logits, card.layers, explain_cfg)
+    graph = build_segmentation_explainer(model, card.input.tensor, card.logits, card.layers, explain_cfg)
     return card, graph.pruned(list(dict.fromkeys(output_plan(cfg, card, graph).values())))
 
 
@@ -180,7 +181,7 @@ class Pipeline:
 
     def _check_memory(self) -> int:
         """The explain graph's tensors (all classes in one batch) and the front end's frames, against the limit."""
-        g = graph_memory(self.graph.model)
+        g = graph_memory(self.graph.model, f"model {self.card.name!r}")
         p = self.profile
         bands, rows, cols = p.cube_shape
         front = image_bytes(p.sensor_width, p.sensor_height, 1, 2) + 3 * image_bytes(cols, rows, bands, 4)

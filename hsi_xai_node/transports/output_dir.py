@@ -14,16 +14,21 @@ one line naming the path and what is in it, so a mistyped OUT never deletes a us
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+import socket
+import tempfile
+import time
 from pathlib import Path
 
-import yaml
 
 from ..errors import InputError
+from ..files import read_json, read_yaml
 
 MARKER = "hsi_xai_output.json"
+PARTIAL_MARKER = "hsi_xai_partial.json"  # inside a temporary `.<name>.<random>.partial` directory: whose it is
 _BAG_FILE_SUFFIXES = (".mcap", ".db3", ".db3-wal", ".db3-shm", ".db3-journal")
 
 
@@ -35,16 +40,16 @@ def write_marker(directory: Path, tool: str, **info) -> None:
 def read_marker(directory: Path) -> dict | None:
     """The marker's content, or None when the directory has no readable marker."""
     try:
-        doc = json.loads((Path(directory) / MARKER).read_text())
-    except (OSError, ValueError):
+        doc = read_json(Path(directory) / MARKER, "output marker", InputError)
+    except InputError:
         return None
     return doc if isinstance(doc, dict) else None
 
 
 def _is_rosbag2_dir(path: Path) -> bool:
     try:
-        doc = yaml.safe_load((path / "metadata.yaml").read_text())
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        doc = read_yaml(path / "metadata.yaml", "bag metadata", InputError)
+    except InputError:
         return False
     if not isinstance(doc, dict) or "rosbag2_bagfile_information" not in doc:
         return False
@@ -118,3 +123,84 @@ def writable_parent(path: str | Path, what: str = "output") -> Path:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"{what} {path}: its directory {parent} is not writable")
     return parent
+
+
+# --- temporary outputs: complete or absent, and never left to pile up -------------------------------------------
+def make_partial(out: str | Path, tool: str) -> Path:
+    """A temporary sibling directory `.<name>.<random>.partial` of `out` to build it in (renamed into place when
+    complete), marked with the tool, host and process that write it, so a later run can tell a killed run's
+    leftover (its process gone) from another run's work in progress."""
+    out = Path(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=writable_parent(out)))
+    (tmp / PARTIAL_MARKER).write_text(json.dumps({"tool": tool, "host": socket.gethostname(), "pid": os.getpid(),
+                                                  "started": time.time()}))
+    return tmp
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # someone else's process (or a pid this system cannot hold): not ours to judge
+    return True
+
+
+def disk_bytes(path: str | Path) -> int:
+    """Bytes of a file, or of every file under a directory (0 for what cannot be read)."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def clean_stale_partials(out: str | Path) -> list[str]:
+    """Remove the temporary directories of `out` that a killed run of this package left (`kill -9`, a power cut):
+    only those carrying our marker whose process is gone on this host. Returns one line per directory found,
+    removed or left (another host's, or a run still going), for the caller to report."""
+    out = Path(out)
+    found = []
+    try:
+        candidates = sorted(out.parent.glob(f".{out.name}.*.partial"))
+    except OSError:
+        return found
+    for tmp in candidates:
+        try:
+            info = read_json(tmp / PARTIAL_MARKER, "output marker", InputError)
+        except InputError:
+            continue  # not ours (or unreadable): never touched
+        if not isinstance(info, dict):
+            continue
+        mb = disk_bytes(tmp) / (1 << 20)
+        pid, host = info.get("pid"), info.get("host")
+        if host == socket.gethostname() and isinstance(pid, int) and not _alive(pid):
+            shutil.rmtree(tmp, ignore_errors=True)
+            found.append(f"removed {tmp} ({mb:,.1f} MB), left by a {info.get('tool', 'run')} that stopped before it "
+                         "finished")
+        else:
+            found.append(f"left {tmp} ({mb:,.1f} MB): being written by process {pid} on {host}")
+    return found
+
+
+def check_space(out: str | Path, need_bytes: int, what: str = "output") -> None:
+    """Before any model loads: the output's directory can be created and written, and holds `need_bytes` free."""
+    parent = writable_parent(out, what)
+    free = shutil.disk_usage(parent).free
+    if free < need_bytes:
+        raise InputError(f"{what} {out}: {free / (1 << 20):,.0f} MB free in {parent}, about "
+                         f"{need_bytes / (1 << 20):,.0f} MB needed (about the input's size): refused before starting")
+
+
+def write_error(out: str | Path, exc: OSError) -> InputError:
+    """An OSError met while writing `out` (a full disk, a quota, a vanished directory), as one line naming it."""
+    why = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (exc.strerror or str(exc))
+    where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+    return InputError(f"output {out}: writing failed: {why}{where}; nothing was kept")

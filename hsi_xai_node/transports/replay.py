@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import shutil
 import statistics
-import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
@@ -48,7 +47,8 @@ from ..errors import FrameError, InputError
 from ..sync import ApproximateTimeSync
 from . import messages as m
 from .config import NodeConfig, load_config
-from .output_dir import check_replaceable, remove_replaceable, writable_parent, write_marker
+from .output_dir import (check_replaceable, check_space, clean_stale_partials, disk_bytes, make_partial,
+                         remove_replaceable, write_error, write_marker)
 from .outputs import (DETECTIONS, DETECTIONS_MSGTYPE, LegendSchedule, detection_array, detection_images, legend_name,
                       output_images)
 from .annotations import (ANNOTATIONS_MSGTYPE, DETECTION_ANNOTATIONS, SEGMENTATION_ANNOTATIONS, annotations_message,
@@ -272,6 +272,7 @@ class ReplaySummary:
     camera_shares: dict = field(default_factory=dict)  # class -> camera -> mean share (with box_spectral)
     detection_stage_ms: dict = field(default_factory=dict)  # stage -> median ms
     messages_read: dict = field(default_factory=dict)  # topic -> messages read (of the window, for a shard)
+    stale_partials: list = field(default_factory=list)  # a killed earlier run's temporary outputs found beside OUT
     window: list | None = None  # [start_ns, end_ns) of a shard; None for the whole bag
 
     @property
@@ -319,6 +320,7 @@ class ReplaySummary:
         for reason, v in self.bad.items():
             lines.append(f"skipped ({reason}): {v['count']}, first: {v['first']}")
         lines.append(f"truncated input: {self.truncation}" if self.truncation else "input read to the end")
+        lines += [f"earlier temporary output: {line}" for line in self.stale_partials]
         return "\n".join(lines)
 
 
@@ -350,6 +352,9 @@ def replay(in_path, out_path, config: NodeConfig, storage: str = "mcap", progres
     if same:
         raise InputError(f"output {out_path} is the input bag")
     check_replaceable(out_path, overwrite)
+    stale = clean_stale_partials(out_path)  # a killed run's temporary output: reported, and removed when ours
+    if window is None:  # before any model loads (tens of seconds): the output can be written and has room
+        check_space(out_path, disk_bytes(in_path))
     models = models or ReplayModels(config)
     src = _open_input(in_path)
     try:
@@ -362,8 +367,7 @@ def replay(in_path, out_path, config: NodeConfig, storage: str = "mcap", progres
         if wrong:
             raise InputError(f"raw topic {raw_topic}: type {wrong[0]}, expected {expected}")
         pipeline = models.pipeline() if raw_conns else None
-        parent = writable_parent(out_path)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", suffix=".partial", dir=parent))
+        tmp = make_partial(out_path, "hsi-xai replay")
         try:
             # the bag inside the temporary directory carries the final name: its files are named after it
             with Writer(tmp / out_path.name, version=9, storage_plugin=STORAGE[storage]) as writer:
@@ -373,12 +377,16 @@ def replay(in_path, out_path, config: NodeConfig, storage: str = "mcap", progres
                          model=summary.model, detector=summary.detector, copy_raw=copy_raw)
             remove_replaceable(out_path)
             (tmp / out_path.name).rename(out_path)
+        except OSError as exc:  # a full disk, a quota: one line naming the output (the partial output goes below)
+            raise write_error(out_path, exc) from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     finally:
         src.close()
     summary.input, summary.output, summary.storage = str(in_path), str(out_path), storage
+    summary.stale_partials = stale
     return summary
+
 
 
 def _detection_setup(src, config: NodeConfig, in_path: Path, models: ReplayModels, raw_topic: str):
@@ -686,8 +694,9 @@ class _Replay:
         images = {self.cameras[topic].name: item[0] for topic, item in [(primary, (image,)), *others.items()]}
         try:
             result = self.detector.process(images, hdr)
-        except FrameError as exc:
-            return self._skip("camera set rejected by the detector", f"{primary} @ {t_primary}", exc)
+        except FrameError as exc:  # EngineRunError too: its reason says the engine failed
+            return self._skip(getattr(exc, "reason", "camera set rejected by the detector"), f"{primary} @ {t_primary}",
+                              exc)
         self.s.camera_sets_processed += 1
         for k, v in result.timings_ms.items():
             self.det_timings.setdefault(k, []).append(v)
@@ -760,8 +769,8 @@ class _Replay:
             return self._skip(exc.reason, where, exc)
         try:
             result = self.pipeline.process(raw, msg.header)
-        except FrameError as exc:
-            return self._skip("frame rejected by the pipeline", where, exc)
+        except FrameError as exc:  # EngineRunError too: its reason says the engine failed
+            return self._skip(getattr(exc, "reason", "frame rejected by the pipeline"), where, exc)
         self.s.frames_processed += 1
         if not self.calibrated:
             self.s.uncalibrated_frames += 1

@@ -581,3 +581,84 @@ def test_camera_shares_reach_the_summary_and_diagnostics(tmp_path, config, det_b
     diags = [msg for *_, msg in decoded(tmp_path / "out", ["/diagnostics"])]
     det = [{kv.key: kv.value for kv in d.status[0].values} for d in diags if d.status[0].name == "hsi_xai: detection"]
     assert det and all("camera_share_rgb" in v and "camera_share_mir" in v for v in det)
+
+
+def test_a_killed_runs_partial_output_is_reported_and_removed(tmp_path, config, in_mcap):
+    """kill -9 leaves `.out.<random>.partial/`: the next run removes the tool's own (by its marker, its process
+    gone), reports it, and leaves anything else beside the output alone."""
+    import subprocess
+
+    from hsi_xai_node.transports.output_dir import PARTIAL_MARKER
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    out = tmp_path / "out"
+    killed = tmp_path / ".out.k1ll3d.partial"
+    (killed / "out").mkdir(parents=True)
+    (killed / "out" / "out_0.mcap").write_bytes(b"\0" * (3 << 20))
+    (killed / PARTIAL_MARKER).write_text(json.dumps({"tool": "hsi-xai replay", "host": __import__("socket")
+                                                     .gethostname(), "pid": dead.pid, "started": 0}))
+    running = tmp_path / ".out.running.partial"
+    running.mkdir()
+    (running / PARTIAL_MARKER).write_text(json.dumps({"tool": "hsi-xai replay", "host": __import__("socket")
+                                                      .gethostname(), "pid": os.getpid(), "started": 0}))
+    foreign = tmp_path / ".out.someone.partial"
+    foreign.mkdir()
+    (foreign / "theirs.txt").write_text("not ours")
+    summary = replay(in_mcap, out, config, progress=False)
+    assert not killed.exists() and running.is_dir() and (foreign / "theirs.txt").is_file()
+    removed, left = sorted(summary.stale_partials, key=lambda s: not s.startswith("removed"))
+    assert removed.startswith(f"removed {killed} (3.0 MB), left by a hsi-xai replay that stopped before it finished")
+    assert left.startswith(f"left {running}") and f"process {os.getpid()}" in left
+    assert f"earlier temporary output: {removed}" in summary.text()
+
+
+def test_a_write_failure_names_the_output_and_keeps_nothing(tmp_path, in_mcap):
+    """The file-size limit of the process (RLIMIT_FSIZE) cut the writing short, as a full disk would: one line
+    naming the output, exit status 2, no traceback, no output and no temporary directory left."""
+    import resource
+    import subprocess
+    import sys
+
+    code = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20)); "
+            "from hsi_xai_node.cli import main; sys.exit(main(sys.argv[1:]))")
+    run = subprocess.run([sys.executable, "-c", code, "replay", str(in_mcap), str(tmp_path / "out"), "--backend",
+                          "ort-cpu", "--no-progress"], capture_output=True, text=True, timeout=300)
+    text = run.stdout + run.stderr
+    assert run.returncode == 2 and "Traceback" not in text, text
+    assert f"output {tmp_path / 'out'}: writing failed: File too large" in text, text
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], list(tmp_path.iterdir())
+    assert resource.getrlimit(resource.RLIMIT_FSIZE)  # this process was not limited
+
+
+def test_no_room_for_the_output_is_refused_before_the_models_load(tmp_path, config, in_mcap):
+    from hsi_xai_node.transports.output_dir import check_space
+
+    with pytest.raises(InputError, match=r"output .*out: [\d,]+ MB free in .*, about [\d,]+ MB needed \(about the "
+                                         r"input's size\): refused before starting"):
+        check_space(tmp_path / "out", 1 << 60)
+    check_space(tmp_path / "out", 1 << 10)
+
+
+def test_an_engine_failure_skips_that_frame_and_counts_it(tmp_path, config):
+    """A model that fails inside the engine on bright frames: those frames are counted under their reason, the
+    others are processed and written."""
+    from test.runtime.test_memory import failing_segmenter
+    from test.transports.disordered_bag import mono16, write_hsi_bag
+
+    gen = DriveGenerator(load_profile("hsi-drive"), seed=SEED, render_cameras=False)
+    dark, white = gen.references()
+    frames = [gen.frame(k) for k in range(3)]
+    bright = np.full_like(frames[1].raw, 1023)
+    t0 = frames[0].stamp_ns
+    items = [(config.dark_topic, t0 - 1, mono16(dark, t0 - 1)), (config.white_topic, t0 - 1, mono16(white, t0 - 1))]
+    items += [(config.raw_topic, f.stamp_ns, mono16(bright if k == 1 else f.raw, f.stamp_ns)) for k, f in enumerate(frames)]
+    bag = write_hsi_bag(tmp_path / "in", config, items)
+    model = failing_segmenter(tmp_path / "model")
+    s = replay(bag, tmp_path / "out", dataclasses.replace(config, model=str(model), detector_model=""),
+               progress=False)
+    assert (s.frames_in, s.frames_processed) == (3, 2)
+    assert s.bad["engine failed on the frame"]["count"] == 1
+    assert "ort-cpu engine failed on this frame" in s.bad["engine failed on the frame"]["first"]
+    assert count(tmp_path / "out", config.output_topic("labels")) == 2
