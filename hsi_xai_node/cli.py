@@ -50,14 +50,15 @@ def _profiles(sub) -> None:
 
 
 def _demo(sub) -> None:
+    from .demo_facts import demo_sizes_text
     from .drive_splits import DEMO_SEED
 
     d = sub.add_parser("demo", help="record a generated drive as a rosbag2, replay it, write a report",
                        formatter_class=_Formatter,
                        description="Record a generated drive (a seed no bundled model was trained or validated on) "
                                    "as a rosbag2, replay it through the node's pipeline and write the outputs and "
-                                   "an HTML report. About 120 MB per second of drive (input bag ~110 MB, output bag "
-                                   "~8 MB without the raw mosaic; --copy-raw adds ~110 MB).")
+                                   "an HTML report. Measured for the default 25 frames (1 s of drive): "
+                                   + demo_sizes_text() + ".")
     d.add_argument("--out", default="demo_out",
                    help="output directory (new, empty, or an earlier demo's; anything else is refused)")
     d.add_argument("--profile", default="hsi-drive", help="sensor profile name or imec XML")

@@ -33,7 +33,7 @@ def test_demo_writes_bags_and_a_report_of_the_pipelines_outputs(demo):
     page = (demo / "index.html").read_text()
     summary = json.loads((demo / "summary.json").read_text())
     assert summary["frames"] == 2 and summary["profile"] == "hsi-drive" and summary["label_accuracy"] > 0.9
-    for src in ["spectral_attribution.png", "spectra_pn.png", "frames/000_0.png", "frames/001_9.png"]:
+    for src in ["spectral_attribution.png", "spectra_pn.png", "frames/000_0.png", "frames/001_10.png"]:
         assert f"'{src}'" in page and cv2.imread(str(demo / src)) is not None, src
     # frame 5 regenerated here: the report's images (read back from the output bag) are the pipeline's
     profile = load_profile("hsi-drive")
@@ -46,7 +46,7 @@ def test_demo_writes_bags_and_a_report_of_the_pipelines_outputs(demo):
     detector = DetectionPipeline(DetectionPipelineConfig(backend="ort-cpu"))
     detected = detector.process({n: c.image for n, c in frame.cameras.items()})
     np.testing.assert_array_equal(cv2.imread(str(demo / "frames/001_5.png")), detected.detection_overlay)
-    np.testing.assert_array_equal(cv2.imread(str(demo / "frames/001_8.png")), frame.cameras["rgb"].image)
+    np.testing.assert_array_equal(cv2.imread(str(demo / "frames/001_9.png")), frame.cameras["rgb"].image)
     assert "'frames/001_shares.png'" in page and "camera shares per detection" in page
     d = summary["detection"]
     assert d["frames"] == 2 and d["detections"] > 0 and set(d["ap"]) == {c.name for c in DETECTION_CLASSES}
@@ -62,13 +62,61 @@ def test_demo_writes_bags_and_a_report_of_the_pipelines_outputs(demo):
     assert all(len(v["all"]) == 25 and np.isfinite(v["all"]).all() for v in attribution.values())
 
 
-def test_report_renders_its_images_in_headless_chromium_at_1400_px(demo, tmp_path):
+@pytest.mark.parametrize("width", [1400, 390])  # a desktop window, a phone
+def test_report_renders_readably_in_headless_chromium(demo, tmp_path, width):
+    from hsi_xai_node.report_page import MIN_TEXT_PX, PLOT_FONT_PT
+
     shot = tmp_path / "report.png"
-    probe = render(demo / "index.html", tmp_path / "profile", width=1400, screenshot=shot)
+    probe = render(demo / "index.html", tmp_path / "profile", width=width, screenshot=shot)
     assert probe["loaded"] == probe["images"] >= 20  # every image decoded, two frames' worth
-    assert probe["overflow_x"] == 0  # fits a 1400-px window: no horizontal scroll
+    assert probe["overflow_x"] == 0  # fits the window: no horizontal scroll of the page
+    assert probe["min_font_px"] >= MIN_TEXT_PX  # no text smaller than that
+    # plots are shown at their natural size (scrolling in their box on a phone), so their text is the plots' font
+    assert probe["min_plot_scale"] >= 0.999 and PLOT_FONT_PT * 100 / 72 >= MIN_TEXT_PX
     png = cv2.imread(str(shot))
-    assert png is not None and png.shape[1] == 1400 and png.std() > 10  # a real picture, not a blank page
+    assert png is not None and png.shape[1] == width and png.std() > 10  # a real picture, not a blank page
+
+
+def test_every_figure_names_its_inputs_and_the_counts_add_up(demo):
+    page = (demo / "index.html").read_text()
+    summary = json.loads((demo / "summary.json").read_text())
+    run = summary["run"]
+    assert page.index("What ran") < page.index("Replay")  # the page opens with what ran
+    for needle in ("unet_bundled_25pn (card sha256 ", "efficientdet_rgb_mir (card sha256 ", "ort-cpu (named in the "
+                   "configuration)", "fp32", f"drive seed {SEED}", "frames 2, stride 5", "UTC", " cores (", "input bag "):
+        assert needle in " ".join(str(v) for v in run.values()), needle
+        assert needle in page, needle
+    card = json.loads((REPO / "models" / "unet_bundled_25pn.json").read_text())
+    assert card["sha256"][:12] in run["models"]
+    d = summary["detection"]
+    for cls in d["ap"]:  # every detection is a true positive, a false positive or on an ignore region
+        assert d["per_class"][cls] == d["tp"][cls] + d["fp"][cls] + d["on_ignore"][cls], cls
+    total = sum(d["tp"].values()) + sum(d["fp"].values()) + sum(d["on_ignore"].values())
+    assert d["detections"] == total
+    assert (f"{d['detections']} detections = {sum(d['tp'].values())} true positives + {sum(d['fp'].values())} "
+            f"false positives + {sum(d['on_ignore'].values())} on ignore regions") in page
+    present = [c for c, n in d["objects"].items() if n]
+    assert d["map_over"] == present and f"the mean AP over the {len(present)} classes with objects" in page
+    # each frame says how many objects it holds, and the ground truth is drawn
+    assert page.count("objects to find and") == 2 and page.count("<figcaption>ground truth on the RGB camera") == 2
+    # a class's maps against the card's reference: the table and, where dim, the sentence
+    assert "How strong each class's maps are against the card's scale" in page
+    assert {r["overlay"] for r in summary["map_strength"]} >= {"activation", "seg_gradcam", "box_gradcam"}
+    # every image opens full size
+    import re
+    assert all(f"<a href='{src}'>" in page for src in re.findall(r"<img[^>]* src='(frames/[^']+)'", page))
+    assert summary["input_bag_mb"] > 1 and summary["output_bag_mb"] > 1 and summary["seconds"] > 0
+
+
+def test_a_failed_demo_leaves_no_output(tmp_path, capsys):
+    """A demo that fails part-way (the bundled model does not fit the imec-665-975 sensor) leaves neither its
+    folder nor a temporary one; an earlier demo's output in the same place stays as it was."""
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--profile", "imec-665-975", "--frames", "1", "--backend", "ort-cpu",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_cli_reports_bad_input_in_one_line(capsys):
@@ -153,3 +201,27 @@ def test_demo_bags_record_qos_and_leave_the_raw_mosaic_out(demo):
     for topic in ("/hsi_xai/labels", "/hsi_xai/gradcam_overlay", "/hsi_xai/detection_overlay", "/hsi_xai/detections"):
         assert kind(qout[topic]) == ("reliable", "volatile", 5), topic
     assert kind(qout["/diagnostics"]) == ("reliable", "volatile", 10)
+
+
+def test_the_readme_and_help_quote_what_the_demo_measures(demo):
+    """The README and `demo --help` quote one measured run (demo_facts.DEMO_RUN) and agree with each other; a demo
+    run here writes bags of the same size per frame (the frames are fixed-size images: the sizes scale with the
+    frame count), so a figure the code no longer produces fails here."""
+    from hsi_xai_node.cli import build_parser
+    from hsi_xai_node.demo_facts import DEMO_RUN
+
+    readme = " ".join((REPO / "README.md").read_text().split())
+    sizes = (f"input bag {DEMO_RUN['input_bag_mb']:.1f} MB, output bag {DEMO_RUN['output_bag_mb']:.1f} MB without the "
+             f"raw mosaic (--copy-raw adds about {DEMO_RUN['copy_raw_mb']:.0f} MB); {DEMO_RUN['seconds']:.0f} s on "
+             f"{DEMO_RUN['machine']}")
+    assert sizes in readme
+    parser = build_parser()
+    demo_parser = next(a for a in parser._subparsers._group_actions[0].choices.items() if a[0] == "demo")[1]
+    assert sizes in " ".join(demo_parser.format_help().split())
+    summary = json.loads((demo / "summary.json").read_text())
+    references = 2 * 2048 * 1088 * 2 / 1e6  # the dark and white frames, in both bags whatever the frame count
+    for key in ("input_bag_mb", "output_bag_mb"):
+        per_frame = (summary[key] - references) / summary["frames"]
+        quoted = (DEMO_RUN[key] - references) / DEMO_RUN["frames"]
+        assert abs(per_frame / quoted - 1) < 0.10, (key, per_frame, quoted)
+    assert abs(DEMO_RUN["copy_raw_mb"] - 25 * 2048 * 1088 * 2 / 1e6) < 2

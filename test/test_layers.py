@@ -12,7 +12,8 @@ from test.conftest import REPO
 
 LAYERS = [
     # foundation: no package above it is imported
-    {"errors", "resources", "classes", "_lazy", "metrics", "drive_splits", "report_page", "sync", "schema", "files"},
+    {"errors", "resources", "classes", "_lazy", "metrics", "drive_splits", "report_page", "sync", "schema", "files",
+     "demo_facts"},
     # the sensor front end (calibration, demosaicing, radiometry, the camera rig) and the explain compiler
     {"sensor", "explain"},
     # model and detector cards, detection heads and postprocessing
