@@ -168,7 +168,7 @@ def _plot(path: Path, wavelengths, series: dict, title: str, ylabel: str = "", s
     ax.tick_params(labelsize=PLOT_FONT_PT)
     ax.legend(fontsize=PLOT_FONT_PT, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside the data
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -469,7 +469,7 @@ def _camera_share_plot(path: Path, detections) -> bool:
     ax.tick_params(axis="x", labelsize=PLOT_FONT_PT)
     ax.legend(fontsize=PLOT_FONT_PT, ncol=len(cameras), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return True
 
@@ -485,7 +485,7 @@ def _class_legend(path: Path) -> None:
                for c in SEGMENTATION_CLASSES]
     fig = plt.figure(figsize=(6.0, 0.9), dpi=100)
     fig.legend(handles=handles, loc="center", ncol=3, fontsize=PLOT_FONT_PT, frameon=False)
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
 
 

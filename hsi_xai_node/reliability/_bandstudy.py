@@ -80,6 +80,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..metrics import confusion, scores
+from ..report_page import PLOT_FONT_PT as FONT
 from ..model_card import LoadedModel, ModelCard, ModelError, load_model
 
 #: Sun-share thresholds for "sunlit" and "shaded" pixels, as `training.segmentation.SUN/SHADE`
@@ -552,10 +553,10 @@ class BandStudy:
         e = _html.escape
 
         def table(header, rows):
-            return ("<table border=1 style='border-collapse:collapse'><tr>"
+            return ("<div class='scroll'><table border=1><tr>"
                     + "".join(f"<th>{e(h)}</th>" for h in header)
                     + "</tr>" + "".join("<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in r) + "</tr>" for r in rows)
-                    + "</table>")
+                    + "</table></div>")
 
         fed = ", ".join(e(f"{n}: {len(i['bands_nm'])} bands" + (" PN" if i["normalise"] == "pn" else ""))
                         for n, i in self.inputs.items())
@@ -563,12 +564,15 @@ class BandStudy:
                  f"({fed}). "
                  f"Sunlit: direct-sun share &ge; {SUN}; shaded: &le; {SHADE}.</p>",
                  "<h3>Per-class accuracy (%)</h3>",
+                 "<p>Each cell: accuracy, and over how many pixels of the class (a small count is a small "
+                 "sample).</p>",
                  table(["model", "pixels", *self.classes, "mean"],
-                       [[n, part, *[_pct(self.scores[n][part]["accuracy"][c]) for c in self.classes],
+                       [[n, part, *[f"{_pct(self.scores[n][part]['accuracy'][c])} of "
+                                    f"{self.scores[n][part]['pixels'][c]:,} px" for c in self.classes],
                          _pct(self.scores[n][part]["mean_accuracy"])]
                         for n in self.models for part in ("all", "sun", "shadow")])]
         if "accuracy" in self.plots:
-            parts.append(f"<img src='{e(self.plots['accuracy'])}'>")
+            parts.append(_plot_html(self.plots["accuracy"]))
         parts.append("<h3>Final-layer weight correlation</h3><p>Channels matched one to one by the correlation of "
                      "their penultimate activations over the same pixels (Hungarian on -|corr|), then per class the "
                      "correlation of the class's weights over the matched channels (permutation p-value). Paper 000 "
@@ -581,14 +585,20 @@ class BandStudy:
                                  f"{p['all']:+.2f}"] for p in corr["pairs"].values()]))
         for key in ("weight_correlation", "channel_weights"):
             if key in self.plots:
-                parts.append(f"<img src='{e(self.plots[key])}'>")
+                parts.append(_plot_html(self.plots[key]))
         parts.append("<h3>Most correlated penultimate channels (a | b)</h3>")
         parts.append(table(["pair", "channels (a, b): activation corr"],
                            [[k.replace("|", " vs "), ", ".join(f"({p.a}, {p.b}): {p.corr:+.2f}" for p in v)]
                             for k, v in self.top_pairs.items()]))
         if "channels" in self.plots:
-            parts.append(f"<img src='{e(self.plots['channels'])}'>")
+            parts.append(_plot_html(self.plots["channels"]))
         return "\n".join(parts)
+
+
+def _plot_html(name: str) -> str:
+    """A plot at its natural size (its text as large as the page's), scrolling in its box on a narrow screen."""
+    e = _html.escape
+    return f"<div class='scroll'><a href='{e(name)}'><img class='plot' src='{e(name)}' alt='{e(name)}'></a></div>"
 
 
 def _pct(v) -> str:
@@ -709,26 +719,34 @@ def _pyplot():
     return plt
 
 
+SMALL_SAMPLE_PX = 500  # a class region smaller than this: its bar carries its pixel count
+
+
 def plot_class_accuracy(study: BandStudy, path: str | Path, metric: str = "accuracy") -> Path:
     """Bars per class and model, one panel each for all, sunlit and shaded pixels."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), dpi=100, sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), dpi=100, sharey=True)
     xs = np.arange(len(study.classes))
     width = 0.8 / len(study.models)
     for ax, part, title in zip(axes, ("all", "sun", "shadow"), ("all pixels", "sunlit", "shaded")):
         for i, n in enumerate(study.models):
             v = [study.scores[n][part][metric][c] for c in study.classes]
-            ax.bar(xs + (i - (len(study.models) - 1) / 2) * width,
-                   [np.nan if x is None else 100 * x for x in v], width, label=n)
-        ax.set_xticks(xs, study.classes, fontsize=7, rotation=20)
-        ax.set_title(title)
+            at = xs + (i - (len(study.models) - 1) / 2) * width
+            ax.bar(at, [np.nan if x is None else 100 * x for x in v], width, label=n)
+            for x, value, c in zip(at, v, study.classes):  # a bar over few pixels says how few
+                px = study.scores[n][part]["pixels"][c]
+                if value is not None and px < SMALL_SAMPLE_PX:
+                    ax.text(x, 100 * value + 2, f"{px} px", rotation=90, ha="center", va="bottom", fontsize=FONT)
+        ax.set_xticks(xs, study.classes, fontsize=FONT, rotation=35, ha="right")
+        ax.tick_params(axis="y", labelsize=FONT)
+        ax.set_title(title, fontsize=FONT)
         ax.set_ylim(0, 100)
         ax.grid(axis="y", lw=0.3)
-    axes[0].set_ylabel(f"{metric} (%)")
+    axes[0].set_ylabel(f"{metric} (%)", fontsize=FONT)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=7, loc="upper center", ncol=len(study.models))
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
-    fig.savefig(path)
+    fig.legend(handles, labels, fontsize=FONT, loc="center left", bbox_to_anchor=(0.86, 0.5), frameon=False)
+    fig.tight_layout(rect=(0, 0, 0.86, 1))
+    fig.savefig(path, bbox_inches="tight")  # legends outside the axes stay in the file
     plt.close(fig)
     return Path(path)
 
@@ -739,16 +757,16 @@ def plot_weight_correlation(correlation: dict, path: str | Path) -> Path:
     pairs = list(correlation["pairs"].values())
     cols = [*correlation["classes"], "all"]
     m = np.array([[p["per_class"][c] for c in correlation["classes"]] + [p["all"]] for p in pairs], np.float64)
-    fig, ax = plt.subplots(figsize=(1.1 * len(cols) + 2.5, 0.5 * len(pairs) + 1.6), dpi=100)
+    fig, ax = plt.subplots(figsize=(1.4 * len(cols) + 4.0, 0.6 * len(pairs) + 2.2), dpi=100)
     im = ax.imshow(m, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
     for (i, j), v in np.ndenumerate(m):
-        ax.text(j, i, f"{v:+.2f}", ha="center", va="center", fontsize=8)
-    ax.set_xticks(range(len(cols)), cols, fontsize=7, rotation=20)
-    ax.set_yticks(range(len(pairs)), [f"{p['a']} vs {p['b']}" for p in pairs], fontsize=7)
-    ax.set_title(f"final-layer weight correlation (channels matched by {correlation['match']})", fontsize=9)
+        ax.text(j, i, f"{v:+.2f}", ha="center", va="center", fontsize=FONT)
+    ax.set_xticks(range(len(cols)), cols, fontsize=FONT, rotation=35, ha="right")
+    ax.set_yticks(range(len(pairs)), [f"{p['a']} vs {p['b']}" for p in pairs], fontsize=FONT)
+    ax.set_title(f"final-layer weight correlation (channels matched by {correlation['match']})", fontsize=FONT)
     fig.colorbar(im, ax=ax, fraction=0.04)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")  # legends outside the axes stay in the file
     plt.close(fig)
     return Path(path)
 
@@ -758,7 +776,7 @@ def plot_channel_weights(study: BandStudy, path: str | Path, reference: str | No
     (default the last model) by the activation matching; one dot per class."""
     plt = _pyplot()
     ref = reference or study.models[-1]
-    fig, axes = plt.subplots(len(study.models), 1, figsize=(9, 1.9 * len(study.models)), dpi=100)
+    fig, axes = plt.subplots(len(study.models), 1, figsize=(13, 2.4 * len(study.models) + 0.8), dpi=100)
     c_ref = study.weights[ref].shape[1]
     colours = plt.get_cmap("tab10")
     for ax, n in zip(np.atleast_1d(axes), study.models):
@@ -777,17 +795,17 @@ def plot_channel_weights(study: BandStudy, path: str | Path, reference: str | No
             xs = np.nonzero(order >= 0)[0]
             ax.scatter(xs, w[c, order[xs]], s=14, color=colours(c), label=cls)
         ax.axhline(0, color="grey", lw=0.5)
-        ax.set_ylabel(n, fontsize=7)
+        ax.set_ylabel(n, fontsize=FONT)
         labels = [str(o) if o >= 0 else "-" for o in order]
-        ax.set_xticks(range(c_ref), labels, fontsize=6)
+        ax.set_xticks(range(c_ref), labels, fontsize=FONT)
         ax.set_xlim(-0.5, c_ref - 0.5)
     handles, labels = np.atleast_1d(axes)[0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=6, ncol=len(study.classes), loc="upper right")
+    fig.legend(handles, labels, fontsize=FONT, loc="center left", bbox_to_anchor=(0.86, 0.5), frameon=False)
     np.atleast_1d(axes)[-1].set_xlabel(f"{ref}'s channels in order; ticks: each model's channel matched to it",
-                                       fontsize=7)
-    fig.suptitle("final-layer weights per channel and class", fontsize=9, x=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
+                                       fontsize=FONT)
+    fig.suptitle("final-layer weights per channel and class", fontsize=FONT, x=0.3)
+    fig.tight_layout(rect=(0, 0, 0.86, 1))
+    fig.savefig(path, bbox_inches="tight")  # legends outside the axes stay in the file
     plt.close(fig)
     return Path(path)
 
@@ -797,7 +815,7 @@ def plot_channel_images(study: BandStudy, path: str | Path) -> Path:
     plt = _pyplot()
     keys = [k for k, v in study.images.items() if v]
     cols = max((len(study.images[k]) for k in keys), default=1)
-    fig, axes = plt.subplots(max(len(keys), 1), cols, figsize=(4.2 * cols, 1.4 * max(len(keys), 1) + 0.4),
+    fig, axes = plt.subplots(max(len(keys), 1), cols, figsize=(5.0 * cols, 1.8 * max(len(keys), 1) + 0.6),
                              dpi=100, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
@@ -805,10 +823,10 @@ def plot_channel_images(study: BandStudy, path: str | Path) -> Path:
         a, b = k.split("|", 1)
         for j, (img, p) in enumerate(zip(study.images[k], study.top_pairs[k])):
             axes[i, j].imshow(img)
-            axes[i, j].set_title(f"{a} ch {p.a} | {b} ch {p.b}  r={p.corr:+.2f}", fontsize=6)
-    fig.suptitle("most correlated penultimate channels (each half on its own colour scale)", fontsize=8)
+            axes[i, j].set_title(f"{a} ch {p.a} | {b} ch {p.b}  r={p.corr:+.2f}", fontsize=FONT)
+    fig.suptitle("most correlated penultimate channels (each half on its own colour scale)", fontsize=FONT)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")  # legends outside the axes stay in the file
     plt.close(fig)
     return Path(path)
 

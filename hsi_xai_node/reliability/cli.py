@@ -30,7 +30,7 @@ def cmd_reliability(args) -> int:
     cfg = ReportConfig(model=args.model, detector=args.detector or None, random_labels_model=args.random_labels_model,
                        threads=args.threads)
     if args.quick:
-        cfg = dataclasses.replace(cfg, **QUICK)
+        cfg = dataclasses.replace(cfg, **QUICK, preset="quick")
     given = {"frames": args.frames, "rise_masks": args.rise_masks, "perturbation_steps": args.steps,
              "cascade_steps": args.cascade_steps, "backend": args.backend}
     cfg = dataclasses.replace(cfg, **{k: v for k, v in given.items() if v is not None})

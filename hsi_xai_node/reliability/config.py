@@ -22,7 +22,8 @@ class ReportConfig:
     backend: str = "ort-cpu"
     threads: int = 0
     seed: int = 0
+    preset: str = "full"             # "quick" when --quick set the values above (named on the report)
 
 
 # `hsi-xai reliability --quick`: one frame, fewer RISE masks and curve steps (a few minutes on 2 cores)
-QUICK = {"frames": 1, "rise_masks": 100, "perturbation_steps": 8, "cascade_steps": 3}
+QUICK = {"frames": 1, "rise_masks": 100, "perturbation_steps": 8, "cascade_steps": 3}  # and preset "quick"

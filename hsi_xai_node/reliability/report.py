@@ -30,7 +30,8 @@ import onnx
 
 from ..explain import SegmentationExplainConfig, build_segmentation_explainer
 from ..model_card import load_model
-from ..report_page import PAGE_PROBE
+from ..report_page import (PAGE_PROBE, PAGE_STYLE, PLOT_FONT_PT, duration_text, machine_text, run_header, scroll,
+                           utc_now)
 from ..runtime.engine import open_engine
 from ._baselines import BaselineModel, detection_scores, rise, segmentation_scores, sidu
 from ._batching import BatchedModel
@@ -38,7 +39,7 @@ from ._conservativeness import conservativeness_table
 from ._perturbation import PerturbationConfig, deletion, detection_score, insertion, segmentation_insertion_deletion
 from ._randomisation import cascading
 from ._similarity import compare_maps
-from .config import ReportConfig
+from .config import QUICK, ReportConfig
 
 SEG_METHODS = ("activation", "seg_gradcam", "seg_gradcam_signed", "hires", "gradcam_pp", "xgradcam", "layercam",
                "seg_xres", "eigencam", "scorecam")  # every in-graph method, so a user sees which are faithful
@@ -82,15 +83,18 @@ class SegmentationExplainer:
         return out, {m: out[n][:, 0] for m, n in self.maps.items()}, seconds
 
 
+FRAME_SEED0, FRAME_INDEX = 2000, 30  # the frames: drive seeds 2000, 2001, ... (the cards' test drives), frame 30
+
+
 def _frames(cfg: ReportConfig, profile, card, cameras: bool):
     from ..scenes.drive import DriveGenerator
     from ..sensor.frontend import FrontEnd
 
     out = []
     for i in range(cfg.frames):
-        gen = DriveGenerator(profile, seed=2000 + i, render_cameras=cameras)
+        gen = DriveGenerator(profile, seed=FRAME_SEED0 + i, render_cameras=cameras)
         dark, white = gen.references()
-        frame = gen.frame(30)
+        frame = gen.frame(FRAME_INDEX)
         fe = FrontEnd(profile, dark, white, card.frontend_config()).process(frame.raw)
         out.append({"x": card.model_input(fe.cube.data), "frame": frame, "dark": dark, "white": white})
     return out
@@ -124,7 +128,7 @@ def sanity_checks(cfg: ReportConfig, model: onnx.ModelProto, card, x: np.ndarray
     return out
 
 
-def segmentation_faithfulness(cfg: ReportConfig, model: onnx.ModelProto, card, x, maps, logits, gradcam_s,
+def segmentation_faithfulness(cfg: ReportConfig, model: onnx.ModelProto, card, x, maps, logits,
                               bar=None) -> dict:
     """Insertion/deletion AUC per method (in-graph maps, RISE, SIDU) and each method's cost per map.
 
@@ -135,7 +139,8 @@ def segmentation_faithfulness(cfg: ReportConfig, model: onnx.ModelProto, card, x
     score = segmentation_scores(classes, pred, card.logits)
     runner = BaselineModel(model, batch=16, layers=(card.layers.get(cfg.sidu_layer, cfg.sidu_layer),),
                            backend=cfg.backend, threads=cfg.threads)
-    cost = {m: gradcam_s / len(classes) for m in maps}  # the whole explain graph is one call for every class
+    # each in-graph method's own cost: its graph alone, on this frame, per class map
+    cost = {m: s / logits.shape[1] for m, s in segmentation_method_seconds(model, card, x, list(maps), cfg).items()}
     t0 = time.perf_counter()
     with bar("segmentation: RISE", cfg.rise_masks, "mask") as b:
         r = rise(runner, x, score, n_masks=cfg.rise_masks, seed=cfg.seed, progress=b and b.update)
@@ -156,6 +161,49 @@ def segmentation_faithfulness(cfg: ReportConfig, model: onnx.ModelProto, card, x
             for m, v in auc.items()}
 
 
+def _median_call_seconds(engine, feeds: dict, calls: int = 3) -> float:
+    engine.run(feeds)  # warm-up
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        engine.run(feeds)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def segmentation_method_seconds(model: onnx.ModelProto, card, x: np.ndarray, methods, cfg: ReportConfig) -> dict:
+    """Method -> seconds of one engine call of that method's graph alone (all classes at once, maps at the input
+    size), median of 3 after a warm-up: every method's own cost, measured here (Score-CAM's masked forwards
+    included), not a share of a graph computing them all."""
+    out = {}
+    for m in methods:
+        graph = build_segmentation_explainer(model, card.input.tensor, card.logits, card.layers,
+                                             SegmentationExplainConfig(methods=(m,), layers=("penultimate",),
+                                                                       upsample=True, uint8=False, top_k=0,
+                                                                       second_block=False))
+        wanted = [n for n, o in graph.outputs.items() if o.method.removesuffix("_full") == m]
+        engine = open_engine(graph.model.SerializeToString(), cfg.backend, "fp32", threads=cfg.threads,
+                             outputs_to_copy=[card.logits, *wanted])
+        out[m] = _median_call_seconds(engine, {card.input.tensor: x})
+    return out
+
+
+def box_method_seconds(loaded, x: np.ndarray, methods, boxes: int, cfg: ReportConfig) -> dict:
+    """Method -> seconds per explained box of the detector's graph with that method alone, `boxes` rows."""
+    from ..explain import DetectionExplainConfig, build_detection_explainer
+
+    card, out = loaded.card, {}
+    for m in methods:
+        graph = build_detection_explainer(loaded.model, card.input.tensor, card.scores, card.layers,
+                                          DetectionExplainConfig(layers=("class_head_input",), top_k=boxes,
+                                                                 methods=(m,), uint8=False),
+                                          pairs="det_pairs", layout=card.input.layout, boxes="det_boxes")
+        engine = open_engine(graph.model.SerializeToString(), cfg.backend, "fp32", threads=cfg.threads,
+                             outputs_to_copy=["det_pairs", *graph.outputs])
+        out[m] = _median_call_seconds(engine, {card.input.tensor: x}) / boxes
+    return out
+
+
 # --- detection ---------------------------------------------------------------------------------
 
 def detection_faithfulness(cfg: ReportConfig, frames, progress=None) -> dict:
@@ -172,7 +220,7 @@ def detection_faithfulness(cfg: ReportConfig, frames, progress=None) -> dict:
     runner = BaselineModel(forward, batch=16, layers=(layer,), backend=cfg.backend, threads=cfg.threads)
     curves = BatchedModel(forward, cfg.perturbation_steps + 1, backend=cfg.backend, threads=cfg.threads)
     pc = PerturbationConfig(steps=cfg.perturbation_steps, layout=card.input.layout.upper())
-    rows, cost = {}, {"box_cams": [], "rise": [], "sidu": []}
+    rows, cost = {}, {"rise": [], "sidu": []}
     full = {}  # method -> its maps at the input size
     for n, o in pipeline.graph.outputs.items():
         base = o.method.removesuffix("_full")
@@ -188,9 +236,9 @@ def detection_faithfulness(cfg: ReportConfig, frames, progress=None) -> dict:
         x = pipeline.frontend(images)
         if card.input.layout == "nhwc":
             x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-        t0 = time.perf_counter()
         out = engine.run({card.input.tensor: x})
-        t_cam = time.perf_counter() - t0
+        if not any(m in cost for m in full):  # each box method's own graph, timed once on the first frame
+            cost.update({m: [s] for m, s in box_method_seconds(pipeline.loaded, x, list(full), cfg.boxes, cfg).items()})
         pairs = [int(p) for p in out["det_pairs"][0][:cfg.boxes] if p >= 0]
         if not pairs:
             if progress is not None:
@@ -198,7 +246,6 @@ def detection_faithfulness(cfg: ReportConfig, frames, progress=None) -> dict:
             continue
         k = len(pairs)
         maps = {m: out[n][:k, 0] for m, n in full.items()}
-        cost["box_cams"].append(t_cam / k)  # one engine call gives every method's maps
         t0 = time.perf_counter()
         maps["rise"] = rise(runner, x, detection_scores(pairs), n_masks=cfg.rise_masks, seed=cfg.seed)
         cost["rise"].append((time.perf_counter() - t0) / k)
@@ -212,7 +259,6 @@ def detection_faithfulness(cfg: ReportConfig, frames, progress=None) -> dict:
                     (deletion(curves, x, m[j], score, pc).auc, insertion(curves, x, m[j], score, pc).auc))
         if progress is not None:
             progress(1)
-    cost.update({m: cost["box_cams"] for m in full})
     return {m: {"deletion": float(np.nanmean([a for a, _ in v])), "insertion": float(np.nanmean([b for _, b in v])),
                 "boxes": len(v), "seconds_per_map": float(np.mean(cost[m])) if cost[m] else float("nan")}
             for m, v in rows.items()}
@@ -240,6 +286,15 @@ def estimate_seconds(cfg: ReportConfig, model: onnx.ModelProto, card, x: np.ndar
     return {"forward16_s": fwd16, "sections_s": parts, "total_s": sum(parts.values())}
 
 
+def estimate_text(est: dict, cfg: ReportConfig) -> str:
+    """The estimate as one line; it advises --quick only when the run is not already quick."""
+    shorter = "--rise-masks makes it shorter" if cfg.preset == "quick" else "--quick or --rise-masks make it shorter"
+    return (f"estimated time: about {max(1, round(est['total_s'] / 60))} min ("
+            + ", ".join(f"{k} {v / 60:.1f}" for k, v in est["sections_s"].items())
+            + f" min; from a 16-image U-Net forward of {est['forward16_s']:.2f} s measured now; RISE with "
+            f"{cfg.rise_masks} masks dominates: {shorter})")
+
+
 def run_report(out_dir: str | Path, cfg: ReportConfig = ReportConfig(), log=print, progress: bool = False) -> dict:
     """Run every section and write report.json and index.html; with `progress`, a bar per section."""
     from tqdm import tqdm
@@ -256,12 +311,10 @@ def run_report(out_dir: str | Path, cfg: ReportConfig = ReportConfig(), log=prin
     def bar(desc: str, total: int, unit: str):
         return tqdm(total=total, desc=desc, unit=unit, disable=not progress, leave=True)
 
+    t_start = time.perf_counter()
     frames = _frames(cfg, profile, card, cameras=detect)
     est = estimate_seconds(cfg, model, card, frames[0]["x"], detect)
-    log(f"estimated time: about {max(1, round(est['total_s'] / 60))} min ("
-        + ", ".join(f"{k} {v / 60:.1f}" for k, v in est["sections_s"].items())
-        + f" min; from a 16-image U-Net forward of {est['forward16_s']:.2f} s measured now; RISE with "
-        f"{cfg.rise_masks} masks dominates: --quick or --rise-masks make it shorter)")
+    log(estimate_text(est, cfg))
     explainer = SegmentationExplainer(model, card, cfg.backend, cfg.threads)
     names = [c.name for c in card.classes]
     with bar("explain frames", len(frames), "frame") as b:
@@ -269,12 +322,13 @@ def run_report(out_dir: str | Path, cfg: ReportConfig = ReportConfig(), log=prin
         for f in frames:
             runs.append(explainer.run(f["x"]))
             b.update(1)
-    report = {"config": asdict(cfg), "model": card.name, "classes": names, "estimate": est}
+    report = {"config": asdict(cfg), "model": card.name, "classes": names, "estimate": est,
+              "frames": [{"drive_seed": FRAME_SEED0 + i, "frame": FRAME_INDEX} for i in range(cfg.frames)]}
     report["conservativeness"] = conservativeness_table([r[0] for r in runs], explainer.graph, class_names=names)
     report["sanity"] = sanity_checks(cfg, model, card, frames[0]["x"], runs[0][1], bar)
-    out0, maps0, seconds0 = runs[0]
+    out0, maps0, _ = runs[0]
     report["segmentation_faithfulness"] = segmentation_faithfulness(cfg, model, card, frames[0]["x"], maps0,
-                                                                    out0[card.logits], seconds0, bar)
+                                                                    out0[card.logits], bar)
     if detect:
         with bar("detection: RISE, SIDU and curves per frame", len(frames), "frame") as b:
             report["detection_faithfulness"] = detection_faithfulness(cfg, frames, b.update)
@@ -287,6 +341,23 @@ def run_report(out_dir: str | Path, cfg: ReportConfig = ReportConfig(), log=prin
                                profile=profile, threads=cfg.threads or 1, out_dir=out)
             b.update(1)
         report["band_study"] = study.as_dict()
+    from ..runtime.backend_choice import machine_description
+    from ..detection.card import load_detector
+
+    det = load_detector(cfg.detector).card if detect else None
+    report["run"] = {
+        "model": f"{card.name} (card sha256 {card.sha256[:12]}...)",
+        "detector": f"{det.name} (card sha256 {det.sha256[:12]}...)" if det else "none (no detection sections)",
+        "backend": explainer.engine.describe_backend(), "precision": "fp32",
+        "data": (f"{cfg.frames} generated held-out test frame(s): drive seed(s) "
+                 f"{', '.join(str(FRAME_SEED0 + i) for i in range(cfg.frames))}, frame {FRAME_INDEX} of each; the sanity "
+                 f"checks and segmentation curves use the first"),
+        "preset": (f"quick (--quick: {', '.join(f'{k} {v}' for k, v in QUICK.items())})" if cfg.preset == "quick"
+                   else "full (the defaults)"),
+        "options": (f"frames {cfg.frames}, RISE masks {cfg.rise_masks}, perturbation steps {cfg.perturbation_steps}, "
+                    f"cascade depths {cfg.cascade_steps}, boxes per frame {cfg.boxes}, threads {cfg.threads or 'all'}"),
+        "date": utc_now(), "duration": duration_text(time.perf_counter() - t_start),
+        "machine": machine_text(machine_description())}
     (out / "report.json").write_text(json.dumps(report, indent=1, default=_json))
     _plots(out, report)
     _html(out / "index.html", report)
@@ -300,33 +371,37 @@ def _plots(out: Path, report: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    font = PLOT_FONT_PT
     cascade = report["sanity"]["cascading"]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), dpi=100)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.6), dpi=100)
     for ax, key in zip(axes, ("spearman", "ssim")):
         for method in cascade[0]["methods"]:
             ax.plot([c["depth"] for c in cascade], [c["methods"][method][key] for c in cascade], marker="o",
                     label=method)
         ax.axhline(0, color="grey", lw=0.5)
-        ax.set_xlabel("layers randomised, from the top")
-        ax.set_ylabel(f"{key} (trained vs randomised)")
-    axes[0].legend(fontsize=7)
-    fig.suptitle("cascading model-parameter randomisation (Adebayo et al. 2018)")
-    fig.tight_layout()
-    fig.savefig(out / "sanity_cascading.png")
+        ax.set_xlabel("layers randomised, from the top", fontsize=font)
+        ax.set_ylabel(f"{key} (trained vs randomised)", fontsize=font)
+        ax.tick_params(labelsize=font)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=font, loc="center left", bbox_to_anchor=(0.8, 0.5), frameon=False)
+    fig.suptitle("cascading model-parameter randomisation (Adebayo et al. 2018)", fontsize=font)
+    fig.tight_layout(rect=(0, 0, 0.8, 1))  # the legend beside the panels, over no line
+    fig.savefig(out / "sanity_cascading.png", bbox_inches="tight")
     plt.close(fig)
     for key in ("segmentation_faithfulness", "detection_faithfulness"):
         if key not in report:
             continue
         rows = report[key]
-        fig, ax = plt.subplots(figsize=(6.4, 3.2), dpi=100)
+        fig, ax = plt.subplots(figsize=(11, 4.8), dpi=100)
         xs = np.arange(len(rows))
         ax.bar(xs - 0.2, [r["deletion"] for r in rows.values()], 0.4, label="deletion AUC (lower is better)")
         ax.bar(xs + 0.2, [r["insertion"] for r in rows.values()], 0.4, label="insertion AUC (higher is better)")
-        ax.set_xticks(xs, list(rows), fontsize=7, rotation=20)
-        ax.legend(fontsize=7)
-        ax.set_title(key.replace("_", " "))
+        ax.set_xticks(xs, list(rows), fontsize=font, rotation=40, ha="right")  # long names: slanted, no overlap
+        ax.tick_params(axis="y", labelsize=font)
+        ax.legend(fontsize=font, loc="lower center", bbox_to_anchor=(0.5, 1.08), ncol=2, frameon=False)
+        ax.set_title(key.replace("_", " "), fontsize=font)
         fig.tight_layout()
-        fig.savefig(out / f"{key}.png")
+        fig.savefig(out / f"{key}.png", bbox_inches="tight")
         plt.close(fig)
 
 
@@ -367,23 +442,31 @@ def sanity_reading(cascade: list[dict]) -> str:
 def _table(header: list[str], rows: list[list]) -> str:
     e = html.escape
     fmt = (lambda v: f"{v:.3g}" if isinstance(v, float) else e(str(v)))
-    return ("<table border=1 style='border-collapse:collapse'><tr>" + "".join(f"<th>{e(h)}</th>" for h in header)
-            + "</tr>" + "".join("<tr>" + "".join(f"<td>{fmt(v)}</td>" for v in r) + "</tr>" for r in rows)
-            + "</table>")
+    return scroll("<table border=1><tr>" + "".join(f"<th>{e(h)}</th>" for h in header)
+                  + "</tr>" + "".join("<tr>" + "".join(f"<td>{fmt(v)}</td>" for v in r) + "</tr>" for r in rows)
+                  + "</table>")
+
+
+def _plot(name: str) -> str:
+    e = html.escape
+    return scroll(f"<a href='{e(name)}'><img class='plot' src='{e(name)}' alt='{e(name)}'></a>")
 
 
 def _html(path: Path, r: dict) -> None:
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>explanation reliability</title>",
-             "<style>body{font-family:sans-serif;margin:1em} td,th{padding:3px 6px;font-size:12px}</style></head><body>",
+    run = r.get("run", {})
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>explanation reliability</title>", PAGE_STYLE,
+             "</head><body>",
              f"<h1>Explanation reliability: {html.escape(r['model'])}</h1>",
-             f"<p>{r['config']['frames']} held-out generated frames. Numbers: <code>report.json</code>.</p>",
+             run_header([(k, run.get(k)) for k in ("model", "detector", "backend", "precision", "data", "preset",
+                                                  "options", "date", "duration", "machine")]),
+             "<p>Every number of this page is in <code>report.json</code>.</p>",
              "<h2>1. Conservativeness (paper 000)</h2><p>Residual |map sum over the class region - (logit sum - bias)| "
              "relative to the logit sum; conservative = below 1e-4 for every class and frame.</p>",
              _table(["method", "max residual", "median residual", "conservative"],
                     [[m, v["max"], v["median"], v["conservative"]] for m, v in r["conservativeness"].items()]),
              "<h2>2. Sanity checks (Adebayo et al. 2018)</h2><p>Maps of the trained model against those of the "
              "model with its top layers randomised (cascading, from the head down). What the numbers say for "
-             "this model:</p>", sanity_reading(r["sanity"]["cascading"]), "<img src='sanity_cascading.png'>"]
+             "this model:</p>", sanity_reading(r["sanity"]["cascading"]), _plot("sanity_cascading.png")]
     cascade = r["sanity"]["cascading"]
     methods = list(cascade[0]["methods"])
     parts.append(_table(["layers randomised", "down to"] + [f"{m} Spearman / SSIM" for m in methods],
@@ -400,10 +483,12 @@ def _html(path: Path, r: dict) -> None:
                      "<code>--random-labels-model</code>).</p>")
     parts.append("<h2>3. Insertion and deletion (Petsiuk et al. 2018; paper 001)</h2>"
                  "<p>AUC of the class (box) score as pixels are deleted (to zero) or inserted (into a blurred copy) "
-                 "in the order of each map, normalised by the unperturbed score; cost per map on this machine.</p>")
+                 "in the order of each map, normalised by the unperturbed score. Seconds per map: each method's own "
+                 "graph alone, timed on this machine in this run (median of 3 calls, all classes or boxes in one call, "
+                 "divided by their number); RISE and SIDU as run here.</p>")
     for key, title in (("segmentation_faithfulness", "segmentation classes"), ("detection_faithfulness", "detector boxes")):
         if key in r:
-            parts.append(f"<h3>{title}</h3><img src='{key}.png'>"
+            parts.append(f"<h3>{title}</h3>" + _plot(f"{key}.png")
                          + _table(["method", "deletion AUC", "insertion AUC", "seconds per map"],
                                   [[m, v["deletion"], v["insertion"], v["seconds_per_map"]] for m, v in r[key].items()]))
     if "band_study" in r:

@@ -52,11 +52,41 @@ def test_faithfulness_sections(report):
 def test_page_renders_every_image(report, tmp_path):
     out, r = report
     page = (out / "index.html").read_text()
-    images = re.findall(r"<img src='([^']+)'", page)
+    images = re.findall(r"<img[^>]* src='([^']+)'", page)
     assert "sanity_cascading.png" in images and all((out / i).is_file() for i in images)
-    probe = render(out / "index.html", tmp_path, width=1400)
-    assert probe["loaded"] == probe["images"] == len(images) and probe["overflow_x"] == 0
+    for width in (1400, 390):  # a desktop window, a phone
+        probe = render(out / "index.html", tmp_path / str(width), width=width)
+        assert probe["loaded"] == probe["images"] == len(images) and probe["overflow_x"] == 0, width
+        assert probe["min_font_px"] >= 13 and probe["min_plot_scale"] >= 0.999, (width, probe)
     assert np.isfinite(r["segmentation_faithfulness"]["rise"]["insertion"])
+
+
+def test_the_page_says_what_ran_and_each_method_costs_its_own(report):
+    out, r = report
+    page = (out / "index.html").read_text()
+    run = r["run"]
+    assert run["model"].startswith("unet_bundled_25pn (card sha256 ") and run["detector"].startswith("tiny_det_rgb_mir")
+    assert "drive seed(s) 2000, frame 30" in run["data"] and run["preset"] == "full (the defaults)"
+    assert "RISE masks 16, perturbation steps 4, cascade depths 2" in run["options"]
+    assert "UTC" in run["date"] and "cores (" in run["machine"]
+    assert page.index("What ran") < page.index("1. Conservativeness") and "drive seed(s) 2000, frame 30" in page
+    assert r["frames"] == [{"drive_seed": 2000, "frame": 30}]
+    seg, det = r["segmentation_faithfulness"], r["detection_faithfulness"]
+    # each in-graph method timed on its own graph: Score-CAM's masked forwards cost several Grad-CAMs (about 12x
+    # measured), EigenCAM needs no backward at the detector's boxes
+    assert seg["scorecam"]["seconds_per_map"] > 3 * seg["seg_gradcam"]["seconds_per_map"]
+    assert len({round(v["seconds_per_map"], 6) for k, v in seg.items() if k in SEG_METHODS}) > 3
+    assert det["box_eigencam"]["seconds_per_map"] < det["box_gradcam"]["seconds_per_map"]
+
+
+def test_the_estimate_advises_quick_only_when_not_quick():
+    from hsi_xai_node.reliability.config import ReportConfig
+    from hsi_xai_node.reliability.report import estimate_text
+
+    est = {"total_s": 600, "sections_s": {"segmentation": 500, "band study": 100}, "forward16_s": 1.0}
+    assert "--quick or --rise-masks" in estimate_text(est, ReportConfig())
+    quick = estimate_text(est, ReportConfig(preset="quick"))
+    assert "--quick" not in quick and "--rise-masks makes it shorter" in quick
 
 
 def test_sanity_reading_follows_the_numbers():
