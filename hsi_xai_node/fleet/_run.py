@@ -13,6 +13,7 @@ made from the same bag, configuration and models. The report: `OUT/fleet.json`, 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from collections import deque
@@ -20,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
+from ..report_page import utc_now
+from ..runtime.backend_choice import machine_description
 from ..transports.config import NodeConfig, load_config
 from ..transports.output_dir import check_space, disk_bytes, prepare_dir, read_marker
 from ._inputs import Shard, digest, find_bags, plan_shards, shard_doc
@@ -115,6 +118,20 @@ def _wanted(config: NodeConfig, summaries: list[dict]) -> set[str]:
     return topics
 
 
+def _model_facts(config: NodeConfig) -> dict:
+    """The models a run used, with their cards' hashes (what the report names)."""
+    from ..detection.card import DetectorCard
+    from ..model_card import ModelCard
+
+    seg = config.pipeline_config()
+    out = {"model": seg.model, "model_sha256": ModelCard.load(seg.card or Path(seg.model).with_suffix(".json")).sha256}
+    det = config.detection_config()
+    if det is not None:
+        out |= {"detector": det.model,
+                "detector_sha256": DetectorCard.load(det.card or Path(det.model).with_suffix(".json")).sha256}
+    return out
+
+
 def _start_ray(workers: int | None, address: str | None, env: dict) -> bool:
     """Start (or join) Ray; True when this call started it (and so shuts it down)."""
     import ray
@@ -126,6 +143,9 @@ def _start_ray(workers: int | None, address: str | None, env: dict) -> bool:
     if address:
         ray.init(address=address, log_to_driver=False, runtime_env=runtime_env)
     else:  # a private local instance, on loopback only
+        # Ray enables token authentication for every cluster and says so at every start: for a private instance
+        # on loopback that line is noise (the authentication stays on)
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         ray.init(num_cpus=workers or os.cpu_count(), include_dashboard=False, log_to_driver=False,
                  _node_ip_address="127.0.0.1", runtime_env=runtime_env)
     return True
@@ -304,7 +324,9 @@ def run_fleet(input, output, config: NodeConfig | None = None, workers: int | No
     fs.bad_total = sum((d["summary"] or {}).get("bad_total", 0) for d in docs)
     fs.fps = fs.frames_processed / fs.wall_s if fs.wall_s > 0 else 0.0
     write_report(out, fs, docs, {"input": str(input), "run_key": run_key, "shard_seconds": shard_seconds,
-                                 "config": asdict(config)})
+                                 "config": asdict(config), "models": _model_facts(config), "date": utc_now(),
+                                 "workers": workers, "address": address or "a local Ray instance",
+                                 "machine": machine_description()})
     return fs
 
 

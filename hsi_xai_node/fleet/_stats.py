@@ -17,14 +17,28 @@ from collections import Counter
 import cv2
 import numpy as np
 
-# criterion -> (what it means, how a frame scores: higher is more worth a look)
+# The activation maps add up to the logits up to float32 rounding (a relative residual of about 1e-7 on the
+# bundled models): only a residual above this is a finding (the reliability report's "conservative" threshold)
+RESIDUAL_WORTH = 1e-4
+
+# criterion -> (what it means and how frames are chosen, how a frame scores: higher is more worth a look, None: not
+# a finding at all)
 CRITERIA = {
-    "low_margin": ("lowest prediction margin (mean p1 - p2): the model is unsure", lambda f: -f["margin"]),
-    "method_disagreement": ("largest disagreement between the Grad-CAM-family and the activation maps "
-                            "(1 - correlation over each predicted class)", lambda f: f["disagreement"]),
-    "residual": ("largest conservativeness residual of the activation maps (logit units)", lambda f: f["residual"]),
-    "saturation": ("most saturated raw pixels (fraction)", lambda f: f["saturation"] or None),
+    "low_margin": ("lowest prediction margin (mean softmax p1 - p2 over the frame; 0 = two classes tie everywhere): "
+                   "the model is unsure. Ranked, no threshold", lambda f: -f["margin"]),
+    "method_disagreement": ("largest disagreement between the Grad-CAM-family and the activation maps (1 - their "
+                            "correlation over each predicted class, 0 to 2). Ranked, no threshold",
+                            lambda f: f["disagreement"]),
+    "residual": (f"conservativeness residual of the activation maps above {RESIDUAL_WORTH:g} (relative to the class's "
+                 "logit sum; float rounding leaves about 1e-7): the maps no longer add up to the logits",
+                 lambda f: f["residual"] if f["residual"] > RESIDUAL_WORTH else None),
+    "saturation": ("most saturated raw pixels (share of the frame's pixels with a band at full scale)",
+                   lambda f: f["saturation"] or None),
 }
+EMPTY = {"low_margin": "no frame was segmented.", "method_disagreement": "no frame had both maps to compare.",
+         "residual": f"no frame's residual is above {RESIDUAL_WORTH:g}: the activation maps add up to the logits "
+                     "everywhere (float rounding only).",
+         "saturation": "no frame has a saturated raw pixel."}
 TOP_K = 8
 THUMB_WIDTH = 160
 
@@ -124,6 +138,7 @@ def merge_stats(parts: list[dict], top_k: int = TOP_K) -> dict:
             out["worth_a_look"][c] += items
     for c, items in out["worth_a_look"].items():
         score_of = CRITERIA[c][1]
-        out["worth_a_look"][c] = sorted(items, key=lambda f: -score_of(f))[:top_k]
+        kept = [f for f in items if score_of(f) is not None]  # shards from before a threshold, resumed
+        out["worth_a_look"][c] = sorted(kept, key=lambda f: -score_of(f))[:top_k]
     out["class_pixels"], out["detections"] = dict(out["class_pixels"]), dict(out["detections"])
     return out
