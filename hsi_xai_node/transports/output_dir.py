@@ -72,7 +72,8 @@ def check_replaceable(path: str | Path, overwrite: bool, what: str = "output") -
     if not path.exists() and not path.is_symlink():
         return
     if not overwrite:
-        raise InputError(f"{what} {path} exists; pass overwrite=True (--overwrite) to replace it")
+        raise InputError(f"{what} {path} exists: choose another path, or replace it with --overwrite (the "
+                         "overwrite option of the Python API)")
     if path.is_symlink():
         raise InputError(f"{what} {path} is a symbolic link: not replacing it; remove it yourself or choose "
                          "another path")

@@ -152,6 +152,11 @@ class _McapStreamInput:
 def _open_input(path: Path):
     from rosbags.rosbag2 import Reader
 
+    if not path.exists():
+        raise InputError(f"input bag {path}: no such file or directory")
+    if path.is_dir() and not (path / "metadata.yaml").is_file() and not any(path.glob("*.mcap")):
+        raise InputError(f"input bag {path}: cannot be opened: a directory without a rosbag2 metadata.yaml or an "
+                         f".mcap file (it holds {_listing(path)})")
     try:
         reader = Reader(path)
         reader.open()
@@ -160,11 +165,31 @@ def _open_input(path: Path):
         files = [path] if path.suffix == ".mcap" and path.is_file() else sorted(path.glob("*.mcap"))
         try:
             src = _McapStreamInput(files) if files else None
-        except Exception:  # noqa: BLE001 - not MCAP at all: report rosbags' reason below
+        except Exception:  # noqa: BLE001 - not MCAP at all: report the reason below
             src = None
         if src is not None and src.conns:
             return src
-        raise InputError(f"input bag {path}: cannot be opened ({_why(exc)})") from None
+        raise InputError(f"input bag {path}: cannot be opened: {_plain_reason(exc, files)}") from None
+
+
+def _listing(path: Path, shown: int = 4) -> str:
+    names = sorted(p.name for p in path.iterdir())
+    return "nothing" if not names else ", ".join(names[:shown]) + (f", ... ({len(names)} entries)"
+                                                                   if len(names) > shown else "")
+
+
+def _plain_reason(exc: Exception, mcap_files: list) -> str:
+    """Why a bag cannot be opened, in this project's words; the library's own message only where no plainer
+    reason is known (without its exception type)."""
+    text = " ".join(str(exc).split())[:200]
+    if mcap_files:
+        return ("its .mcap file has no readable records (not MCAP, or damaged from its first bytes); a recording "
+                "cut short later is read up to the cut")
+    if "metadata" in text.lower() or "yaml" in type(exc).__name__.lower():
+        return f"its metadata.yaml is not a rosbag2 description ({text})"
+    if "sqlite" in type(exc).__module__ or "database" in text.lower():
+        return f"its sqlite3 storage is damaged ({text})"
+    return text or "its files cannot be read"
 
 
 # --- what a replay runs: the pipelines, and (for a shard of a bag) a time window ----------------------

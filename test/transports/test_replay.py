@@ -246,10 +246,25 @@ def test_garbage_bag_is_an_input_error(tmp_path, config, in_mcap):
         with open(file, "r+b") as f:
             f.write(os.urandom(4096))
     bag = corrupted_copy(in_mcap, tmp_path / "garbage", garble)
-    with pytest.raises(InputError, match="cannot be opened"):
+    with pytest.raises(InputError, match="cannot be opened: its .mcap file has no readable records") as info:
         replay(bag, tmp_path / "out", config, progress=False)
+    assert "Error" not in str(info.value) and "rosbags" not in str(info.value)  # the project's words
     assert not (tmp_path / "out").exists()
     no_leftovers(tmp_path / "out")
+
+
+def test_inputs_that_are_not_bags_are_named_plainly(tmp_path, config):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match=r"input bag .*empty: cannot be opened: a directory without a rosbag2 "
+                                         r"metadata.yaml or an .mcap file \(it holds nothing\)$"):
+        replay(empty, tmp_path / "out", config, progress=False)
+    (empty / "notes.txt").write_text("x")
+    with pytest.raises(InputError, match=r"\(it holds notes.txt\)$"):
+        replay(empty, tmp_path / "out", config, progress=False)
+    with pytest.raises(InputError, match=r"input bag .*nowhere: no such file or directory$"):
+        replay(tmp_path / "nowhere", tmp_path / "out", config, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
 
 
 def test_truncated_bag_keeps_the_frames_before_the_cut(tmp_path, config, in_mcap):
@@ -265,7 +280,8 @@ def test_truncated_bag_keeps_the_frames_before_the_cut(tmp_path, config, in_mcap
 def test_output_is_never_half_written(tmp_path, config, in_mcap, monkeypatch):
     out = tmp_path / "out"
     out.mkdir()
-    with pytest.raises(InputError, match="exists; pass overwrite=True"):
+    with pytest.raises(InputError, match=r"exists: choose another path, or replace it with --overwrite \(the "
+                                         r"overwrite option of the Python API\)$"):
         replay(in_mcap, out, config, progress=False)
 
     def fail(self):
