@@ -588,6 +588,9 @@ def _strength_html(rows: list, scale: str) -> str:
             "and drives, not classes within a frame.</p>" if dim else
             "<p>Every class's maps reach at least "
             f"{DIM_RATIO:.0%} of the card's reference on these frames.</p>")
+    note += ("<p>The detection overlay also blends each pixel by its own value (dark where the box's map is low): a "
+             "box whose map peaks at one spot shows mostly the camera image around that spot, however high the peak."
+             "</p>")
     return ("<h3>How strong each class's maps are against the card's scale</h3>" + note
             + scroll("<table border=1><tr><th>overlay</th><th>class</th><th>card reference (full colour)</th><th>peak "
                      "on this drive (median over maps)</th><th>peak / reference</th><th>maps</th></tr>" + body
