@@ -157,6 +157,9 @@ def main(out_dir: str, params: str, bad_model: str, detector: str) -> int:
         assert spin_until(lambda: any(counted(d) for d in diags), 15), f"no drop counted: {diags[-1:]}"
         result["active_diagnostics"] = next(d for d in diags if counted(d))
         result["old_frame_processed"] = old in got["labels"]
+        # age checks off again: on a loaded machine a fresh frame's encode and delivery can take over a second,
+        # and what follows tests the lifecycle, not the age limit
+        result["set"]["max_input_age_s_off"] = set_parameter("max_input_age_s", 0.0)
         # 5. deactivate: no inputs; activate again; cleanup; shutdown
         result["deactivate"] = transition(Transition.TRANSITION_DEACTIVATE)
         spin_until(lambda: False, 1.0)
@@ -167,14 +170,22 @@ def main(out_dir: str, params: str, bad_model: str, detector: str) -> int:
         result["processed_while_inactive"] = idle in got["labels"]
         result["reactivate"] = transition(Transition.TRANSITION_ACTIVATE)
         assert spin_until(lambda: raw_pub.get_subscription_count() > 0, 10)
-        again = now_ns()
-        png(raw_pub, gen.frame(LATE_FRAME).raw, "hsi_camera", again)
-        result["processed_after_reactivate"] = spin_until(lambda: again in got["labels"], 60)
+        # the publisher may see the new subscription before the subscription has matched the publisher, and a
+        # volatile topic does not keep a message published in between: a frame is sent again (new stamp) until
+        # one is processed, and how many were sent is recorded
+        result["processed_after_reactivate"] = False
+        for attempt in range(1, 5):
+            again = now_ns()
+            png(raw_pub, gen.frame(LATE_FRAME).raw, "hsi_camera", again)
+            if spin_until(lambda: again in got["labels"], 20):
+                result["processed_after_reactivate"] = True
+                result["frames_sent_after_reactivate"] = attempt
+                break
         result["deactivate_2"] = transition(Transition.TRANSITION_DEACTIVATE)
         result["cleanup"] = transition(Transition.TRANSITION_CLEANUP)
         result["shutdown"] = transition(Transition.TRANSITION_UNCONFIGURED_SHUTDOWN)
         np.savez(out / "outputs.npz", labels=got["labels"][stamp], detection_overlay=got["detection_overlay"][stamp],
-                 late_labels=got["labels"][again])
+                 late_labels=got["labels"].get(again, np.zeros(0, np.uint8)))
         (out / "result.json").write_text(json.dumps(result, indent=1))
         return 0
     finally:

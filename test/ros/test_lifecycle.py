@@ -67,7 +67,7 @@ def test_descriptors_carry_ranges_and_ros_refuses_what_they_exclude(bringup):
         assert not s[name]["successful"] and "range" in s[name]["reason"].lower(), s[name]
     # the exclusive end (memory must be > 0) is the node's own check, with its reason
     assert not s["memory_limit_mb_zero"]["successful"] and "memory_limit_mb" in s["memory_limit_mb_zero"]["reason"]
-    assert s["overlay_alpha"]["successful"] and s["max_input_age_s"]["successful"]
+    assert s["overlay_alpha"]["successful"] and s["max_input_age_s"]["successful"] and s["max_input_age_s_off"]["successful"]
 
 
 def test_compressed_inputs_give_the_offline_outputs(bringup, tiny_detector):
