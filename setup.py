@@ -39,7 +39,10 @@ setup(
                  "mcap>=1.1", "mcap-ros2-support>=0.5",  # these two: an independent bag reader
                  "scikit-image>=0.22",  # the reliability toolkit's similarity measures (brings scipy)
                  "ray>=2.40",  # the fleet tests run a local Ray instance
-                 "openvino>=2025.0"],  # the OpenVINO backend's tests (then also what `auto` picks on a CPU)
+                 "openvino>=2025.0",  # the OpenVINO backend's tests (then also what `auto` picks on a CPU)
+                 # the white-box attributions' references (Zennit, the LRP reference, is installed beside with
+                 # --no-deps by the test command: its wheel requires torchvision, which it never calls here)
+                 "captum>=0.8"],
         # Many bags at once, on this machine or a Ray cluster (hsi-xai fleet, hsi_xai_node.fleet).
         "fleet": ["ray>=2.40"],
         # Explanation reliability toolkit (hsi_xai_node.reliability): Spearman (scipy) and SSIM.

@@ -19,6 +19,13 @@ where the papers leave a choice):
                     TensorRT), the sign chosen so
                     the projection correlates positively with sum_k A_k; gradient-free, so the same map
                     in every row                                                   (Muhammad 2020)
+    fem             FEM: sum_k mean_xy(A_k) B_k, B_k = 1 where A_k >= mean_xy(A_k) + K std_xy(A_k) (the K-sigma
+                    rule, population std), else 0; gradient-free and class-agnostic like EigenCAM, no ReLU
+                    (the layers it reads follow one). K = `fem_k`, default 2: the authors' released code and
+                    Xplique default to 2 (the "rare, strong" features, about the top 2% of a Gaussian channel);
+                    the review reports K = 1 for their experiments, which marks about 16% of every channel.
+                    pytorch-grad-cam's FEM is another formula (the share of pixels over the threshold times A_k)
+                                                                                   (Fuad 2020; paper 003 eq. 26)
 
 At the input of a final 1x1 conv z = W A + b (the segmentation U-Net's penultimate layer) the
 gradient is known in closed form, G_ck = w_ck * region_c, and every method reduces to a few
@@ -36,6 +43,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import onnx
 
 from ._graph import Builder, ExplainError
 
@@ -62,6 +70,7 @@ class CamContext:
     grad: str | None = None  # G, (rows, C, h, w)
     head: Head | None = None
     xres_window: int = 2
+    fem_k: float = 2.0
 
     @property
     def channels(self) -> int:
@@ -263,6 +272,21 @@ def eigencam(ctx: CamContext) -> str:
     sign = b.op("Where", [b.op("Less", [agree, b.const(0.0)], "eigen_flip"), b.const(-1.0), b.const(1.0)], "eigen_sign")
     cam1 = b.op("Reshape", [b.op("Mul", [proj, sign]), b.ints([1, 1, h, w])], "eigencam_one")
     return _relu(ctx, b.op("Expand", [cam1, b.ints([ctx.rows, 1, h, w])], "eigencam_rows"), "eigencam")
+
+
+@cam("fem", gradient=False)
+def fem(ctx: CamContext) -> str:
+    b, c, (h, w) = ctx.b, ctx.channels, ctx.hw
+    mean = b.reduce("ReduceMean", ctx.layer, [2, 3], 1, "fem_mean")  # (1, C, 1, 1)
+    centred = b.op("Sub", [ctx.layer, mean], "fem_centred")
+    std = b.op("Sqrt", [b.reduce("ReduceMean", b.op("Mul", [centred, centred]), [2, 3], 1, "fem_var")], "fem_std")
+    threshold = b.op("Add", [mean, b.op("Mul", [std, b.const(float(ctx.fem_k), "fem_k")])], "fem_threshold")
+    strong = b.op("Cast", [b.op("GreaterOrEqual", [ctx.layer, threshold], "fem_strong")], "fem_binary",
+                  to=onnx.TensorProto.FLOAT)
+    flat = b.op("MatMul", [b.op("Reshape", [mean, b.ints([1, c])], "fem_weights"),
+                           b.op("Reshape", [strong, b.ints([c, h * w])], "fem_binary_2d")], "fem_flat")
+    one = b.op("Reshape", [flat, b.ints([1, 1, h, w])], "fem_one")
+    return b.op("Expand", [one, b.ints([ctx.rows, 1, h, w])], "fem")
 
 
 def build_cam(name: str, ctx: CamContext) -> tuple[str, bool]:

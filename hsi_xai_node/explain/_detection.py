@@ -44,6 +44,7 @@ class DetectionExplainConfig:
     upsample: bool = True
     uint8: bool = True
     xres_window: int = 2
+    fem_k: float = 2.0  # box_fem: the K-sigma rule's K (_cams.py)
 
     def validated(self) -> "DetectionExplainConfig":
         bad = [m for m in self.methods if m not in BOX_METHODS]
@@ -107,7 +108,8 @@ def build_detection_explainer(model: onnx.ModelProto, input_name: str, scores: s
     in_hw = in_shape[1:3] if layout == "nhwc" else in_shape[2:4]
     maps = MapWriter(b, eg, k, config.upsample, config.uint8, in_hw)
     for layer in targets:
-        ctx = CamContext(b, k, layer, grad=grads.get(layer), xres_window=config.xres_window)
+        ctx = CamContext(b, k, layer, grad=grads.get(layer), xres_window=config.xres_window,
+                         fem_k=config.fem_k)
         for method in cams:
             cam_map, signed = build_cam(BOX_CAMS[method], ctx)
             maps.finish(cam_map, method, layer, signed=signed)

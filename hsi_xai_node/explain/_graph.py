@@ -58,6 +58,11 @@ class Builder:
             raise ExplainError(f"tensor {tensor!r} has a dynamic shape {dims}: export the model at a fixed shape")
         return dims
 
+    def copy_type(self, tensor: str, to: str) -> None:
+        """`to` (a new tensor) has `tensor`'s element type and shape: a copy of the forward computes it."""
+        if tensor in self._types:
+            self._types[to] = self._types[tensor]
+
     def constant(self, tensor: str) -> np.ndarray | None:
         """The value of an initializer or Constant output, else None."""
         t = self._consts.get(tensor)

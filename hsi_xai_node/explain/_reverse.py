@@ -11,7 +11,7 @@ from __future__ import annotations
 import onnx
 
 from ._graph import Builder, ExplainError
-from .rules import RULES, RuleContext
+from .rules import GRADIENT, RULES, Propagation, RuleContext, first_layers
 
 BACKWARD_SCOPE = "backward"
 
@@ -33,12 +33,15 @@ def influences(graph, start: set[str]) -> set[str]:
     return reach
 
 
-def append_backward(b: Builder, seeds: dict[str, str], targets: list[str], batch: int) -> dict[str, str]:
+def append_backward(b: Builder, seeds: dict[str, str], targets: list[str], batch: int,
+                    propagation: Propagation = GRADIENT) -> dict[str, str]:
     """Differentiate `sum(seed * output)` for each seed row with respect to each target.
 
     `seeds` maps forward output tensors to cotangent tensors already in the graph
     (shape: the output's with axis 0 = `batch`). Returns target -> gradient tensor
-    name (shape: the target's with axis 0 = `batch`).
+    name (shape: the target's with axis 0 = `batch`). With another `propagation` than the
+    gradient, what flows back is that propagation's quantity (relevance, a guided gradient...),
+    each op through the rule the propagation maps it to.
     """
     graph = b.graph
     produced = {o for n in graph.node for o in n.output} | {v.name for v in graph.input}
@@ -52,6 +55,7 @@ def append_backward(b: Builder, seeds: dict[str, str], targets: list[str], batch
         if t not in backward:
             raise ExplainError(f"target {t!r} does not influence the seeded outputs {sorted(seeds)}")
     cots: dict[str, list[str]] = {o: [s] for o, s in seeds.items()}
+    first = first_layers(graph) if propagation.first else set()
 
     def total(tensor: str) -> str | None:
         parts = cots.get(tensor)
@@ -72,13 +76,14 @@ def append_backward(b: Builder, seeds: dict[str, str], targets: list[str], batch
             out_cots = [total(o) for o in node.output]
             if all(c is None for c in out_cots):
                 continue
-            fn = RULES.get(node.op_type)
+            fn = propagation.rule(node.op_type, (node.name or node.output[0]) in first)
             if fn is None:
                 hit = next((t for t in targets if any(i in _closure_forward(graph, {t}) for i in node.input if i)),
                            targets[0])
+                known = sorted(set(RULES) | set(propagation.layers))
                 raise ExplainError(
-                    f"no backward rule for op {node.op_type!r} (node {node.name!r}) on the path to target {hit!r}; "
-                    f"supported ops: {', '.join(sorted(RULES))}")
+                    f"no backward rule for op {node.op_type!r} (node {node.name!r}) on the path to target {hit!r} "
+                    f"({propagation.name}); supported ops: {', '.join(known)}")
             in_cots = fn(RuleContext(node=node, b=b, out_cots=out_cots, needs=needs, batch=batch))
             for tensor, need, cot in zip(node.input, needs, in_cots):
                 if need and cot is not None:

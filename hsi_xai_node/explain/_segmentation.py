@@ -32,13 +32,15 @@ from ._cams import CAMS, CamContext, Head, build_cam
 from ._graph import Builder, ExplainError
 from ._maps import ExplainGraph, MapOutput, MapWriter, resolve_layer  # noqa: F401  (MapOutput re-exported)
 from ._reverse import append_backward
+from ._attributions import INPUT_METHODS, PathOptions, append_input_attributions
+from ._composites import LrpOptions
 from ._scorecam import append_scorecam
 
 # segmentation method name -> the CAM table's (_cams.CAMS)
 CAM_METHODS = {"seg_gradcam": "gradcam", "seg_gradcam_signed": "gradcam_signed", "hires": "hires",
                "gradcam_pp": "gradcam_pp", "xgradcam": "xgradcam", "layercam": "layercam", "seg_xres": "xres",
-               "eigencam": "eigencam"}
-METHODS = ("activation", *CAM_METHODS, "scorecam", "spectral")
+               "eigencam": "eigencam", "fem": "fem"}
+METHODS = ("activation", *CAM_METHODS, "scorecam", "spectral", *INPUT_METHODS)
 GRADIENT_METHODS = tuple(m for m, c in CAM_METHODS.items() if CAMS[c].gradient)
 SEEDS = ("predicted", "roi", "pixel")
 UINT8_ROWS = ("classes", "predicted")
@@ -58,6 +60,9 @@ class SegmentationExplainConfig:
     # scaled by that class's scale: what a fused overlay shows (the node's default), a fifth of the work
     uint8_rows: str = "classes"
     xres_window: int = 2  # seg_xres: gradients max-pooled over windows of this many pixels per side
+    fem_k: float = 2.0  # fem: a channel's pixels at or above its mean + fem_k standard deviations are "strong"
+    lrp: LrpOptions = LrpOptions()  # the LRP methods' epsilon, gamma and stabiliser (_composites.py)
+    paths: PathOptions = PathOptions()  # SmoothGrad's samples and noise, integrated gradients' steps, baselines
 
     def validated(self) -> "SegmentationExplainConfig":
         bad = [m for m in self.methods if m not in METHODS]
@@ -69,6 +74,8 @@ class SegmentationExplainConfig:
             raise ExplainError("top_k must be >= 0")
         if self.uint8_rows not in UINT8_ROWS:
             raise ExplainError(f"uint8_rows must be one of {list(UINT8_ROWS)}, got {self.uint8_rows!r}")
+        if not 0.0 <= self.fem_k <= 10.0:
+            raise ExplainError(f"fem_k must be 0..10 standard deviations, got {self.fem_k}")
         if not 1 <= self.xres_window <= 64:
             raise ExplainError(f"xres_window must be 1..64 pixels, got {self.xres_window}")
         return self
@@ -199,10 +206,17 @@ def build_segmentation_explainer(model: onnx.ModelProto, input_name: str, logits
     wanted_cams = [m for m in cfg.methods if m in CAM_METHODS]
     want_spectral = "spectral" in cfg.methods
     want_score = "scorecam" in cfg.methods
+    inputs = [m for m in cfg.methods if m in INPUT_METHODS]
+    region = seeds.region() if (wanted_cams or want_spectral or want_score or inputs) else None
+    if inputs:
+        if tuple(b.shape(logits)[2:]) != tuple(b.shape(input_name)[2:]):
+            raise ExplainError(f"input attributions need logits at the input's size: {b.shape(logits)} vs "
+                               f"{b.shape(input_name)}")
+        append_input_attributions(b, maps, logits, seeds.seed(region), region, input_name, classes, inputs,
+                                  cfg.lrp, cfg.paths)
     if wanted_cams or want_spectral or want_score:
         layer_targets = list(dict.fromkeys(resolve_layer(layers, n, b) for n in cfg.layers)) \
             if wanted_cams or want_score else []
-        region = seeds.region()
         head_input = _linear_head_input(b, logits)
         need_grads = any(CAMS[CAM_METHODS[m]].gradient for m in wanted_cams)
         # the head input has its gradient in closed form; other layers (and the input) need the backward pass
@@ -214,7 +228,7 @@ def build_segmentation_explainer(model: onnx.ModelProto, input_name: str, logits
             head = Head(w, region, logit_minus_bias(bias))
         for layer in layer_targets:
             ctx = CamContext(b, classes, layer, grad=grads.get(layer), head=head if layer == head_input else None,
-                             xres_window=cfg.xres_window)
+                             xres_window=cfg.xres_window, fem_k=cfg.fem_k)
             for method in wanted_cams:
                 cam_map, signed = build_cam(CAM_METHODS[method], ctx)
                 maps.finish(cam_map, method, layer, signed=signed)

@@ -91,6 +91,39 @@ def test_every_method_every_class_matches_its_formula(tiny):  # noqa: F811 (the 
         assert err < 1e-4, (layer, err, s[:3])
 
 
+def ref_fem(a, k, slack=0.0):
+    """Paper 003 eq. 26 (Fuad 2020): sum_k mean(A_k) * [A_k >= mean(A_k) + K std(A_k)], population std; the
+    threshold moved by `slack` (in units of each channel's spread) to bound what float32 rounding may flip."""
+    mean = a.mean(axis=(1, 2), keepdims=True)
+    std = a.std(axis=(1, 2), keepdims=True)
+    strong = a >= mean + k * std + slack * (np.abs(mean) + std)
+    return (mean * strong).sum(0)
+
+
+@pytest.mark.parametrize("k", [2.0, 1.0, 0.0])
+def test_fem_every_layer_matches_the_k_sigma_formula(tiny, k):  # noqa: F811 (the fixture)
+    """FEM at each layer for K = 2 (the default), 1 (the review's) and 0 (above the mean): one map for every
+    class. A pixel within float32 rounding of a channel's threshold may fall either side, so the map is checked
+    between the formula with the threshold raised and lowered by 1e-5 of the channel's spread (the weights are
+    ReLU means, >= 0: the map only grows as the threshold falls)."""
+    model, m, x = tiny
+    layers = ("penultimate", "bottleneck", "dec2")
+    eg = build_segmentation_explainer(m, "input", "logits", LAYERS,
+                                      SegmentationExplainConfig(methods=("fem",), layers=layers, upsample=False,
+                                                                uint8=False, fem_k=k))
+    assert_tensorrt_compatible(eg.model, "FEM explain graph")
+    out = run(eg, {"input": x})
+    _, acts, _, _ = reference(model, x, np.ones((3, 1) + x.shape[2:]), ["dec1", "bottleneck", "dec2"])
+    for layer in ("dec1", "bottleneck", "dec2"):
+        a = acts[layer][0]
+        got = ours(eg, out, "fem", layer)
+        assert np.array_equal(got[0], got[-1])  # class-agnostic
+        low, high = ref_fem(a, k, 1e-5), ref_fem(a, k, -1e-5)
+        tol = 1e-6 * np.abs(a.mean(axis=(1, 2))).sum()
+        assert (got[0, 0] >= low - tol).all() and (got[0, 0] <= high + tol).all(), layer
+        assert (low > 0).any() and (low < low.max()).any(), layer  # some pixels strong, some not
+
+
 def test_eigencam_power_iteration_against_svd_on_a_hard_spectrum():
     """How close EIGEN_ITERATIONS power iterations come to the SVD when the two largest singular values are
     close (gap 5%): the error shrinks like (s2/s1)^(2n)."""

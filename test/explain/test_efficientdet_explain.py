@@ -115,13 +115,13 @@ def test_box_gradcam_of_kept_boxes_matches_autograd(detector, k, kept):
 def test_the_cam_family_and_camera_attributions_per_box_match_autograd(detector):
     """Every per-box CAM method, and gradient x input per input channel inside each kept box (the camera
     shares of a detection), against float64 autograd."""
-    from test.explain.test_cams import ref_gradcam_pp, ref_layercam, ref_xgradcam, ref_xres
+    from test.explain.test_cams import ref_fem, ref_gradcam_pp, ref_layercam, ref_xgradcam, ref_xres
 
     model64, m = detector
     x = image(SEED_X)
     k = 5
     methods = ("box_gradcam_pp", "box_xgradcam", "box_layercam", "box_xres", "box_hires", "box_eigencam",
-               "box_spectral", "box_input_x_gradient")
+               "box_fem", "box_spectral", "box_input_x_gradient")
     eg = build_detection_explainer(m, "image", "scores", {"class_head_input": "bifpn_p2"},
                                    DetectionExplainConfig(layers=("class_head_input",), top_k=k, methods=methods,
                                                           upsample=False, uint8=False),
@@ -157,3 +157,10 @@ def test_the_cam_family_and_camera_attributions_per_box_match_autograd(detector)
     assert covered >= 2
     eigen = by_method["box_eigencam"]
     assert all(np.array_equal(eigen[0], eigen[r]) for r in range(k))  # one map for every box
+    fem = by_method["box_fem"]
+    assert all(np.array_equal(fem[0], fem[r]) for r in range(k))
+    # pixels where a channel sits within float32 rounding of its K-sigma threshold may fall either side: left out
+    mean, std = a.mean(axis=(1, 2), keepdims=True), a.std(axis=(1, 2), keepdims=True)
+    clear = (np.abs(a - (mean + 2.0 * std)) > 1e-5 * (np.abs(mean) + std)).all(0)
+    assert clear.mean() > 0.99
+    assert relative_error(fem[0, 0][clear], ref_fem(a, 2.0)[clear]) < 1e-5

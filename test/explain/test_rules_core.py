@@ -81,7 +81,7 @@ def test_unsupported_op_on_the_path_names_op_node_target_and_supported_list():
     from onnx import TensorProto, helper
     m.graph.input.append(helper.make_tensor_value_info("seed", TensorProto.FLOAT, [2, 2, 3, 3]))
     with pytest.raises(ExplainError, match=r"no backward rule for op 'Erf' \(node 'erf_under_test'\) on the path "
-                                           r"to target 'x'; supported ops: .*Conv.*Relu"):
+                                           r"to target 'x' \(gradient\); supported ops: .*Conv.*Relu"):
         gradients(m, {"y": "seed"}, ["x"], batch=2)
 
 

@@ -1,15 +1,23 @@
-"""Backward rules, one per ONNX op type, gathered into one table (like JAX's transpose rules).
+"""Backward rules, one per ONNX op type, gathered into one table (like JAX's transpose rules), and the
+propagations that choose among them (like Zennit's composites).
 
 A rule receives a `RuleContext` and returns, for each input of the node, the name of
 its cotangent tensor or None (input not on the path, or not differentiable). Cotangent
 tensors have the forward tensor's shape with axis 0 replaced by the seed batch: class c
 (or box k) rides in batch row c, while the forward pass itself has batch 1.
+
+`RULES` is the gradient: each op's vector-Jacobian product. A `Propagation` maps op types to
+other rules where a method propagates something else than the gradient (guided backprop's ReLU,
+LRP's relevance through linear layers, ...), separately for the linear layers that read the model
+input (`first`: Zennit's "first layer", where composites put Flat or z-box); every op it does not
+name keeps its gradient rule. So the plain gradient, guided backprop, DeepLIFT and each LRP
+variant are each a table, and no rule asks which method is running.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from onnx import NodeProto, helper
 
@@ -83,5 +91,41 @@ class RuleContext:
         return self.b.reduce("ReduceSum", g, axes, keepdims=1, hint="unbroadcast")
 
 
+LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+@dataclass(frozen=True)
+class Propagation:
+    """Which rule propagates through which node: `layers` (op type -> rule) over the gradient table, `first` for
+    the linear layers that read the model input directly (through shape-only ops)."""
+
+    name: str
+    layers: Mapping[str, Callable] = field(default_factory=dict)
+    first: Mapping[str, Callable] = field(default_factory=dict)
+
+    def rule(self, op_type: str, first: bool = False) -> Callable | None:
+        if first and op_type in self.first:
+            return self.first[op_type]
+        return self.layers.get(op_type, RULES.get(op_type))
+
+
+GRADIENT = Propagation("gradient")
+SHAPE_ONLY = ("Identity", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Slice", "Cast", "Pad")
+
+
+def first_layers(graph) -> set[str]:
+    """Names of the linear nodes that read a graph input directly or through shape-only ops (the model's first
+    layer, where LRP composites put their own rule)."""
+    inputs = {v.name for v in graph.input}
+    reach, first = set(inputs), set()
+    for node in graph.node:  # topologically sorted
+        if node.op_type in SHAPE_ONLY and node.input and node.input[0] in reach:
+            reach.update(node.output)
+        elif node.op_type in LINEAR_OPS and node.input and node.input[0] in reach:
+            first.add(node.name or node.output[0])
+    return first
+
+
 # The rule modules register themselves on import.
 from . import activation, arithmetic, conv, pool, shape, spatial  # noqa: E402,F401
+from . import relevance  # noqa: E402,F401  (rules the propagations choose; registers nothing)

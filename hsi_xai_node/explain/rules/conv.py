@@ -31,13 +31,18 @@ def conv_geometry(c: RuleContext, x: str, w_shape, y: str):
 
 @rule("Conv")
 def conv(c: RuleContext):
-    w = c.b.require_constant(c.x(1), c.node, "the weight")
+    out = [None] * len(c.node.input)
+    out[0] = conv_input_vjp(c, c.b.require_constant(c.x(1), c.node, "the weight"), c.g)
+    return out
+
+
+def conv_input_vjp(c: RuleContext, w: np.ndarray, g: str) -> str:
+    """W^T g for the Conv node of `c` with weight `w` (its own, or a modified one: the LRP rules), rows of g."""
     group = int(c.attr("group", 1))
     strides, pads, dil = conv_geometry(c, c.x(), w.shape, c.y())
     spatial = w.shape[2:]
     n = len(spatial)
     xs, ys = c.shape(c.x())[2:], c.shape(c.y())[2:]
-    out = [None] * len(c.node.input)
     if all(s == 1 for s in strides):
         # stride 1: a Conv of the cotangent with the flipped, transposed kernel (faster than ConvTranspose)
         cout, cin_g = w.shape[:2]
@@ -48,20 +53,25 @@ def conv(c: RuleContext):
         back_pads += [xs[i] - ys[i] + dil[i] * (spatial[i] - 1) - back_pads[i] for i in range(n)]
         if min(back_pads) < 0:  # padding larger than the kernel reach: crop after a valid conv
             raise c.fail(f"padding {pads} larger than the kernel reach is not supported")
-        out[0] = c.b.op("Conv", [c.g, c.b.const(wt, "conv_wt")], "conv_grad", pads=back_pads,
-                        dilations=dil, group=group)
+        return c.b.op("Conv", [g, c.b.const(wt, "conv_wt")], "conv_grad", pads=back_pads, dilations=dil, group=group)
     else:
         # strided: the adjoint is the transposed convolution with the same kernel
         reach = [(ys[i] - 1) * strides[i] - pads[i] - pads[i + n] + dil[i] * (spatial[i] - 1) + 1 for i in range(n)]
         output_padding = [xs[i] - reach[i] for i in range(n)]
-        out[0] = c.b.op("ConvTranspose", [c.g, c.b.const(w, "conv_w")], "conv_grad", strides=strides, pads=pads,
-                        dilations=dil, group=group, output_padding=output_padding)
-    return out
+        return c.b.op("ConvTranspose", [g, c.b.const(w, "conv_w")], "conv_grad", strides=strides, pads=pads,
+                      dilations=dil, group=group, output_padding=output_padding)
 
 
 @rule("ConvTranspose")
 def conv_transpose(c: RuleContext):
-    w = c.b.require_constant(c.x(1), c.node, "the weight")
+    c.b.require_constant(c.x(1), c.node, "the weight")
+    out = [None] * len(c.node.input)
+    out[0] = conv_transpose_input_vjp(c, c.x(1), c.g)
+    return out
+
+
+def conv_transpose_input_vjp(c: RuleContext, w: str, g: str) -> str:
+    """W^T g for the ConvTranspose node of `c` with the weight tensor `w` (its own, or a modified constant)."""
     group = int(c.attr("group", 1))
     auto = c.attr("auto_pad", b"NOTSET")
     auto = auto.decode() if isinstance(auto, bytes) else auto
@@ -69,7 +79,7 @@ def conv_transpose(c: RuleContext):
         # the head/tail split of implicit padding differs between the spec and runtimes: refuse to guess
         raise c.fail(f"implicit padding (auto_pad={auto}, output_shape) is not supported: export with explicit "
                      "pads and output_padding (PyTorch does)")
-    n = len(w.shape) - 2
+    n = len(c.shape(c.x(1))) - 2
     strides = list(c.attr("strides", [1] * n))
     dil = list(c.attr("dilations", [1] * n))
     pads = [0] * (2 * n) if auto == "VALID" else list(c.attr("pads", [0] * (2 * n)))
@@ -79,15 +89,12 @@ def conv_transpose(c: RuleContext):
     # output_padding appended rows at the end of y: the conv pads g's end by pads[end] - output_padding, and
     # where that is negative crops those trailing rows instead (no input reached them).
     tail = [pads[n + i] - opad[i] for i in range(n)]
-    g = c.g
     if min(tail) < 0:
         ys = c.shape(c.y())[2:]
         g = c.b.op("Slice", [g, c.b.ints([0] * n), c.b.ints([ys[i] + min(tail[i], 0) for i in range(n)]),
                              c.b.ints(list(range(2, 2 + n)))], "convt_crop")
     back_pads = pads[:n] + [max(t, 0) for t in tail]
-    out = [None] * len(c.node.input)
-    out[0] = c.b.op("Conv", [g, c.x(1)], "convt_grad", strides=strides, pads=back_pads, dilations=dil, group=group)
-    return out
+    return c.b.op("Conv", [g, w], "convt_grad", strides=strides, pads=back_pads, dilations=dil, group=group)
 
 
 @rule("BatchNormalization")

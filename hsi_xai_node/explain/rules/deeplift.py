@@ -1,0 +1,70 @@
+"""DeepLIFT's rescale rule (Shrikumar 2017), as Captum defines it: what flows back are multipliers m = dS/d(delta)
+against a reference input x0 whose forward runs in the same graph (`reference`: forward tensor -> the reference
+copy's tensor, from _copies.forward_copy). Linear ops and shape ops keep their gradient rule (a linear map's
+multiplier is its gradient); the attribution is (x - x0) * m at the input, and it sums to S(x) - S(x0).
+
+    element-wise nonlinearity   m_in = m_out * (y - y0) / (x - x0), the gradient where |x - x0| < eps
+    MaxPool                     Captum's rule: m_out * (max(y, y0) - y0) routed to x's window maxima, plus
+                                m_out * (y - max(y, y0)) routed to x0's, divided by (x - x0) (the gradient where
+                                |x - x0| < eps). Summation-to-delta then holds through the pool. The original
+                                implementation propagated max pooling by its gradient, which breaks it wherever the
+                                winner of a window differs between x and x0.
+
+eps = 1e-10 (Captum's).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from onnx import helper
+
+from . import RULES, RuleContext
+
+EPS = 1e-10
+ELEMENTWISE = ("Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Clip")
+
+
+def _reference_of(c: RuleContext, reference: Mapping[str, str], tensor: str) -> str:
+    if tensor not in reference:
+        raise c.fail(f"DeepLIFT has no reference value for {tensor!r} (the reference forward does not reach it)")
+    return reference[tensor]
+
+
+def _rescaled(c: RuleContext, numerator: str, x: str, x0: str, gradient: str) -> str:
+    b = c.b
+    dx = b.op("Sub", [x, x0], "dl_delta_in")
+    moved = b.op("Not", [b.op("Less", [b.op("Abs", [dx]), b.const(EPS, "dl_eps")], "dl_still")], "dl_moved")
+    return b.op("Where", [moved, b.op("Div", [numerator, dx], "dl_rescaled"), gradient], "dl_multiplier")
+
+
+def rescale(reference: Mapping[str, str]) -> Callable:
+    """The rescale rule of an element-wise op."""
+    def rule(c: RuleContext):
+        b = c.b
+        gradient = RULES[c.node.op_type](c)[0]
+        dy = b.op("Sub", [c.y(), _reference_of(c, reference, c.y())], "dl_delta_out")
+        numerator = b.op("Mul", [c.g, dy], "dl_delta_times_m")
+        return [_rescaled(c, numerator, c.x(), _reference_of(c, reference, c.x()), gradient)] + \
+            [None] * (len(c.node.input) - 1)
+    return rule
+
+
+def maxpool(reference: Mapping[str, str]) -> Callable:
+    """Captum's DeepLIFT rule of max pooling (module docstring)."""
+    pool = RULES["MaxPool"]
+
+    def rule(c: RuleContext):
+        b = c.b
+        x0, y0 = _reference_of(c, reference, c.x()), _reference_of(c, reference, c.y())
+        gradient = pool(c)[0]
+        top = b.op("Max", [c.y(), y0], "dl_pool_top")
+        up = b.op("Mul", [c.g, b.op("Sub", [top, y0], "dl_pool_up")], "dl_pool_up_m")
+        down = b.op("Mul", [c.g, b.op("Sub", [c.y(), top], "dl_pool_down")], "dl_pool_down_m")
+        routed_x = pool(RuleContext(node=c.node, b=b, out_cots=[up], needs=c.needs, batch=c.batch))[0]
+        at_reference = helper.make_node("MaxPool", [x0], [y0], name=f"{c.node.name}_reference")
+        at_reference.attribute.extend(c.node.attribute)
+        routed_x0 = pool(RuleContext(node=at_reference, b=b, out_cots=[down], needs=c.needs, batch=c.batch))[0]
+        numerator = b.op("Add", [routed_x, routed_x0], "dl_pool_routed")
+        return [_rescaled(c, numerator, c.x(), x0, gradient)]
+    return rule

@@ -1,0 +1,253 @@
+"""Rules that propagate something other than the gradient: guided backprop's and DeconvNet's ReLU, and the LRP
+rules (relevance) for linear layers and for the ops LRP distributes proportionally.
+
+The LRP rules follow Zennit's definitions (Anders et al., zennit.rules), one linear layer z = W x + b at a time,
+with the relevance R arriving at its output (one row per explained class or box; the forward has batch 1):
+
+    epsilon      R_x = x * W^T (R / stab(z))                       (bias kept, or dropped from z: `bias=False`)
+    zplus        R_x = x+ * W+^T s + x- * W-^T s,  s = R / stab(W+ x+ + W- x- + b+)       (alpha 1, beta 0)
+    alpha_beta   R_x = alpha (x+ * W+^T s+ + x- * W-^T s+) - beta (x+ * W-^T s- + x- * W+^T s-),
+                 s+ = R / stab(W+ x+ + W- x- + b+),  s- = R / stab(W- x+ + W+ x- + b-)
+    gamma        positive outputs: (W + g W+) on x+ and (W + g W-) on x-; negative outputs the other way round
+                 (Zennit's generalised gamma); R_x = sum of input * W'^T (R [branch] / stab(branch z'))
+    flat         R_x = 1^T (R / stab(1^T 1)): the relevance spread evenly over the receptive field
+    zbox         R_x = x * W^T s - l * W+^T s - h * W-^T s,  s = R / stab(W x - W+ l - W- h)   (input in [l, h])
+
+with stab(z) = z + eps * sign(z), sign(0) = +1, W+ / W- the positive / negative parts, x+ / x- likewise, b+ / b- the
+bias's. A layer's modified forward outputs (z') are computed once per frame: every explained row shares the
+input. `norm` (Zennit's Norm, for sums and average pools) gives each input its share x_i / y of the output's
+relevance; `passthrough` (Zennit's Pass, for activations) hands the relevance on unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from onnx import helper
+
+from . import RULES, RuleContext
+from .conv import conv_input_vjp, conv_transpose_input_vjp
+
+
+# --- element-wise: guided backprop, DeconvNet, pass-through -------------------------------------------------------
+
+def relu_guided(c: RuleContext):
+    """Guided backprop (Springenberg 2015): the ReLU's gradient, and only where the arriving gradient is positive."""
+    b, zero = c.b, c.b.const(0.0, "zero")
+    keep = b.op("And", [b.op("Greater", [c.y(), zero], "relu_mask"), b.op("Greater", [c.g, zero], "guided_mask")],
+                "guided_keep")
+    return [b.op("Where", [keep, c.g, zero], "guided_grad")]
+
+
+def relu_deconvnet(c: RuleContext):
+    """DeconvNet (Zeiler 2014): the arriving gradient rectified, whatever the forward input was."""
+    return [c.b.op("Relu", [c.g], "deconv_grad")]
+
+
+def passthrough(c: RuleContext):
+    """The relevance arriving at the output handed to the (data) input unchanged (Zennit's Pass)."""
+    return [c.g] + [None] * (len(c.node.input) - 1)
+
+
+def stabilised(c: RuleContext, z: str, eps: float) -> str:
+    """z + eps * sign(z), sign(0) = +1 (Zennit's stabiliser)."""
+    b = c.b
+    return b.op("Where", [b.op("GreaterOrEqual", [z, b.const(0.0, "zero")], "stab_sign"),
+                          b.op("Add", [z, b.const(eps, "eps")]), b.op("Sub", [z, b.const(eps, "eps")])], "stab")
+
+
+def norm(eps: float = 1e-6) -> Callable:
+    """Each input x_i receives x_i * (the op's gradient applied to R / stab(y)): its share of a sum or an average."""
+    def rule(c: RuleContext):
+        s = c.b.op("Div", [c.g, stabilised(c, c.y(), eps)], "norm_share")
+        cots = RULES[c.node.op_type](RuleContext(node=c.node, b=c.b, out_cots=[s], needs=c.needs, batch=c.batch))
+        return [None if g is None else c.b.op("Mul", [g, x], "norm_relevance")
+                for g, x in zip(cots, c.node.input)]
+    return rule
+
+
+# --- linear layers ---------------------------------------------------------------------------------------------------
+
+class Layer:
+    """The linear node of a rule (Conv, ConvTranspose, Gemm, or MatMul with a constant right operand): its forward
+    with other weights, bias and input, and W'^T s with another weight."""
+
+    def __init__(self, c: RuleContext):
+        self.c, op = c, c.node.op_type
+        if any(c.needs[1:]):
+            raise c.fail("LRP needs constant weights and bias; only the data input may depend on the target")
+        self.w = c.b.require_constant(c.x(1), c.node, "the weight")
+        has_bias = len(c.node.input) > 2 and c.node.input[2]
+        self.bias = c.b.require_constant(c.x(2), c.node, "the bias") if has_bias else None
+        if op == "MatMul" and self.w.ndim != 2:
+            raise c.fail("LRP on MatMul needs a 2-D constant right operand (a dense layer)")
+        if op == "Gemm" and (c.attr("transA", 0) or float(c.attr("alpha", 1.0)) != 1.0
+                             or float(c.attr("beta", 1.0)) != 1.0):
+            raise c.fail("LRP on Gemm needs transA = 0, alpha = beta = 1 (a dense layer)")
+        self.attrs = {a.name: helper.get_attribute_value(a) for a in c.node.attribute}
+
+    def weight_of_z(self, w: np.ndarray) -> np.ndarray:
+        return w
+
+    def forward(self, x: str, w: np.ndarray, bias: np.ndarray | None) -> str:
+        c, b = self.c, self.c.b
+        ins = [x, b.const(w.astype(np.float32), "lrp_w")]
+        if c.node.op_type == "MatMul":
+            y = b.op("MatMul", ins, "lrp_z")
+            return y if bias is None else b.op("Add", [y, b.const(bias.astype(np.float32), "lrp_b")], "lrp_z")
+        if bias is not None:
+            ins.append(b.const(bias.astype(np.float32), "lrp_b"))
+        return b.op(c.node.op_type, ins, "lrp_z", **self.attrs)
+
+    def backward(self, s: str, w: np.ndarray) -> str:
+        c, b, op = self.c, self.c.b, self.c.node.op_type
+        if op == "Conv":
+            return conv_input_vjp(c, w, s)
+        if op == "ConvTranspose":
+            return conv_transpose_input_vjp(c, b.const(w.astype(np.float32), "lrp_w"), s)
+        if op == "Gemm":
+            return b.op("Gemm", [s, b.const(w.astype(np.float32), "lrp_w")], "lrp_back",
+                        transB=1 - int(c.attr("transB", 0)))
+        return b.op("MatMul", [s, b.const(np.ascontiguousarray(w.T).astype(np.float32), "lrp_wt")], "lrp_back")
+
+    def bias_shape(self, bias: np.ndarray) -> np.ndarray:
+        """The bias as it broadcasts against the output (channels on axis 1 for convolutions)."""
+        if self.c.node.op_type in ("Conv", "ConvTranspose"):
+            return bias.reshape((1, -1) + (1,) * (len(self.c.shape(self.c.y())) - 2))
+        return bias
+
+
+def _pos(a):
+    return None if a is None else np.maximum(a, 0)
+
+
+def _neg(a):
+    return None if a is None else np.minimum(a, 0)
+
+
+@dataclass(frozen=True)
+class Term:
+    """One modified forward of a linear layer: which input (x, x+, x-, ones, low, high), which weight and bias, the
+    sign of its share in R_x, the sign it enters its group's denominator with, and which group that is."""
+
+    inp: str
+    weight: Callable[[np.ndarray], np.ndarray]
+    bias: Callable[[np.ndarray], np.ndarray] | None  # None: no bias in this term
+    sign: float = 1.0
+    group: int = 0
+    zsign: float = 1.0
+
+
+def _input(c: RuleContext, kind: str, bounds: tuple | None) -> str:
+    b, x = c.b, c.x()
+    if kind == "x":
+        return x
+    if kind == "pos":
+        return b.op("Relu", [x], "x_pos")
+    if kind == "neg":
+        return b.op("Min", [x, b.const(0.0, "zero")], "x_neg")
+    shape = b.ints(list(c.shape(x)), "x_shape")
+    if kind == "ones":
+        return b.op("Expand", [b.const(1.0, "one"), shape], "x_ones")
+    low, high = bounds
+    return b.op("Expand", [low if kind == "low" else high, shape], f"x_{kind}")
+
+
+def linear_rule(terms: tuple[Term, ...], eps: float, groups: dict[int, tuple[float, str]] | None = None,
+                times_input: bool = True, bounds: Callable | None = None) -> Callable:
+    """An LRP rule for linear layers made of `terms` (Zennit's BasicHook): each group's denominator is the sum of its
+    terms' modified outputs, stabilised; `groups` maps a group to (alpha, mask) where mask is "all", "pos" or "neg"
+    (the sign of the layer's own output z selects where the group applies: generalised gamma) and alpha its weight;
+    R_x = sum over terms of sign * alpha * input' * W'^T s (without the input factor: `times_input=False`).
+    `bounds(c)` gives the (low, high) tensors of the z-box inputs."""
+    groups = groups or {}
+
+    def rule(c: RuleContext):
+        layer, b = Layer(c), c.b
+        lim = bounds(c) if bounds is not None else None
+        inputs = {t.inp: _input(c, t.inp, lim) for t in terms}
+        outputs = []
+        for t in terms:
+            w = t.weight(layer.w)
+            bias = None if (t.bias is None or layer.bias is None) else t.bias(layer.bias)
+            if t.inp == "x" and t.weight is _same and bias is not None and t.bias is _same:
+                outputs.append(c.y())  # the forward itself: nothing to recompute
+            elif t.inp == "x" and t.weight is _same and (layer.bias is None or t.bias is None):
+                outputs.append(c.y() if layer.bias is None else
+                               b.op("Sub", [c.y(), b.const(layer.bias_shape(layer.bias).astype(np.float32),
+                                                           "lrp_b")], "lrp_z_nobias"))
+            else:
+                outputs.append(layer.forward(inputs[t.inp], w, bias))
+        shares = {}
+        for g in sorted({t.group for t in terms}):
+            members = [(t.zsign, o) for t, o in zip(terms, outputs) if t.group == g]
+            z = members[0][1]
+            for zsign, o in members[1:]:
+                z = b.op("Add" if zsign > 0 else "Sub", [z, o], "lrp_denominator")
+            r = c.g
+            alpha, mask = groups.get(g, (1.0, "all"))
+            if mask != "all":
+                keep = b.op("Greater" if mask == "pos" else "Less", [c.y(), b.const(0.0, "zero")], "lrp_branch")
+                r = b.op("Where", [keep, r, b.const(0.0, "zero")], "lrp_branch_r")
+            if alpha != 1.0:
+                r = b.op("Mul", [r, b.const(alpha, "lrp_alpha")], "lrp_weighted")
+            shares[g] = b.op("Div", [r, stabilised(c, z, eps)], "lrp_share")
+        parts = []
+        for t in terms:
+            back = layer.backward(shares[t.group], t.weight(layer.w))
+            part = b.op("Mul", [back, inputs[t.inp]], "lrp_term") if times_input else back
+            parts.append(b.op("Neg", [part], "lrp_term_neg") if t.sign < 0 else part)
+        total = parts[0] if len(parts) == 1 else b.op("Sum", parts, "lrp_relevance")
+        return [total] + [None] * (len(c.node.input) - 1)
+    return rule
+
+
+def _same(a):
+    return a
+
+
+def _zero(a):
+    return np.zeros_like(a)
+
+
+def epsilon(eps: float = 1e-6, bias: bool = True) -> Callable:
+    return linear_rule((Term("x", _same, _same if bias else None),), eps)
+
+
+def zplus(eps: float = 1e-6) -> Callable:
+    return linear_rule((Term("pos", _pos, _pos), Term("neg", _neg, None)), eps)
+
+
+def alpha_beta(alpha: float = 2.0, beta: float = 1.0, eps: float = 1e-6) -> Callable:
+    if alpha - beta != 1.0 or alpha < 0 or beta < 0:
+        raise ValueError(f"alpha - beta must be 1 with both non-negative, got alpha {alpha}, beta {beta}")
+    terms = (Term("pos", _pos, _pos, 1.0, 0), Term("neg", _neg, None, 1.0, 0),
+             Term("pos", _neg, _neg, -1.0, 1), Term("neg", _pos, None, -1.0, 1))
+    return linear_rule(terms, eps, {0: (alpha, "all"), 1: (beta, "all")})
+
+
+def gamma(g: float = 0.25, eps: float = 1e-6) -> Callable:
+    def plus(a):
+        return a + g * np.maximum(a, 0)
+
+    def minus(a):
+        return a + g * np.minimum(a, 0)
+    terms = (Term("pos", plus, plus, 1.0, 0), Term("neg", minus, None, 1.0, 0),
+             Term("pos", minus, minus, 1.0, 1), Term("neg", plus, None, 1.0, 1))
+    return linear_rule(terms, eps, {0: (1.0, "pos"), 1: (1.0, "neg")})
+
+
+def _ones(a):
+    return np.ones_like(a)
+
+
+def flat(eps: float = 1e-6) -> Callable:
+    return linear_rule((Term("ones", _ones, None),), eps, times_input=False)
+
+
+def zbox(bounds: Callable, eps: float = 1e-6) -> Callable:
+    """`bounds(c)` -> (low, high) tensor names broadcastable to the layer's input (the input's per-band range)."""
+    terms = (Term("x", _same, _same), Term("low", _pos, _pos, -1.0, 0, -1.0), Term("high", _neg, _neg, -1.0, 0, -1.0))
+    return linear_rule(terms, eps, bounds=bounds)

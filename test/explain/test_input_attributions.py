@@ -1,0 +1,489 @@
+"""Paper 003's white-box input attributions in the graph, against independent references in float64: PyTorch
+autograd, Captum (InputXGradient, GuidedBackprop, Deconvolution) and Zennit (its rules and composites) on the same
+graph rebuilt from real torch layers (torch_modules.OnnxModule); each LRP rule also against the layer's dense
+matrix read off its Jacobian (Zennit's own test pattern), with numpy formulas of the rule."""
+
+import sys
+import types
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from hsi_xai_node.explain import ExplainError, SegmentationExplainConfig, build_segmentation_explainer
+from hsi_xai_node.explain._attributions import INPUT_METHODS, PathOptions, conservation_residual
+from hsi_xai_node.explain._baselines import blur_reference, noise_from_tiles, noise_tiles
+from hsi_xai_node.explain._composites import LrpOptions
+from test.explain.harness import relative_error, session, torch
+from test.explain.torch_modules import OnnxModule
+
+captum_attr = pytest.importorskip("captum.attr", reason="Captum is a test reference: pip install -e '.[test]'")
+
+
+def _zennit():
+    """Zennit imports torchvision.models.resnet for its ResNet canonizers only; torchvision does not import beside
+    torch 2.13 here. An inert stand-in (no torchvision code is ever called for these plain conv nets)."""
+    if "zennit" not in sys.modules:
+        for name in ("torchvision", "torchvision.models", "torchvision.models.resnet"):
+            sys.modules.setdefault(name, types.ModuleType(name))
+        resnet = sys.modules["torchvision.models.resnet"]
+        for cls in ("Bottleneck", "BasicBlock"):
+            if not hasattr(resnet, cls):
+                setattr(resnet, cls, type(cls, (), {}))
+    return pytest.importorskip("zennit", reason="Zennit is a test reference: pip install --no-deps zennit")
+
+
+LAYERS = {"penultimate": "dec1", "second_conv_block": "enc1", "bottleneck": "bottleneck"}
+SHAPE = (1, 4, 16, 24)
+OPTIONS = LrpOptions(epsilon=0.01, gamma=0.25, stabilizer=1e-6)
+PATHS = PathOptions(smoothgrad_samples=4, smoothgrad_noise=0.15, smoothgrad_seed=7, ig_steps=6)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A small U-Net (4 bands, 3 classes) as ONNX, and a frame for it."""
+    from hsi_xai_node.training.segmentation import export_onnx
+    from hsi_xai_node.training.unet import UNet, UNetConfig
+
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(in_channels=4, num_classes=3, depth=2, base_filters=4)).eval()
+    x = np.random.default_rng(2).uniform(0.0, 1.0, SHAPE).astype(np.float32)  # reflectance-like, non-negative
+    x[0, 0, :3, :4] = -0.05  # a few negative values, as dark-frame noise gives: the rules' negative branches run
+    with torch.no_grad():  # even out the class means so that every class wins somewhere
+        model.head.bias -= model(torch.from_numpy(x)).mean(dim=(0, 2, 3))
+    path = tmp_path_factory.mktemp("tiny") / "u.onnx"
+    export_onnx(model, path, SHAPE)
+    return onnx.load(str(path)), x
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model):
+    """Every input method on the tiny U-Net, its outputs, the frame, each class's predicted region and the graph
+    rebuilt as torch layers in float64."""
+    m, x = tiny_model
+    eg = build_segmentation_explainer(m, "input", "logits", LAYERS,
+                                      SegmentationExplainConfig(methods=tuple(INPUT_METHODS), upsample=False,
+                                                                uint8=False, lrp=OPTIONS, paths=PATHS))
+    names = eg.output_names()
+    out = dict(zip(names, session(eg.model).run(names, {"input": x})))
+    region = (out["logits"].argmax(1)[None] == np.arange(3).reshape(3, 1, 1, 1)).astype(np.float64)
+    assert region.reshape(3, -1).any(1).all()
+    net = OnnxModule(m).double().eval()
+    return eg, out, x, region, net
+
+
+def ours(eg, out, method):
+    """(per-pixel map, per-band sums over the region, total) of `method` from the graph's outputs."""
+    by = {o.method: out[n] for n, o in eg.outputs.items()}
+    return by[method][:, 0], by[f"{method}_bands"], by[f"{method}_total"][:, 0]
+
+
+def target_of(eg, out, method):
+    return next(out[n] for n, o in eg.outputs.items() if o.method == f"{method}_target")[:, 0]
+
+
+def check(eg, out, method, attribution, region, rtol=1e-5, magnitude=False):
+    """Our three outputs of `method` against the reference attribution (rows, bands, H, W) in float64."""
+    per_pixel, bands, total = ours(eg, out, method)
+    want_map = (np.abs(attribution) if magnitude else attribution).sum(1)
+    assert relative_error(per_pixel, want_map) < rtol, (method, relative_error(per_pixel, want_map))
+    want_bands = (attribution * region).sum((2, 3))
+    assert relative_error(bands, want_bands) < rtol, (method, relative_error(bands, want_bands))
+    assert relative_error(total, attribution.sum((1, 2, 3))) < rtol, method
+
+
+class Scores(torch.nn.Module):
+    """The graph's logits reduced to each class's region score: what Captum's targets index."""
+
+    def __init__(self, net, region):
+        super().__init__()
+        self.net, self.region = net, torch.tensor(region[:, 0], dtype=torch.float64)
+
+    def forward(self, x):
+        logits = self.net(x)
+        return torch.stack([(logits[:, c] * self.region[c]).sum((1, 2)) for c in range(len(self.region))], 1)
+
+
+def _x64(x):
+    return torch.tensor(x, dtype=torch.float64, requires_grad=True)
+
+
+def test_gradient_and_input_x_gradient_match_autograd_and_captum(tiny):
+    eg, out, x, region, net = tiny
+    scores = Scores(net, region)
+    grads = []
+    for c in range(3):
+        xt = _x64(x)
+        grads.append(torch.autograd.grad(scores(xt)[0, c], xt)[0][0].numpy())
+    g = np.stack(grads)
+    check(eg, out, "gradient", g, region, magnitude=True)
+    ixg = np.stack([captum_attr.InputXGradient(scores).attribute(_x64(x), target=c)[0].detach().numpy()
+                    for c in range(3)])
+    np.testing.assert_allclose(ixg, g * x[0].astype(np.float64), rtol=1e-10)  # Captum's is x * autograd
+    check(eg, out, "input_x_gradient", ixg, region)
+
+
+@pytest.mark.parametrize("method, reference", [("guided_backprop", "GuidedBackprop"), ("deconvnet", "Deconvolution")])
+def test_guided_backprop_and_deconvnet_match_captum(tiny, method, reference):
+    eg, out, x, region, net = tiny
+    scores = Scores(net, region)
+    ref = np.stack([getattr(captum_attr, reference)(scores).attribute(_x64(x), target=c)[0].detach().numpy()
+                    for c in range(3)])
+    check(eg, out, method, ref, region)
+    assert not np.allclose(ours(eg, out, method)[0], ours(eg, out, "input_x_gradient")[0])  # really another rule
+
+
+def _scores_at(net, region, x):
+    with torch.no_grad():
+        return Scores(net, region)(torch.tensor(x, dtype=torch.float64))[0].numpy()
+
+
+def test_smoothgrad_matches_captums_noise_tunnel_on_the_same_noise(tiny, monkeypatch):
+    """Captum's NoiseTunnel over Saliency(abs=False) (the mean of the signed gradients, every sample noisy), its
+    normal draws replaced by our fixed-seed noise at our sigma (a share of the frame's range), and autograd."""
+    eg, out, x, region, net = tiny
+    from captum.attr._core import noise_tunnel
+
+    n, (_, bands, h, w) = PATHS.smoothgrad_samples, x.shape
+    unit = np.stack([noise_from_tiles(t, h, w) for t in noise_tiles(n, bands, PATHS.smoothgrad_seed)])
+    sigma = PATHS.smoothgrad_noise * float(x.max() - x.min())
+    assert abs(unit.std() - 1.0) < 0.05 and abs(unit.mean()) < 0.05  # standard normal elements
+    draws = torch.tensor(unit.astype(np.float64))
+
+    def normal(mean, std):
+        assert float(std.flatten()[0]) == pytest.approx(sigma, rel=1e-6) and tuple(std.shape) == tuple(draws.shape)
+        return mean + draws * std
+    monkeypatch.setattr(noise_tunnel.torch, "normal", normal)
+    scores = Scores(net, region)
+    tunnel = captum_attr.NoiseTunnel(captum_attr.Saliency(scores))
+    ref = np.stack([tunnel.attribute(_x64(x), nt_type="smoothgrad", nt_samples=n, stdevs=sigma, target=c,
+                                     abs=False)[0].detach().numpy() for c in range(3)])
+    by_hand = np.zeros_like(ref)
+    for k in range(n):
+        for c in range(3):
+            xt = torch.tensor(x.astype(np.float64) + sigma * unit[k][None], requires_grad=True)
+            by_hand[c] += torch.autograd.grad(scores(xt)[0, c], xt)[0][0].numpy() / n
+    assert relative_error(ref, by_hand) < 1e-10
+    check(eg, out, "smoothgrad", ref, region, magnitude=True)
+
+
+def _baseline(x, kind):
+    if kind == "zeros":
+        return np.zeros_like(x, np.float64)
+    if kind == "spectral_mean":
+        return np.broadcast_to(x.astype(np.float64).mean(1, keepdims=True), x.shape).copy()
+    return blur_reference(x, PATHS.blur_sigma_px)
+
+
+def _run(model, x, methods, paths):
+    eg = build_segmentation_explainer(model, "input", "logits", LAYERS,
+                                      SegmentationExplainConfig(methods=methods, upsample=False, uint8=False,
+                                                                lrp=OPTIONS, paths=paths))
+    names = eg.output_names()
+    return eg, dict(zip(names, session(eg.model).run(names, {"input": x})))
+
+
+@pytest.mark.parametrize("baseline", ["zeros", "blur", "spectral_mean"])
+@pytest.mark.parametrize("quadrature", ["riemann_right", "trapezoid"])
+def test_integrated_gradients_match_captum_and_zennit(tiny_model, tiny, baseline, quadrature):
+    """Every baseline and both quadratures against Captum's IntegratedGradients (riemann_right; riemann_trapezoid
+    rescaled by m / (m - 1) for its weights that sum to 1 - 1/n, module docstring) and, for riemann_right, Zennit's
+    IntegratedGradients; the completeness target S(x) - S(x0) against the float64 forward."""
+    _, _, x, region, net = tiny
+    paths = PathOptions(ig_steps=PATHS.ig_steps, ig_quadrature=quadrature, baseline=baseline)
+    eg, out = _run(tiny_model[0], x, ("integrated_gradients",), paths)
+    x0 = _baseline(x, baseline)
+    scores = Scores(net, region)
+    m = paths.ig_steps
+    ig = captum_attr.IntegratedGradients(scores)
+    method, steps, factor = ("riemann_right", m, 1.0) if quadrature == "riemann_right" else \
+        ("riemann_trapezoid", m + 1, (m + 1) / m)
+    ref = np.stack([ig.attribute(_x64(x), baselines=torch.tensor(x0), target=c, n_steps=steps,
+                                 method=method)[0].detach().numpy() * factor for c in range(3)])
+    check(eg, out, "integrated_gradients", ref, region)
+    if quadrature == "riemann_right":
+        _zennit()
+        from zennit.attribution import IntegratedGradients
+
+        rows = []
+        with IntegratedGradients(model=net, n_iter=m, baseline_fn=lambda t: torch.tensor(x0)) as attributor:
+            for c in range(3):
+                start = torch.zeros((1, 3) + x.shape[2:], dtype=torch.float64)
+                start[0, c] = torch.tensor(region[c, 0])
+                rows.append(attributor(torch.tensor(x, dtype=torch.float64), start)[1][0].detach().numpy())
+        check(eg, out, "integrated_gradients", np.stack(rows), region)
+    delta = _scores_at(net, region, x) - _scores_at(net, region, x0.astype(np.float64))
+    assert relative_error(target_of(eg, out, "integrated_gradients"), delta) < 1e-5
+
+
+class _FunctionalMaxPool(torch.nn.Module):
+    """max_pool2d without an nn.MaxPool2d module: Captum's DeepLift then passes it by its gradient."""
+
+    def __init__(self, pool):
+        super().__init__()
+        self.args = (pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode)
+
+    def forward(self, v):
+        return torch.nn.functional.max_pool2d(v, *self.args)
+
+
+@pytest.mark.parametrize("baseline", ["zeros", "blur", "spectral_mean"])
+def test_deeplift_rescale_matches_captum_with_pooling_by_gradient(tiny_model, tiny, baseline):
+    """The rescale rule through the ReLUs, linear layers by their gradient, max pooling by its gradient (the
+    original implementation's, `deeplift_maxpool="gradient"`) against Captum's DeepLift (eps 1e-10) on the same
+    graph and baseline, its pools made functional so that its hooks pass them by their gradient too."""
+    _, _, x, region, net = tiny
+    eg, out = _run(tiny_model[0], x, ("deeplift",), PathOptions(baseline=baseline, deeplift_maxpool="gradient"))
+    pooled = OnnxModule(tiny_model[0]).double().eval()
+    for key, layer in list(pooled.layers.items()):
+        if isinstance(layer, torch.nn.MaxPool2d):
+            pooled.layers[key] = _FunctionalMaxPool(layer)
+    x0 = _baseline(x, baseline)
+    dl = captum_attr.DeepLift(Scores(pooled, region), eps=1e-10)
+    ref = np.stack([dl.attribute(_x64(x), baselines=torch.tensor(x0), target=c)[0].detach().numpy()
+                    for c in range(3)])
+    check(eg, out, "deeplift", ref, region)
+    delta = _scores_at(net, region, x) - _scores_at(net, region, x0)
+    assert relative_error(target_of(eg, out, "deeplift"), delta) < 1e-5
+
+
+@pytest.mark.parametrize("baseline", ["zeros", "blur", "spectral_mean"])
+def test_deeplift_sums_to_delta_through_max_pooling(tiny_model, tiny, baseline):
+    """With Captum's max-pool rule (the default) the attributions sum to S(x) - S(x0) of the float64 forward, to
+    float32 rounding over the terms; with pooling by its gradient they do not where a window's winner moves (blur
+    and spectral-mean baselines)."""
+    _, _, x, region, net = tiny
+    delta = _scores_at(net, region, x) - _scores_at(net, region, _baseline(x, baseline))
+    eg, out = _run(tiny_model[0], x, ("deeplift",), PathOptions(baseline=baseline))
+    per_pixel, _, total = ours(eg, out, "deeplift")
+    assert relative_error(target_of(eg, out, "deeplift"), delta) < 1e-5
+    terms = np.abs(per_pixel).sum((1, 2))  # a lower bound of the sum of |terms| the total adds
+    assert (np.abs(total - delta) <= 1e-5 * np.maximum(terms, np.abs(delta))).all(), (total, delta)
+    kept = conservation_residual(total, delta)
+    eg, out = _run(tiny_model[0], x, ("deeplift",), PathOptions(baseline=baseline, deeplift_maxpool="gradient"))
+    off = conservation_residual(ours(eg, out, "deeplift")[2], delta)
+    if baseline == "zeros":  # the reference's pooled windows are constant there (ReLU of the biases): the winner's
+        np.testing.assert_allclose(off, kept, rtol=1e-3)  # delta is the window's, both treatments conserve
+    else:
+        assert off.max() > 1e-5 and off.max() > 20 * kept.max(), (off, kept)  # the original's does not
+
+
+def test_deeplift_max_pool_rule_on_a_window_worked_by_hand():
+    """One 2x2 window, then a 1x1 conv of weight 2: x = [1 3; 2 0] (max 3 at (0,1)), x0 = [4 0; 0 1] (max 4 at (0,0)).
+    S(x) - S(x0) = 2 (3 - 4) = -2. Captum's rule: max(y, y0) - y0 = 0 goes to x's winner, y - max(y, y0) = -1 (times
+    the multiplier 2) to x0's winner (0,0), divided by its delta -3: m = 2/3 there, attribution (-3)(2/3) = -2 at
+    (0,0), 0 elsewhere. By the gradient: x's winner (0,1) takes m = 2, attribution (3 - 0) 2 = 6."""
+    x = np.array([[[[1.0, 3.0], [2.0, 0.0]]]], np.float32)
+    x0 = np.array([[[[4.0, 0.0], [0.0, 1.0]]]], np.float32)
+    two = np.concatenate([x, 2 * x0 - x], axis=1)  # two bands whose mean is x0: the spectral-mean baseline
+    # the pooled value spread back over the window (a ConvTranspose of ones), so the logits have the input's size
+    nodes = [helper.make_node("MaxPool", ["input"], ["pooled"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Conv", ["pooled", "w"], ["head"]),
+             helper.make_node("ConvTranspose", ["head", "spread"], ["logits"], strides=[2, 2])]
+    inits = [numpy_helper.from_array(np.array([2.0, 0.0], np.float32).reshape(1, 2, 1, 1), "w"),
+             numpy_helper.from_array(np.ones((1, 1, 2, 2), np.float32), "spread")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 2, 2, 2])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 1, 2, 2])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    want = {"rescale": np.array([[-2.0, 0.0], [0.0, 0.0]]), "gradient": np.array([[0.0, 6.0], [0.0, 0.0]])}
+    for treatment, expected in want.items():
+        eg = build_segmentation_explainer(m, "input", "logits", {"penultimate": "head"}, SegmentationExplainConfig(
+            methods=("deeplift",), upsample=False, uint8=False, seed="roi",
+            paths=PathOptions(baseline="spectral_mean", deeplift_maxpool=treatment)))
+        names = eg.output_names()
+        roi = np.array([[[[1.0, 0.0], [0.0, 0.0]]]], np.float32)  # S = one pixel's logit = 2 y
+        out = dict(zip(names, session(eg.model).run(names, {"input": two, "roi": roi})))
+        by = {o.method: out[n] for n, o in eg.outputs.items()}
+        # band 0 carries x; band 1 (weight 0 in the head) only shapes the baseline
+        np.testing.assert_allclose(by["deeplift"][0, 0], expected, atol=1e-6)
+        np.testing.assert_allclose(by["deeplift_target"][0, 0], -2.0, atol=1e-6)
+
+
+def _zennit_relevance(net, x, region, comp):
+    """Zennit's relevance at the input, starting from each class's logits on its region."""
+    _zennit()
+    from zennit.attribution import Gradient
+
+    rows = []
+    with Gradient(model=net, composite=comp) as attributor:
+        for c in range(3):
+            xt = torch.tensor(x, dtype=torch.float64)
+            logits = net(xt).detach()
+            start = torch.zeros_like(logits)
+            start[0, c] = logits[0, c] * torch.tensor(region[c, 0], dtype=torch.float64)  # the region's logits
+            _, relevance = attributor(xt, start)
+            rows.append(relevance[0].detach().numpy())
+    return np.stack(rows)
+
+
+def _layer_map(rule):
+    from zennit.composites import LayerMapComposite, layer_map_base
+    from zennit.types import Convolution
+
+    return LayerMapComposite(layer_map=layer_map_base(OPTIONS.stabilizer) + [(Convolution, rule)])
+
+
+@pytest.mark.parametrize("method", ["lrp_epsilon", "lrp_epsilon_nobias", "lrp_zplus", "lrp_alpha2_beta1", "lrp_gamma",
+                                    "lrp_epsilon_plus_flat", "lrp_epsilon_gamma_box"])
+def test_lrp_matches_zennit(tiny, method):
+    eg, out, x, region, net = tiny
+    _zennit()
+    from zennit import composites, rules
+
+    s = OPTIONS.stabilizer
+    comp = {"lrp_epsilon": lambda: _layer_map(rules.Epsilon(OPTIONS.epsilon)),
+            "lrp_epsilon_nobias": lambda: _layer_map(rules.Epsilon(OPTIONS.epsilon, zero_params=["bias"])),
+            "lrp_zplus": lambda: _layer_map(rules.ZPlus(stabilizer=s)),
+            "lrp_alpha2_beta1": lambda: _layer_map(rules.AlphaBeta(2.0, 1.0, stabilizer=s)),
+            "lrp_gamma": lambda: _layer_map(rules.Gamma(OPTIONS.gamma, stabilizer=s)),
+            "lrp_epsilon_plus_flat": lambda: composites.EpsilonPlusFlat(epsilon=OPTIONS.epsilon, stabilizer=s),
+            "lrp_epsilon_gamma_box": lambda: composites.EpsilonGammaBox(
+                low=torch.tensor(x.min(axis=(0, 2, 3)), dtype=torch.float64).reshape(1, -1, 1, 1),
+                high=torch.tensor(x.max(axis=(0, 2, 3)), dtype=torch.float64).reshape(1, -1, 1, 1),
+                epsilon=OPTIONS.epsilon, gamma=OPTIONS.gamma, stabilizer=s)}[method]()
+    ref = _zennit_relevance(net, x, region, comp)
+    check(eg, out, method, ref, region, rtol=1e-4)
+
+
+def test_lrp_zero_conserves_the_score_and_a_bias_takes_its_share():
+    """A two-layer net whose first layer's outputs are all positive (positive input and weights): LRP-0 (epsilon
+    -> 0) hands each class's score to the input whole, to float rounding; a bias in the head takes exactly its
+    share, bias * |region|, which the published total lacks."""
+    rng = np.random.default_rng(5)
+    x = rng.uniform(0.1, 1.0, (1, 2, 6, 6)).astype(np.float32)
+    w1 = rng.uniform(0.1, 1.0, (4, 2, 3, 3)).astype(np.float32)
+    w2 = rng.standard_normal((2, 4, 1, 1)).astype(np.float32)
+    for head_bias in (0.0, 0.7):
+        nodes = [helper.make_node("Conv", ["input", "w1"], ["h"], pads=[1, 1, 1, 1]),
+                 helper.make_node("Relu", ["h"], ["dec1"]), helper.make_node("Conv", ["dec1", "w2", "b2"], ["logits"])]
+        inits = [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2"),
+                 numpy_helper.from_array(np.full(2, head_bias, np.float32), "b2")]
+        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 2, 6, 6])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2, 6, 6])], inits)
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+        eg = build_segmentation_explainer(m, "input", "logits", {"penultimate": "dec1"}, SegmentationExplainConfig(
+            methods=("lrp_epsilon",), upsample=False, uint8=False, lrp=LrpOptions(epsilon=1e-9)))
+        names = eg.output_names()
+        out = dict(zip(names, session(eg.model).run(names, {"input": x})))
+        region = out["logits"].argmax(1)[0][None] == np.arange(2)[:, None, None]
+        scores = np.array([(out["logits"][0, c] * region[c]).sum() for c in range(2)], np.float64)
+        absorbed = head_bias * region.reshape(2, -1).sum(1)
+        _, _, total = ours(eg, out, "lrp_epsilon")
+        assert relative_error(total, scores - absorbed) < 1e-5, (head_bias, total, scores - absorbed)
+
+
+# --- each rule against the layer's dense matrix --------------------------------------------------------------------
+
+def _conv_model(w, bias, x_shape, transpose=False, **attrs):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(bias, "b")]
+    node = helper.make_node("ConvTranspose" if transpose else "Conv", ["x", "w", "b"], ["y"], name="layer", **attrs)
+    g = helper.make_graph([node], "g", [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return onnx.shape_inference.infer_shapes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)],
+                                                               ir_version=8))
+
+
+def _dense(w, bias, x_shape, transpose, attrs):
+    """(M, b) of the layer as a dense map out = M x + b, read off the Jacobian in float64."""
+    tw = torch.tensor(w, dtype=torch.float64)
+    stride, pad = attrs.get("strides", [1, 1]), attrs.get("pads", [0] * 4)[:2]
+
+    def f(v):
+        v = v.reshape(x_shape)
+        if transpose:
+            return torch.nn.functional.conv_transpose2d(v, tw, None, stride, pad,
+                                                        attrs.get("output_padding", [0, 0])).reshape(-1)
+        return torch.nn.functional.conv2d(v, tw, None, stride, pad).reshape(-1)
+    m = torch.autograd.functional.jacobian(f, torch.zeros(int(np.prod(x_shape)), dtype=torch.float64)).numpy()
+    n_out = m.shape[0] // w.shape[1 if transpose else 0]
+    return m, np.repeat(bias.astype(np.float64), n_out)
+
+
+def _stab(z, eps):
+    return z + eps * np.where(z >= 0, 1.0, -1.0)
+
+
+def _expected(rule, m, b, x, r, eps, g=0.25, low=None, high=None):
+    """The rule's relevance at the input, in numpy from the dense matrix (the rule definitions of rules/relevance.py,
+    after Zennit's)."""
+    mp, mn, xp, xn, bp, bn = np.maximum(m, 0), np.minimum(m, 0), np.maximum(x, 0), np.minimum(x, 0), \
+        np.maximum(b, 0), np.minimum(b, 0)
+    if rule == "epsilon":
+        return x * (m.T @ (r / _stab(m @ x + b, eps)))
+    if rule == "epsilon_nobias":
+        return x * (m.T @ (r / _stab(m @ x, eps)))
+    if rule == "zplus":
+        s = r / _stab(mp @ xp + mn @ xn + bp, eps)
+        return xp * (mp.T @ s) + xn * (mn.T @ s)
+    if rule == "alpha_beta":
+        sp, sn = r / _stab(mp @ xp + mn @ xn + bp, eps), r / _stab(mn @ xp + mp @ xn + bn, eps)
+        return 2 * (xp * (mp.T @ sp) + xn * (mn.T @ sp)) - (xp * (mn.T @ sn) + xn * (mp.T @ sn))
+    if rule == "gamma":  # Zennit's generalised gamma: the output's sign picks the branch
+        z = m @ x + b
+        up, dn = m + g * mp, m + g * mn
+        sp = r * (z > 0) / _stab(up @ xp + dn @ xn + b + g * bp, eps)
+        sn = r * (z < 0) / _stab(dn @ xp + up @ xn + b + g * bn, eps)
+        return xp * (up.T @ sp) + xn * (dn.T @ sp) + xp * (dn.T @ sn) + xn * (up.T @ sn)
+    if rule == "flat":
+        ones = (m != 0).astype(np.float64)
+        return ones.T @ (r / _stab(ones @ np.ones_like(x), eps))
+    if rule == "zbox":
+        s = r / _stab(m @ x - mp @ low - mn @ high, eps)
+        return x * (m.T @ s) - low * (mp.T @ s) - high * (mn.T @ s)
+    raise KeyError(rule)
+
+
+RULE_METHODS = {"epsilon": ("lrp_epsilon", 0.05), "epsilon_nobias": ("lrp_epsilon_nobias", 0.05),
+                "zplus": ("lrp_zplus", 1e-6), "alpha_beta": ("lrp_alpha2_beta1", 1e-6),
+                "gamma": ("lrp_gamma", 1e-6), "flat": ("lrp_epsilon_plus_flat", 1e-6),
+                "zbox": ("lrp_epsilon_gamma_box", 1e-6)}
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+@pytest.mark.parametrize("rule", list(RULE_METHODS))
+def test_each_rule_against_the_layers_dense_matrix(rule, transpose):
+    """One Conv (or ConvTranspose) layer whose input is the model input: the rule our composites put on it (a first
+    layer takes Flat or z-box in their composites), against the formula on its dense matrix."""
+    from hsi_xai_node.explain import Builder
+    from hsi_xai_node.explain._composites import composite
+    from hsi_xai_node.explain._reverse import append_backward
+
+    rng = np.random.default_rng(3)
+    x_shape = (1, 2, 5, 6)
+    w = rng.standard_normal((2, 3, 3, 3) if transpose else (3, 2, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(3).astype(np.float32) * 0.3
+    attrs = {"strides": [2, 2], "pads": [1, 1, 1, 1], "output_padding": [1, 1]} if transpose else {"pads": [1, 1, 1, 1]}
+    model = _conv_model(w, bias, x_shape, transpose, **attrs)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    method, eps = RULE_METHODS[rule]
+    b = Builder(model)
+    y_shape = b.shape("y")
+    r = rng.standard_normal((2, *y_shape[1:])).astype(np.float32)  # two rows of relevance arriving at y
+    seed = b.add_input("r", r.shape)
+    prop = composite(method, b, "x", LrpOptions(epsilon=eps, stabilizer=eps))  # flat, zbox: the first layer's rule
+    rel = append_backward(b, {"y": seed}, ["x"], 2, prop)["x"]
+    b.add_output(rel, (2, *x_shape[1:]))
+    got = session(model).run([rel], {"x": x, "r": r})[0]
+    m, bb = _dense(w, bias, x_shape, transpose, attrs)
+    x64 = x.astype(np.float64).reshape(-1)
+    low = np.repeat(x.min(axis=(0, 2, 3)), x_shape[2] * x_shape[3]).astype(np.float64)
+    high = np.repeat(x.max(axis=(0, 2, 3)), x_shape[2] * x_shape[3]).astype(np.float64)
+    for row in range(2):
+        want = _expected(rule, m, bb, x64, r[row].astype(np.float64).reshape(-1), eps, low=low, high=high)
+        assert relative_error(got[row].reshape(-1), want) < 1e-4, (rule, transpose, relative_error(got[row].reshape(-1),
+                                                                                                   want))
+
+
+def test_an_op_without_a_rule_fails_naming_op_node_and_method():
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 2, 4, 4])
+    w = numpy_helper.from_array(np.ones((3, 2, 1, 1), np.float32), "w")
+    nodes = [helper.make_node("Erf", ["input"], ["e"], name="the_erf"),
+             helper.make_node("Conv", ["e", "w"], ["logits"])]
+    g = helper.make_graph(nodes, "g", [x], [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3, 4, 4])],
+                          [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    with pytest.raises(ExplainError, match=r"no backward rule for op 'Erf' \(node 'the_erf'\) on the path to target "
+                                           r"'input' \(lrp_zplus\)"):
+        build_segmentation_explainer(m, "input", "logits", {"penultimate": "e"},
+                                     SegmentationExplainConfig(methods=("lrp_zplus",)))
