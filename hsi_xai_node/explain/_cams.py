@@ -201,8 +201,8 @@ def gradcam_pp(ctx: CamContext) -> str:
     s4 = b.op("Reshape", [s, b.ints([1, ctx.channels, 1, 1])], "activation_sum_4d")
     denom = b.op("Add", [b.op("Add", [b.op("Mul", [b.const(2.0), g2]), b.op("Mul", [s4, g3])]),
                          b.const(EPS_GRADCAM_PP)], "pp_denominator")
-    alpha = b.op("Where", [b.op("Equal", [g, b.const(0.0)], "g_zero"), b.const(0.0), b.op("Div", [g2, denom])],
-                 "pp_alpha")
+    # pytorch-grad-cam sets alpha to 0 where G == 0: there G^2 / (0 + 0 + eps) is 0 already, and ReLU(G) is 0 too
+    alpha = b.op("Div", [g2, denom], "pp_alpha")
     weights = ctx.sum_hw(b.op("Mul", [b.op("Relu", [g], "g_pos"), alpha], "pp_terms"), "pp_weights")
     return _relu(ctx, ctx.weighted(weights, "gradcam_pp_cam"), "gradcam_pp")
 

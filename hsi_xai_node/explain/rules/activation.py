@@ -14,8 +14,15 @@ from . import RuleContext, rule
 def relu(c: RuleContext):
     # PyTorch's tie rule: the gradient at x == 0 is 0. The mask reads the output: y > 0 exactly
     # when x > 0, and leaving x unread lets runtimes keep Conv+Relu fused in the forward pass.
-    zero = c.b.const(0.0, "zero")
-    return [c.b.op("Where", [c.b.op("Greater", [c.y(), zero], "relu_mask"), c.g, zero], "relu_grad")]
+    return [c.b.op("Mul", [c.g, mask_of(c, c.b.op("Greater", [c.y(), c.b.const(0.0, "zero")], "relu_mask"))],
+                   "relu_grad")]
+
+
+def mask_of(c: RuleContext, condition: str) -> str:
+    """A boolean mask as 0/1 floats, to multiply a cotangent by. A product, not a Where: ONNX Runtime's CPU Where
+    takes about 10x a broadcast Mul over the same rows (35 vs 3.5 ms for 5 x 12 x 208 x 400, bench in the commit);
+    the mask itself is built once at the forward's batch of 1."""
+    return c.b.op("Cast", [condition], "mask_f", to=1)
 
 
 @rule("LeakyRelu")
@@ -41,7 +48,7 @@ def clip(c: RuleContext):
             mask = inside if mask is None else b.op("And", [mask, inside], "clip_mask")
     if mask is None:  # no bounds: identity
         return [c.g]
-    return [b.op("Where", [mask, c.g, b.const(0.0, "zero")], "clip_grad")] + [None] * (len(c.node.input) - 1)
+    return [b.op("Mul", [c.g, mask_of(c, mask)], "clip_grad")] + [None] * (len(c.node.input) - 1)
 
 
 @rule("Sigmoid")

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from onnx import helper
 
 from . import RULES, RuleContext
+from .activation import mask_of
 
 EPS = 1e-10
 ELEMENTWISE = ("Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Clip")
@@ -32,21 +33,28 @@ def _reference_of(c: RuleContext, reference: Mapping[str, str], tensor: str) -> 
 
 
 def _rescaled(c: RuleContext, numerator: str, x: str, x0: str, gradient: str) -> str:
+    """numerator / (x - x0) where |x - x0| >= eps, else `gradient`: as products with masks built at the forward's
+    batch of 1 (a Where over the rows is ~10x a Mul on ONNX Runtime's CPU, activation.mask_of)."""
     b = c.b
     dx = b.op("Sub", [x, x0], "dl_delta_in")
-    moved = b.op("Not", [b.op("Less", [b.op("Abs", [dx]), b.const(EPS, "dl_eps")], "dl_still")], "dl_moved")
-    return b.op("Where", [moved, b.op("Div", [numerator, dx], "dl_rescaled"), gradient], "dl_multiplier")
+    still = b.op("Less", [b.op("Abs", [dx]), b.const(EPS, "dl_eps")], "dl_still")
+    inverse = b.op("Where", [still, b.const(0.0, "zero"), b.op("Reciprocal", [dx], "dl_inverse")], "dl_inverse_moved")
+    return b.op("Add", [b.op("Mul", [numerator, inverse], "dl_rescaled"),
+                        b.op("Mul", [gradient, mask_of(c, still)], "dl_gradient_kept")], "dl_multiplier")
 
 
 def rescale(reference: Mapping[str, str]) -> Callable:
-    """The rescale rule of an element-wise op."""
+    """The rescale rule of an element-wise op. The slope (y - y0) / (x - x0), or the op's derivative where x barely
+    moved, is the same for every row: it is built once at the forward's batch of 1 (the gradient rule applied to
+    ones gives the derivative), and each row's multiplier is one product with it."""
     def rule(c: RuleContext):
         b = c.b
-        gradient = RULES[c.node.op_type](c)[0]
+        ones = b.op("Expand", [b.const(1.0, "one"), b.ints(list(c.shape(c.y())))], "dl_ones")
+        derivative = RULES[c.node.op_type](RuleContext(node=c.node, b=b, out_cots=[ones], needs=c.needs,
+                                                       batch=1))[0]
         dy = b.op("Sub", [c.y(), _reference_of(c, reference, c.y())], "dl_delta_out")
-        numerator = b.op("Mul", [c.g, dy], "dl_delta_times_m")
-        return [_rescaled(c, numerator, c.x(), _reference_of(c, reference, c.x()), gradient)] + \
-            [None] * (len(c.node.input) - 1)
+        slope = _rescaled(c, dy, c.x(), _reference_of(c, reference, c.x()), derivative)
+        return [b.op("Mul", [c.g, slope], "dl_multiplier_rows")] + [None] * (len(c.node.input) - 1)
     return rule
 
 

@@ -69,7 +69,8 @@ def max_pool(c: RuleContext):
         # one-hot over offsets: (1, C, K, *ys) mask; g rides along axis 2, then (B, C*K, *ys) for the scatter
         hit = b.op("Equal", [b.op("Unsqueeze", [idx, b.ints([2])]),
                              b.const(np.arange(len(offsets)).reshape((1, 1, -1) + (1,) * n), "offsets")], "maxpool_hit")
-        g = b.op("Where", [hit, b.op("Unsqueeze", [g, b.ints([2])]), b.const(0.0, "zero")], "maxpool_route")
+        g = b.op("Mul", [b.op("Unsqueeze", [g, b.ints([2])]), b.op("Cast", [hit], "maxpool_hit_f", to=1)],
+                 "maxpool_route")  # a product, not a Where (activation.mask_of says why)
         g = b.op("Reshape", [g, b.ints([c.batch, channels * len(offsets), *ys])], "maxpool_stack")
     onehot = np.zeros((len(offsets), 1, *kernel), np.float32)
     for k, o in enumerate(offsets):

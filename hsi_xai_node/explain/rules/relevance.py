@@ -28,6 +28,7 @@ import numpy as np
 from onnx import helper
 
 from . import RULES, RuleContext
+from .activation import mask_of
 from .conv import conv_input_vjp, conv_transpose_input_vjp
 
 
@@ -35,10 +36,9 @@ from .conv import conv_input_vjp, conv_transpose_input_vjp
 
 def relu_guided(c: RuleContext):
     """Guided backprop (Springenberg 2015): the ReLU's gradient, and only where the arriving gradient is positive."""
-    b, zero = c.b, c.b.const(0.0, "zero")
-    keep = b.op("And", [b.op("Greater", [c.y(), zero], "relu_mask"), b.op("Greater", [c.g, zero], "guided_mask")],
-                "guided_keep")
-    return [b.op("Where", [keep, c.g, zero], "guided_grad")]
+    b = c.b
+    where_on = mask_of(c, b.op("Greater", [c.y(), b.const(0.0, "zero")], "relu_mask"))  # at the forward's batch
+    return [b.op("Mul", [b.op("Relu", [c.g], "guided_positive"), where_on], "guided_grad")]
 
 
 def relu_deconvnet(c: RuleContext):
@@ -190,7 +190,7 @@ def linear_rule(terms: tuple[Term, ...], eps: float, groups: dict[int, tuple[flo
             alpha, mask = groups.get(g, (1.0, "all"))
             if mask != "all":
                 keep = b.op("Greater" if mask == "pos" else "Less", [c.y(), b.const(0.0, "zero")], "lrp_branch")
-                r = b.op("Where", [keep, r, b.const(0.0, "zero")], "lrp_branch_r")
+                r = b.op("Mul", [r, mask_of(c, keep)], "lrp_branch_r")
             if alpha != 1.0:
                 r = b.op("Mul", [r, b.const(alpha, "lrp_alpha")], "lrp_weighted")
             shares[g] = b.op("Div", [r, stabilised(c, z, eps)], "lrp_share")

@@ -1,0 +1,228 @@
+"""Cost of paper 003's white-box input attributions in the graph, beside the forward, each method's arithmetic
+bound, and Captum and Zennit on the same model, same machine, same threads, interleaved in one run.
+
+    .venv/bin/python bench/attributions.py [--sizes bundled,hsi-drive] [--repeats 3] [--threads 2] [--json out.json]
+
+For each U-Net size (bundled: 12 base filters; hsi-drive: HSI-Drive's 32) at the model input 1x25x208x400, all
+5 classes in one ONNX Runtime CPU call per method (float32, the PathOptions defaults: SmoothGrad 8 samples,
+integrated gradients 16 trapezoid intervals = 17 points, zero baseline), it times:
+
+* the forward graph, and each method's explain graph (only that method's outputs, maps not resized or quantised);
+* each method's bound: the graph's multiply-adds (Conv, ConvTranspose, MatMul, Gemm) over the forward's. LRP-epsilon
+  and DeepLIFT: one modified backward to the input per row (DeepLIFT: and the reference forward); z+, gamma and the
+  composites: also their modified forward convolutions, once per frame; SmoothGrad and integrated gradients: n or m
+  forwards and backwards of every row. Element-wise work (masks, divisions, the sums of the maps) is not in the
+  bound: x bound above 1 is what it costs;
+* the libraries, float32 PyTorch on the same weights: per class, as they are usually called (one attribution call
+  per target), and batched over the classes where they allow it (the frame repeated once per class, one target per
+  row, one call): Captum Saliency / GuidedBackprop / DeepLift / IntegratedGradients (n_steps points in one batch) /
+  NoiseTunnel(Saliency); Zennit Gradient, EpsilonPlusFlat, SmoothGrad, IntegratedGradients (Zennit 0.5.1,
+  `pip install --no-deps zennit==0.5.1`, torchvision stand-ins as in the tests).
+
+The libraries' settings match ours where they have one (same samples, same steps: riemann_right for both libraries'
+integrated gradients, n + 1 = 17 points for Captum's trapezoid).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from hsi_xai_node.explain import PathOptions, SegmentationExplainConfig, build_segmentation_explainer, multiply_adds
+from hsi_xai_node.training.config import SIZES
+from hsi_xai_node.training.segmentation import export_onnx
+from hsi_xai_node.training.unet import UNet, UNetConfig, parameter_count
+
+SHAPE = (1, 25, 208, 400)
+CLASSES = 5
+LAYERS = {"penultimate": "dec1", "second_conv_block": "enc1", "bottleneck": "bottleneck"}
+METHODS = ("gradient", "input_x_gradient", "guided_backprop", "deconvnet", "lrp_epsilon", "lrp_epsilon_nobias",
+           "lrp_zplus", "lrp_alpha2_beta1", "lrp_gamma", "lrp_epsilon_plus_flat", "lrp_epsilon_gamma_box",
+           "deeplift", "smoothgrad", "integrated_gradients")
+PATHS = PathOptions()
+
+
+def ort_session(model: onnx.ModelProto, threads: int):
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def zennit():
+    """Zennit imports torchvision's ResNet blocks for its canonizers only: inert stand-ins (as in the tests)."""
+    for name in ("torchvision", "torchvision.models", "torchvision.models.resnet"):
+        sys.modules.setdefault(name, types.ModuleType(name))
+    for cls in ("Bottleneck", "BasicBlock"):
+        setattr(sys.modules["torchvision.models.resnet"], cls, type(cls, (), {}))
+    import zennit as z
+    import zennit.attribution
+    import zennit.composites
+    return z
+
+
+def library_runs(net, x: np.ndarray, region: np.ndarray) -> dict:
+    """name -> callable: the libraries' attributions of all classes, per class and batched."""
+    import captum.attr as ca
+
+    z = zennit()
+    reg = torch.from_numpy(region)
+    xt = torch.from_numpy(x)
+    onehots = torch.zeros((CLASSES, CLASSES, *SHAPE[2:]))
+    for c in range(CLASSES):
+        onehots[c, c] = reg[c]
+
+    class Logit(torch.nn.Module):  # one class's region score: Captum calls it once per target
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, v):
+            logits = self.net(v)
+            return (logits * reg.unsqueeze(0)[:, :CLASSES]).sum((2, 3))  # (n, classes): class c over its region
+
+    scores = Logit()
+    batch = xt.repeat(CLASSES, 1, 1, 1)
+    targets = list(range(CLASSES))
+    x0 = torch.zeros_like(xt)
+    sigma = PATHS.smoothgrad_noise * float(x.max() - x.min())
+    runs = {}
+
+    def per_class(fn):
+        return lambda: [fn(xt.clone().requires_grad_(True), c) for c in targets]
+
+    def batched(fn):
+        return lambda: fn(batch.clone().requires_grad_(True), targets)
+
+    saliency = ca.Saliency(scores)
+    runs["captum gradient per class"] = per_class(lambda v, c: saliency.attribute(v, target=c, abs=False))
+    runs["captum gradient batched"] = batched(lambda v, t: saliency.attribute(v, target=t, abs=False))
+    guided = ca.GuidedBackprop(scores)
+    runs["captum guided_backprop per class"] = per_class(lambda v, c: guided.attribute(v, target=c))
+    runs["captum guided_backprop batched"] = batched(lambda v, t: guided.attribute(v, target=t))
+    deeplift = ca.DeepLift(scores, eps=1e-10)
+    runs["captum deeplift per class"] = per_class(lambda v, c: deeplift.attribute(v, baselines=x0, target=c))
+    runs["captum deeplift batched"] = batched(lambda v, t: deeplift.attribute(v, baselines=x0.repeat(CLASSES, 1, 1, 1),
+                                                                              target=t))
+    ig = ca.IntegratedGradients(scores)
+    m = PATHS.ig_steps
+    runs["captum integrated_gradients per class"] = per_class(
+        lambda v, c: ig.attribute(v, baselines=x0, target=c, n_steps=m + 1, method="riemann_trapezoid"))
+    runs["captum integrated_gradients batched"] = batched(
+        lambda v, t: ig.attribute(v, baselines=x0.repeat(CLASSES, 1, 1, 1), target=t, n_steps=m + 1,
+                                  method="riemann_trapezoid"))
+    tunnel = ca.NoiseTunnel(saliency)
+    n = PATHS.smoothgrad_samples
+    runs["captum smoothgrad per class"] = per_class(
+        lambda v, c: tunnel.attribute(v, nt_type="smoothgrad", nt_samples=n, stdevs=sigma, target=c, abs=False))
+    runs["captum smoothgrad batched"] = batched(
+        lambda v, t: tunnel.attribute(v, nt_type="smoothgrad", nt_samples=n, stdevs=sigma, target=t, abs=False))
+
+    def zennit_runs(key, make):
+        def one(v, out):
+            with make() as attributor:
+                return attributor(v, out)[1]
+        runs[f"zennit {key} per class"] = lambda: [one(xt.clone(), onehots[c:c + 1]) for c in targets]
+        runs[f"zennit {key} batched"] = lambda: one(batch.clone(), onehots)
+
+    zennit_runs("gradient", lambda: z.attribution.Gradient(model=net))
+    zennit_runs("lrp_epsilon_plus_flat", lambda: z.attribution.Gradient(
+        model=net, composite=z.composites.EpsilonPlusFlat(epsilon=0.01)))
+    zennit_runs("smoothgrad", lambda: z.attribution.SmoothGrad(model=net, noise_level=PATHS.smoothgrad_noise,
+                                                                n_iter=n))
+    zennit_runs("integrated_gradients", lambda: z.attribution.IntegratedGradients(model=net, n_iter=m))
+    return runs
+
+
+def bench_size(size: str, repeats: int, threads: int, libraries: bool) -> dict:
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(in_channels=25, num_classes=CLASSES, base_filters=SIZES[size])).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "u.onnx"
+        export_onnx(net, path, SHAPE)
+        forward = onnx.load(str(path))
+    graphs = {"forward": forward}
+    for method in METHODS:
+        graphs[method] = build_segmentation_explainer(
+            forward, "input", "logits", LAYERS,
+            SegmentationExplainConfig(methods=(method,), upsample=False, uint8=False, paths=PATHS)).model
+    macs = {k: multiply_adds(g) for k, g in graphs.items()}
+    sessions = {k: ort_session(g, threads) for k, g in graphs.items()}
+    x = np.random.default_rng(0).uniform(0.5, 1.5, SHAPE).astype(np.float32)
+    torch.set_num_threads(threads)
+    runs = {k: (lambda s=s: s.run(None, {"input": x})) for k, s in sessions.items()}
+    if libraries:
+        with torch.no_grad():
+            labels = net(torch.from_numpy(x)).argmax(1)[0].numpy()
+        region = (labels[None] == np.arange(CLASSES)[:, None, None]).astype(np.float32)
+        runs |= library_runs(net, x, region)
+    times = {k: [] for k in runs}
+    for fn in runs.values():
+        fn()  # warm-up
+    for _ in range(repeats):
+        for k, fn in runs.items():  # interleaved: the machine's noise hits every variant alike
+            time.sleep(0.1)  # PyTorch's spinning OpenMP threads idle before the next run; not timed
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+            print(f"  {size} {k}: {times[k][-1]:.2f} s", flush=True)
+    med = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
+    fwd = med["forward"]
+    rows = {}
+    for k, t in med.items():
+        row = {"median_ms": t, "x_forward": t / fwd}
+        if k in macs:
+            bound = macs[k] / macs["forward"]
+            row |= {"gmacs": macs[k] / 1e9, "bound_x_forward": bound, "x_bound": (t / fwd) / bound}
+        rows[k] = row
+    for method in METHODS:  # ours against each library's per-class and batched call of the same method
+        for lib in ("captum", "zennit"):
+            for how in ("per class", "batched"):
+                key = f"{lib} {method} {how}"
+                if key in med:
+                    rows[method][f"speedup_vs_{lib}_{how.replace(' ', '_')}"] = med[key] / med[method]
+    return {"size": size, "parameters": parameter_count(net), "shape": SHAPE, "classes": CLASSES, "repeats": repeats,
+            "threads": threads, "paths": PATHS.__dict__, "rows": rows}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="bundled,hsi-drive")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-libraries", action="store_true", help="only our graphs (no Captum / Zennit rows)")
+    ap.add_argument("--json")
+    args = ap.parse_args(argv)
+    import captum
+    results = {"machine": platform.machine(), "processor": platform.processor(), "onnxruntime": ort.__version__,
+               "torch": torch.__version__, "captum": captum.__version__,
+               "sizes": [bench_size(s, args.repeats, args.threads, not args.no_libraries)
+                         for s in args.sizes.split(",") if s]}
+    for r in results["sizes"]:
+        print(f"\n{r['size']} U-Net ({r['parameters'] / 1e6:.2f}M parameters), input {r['shape']}, "
+              f"{r['classes']} classes in one call, median of {r['repeats']}, {r['threads']} threads")
+        print(f"{'graph':40s} {'ms':>9s} {'x fwd':>7s} {'bound':>7s} {'x bound':>8s}  speed-up against the libraries")
+        for k, row in r["rows"].items():
+            vs = "  ".join(f"{name.removeprefix('speedup_vs_')} {v:.1f}x" for name, v in row.items()
+                           if name.startswith("speedup_vs_"))
+            print(f"{k:40s} {row['median_ms']:9.1f} {row['x_forward']:7.2f} "
+                  + (f"{row['bound_x_forward']:7.2f} {row['x_bound']:8.2f}" if "gmacs" in row else " " * 16)
+                  + (f"  {vs}" if vs else ""))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return results
+
+
+if __name__ == "__main__":
+    main()
