@@ -7,6 +7,11 @@ Public API (the modules behind it are private):
     build_detection_explainer(...)          the per-box CAM family (and camera attributions) for the top-K boxes
     CAMS                                    the CAM table: method -> one function from (A, dS/dA) to the maps
     METHODS, CAM_METHODS, BOX_METHODS       method names for segmentation and for detector boxes
+    INPUT_METHODS                           the white-box input attributions (paper 003): method -> how it is built
+    LrpOptions, PathOptions                 LRP's epsilon/gamma/stabiliser; SmoothGrad, integrated gradients and
+                                            DeepLIFT settings (samples, noise, steps, quadrature, baseline)
+    COMPOSITES, composite(...)              which rule applies where for each white-box propagation
+    conservation_residual(total, target)    |total - target| / |target| of a conserving input attribution
     conservativeness_residual(...)          does a map's sum over the seed region equal the logit sum?
     conservativeness_residual_of_labels(...)  the same with the regions given as a label image
     gradients(model, seeds, targets, batch)  the reverse-mode pass itself (one rule per op)
@@ -17,7 +22,9 @@ Public API (the modules behind it are private):
     ExplainError                            raised for anything the compiler cannot build
 """
 
+from ._attributions import INPUT_METHODS, PathOptions, conservation_residual
 from ._cams import CAMS
+from ._composites import COMPOSITES, LrpOptions, composite
 from ._conservativeness import conservativeness_residual, conservativeness_residual_of_labels
 from ._cost import multiply_adds
 from ._detection import BOX_CAMS, BOX_METHODS, DetectionExplainConfig, build_detection_explainer
@@ -29,7 +36,9 @@ from ._segmentation import (CAM_METHODS, METHODS, SEEDS, SegmentationExplainConf
 from ._trt_check import assert_tensorrt_compatible, check_tensorrt
 from .rules import RULES
 
-__all__ = ["BOX_CAMS", "BOX_METHODS", "CAMS", "CAM_METHODS", "assert_tensorrt_compatible", "check_tensorrt", "DetectionExplainConfig", "build_detection_explainer", "Builder", "ExplainError", "ExplainGraph", "METHODS", "MapOutput", "RULES", "SEEDS",
-           "SegmentationExplainConfig", "append_backward", "build_segmentation_explainer",
-           "conservativeness_residual", "conservativeness_residual_of_labels", "gradients", "keep_outputs",
-           "multiply_adds"]
+__all__ = ["BOX_CAMS", "BOX_METHODS", "CAMS", "CAM_METHODS", "COMPOSITES", "INPUT_METHODS", "LrpOptions",
+           "PathOptions", "assert_tensorrt_compatible", "check_tensorrt", "DetectionExplainConfig",
+           "build_detection_explainer", "Builder", "ExplainError", "ExplainGraph", "METHODS", "MapOutput", "RULES",
+           "SEEDS", "SegmentationExplainConfig", "append_backward", "build_segmentation_explainer", "composite",
+           "conservation_residual", "conservativeness_residual", "conservativeness_residual_of_labels", "gradients",
+           "keep_outputs", "multiply_adds"]

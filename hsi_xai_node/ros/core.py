@@ -381,6 +381,7 @@ class HsiXaiCore:
         self._last["timings"] = result.timings_ms
         self._last["residual"] = float(np.nanmax(result.residuals["activation"])) \
             if "activation" in result.residuals else float("nan")
+        self._last["conservation"] = result.conservation_values()
         self._last["processed_at"] = [t for t in self._last["processed_at"] if time.monotonic() - t < 5.0] \
             + [time.monotonic()]
 
@@ -431,6 +432,7 @@ class HsiXaiCore:
                    "model": self.pipeline.card.name,
                    "references": "yes" if len(self.references) == 2 else "no",
                    "frames_without_references": str(self.uncalibrated), "state": self.state_name()}
+        values |= self._last.get("conservation", {})
         if self.config.publish_foxglove_annotations:
             values["foxglove_annotations"] = "published" if self.foxglove_msgs is not None else FOXGLOVE_MSGS_MISSING
         values |= self._latencies(self.pubs)

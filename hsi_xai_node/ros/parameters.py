@@ -31,10 +31,25 @@ DESCRIPTIONS = {
     "precision": "fp16 or fp32 (TensorRT; mask comparisons always stay fp32)",
     "engine_cache_dir": "TensorRT engine cache; empty = ~/.cache/hsi_xai_node/engines",
     "methods": "explanations computed in the graph: activation, seg_gradcam, seg_gradcam_signed, hires, gradcam_pp, "
-               "xgradcam, layercam, seg_xres, eigencam, scorecam (a forward per channel: offline-grade), spectral",
+               "xgradcam, layercam, seg_xres, eigencam, fem, scorecam (a forward per channel: offline-grade), "
+               "spectral; input attributions (paper 003): gradient, input_x_gradient, guided_backprop, deconvnet, "
+               "lrp_epsilon, lrp_epsilon_nobias, lrp_zplus, lrp_alpha2_beta1, lrp_gamma, lrp_epsilon_plus_flat, "
+               "lrp_epsilon_gamma_box, deeplift, smoothgrad and integrated_gradients (a forward and a backward per "
+               "sample or step: offline-grade)",
     "explain_classes": "class names the fused overlays show (e.g. [road, vegetation]); [] = every class",
     "target_layers": "layers the Grad-CAM family targets: card roles (penultimate, bottleneck) or tensor names",
-    "overlay_method": "the CAM-family map fused into the Grad-CAM overlay (one of methods)",
+    "overlay_method": "the map fused into the explanation overlay (<ns>/gradcam_overlay): a CAM-family method or an "
+                      "input attribution, one of methods",
+    "fem_k": "fem: a channel's pixels at or above its mean plus fem_k standard deviations count as strong, 0..10",
+    "lrp_epsilon": "the LRP epsilon rule's stabiliser (lrp_epsilon, lrp_epsilon_nobias, the composites' dense layers)",
+    "lrp_gamma": "the LRP gamma rule's gamma (lrp_gamma, lrp_epsilon_gamma_box), 0..10",
+    "smoothgrad_samples": "smoothgrad: noisy copies of the forward per frame, each with a backward for every class",
+    "smoothgrad_noise": "smoothgrad: the noise's standard deviation as a share of the frame's input range, (0, 1]",
+    "ig_steps": "integrated_gradients: intervals of the path (trapezoid: steps + 1 points, riemann_right: steps), "
+                "each a copy of the forward with a backward for every class",
+    "ig_quadrature": "integrated_gradients: trapezoid or riemann_right",
+    "attribution_baseline": "integrated_gradients' and deeplift's reference input: zeros, blur (Gaussian, 5 px) or "
+                            "spectral_mean (each pixel's mean over the bands in every band)",
     "overlay_alpha": "blend weight of the coloured map over the false-colour preview, 0..1",
     "colormap": "colormap of one-sided maps (Grad-CAM, per-box Grad-CAM), sequential: inferno, viridis, magma, hot, "
                 "turbo or jet",
@@ -50,7 +65,7 @@ DESCRIPTIONS = {
     "detection_score_threshold": "keep detections scoring above this, 0..1; 0.0 = the detector card's threshold",
     "explain_boxes": "top-K detections per frame explained by per-box Grad-CAM; 0 = none",
     "detection_methods": "per-box maps computed in the detector's graph: box_gradcam, box_gradcam_signed, box_hires, "
-                         "box_gradcam_pp, box_xgradcam, box_layercam, box_xres, box_eigencam; box_spectral adds each "
+                         "box_gradcam_pp, box_xgradcam, box_layercam, box_xres, box_eigencam, box_fem; box_spectral adds each "
                          "detection's camera shares (gradient x input per camera)",
     "detection_overlay_method": "the per-box map the detection overlay shows (any per-box CAM method)",
     "memory_limit_mb": "largest estimated memory per frame (model tensors at batch = classes or boxes, camera frames "

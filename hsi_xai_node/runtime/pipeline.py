@@ -29,8 +29,8 @@ import onnx
 
 from ..classes import colourise
 from ..errors import InputError
-from ..explain import (CAM_METHODS, METHODS, SegmentationExplainConfig, build_segmentation_explainer,
-                       conservativeness_residual_of_labels)
+from ..explain import (CAM_METHODS, INPUT_METHODS, METHODS, LrpOptions, PathOptions, SegmentationExplainConfig,
+                       build_segmentation_explainer, conservation_residual, conservativeness_residual_of_labels)
 from ..model_card import ModelCard, load_model
 from ..resources import share_path
 from ..sensor.calibration import load_profile
@@ -43,7 +43,8 @@ from .overlay import SCALE_MODES, MapKey, OverlayScales, apply_colormap, check_c
 
 DEFAULT_MODEL = share_path("models/unet_bundled_25pn.onnx")
 _PREVIEW_TOLERANCE_NM = inspect.signature(false_colour).parameters["tolerance_nm"].default
-OVERLAY_METHODS = (*CAM_METHODS, "scorecam")  # maps the Grad-CAM-family overlay can show
+# maps the explanation overlay can show: the CAM family at a layer, or an input attribution (paper 003)
+OVERLAY_METHODS = (*CAM_METHODS, "scorecam", *INPUT_METHODS)
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class PipelineConfig:
     methods: tuple[str, ...] = ("activation", "seg_gradcam", "hires")
     layers: tuple[str, ...] = ("penultimate",)
     seed: str = "predicted"
-    overlay_method: str = "seg_gradcam"  # the Grad-CAM-family map fused into the Grad-CAM overlay
+    overlay_method: str = "seg_gradcam"  # the map fused into the explanation ("gradcam") overlay: OVERLAY_METHODS
     overlay_alpha: float = 0.5
     colormap: str = "inferno"  # one-sided maps: a sequential colormap
     signed_colormap: str = "coolwarm"  # signed maps: a diverging colormap centred on zero
@@ -70,6 +71,9 @@ class PipelineConfig:
     threads: int = 0
     openvino_device: str = "CPU"  # backend openvino: CPU, GPU, NPU or AUTO
     memory_limit_mb: float = DEFAULT_LIMIT_MB  # a model needing more per frame is refused at load (runtime.memory)
+    fem_k: float = 2.0  # fem: the K-sigma rule's K
+    lrp: LrpOptions = LrpOptions()  # the LRP methods' epsilon, gamma and stabiliser
+    paths: PathOptions = PathOptions()  # SmoothGrad's samples and noise, integrated gradients' steps, baselines
 
     def validated(self) -> "PipelineConfig":
         if not 0.0 <= self.overlay_alpha <= 1.0:
@@ -79,7 +83,8 @@ class PipelineConfig:
         if self.overlay_scale not in SCALE_MODES:
             raise InputError(f"overlay_scale must be one of {list(SCALE_MODES)}, got {self.overlay_scale!r}")
         if self.overlay_method not in OVERLAY_METHODS:
-            raise InputError(f"overlay_method {self.overlay_method!r} must be a CAM method: {list(OVERLAY_METHODS)}")
+            raise InputError(f"overlay_method {self.overlay_method!r} must be a method with a map: "
+                             f"{list(OVERLAY_METHODS)}")
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise InputError(f"methods {unknown} unknown; explanation methods: {list(METHODS)}")
@@ -96,12 +101,25 @@ class FrameResult:
     focus_overlay: np.ndarray | None = None  # bgr8: focus_class's Grad-CAM map, its region outlined
     class_maps: dict[str, np.ndarray] = field(default_factory=dict)  # method@layer -> (K, h, w) float32
     spectra: np.ndarray | None = None  # (K, bands) spectral attribution
-    residuals: dict[str, np.ndarray] = field(default_factory=dict)  # method -> (K,) conservativeness residual
+    band_attributions: dict[str, np.ndarray] = field(default_factory=dict)  # input method -> (K, bands) over region
+    # method -> (K,) residual: activation's conservativeness; an input method's |total - target| / |target|
+    residuals: dict[str, np.ndarray] = field(default_factory=dict)
     timings_ms: dict[str, float] = field(default_factory=dict)
     saturated_fraction: float = 0.0
     margin: float = 0.0  # mean softmax margin p1 - p2 over the window (runtime.frame_quality)
     method_disagreement: float | None = None  # Grad-CAM-family vs activation maps, 0 = alike (frame_quality)
     header: object = None  # the input's header (stamp, frame_id), passed through untouched
+
+    def conservation_values(self) -> dict[str, str]:
+        """Diagnostic key -> value of each conserving input attribution computed: the largest residual
+        |total - target| / |target| over the classes present ("n/a" when no class has a score to explain)."""
+        out = {}
+        for method, residual in self.residuals.items():
+            if method == "activation":
+                continue
+            finite = residual[np.isfinite(residual)]
+            out[f"conservation_residual_max {method}"] = f"{finite.max():.2e}" if finite.size else "n/a"
+        return out
 
 
 def pipeline_graph(cfg: PipelineConfig, profile=None):
@@ -118,7 +136,8 @@ def pipeline_graph(cfg: PipelineConfig, profile=None):
     explain_cfg = SegmentationExplainConfig(methods=cfg.methods, layers=cfg.layers, seed=cfg.seed, top_k=0,
                                             second_block=False, upsample=True, uint8=True,
                                             uint8_scale="frame" if cfg.overlay_scale == "frame" else "input",
-                                            uint8_rows="classes" if cfg.focus_class else "predicted")
+                                            uint8_rows="classes" if cfg.focus_class else "predicted",
+                                            fem_k=cfg.fem_k, lrp=cfg.lrp, paths=cfg.paths)
     graph = build_segmentation_explainer(model, card.input.tensor, card.logits, card.layers, explain_cfg)
     return card, graph.pruned(list(dict.fromkeys(output_plan(cfg, card, graph).values())))
 
@@ -135,8 +154,14 @@ def output_plan(cfg: PipelineConfig, card: ModelCard, graph) -> dict[str, str]:
     if "activation" in cfg.methods:
         plan["activation"] = find("activation")
         plan["activation_u8"] = find("activation_u8")
-    if cfg.overlay_method in cfg.methods:
-        plan["gradcam_u8"] = find(cfg.overlay_method + "_u8", first_layer)
+    if cfg.overlay_method in cfg.methods:  # an input attribution's map is at the input, not at a layer
+        plan["gradcam_u8"] = find(cfg.overlay_method + "_u8",
+                                  None if cfg.overlay_method in INPUT_METHODS else first_layer)
+    for m in cfg.methods:
+        if m in INPUT_METHODS:  # per class: which bands (a few floats), and for a conserving method its balance
+            plan[f"{m}_bands"] = find(f"{m}_bands")
+            if INPUT_METHODS[m].conserves:
+                plan[f"{m}_total"], plan[f"{m}_target"] = find(f"{m}_total"), find(f"{m}_target")
     for kind in ("gradcam_u8", "activation_u8"):  # the per-row peaks that feed running scales
         if plan.get(kind) in graph.scale_inputs:
             plan[kind.replace("_u8", "_peak")] = graph.scale_inputs[plan[kind]][1]
@@ -309,5 +334,10 @@ class Pipeline:
             result.method_disagreement = method_disagreement(out["gradcam_u8"], out["activation_u8"], channel)
         if "spectral" in out:
             result.spectra = out["spectral"]
+        for m in self.config.methods:
+            if f"{m}_bands" in out:
+                result.band_attributions[m] = out[f"{m}_bands"]
+            if f"{m}_target" in out:
+                result.residuals[m] = conservation_residual(out[f"{m}_total"], out[f"{m}_target"])
         result.class_maps = {k: v[:, 0] for k, v in out.items() if "@" in k}
         return result

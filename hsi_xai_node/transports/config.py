@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict
 from pydantic.dataclasses import dataclass
 
 from ..errors import ConfigError, InputError
+from ..explain import LrpOptions, PathOptions
 from ..files import read_yaml
 from ..schema import Fraction, PositiveFinite, _finite, raise_as
 from ..resources import share_path
@@ -82,6 +83,14 @@ class NodeConfig:
     signed_colormap: Str = "coolwarm"   # signed maps (diverging, centred on zero)
     overlay_scale: Literal["card", "running", "frame"] = "card"
     focus_class: Str = ""               # a class name: also publish its focus overlay; "" = none
+    fem_k: Annotated[float, Field(ge=0, le=10), AfterValidator(_finite)] = 2.0  # fem: the K-sigma rule's K
+    lrp_epsilon: Annotated[float, Field(gt=0, le=10), AfterValidator(_finite)] = 0.01  # LRP epsilon rule
+    lrp_gamma: Annotated[float, Field(ge=0, le=10), AfterValidator(_finite)] = 0.25  # LRP gamma rule
+    smoothgrad_samples: Annotated[int, Field(ge=1, le=64)] = 8  # noisy copies of the forward per frame
+    smoothgrad_noise: Annotated[float, Field(gt=0, le=1), AfterValidator(_finite)] = 0.1  # share of the input range
+    ig_steps: Annotated[int, Field(ge=1, le=256)] = 16  # integrated gradients' intervals (copies of the forward)
+    ig_quadrature: Literal["trapezoid", "riemann_right"] = "trapezoid"
+    attribution_baseline: Literal["zeros", "blur", "spectral_mean"] = "zeros"  # integrated gradients', DeepLIFT's
     detector_model: Str = "default"     # "" = detection off; "default" = the bundled detector; else a path
     detector_card: Str = ""             # "" = the detector path with .json
     rig_file: Str = ""                  # "" = the generated drives' rig
@@ -158,7 +167,11 @@ class NodeConfig:
             overlay_method=self.overlay_method, overlay_alpha=self.overlay_alpha, colormap=self.colormap,
             signed_colormap=self.signed_colormap, overlay_scale=self.overlay_scale, focus_class=self.focus_class,
             class_maps=self.publish_class_maps, explain_classes=tuple(self.explain_classes),
-            memory_limit_mb=self.memory_limit_mb).validated()
+            memory_limit_mb=self.memory_limit_mb, fem_k=self.fem_k,
+            lrp=LrpOptions(epsilon=self.lrp_epsilon, gamma=self.lrp_gamma),
+            paths=PathOptions(smoothgrad_samples=self.smoothgrad_samples, smoothgrad_noise=self.smoothgrad_noise,
+                              ig_steps=self.ig_steps, ig_quadrature=self.ig_quadrature,
+                              baseline=self.attribution_baseline)).validated()
 
     def output_topic(self, name: str) -> str:
         return f"{self.output_namespace.rstrip('/')}/{name}"

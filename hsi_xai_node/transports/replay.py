@@ -831,6 +831,7 @@ class _Replay:
                       references="yes" if self.calibrated else "no", frames_without_references=s.uncalibrated_frames,
                       activation_residual_max="n/a" if residual is None else f"{residual:.3g}",
                       backend=s.backend, model=s.model)
+        values.update(r.conservation_values())
         diag = m.diagnostic_array(hdr, f"{NODE_NAME}: pipeline", hdr.frame_id, 0 if self.calibrated else 1,
                                   "ok" if self.calibrated else "no dark/white references: uncalibrated reflectance",
                                   values)

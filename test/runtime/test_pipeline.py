@@ -256,3 +256,51 @@ def test_a_card_without_scales_falls_back_to_running_and_says_so(drive, caplog):
         p = Pipeline(PipelineConfig(model=str(Path(tmp) / "m.onnx"), backend="ort-cpu", methods=("activation",)),
                      dark, white)
     assert p.scales.mode == "running" and "has no overlay scale for ['activation@dec1']" in caplog.text
+
+
+def test_an_input_attribution_as_the_overlay_with_its_conservation_and_bands(drive, hsi_drive):
+    """overlay_method deeplift (frame scale): the explanation overlay is DeepLIFT's per-pixel map of each pixel's
+    predicted class, built here from the library graph's float map on the same input and the colour table (not the
+    pipeline's code); per class, the per-band sums over the region add up to the map's sum there, and DeepLIFT's and
+    LRP's conservation residuals come out per class and on the diagnostics' keys."""
+    import cv2
+
+    from hsi_xai_node.explain import SegmentationExplainConfig, build_segmentation_explainer
+    from hsi_xai_node.runtime.overlay import colormap_lut, to_uint8
+
+    gen, (dark, white) = drive
+    p = Pipeline(PipelineConfig(model=str(MODEL), backend="ort-cpu", overlay_scale="frame",
+                                methods=("activation", "deeplift", "lrp_epsilon"), overlay_method="deeplift"),
+                 dark, white)
+    raw = gen.frame(11).raw
+    r = p.process(raw)
+    loaded = load_model(MODEL, profile=hsi_drive)
+    card = loaded.card
+    x = card.model_input(FrontEnd(hsi_drive, dark, white, card.frontend_config()).process(raw).cube.data)
+    import onnx
+    eg = build_segmentation_explainer(onnx.load_model_from_string(loaded.onnx_bytes), card.input.tensor, card.logits,
+                                      card.layers, SegmentationExplainConfig(methods=("deeplift",), uint8=False))
+    names = eg.output_names()
+    out = dict(zip(names, ort.InferenceSession(eg.model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        names, {card.input.tensor: x})))
+    by = {o.method: out[n] for n, o in eg.outputs.items()}
+    maps, channel = by["deeplift"][:, 0], out[card.logits][0].argmax(0)
+    peaks = np.abs(maps).max(axis=(1, 2))
+    fused = np.take_along_axis(to_uint8(maps, peaks[:, None, None], signed=True), channel[None], 0)[0]
+    rows, cols = p._window()
+    expected = cv2.addWeighted(r.preview[rows, cols], 0.5, colormap_lut("coolwarm")[fused], 0.5, 0.0)
+    off = np.abs(r.gradcam_overlay[rows, cols].astype(int) - expected).max(-1)
+    assert (off > 1).mean() < 1e-3
+    present = [c for c in range(maps.shape[0]) if (channel == c).any()]
+    assert len(present) >= 3
+    for c in present:  # the bands' sums over the region = the map's sum over the region
+        in_region = maps[c][channel == c].sum(dtype=np.float64)
+        assert abs(r.band_attributions["deeplift"][c].sum(dtype=np.float64) - in_region) <= \
+            1e-5 * np.abs(maps[c][channel == c]).sum(dtype=np.float64) + 1e-6
+    assert r.band_attributions["deeplift"].shape == (5, 3) and "lrp_epsilon" in r.band_attributions
+    assert np.nanmax(r.residuals["deeplift"]) < 1e-3  # summation-to-delta on the real pipeline's frame
+    assert np.isfinite(r.residuals["lrp_epsilon"][present]).all()  # what biases and epsilon absorb, per class
+    values = r.conservation_values()
+    assert set(values) == {"conservation_residual_max deeplift", "conservation_residual_max lrp_epsilon"}
+    assert float(values["conservation_residual_max deeplift"]) == pytest.approx(np.nanmax(r.residuals["deeplift"]),
+                                                                                rel=1e-2)
