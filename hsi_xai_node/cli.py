@@ -230,6 +230,14 @@ def _reliability(sub) -> None:
     r.add_argument("--steps", type=int, help=f"insertion/deletion steps (default {d.perturbation_steps})")
     r.add_argument("--cascade-steps", type=int,
                    help=f"cascading-randomisation depths shown (default {d.cascade_steps})")
+    r.add_argument("--input-methods", metavar="M1,M2,...",
+                   help="paper 003's input attributions evaluated beside the CAM family (comma-separated: gradient, "
+                        "input_x_gradient, guided_backprop, deconvnet, smoothgrad, integrated_gradients, deeplift, "
+                        "lrp_epsilon, lrp_epsilon_nobias, lrp_zplus, lrp_alpha2_beta1, lrp_gamma, "
+                        "lrp_epsilon_plus_flat, lrp_epsilon_gamma_box; '' = none; default every one)")
+    r.add_argument("--smoothgrad-samples", type=int,
+                   help=f"SmoothGrad's noisy samples (default {d.smoothgrad_samples})")
+    r.add_argument("--ig-steps", type=int, help=f"integrated gradients' path intervals (default {d.ig_steps})")
     r.add_argument("--backend", help=f"engine backend (default {d.backend}): " + BACKEND_HELP.split(": ", 1)[1])
     r.add_argument("--threads", type=int, default=0, help="engine threads (0 = ONNX Runtime's choice)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -32,9 +32,19 @@ def cmd_reliability(args) -> int:
     if args.quick:
         cfg = dataclasses.replace(cfg, **QUICK, preset="quick")
     given = {"frames": args.frames, "rise_masks": args.rise_masks, "perturbation_steps": args.steps,
-             "cascade_steps": args.cascade_steps, "backend": args.backend}
+             "cascade_steps": args.cascade_steps, "backend": args.backend,
+             "smoothgrad_samples": args.smoothgrad_samples, "ig_steps": args.ig_steps}
+    if args.input_methods is not None:
+        from ..explain import INPUT_METHODS
+
+        chosen = tuple(m.strip() for m in args.input_methods.split(",") if m.strip())
+        unknown = [m for m in chosen if m not in INPUT_METHODS]
+        if unknown:
+            raise InputError(f"--input-methods: {unknown} are not input attribution methods; known: "
+                             f"{', '.join(INPUT_METHODS)}")
+        given["input_methods"] = chosen
     cfg = dataclasses.replace(cfg, **{k: v for k, v in given.items() if v is not None})
-    for name in ("frames", "rise_masks", "perturbation_steps", "cascade_steps"):
+    for name in ("frames", "rise_masks", "perturbation_steps", "cascade_steps", "smoothgrad_samples", "ig_steps"):
         if getattr(cfg, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
     run_report(args.out, cfg, log=lambda m: print(m, flush=True), progress=not args.no_progress)

@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ..explain import SegmentationExplainConfig, build_segmentation_explainer
+from ..explain import (INPUT_METHODS, PathOptions, SegmentationExplainConfig, build_segmentation_explainer,
+                       conservation_residual)
 from ..model_card import load_model
 from ..report_page import (PAGE_PROBE, PAGE_STYLE, PLOT_FONT_PT, duration_text, machine_text, run_header, scroll,
                            utc_now)
@@ -42,9 +43,19 @@ from ._similarity import compare_maps
 from .config import QUICK, ReportConfig
 
 SEG_METHODS = ("activation", "seg_gradcam", "seg_gradcam_signed", "hires", "gradcam_pp", "xgradcam", "layercam",
-               "seg_xres", "eigencam", "scorecam")  # every in-graph method, so a user sees which are faithful
+               "seg_xres", "eigencam", "fem", "scorecam")  # every in-graph CAM method: which are faithful
 BOX_REPORT_METHODS = ("box_gradcam", "box_gradcam_signed", "box_hires", "box_gradcam_pp", "box_xgradcam",
-                      "box_layercam", "box_xres", "box_eigencam")
+                      "box_layercam", "box_xres", "box_eigencam", "box_fem", "box_input_x_gradient")
+
+
+def seg_methods(cfg: ReportConfig) -> tuple[str, ...]:
+    """The CAM family and the input attributions the run evaluates."""
+    inputs = tuple(INPUT_METHODS) if cfg.input_methods is None else tuple(cfg.input_methods)
+    return SEG_METHODS + inputs
+
+
+def path_options(cfg: ReportConfig) -> PathOptions:
+    return PathOptions(smoothgrad_samples=cfg.smoothgrad_samples, ig_steps=cfg.ig_steps)
 
 
 def _json(o):
@@ -62,9 +73,10 @@ def _json(o):
 class SegmentationExplainer:
     """The U-Net's explain graph (all methods at the penultimate layer), with maps at input size."""
 
-    def __init__(self, model: onnx.ModelProto, card, backend: str, threads: int):
-        cfg = SegmentationExplainConfig(methods=SEG_METHODS, layers=("penultimate",), upsample=True, uint8=False,
-                                        second_block=False)
+    def __init__(self, model: onnx.ModelProto, card, backend: str, threads: int, methods=SEG_METHODS,
+                 paths: PathOptions = PathOptions()):
+        cfg = SegmentationExplainConfig(methods=tuple(methods), layers=("penultimate",), upsample=True, uint8=False,
+                                        second_block=False, paths=paths)
         self.graph = build_segmentation_explainer(model, card.input.tensor, card.logits, card.layers, cfg)
         self.card = card
         self.engine = open_engine(self.graph.model.SerializeToString(), backend, "fp32", threads=threads)
@@ -72,7 +84,7 @@ class SegmentationExplainer:
         self.maps = {}  # method -> output name of its (K, 1, H, W) map at the input size
         for name, o in self.graph.outputs.items():
             base = o.method.removesuffix("_full")
-            if base in SEG_METHODS and o.dtype == "float32" and tuple(o.shape[2:]) == tuple(hw):
+            if base in methods and o.dtype == "float32" and tuple(o.shape[2:]) == tuple(hw):
                 if o.method.endswith("_full") or base not in self.maps:
                     self.maps[base] = name
 
@@ -111,7 +123,8 @@ def sanity_checks(cfg: ReportConfig, model: onnx.ModelProto, card, x: np.ndarray
     with progress as b:
         for i in picks:
             label, randomised = steps[i]
-            _, maps, _ = SegmentationExplainer(randomised, card, cfg.backend, cfg.threads).run(x)
+            _, maps, _ = SegmentationExplainer(randomised, card, cfg.backend, cfg.threads, seg_methods(cfg),
+                                               path_options(cfg)).run(x)
             cascade.append({"depth": int(i) + 1, "layer": label,
                             "methods": {m: {k: v for k, v in r.items()
                                             if k in ("spearman", "spearman_abs", "ssim", "rows")}
@@ -122,7 +135,7 @@ def sanity_checks(cfg: ReportConfig, model: onnx.ModelProto, card, x: np.ndarray
     if cfg.random_labels_model:
         loaded = load_model(cfg.random_labels_model)
         _, maps, _ = SegmentationExplainer(onnx.load_model_from_string(loaded.onnx_bytes), loaded.card,
-                                           cfg.backend, cfg.threads).run(x)
+                                           cfg.backend, cfg.threads, seg_methods(cfg), path_options(cfg)).run(x)
         out["label_randomisation"] = {m: {k: v for k, v in r.items() if k in ("spearman", "spearman_abs", "ssim", "rows")}
                                       for m, r in compare_maps(trained, maps).items()}
     return out
@@ -180,7 +193,7 @@ def segmentation_method_seconds(model: onnx.ModelProto, card, x: np.ndarray, met
         graph = build_segmentation_explainer(model, card.input.tensor, card.logits, card.layers,
                                              SegmentationExplainConfig(methods=(m,), layers=("penultimate",),
                                                                        upsample=True, uint8=False, top_k=0,
-                                                                       second_block=False))
+                                                                       second_block=False, paths=path_options(cfg)))
         wanted = [n for n, o in graph.outputs.items() if o.method.removesuffix("_full") == m]
         engine = open_engine(graph.model.SerializeToString(), cfg.backend, "fp32", threads=cfg.threads,
                              outputs_to_copy=[card.logits, *wanted])
@@ -204,10 +217,125 @@ def box_method_seconds(loaded, x: np.ndarray, methods, boxes: int, cfg: ReportCo
     return out
 
 
+def input_conservation(frames_outputs, graph) -> dict:
+    """Per conserving input attribution (LRP, integrated gradients, DeepLIFT): |total - target| / |target| over the
+    frames and the classes present (max, median), and what its target is. For LRP with biases the residual is the
+    share the biases and stabilisers absorb, not an error; for integrated gradients the quadrature's error; for
+    DeepLIFT float rounding."""
+    names = {o.method: n for n, o in graph.outputs.items()}
+    out = {}
+    for m, method in INPUT_METHODS.items():
+        if f"{m}_target" not in names:
+            continue
+        r = np.concatenate([conservation_residual(o[names[f"{m}_total"]], o[names[f"{m}_target"]])
+                            for o in frames_outputs])
+        v = r[np.isfinite(r)]
+        out[m] = {"target": method.conserves, "max": float(v.max()) if v.size else float("nan"),
+                  "median": float(np.median(v)) if v.size else float("nan"), "rows": int(v.size)}
+    return out
+
+
+def gallery(out: Path, card, run, explainer: SegmentationExplainer, methods) -> dict:
+    """Paper 003's Fig. 11 for this model: one frame, every evaluated method's map of one class side by side
+    (the class with the largest predicted region), and each input attribution's per-band totals over that region on
+    one plot. Writes gallery_segmentation.png and gallery_spectra.png; returns what they show."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    outputs, maps, _ = run
+    pred = outputs[card.logits][0].argmax(0)
+    c = int(np.bincount(pred.ravel(), minlength=len(card.classes)).argmax())
+    region = pred == c
+    shown = [m for m in methods if m in maps]
+    signed = {m: explainer.graph.outputs[explainer.maps[m]].signed for m in shown}
+    font, cols = PLOT_FONT_PT, 5
+    rows = -(-len(shown) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 3.0, rows * 1.9), dpi=100, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, m in zip(axes.ravel(), shown):
+        v = maps[m][c]
+        top = float(np.percentile(np.abs(v), 99)) or float(np.abs(v).max()) or 1.0
+        if signed[m]:
+            ax.imshow(v, cmap="coolwarm", vmin=-top, vmax=top)
+        else:
+            ax.imshow(v, cmap="inferno", vmin=0, vmax=top)
+        ax.contour(region, levels=[0.5], colors="white", linewidths=0.5)
+        ax.set_title(m, fontsize=font)
+    name = card.classes[c].name
+    fig.suptitle(f"class {name} (outlined): each map scaled to its own 99th percentile of |value|; signed maps "
+                 "blue-red around 0", fontsize=font)
+    fig.tight_layout()
+    fig.savefig(out / "gallery_segmentation.png", bbox_inches="tight")
+    plt.close(fig)
+    names = {o.method: n for n, o in explainer.graph.outputs.items()}
+    bands_nm = np.asarray(card.input.bands_nm, np.float64)
+    order = np.argsort(bands_nm)
+    spectra = {}
+    fig, ax = plt.subplots(figsize=(11, 4.8), dpi=100)
+    for m in methods:
+        if f"{m}_bands" not in names:
+            continue
+        row = np.asarray(outputs[names[f"{m}_bands"]][c], np.float64)
+        total = np.abs(row).sum()
+        spectra[m] = (row / total if total > 0 else row).tolist()
+        ax.plot(bands_nm[order], (row / total if total > 0 else row)[order], marker=".", label=m)
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set_xlabel("band centre (nm)", fontsize=font)
+    ax.set_ylabel("share of the summed |attribution|", fontsize=font)
+    ax.tick_params(labelsize=font)
+    ax.set_title(f"which wavelengths: per-band totals over the {name} region, each method normalised", fontsize=font)
+    if spectra:
+        ax.legend(fontsize=font, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    fig.tight_layout()
+    fig.savefig(out / "gallery_spectra.png", bbox_inches="tight")
+    plt.close(fig)
+    return {"class": name, "pixels": int(region.sum()), "methods": shown, "bands_nm": bands_nm.tolist(),
+            "spectra": spectra}
+
+
+def box_gallery(out: Path, x: np.ndarray, box, maps: dict, signed: dict, title: str) -> dict:
+    """One detector box: every per-box method's map over the detector input (its first three channels shown
+    as the image), the box outlined. Writes gallery_detection.png."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    font, cols = PLOT_FONT_PT, 4
+    panels = ["image", *maps]
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 3.2, rows * 2.6), dpi=100, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    image = np.asarray(x[0, :3], np.float64).transpose(1, 2, 0)
+    lo, hi = np.percentile(image, 1), np.percentile(image, 99)
+    image = np.clip((image - lo) / max(hi - lo, 1e-12), 0, 1)
+    x0, y0, x1, y1 = (float(v) for v in box)
+    for ax, m in zip(axes.ravel(), panels):
+        if m == "image":
+            ax.imshow(image)
+        else:
+            v = maps[m]
+            top = float(np.percentile(np.abs(v), 99.9)) or float(np.abs(v).max()) or 1.0
+            ax.imshow(v, cmap="coolwarm" if signed[m] else "inferno", vmin=-top if signed[m] else 0, vmax=top)
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="white", lw=1))
+        ax.set_title(m, fontsize=font)
+    fig.suptitle(title, fontsize=font)
+    fig.tight_layout()
+    fig.savefig(out / "gallery_detection.png", bbox_inches="tight")
+    plt.close(fig)
+    return {"box": [x0, y0, x1, y1], "methods": list(maps), "title": title}
+
+
 # --- detection ---------------------------------------------------------------------------------
 
-def detection_faithfulness(cfg: ReportConfig, frames, progress=None) -> dict:
-    """Per-box Grad-CAM (with and without ReLU), RISE and SIDU on the detector's kept boxes.
+def detection_faithfulness(cfg: ReportConfig, frames, progress=None,
+                           gallery_dir: Path | None = None) -> tuple[dict, dict | None]:
+    """Per-box methods, RISE and SIDU on the detector's kept boxes: (method -> AUCs and cost, gallery); with
+    `gallery_dir`, the
+    first kept box's maps side by side (box_gallery) and what it shows, else None.
 
     progress: called with 1 after each frame (a progress bar's update)."""
     from ..runtime.detection import DetectionPipeline, DetectionPipelineConfig
@@ -230,7 +358,8 @@ def detection_faithfulness(cfg: ReportConfig, frames, progress=None) -> dict:
     # the pipeline's engine holds only what the node publishes: this report reads every method's float maps and
     # the kept pairs, from an engine of the same explain graph
     engine = open_engine(pipeline.graph.model.SerializeToString(), cfg.backend, "fp32", threads=cfg.threads,
-                         outputs_to_copy=["det_pairs", *full.values()])
+                         outputs_to_copy=["det_pairs", "det_boxes", *full.values()])
+    shown = None
     for f in frames:
         images = {n: c.image for n, c in f["frame"].cameras.items()}
         x = pipeline.frontend(images)
@@ -246,6 +375,13 @@ def detection_faithfulness(cfg: ReportConfig, frames, progress=None) -> dict:
             continue
         k = len(pairs)
         maps = {m: out[n][:k, 0] for m, n in full.items()}
+        if shown is None and gallery_dir is not None:
+            anchor, cls = divmod(pairs[0], len(card.classes))
+            signed = {m: pipeline.graph.outputs[n].signed for m, n in full.items()}
+            shown = box_gallery(gallery_dir, x if card.input.layout != "nhwc" else x.transpose(0, 3, 1, 2),
+                                out["det_boxes"][0][0], {m: v[0] for m, v in maps.items()}, signed,
+                                f"box 1 ({card.classes[cls].name}, anchor {anchor}) of the first frame with a kept "
+                                "box: each map scaled to its own 99.9th percentile of |value|")
         t0 = time.perf_counter()
         maps["rise"] = rise(runner, x, detection_scores(pairs), n_masks=cfg.rise_masks, seed=cfg.seed)
         cost["rise"].append((time.perf_counter() - t0) / k)
@@ -259,9 +395,10 @@ def detection_faithfulness(cfg: ReportConfig, frames, progress=None) -> dict:
                     (deletion(curves, x, m[j], score, pc).auc, insertion(curves, x, m[j], score, pc).auc))
         if progress is not None:
             progress(1)
-    return {m: {"deletion": float(np.nanmean([a for a, _ in v])), "insertion": float(np.nanmean([b for _, b in v])),
-                "boxes": len(v), "seconds_per_map": float(np.mean(cost[m])) if cost[m] else float("nan")}
-            for m, v in rows.items()}
+    table = {m: {"deletion": float(np.nanmean([a for a, _ in v])), "insertion": float(np.nanmean([b for _, b in v])),
+                 "boxes": len(v), "seconds_per_map": float(np.mean(cost[m])) if cost[m] else float("nan")}
+             for m, v in rows.items()}
+    return table, shown
 
 
 # --- the command -----------------------------------------------------------------------------------
@@ -275,7 +412,7 @@ def estimate_seconds(cfg: ReportConfig, model: onnx.ModelProto, card, x: np.ndar
     t0 = time.perf_counter()
     runner.run_rows(rows)
     fwd16 = time.perf_counter() - t0
-    classes, methods = len(card.classes), len(SEG_METHODS) + 2
+    classes, methods = len(card.classes), len(seg_methods(cfg)) + 2
     calls16 = (cfg.frames + 2 * cfg.cascade_steps  # explain graphs cost a few forwards each
                + -(-cfg.rise_masks // 16) + 2  # RISE, SIDU
                + methods * classes * 2 * (cfg.perturbation_steps + 1) / 16)  # insertion and deletion curves
@@ -315,7 +452,7 @@ def run_report(out_dir: str | Path, cfg: ReportConfig = ReportConfig(), log=prin
     frames = _frames(cfg, profile, card, cameras=detect)
     est = estimate_seconds(cfg, model, card, frames[0]["x"], detect)
     log(estimate_text(est, cfg))
-    explainer = SegmentationExplainer(model, card, cfg.backend, cfg.threads)
+    explainer = SegmentationExplainer(model, card, cfg.backend, cfg.threads, seg_methods(cfg), path_options(cfg))
     names = [c.name for c in card.classes]
     with bar("explain frames", len(frames), "frame") as b:
         runs = []
@@ -325,13 +462,16 @@ def run_report(out_dir: str | Path, cfg: ReportConfig = ReportConfig(), log=prin
     report = {"config": asdict(cfg), "model": card.name, "classes": names, "estimate": est,
               "frames": [{"drive_seed": FRAME_SEED0 + i, "frame": FRAME_INDEX} for i in range(cfg.frames)]}
     report["conservativeness"] = conservativeness_table([r[0] for r in runs], explainer.graph, class_names=names)
+    report["input_conservation"] = input_conservation([r[0] for r in runs], explainer.graph)
+    report["gallery"] = gallery(out, card, runs[0], explainer, seg_methods(cfg))
     report["sanity"] = sanity_checks(cfg, model, card, frames[0]["x"], runs[0][1], bar)
     out0, maps0, _ = runs[0]
     report["segmentation_faithfulness"] = segmentation_faithfulness(cfg, model, card, frames[0]["x"], maps0,
                                                                     out0[card.logits], bar)
     if detect:
         with bar("detection: RISE, SIDU and curves per frame", len(frames), "frame") as b:
-            report["detection_faithfulness"] = detection_faithfulness(cfg, frames, b.update)
+            table, shown = detection_faithfulness(cfg, frames, b.update, out)
+            report["detection_faithfulness"], report["detection_gallery"] = table, shown
     band_paths = [p for p in cfg.band_models if Path(p).is_file()]
     if len(band_paths) >= 2:
         from ._bandstudy import band_study
@@ -392,7 +532,7 @@ def _plots(out: Path, report: dict) -> None:
         if key not in report:
             continue
         rows = report[key]
-        fig, ax = plt.subplots(figsize=(11, 4.8), dpi=100)
+        fig, ax = plt.subplots(figsize=(max(11.0, 0.42 * len(rows)), 4.8), dpi=100)
         xs = np.arange(len(rows))
         ax.bar(xs - 0.2, [r["deletion"] for r in rows.values()], 0.4, label="deletion AUC (lower is better)")
         ax.bar(xs + 0.2, [r["insertion"] for r in rows.values()], 0.4, label="insertion AUC (higher is better)")
@@ -452,6 +592,35 @@ def _plot(name: str) -> str:
     return scroll(f"<a href='{e(name)}'><img class='plot' src='{e(name)}' alt='{e(name)}'></a>")
 
 
+def _input_conservation_html(rows: dict) -> str:
+    if not rows:
+        return ""
+    return ("<h3>Input attributions: do they add up? (paper 003)</h3><p>Per method, |sum of the attribution over "
+            "every input element - its target| / |target|, over the frames and the classes present. LRP's target is "
+            "the class score: with biases in the model its residual is the share the biases and stabilisers keep "
+            "(LRP-epsilon without bias and z+ drop them from the denominator), not an error. Integrated gradients' "
+            "target is S(x) - S(baseline): its residual is the quadrature's error (more steps, smaller). DeepLIFT's "
+            "is the same difference, which its rescale rule meets exactly: its residual is float rounding.</p>"
+            + _table(["method", "target", "max residual", "median residual", "class rows"],
+                     [[m, v["target"], v["max"], v["median"], v["rows"]] for m, v in rows.items()]))
+
+
+def _gallery_html(r: dict) -> str:
+    if "gallery" not in r:
+        return ""
+    g = r["gallery"]
+    parts = [f"<h2>5. Method gallery (paper 003, Fig. 11)</h2><p>The first frame, class <b>{html.escape(g['class'])}"
+             f"</b> ({g['pixels']} predicted pixels, outlined): every evaluated method's map side by side. Input "
+             "attributions are summed over the bands; signed maps are blue (against) to red (for) around 0.</p>",
+             _plot("gallery_segmentation.png"),
+             "<p>Which wavelengths: each input attribution's totals per band over the same region, divided by the "
+             "sum of their absolute values so that the methods' shapes compare.</p>", _plot("gallery_spectra.png")]
+    d = r.get("detection_gallery")
+    if d:
+        parts += [f"<p>Detector: {html.escape(d['title'])}.</p>", _plot("gallery_detection.png")]
+    return "".join(parts)
+
+
 def _html(path: Path, r: dict) -> None:
     run = r.get("run", {})
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>explanation reliability</title>", PAGE_STYLE,
@@ -464,6 +633,7 @@ def _html(path: Path, r: dict) -> None:
              "relative to the logit sum; conservative = below 1e-4 for every class and frame.</p>",
              _table(["method", "max residual", "median residual", "conservative"],
                     [[m, v["max"], v["median"], v["conservative"]] for m, v in r["conservativeness"].items()]),
+             _input_conservation_html(r.get("input_conservation", {})),
              "<h2>2. Sanity checks (Adebayo et al. 2018)</h2><p>Maps of the trained model against those of the "
              "model with its top layers randomised (cascading, from the head down). What the numbers say for "
              "this model:</p>", sanity_reading(r["sanity"]["cascading"]), _plot("sanity_cascading.png")]
@@ -493,5 +663,6 @@ def _html(path: Path, r: dict) -> None:
                                   [[m, v["deletion"], v["insertion"], v["seconds_per_map"]] for m, v in r[key].items()]))
     if "band_study" in r:
         parts.append("<h2>4. Band-count study (paper 000)</h2>" + r["band_study"].get("html", ""))
+    parts.append(_gallery_html(r))
     parts.append(PAGE_PROBE + "</body></html>")
     path.write_text("\n".join(parts))
