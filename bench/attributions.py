@@ -1,7 +1,8 @@
 """Cost of paper 003's white-box input attributions in the graph, beside the forward, each method's arithmetic
 bound, and Captum and Zennit on the same model, same machine, same threads, interleaved in one run.
 
-    .venv/bin/python bench/attributions.py [--sizes bundled,hsi-drive] [--repeats 3] [--threads 2] [--json out.json]
+    PYTHONPATH=. .venv/bin/python bench/attributions.py [--sizes bundled,hsi-drive] [--repeats 3] [--threads 2]
+        [--json out.json]
 
 For each U-Net size (bundled: 12 base filters; hsi-drive: HSI-Drive's 32) at the model input 1x25x208x400, all
 5 classes in one ONNX Runtime CPU call per method (float32, the PathOptions defaults: SmoothGrad 8 samples,
@@ -15,9 +16,11 @@ integrated gradients 16 trapezoid intervals = 17 points, zero baseline), it time
   bound: x bound above 1 is what it costs;
 * the libraries, float32 PyTorch on the same weights: per class, as they are usually called (one attribution call
   per target), and batched over the classes where they allow it (the frame repeated once per class, one target per
-  row, one call): Captum Saliency / GuidedBackprop / DeepLift / IntegratedGradients (n_steps points in one batch) /
-  NoiseTunnel(Saliency); Zennit Gradient, EpsilonPlusFlat, SmoothGrad, IntegratedGradients (Zennit 0.5.1,
-  `pip install --no-deps zennit==0.5.1`, torchvision stand-ins as in the tests).
+  row, one call): Captum Saliency / GuidedBackprop / DeepLift / IntegratedGradients (per class: its n_steps points
+  in one batch; batched: the classes in one call, one class's points per internal batch) / NoiseTunnel(Saliency)
+  (per class: its samples in one batch; batched: the classes in one batch per sample); Zennit Gradient,
+  EpsilonPlusFlat, SmoothGrad, IntegratedGradients (Zennit 0.5.1, `pip install --no-deps zennit==0.5.1`, torchvision
+  stand-ins as in the tests).
 
 The libraries' settings match ours where they have one (same samples, same steps: riemann_right for both libraries'
 integrated gradients, n + 1 = 17 points for Captum's trapezoid).
@@ -119,15 +122,17 @@ def library_runs(net, x: np.ndarray, region: np.ndarray) -> dict:
     m = PATHS.ig_steps
     runs["captum integrated_gradients per class"] = per_class(
         lambda v, c: ig.attribute(v, baselines=x0, target=c, n_steps=m + 1, method="riemann_trapezoid"))
+    # batched over the classes, the path's points in batches of one class's (all 5 x 17 at once: over 20 GB)
     runs["captum integrated_gradients batched"] = batched(
         lambda v, t: ig.attribute(v, baselines=x0.repeat(CLASSES, 1, 1, 1), target=t, n_steps=m + 1,
-                                  method="riemann_trapezoid"))
+                                  method="riemann_trapezoid", internal_batch_size=m + 1))
     tunnel = ca.NoiseTunnel(saliency)
     n = PATHS.smoothgrad_samples
     runs["captum smoothgrad per class"] = per_class(
         lambda v, c: tunnel.attribute(v, nt_type="smoothgrad", nt_samples=n, stdevs=sigma, target=c, abs=False))
     runs["captum smoothgrad batched"] = batched(
-        lambda v, t: tunnel.attribute(v, nt_type="smoothgrad", nt_samples=n, stdevs=sigma, target=t, abs=False))
+        lambda v, t: tunnel.attribute(v, nt_type="smoothgrad", nt_samples=n, stdevs=sigma, target=t, abs=False,
+                                      nt_samples_batch_size=1))  # classes x 1 sample per batch: memory as above
 
     def zennit_runs(key, make):
         def one(v, out):
@@ -163,10 +168,15 @@ def bench_size(size: str, repeats: int, threads: int, libraries: bool) -> dict:
     torch.set_num_threads(threads)
     runs = {k: (lambda s=s: s.run(None, {"input": x})) for k, s in sessions.items()}
     if libraries:
+        # the libraries' hooks need each layer used once (the training U-Net reuses its ReLU and pool modules):
+        # the exported graph as real torch layers, the ones the tests compare against
+        from test.explain.torch_modules import OnnxModule
+
+        layers = OnnxModule(forward).float().eval()
         with torch.no_grad():
-            labels = net(torch.from_numpy(x)).argmax(1)[0].numpy()
+            labels = layers(torch.from_numpy(x)).argmax(1)[0].numpy()
         region = (labels[None] == np.arange(CLASSES)[:, None, None]).astype(np.float32)
-        runs |= library_runs(net, x, region)
+        runs |= library_runs(layers, x, region)
     times = {k: [] for k in runs}
     for fn in runs.values():
         fn()  # warm-up

@@ -14,7 +14,7 @@ parameters) at the model input 1x25x208x400 (the largest multiple of 16 inside t
 * the same Grad-CAMs the way hook-based CAM libraries compute them: PyTorch autograd,
   one forward + backward per class, same CPU threads;
 * every other method of the CAM family alone (Grad-CAM++, XGrad-CAM, LayerCAM, Seg-XRes-CAM,
-  EigenCAM) at both layers, and Score-CAM at the layer before the final conv, beside RISE (500
+  EigenCAM, FEM) at both layers, and Score-CAM at the layer before the final conv, beside RISE (500
   masks) on the same model: cost per map;
 * the bundled detector (`--detector`): detection only, and each per-box method for 10 boxes;
 * with `--openvino`, some of those graphs also on OpenVINO (CPU, f32, same threads), interleaved,
@@ -47,9 +47,9 @@ from hsi_xai_node.training.segmentation import export_onnx
 from hsi_xai_node.training.unet import UNet, UNetConfig, parameter_count
 
 SHAPE = (1, 25, 208, 400)
-FAMILY = ("gradcam_pp", "xgradcam", "layercam", "seg_xres", "eigencam", "scorecam")
+FAMILY = ("gradcam_pp", "xgradcam", "layercam", "seg_xres", "eigencam", "fem", "scorecam")
 BOX_FAMILY = ("box_gradcam", "box_hires", "box_gradcam_pp", "box_xgradcam", "box_layercam", "box_xres", "box_eigencam",
-              "box_spectral")
+              "box_fem", "box_spectral")
 CLASSES = 5
 LAYERS = {"penultimate": "dec1", "second_conv_block": "enc1", "bottleneck": "bottleneck"}
 
