@@ -7,7 +7,10 @@ model's first linear layer where it has them. Shared by all LRP composites (Zenn
 activations pass their relevance on unchanged, sums and average pools share it out in proportion to their inputs,
 batch normalisation passes it on (the bundled models have it folded into their convolutions; fold a model's
 before exporting it to have it count as part of a linear layer), max pooling keeps its gradient (the winner takes
-all), and every shape op (Concat, Slice, Reshape, Resize, ...) its gradient (relevance split by position).
+all), and every shape op (Concat, Slice, Reshape, Resize, ...) its gradient (relevance split by position); a
+product with a constant or with a sigmoid gate (SiLU, squeeze-excitation: the detector's) passes it to the signal,
+a division by a constant to the dividend (rules.relevance.gate, scale). Any other op on the path (Softmax, Exp, a
+product of two signals) fails the build naming it: its gradient is not a relevance rule.
 
     gradient                 the plain gradient
     guided_backprop          the ReLU passes only positive gradient where its input was positive (Springenberg 2015)
@@ -33,8 +36,8 @@ from dataclasses import dataclass
 from ._graph import Builder, ExplainError
 from .rules import GRADIENT, Propagation
 from .rules import deeplift as _deeplift
-from .rules.relevance import (alpha_beta, epsilon, flat, gamma, norm, passthrough, relu_deconvnet, relu_guided,
-                              zbox, zplus)
+from .rules.relevance import (alpha_beta, epsilon, flat, gamma, gate, norm, passthrough, relu_deconvnet, relu_guided,
+                              scale, zbox, zplus)
 
 CONVOLUTIONS = ("Conv", "ConvTranspose")
 DENSE = ("Gemm", "MatMul")
@@ -52,16 +55,25 @@ class LrpOptions:
         return self
 
 
+# activations hand relevance on (Zennit's Pass); a sigmoid inside a gate receives none (rules.relevance.gate)
+ACTIVATIONS = ("Relu", "LeakyRelu", "Clip", "Elu", "Selu", "Softplus", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh")
+# ops whose gradient moves relevance to where it came from without creating or destroying it (Resize's weights sum
+# to 1 per output pixel; max pooling: the winner takes all); every other op without an LRP rule fails the build
+REDISTRIBUTING = frozenset({"Identity", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Concat",
+                            "Split", "Cast", "Pad", "Resize", "MaxPool"})
+
+
 def _base(stabilizer: float) -> dict:
     share = norm(stabilizer)
-    return {"Relu": passthrough, "LeakyRelu": passthrough, "BatchNormalization": passthrough,
-            "Add": share, "Sum": share, "AveragePool": share, "GlobalAveragePool": share, "ReduceMean": share}
+    return ({op: passthrough for op in (*ACTIVATIONS, "BatchNormalization")}
+            | {"Add": share, "Sum": share, "AveragePool": share, "GlobalAveragePool": share, "ReduceMean": share,
+               "Mul": gate, "Div": scale})
 
 
 def _lrp(name: str, conv_rule, dense_rule, stabilizer: float, first_rule=None) -> Propagation:
     layers = _base(stabilizer) | {op: conv_rule for op in CONVOLUTIONS} | {op: dense_rule for op in DENSE}
     first = {op: first_rule for op in (*CONVOLUTIONS, *DENSE)} if first_rule is not None else {}
-    return Propagation(name, layers, first)
+    return Propagation(name, layers, first, inherits=REDISTRIBUTING)
 
 
 def _input_bounds(b: Builder, input_name: str):
@@ -85,11 +97,13 @@ def composite(name: str, b: Builder, input_name: str, options: LrpOptions = LrpO
     o = options.validated()
     if name in ("deeplift", "deeplift_maxpool_gradient") and reference is None:
         raise ExplainError("the deeplift composites need the reference forward's tensors")
-    if name == "deeplift":
-        return Propagation(name, {op: _deeplift.rescale(reference) for op in _deeplift.ELEMENTWISE}
-                           | {"MaxPool": _deeplift.maxpool(reference)})
-    if name == "deeplift_maxpool_gradient":
-        return Propagation(name, {op: _deeplift.rescale(reference) for op in _deeplift.ELEMENTWISE})
+    if name in ("deeplift", "deeplift_maxpool_gradient"):
+        layers = ({op: _deeplift.rescale(reference) for op in _deeplift.ELEMENTWISE}
+                  | {op: _deeplift.linear for op in ("Conv", "ConvTranspose", "Gemm", "MatMul")}
+                  | {"Mul": _deeplift.product(reference)})
+        if name == "deeplift":
+            return Propagation(name, layers | {"MaxPool": _deeplift.maxpool(reference)}, inherits=_deeplift.LINEAR)
+        return Propagation(name, layers, inherits=_deeplift.LINEAR | {"MaxPool"})
     s = o.stabilizer
     if name == "gradient":
         return GRADIENT

@@ -11,7 +11,7 @@ from __future__ import annotations
 import onnx
 
 from ._graph import Builder, ExplainError
-from .rules import GRADIENT, RULES, Propagation, RuleContext, first_layers
+from .rules import GRADIENT, Propagation, RuleContext, first_layers
 
 BACKWARD_SCOPE = "backward"
 
@@ -80,7 +80,7 @@ def append_backward(b: Builder, seeds: dict[str, str], targets: list[str], batch
             if fn is None:
                 hit = next((t for t in targets if any(i in _closure_forward(graph, {t}) for i in node.input if i)),
                            targets[0])
-                known = sorted(set(RULES) | set(propagation.layers))
+                known = propagation.known()
                 raise ExplainError(
                     f"no backward rule for op {node.op_type!r} (node {node.name!r}) on the path to target {hit!r} "
                     f"({propagation.name}); supported ops: {', '.join(known)}")

@@ -584,3 +584,140 @@ def test_the_bundled_unet_against_autograd_captum_and_zennit(hsi_drive):
     per_pixel = ours(eg2, out2, "deeplift")[0]
     for i, c in enumerate(rows):
         assert relative_error(per_pixel[c], ref[i].sum(0)) < 1e-5, c
+
+
+# --- products and gates (SiLU, squeeze-excitation): the detector's ops ----------------------------------------------
+
+def _gated_model(square: bool = False):
+    """x (1, 2, 3, 3) -> 1x1 conv -> z -> SiLU a = z * sigmoid(z) -> squeeze-excitation h = a * sigmoid(Wg mean(a) +
+    bg) -> h / 2 -> 1x1 conv -> logits (1, 2, 3, 3): every op a detector's path has. `square`: a = z * z instead."""
+    rng = np.random.default_rng(11)
+    w1, b1 = rng.standard_normal((3, 2)), rng.standard_normal(3) * 0.3
+    wg, bg = rng.standard_normal((3, 3)), rng.standard_normal(3) * 0.3
+    w2, b2 = rng.standard_normal((2, 3)), rng.standard_normal(2) * 0.3
+    conv = {"w1": w1.reshape(3, 2, 1, 1), "b1": b1, "wg": wg.reshape(3, 3, 1, 1), "bg": bg,
+            "w2": w2.reshape(2, 3, 1, 1), "b2": b2}
+    inits = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in conv.items()]
+    inits.append(numpy_helper.from_array(np.array(2.0, np.float32), "two"))
+    nodes = [helper.make_node("Conv", ["input", "w1", "b1"], ["z"]),
+             helper.make_node("Sigmoid", ["z"], ["s"]),
+             helper.make_node("Mul", ["z", "z" if square else "s"], ["a"], name="silu_mul"),
+             helper.make_node("ReduceMean", ["a"], ["pooled"], axes=[2, 3], keepdims=1),
+             helper.make_node("Conv", ["pooled", "wg", "bg"], ["g"]),
+             helper.make_node("Sigmoid", ["g"], ["q"]),
+             helper.make_node("Mul", ["a", "q"], ["h"], name="se_mul"),
+             helper.make_node("Div", ["h", "two"], ["half"]),
+             helper.make_node("Conv", ["half", "w2", "b2"], ["logits"])]
+    g = helper.make_graph(nodes, "gated", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 2, 3, 3])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2, 3, 3])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    x = rng.standard_normal((1, 2, 3, 3)).astype(np.float32)
+    return m, x, {k: v.astype(np.float32).astype(np.float64) for k, v in
+                  {"w1": w1, "b1": b1, "wg": wg, "bg": bg, "w2": w2, "b2": b2}.items()}
+
+
+def _sigmoid(v):
+    return 1.0 / (1.0 + np.exp(-v))
+
+
+def _gated_forward(p, x):
+    """Every tensor of _gated_model in float64, pixels as rows: x (9, 2)."""
+    t = {"z": x @ p["w1"].T + p["b1"]}
+    t["s"] = _sigmoid(t["z"])
+    t["a"] = t["z"] * t["s"]
+    t["g"] = t["a"].mean(0) @ p["wg"].T + p["bg"]
+    t["q"] = _sigmoid(t["g"])
+    t["half"] = t["a"] * t["q"] / 2.0
+    t["logits"] = t["half"] @ p["w2"].T + p["b2"]
+    return t
+
+
+def test_lrp_hands_relevance_through_gates_and_constant_factors_to_the_signal():
+    """LRP-epsilon through SiLU and a squeeze-excitation gate, worked on the dense 1x1 matrices: the epsilon rule at
+    both convolutions, a division by a constant and both sigmoid gates passing the relevance to the signal (none to
+    the gate: Arras 2017, Zennit's Pass on SiLU). A product of two signals fails naming its node."""
+    from hsi_xai_node.explain import Builder
+    from hsi_xai_node.explain._composites import composite
+    from hsi_xai_node.explain._reverse import append_backward
+
+    m, x, p = _gated_model()
+    b = Builder(m)
+    r = np.random.default_rng(5).standard_normal((2, 2, 3, 3)).astype(np.float32)
+    seed = b.add_input("r", r.shape)
+    rel = append_backward(b, {"logits": seed}, ["input"], 2, composite("lrp_epsilon", b, "input", OPTIONS))["input"]
+    b.add_output(rel, (2, 2, 3, 3))
+    got = session(m).run([rel], {"input": x, "r": r})[0]
+    pixels = x[0].reshape(2, 9).T.astype(np.float64)
+    t = _gated_forward(p, pixels)
+
+    def stab(z):
+        return z + OPTIONS.epsilon * np.where(z >= 0, 1.0, -1.0)
+
+    for row in range(2):
+        r_out = r[row].reshape(2, 9).T.astype(np.float64)
+        r_half = t["half"] * ((r_out / stab(t["logits"])) @ p["w2"])  # epsilon at the last conv
+        r_z = r_half  # / 2: the dividend takes it all; * q and * sigmoid(z): gates, the signal takes it all
+        r_x = pixels * ((r_z / stab(t["z"])) @ p["w1"])
+        assert relative_error(got[row].reshape(2, 9).T, r_x) < 1e-5
+    square, _, _ = _gated_model(square=True)
+    with pytest.raises(ExplainError, match=r"Mul node 'silu_mul': LRP has no rule for the product of two "
+                                           r"input-dependent tensors"):
+        build_segmentation_explainer(square, "input", "logits", {"penultimate": "half"},
+                                     SegmentationExplainConfig(methods=("lrp_epsilon",)))
+
+
+def test_deeplift_through_products_and_gates_worked_by_hand():
+    """DeepLIFT against the zero reference on the same graph: the rescale rule on both sigmoids and the exact
+    product rule m_a = m (b + b0) / 2 at both products, worked by hand in float64; the result sums to
+    S(x) - S(x0) for every class."""
+    m, x, p = _gated_model()
+    eg = build_segmentation_explainer(m, "input", "logits", {"penultimate": "half"}, SegmentationExplainConfig(
+        methods=("deeplift",), upsample=False, uint8=False, paths=PathOptions(baseline="zeros")))
+    names = eg.output_names()
+    out = dict(zip(names, session(eg.model).run(names, {"input": x})))
+    pixels = x[0].reshape(2, 9).T.astype(np.float64)
+    t, t0 = _gated_forward(p, pixels), _gated_forward(p, np.zeros_like(pixels))
+    labels = t["logits"].argmax(1)
+
+    def slope(y, y0, v, v0):
+        return (y - y0) / (v - v0)  # no |v - v0| < 1e-10 here (checked below)
+
+    assert np.abs(t["z"] - t0["z"]).min() > 1e-6 and np.abs(t["g"] - t0["g"]).min() > 1e-6
+    for c in range(2):
+        m_logits = (labels == c)[:, None] * np.eye(2)[c]  # the seed: class c's logit over its region
+        m_half = m_logits @ p["w2"]
+        m_h = m_half / 2.0
+        m_a = m_h * (t["q"] + t0["q"]) / 2.0
+        m_q = (m_h * (t["a"] + t0["a"]) / 2.0).sum(0)  # q is broadcast over the pixels
+        m_g = m_q * slope(t["q"], t0["q"], t["g"], t0["g"])
+        m_a = m_a + (m_g @ p["wg"]) / 9.0  # through the mean over the 9 pixels
+        m_z = m_a * (t["s"] + t0["s"]) / 2.0 + m_a * (t["z"] + t0["z"]) / 2.0 * slope(t["s"], t0["s"], t["z"],
+                                                                                       t0["z"])
+        attribution = pixels * (m_z @ p["w1"])  # (x - x0) * m_x, x0 = 0
+        per_pixel, bands, total = ours(eg, out, "deeplift")
+        assert relative_error(per_pixel[c].reshape(-1), attribution.sum(1)) < 1e-5, c
+        delta = (t["logits"][:, c] - t0["logits"][:, c])[labels == c].sum()
+        assert abs(attribution.sum() - delta) < 1e-9 * max(1.0, abs(delta))  # the hand rule itself sums to delta
+        assert relative_error(total[c:c + 1], np.array([delta])) < 1e-5
+        assert relative_error(target_of(eg, out, "deeplift")[c:c + 1], np.array([delta])) < 1e-5
+
+
+@pytest.mark.parametrize("method", ["lrp_epsilon", "deeplift"])
+def test_an_op_whose_gradient_is_no_rule_of_the_method_fails_where_the_gradient_builds(method):
+    """Softmax has a gradient rule, but its gradient is neither a relevance redistribution (LRP) nor a multiplier
+    of differences (DeepLIFT): the build fails naming it instead of quietly using the gradient."""
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 2, 4, 4])
+    inits = [numpy_helper.from_array(np.ones((3, 2, 1, 1), np.float32), "w"),
+             numpy_helper.from_array(np.ones((2, 3, 1, 1), np.float32), "w2")]
+    nodes = [helper.make_node("Conv", ["input", "w"], ["c"]),
+             helper.make_node("Softmax", ["c"], ["e"], name="the_softmax", axis=1),
+             helper.make_node("Conv", ["e", "w2"], ["logits"])]
+    g = helper.make_graph(nodes, "g", [x], [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2, 4, 4])],
+                          inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    build_segmentation_explainer(m, "input", "logits", {"penultimate": "e"},
+                                 SegmentationExplainConfig(methods=("gradient",)))
+    with pytest.raises(ExplainError, match=rf"no backward rule for op 'Softmax' \(node 'the_softmax'\) on the path to "
+                                           rf"target 'input' \({method}\)"):
+        build_segmentation_explainer(m, "input", "logits", {"penultimate": "e"},
+                                     SegmentationExplainConfig(methods=(method,)))

@@ -9,8 +9,11 @@ tensors have the forward tensor's shape with axis 0 replaced by the seed batch: 
 `RULES` is the gradient: each op's vector-Jacobian product. A `Propagation` maps op types to
 other rules where a method propagates something else than the gradient (guided backprop's ReLU,
 LRP's relevance through linear layers, ...), separately for the linear layers that read the model
-input (`first`: Zennit's "first layer", where composites put Flat or z-box); every op it does not
-name keeps its gradient rule. So the plain gradient, guided backprop, DeepLIFT and each LRP
+input (`first`: Zennit's "first layer", where composites put Flat or z-box); the ops it does not
+name keep their gradient rule where that rule means the same thing for the method (`inherits`: all of
+them for the gradient's variants; for LRP only the ops that move relevance without creating or
+destroying it, for DeepLIFT only the linear ones), and any other op on the path fails the build naming
+the op, its node and the method. So the plain gradient, guided backprop, DeepLIFT and each LRP
 variant are each a table, and no rule asks which method is running.
 """
 
@@ -102,11 +105,19 @@ class Propagation:
     name: str
     layers: Mapping[str, Callable] = field(default_factory=dict)
     first: Mapping[str, Callable] = field(default_factory=dict)
+    inherits: frozenset[str] | None = None  # gradient rules kept for the ops `layers` does not name; None: all
 
     def rule(self, op_type: str, first: bool = False) -> Callable | None:
         if first and op_type in self.first:
             return self.first[op_type]
-        return self.layers.get(op_type, RULES.get(op_type))
+        if op_type in self.layers:
+            return self.layers[op_type]
+        return RULES.get(op_type) if self.inherits is None or op_type in self.inherits else None
+
+    def known(self) -> list[str]:
+        """The op types this propagation has a rule for."""
+        kept = set(RULES) if self.inherits is None else set(RULES) & self.inherits
+        return sorted(kept | set(self.layers))
 
 
 GRADIENT = Propagation("gradient")

@@ -1,9 +1,11 @@
 """DeepLIFT's rescale rule (Shrikumar 2017), as Captum defines it: what flows back are multipliers m = dS/d(delta)
 against a reference input x0 whose forward runs in the same graph (`reference`: forward tensor -> the reference
 copy's tensor, from _copies.forward_copy). Linear ops and shape ops keep their gradient rule (a linear map's
-multiplier is its gradient); the attribution is (x - x0) * m at the input, and it sums to S(x) - S(x0).
+multiplier is its gradient; `LINEAR` lists them); the attribution is (x - x0) * m at the input, and it sums to
+S(x) - S(x0). Any other op (Softmax, Exp, a division by an input-dependent tensor) has no rule here.
 
     element-wise nonlinearity   m_in = m_out * (y - y0) / (x - x0), the gradient where |x - x0| < eps
+    a product a * b             m_a = m_out * (b + b0) / 2, m_b = m_out * (a + a0) / 2 (exact: `product`)
     MaxPool                     Captum's rule: m_out * (max(y, y0) - y0) routed to x's window maxima, plus
                                 m_out * (y - max(y, y0)) routed to x0's, divided by (x - x0) (the gradient where
                                 |x - x0| < eps). Summation-to-delta then holds through the pool. The original
@@ -24,6 +26,10 @@ from .activation import mask_of
 
 EPS = 1e-10
 ELEMENTWISE = ("Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Clip")
+# ops linear in their on-path inputs (Div: by a constant, its rule refuses anything else), and the shape ops
+LINEAR = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Sum", "Div", "BatchNormalization",
+                    "AveragePool", "GlobalAveragePool", "ReduceMean", "ReduceSum", "Resize", "Pad", "Identity",
+                    "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Concat", "Split", "Cast"})
 
 
 def _reference_of(c: RuleContext, reference: Mapping[str, str], tensor: str) -> str:
@@ -55,6 +61,32 @@ def rescale(reference: Mapping[str, str]) -> Callable:
         dy = b.op("Sub", [c.y(), _reference_of(c, reference, c.y())], "dl_delta_out")
         slope = _rescaled(c, dy, c.x(), _reference_of(c, reference, c.x()), derivative)
         return [b.op("Mul", [c.g, slope], "dl_multiplier_rows")] + [None] * (len(c.node.input) - 1)
+    return rule
+
+
+def linear(c: RuleContext):
+    """A linear layer's multiplier is its gradient, while only its data input depends on the input explained (a
+    MatMul of two such tensors is a product: no rule)."""
+    if sum(c.needs) > 1:
+        raise c.fail("DeepLIFT has no rule for a product of two input-dependent tensors here")
+    return RULES[c.node.op_type](c)
+
+
+def product(reference: Mapping[str, str]) -> Callable:
+    """Mul. A factor that does not depend on the input is the same in the reference: linear, its gradient. Two that
+    do (SiLU x * sigmoid(x), a squeeze-excitation gate): a b - a0 b0 = (b + b0)/2 (a - a0) + (a + a0)/2 (b - b0)
+    exactly, so the multipliers m_a = m (b + b0)/2 and m_b = m (a + a0)/2 keep summation-to-delta."""
+    def rule(c: RuleContext):
+        if not all(c.needs):
+            return RULES["Mul"](c)
+        b = c.b
+        out = []
+        for i in (0, 1):
+            other = c.x(1 - i)
+            mean = b.op("Mul", [b.op("Add", [other, _reference_of(c, reference, other)], "dl_pair"),
+                                b.const(0.5, "half")], "dl_pair_mean")
+            out.append(c.unbroadcast(b.op("Mul", [c.g, mean], "dl_product"), c.y(), c.x(i)))
+        return out
     return rule
 
 

@@ -51,6 +51,37 @@ def passthrough(c: RuleContext):
     return [c.g] + [None] * (len(c.node.input) - 1)
 
 
+GATES = ("Sigmoid", "HardSigmoid")  # ops whose output, multiplied into a signal, acts as a gate (0..1)
+
+
+def _producer(c: RuleContext, tensor: str) -> str | None:
+    return next((n.op_type for n in c.b.graph.node if tensor in n.output), None)
+
+
+def gate(c: RuleContext):
+    """Mul for relevance. A factor that does not depend on the input explained (a weight, a constant) makes it
+    linear: the relevance passes to the other factor unchanged. A factor that does and comes out of a sigmoid is a
+    gate (SiLU x * sigmoid(x), a squeeze-excitation gate): all relevance goes to the signal, none to the gate
+    (Arras 2017's signal-take-all for LSTM gates; Zennit's Pass on SiLU). A product of two signals has no rule."""
+    if not all(c.needs):
+        i = 0 if c.needs[0] else 1
+        return [c.unbroadcast(c.g, c.y(), c.x(i)) if k == i else None for k in (0, 1)]
+    gates = [_producer(c, c.x(i)) in GATES for i in (0, 1)]
+    if gates.count(True) != 1:
+        raise c.fail(f"LRP has no rule for the product of two input-dependent tensors {c.x(0)!r} and {c.x(1)!r}, "
+                     "neither (or both) a sigmoid gate")
+    signal = gates.index(False)
+    return [c.unbroadcast(c.g, c.y(), c.x(signal)) if k == signal else None for k in (0, 1)]
+
+
+def scale(c: RuleContext):
+    """Div for relevance: division by a constant (BiFPN's normalised fusion weights) is linear, the relevance passes
+    to the dividend unchanged; a divisor that depends on the input explained has no rule."""
+    if c.needs[1]:
+        raise c.fail(f"LRP has no rule for a divisor {c.x(1)!r} that depends on the input explained")
+    return [c.unbroadcast(c.g, c.y(), c.x(0)), None]
+
+
 def stabilised(c: RuleContext, z: str, eps: float) -> str:
     """z + eps * sign(z), sign(0) = +1 (Zennit's stabiliser)."""
     b = c.b
