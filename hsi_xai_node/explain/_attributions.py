@@ -124,7 +124,8 @@ class AttributionContext:
     def score(self, logits: str) -> str:
         """(rows, 1) each row's score S_r on these logits (the forward's or a copy's)."""
         b = self.b
-        per = b.reduce("ReduceSum", b.op("Mul", [self.seed, logits], "score_terms"), [1, 2, 3], 1, "score")
+        axes = list(range(1, len(b.shape(logits))))  # (rows, classes, H, W) logits, or a detector's (rows, A, C)
+        per = b.reduce("ReduceSum", b.op("Mul", [self.seed, logits], "score_terms"), axes, 1, "score")
         return b.op("Reshape", [per, b.ints([self.rows, 1])], "score_rows")
 
     def backward(self, logits: str, x: str, seed: str, propagation: Propagation, method: str) -> str:
@@ -262,19 +263,23 @@ def _deeplift(ctx):
 
 def append_input_attributions(b: Builder, maps: MapWriter, logits: str, seed: str, region: str, input_name: str,
                               rows: int, methods, lrp: LrpOptions = LrpOptions(),
-                              paths: PathOptions = PathOptions()) -> None:
-    """The attributions of `methods` for every row, appended to the graph as the module docstring's outputs:
-    `seed` (rows, ...logits) the cotangent whose product with `logits` is each row's score, `region`
-    (rows, 1, H, W) where each row's score lives (for the per-band sums)."""
+                              paths: PathOptions = PathOptions(), prefix: str = "",
+                              gradient: str | None = None) -> None:
+    """The attributions of `methods` for every row, appended to the graph as the module docstring's outputs (named
+    `prefix` + method: "box_" for a detector's boxes): `seed` (rows, ...logits) the cotangent whose product with
+    `logits` is each row's score, `region` (rows, 1, H, W) where each row's score lives (for the per-band sums),
+    `gradient` the rows' dS/dx where the graph has it already (it is not built twice)."""
     unknown = [m for m in methods if m not in INPUT_METHODS]
     if unknown:
         raise ExplainError(f"unknown input attribution method(s) {unknown}; known: {list(INPUT_METHODS)}")
     if len(b.shape(input_name)) != 4:
         raise ExplainError(f"input attributions need an NCHW input, {input_name!r} is {b.shape(input_name)}")
     ctx = AttributionContext(b, input_name, logits, seed, rows, lrp.validated(), paths.validated())
+    if gradient is not None:
+        ctx.once(("gradient", False), lambda: gradient)
     bands = b.shape(input_name)[1]
-    for name in methods:
-        m = INPUT_METHODS[name]
+    for method_name in methods:
+        m, name = INPUT_METHODS[method_name], prefix + method_name
         a, target = m.build(ctx)
         per_pixel = b.reduce("ReduceSum", b.op("Abs", [a]) if m.magnitude else a, [1], 1, f"{name}_map")
         maps.finish(per_pixel, name, input_name, signed=m.signed)

@@ -4,11 +4,13 @@ Box k's seed is one-hot at its (anchor, class) pair in batch row k; the gradient
 score w.r.t. each chosen class-head input layer gives the CAM family of _cams.py per box:
 `box_gradcam` (and `box_gradcam_signed`, no ReLU), `box_hires`, `box_gradcam_pp`,
 `box_xgradcam`, `box_layercam`, `box_xres` and `box_eigencam` (gradient-free: one map for
-every box). With `box_spectral` / `box_input_x_gradient` the gradient reaches the input too:
-per box, gradient x input summed over the box, per input channel (K, C_in) (`box_spectral`,
-the camera shares of a detection) and summed over the channels (K, 1, H, W)
-(`box_input_x_gradient`). Box regions come from the boxes NMS kept (`boxes`, (1, D, 4) xyxy
-input pixels). Which pairs:
+every box). With `box_spectral` the gradient reaches the input too: per box, gradient x input
+summed over the box, per input channel (K, C_in) (the camera shares of a detection). Every input
+attribution of _attributions.py is there per box as `box_<method>` (`box_gradient`,
+`box_input_x_gradient`, `box_smoothgrad`, `box_integrated_gradients`, `box_deeplift`, `box_lrp_...`):
+the per-pixel map (K, 1, H, W), per box the sums inside the box per input channel
+(`box_<method>_bands`), the total and, for a conserving method, its target. Box regions come from the
+boxes NMS kept (`boxes`, (1, D, 4) xyxy input pixels). Which pairs:
 
 - `pairs` given (the detector's `det_pairs` output, (1, D) int64 anchor * classes +
   class after NMS, -1 in empty slots): the first K detections NMS kept, so every row
@@ -24,7 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from ._attributions import INPUT_METHODS, PathOptions, append_input_attributions
 from ._cams import CAMS, CamContext, build_cam
+from ._composites import LrpOptions
 from ._graph import Builder, ExplainError
 from ._maps import ExplainGraph, MapWriter, resolve_layer
 from ._reverse import append_backward
@@ -32,7 +36,9 @@ from ._reverse import append_backward
 
 # detection method name -> the CAM table's (_cams.CAMS)
 BOX_CAMS = {f"box_{name}": name for name in CAMS}
-BOX_INPUT_METHODS = ("box_spectral", "box_input_x_gradient")
+# detection method name -> the input attribution's (_attributions.INPUT_METHODS)
+BOX_ATTRIBUTIONS = {f"box_{name}": name for name in INPUT_METHODS}
+BOX_INPUT_METHODS = ("box_spectral", *BOX_ATTRIBUTIONS)  # the methods that reach the input
 BOX_METHODS = (*BOX_CAMS, *BOX_INPUT_METHODS)
 
 
@@ -45,6 +51,8 @@ class DetectionExplainConfig:
     uint8: bool = True
     xres_window: int = 2
     fem_k: float = 2.0  # box_fem: the K-sigma rule's K (_cams.py)
+    lrp: LrpOptions = LrpOptions()  # box_lrp_*: epsilon, gamma, stabiliser
+    paths: PathOptions = PathOptions()  # box_smoothgrad, box_integrated_gradients, box_deeplift
 
     def validated(self) -> "DetectionExplainConfig":
         bad = [m for m in self.methods if m not in BOX_METHODS]
@@ -102,7 +110,9 @@ def build_detection_explainer(model: onnx.ModelProto, input_name: str, scores: s
     cams = [m for m in config.methods if m in BOX_CAMS]
     inputs = [m for m in config.methods if m in BOX_INPUT_METHODS]
     targets = list(dict.fromkeys(resolve_layer(layers, n, b) for n in config.layers)) if cams else []
-    needs = [t for t in targets if any(CAMS[BOX_CAMS[m]].gradient for m in cams)] + ([input_name] if inputs else [])
+    # the plain gradient at the input, in the CAMs' backward pass: box_spectral's and (shared) the attributions'
+    plain = [m for m in inputs if m in ("box_spectral", "box_gradient", "box_input_x_gradient")]
+    needs = [t for t in targets if any(CAMS[BOX_CAMS[m]].gradient for m in cams)] + ([input_name] if plain else [])
     grads = append_backward(b, {scores: seed}, list(dict.fromkeys(needs)), k) if needs else {}
     in_shape = b.shape(input_name)
     in_hw = in_shape[1:3] if layout == "nhwc" else in_shape[2:4]
@@ -115,16 +125,21 @@ def build_detection_explainer(model: onnx.ModelProto, input_name: str, scores: s
             maps.finish(cam_map, method, layer, signed=signed)
     if inputs:
         if boxes is None:
-            raise ExplainError("box_spectral / box_input_x_gradient need the kept boxes (pass boxes='det_boxes')")
-        gx = b.op("Mul", [grads[input_name], input_name], "box_grad_x_input")  # (k, C, H, W) or (k, H, W, C)
-        if layout == "nhwc":
-            gx = b.op("Transpose", [gx], "box_grad_x_input_nchw", perm=[0, 3, 1, 2])
+            raise ExplainError(f"{inputs} need the kept boxes (pass boxes='det_boxes')")
+        regions = box_regions(b, boxes, k, in_hw)
+        attributions = [BOX_ATTRIBUTIONS[m] for m in inputs if m in BOX_ATTRIBUTIONS]
+        if attributions:
+            if layout != "nchw":
+                raise ExplainError(f"{[f'box_{m}' for m in attributions]} need an NCHW input; this detector's is "
+                                   f"{layout} (box_spectral and the per-box CAMs work with either)")
+            append_input_attributions(b, maps, scores, seed, regions, input_name, k, attributions, config.lrp,
+                                      config.paths, prefix="box_", gradient=grads.get(input_name))
         channels = in_shape[3] if layout == "nhwc" else in_shape[1]
-        if "box_input_x_gradient" in inputs:
-            maps.finish(b.reduce("ReduceSum", gx, [1], 1, "box_input_x_gradient"), "box_input_x_gradient", input_name,
-                        signed=True)
         if "box_spectral" in inputs:
-            inside = b.op("Mul", [gx, box_regions(b, boxes, k, in_hw)], "box_gx_inside")
+            gx = b.op("Mul", [grads[input_name], input_name], "box_grad_x_input")  # (k, C, H, W) or (k, H, W, C)
+            if layout == "nhwc":
+                gx = b.op("Transpose", [gx], "box_grad_x_input_nchw", perm=[0, 3, 1, 2])
+            inside = b.op("Mul", [gx, regions], "box_gx_inside")
             summed = b.reduce("ReduceSum", b.reduce("ReduceSum", inside, [3], 1, "box_spectral_cols"), [2], 1,
                               "box_spectral_hw")
             maps.output(b.op("Reshape", [summed, b.ints([k, channels])], "box_spectral"), "box_spectral", input_name,

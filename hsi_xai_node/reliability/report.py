@@ -45,7 +45,9 @@ from .config import QUICK, ReportConfig
 SEG_METHODS = ("activation", "seg_gradcam", "seg_gradcam_signed", "hires", "gradcam_pp", "xgradcam", "layercam",
                "seg_xres", "eigencam", "fem", "scorecam")  # every in-graph CAM method: which are faithful
 BOX_REPORT_METHODS = ("box_gradcam", "box_gradcam_signed", "box_hires", "box_gradcam_pp", "box_xgradcam",
-                      "box_layercam", "box_xres", "box_eigencam", "box_fem", "box_input_x_gradient")
+                      "box_layercam", "box_xres", "box_eigencam", "box_fem", "box_input_x_gradient",
+                      # paper 003's input attributions per box: one of each kind (gradient, DeepLIFT, an LRP composite)
+                      "box_gradient", "box_deeplift", "box_lrp_epsilon_plus_flat")
 
 
 def seg_methods(cfg: ReportConfig) -> tuple[str, ...]:

@@ -66,8 +66,10 @@ DESCRIPTIONS = {
     "explain_boxes": "top-K detections per frame explained by per-box Grad-CAM; 0 = none",
     "detection_methods": "per-box maps computed in the detector's graph: box_gradcam, box_gradcam_signed, box_hires, "
                          "box_gradcam_pp, box_xgradcam, box_layercam, box_xres, box_eigencam, box_fem; box_spectral adds each "
-                         "detection's camera shares (gradient x input per camera)",
-    "detection_overlay_method": "the per-box map the detection overlay shows (any per-box CAM method)",
+                         "detection's camera shares (gradient x input per camera); box_<input attribution> "
+                         "(box_gradient, box_deeplift, box_lrp_epsilon, ...: any input attribution, per box)",
+    "detection_overlay_method": "the per-box map the detection overlay shows: any per-box CAM method or input "
+                                "attribution (box_gradient, box_deeplift, box_lrp_epsilon_plus_flat, ...)",
     "memory_limit_mb": "largest estimated memory per frame (model tensors at batch = classes or boxes, camera frames "
                        "and warps) a model, detector or rig may need; more is refused at start with the estimate",
     "camera_transport": "raw: cameras as sensor_msgs/Image on their topics; compressed: sensor_msgs/CompressedImage "

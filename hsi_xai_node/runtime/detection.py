@@ -31,7 +31,8 @@ import numpy as np
 
 from ..detection.card import LoadedDetector, load_detector
 from ..errors import FrameError, InputError
-from ..explain import BOX_CAMS, BOX_METHODS, CAMS, DetectionExplainConfig, build_detection_explainer
+from ..explain import (BOX_ATTRIBUTIONS, BOX_CAMS, BOX_METHODS, CAMS, INPUT_METHODS, DetectionExplainConfig, LrpOptions,
+                       PathOptions, build_detection_explainer)
 from ..resources import share_path
 from ..sensor.rig import DEFAULT_COMMON_VIEW, CameraSpec, load_rig, read_rig, transform_box  # noqa: F401 (load_rig re-exported)
 from ..sensor.multispectral import CameraInput, MultispectralFrontEnd, StackConfig, network_from_common
@@ -42,6 +43,9 @@ from .overlay import (SCALE_MODES, MapKey, OverlayScales, apply_colormap, check_
 
 DEFAULT_DETECTOR = share_path("models/efficientdet_rgb_mir.onnx")
 
+
+# the per-box maps the detection overlay can show: the CAM family at the class-head layer, input attributions
+BOX_OVERLAY_METHODS = (*BOX_CAMS, *BOX_ATTRIBUTIONS)
 
 @dataclass(frozen=True)
 class DetectionPipelineConfig:
@@ -58,7 +62,7 @@ class DetectionPipelineConfig:
     layer: str = "class_head_input"   # card role or tensor name of the explained layer
     methods: tuple[str, ...] = ("box_gradcam",)  # per-box maps computed (explain.BOX_METHODS); "box_spectral":
     # gradient x input per input channel in each box, grouped by camera (Detection.camera_shares)
-    overlay_method: str = "box_gradcam"  # the per-box map the overlay shows: any box CAM method
+    overlay_method: str = "box_gradcam"  # the per-box map the overlay shows: a box CAM or input attribution
     overlay_alpha: float = 0.6
     colormap: str = "inferno"         # box_gradcam (one-sided): sequential
     signed_colormap: str = "coolwarm"  # box_gradcam_signed: diverging, centred on zero
@@ -67,6 +71,9 @@ class DetectionPipelineConfig:
     overlay_zoom: int = 2             # the overlay is drawn this many times the network view (readable labels)
     box_maps: bool = False            # also return the per-box float maps
     memory_limit_mb: float = DEFAULT_LIMIT_MB  # a detector or rig needing more per frame is refused at load
+    fem_k: float = 2.0  # box_fem: the K-sigma rule's K
+    lrp: LrpOptions = LrpOptions()  # box_lrp_*: epsilon, gamma, stabiliser
+    paths: PathOptions = PathOptions()  # box_smoothgrad, box_integrated_gradients, box_deeplift: samples, steps...
 
     def validated(self) -> "DetectionPipelineConfig":
         if not 0.0 <= self.overlay_alpha <= 1.0:
@@ -75,8 +82,9 @@ class DetectionPipelineConfig:
         check_colormap(self.signed_colormap, True, "signed_colormap")
         if self.overlay_scale not in SCALE_MODES:
             raise InputError(f"overlay_scale must be one of {list(SCALE_MODES)}, got {self.overlay_scale!r}")
-        if self.overlay_method not in BOX_CAMS:
-            raise InputError(f"overlay_method {self.overlay_method!r} must be a per-box CAM method: {sorted(BOX_CAMS)}")
+        if self.overlay_method not in BOX_OVERLAY_METHODS:
+            raise InputError(f"overlay_method {self.overlay_method!r} must be a per-box method with a map: "
+                             f"{list(BOX_OVERLAY_METHODS)}")
         unknown = [m for m in self.methods if m not in BOX_METHODS]
         if unknown:
             raise InputError(f"detection methods {unknown} unknown; per-box methods: {list(BOX_METHODS)}")
@@ -141,7 +149,8 @@ def detection_graph(cfg: DetectionPipelineConfig):
     methods = tuple(dict.fromkeys((cfg.overlay_method, *cfg.methods)))
     graph = build_detection_explainer(loaded.model, loaded.card.input.tensor, loaded.card.scores,
                                       loaded.card.layers,
-                                      DetectionExplainConfig(layers=(cfg.layer,), top_k=k, methods=methods, uint8=False),
+                                      DetectionExplainConfig(layers=(cfg.layer,), top_k=k, methods=methods, uint8=False,
+                                                             fem_k=cfg.fem_k, lrp=cfg.lrp, paths=cfg.paths),
                                       pairs="det_pairs", layout=loaded.card.input.layout, boxes="det_boxes")
     return loaded, graph
 
@@ -169,7 +178,8 @@ class DetectionPipeline:
         self.classes = {c.channel: c for c in card.classes}
         self._plan = {"boxes": "det_boxes", "scores": "det_scores", "classes": "det_classes"}
         model = self.loaded.model
-        self._signed = CAMS[BOX_CAMS[cfg.overlay_method]].signed
+        m = cfg.overlay_method  # a CAM at the class-head layer, or an input attribution (its map at the input)
+        self._signed = CAMS[BOX_CAMS[m]].signed if m in BOX_CAMS else INPUT_METHODS[BOX_ATTRIBUTIONS[m]].signed
         if self.graph is not None:
             model = self.graph.model
             for name, o in self.graph.outputs.items():
@@ -180,7 +190,7 @@ class DetectionPipeline:
                     self._plan["spectral"] = name
         # input channel -> camera of the stack, for the camera shares
         self._channel_camera = [s.camera for s in card.input.stack for _ in s.offset]
-        layer = card.layers.get(cfg.layer, cfg.layer)
+        layer = card.input.tensor if m in BOX_ATTRIBUTIONS else card.layers.get(cfg.layer, cfg.layer)
         names = [self.classes[ch].name for ch in sorted(self.classes)]
         self.scales = OverlayScales(cfg.overlay_scale, {"box": MapKey(cfg.overlay_method, layer, self._signed)},
                                     names, card.overlay_scales, card.name)

@@ -97,7 +97,7 @@ class NodeConfig:
     detection_score_threshold: Annotated[float, Field(ge=0, lt=1), AfterValidator(_finite)] = 0.0  # 0 = the card's
     explain_boxes: Annotated[int, Field(ge=0, le=256)] = 10
     detection_methods: Strs = ("box_gradcam",)  # per-box maps; add box_spectral for each detection's camera shares
-    detection_overlay_method: Str = "box_gradcam"  # any per-box CAM method (explain.BOX_CAMS)
+    detection_overlay_method: Str = "box_gradcam"  # a per-box CAM or input attribution (runtime.detection)
     memory_limit_mb: PositiveFinite = 4096.0  # a model, detector or rig needing more per frame is refused at start
     camera_transport: Literal["raw", "compressed"] = "raw"  # cameras as Image, or CompressedImage on <topic>/compressed
     raw_transport: Literal["raw", "compressed"] = "raw"  # the mosaic as Image, or 16-bit PNG on <raw_topic>/compressed
@@ -156,7 +156,8 @@ class NodeConfig:
             score_threshold=self.detection_score_threshold or None, explain_boxes=self.explain_boxes,
             overlay_method=self.detection_overlay_method, colormap=self.colormap,
             signed_colormap=self.signed_colormap, overlay_scale=self.overlay_scale,
-            memory_limit_mb=self.memory_limit_mb, methods=tuple(self.detection_methods)).validated()
+            memory_limit_mb=self.memory_limit_mb, methods=tuple(self.detection_methods), fem_k=self.fem_k,
+            lrp=LrpOptions(epsilon=self.lrp_epsilon, gamma=self.lrp_gamma), paths=self._paths()).validated()
 
     def pipeline_config(self) -> PipelineConfig:
         return PipelineConfig(
@@ -168,10 +169,12 @@ class NodeConfig:
             signed_colormap=self.signed_colormap, overlay_scale=self.overlay_scale, focus_class=self.focus_class,
             class_maps=self.publish_class_maps, explain_classes=tuple(self.explain_classes),
             memory_limit_mb=self.memory_limit_mb, fem_k=self.fem_k,
-            lrp=LrpOptions(epsilon=self.lrp_epsilon, gamma=self.lrp_gamma),
-            paths=PathOptions(smoothgrad_samples=self.smoothgrad_samples, smoothgrad_noise=self.smoothgrad_noise,
-                              ig_steps=self.ig_steps, ig_quadrature=self.ig_quadrature,
-                              baseline=self.attribution_baseline)).validated()
+            lrp=LrpOptions(epsilon=self.lrp_epsilon, gamma=self.lrp_gamma), paths=self._paths()).validated()
+
+    def _paths(self) -> PathOptions:
+        """SmoothGrad's, integrated gradients' and DeepLIFT's settings, for the U-Net's classes and the boxes."""
+        return PathOptions(smoothgrad_samples=self.smoothgrad_samples, smoothgrad_noise=self.smoothgrad_noise,
+                           ig_steps=self.ig_steps, ig_quadrature=self.ig_quadrature, baseline=self.attribution_baseline)
 
     def output_topic(self, name: str) -> str:
         return f"{self.output_namespace.rstrip('/')}/{name}"

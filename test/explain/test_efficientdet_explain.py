@@ -164,3 +164,67 @@ def test_the_cam_family_and_camera_attributions_per_box_match_autograd(detector)
     clear = (np.abs(a - (mean + 2.0 * std)) > 1e-5 * (np.abs(mean) + std)).all(0)
     assert clear.mean() > 0.99
     assert relative_error(fem[0, 0][clear], ref_fem(a, 2.0)[clear]) < 1e-5
+
+
+def test_input_attributions_per_box_match_autograd_and_deeplift_sums_to_delta(detector):
+    """Paper 003's input attributions per kept box, one row per box: the gradient and gradient x input, SmoothGrad on
+    the graph's fixed-seed noise and integrated gradients (right Riemann, the spectrally flat baseline) against float64
+    autograd of each box's score; DeepLIFT (rescale rule at every sigmoid, the exact product rule at the SiLU and
+    squeeze-excitation products, Captum's max-pool rule) summing to S(x) - S(x0) of the float64 model; the LRP
+    composites' graphs build and pass the TensorRT op check (their rules are checked on the gated graph in
+    test_input_attributions.py)."""
+    from hsi_xai_node.explain import PathOptions
+    from hsi_xai_node.explain._baselines import noise_from_tiles, noise_tiles
+
+    model64, m = detector
+    x = image(SEED_X)
+    k = 4
+    paths = PathOptions(smoothgrad_samples=2, smoothgrad_noise=0.05, ig_steps=3, ig_quadrature="riemann_right",
+                        baseline="spectral_mean")
+    methods = ("box_gradient", "box_input_x_gradient", "box_smoothgrad", "box_integrated_gradients", "box_deeplift",
+               "box_lrp_epsilon_plus_flat", "box_gradcam")
+    eg = build_detection_explainer(m, "image", "scores", {"class_head_input": "bifpn_p2"},
+                                   DetectionExplainConfig(layers=("class_head_input",), top_k=k, methods=methods,
+                                                          upsample=False, uint8=False, paths=paths),
+                                   pairs="det_pairs", boxes="det_boxes")
+    assert_tensorrt_compatible(eg.model, "EfficientDet input attributions")
+    names = [*eg.output_names(), "det_pairs", "det_boxes"]
+    out = dict(zip(names, session(eg.model).run(names, {"image": x})))
+    by = {o.method: out[n] for n, o in eg.outputs.items()}
+    pairs, boxes = out["det_pairs"][0][:k], out["det_boxes"][0][:k]
+    assert (pairs >= 0).all()
+    _, channels, hh, ww = x.shape
+    x0 = np.broadcast_to(x.astype(np.float64).mean(1, keepdims=True), x.shape)  # each pixel's mean in every band
+    sigma = paths.smoothgrad_noise * float(x.max() - x.min())
+    noisy = [x + sigma * noise_from_tiles(t, hh, ww)[None] for t in noise_tiles(2, channels, paths.smoothgrad_seed)]
+    points = [x0 + j / 3 * (x - x0) for j in (1, 2, 3)]
+    # no max-pool window near a float32 tie at an input whose gradient is compared (the baseline's forward only is
+    # used, and the values at a tie are equal)
+    for v in [x, *noisy, *points]:
+        assert maxpool_margin(model64, torch.tensor(v, dtype=torch.float64)) > 1e-5
+
+    def score_and_grad(v, anchor, cls):
+        v64 = torch.tensor(v, dtype=torch.float64, requires_grad=True)
+        score = torch.sigmoid(model64.class_net(model64.features(v64), TINY.num_classes))[0, anchor, cls]
+        return float(score.detach()), torch.autograd.grad(score, v64)[0][0].numpy()
+
+    px, py = np.arange(ww), np.arange(hh)
+    for row, pair in enumerate(pairs):
+        anchor, cls = divmod(int(pair), TINY.num_classes)
+        x0_, y0_, x1_, y1_ = boxes[row]
+        inside = ((py + 1 > y0_) & (py < y1_))[:, None] & ((px + 1 > x0_) & (px < x1_))[None, :]
+        s, g = score_and_grad(x, anchor, cls)
+        s0, _ = score_and_grad(x0, anchor, cls)
+        want = {"box_gradient": g, "box_input_x_gradient": g * x[0],
+                "box_smoothgrad": sum(score_and_grad(v, anchor, cls)[1] for v in noisy) / 2,
+                "box_integrated_gradients": sum(score_and_grad(v, anchor, cls)[1] for v in points) / 3 * (x - x0)[0]}
+        for method, a in want.items():
+            magnitude = method in ("box_gradient", "box_smoothgrad")
+            assert relative_error(by[method][row, 0], (np.abs(a) if magnitude else a).sum(0)) < 1e-4, (method, row)
+            np.testing.assert_allclose(by[f"{method}_bands"][row], (a * inside).sum((1, 2)), rtol=1e-4,
+                                       atol=1e-6 * np.abs(a).sum(), err_msg=method)
+        assert relative_error(by["box_integrated_gradients_target"][row], np.array([s - s0])) < 1e-5
+        assert relative_error(by["box_deeplift_target"][row], np.array([s - s0])) < 1e-5
+        # summation-to-delta: float32 terms of both signs over 3 x 64 x 96 inputs, against a delta of ~0.01..0.5
+        assert abs(by["box_deeplift_total"][row, 0] - (s - s0)) < 1e-4 * max(abs(s - s0), 1e-2), row
+        assert np.isfinite(by["box_lrp_epsilon_plus_flat"][row]).all()

@@ -211,3 +211,24 @@ def test_camera_shares_of_each_detection(tiny_detector, frames):
         total = abs(rgb) + abs(mir)
         assert d.camera_shares == pytest.approx({"rgb": abs(rgb) / total, "mir": abs(mir) / total}, rel=1e-5)
         assert sum(d.camera_shares.values()) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("method, signed", [("box_deeplift", True), ("box_gradient", False)])
+def test_an_input_attribution_as_the_detection_overlay(tiny_detector, frames, method, signed):
+    """A per-box input attribution as the overlay: its map at the input size is the one drawn (signed ones on the
+    diverging colormap), with the node's path settings passed to the graph."""
+    from hsi_xai_node.explain import PathOptions
+
+    p = DetectionPipeline(DetectionPipelineConfig(model=str(tiny_detector), backend="ort-cpu", threads=1,
+                                                  explain_boxes=3, overlay_method=method, overlay_scale="frame",
+                                                  box_maps=True, paths=PathOptions(baseline="spectral_mean")))
+    assert p.graph.outputs[p._plan["maps"]].method == method and p._signed is signed
+    assert any(o.method == f"{method}_bands" for o in p.graph.outputs.values())
+    result = p.process(frames[1])
+    x = p.frontend(frames[1])
+    maps = p.engine.run({"image": x}, [p._plan["maps"]])[p._plan["maps"]]
+    assert maps.shape[1:] == (1, 256, 320) and np.abs(maps).max() > 0
+    np.testing.assert_allclose(result.box_maps, maps[:, 0], rtol=1e-6)
+    assert not np.array_equal(result.detection_overlay, np.kron(result.preview, np.ones((2, 2, 1), np.uint8)))
+    with pytest.raises(InputError, match="overlay_method 'box_spectral' must be a per-box method with a map"):
+        DetectionPipeline(DetectionPipelineConfig(model=str(tiny_detector), overlay_method="box_spectral"))

@@ -60,7 +60,7 @@ output_qos: sensor_data"""))
     ("explain_boxes: 2.5", r"parameter explain_boxes: Input should be a valid integer \(got 2.5\)"),
     ("detection_score_threshold: 1.5", r"parameter detection_score_threshold: Input should be less than 1"),
     ("detection_score_threshold: high", "parameter detection_score_threshold: Input should be a valid number"),
-    ("detection_overlay_method: gradcam", "overlay_method 'gradcam' must be a per-box CAM method"),
+    ("detection_overlay_method: gradcam", "overlay_method 'gradcam' must be a per-box method with a map"),
     ("detection_methods: [box_lrp]", r"detection methods \['box_lrp'\] unknown"),
     ("methods: [activation, lrp]", r"methods \['lrp'\] unknown"),
     ("detector_model: 3", r"parameter detector_model: Input should be a valid string \(got 3\)"),
