@@ -2,7 +2,7 @@
 bound, and Captum and Zennit on the same model, same machine, same threads, interleaved in one run.
 
     PYTHONPATH=. .venv/bin/python bench/attributions.py [--sizes bundled,hsi-drive] [--repeats 3] [--threads 2]
-        [--json out.json]
+        [--no-libraries] [--methods gradient,deeplift,...] [--json out.json]
 
 For each U-Net size (bundled: 12 base filters; hsi-drive: HSI-Drive's 32) at the model input 1x25x208x400, all
 5 classes in one ONNX Runtime CPU call per method (float32, the PathOptions defaults: SmoothGrad 8 samples,
@@ -150,7 +150,7 @@ def library_runs(net, x: np.ndarray, region: np.ndarray) -> dict:
     return runs
 
 
-def bench_size(size: str, repeats: int, threads: int, libraries: bool) -> dict:
+def bench_size(size: str, repeats: int, threads: int, libraries: bool, methods=METHODS) -> dict:
     torch.manual_seed(0)
     net = UNet(UNetConfig(in_channels=25, num_classes=CLASSES, base_filters=SIZES[size])).eval()
     with tempfile.TemporaryDirectory() as tmp:
@@ -158,7 +158,7 @@ def bench_size(size: str, repeats: int, threads: int, libraries: bool) -> dict:
         export_onnx(net, path, SHAPE)
         forward = onnx.load(str(path))
     graphs = {"forward": forward}
-    for method in METHODS:
+    for method in methods:
         graphs[method] = build_segmentation_explainer(
             forward, "input", "logits", LAYERS,
             SegmentationExplainConfig(methods=(method,), upsample=False, uint8=False, paths=PATHS)).model
@@ -196,7 +196,7 @@ def bench_size(size: str, repeats: int, threads: int, libraries: bool) -> dict:
             bound = macs[k] / macs["forward"]
             row |= {"gmacs": macs[k] / 1e9, "bound_x_forward": bound, "x_bound": (t / fwd) / bound}
         rows[k] = row
-    for method in METHODS:  # ours against each library's per-class and batched call of the same method
+    for method in methods:  # ours against each library's per-class and batched call of the same method
         for lib in ("captum", "zennit"):
             for how in ("per class", "batched"):
                 key = f"{lib} {method} {how}"
@@ -212,12 +212,16 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-libraries", action="store_true", help="only our graphs (no Captum / Zennit rows)")
+    ap.add_argument("--methods", default=",".join(METHODS),
+                    help="our methods to time, comma-separated (each run holds every graph's session at once: at "
+                         "HSI-Drive size all of them need more than 23 GB, so run them a few at a time)")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     import captum
     results = {"machine": platform.machine(), "processor": platform.processor(), "onnxruntime": ort.__version__,
                "torch": torch.__version__, "captum": captum.__version__,
-               "sizes": [bench_size(s, args.repeats, args.threads, not args.no_libraries)
+               "sizes": [bench_size(s, args.repeats, args.threads, not args.no_libraries,
+                                    tuple(m for m in args.methods.split(",") if m))
                          for s in args.sizes.split(",") if s]}
     for r in results["sizes"]:
         print(f"\n{r['size']} U-Net ({r['parameters'] / 1e6:.2f}M parameters), input {r['shape']}, "

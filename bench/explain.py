@@ -16,7 +16,8 @@ parameters) at the model input 1x25x208x400 (the largest multiple of 16 inside t
 * every other method of the CAM family alone (Grad-CAM++, XGrad-CAM, LayerCAM, Seg-XRes-CAM,
   EigenCAM, FEM) at both layers, and Score-CAM at the layer before the final conv, beside RISE (500
   masks) on the same model: cost per map;
-* the bundled detector (`--detector`): detection only, and each per-box method for 10 boxes;
+* the bundled detector (`--detector`): detection only, and each per-box method for 10 boxes (the CAM family,
+  box_spectral and paper 003's input attributions);
 * with `--openvino`, some of those graphs also on OpenVINO (CPU, f32, same threads), interleaved,
   with ONNX Runtime's time over OpenVINO's.
 
@@ -49,7 +50,10 @@ from hsi_xai_node.training.unet import UNet, UNetConfig, parameter_count
 SHAPE = (1, 25, 208, 400)
 FAMILY = ("gradcam_pp", "xgradcam", "layercam", "seg_xres", "eigencam", "fem", "scorecam")
 BOX_FAMILY = ("box_gradcam", "box_hires", "box_gradcam_pp", "box_xgradcam", "box_layercam", "box_xres", "box_eigencam",
-              "box_fem", "box_spectral")
+              "box_fem", "box_spectral",
+              # paper 003's input attributions per box (PathOptions defaults: SmoothGrad 8 samples, 17 IG points)
+              "box_gradient", "box_deeplift", "box_lrp_epsilon", "box_lrp_epsilon_plus_flat", "box_smoothgrad",
+              "box_integrated_gradients")
 CLASSES = 5
 LAYERS = {"penultimate": "dec1", "second_conv_block": "enc1", "bottleneck": "bottleneck"}
 
@@ -192,6 +196,7 @@ def bench_detector(repeats: int, threads: int, openvino: bool = False) -> dict:
             DetectionExplainConfig(layers=("class_head_input",), top_k=10, methods=(method,), uint8=False),
             pairs="det_pairs", boxes="det_boxes").model
     feed = {card.input.tensor: x}
+    macs = {k: multiply_adds(g) for k, g in graphs.items()}
     runs = {k: (lambda s=ort_session(g, threads): s.run(None, feed)) for k, g in graphs.items()}
     if openvino:
         runs |= openvino_runs(graphs, ["detection only", "box_gradcam"], threads, feed)
@@ -206,8 +211,13 @@ def bench_detector(repeats: int, threads: int, openvino: bool = False) -> dict:
     med = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
     base = {k: med[k.removesuffix(" [openvino]")] if k.endswith(" [openvino]") else None for k in med}
     only = {k: med["detection only [openvino]" if k.endswith(" [openvino]") else "detection only"] for k in med}
-    return {k: {"median_ms": t, "x_detection": t / only[k], "ms_per_box": (t - only[k]) / 10}
+    rows = {k: {"median_ms": t, "x_detection": t / only[k], "ms_per_box": (t - only[k]) / 10}
             | ({"ort_over_openvino": base[k] / t} if base[k] else {}) for k, t in med.items()}
+    for k, row in rows.items():  # the arithmetic bound: the graph's multiply-adds over the detector's
+        if k in macs:
+            row |= {"bound_x_detection": macs[k] / macs["detection only"],
+                    "x_bound": row["x_detection"] / (macs[k] / macs["detection only"])}
+    return rows
 
 
 def main(argv=None):
@@ -226,9 +236,10 @@ def main(argv=None):
                          for s in args.sizes.split(",") if s]}
     if args.detector:
         results["detector"] = bench_detector(args.repeats, args.threads, args.openvino)
-        print("\nbundled RGB+MIR EfficientDet, 10 boxes explained, ms (x detection only; ms per box)")
+        print("\nbundled RGB+MIR EfficientDet, 10 boxes explained, ms (x detection only; ms per box; bound; x bound)")
         for k, row in results["detector"].items():
             print(f"{k:28s} {row['median_ms']:9.1f} {row['x_detection']:7.2f} {row['ms_per_box']:8.1f}"
+                  + (f" {row['bound_x_detection']:7.2f} {row['x_bound']:7.2f}" if "x_bound" in row else "")
                   + (f"   ONNX Runtime / OpenVINO {row['ort_over_openvino']:.2f}" if "ort_over_openvino" in row else ""))
     for r in results["sizes"]:
         print(f"\n{r['size']} U-Net ({r['parameters'] / 1e6:.2f}M parameters), input {r['shape']}, "
