@@ -32,8 +32,6 @@ import argparse
 import json
 import platform
 import sys
-import tempfile
-import time
 import types
 from pathlib import Path
 
@@ -43,9 +41,8 @@ import onnxruntime as ort
 import torch
 
 from hsi_xai_node.explain import PathOptions, SegmentationExplainConfig, build_segmentation_explainer, multiply_adds
-from hsi_xai_node.training.config import SIZES
-from hsi_xai_node.training.segmentation import export_onnx
-from hsi_xai_node.training.unet import UNet, UNetConfig, parameter_count
+from hsi_xai_node.training.unet import parameter_count
+from common import interleaved_medians, over_forward, random_unet  # bench/common.py: the script's folder
 
 SHAPE = (1, 25, 208, 400)
 CLASSES = 5
@@ -151,12 +148,7 @@ def library_runs(net, x: np.ndarray, region: np.ndarray) -> dict:
 
 
 def bench_size(size: str, repeats: int, threads: int, libraries: bool, methods=METHODS) -> dict:
-    torch.manual_seed(0)
-    net = UNet(UNetConfig(in_channels=25, num_classes=CLASSES, base_filters=SIZES[size])).eval()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "u.onnx"
-        export_onnx(net, path, SHAPE)
-        forward = onnx.load(str(path))
+    net, forward = random_unet(size, SHAPE, CLASSES)
     graphs = {"forward": forward}
     for method in methods:
         graphs[method] = build_segmentation_explainer(
@@ -177,25 +169,8 @@ def bench_size(size: str, repeats: int, threads: int, libraries: bool, methods=M
             labels = layers(torch.from_numpy(x)).argmax(1)[0].numpy()
         region = (labels[None] == np.arange(CLASSES)[:, None, None]).astype(np.float32)
         runs |= library_runs(layers, x, region)
-    times = {k: [] for k in runs}
-    for fn in runs.values():
-        fn()  # warm-up
-    for _ in range(repeats):
-        for k, fn in runs.items():  # interleaved: the machine's noise hits every variant alike
-            time.sleep(0.1)  # PyTorch's spinning OpenMP threads idle before the next run; not timed
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-            print(f"  {size} {k}: {times[k][-1]:.2f} s", flush=True)
-    med = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
-    fwd = med["forward"]
-    rows = {}
-    for k, t in med.items():
-        row = {"median_ms": t, "x_forward": t / fwd}
-        if k in macs:
-            bound = macs[k] / macs["forward"]
-            row |= {"gmacs": macs[k] / 1e9, "bound_x_forward": bound, "x_bound": (t / fwd) / bound}
-        rows[k] = row
+    med = interleaved_medians(runs, repeats, lambda k, t: print(f"  {size} {k}: {t:.2f} s", flush=True))
+    rows = over_forward(med, macs)
     for method in methods:  # ours against each library's per-class and batched call of the same method
         for lib in ("captum", "zennit"):
             for how in ("per class", "batched"):

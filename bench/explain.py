@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import tempfile
 import time
 from pathlib import Path
 
@@ -43,9 +42,8 @@ import torch
 
 from hsi_xai_node.explain import SegmentationExplainConfig, build_segmentation_explainer
 from hsi_xai_node.explain import multiply_adds
-from hsi_xai_node.training.config import SIZES
-from hsi_xai_node.training.segmentation import export_onnx
-from hsi_xai_node.training.unet import UNet, UNetConfig, parameter_count
+from hsi_xai_node.training.unet import UNet, parameter_count
+from common import interleaved_medians, over_forward, random_unet  # bench/common.py: the script's folder
 
 SHAPE = (1, 25, 208, 400)
 FAMILY = ("gradcam_pp", "xgradcam", "layercam", "seg_xres", "eigencam", "fem", "scorecam")
@@ -102,12 +100,7 @@ OPENVINO_ROWS = ("forward", "activation maps", "gradcam+hires@penultimate", "gra
 
 
 def bench_size(size: str, repeats: int, threads: int, openvino: bool = False) -> dict:
-    torch.manual_seed(0)
-    net = UNet(UNetConfig(in_channels=25, num_classes=CLASSES, base_filters=SIZES[size])).eval()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "u.onnx"
-        export_onnx(net, path, SHAPE)
-        forward = onnx.load(str(path))
+    net, forward = random_unet(size, SHAPE, CLASSES)
     graphs = {"forward": forward}
     graphs["activation maps"] = build_segmentation_explainer(
         forward, "input", "logits", LAYERS, SegmentationExplainConfig(methods=("activation",), top_k=0,
@@ -145,26 +138,8 @@ def bench_size(size: str, repeats: int, threads: int, openvino: bool = False) ->
     runs = {k: (lambda s=s: s.run(None, {"input": x})) for k, s in sessions.items()} | hooks
     if openvino:
         runs |= openvino_runs(graphs, list(OPENVINO_ROWS), threads, {"input": x})
-    times = {k: [] for k in runs}
-    for fn in runs.values():
-        fn()  # warm-up
-    for _ in range(repeats):
-        for k, fn in runs.items():  # interleaved: noise hits every variant alike
-            # let the previous run's thread pools go idle (PyTorch's OpenMP threads spin after a
-            # parallel region and would steal the cores from the next ONNX Runtime run); not timed
-            time.sleep(0.1)
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    med = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
-    fwd = med["forward"]
-    rows = {}
-    for k, t in med.items():
-        row = {"median_ms": t, "x_forward": t / fwd}
-        if k in macs:
-            bound = macs[k] / macs["forward"]
-            row |= {"gmacs": macs[k] / 1e9, "bound_x_forward": bound, "x_bound": (t / fwd) / bound}
-        rows[k] = row
+    med = interleaved_medians(runs, repeats)
+    rows = over_forward(med, macs)
     for layer in ("penultimate", "bottleneck"):
         rows[f"hooks@{layer}"]["ours_speedup"] = med[f"hooks@{layer}"] / med[f"gradcam+hires@{layer}"]
     for k in list(rows):

@@ -112,6 +112,21 @@ def test_box_gradcam_of_kept_boxes_matches_autograd(detector, k, kept):
     assert by_method["box_gradcam_u8"].shape == (k, 1, *HW) and by_method["box_gradcam_u8"].dtype == np.uint8
 
 
+def kept_box_maps(m, x, k: int, methods, what: str, **config):
+    """(method -> output, the first k kept pairs, their boxes) of the per-box graph of `methods` at bifpn_p2, its
+    maps at their own resolution, after the TensorRT op check; every one of the k rows a kept box."""
+    eg = build_detection_explainer(m, "image", "scores", {"class_head_input": "bifpn_p2"},
+                                   DetectionExplainConfig(layers=("class_head_input",), top_k=k, methods=methods,
+                                                          upsample=False, uint8=False, **config),
+                                   pairs="det_pairs", boxes="det_boxes")
+    assert_tensorrt_compatible(eg.model, what)
+    names = [*eg.output_names(), "det_pairs", "det_boxes"]
+    out = dict(zip(names, session(eg.model).run(names, {"image": x})))
+    pairs, boxes = out["det_pairs"][0][:k], out["det_boxes"][0][:k]
+    assert (pairs >= 0).all()
+    return {o.method: out[n] for n, o in eg.outputs.items()}, pairs, boxes
+
+
 def test_the_cam_family_and_camera_attributions_per_box_match_autograd(detector):
     """Every per-box CAM method, and gradient x input per input channel inside each kept box (the camera
     shares of a detection), against float64 autograd."""
@@ -122,16 +137,7 @@ def test_the_cam_family_and_camera_attributions_per_box_match_autograd(detector)
     k = 5
     methods = ("box_gradcam_pp", "box_xgradcam", "box_layercam", "box_xres", "box_hires", "box_eigencam",
                "box_fem", "box_spectral", "box_input_x_gradient")
-    eg = build_detection_explainer(m, "image", "scores", {"class_head_input": "bifpn_p2"},
-                                   DetectionExplainConfig(layers=("class_head_input",), top_k=k, methods=methods,
-                                                          upsample=False, uint8=False),
-                                   pairs="det_pairs", boxes="det_boxes")
-    assert_tensorrt_compatible(eg.model, "EfficientDet CAM family graph")
-    names = [*eg.output_names(), "det_pairs", "det_boxes"]
-    out = dict(zip(names, session(eg.model).run(names, {"image": x})))
-    by_method = {o.method: out[n] for n, o in eg.outputs.items()}
-    pairs, boxes = out["det_pairs"][0][:k], out["det_boxes"][0][:k]
-    assert (pairs >= 0).all()
+    by_method, pairs, boxes = kept_box_maps(m, x, k, methods, "EfficientDet CAM family graph")
     x64 = torch.tensor(x, dtype=torch.float64, requires_grad=True)
     feats = model64.features(x64)
     scores = torch.sigmoid(model64.class_net(feats, TINY.num_classes))[0]
@@ -183,16 +189,7 @@ def test_input_attributions_per_box_match_autograd_and_deeplift_sums_to_delta(de
                         baseline="spectral_mean")
     methods = ("box_gradient", "box_input_x_gradient", "box_smoothgrad", "box_integrated_gradients", "box_deeplift",
                "box_lrp_epsilon_plus_flat", "box_gradcam")
-    eg = build_detection_explainer(m, "image", "scores", {"class_head_input": "bifpn_p2"},
-                                   DetectionExplainConfig(layers=("class_head_input",), top_k=k, methods=methods,
-                                                          upsample=False, uint8=False, paths=paths),
-                                   pairs="det_pairs", boxes="det_boxes")
-    assert_tensorrt_compatible(eg.model, "EfficientDet input attributions")
-    names = [*eg.output_names(), "det_pairs", "det_boxes"]
-    out = dict(zip(names, session(eg.model).run(names, {"image": x})))
-    by = {o.method: out[n] for n, o in eg.outputs.items()}
-    pairs, boxes = out["det_pairs"][0][:k], out["det_boxes"][0][:k]
-    assert (pairs >= 0).all()
+    by, pairs, boxes = kept_box_maps(m, x, k, methods, "EfficientDet input attributions", paths=paths)
     _, channels, hh, ww = x.shape
     x0 = np.broadcast_to(x.astype(np.float64).mean(1, keepdims=True), x.shape)  # each pixel's mean in every band
     sigma = paths.smoothgrad_noise * float(x.max() - x.min())

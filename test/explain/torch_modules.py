@@ -12,19 +12,15 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import torch
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 from torch import nn
 
-
-def _attrs(node):
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+from test.explain.torch_onnx import node_attrs as _attrs
+from test.explain.torch_onnx import symmetric_pads
 
 
 def _pads(a, n=2):
-    p = list(a.get("pads", [0] * 2 * n))
-    if p[:n] != p[n:]:
-        raise NotImplementedError(f"asymmetric pads {p}")
-    return tuple(p[:n])
+    return tuple(symmetric_pads(a, n))
 
 
 class OnnxModule(nn.Module):

@@ -19,11 +19,11 @@ import torch.nn.functional as F
 from onnx import helper, numpy_helper
 
 
-def _attrs(node):
+def node_attrs(node):
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
-def _pads(a, n=2):
+def symmetric_pads(a, n=2):
     p = list(a.get("pads", [0] * 2 * n))
     if p[:n] != p[n:]:
         raise NotImplementedError(f"asymmetric pads {p}")
@@ -42,19 +42,19 @@ def run(model: onnx.ModelProto, feeds: dict[str, torch.Tensor], keep: list[str],
     env = {t.name: torch.tensor(numpy_helper.to_array(t).astype(np.float64)) for t in model.graph.initializer}
     env.update(feeds)
     for node in model.graph.node:
-        a, x = _attrs(node), [env[i] if i else None for i in node.input]
+        a, x = node_attrs(node), [env[i] if i else None for i in node.input]
         op = node.op_type
         if op == "Conv":
-            y = F.conv2d(x[0], x[1], x[2] if len(x) > 2 else None, a.get("strides", [1, 1]), _pads(a),
+            y = F.conv2d(x[0], x[1], x[2] if len(x) > 2 else None, a.get("strides", [1, 1]), symmetric_pads(a),
                          a.get("dilations", [1, 1]), a.get("group", 1))
         elif op == "ConvTranspose":
-            y = F.conv_transpose2d(x[0], x[1], x[2] if len(x) > 2 else None, a.get("strides", [1, 1]), _pads(a),
+            y = F.conv_transpose2d(x[0], x[1], x[2] if len(x) > 2 else None, a.get("strides", [1, 1]), symmetric_pads(a),
                                    a.get("output_padding", [0, 0]), a.get("group", 1), a.get("dilations", [1, 1]))
         elif op == "Relu":
             decide = branches.get(node.input[0])
             y = torch.relu(x[0]) if decide is None else x[0] * torch.tensor(decide > 0, dtype=x[0].dtype)
         elif op == "MaxPool":
-            args = (a["kernel_shape"], a.get("strides", a["kernel_shape"]), _pads(a))
+            args = (a["kernel_shape"], a.get("strides", a["kernel_shape"]), symmetric_pads(a))
             decide = branches.get(node.input[0])
             if decide is None:
                 y = F.max_pool2d(x[0], *args, ceil_mode=bool(a.get("ceil_mode", 0)))
