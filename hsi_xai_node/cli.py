@@ -234,7 +234,8 @@ def _reliability(sub) -> None:
                    help="paper 003's input attributions evaluated beside the CAM family (comma-separated: gradient, "
                         "input_x_gradient, guided_backprop, deconvnet, smoothgrad, integrated_gradients, deeplift, "
                         "lrp_epsilon, lrp_epsilon_nobias, lrp_zplus, lrp_alpha2_beta1, lrp_gamma, "
-                        "lrp_epsilon_plus_flat, lrp_epsilon_gamma_box; '' = none; default every one)")
+                        "lrp_epsilon_plus_flat, lrp_epsilon_gamma_box, lrp_deep_taylor; '' = none; default every "
+                        "one)")
     r.add_argument("--smoothgrad-samples", type=int,
                    help=f"SmoothGrad's noisy samples (default {d.smoothgrad_samples})")
     r.add_argument("--ig-steps", type=int, help=f"integrated gradients' path intervals (default {d.ig_steps})")

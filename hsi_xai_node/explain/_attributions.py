@@ -22,7 +22,8 @@ or a box's score). Its attribution A_r is per input element (bands x H x W), and
     integrated_gradients   A = (x - x0) * sum_j w_j dS/dx at x0 + a_j (x - x0)               (Sundararajan 2017)
     deeplift               A = (x - x0) * the rescale rule's multipliers                      (Shrikumar 2017)
     lrp_epsilon, lrp_epsilon_nobias, lrp_zplus, lrp_alpha2_beta1, lrp_gamma, lrp_epsilon_plus_flat,
-    lrp_epsilon_gamma_box  LRP relevance under that composite (_composites.py)       (Bach 2015; Montavon 2019)
+    lrp_epsilon_gamma_box, lrp_deep_taylor
+                           LRP relevance under that composite (_composites.py)  (Bach 2015; Montavon 2017, 2019)
 
 Definitions where the libraries differ:
 - LRP seeds each row with its score's own value (the logits on the region, R = z * seed), as Zennit's attributor
@@ -203,7 +204,7 @@ def _lrp(name: str):
 
 
 for _name in ("lrp_epsilon", "lrp_epsilon_nobias", "lrp_zplus", "lrp_alpha2_beta1", "lrp_gamma",
-              "lrp_epsilon_plus_flat", "lrp_epsilon_gamma_box"):
+              "lrp_epsilon_plus_flat", "lrp_epsilon_gamma_box", "lrp_deep_taylor"):
     _lrp(_name)
 
 

@@ -21,6 +21,8 @@ product of two signals) fails the build naming it: its gradient is not a relevan
     lrp_gamma                gamma on every linear layer
     lrp_epsilon_plus_flat    Flat on the first layer, z+ on the other convolutions (the 1x1 head too), epsilon on
                              dense layers (Zennit's EpsilonPlusFlat)
+    lrp_deep_taylor          z-box on the first layer (as above), z+ on every other linear layer: deep Taylor
+                             decomposition's rules for a ReLU network with a bounded input (Montavon 2017)
     lrp_epsilon_gamma_box    z-box on the first layer with the input's range per band (of the frame explained),
                              gamma on the other convolutions, epsilon on dense layers (Zennit's EpsilonGammaBox;
                              z-box with z+ above it is deep Taylor decomposition)
@@ -87,7 +89,8 @@ def _input_bounds(b: Builder, input_name: str):
 
 
 COMPOSITES = ("gradient", "guided_backprop", "deconvnet", "lrp_epsilon", "lrp_epsilon_nobias", "lrp_zplus",
-              "lrp_alpha2_beta1", "lrp_gamma", "lrp_epsilon_plus_flat", "lrp_epsilon_gamma_box", "deeplift",
+              "lrp_alpha2_beta1", "lrp_gamma", "lrp_epsilon_plus_flat", "lrp_epsilon_gamma_box", "lrp_deep_taylor",
+              "deeplift",
               "deeplift_maxpool_gradient")
 
 
@@ -124,4 +127,6 @@ def composite(name: str, b: Builder, input_name: str, options: LrpOptions = LrpO
         return _lrp(name, zplus(s), epsilon(o.epsilon), s, first_rule=flat(s))
     if name == "lrp_epsilon_gamma_box":
         return _lrp(name, gamma(o.gamma, s), epsilon(o.epsilon), s, first_rule=zbox(_input_bounds(b, input_name), s))
+    if name == "lrp_deep_taylor":
+        return _lrp(name, zplus(s), zplus(s), s, first_rule=zbox(_input_bounds(b, input_name), s))
     raise ExplainError(f"unknown composite {name!r}; known: {list(COMPOSITES)}")

@@ -34,8 +34,8 @@ DESCRIPTIONS = {
                "xgradcam, layercam, seg_xres, eigencam, fem, scorecam (a forward per channel: offline-grade), "
                "spectral; input attributions (paper 003): gradient, input_x_gradient, guided_backprop, deconvnet, "
                "lrp_epsilon, lrp_epsilon_nobias, lrp_zplus, lrp_alpha2_beta1, lrp_gamma, lrp_epsilon_plus_flat, "
-               "lrp_epsilon_gamma_box, deeplift, smoothgrad and integrated_gradients (a forward and a backward per "
-               "sample or step: offline-grade)",
+               "lrp_epsilon_gamma_box, lrp_deep_taylor, deeplift, smoothgrad and integrated_gradients (a forward and "
+               "a backward per sample or step: offline-grade)",
     "explain_classes": "class names the fused overlays show (e.g. [road, vegetation]); [] = every class",
     "target_layers": "layers the Grad-CAM family targets: card roles (penultimate, bottleneck) or tensor names",
     "overlay_method": "the map fused into the explanation overlay (<ns>/gradcam_overlay): a CAM-family method or an "

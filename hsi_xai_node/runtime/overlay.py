@@ -70,6 +70,7 @@ UNITS = {"activation": "logit contribution (sum_k w_ck A_k)",
          "lrp_gamma": "LRP-gamma relevance, over the bands",
          "lrp_epsilon_plus_flat": "LRP EpsilonPlusFlat relevance, over the bands",
          "lrp_epsilon_gamma_box": "LRP EpsilonGammaBox relevance, over the bands",
+         "lrp_deep_taylor": "deep Taylor (z-box, then z+) relevance, over the bands",
          "box_gradcam": "box-score gradient x activation",
          "box_gradcam_signed": "box-score gradient x activation, no ReLU",
          "box_input_x_gradient": "box-score gradient x input"}

@@ -327,13 +327,16 @@ def _layer_map(rule):
 
 
 @pytest.mark.parametrize("method", ["lrp_epsilon", "lrp_epsilon_nobias", "lrp_zplus", "lrp_alpha2_beta1", "lrp_gamma",
-                                    "lrp_epsilon_plus_flat", "lrp_epsilon_gamma_box"])
+                                    "lrp_epsilon_plus_flat", "lrp_epsilon_gamma_box", "lrp_deep_taylor"])
 def test_lrp_matches_zennit(tiny, method):
     eg, out, x, region, net = tiny
     _zennit()
     from zennit import composites, rules
+    from zennit.types import Convolution
 
     s = OPTIONS.stabilizer
+    low = torch.tensor(x.min(axis=(0, 2, 3)), dtype=torch.float64).reshape(1, -1, 1, 1)
+    high = torch.tensor(x.max(axis=(0, 2, 3)), dtype=torch.float64).reshape(1, -1, 1, 1)
     comp = {"lrp_epsilon": lambda: _layer_map(rules.Epsilon(OPTIONS.epsilon)),
             "lrp_epsilon_nobias": lambda: _layer_map(rules.Epsilon(OPTIONS.epsilon, zero_params=["bias"])),
             "lrp_zplus": lambda: _layer_map(rules.ZPlus(stabilizer=s)),
@@ -341,9 +344,10 @@ def test_lrp_matches_zennit(tiny, method):
             "lrp_gamma": lambda: _layer_map(rules.Gamma(OPTIONS.gamma, stabilizer=s)),
             "lrp_epsilon_plus_flat": lambda: composites.EpsilonPlusFlat(epsilon=OPTIONS.epsilon, stabilizer=s),
             "lrp_epsilon_gamma_box": lambda: composites.EpsilonGammaBox(
-                low=torch.tensor(x.min(axis=(0, 2, 3)), dtype=torch.float64).reshape(1, -1, 1, 1),
-                high=torch.tensor(x.max(axis=(0, 2, 3)), dtype=torch.float64).reshape(1, -1, 1, 1),
-                epsilon=OPTIONS.epsilon, gamma=OPTIONS.gamma, stabilizer=s)}[method]()
+                low=low, high=high, epsilon=OPTIONS.epsilon, gamma=OPTIONS.gamma, stabilizer=s),
+            "lrp_deep_taylor": lambda: composites.SpecialFirstLayerMapComposite(
+                layer_map=composites.layer_map_base(s) + [(Convolution, rules.ZPlus(stabilizer=s))],
+                first_map=[(Convolution, rules.ZBox(low=low, high=high, stabilizer=s))])}[method]()
     ref = _zennit_relevance(net, x, region, comp)
     check(eg, out, method, ref, region, rtol=1e-4)
 
