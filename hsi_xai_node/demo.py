@@ -8,7 +8,8 @@
                            and the detector's Detection2DArray and detection overlay
     demo_out/index.html    the report: a contact sheet read back from the output bag (false colour,
                            ground truth, segmentation, overlays, detections with per-box Grad-CAM,
-                           cameras), per-class spectral attributions, class spectra in sun and
+                           cameras), per-class spectral attributions (gradient x input and
+                           DeepLIFT, with DeepLIFT's summation-to-delta), class spectra in sun and
                            shadow, detection AP against the drive's ground truth, timing and
                            conservativeness figures
 """
@@ -46,7 +47,9 @@ class DemoSummary:
     replay: dict = field(default_factory=dict)  # the replay's summary
     label_accuracy: float = float("nan")  # share of labelled pixels the model gets right (contact-sheet frames)
     class_spectra: dict = field(default_factory=dict)  # class -> {"sun": [...], "shadow": [...]} PN means
-    spectral_attribution: dict = field(default_factory=dict)  # class -> per-band gradient x input
+    # class -> per band, over its region: "gradient x input" and "DeepLIFT" (zero reference, paper 003)
+    spectral_attribution: dict = field(default_factory=dict)
+    deeplift_residual_max: float = float("nan")  # largest |sum - (S(x) - S(0))| / |S(x) - S(0)| over frames, classes
     wavelengths_nm: list = field(default_factory=list)
     detection: dict = field(default_factory=dict)  # AP against the drive's ground truth, counts
     drive: dict = field(default_factory=dict)  # which drive, and whether any model saw it (drive_provenance)
@@ -302,7 +305,9 @@ def _run(out: Path, final: Path, config, profile_name: str, seed: int, frames: i
     seg_cfg = config.pipeline_config()
     overlay = seg_cfg.overlay_method
     # the spectra, and the float maps of both overlays (their peaks against the card's references)
-    spectral = Pipeline(dataclasses.replace(seg_cfg, methods=tuple(dict.fromkeys(("activation", overlay, "spectral"))),
+    # and DeepLIFT's per band beside gradient x input: an attribution whose bands add up to S(x) - S(0)
+    spectral = Pipeline(dataclasses.replace(seg_cfg, methods=tuple(dict.fromkeys(("activation", overlay, "spectral",
+                                                                                     "deeplift"))),
                                             class_maps=True), dark, white)
     # each detection's camera shares (gradient x input per camera, paper 001's question of RGB + MIR) and its
     # overlay map, for the contact-sheet frames: the replay's detector does not need the (costly) input gradient
@@ -316,7 +321,7 @@ def _run(out: Path, final: Path, config, profile_name: str, seed: int, frames: i
                                                                 box_maps=True))
         cam_gen = DriveGenerator(profile, seed=seed)
     acc = {light: {} for light in ("sun", "shadow")}
-    attributions, rows, correct, labelled = [], [], 0, 0
+    attributions, deeplift, deeplift_residuals, rows, correct, labelled = [], [], [], [], 0, 0
     peaks: dict[tuple[str, str], list[float]] = {}  # (overlay, class) -> this drive's peaks
     shown_k = sorted(set(np.linspace(0, len(stamps) - 1, min(sheet, len(stamps))).round().astype(int).tolist()))
     for row, k in enumerate(shown_k):
@@ -333,6 +338,8 @@ def _run(out: Path, final: Path, config, profile_name: str, seed: int, frames: i
                 acc[light].setdefault(cid, []).append(spec)
         res = spectral.process(raw)
         attributions.append(res.spectra)
+        deeplift.append(res.band_attributions["deeplift"])
+        deeplift_residuals.append(res.residuals["deeplift"])
         _segmentation_peaks(spectral, res, peaks)
         cells = [(CAPTIONS["preview"], images[shown["preview"]][stamp]), ("ground truth", colourise(frame.labels))]
         cells += [(CAPTIONS[n], images[shown[n]][stamp]) for n in SHOWN[1:] if stamp in images[shown[n]]]
@@ -369,10 +376,15 @@ def _run(out: Path, final: Path, config, profile_name: str, seed: int, frames: i
                      for cid in sorted(set(acc["sun"]) | set(acc["shadow"]))}
     mean_attr = np.mean(attributions, axis=0)  # (classes, bands), model channel order = sensor band order
     card_classes = [c.name for c in spectral.card.classes]
-    attribution = {name: {"all": mean_attr[i].tolist()} for i, name in enumerate(card_classes)}
+    mean_deeplift = np.mean(deeplift, axis=0)
+    attribution = {name: {"gradient x input": mean_attr[i].tolist(), "DeepLIFT": mean_deeplift[i].tolist()}
+                   for i, name in enumerate(card_classes)}
+    finite = np.concatenate(deeplift_residuals)
+    finite = finite[np.isfinite(finite)]
     _plot(out / "spectra_pn.png", wl, class_spectra, "mean PN spectrum: sun (-) vs shadow (--)")
-    _plot(out / "spectral_attribution.png", wl, attribution, "per-class spectral attribution (gradient x input)",
-          "sum over the class region", styles=("all",))
+    _plot(out / "spectral_attribution.png", wl, attribution,
+          "per-class spectral attribution: gradient x input (-), DeepLIFT (--)", "sum over the class region",
+          styles=("gradient x input", "DeepLIFT"))
     _class_legend(out / "class_legend.png")
     strength = _map_strength(peaks, spectral, shares_detector)
     det = shares_detector
@@ -390,6 +402,7 @@ def _run(out: Path, final: Path, config, profile_name: str, seed: int, frames: i
     result = DemoSummary(out_dir=str(out), profile=profile.name, seed=seed, frames=len(stamps),
                          replay=summary.as_dict(), label_accuracy=correct / max(labelled, 1),
                          class_spectra=class_spectra, spectral_attribution=attribution, wavelengths_nm=wl.tolist(),
+                         deeplift_residual_max=float(finite.max()) if finite.size else float("nan"),
                          detection=detection, drive=provenance, map_strength=strength, run=ran)
     return result, (rows, summary.text(), legends, config.overlay_scale)
 
@@ -636,9 +649,13 @@ def _write_html(path: Path, s: DemoSummary, rows, replay_text: str, legends=(), 
              f"<p>Labelled pixels the segmentation gets right (contact-sheet frames): "
              f"<b>{100 * s.label_accuracy:.1f}%</b>.</p>",
              f"<h2>Replay</h2><pre>{e(replay_text)}</pre>",
-             "<h2>Per-class spectral attribution</h2><p>Gradient x input summed over each predicted class "
-             "region, per band: which wavelengths drove the decision (computed inside the model graph), mean over "
-             "the contact-sheet frames. Unit: logit (sum over the region).</p>"
+             "<h2>Per-class spectral attribution</h2><p>Gradient x input (solid) and DeepLIFT against a zero "
+             "reference (dashed, paper 003) summed over each predicted class region, per band: which wavelengths "
+             "drove the decision (computed inside the model graph), mean over the contact-sheet frames. Unit: "
+             "logit (sum over the region). DeepLIFT's attribution over the whole frame adds up to the class's "
+             "score against the reference, S(x) - S(0) (the curves are its part inside the region): the largest "
+             "|sum - (S(x) - S(0))| / |S(x) - S(0)| over those frames and classes was "
+             f"{s.deeplift_residual_max:.1e}.</p>"
              + scroll("<a href='spectral_attribution.png'><img class='plot' src='spectral_attribution.png' "
                     "alt='spectral attribution'></a>"),
              "<h2>Class spectra in sun and shadow</h2><p>After per-pixel normalisation the spectra of sunlit and "
