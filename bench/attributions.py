@@ -2,7 +2,7 @@
 bound, and Captum and Zennit on the same model, same machine, same threads, interleaved in one run.
 
     PYTHONPATH=. .venv/bin/python bench/attributions.py [--sizes bundled,hsi-drive] [--repeats 3] [--threads 2]
-        [--no-libraries] [--methods gradient,deeplift,...] [--json out.json]
+        [--no-libraries] [--methods gradient,deeplift,...] [--profile] [--json out.json]
 
 For each U-Net size (bundled: 12 base filters; hsi-drive: HSI-Drive's 32) at the model input 1x25x208x400, all
 5 classes in one ONNX Runtime CPU call per method (float32, the PathOptions defaults: SmoothGrad 8 samples,
@@ -32,6 +32,7 @@ import argparse
 import json
 import platform
 import sys
+import tempfile
 import types
 from pathlib import Path
 
@@ -49,7 +50,7 @@ CLASSES = 5
 LAYERS = {"penultimate": "dec1", "second_conv_block": "enc1", "bottleneck": "bottleneck"}
 METHODS = ("gradient", "input_x_gradient", "guided_backprop", "deconvnet", "lrp_epsilon", "lrp_epsilon_nobias",
            "lrp_zplus", "lrp_alpha2_beta1", "lrp_gamma", "lrp_epsilon_plus_flat", "lrp_epsilon_gamma_box",
-           "deeplift", "smoothgrad", "integrated_gradients")
+           "lrp_deep_taylor", "deeplift", "smoothgrad", "integrated_gradients")
 PATHS = PathOptions()
 
 
@@ -147,7 +148,34 @@ def library_runs(net, x: np.ndarray, region: np.ndarray) -> dict:
     return runs
 
 
-def bench_size(size: str, repeats: int, threads: int, libraries: bool, methods=METHODS) -> dict:
+MULTIPLY_ADD_OPS = ("Conv", "FusedConv", "ConvTranspose", "Gemm", "MatMul", "FusedMatMul")
+
+
+def profile_split(model: onnx.ModelProto, x: np.ndarray, threads: int, runs: int = 5) -> dict[str, float]:
+    """ONNX Runtime's own node times of `runs` calls, ms per call: in the ops the bound counts (convolutions and
+    matrix products) and in everything else (element-wise ops, reductions, shape ops): where a graph's time over
+    its bound goes."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    opts.enable_profiling = True
+    opts.profile_file_prefix = str(Path(tempfile.mkdtemp()) / "ort")
+    s = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    s.run(None, {"input": x})  # warm-up, in the profile too: dropped below
+    for _ in range(runs):
+        s.run(None, {"input": x})
+    events = json.loads(Path(s.end_profiling()).read_text())
+    nodes = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+    per_call = len(nodes) // (runs + 1)
+    split = {"multiply_add_ops_ms": 0.0, "other_ops_ms": 0.0}
+    for e in nodes[per_call:]:
+        key = "multiply_add_ops_ms" if e["args"]["op_name"] in MULTIPLY_ADD_OPS else "other_ops_ms"
+        split[key] += e["dur"] / 1e3 / runs
+    return split
+
+
+def bench_size(size: str, repeats: int, threads: int, libraries: bool, methods=METHODS,
+               profile: bool = False) -> dict:
     net, forward = random_unet(size, SHAPE, CLASSES)
     graphs = {"forward": forward}
     for method in methods:
@@ -171,6 +199,9 @@ def bench_size(size: str, repeats: int, threads: int, libraries: bool, methods=M
         runs |= library_runs(layers, x, region)
     med = interleaved_medians(runs, repeats, lambda k, t: print(f"  {size} {k}: {t:.2f} s", flush=True))
     rows = over_forward(med, macs)
+    if profile:
+        for k, g in graphs.items():
+            rows[k] |= profile_split(g, x, threads)
     for method in methods:  # ours against each library's per-class and batched call of the same method
         for lib in ("captum", "zennit"):
             for how in ("per class", "batched"):
@@ -190,13 +221,16 @@ def main(argv=None):
     ap.add_argument("--methods", default=",".join(METHODS),
                     help="our methods to time, comma-separated (each run holds every graph's session at once: at "
                          "HSI-Drive size all of them need more than 23 GB, so run them a few at a time)")
+    ap.add_argument("--profile", action="store_true",
+                    help="also split each graph's time (ONNX Runtime's profiler, 5 calls) into the convolutions and "
+                         "matrix products the bound counts and all other ops")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     import captum
     results = {"machine": platform.machine(), "processor": platform.processor(), "onnxruntime": ort.__version__,
                "torch": torch.__version__, "captum": captum.__version__,
                "sizes": [bench_size(s, args.repeats, args.threads, not args.no_libraries,
-                                    tuple(m for m in args.methods.split(",") if m))
+                                    tuple(m for m in args.methods.split(",") if m), args.profile)
                          for s in args.sizes.split(",") if s]}
     for r in results["sizes"]:
         print(f"\n{r['size']} U-Net ({r['parameters'] / 1e6:.2f}M parameters), input {r['shape']}, "
@@ -208,6 +242,13 @@ def main(argv=None):
             print(f"{k:40s} {row['median_ms']:9.1f} {row['x_forward']:7.2f} "
                   + (f"{row['bound_x_forward']:7.2f} {row['x_bound']:8.2f}" if "gmacs" in row else " " * 16)
                   + (f"  {vs}" if vs else ""))
+        if args.profile:
+            print(f"\n{'ONNX Runtime profile, ms per call':40s} {'conv/matmul':>12s} {'other ops':>10s} {'other share':>12s}")
+            for k, row in r["rows"].items():
+                if "other_ops_ms" in row:
+                    total = row["multiply_add_ops_ms"] + row["other_ops_ms"]
+                    print(f"{k:40s} {row['multiply_add_ops_ms']:12.1f} {row['other_ops_ms']:10.1f} "
+                          f"{row['other_ops_ms'] / total:12.1%}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return results
