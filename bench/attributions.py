@@ -159,12 +159,13 @@ def profile_split(model: onnx.ModelProto, x: np.ndarray, threads: int, runs: int
     opts.intra_op_num_threads = threads
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     opts.enable_profiling = True
-    opts.profile_file_prefix = str(Path(tempfile.mkdtemp()) / "ort")
-    s = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    s.run(None, {"input": x})  # warm-up, in the profile too: dropped below
-    for _ in range(runs):
-        s.run(None, {"input": x})
-    events = json.loads(Path(s.end_profiling()).read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        opts.profile_file_prefix = str(Path(tmp) / "ort")
+        s = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        s.run(None, {"input": x})  # warm-up, in the profile too: dropped below
+        for _ in range(runs):
+            s.run(None, {"input": x})
+        events = json.loads(Path(s.end_profiling()).read_text())
     nodes = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
     per_call = len(nodes) // (runs + 1)
     split = {"multiply_add_ops_ms": 0.0, "other_ops_ms": 0.0}
