@@ -24,8 +24,7 @@ product of two signals) fails the build naming it: its gradient is not a relevan
     lrp_deep_taylor          z-box on the first layer (as above), z+ on every other linear layer: deep Taylor
                              decomposition's rules for a ReLU network with a bounded input (Montavon 2017)
     lrp_epsilon_gamma_box    z-box on the first layer with the input's range per band (of the frame explained),
-                             gamma on the other convolutions, epsilon on dense layers (Zennit's EpsilonGammaBox;
-                             z-box with z+ above it is deep Taylor decomposition)
+                             gamma on the other convolutions, epsilon on dense layers (Zennit's EpsilonGammaBox)
     deeplift                 DeepLIFT's rescale rule on element-wise nonlinearities and Captum's rule on max pooling,
                              against a reference forward (`reference`, rules/deeplift.py); linear ops their gradient
     deeplift_maxpool_gradient  the same with max pooling by its gradient (the original implementation's)
@@ -36,7 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ._graph import Builder, ExplainError
-from .rules import GRADIENT, Propagation
+from .rules import GRADIENT, LINEAR_OPS, Propagation
 from .rules import deeplift as _deeplift
 from .rules.relevance import (alpha_beta, epsilon, flat, gamma, gate, norm, passthrough, relu_deconvnet, relu_guided,
                               scale, zbox, zplus)
@@ -74,7 +73,7 @@ def _base(stabilizer: float) -> dict:
 
 def _lrp(name: str, conv_rule, dense_rule, stabilizer: float, first_rule=None) -> Propagation:
     layers = _base(stabilizer) | {op: conv_rule for op in CONVOLUTIONS} | {op: dense_rule for op in DENSE}
-    first = {op: first_rule for op in (*CONVOLUTIONS, *DENSE)} if first_rule is not None else {}
+    first = {op: first_rule for op in LINEAR_OPS} if first_rule is not None else {}
     return Propagation(name, layers, first, inherits=REDISTRIBUTING)
 
 
@@ -90,8 +89,7 @@ def _input_bounds(b: Builder, input_name: str):
 
 COMPOSITES = ("gradient", "guided_backprop", "deconvnet", "lrp_epsilon", "lrp_epsilon_nobias", "lrp_zplus",
               "lrp_alpha2_beta1", "lrp_gamma", "lrp_epsilon_plus_flat", "lrp_epsilon_gamma_box", "lrp_deep_taylor",
-              "deeplift",
-              "deeplift_maxpool_gradient")
+              "deeplift", "deeplift_maxpool_gradient")
 
 
 def composite(name: str, b: Builder, input_name: str, options: LrpOptions = LrpOptions(),
@@ -102,7 +100,7 @@ def composite(name: str, b: Builder, input_name: str, options: LrpOptions = LrpO
         raise ExplainError("the deeplift composites need the reference forward's tensors")
     if name in ("deeplift", "deeplift_maxpool_gradient"):
         layers = ({op: _deeplift.rescale(reference) for op in _deeplift.ELEMENTWISE}
-                  | {op: _deeplift.linear for op in ("Conv", "ConvTranspose", "Gemm", "MatMul")}
+                  | {op: _deeplift.linear for op in LINEAR_OPS}
                   | {"Mul": _deeplift.product(reference)})
         if name == "deeplift":
             return Propagation(name, layers | {"MaxPool": _deeplift.maxpool(reference)}, inherits=_deeplift.LINEAR)

@@ -14,21 +14,7 @@ from __future__ import annotations
 from onnx import NodeProto
 
 from ._graph import Builder, ExplainError
-
-
-def _ancestors(graph, outputs) -> set[str]:
-    """Every tensor the `outputs` are computed from, the outputs included."""
-    producer = {o: n for n in graph.node for o in n.output}
-    seen, todo = set(), list(outputs)
-    while todo:
-        t = todo.pop()
-        if t in seen:
-            continue
-        seen.add(t)
-        node = producer.get(t)
-        if node is not None:
-            todo.extend(i for i in node.input if i)
-    return seen
+from ._reverse import influences
 
 
 def forward_copy(b: Builder, input_name: str, replacement: str, outputs: list[str], tag: str) -> dict[str, str]:
@@ -36,7 +22,7 @@ def forward_copy(b: Builder, input_name: str, replacement: str, outputs: list[st
     the original reads `input_name`; returns original tensor -> copy tensor for every copied tensor."""
     b.copy_type(input_name, replacement)  # built from the input by element-wise ops: the input's shape
     graph = b.graph
-    needed = _ancestors(graph, outputs)
+    needed = influences(graph, set(outputs))  # every tensor the outputs are computed from
     mapping = {input_name: replacement}
     for node in list(graph.node):  # topologically sorted; the list is fixed before copies are appended
         if not any(i in mapping for i in node.input) or not any(o in needed for o in node.output):

@@ -237,6 +237,25 @@ def input_conservation(frames_outputs, graph) -> dict:
     return out
 
 
+def _map_grid(panels: int, cols: int, width: float, height: float):
+    """(figure, axes) of a grid holding `panels` pictures, every axis off (the empty ones stay blank)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = -(-panels // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * width, rows * height), dpi=100, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    return fig, axes
+
+
+def _show_map(ax, v: np.ndarray, signed: bool, percentile: float) -> None:
+    """A gallery map scaled to its own `percentile` of |value|: signed blue-red around 0, one-sided inferno."""
+    top = float(np.percentile(np.abs(v), percentile)) or float(np.abs(v).max()) or 1.0
+    ax.imshow(v, cmap="coolwarm" if signed else "inferno", vmin=-top if signed else 0, vmax=top)
+
+
 def gallery(out: Path, card, run, explainer: SegmentationExplainer, methods) -> dict:
     """Paper 003's Fig. 11 for this model: one frame, every evaluated method's map of one class side by side
     (the class with the largest predicted region), and each input attribution's per-band totals over that region on
@@ -251,18 +270,10 @@ def gallery(out: Path, card, run, explainer: SegmentationExplainer, methods) -> 
     region = pred == c
     shown = [m for m in methods if m in maps]
     signed = {m: explainer.graph.outputs[explainer.maps[m]].signed for m in shown}
-    font, cols = PLOT_FONT_PT, 5
-    rows = -(-len(shown) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 3.0, rows * 1.9), dpi=100, squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
+    font = PLOT_FONT_PT
+    fig, axes = _map_grid(len(shown), 5, 3.0, 1.9)
     for ax, m in zip(axes.ravel(), shown):
-        v = maps[m][c]
-        top = float(np.percentile(np.abs(v), 99)) or float(np.abs(v).max()) or 1.0
-        if signed[m]:
-            ax.imshow(v, cmap="coolwarm", vmin=-top, vmax=top)
-        else:
-            ax.imshow(v, cmap="inferno", vmin=0, vmax=top)
+        _show_map(ax, maps[m][c], signed[m], 99)
         ax.contour(region, levels=[0.5], colors="white", linewidths=0.5)
         ax.set_title(m, fontsize=font)
     name = card.classes[c].name
@@ -300,17 +311,12 @@ def gallery(out: Path, card, run, explainer: SegmentationExplainer, methods) -> 
 def box_gallery(out: Path, x: np.ndarray, box, maps: dict, signed: dict, title: str) -> dict:
     """One detector box: every per-box method's map over the detector input (its first three channels shown
     as the image), the box outlined. Writes gallery_detection.png."""
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    font, cols = PLOT_FONT_PT, 4
+    font = PLOT_FONT_PT
     panels = ["image", *maps]
-    rows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 3.2, rows * 2.6), dpi=100, squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
+    fig, axes = _map_grid(len(panels), 4, 3.2, 2.6)
     image = np.asarray(x[0, :3], np.float64).transpose(1, 2, 0)
     lo, hi = np.percentile(image, 1), np.percentile(image, 99)
     image = np.clip((image - lo) / max(hi - lo, 1e-12), 0, 1)
@@ -319,9 +325,7 @@ def box_gallery(out: Path, x: np.ndarray, box, maps: dict, signed: dict, title: 
         if m == "image":
             ax.imshow(image)
         else:
-            v = maps[m]
-            top = float(np.percentile(np.abs(v), 99.9)) or float(np.abs(v).max()) or 1.0
-            ax.imshow(v, cmap="coolwarm" if signed[m] else "inferno", vmin=-top if signed[m] else 0, vmax=top)
+            _show_map(ax, maps[m], signed[m], 99.9)
         ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="white", lw=1))
         ax.set_title(m, fontsize=font)
     fig.suptitle(title, fontsize=font)

@@ -11,6 +11,7 @@ import itertools
 import numpy as np
 
 from . import RuleContext, rule
+from .activation import mask_of
 from .conv import conv_geometry
 
 
@@ -69,7 +70,7 @@ def max_pool(c: RuleContext):
         # one-hot over offsets: (1, C, K, *ys) mask; g rides along axis 2, then (B, C*K, *ys) for the scatter
         hit = b.op("Equal", [b.op("Unsqueeze", [idx, b.ints([2])]),
                              b.const(np.arange(len(offsets)).reshape((1, 1, -1) + (1,) * n), "offsets")], "maxpool_hit")
-        g = b.op("Mul", [b.op("Unsqueeze", [g, b.ints([2])]), b.op("Cast", [hit], "maxpool_hit_f", to=1)],
+        g = b.op("Mul", [b.op("Unsqueeze", [g, b.ints([2])]), mask_of(c, hit)],
                  "maxpool_route")  # a product, not a Where (activation.mask_of says why)
         g = b.op("Reshape", [g, b.ints([c.batch, channels * len(offsets), *ys])], "maxpool_stack")
     onehot = np.zeros((len(offsets), 1, *kernel), np.float32)
