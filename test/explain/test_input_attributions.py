@@ -686,7 +686,10 @@ def test_deeplift_through_products_and_gates_worked_by_hand():
     def slope(y, y0, v, v0):
         return (y - y0) / (v - v0)  # no |v - v0| < 1e-10 here (checked below)
 
-    assert np.abs(t["z"] - t0["z"]).min() > 1e-6 and np.abs(t["g"] - t0["g"]).min() > 1e-6
+    # the graph's rescale slopes are float32 differences of sigmoids (values up to 1) over v - v0: their rounding,
+    # about 2^-24 / |v - v0|, must stay well below the 1e-5 the results are held to (it is 2e-6 at worst here)
+    moved = min(np.abs(t["z"] - t0["z"]).min(), np.abs(t["g"] - t0["g"]).min())
+    assert 2.0 ** -24 / moved < 0.5e-5, moved
     for c in range(2):
         m_logits = (labels == c)[:, None] * np.eye(2)[c]  # the seed: class c's logit over its region
         m_half = m_logits @ p["w2"]
