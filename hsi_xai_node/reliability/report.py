@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 
 from ..explain import (INPUT_METHODS, PathOptions, SegmentationExplainConfig, build_segmentation_explainer,
-                       conservation_residual)
+                       conservation_residual, multiply_adds)
 from ..model_card import load_model
 from ..report_page import (PAGE_PROBE, PAGE_STYLE, PLOT_FONT_PT, duration_text, machine_text, run_header, scroll,
                            utc_now)
@@ -409,9 +409,11 @@ def detection_faithfulness(cfg: ReportConfig, frames, progress=None,
 
 # --- the command -----------------------------------------------------------------------------------
 
-def estimate_seconds(cfg: ReportConfig, model: onnx.ModelProto, card, x: np.ndarray, detect: bool) -> dict:
+def estimate_seconds(cfg: ReportConfig, model: onnx.ModelProto, card, x: np.ndarray, detect: bool,
+                     explain_graph: onnx.ModelProto) -> dict:
     """A rough up-front estimate of the run, from a 16-image U-Net forward (and one detector forward)
-    timed now on this machine: RISE's masked forwards dominate, then the insertion/deletion curves."""
+    timed now on this machine and the explain graph's multiply-adds in forwards: RISE's masked forwards, the
+    insertion/deletion curves and, with the path methods of paper 003, the explain graph itself."""
     runner = BaselineModel(model, batch=16, backend=cfg.backend, threads=cfg.threads)
     rows = np.repeat(x, 16, axis=0)
     runner.run_rows(rows)  # warm-up
@@ -419,14 +421,18 @@ def estimate_seconds(cfg: ReportConfig, model: onnx.ModelProto, card, x: np.ndar
     runner.run_rows(rows)
     fwd16 = time.perf_counter() - t0
     classes, methods = len(card.classes), len(seg_methods(cfg)) + 2
-    calls16 = (cfg.frames + 2 * cfg.cascade_steps  # explain graphs cost a few forwards each
+    graph_forwards = multiply_adds(explain_graph) / multiply_adds(model)
+    # the explain graph runs on every frame and at every cascade depth (and its label-randomised twin), and each
+    # method's own graph is timed alone (a warm-up and 3 calls): together about the whole graph 4 times
+    calls16 = ((cfg.frames + 2 * cfg.cascade_steps + 4) * graph_forwards / 16
                + -(-cfg.rise_masks // 16) + 2  # RISE, SIDU
                + methods * classes * 2 * (cfg.perturbation_steps + 1) / 16)  # insertion and deletion curves
     parts = {"segmentation": calls16 * fwd16, "band study": 3 * cfg.frames * 4 * fwd16 / 16}
     if detect:  # the detector's forward is ~1/4 of the U-Net's per image here; its head loops batch 1
         per_frame = (cfg.rise_masks + 4 * cfg.boxes * 2 * (cfg.perturbation_steps + 1)) * fwd16 / 16 / 4
         parts["detection"] = cfg.frames * per_frame
-    return {"forward16_s": fwd16, "sections_s": parts, "total_s": sum(parts.values())}
+    return {"forward16_s": fwd16, "explain_graph_forwards": graph_forwards, "sections_s": parts,
+            "total_s": sum(parts.values())}
 
 
 def estimate_text(est: dict, cfg: ReportConfig) -> str:
@@ -434,8 +440,9 @@ def estimate_text(est: dict, cfg: ReportConfig) -> str:
     shorter = "--rise-masks makes it shorter" if cfg.preset == "quick" else "--quick or --rise-masks make it shorter"
     return (f"estimated time: about {max(1, round(est['total_s'] / 60))} min ("
             + ", ".join(f"{k} {v / 60:.1f}" for k, v in est["sections_s"].items())
-            + f" min; from a 16-image U-Net forward of {est['forward16_s']:.2f} s measured now; RISE with "
-            f"{cfg.rise_masks} masks dominates: {shorter})")
+            + f" min; from a 16-image U-Net forward of {est['forward16_s']:.2f} s measured now and the explain "
+            f"graph's {est['explain_graph_forwards']:.0f} forwards' worth of multiply-adds; RISE's {cfg.rise_masks} "
+            f"masks, the curves and the path methods' copies weigh most: {shorter})")
 
 
 def run_report(out_dir: str | Path, cfg: ReportConfig = ReportConfig(), log=print, progress: bool = False) -> dict:
@@ -456,9 +463,9 @@ def run_report(out_dir: str | Path, cfg: ReportConfig = ReportConfig(), log=prin
 
     t_start = time.perf_counter()
     frames = _frames(cfg, profile, card, cameras=detect)
-    est = estimate_seconds(cfg, model, card, frames[0]["x"], detect)
-    log(estimate_text(est, cfg))
     explainer = SegmentationExplainer(model, card, cfg.backend, cfg.threads, seg_methods(cfg), path_options(cfg))
+    est = estimate_seconds(cfg, model, card, frames[0]["x"], detect, explainer.graph.model)
+    log(estimate_text(est, cfg))
     names = [c.name for c in card.classes]
     with bar("explain frames", len(frames), "frame") as b:
         runs = []

@@ -89,10 +89,44 @@ def test_the_estimate_advises_quick_only_when_not_quick():
     from hsi_xai_node.reliability.config import ReportConfig
     from hsi_xai_node.reliability.report import estimate_text
 
-    est = {"total_s": 600, "sections_s": {"segmentation": 500, "band study": 100}, "forward16_s": 1.0}
+    est = {"total_s": 600, "sections_s": {"segmentation": 500, "band study": 100}, "forward16_s": 1.0,
+           "explain_graph_forwards": 42.0}
     assert "--quick or --rise-masks" in estimate_text(est, ReportConfig())
     quick = estimate_text(est, ReportConfig(preset="quick"))
     assert "--quick" not in quick and "--rise-masks makes it shorter" in quick
+    assert "the explain graph's 42 forwards' worth of multiply-adds" in quick
+
+
+def test_the_estimate_counts_the_explain_graphs_arithmetic():
+    """Integrated gradients' 17 path points each run the forward and a backward to the input for every class:
+    17 times the gradient's graph in multiply-adds (bench/attributions.py: 102.3 against 6.02 forwards), and the
+    estimate grows by the report's runs of that graph (the estimate before counted none: --quick took 7 min against
+    an estimated 3)."""
+    import onnx
+
+    from hsi_xai_node.explain import PathOptions, SegmentationExplainConfig, build_segmentation_explainer
+    from hsi_xai_node.model_card import load_model
+    from hsi_xai_node.reliability.config import ReportConfig
+    from hsi_xai_node.reliability.report import estimate_seconds
+
+    loaded = load_model("models/unet_bundled_25pn.onnx")
+    card, model = loaded.card, onnx.load_model_from_string(loaded.onnx_bytes)
+    x = np.random.default_rng(0).uniform(0.0, 1.0, (1, *card.input.shape[1:])).astype(np.float32)
+    cfg = ReportConfig(preset="quick", frames=1, cascade_steps=3)
+
+    def estimate(method):
+        graph = build_segmentation_explainer(model, card.input.tensor, card.logits, card.layers,
+                                             SegmentationExplainConfig(methods=(method,), paths=PathOptions()))
+        return estimate_seconds(cfg, model, card, x, False, graph.model)
+
+    gradient, path = estimate("gradient"), estimate("integrated_gradients")
+    assert 5.5 < gradient["explain_graph_forwards"] < 7  # 1 forward and 5 backwards of about one forward each
+    ratio = path["explain_graph_forwards"] / gradient["explain_graph_forwards"]
+    assert abs(ratio - 17) < 0.2, ratio  # each point's input arithmetic is not in the bound: 17 copies exactly
+    runs = cfg.frames + 2 * cfg.cascade_steps + 4
+    grown = path["sections_s"]["segmentation"] / path["forward16_s"] - \
+        gradient["sections_s"]["segmentation"] / gradient["forward16_s"]
+    assert grown > runs * 90 / 16  # every run of the graph holds at least 90 more forwards' worth (102 - 6)
 
 
 def test_sanity_reading_follows_the_numbers():
