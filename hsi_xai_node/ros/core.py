@@ -437,11 +437,15 @@ class HsiXaiCore:
             values["foxglove_annotations"] = "published" if self.foxglove_msgs is not None else FOXGLOVE_MSGS_MISSING
         values |= self._latencies(self.pubs)
         values |= {f"bad: {k}": str(v) for k, v in self.bad.items()}
-        level = DiagnosticStatus.WARN if self.bad or len(self.references) < 2 else DiagnosticStatus.OK
         problems = [f"{v} {k}" for k, v in self.bad.items()]
         if self.uncalibrated:
             problems.append(f"{self.uncalibrated} frame(s) processed without valid dark/white references")
-        return DiagnosticStatus(level=level, name="hsi_xai: pipeline", message="; ".join(problems) or "ok",
+        # WARN names its cause; references not yet received are no fault until a frame is processed without them
+        level = DiagnosticStatus.WARN if problems else DiagnosticStatus.OK
+        waiting = [w for w in ("dark", "white") if w not in self.references]
+        message = "; ".join(problems) or ("ok" if not waiting else
+                                          f"ok, waiting for the {' and '.join(waiting)} reference frame(s)")
+        return DiagnosticStatus(level=level, name="hsi_xai: pipeline", message=message,
                                 hardware_id="hsi_camera", values=[KeyValue(key=k, value=v) for k, v in values.items()])
 
     def state_name(self) -> str:

@@ -73,7 +73,8 @@ def main(out_dir: str, params: str, mode: str = "", detector: str = "") -> int:
         return cb
     subs = [tester.create_subscription(Image, f"/hsi_xai/{n}", keep(n), reliable) for n in topics]
     tester.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diags.append(
-        {s.name: {kv.key: kv.value for kv in s.values} for s in m.status}), 10)
+        {s.name: {"level": int.from_bytes(s.level, "little") if isinstance(s.level, bytes) else int(s.level),
+                  "message": s.message, **{kv.key: kv.value for kv in s.values}} for s in m.status}), 10)
     vm = vision_msgs()
     if detection and vm is not None:
         def on_detections(msg):
@@ -97,6 +98,7 @@ def main(out_dir: str, params: str, mode: str = "", detector: str = "") -> int:
             "the node did not appear on the graph"
         gen = DriveGenerator(load_profile("hsi-drive"), seed=SEED, render_cameras=detection)
         dark, white = gen.references()
+        assert spin_until(lambda: diags, 10), "no /diagnostics before the references"  # the start-up status
         t0 = gen.frame(0).stamp_ns
         publish(dark_pub, dark, "mono16", "hsi_camera", t0)
         publish(white_pub, white, "mono16", "hsi_camera", t0)
@@ -162,7 +164,7 @@ def main(out_dir: str, params: str, mode: str = "", detector: str = "") -> int:
         (out / "result.json").write_text(json.dumps({
             "sent": sent, "frame_ids": frame_ids, "frames": list(FRAMES), "lonely": LONELY, "seed": SEED,
             "after_change": AFTER_CHANGE, "changes": changes,
-            "diagnostics": next(d for d in diags if complete(d)), "vision_msgs": vm is not None,
+            "diagnostics": next(d for d in diags if complete(d)), "startup_diagnostics": diags[0], "vision_msgs": vm is not None,
             "detections": {str(k): v for k, v in detections.items()}}))
         return 0
     finally:

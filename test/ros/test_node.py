@@ -80,6 +80,12 @@ def test_node_over_dds_matches_the_offline_pipeline(tmp_path):
     assert diag["bad: wrong encoding"] == "1" and diag["backend"] == "ort-cpu" and diag["references"] == "yes"
     assert int(diag["processed"]) == 2 and diag["model"] == "unet_bundled_25pn"
     assert diag["bad: stamp not after the previous frame's"] == "1"
+    # levels that mean what they say: OK at start-up (no frame yet, references awaited), WARN naming each fault
+    start = result["startup_diagnostics"]["hsi_xai: pipeline"]
+    assert start["level"] == 0 and start["references"] == "no"
+    assert start["message"] == "ok, waiting for the dark and white reference frame(s)"
+    assert diag["level"] == 1
+    assert diag["message"] == "1 wrong encoding; 1 stamp not after the previous frame's", diag["message"]
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +133,8 @@ def test_node_over_dds_segments_and_detects_like_the_offline_pipelines(detection
     assert det["detections_last"] == str(len(last.detections))
     assert det["detections_total"] == str(sum(len(r.detections) for r in offline_detections.values()))
     assert {"frontend_ms", "engine_ms", "post_ms", "total_ms", "frames_per_s"} <= set(det)
+    assert pipe["level"] == 1 and pipe["message"] == "1 wrong encoding"
+    assert det["level"] == 1 and det["message"].startswith("1 wrong encoding on /rgb/image_raw")
     if not result["vision_msgs"]:
         assert det["detections"].startswith("not published: vision_msgs is not installed (apt install ros-")
     else:
