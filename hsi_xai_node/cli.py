@@ -208,7 +208,9 @@ def _reliability(sub) -> None:
     d = ReportConfig()
     r = sub.add_parser("reliability", formatter_class=_Formatter,
                        help="evaluate the explanations: conservativeness, sanity checks, insertion/deletion with "
-                            "RISE and SIDU, the band-count study; writes an HTML report and JSON",
+                            "RISE and SIDU, the band-count study, and which method to trust (paper 003's "
+                            "localisation, faithfulness, robustness, randomisation and complexity measures against "
+                            "the generated ground truth); writes an HTML report and JSON",
                        description="Evaluate the explanations on held-out generated drives (seeds 2000+). The "
                                    "full run takes minutes per frame on a 2-core CPU (RISE dominates); it prints "
                                    "an estimate first and a progress bar per section. --quick runs a small preset.")
@@ -239,6 +241,13 @@ def _reliability(sub) -> None:
     r.add_argument("--smoothgrad-samples", type=int,
                    help=f"SmoothGrad's noisy samples (default {d.smoothgrad_samples})")
     r.add_argument("--ig-steps", type=int, help=f"integrated gradients' path intervals (default {d.ig_steps})")
+    r.add_argument("--sensitivity-draws", type=int,
+                   help=f"noisy copies of the first frame for max-sensitivity (default {d.sensitivity_draws})")
+    r.add_argument("--sensitivity-noise", type=float,
+                   help="max-sensitivity's uniform noise half-width, as a share of the frame's standard deviation "
+                        f"(default {d.sensitivity_noise})")
+    r.add_argument("--region-patch", type=int,
+                   help=f"region perturbation's square side in pixels (default {d.region_patch}, Samek's)")
     r.add_argument("--backend", help=f"engine backend (default {d.backend}): " + BACKEND_HELP.split(": ", 1)[1])
     r.add_argument("--threads", type=int, default=0, help="engine threads (0 = ONNX Runtime's choice)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -33,7 +33,9 @@ def cmd_reliability(args) -> int:
         cfg = dataclasses.replace(cfg, **QUICK, preset="quick")
     given = {"frames": args.frames, "rise_masks": args.rise_masks, "perturbation_steps": args.steps,
              "cascade_steps": args.cascade_steps, "backend": args.backend,
-             "smoothgrad_samples": args.smoothgrad_samples, "ig_steps": args.ig_steps}
+             "smoothgrad_samples": args.smoothgrad_samples, "ig_steps": args.ig_steps,
+             "sensitivity_draws": args.sensitivity_draws, "sensitivity_noise": args.sensitivity_noise,
+             "region_patch": args.region_patch}
     if args.input_methods is not None:
         from ..explain import INPUT_METHODS
 
@@ -44,9 +46,12 @@ def cmd_reliability(args) -> int:
                              f"{', '.join(INPUT_METHODS)}")
         given["input_methods"] = chosen
     cfg = dataclasses.replace(cfg, **{k: v for k, v in given.items() if v is not None})
-    for name in ("frames", "rise_masks", "perturbation_steps", "cascade_steps", "smoothgrad_samples", "ig_steps"):
+    for name in ("frames", "rise_masks", "perturbation_steps", "cascade_steps", "smoothgrad_samples", "ig_steps",
+                 "sensitivity_draws", "region_patch"):
         if getattr(cfg, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    if not 0.0 < cfg.sensitivity_noise <= 0.5:
+        raise InputError(f"--sensitivity-noise must be in (0, 0.5], got {cfg.sensitivity_noise}")
     run_report(args.out, cfg, log=lambda m: print(m, flush=True), progress=not args.no_progress)
     print(f"wrote {args.out}/index.html and {args.out}/report.json")
     return 0

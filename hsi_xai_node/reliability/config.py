@@ -27,9 +27,16 @@ class ReportConfig:
     input_methods: tuple[str, ...] | None = None
     smoothgrad_samples: int = 8      # as the node's defaults
     ig_steps: int = 16
+    # which method to trust (paper 003 sec. 7): noisy copies of the first frame for max-sensitivity, the noise's
+    # half-width as a share of the frame's standard deviation (not of its range: PN-normalised cubes have outlier
+    # pixels 100 standard deviations out, and 1 % of that range relabels most pixels), and region perturbation's
+    # square (Samek's 9 px)
+    sensitivity_draws: int = 3
+    sensitivity_noise: float = 0.05
+    region_patch: int = 9
 
 
 # `hsi-xai reliability --quick`: one frame, fewer RISE masks, curve steps, SmoothGrad samples and integrated-gradient
 # steps (a few minutes on 2 cores)
 QUICK = {"frames": 1, "rise_masks": 100, "perturbation_steps": 8, "cascade_steps": 3, "smoothgrad_samples": 4,
-         "ig_steps": 8}  # and preset "quick"
+         "ig_steps": 8, "sensitivity_draws": 2}  # and preset "quick"

@@ -14,6 +14,10 @@ Sections (each on the segmentation U-Net, and on the detector where it applies):
    predicted classes and for the detector's kept boxes; RISE and SIDU (paper 001's
    offline baselines) included, with their cost per map beside Grad-CAM's.
 4. The band-count study of paper 000 (1-, 3- and 25-band models side by side).
+5. The method gallery (paper 003's Fig. 11).
+6. Which explanation to trust (paper 003, sec. 7; _evaluation.py): every method's localisation against the
+   generated ground truth, spectral localisation, faithfulness (with region perturbation's AOPC), robustness,
+   randomisation verdicts, sparseness and cost, ranked per metric, with a verdict in words.
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ from ..runtime.engine import open_engine
 from ._baselines import BaselineModel, detection_scores, rise, segmentation_scores, sidu
 from ._batching import BatchedModel
 from ._conservativeness import conservativeness_table
-from ._perturbation import PerturbationConfig, deletion, detection_score, insertion, segmentation_insertion_deletion
+from ._evaluation import box_rows, mean_rows
+from ._perturbation import (PerturbationConfig, deletion, detection_score, insertion, region_perturbation,
+                            segmentation_insertion_deletion)
 from ._randomisation import cascading
 from ._similarity import compare_maps
 from .config import QUICK, ReportConfig
@@ -174,6 +180,105 @@ def segmentation_faithfulness(cfg: ReportConfig, model: onnx.ModelProto, card, x
                                               threads=cfg.threads, progress=b and b.update)
     return {m: {"deletion": v["deletion"], "insertion": v["insertion"], "seconds_per_map": cost[m]}
             for m, v in auc.items()}
+
+
+def _next_frame_input(cfg: ReportConfig, profile, card, first: dict) -> np.ndarray:
+    """The model input of the frame after the first evaluated one (same drive, same references)."""
+    from ..scenes.drive import DriveGenerator
+    from ..sensor.frontend import FrontEnd
+
+    frame = DriveGenerator(profile, seed=FRAME_SEED0).frame(FRAME_INDEX + 1)
+    fe = FrontEnd(profile, first["dark"], first["white"], card.frontend_config()).process(frame.raw)
+    return card.model_input(fe.cube.data)
+
+
+def segmentation_evaluation(cfg: ReportConfig, model: onnx.ModelProto, card, explainer: SegmentationExplainer,
+                            frames, runs, report: dict, profile, bar=None) -> dict:
+    """Paper 003's evaluation of every U-Net method (section 7 of the report, _evaluation.py): localisation against
+    each frame's generated class regions, spectral localisation, AOPC, max-sensitivity and consecutive-frame
+    stability on the first frame, randomisation verdicts, sparseness, cost; ranked, with a verdict in words."""
+    from ._evaluation import (mean_rows, random_logit, randomisation_verdicts, segmentation_rows, summarise,
+                              truth_window, verdict)
+    from ._metrics import relative_change
+    from ._perturbation import region_perturbation, segmentation_score
+    from ._similarity import ssim
+
+    bar = bar or (lambda *a: contextlib.nullcontext())
+    names = {o.method: n for n, o in explainer.graph.outputs.items()}
+    methods = list(runs[0][1])
+    rows: dict[str, list[dict]] = {m: [] for m in methods}
+    scored = []
+    channel_names = {c.channel: c.name for c in card.classes}
+    for i, (f, (out, maps, _)) in enumerate(zip(frames, runs)):
+        bands = {m: out[names[f"{m}_bands"]] for m in methods if f"{m}_bands" in names}
+        r, classes = segmentation_rows(maps, truth_window(f["frame"].labels, card), bands, f["x"][0])
+        for m in methods:
+            rows[m] += r[m]
+        scored.append({"drive_seed": FRAME_SEED0 + i, "frame": FRAME_INDEX,
+                       "classes": [channel_names[c] for c in classes]})
+    table = {m: mean_rows(v) | {"regions": len(v)} for m, v in rows.items()}
+    for m, v in report["segmentation_faithfulness"].items():
+        table.setdefault(m, {}).update({k: v[k] for k in ("deletion", "insertion", "seconds_per_map")})
+    out0, maps0, _ = runs[0]
+    x0 = frames[0]["x"]
+    pred = out0[card.logits][0].argmax(0)
+    present = [c for c in range(pred.max() + 1) if (pred == c).any()]
+    runner = BatchedModel(model, cfg.perturbation_steps + 1, backend=cfg.backend, threads=cfg.threads)
+    with bar("evaluation: region perturbation (AOPC)", len(methods) * len(present), "map") as b:
+        for m in methods:
+            aopc = []
+            for c in present:
+                aopc.append(region_perturbation(runner, x0, maps0[m][c], segmentation_score(card.logits, c, pred == c),
+                                                patch=cfg.region_patch, seed=cfg.seed,
+                                                input_name=card.input.tensor).auc)
+                if b is not None:
+                    b.update(1)
+            table[m]["aopc"] = float(np.nanmean(aopc)) if aopc else float("nan")
+    rng = np.random.default_rng(cfg.seed)
+    half = cfg.sensitivity_noise * float(x0.std())
+    sensitivity = {m: [] for m in methods}
+    label_change = []
+    with bar("evaluation: max-sensitivity and consecutive frames", cfg.sensitivity_draws + 1, "run") as b:
+        for _ in range(cfg.sensitivity_draws):
+            noisy = (x0 + rng.uniform(-half, half, x0.shape)).astype(np.float32)
+            o, md, _ = explainer.run(noisy)
+            label_change.append(float(np.mean(o[card.logits][0].argmax(0) != pred)))
+            for m in methods:
+                sensitivity[m].append(float(np.nanmean([relative_change(maps0[m][c], md[m][c]) for c in present])))
+            if b is not None:
+                b.update(1)
+        o, nxt, _ = explainer.run(_next_frame_input(cfg, profile, card, frames[0]))
+        both = [c for c in present if (o[card.logits][0].argmax(0) == c).any()]
+        if b is not None:
+            b.update(1)
+    for m in methods:
+        table[m]["max_sensitivity"] = float(np.nanmax(sensitivity[m])) if sensitivity[m] else float("nan")
+        table[m]["temporal_ssim"] = float(np.mean([ssim(maps0[m][c], nxt[m][c]) for c in both])) if both \
+            else float("nan")
+    randomisation = randomisation_verdicts(report["sanity"], random_logit(maps0, present, cfg.seed))
+    for m, v in randomisation.items():
+        if m in table:
+            table[m].update({k: v[k] for k in ("model_randomisation", "random_logit")})
+    summary = summarise(table)
+    return {"frames": scored, "table": table, "summary": summary, "randomisation": randomisation,
+            "robustness": {"noise_half_width": half, "draws": cfg.sensitivity_draws,
+                           "label_change_max": max(label_change) if label_change else float("nan"),
+                           "next_frame": {"drive_seed": FRAME_SEED0, "frame": FRAME_INDEX + 1}},
+            "verdict": verdict(summary, randomisation, "generated class regions")}
+
+
+DETECTOR_RANDOMISATION = ("not measured for the detector: with randomised weights its kept boxes are other boxes, "
+                          "so there is no map of the same box to compare with")
+
+
+def detection_evaluation(table: dict) -> dict:
+    """The detector's per-box figures (detection_faithfulness' table) ranked, with the verdict in words."""
+    from ._evaluation import METRICS, summarise, verdict
+
+    keep = {m: {k: x for k, x in v.items() if k in METRICS} for m, v in table.items()}
+    summary = summarise(keep)
+    return {"table": table, "summary": summary, "randomisation": {}, "randomisation_note": DETECTOR_RANDOMISATION,
+            "verdict": verdict(summary, {}, "generated objects' pixels of the matched boxes")}
 
 
 def _median_call_seconds(engine, feeds: dict, calls: int = 3) -> float:
@@ -355,6 +460,7 @@ def detection_faithfulness(cfg: ReportConfig, frames, progress=None,
     curves = BatchedModel(forward, cfg.perturbation_steps + 1, backend=cfg.backend, threads=cfg.threads)
     pc = PerturbationConfig(steps=cfg.perturbation_steps, layout=card.input.layout.upper())
     rows, cost = {}, {"rise": [], "sidu": []}
+    located: dict[str, list[dict]] = {}  # method -> localisation rows of the boxes matched to generated objects
     full = {}  # method -> its maps at the input size
     for n, o in pipeline.graph.outputs.items():
         base = o.method.removesuffix("_full")
@@ -398,11 +504,21 @@ def detection_faithfulness(cfg: ReportConfig, frames, progress=None,
             for j, pair in enumerate(pairs):
                 score = detection_score(pair, len(card.classes))
                 rows.setdefault(method, []).append(
-                    (deletion(curves, x, m[j], score, pc).auc, insertion(curves, x, m[j], score, pc).auc))
+                    (deletion(curves, x, m[j], score, pc).auc, insertion(curves, x, m[j], score, pc).auc,
+                     region_perturbation(curves, x, m[j], score, patch=cfg.region_patch, seed=cfg.seed,
+                                         layout=pc.layout).auc))
+        # localisation against the generated objects' pixels, for the kept boxes that match one
+        ids = {c.channel: c.id for c in card.classes}  # the boxes' channels -> the generated objects' class ids
+        found, _ = box_rows(maps, out["det_boxes"][0][:k], np.array([ids[p % len(card.classes)] for p in pairs]),
+                            f["frame"], pipeline.frontend.config, (card.input.hw[1], card.input.hw[0]))
+        for method, r in found.items():
+            located.setdefault(method, []).extend(r)
         if progress is not None:
             progress(1)
-    table = {m: {"deletion": float(np.nanmean([a for a, _ in v])), "insertion": float(np.nanmean([b for _, b in v])),
+    table = {m: {"deletion": float(np.nanmean([a for a, _, _ in v])),
+                 "insertion": float(np.nanmean([b for _, b, _ in v])), "aopc": float(np.nanmean([c for *_, c in v])),
                  "boxes": len(v), "seconds_per_map": float(np.mean(cost[m])) if cost[m] else float("nan")}
+             | mean_rows(located.get(m, [])) | {"matched_boxes": len(located.get(m, []))}
              for m, v in rows.items()}
     return table, shown
 
@@ -424,12 +540,13 @@ def estimate_seconds(cfg: ReportConfig, model: onnx.ModelProto, card, x: np.ndar
     graph_forwards = multiply_adds(explain_graph) / multiply_adds(model)
     # the explain graph runs on every frame and at every cascade depth (and its label-randomised twin), and each
     # method's own graph is timed alone (a warm-up and 3 calls): together about the whole graph 4 times
-    calls16 = ((cfg.frames + 2 * cfg.cascade_steps + 4) * graph_forwards / 16
+    # and on the evaluation's noisy copies and the next frame
+    calls16 = ((cfg.frames + 2 * cfg.cascade_steps + 4 + cfg.sensitivity_draws + 1) * graph_forwards / 16
                + -(-cfg.rise_masks // 16) + 2  # RISE, SIDU
-               + methods * classes * 2 * (cfg.perturbation_steps + 1) / 16)  # insertion and deletion curves
+               + methods * classes * 3 * (cfg.perturbation_steps + 1) / 16)  # insertion, deletion, region curves
     parts = {"segmentation": calls16 * fwd16, "band study": 3 * cfg.frames * 4 * fwd16 / 16}
     if detect:  # the detector's forward is ~1/4 of the U-Net's per image here; its head loops batch 1
-        per_frame = (cfg.rise_masks + 4 * cfg.boxes * 2 * (cfg.perturbation_steps + 1)) * fwd16 / 16 / 4
+        per_frame = (cfg.rise_masks + 4 * cfg.boxes * 3 * (cfg.perturbation_steps + 1)) * fwd16 / 16 / 4
         parts["detection"] = cfg.frames * per_frame
     return {"forward16_s": fwd16, "explain_graph_forwards": graph_forwards, "sections_s": parts,
             "total_s": sum(parts.values())}
@@ -481,10 +598,15 @@ def run_report(out_dir: str | Path, cfg: ReportConfig = ReportConfig(), log=prin
     out0, maps0, _ = runs[0]
     report["segmentation_faithfulness"] = segmentation_faithfulness(cfg, model, card, frames[0]["x"], maps0,
                                                                     out0[card.logits], bar)
+    report["evaluation"] = {"segmentation": segmentation_evaluation(cfg, model, card, explainer, frames, runs, report,
+                                                                    profile, bar)}
     if detect:
-        with bar("detection: RISE, SIDU and curves per frame", len(frames), "frame") as b:
+        with bar("detection: RISE, SIDU, curves and localisation per frame", len(frames), "frame") as b:
             table, shown = detection_faithfulness(cfg, frames, b.update, out)
-            report["detection_faithfulness"], report["detection_gallery"] = table, shown
+            report["detection_faithfulness"] = {m: {k: v[k] for k in ("deletion", "insertion", "boxes",
+                                                                      "seconds_per_map")} for m, v in table.items()}
+            report["detection_gallery"] = shown
+            report["evaluation"]["detection"] = detection_evaluation(table)
     band_paths = [p for p in cfg.band_models if Path(p).is_file()]
     if len(band_paths) >= 2:
         from ._bandstudy import band_study
@@ -634,6 +756,48 @@ def _gallery_html(r: dict) -> str:
     return "".join(parts)
 
 
+def _evaluation_html(r: dict) -> str:
+    """Section 6: per model, the verdict in words and the methods x metrics table, each value with its rank."""
+    from ._evaluation import METRICS, MIN_REGION_PIXELS, RANDOMISATION_THRESHOLD
+
+    ev = r.get("evaluation")
+    if not ev:
+        return ""
+    e = html.escape
+    parts = ["<h2>6. Which explanation to trust (paper 003, sec. 7)</h2><p>Every method against what the generated "
+             "drives know. Each cell: the mean over the scored class regions or matched boxes, then its rank among the "
+             "methods for that metric (1 = best; arrows say which way is better). Localisation and map comparison "
+             f"use ground-truth regions of at least {MIN_REGION_PIXELS} pixels; a map's positive values are its "
+             "evidence for the class or box. Randomisation checks pass below "
+             f"{RANDOMISATION_THRESHOLD}.</p>",
+             _table(["metric", "group", "better", "what"], [[k, g, "higher" if up else "lower", w]
+                                                           for k, (g, up, w) in METRICS.items()])]
+    for key, title in (("segmentation", "U-Net"), ("detection", "detector")):
+        if key not in ev:
+            continue
+        v = ev[key]
+        if key == "segmentation":
+            rb = v["robustness"]
+            frames = "; ".join(f"drive seed {f['drive_seed']} frame {f['frame']}: {', '.join(f['classes'])}"
+                               for f in v["frames"])
+            intro = (f"<p>Scored class regions: {e(frames)}. Faithfulness and robustness on the first frame: "
+                     f"{rb['draws']} noisy copies (uniform, half-width {rb['noise_half_width']:.3g}; predicted labels "
+                     f"changed at up to {100 * rb['label_change_max']:.2f} % of the pixels) and frame "
+                     f"{rb['next_frame']['frame']} of the same drive.</p>")
+        else:
+            intro = (f"<p>Boxes kept on the evaluated frames, each matched to a generated object of its class at "
+                     f"IoU 0.5 and scored against that object's pixels in the network view. Randomisation: "
+                     f"{e(v['randomisation_note'])}.</p>")
+        metrics = v["summary"]["metrics"]
+        rows = []
+        for m, cells in v["summary"]["methods"].items():
+            rows.append([m] + [("n/a" if not np.isfinite(c["value"]) else f"{c['value']:.3g}")
+                               + (f" ({c['rank']})" if c["rank"] else "") for c in (cells[k] for k in metrics)])
+        parts += [f"<h3>{title}</h3>", intro, "<ul>" + "".join(f"<li>{e(line)}</li>" for line in v["verdict"])
+                  + "</ul>", _table(["method"] + [f"{k} {'↑' if METRICS[k][1] else '↓'}" for k in metrics], rows)]
+    return "".join(parts)
+
+
 def _html(path: Path, r: dict) -> None:
     run = r.get("run", {})
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>explanation reliability</title>", PAGE_STYLE,
@@ -677,5 +841,6 @@ def _html(path: Path, r: dict) -> None:
     if "band_study" in r:
         parts.append("<h2>4. Band-count study (paper 000)</h2>" + r["band_study"].get("html", ""))
     parts.append(_gallery_html(r))
+    parts.append(_evaluation_html(r))
     parts.append(PAGE_PROBE + "</body></html>")
     path.write_text("\n".join(parts))

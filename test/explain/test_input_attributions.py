@@ -3,8 +3,6 @@ autograd, Captum (InputXGradient, GuidedBackprop, Deconvolution) and Zennit (its
 graph rebuilt from real torch layers (torch_modules.OnnxModule); each LRP rule also against the layer's dense
 matrix read off its Jacobian (Zennit's own test pattern), with numpy formulas of the rule."""
 
-import sys
-import types
 
 import numpy as np
 import onnx
@@ -18,21 +16,13 @@ from hsi_xai_node.explain._baselines import blur_reference, noise_from_tiles, no
 from hsi_xai_node.explain._composites import LrpOptions
 from test.explain.harness import relative_error, session, torch
 from test.explain.torch_modules import OnnxModule
+from test.references import zennit
 
 captum_attr = pytest.importorskip("captum.attr", reason="Captum is a test reference: pip install -e '.[test]'")
 
 
 def _zennit():
-    """Zennit imports torchvision.models.resnet for its ResNet canonizers only; torchvision does not import beside
-    torch 2.13 here. An inert stand-in (no torchvision code is ever called for these plain conv nets)."""
-    if "zennit" not in sys.modules:
-        for name in ("torchvision", "torchvision.models", "torchvision.models.resnet"):
-            sys.modules.setdefault(name, types.ModuleType(name))
-        resnet = sys.modules["torchvision.models.resnet"]
-        for cls in ("Bottleneck", "BasicBlock"):
-            if not hasattr(resnet, cls):
-                setattr(resnet, cls, type(cls, (), {}))
-    return pytest.importorskip("zennit", reason="Zennit is a test reference: pip install --no-deps zennit")
+    return zennit()
 
 
 LAYERS = {"penultimate": "dec1", "second_conv_block": "enc1", "bottleneck": "bottleneck"}

@@ -20,7 +20,7 @@ def report(tmp_path_factory, tiny_detector):
     assert main(["reliability", "--out", str(out), "--frames", "1", "--rise-masks", "16", "--steps", "4",
                  "--cascade-steps", "2", "--threads", "1", "--detector", str(tiny_detector),
                  "--train-random-labels", "2", "--random-labels-size", "tiny", "--input-methods", ",".join(INPUTS),
-                 "--ig-steps", "2", "--smoothgrad-samples", "2"]) == 0
+                 "--ig-steps", "2", "--smoothgrad-samples", "2", "--sensitivity-draws", "1"]) == 0
     return out, json.loads((out / "report.json").read_text())
 
 
@@ -123,7 +123,7 @@ def test_the_estimate_counts_the_explain_graphs_arithmetic():
     assert 5.5 < gradient["explain_graph_forwards"] < 7  # 1 forward and 5 backwards of about one forward each
     ratio = path["explain_graph_forwards"] / gradient["explain_graph_forwards"]
     assert abs(ratio - 17) < 0.2, ratio  # each point's input arithmetic is not in the bound: 17 copies exactly
-    runs = cfg.frames + 2 * cfg.cascade_steps + 4
+    runs = cfg.frames + 2 * cfg.cascade_steps + 4 + cfg.sensitivity_draws + 1  # the evaluation's noisy copies too
     grown = path["sections_s"]["segmentation"] / path["forward16_s"] - \
         gradient["sections_s"]["segmentation"] / gradient["forward16_s"]
     assert grown > runs * 90 / 16  # every run of the graph holds at least 90 more forwards' worth (102 - 6)
@@ -167,3 +167,32 @@ def test_the_input_attributions_add_up_and_the_gallery_shows_every_method(report
     for name in ("gallery_segmentation.png", "gallery_spectra.png", "gallery_detection.png"):
         assert (out / name).is_file() and name in page
     assert page.index("do they add up") < page.index("2. Sanity checks") < page.index("5. Method gallery")
+
+
+def test_which_method_to_trust(report):
+    """Section 6 on one frame: every method ranked on every metric it has, against the generated regions."""
+    out, r = report
+    ev = r["evaluation"]["segmentation"]
+    methods = ev["summary"]["methods"]
+    assert set(methods) == {*SEG_METHODS, *INPUTS, "rise", "sidu"}
+    assert ev["frames"][0]["drive_seed"] == 2000 and ev["frames"][0]["classes"]  # the scored regions, named
+    for m in {*SEG_METHODS, *INPUTS}:
+        v = ev["table"][m]
+        assert v["regions"] == len(ev["frames"][0]["classes"])
+        assert all(0.0 <= v[k] <= 1.0 for k in ("pointing_game", "relevance_rank", "roc_auc", "sim", "sparseness"))
+        assert np.isfinite(v["aopc"]) and v["max_sensitivity"] >= 0 and np.isfinite(v["seconds_per_map"])
+        assert v["model_randomisation"] >= 0 and -1 <= v["random_logit"] <= 1
+    # Seg-Grad-CAM (signed) at the layer before the final 1x1 conv is the activation map times a positive number
+    # per class: every localisation measure here is scale-free, so the two rows agree
+    for k in ("pointing_game", "relevance_mass", "relevance_rank", "roc_auc", "pcc", "sim", "ssim", "l1", "sparseness"):
+        signed, activation = ev["table"]["seg_gradcam_signed"][k], ev["table"]["activation"][k]
+        assert signed == pytest.approx(activation, rel=1e-6, abs=1e-9), k
+    # spectral localisation exists exactly for the methods with per-band totals: the input attributions
+    assert {m for m in methods if np.isfinite(ev["table"][m].get("spectral", np.nan))} <= set(INPUTS)
+    assert all("label_randomisation_pass" in v for v in ev["randomisation"].values())  # the permuted-label model
+    assert ev["verdict"][0].startswith("Localisation (ROC AUC of the map against the generated class regions): best ")
+    det = r["evaluation"]["detection"]
+    assert set(det["summary"]["methods"]) == {*BOX_REPORT_METHODS, "rise", "sidu"}
+    assert det["randomisation_note"].startswith("not measured for the detector")
+    page = (out / "index.html").read_text()
+    assert "6. Which explanation to trust" in page and ev["verdict"][0].split(":")[0] in page
