@@ -42,7 +42,10 @@ setup(
                  "openvino>=2025.0",  # the OpenVINO backend's tests (then also what `auto` picks on a CPU)
                  # the white-box attributions' references (Zennit, the LRP reference, is installed beside with
                  # --no-deps by the test command: its wheel requires torchvision, which it never calls here)
-                 "captum>=0.8"],
+                 "captum>=0.8",
+                 # the evaluation measures' reference, Quantus, is installed with --no-deps too (its wheel requires
+                 # opencv-python, which would overwrite the headless OpenCV the package uses); what it imports:
+                 "pandas>=2.0", "scikit-learn>=1.3"],
         # Many bags at once, on this machine or a Ray cluster (hsi-xai fleet, hsi_xai_node.fleet).
         "fleet": ["ray>=2.40"],
         # Explanation reliability toolkit (hsi_xai_node.reliability): Spearman (scipy) and SSIM.

@@ -268,7 +268,8 @@ def segmentation_evaluation(cfg: ReportConfig, model: onnx.ModelProto, card, exp
 
 
 DETECTOR_RANDOMISATION = ("not measured for the detector: with randomised weights its kept boxes are other boxes, "
-                          "so there is no map of the same box to compare with")
+                          "so there is no map of the same box to compare with; nor the consecutive-frame stability: a "
+                          "kept box has no identity from one frame to the next here")
 
 
 def detection_evaluation(table: dict) -> dict:
@@ -443,9 +444,9 @@ def box_gallery(out: Path, x: np.ndarray, box, maps: dict, signed: dict, title: 
 # --- detection ---------------------------------------------------------------------------------
 
 def detection_faithfulness(cfg: ReportConfig, frames, progress=None,
-                           gallery_dir: Path | None = None) -> tuple[dict, dict | None]:
-    """Per-box methods, RISE and SIDU on the detector's kept boxes: (method -> AUCs and cost, gallery); with
-    `gallery_dir`, the
+                           gallery_dir: Path | None = None) -> tuple[dict, dict | None, dict]:
+    """Per-box methods, RISE and SIDU on the detector's kept boxes: (method -> AUCs, AOPC, localisation against the
+    matched generated objects, max-sensitivity and cost; gallery; robustness settings); with `gallery_dir`, the
     first kept box's maps side by side (box_gallery) and what it shows, else None.
 
     progress: called with 1 after each frame (a progress bar's update)."""
@@ -461,6 +462,8 @@ def detection_faithfulness(cfg: ReportConfig, frames, progress=None,
     pc = PerturbationConfig(steps=cfg.perturbation_steps, layout=card.input.layout.upper())
     rows, cost = {}, {"rise": [], "sidu": []}
     located: dict[str, list[dict]] = {}  # method -> localisation rows of the boxes matched to generated objects
+    sensitivity: dict[str, float] = {}  # method -> max-sensitivity on the first frame with kept boxes
+    robustness: dict = {}
     full = {}  # method -> its maps at the input size
     for n, o in pipeline.graph.outputs.items():
         base = o.method.removesuffix("_full")
@@ -507,6 +510,8 @@ def detection_faithfulness(cfg: ReportConfig, frames, progress=None,
                     (deletion(curves, x, m[j], score, pc).auc, insertion(curves, x, m[j], score, pc).auc,
                      region_perturbation(curves, x, m[j], score, patch=cfg.region_patch, seed=cfg.seed,
                                          layout=pc.layout).auc))
+        if not sensitivity:  # max-sensitivity on the first frame with kept boxes: noisy copies keeping those boxes
+            sensitivity.update(_box_sensitivity(cfg, engine, card.input.tensor, x, out, pairs, full, robustness))
         # localisation against the generated objects' pixels, for the kept boxes that match one
         ids = {c.channel: c.id for c in card.classes}  # the boxes' channels -> the generated objects' class ids
         found, _ = box_rows(maps, out["det_boxes"][0][:k], np.array([ids[p % len(card.classes)] for p in pairs]),
@@ -519,8 +524,33 @@ def detection_faithfulness(cfg: ReportConfig, frames, progress=None,
                  "insertion": float(np.nanmean([b for _, b, _ in v])), "aopc": float(np.nanmean([c for *_, c in v])),
                  "boxes": len(v), "seconds_per_map": float(np.mean(cost[m])) if cost[m] else float("nan")}
              | mean_rows(located.get(m, [])) | {"matched_boxes": len(located.get(m, []))}
+             | ({"max_sensitivity": sensitivity[m]} if m in sensitivity else {})
              for m, v in rows.items()}
-    return table, shown
+    return table, shown, robustness
+
+
+def _box_sensitivity(cfg: ReportConfig, engine, tensor: str, x: np.ndarray, reference: dict, pairs: list[int],
+                     full: dict, robustness: dict) -> dict[str, float]:
+    """Max-sensitivity of every per-box method over cfg.sensitivity_draws noisy copies of x (uniform, half-width
+    cfg.sensitivity_noise x std): the largest relative change of a kept box's map, mean over the boxes; a copy
+    whose kept boxes differ from x's is not a small perturbation of the same prediction and is counted, not used."""
+    from ._metrics import relative_change
+
+    rng = np.random.default_rng(cfg.seed)
+    half = cfg.sensitivity_noise * float(x.std())
+    k = len(pairs)
+    changes: dict[str, list[float]] = {m: [] for m in full}
+    changed_boxes = 0
+    for _ in range(cfg.sensitivity_draws):
+        out = engine.run({tensor: (x + rng.uniform(-half, half, x.shape)).astype(np.float32)})
+        if [int(p) for p in out["det_pairs"][0][:k]] != pairs:
+            changed_boxes += 1
+            continue
+        for m, n in full.items():
+            changes[m].append(float(np.mean([relative_change(reference[n][j, 0], out[n][j, 0]) for j in range(k)])))
+    robustness.update({"noise_half_width": half, "draws": cfg.sensitivity_draws, "boxes": k,
+                       "draws_with_other_boxes": changed_boxes})
+    return {m: max(v) for m, v in changes.items() if v}
 
 
 # --- the command -----------------------------------------------------------------------------------
@@ -602,11 +632,11 @@ def run_report(out_dir: str | Path, cfg: ReportConfig = ReportConfig(), log=prin
                                                                     profile, bar)}
     if detect:
         with bar("detection: RISE, SIDU, curves and localisation per frame", len(frames), "frame") as b:
-            table, shown = detection_faithfulness(cfg, frames, b.update, out)
+            table, shown, robustness = detection_faithfulness(cfg, frames, b.update, out)
             report["detection_faithfulness"] = {m: {k: v[k] for k in ("deletion", "insertion", "boxes",
                                                                       "seconds_per_map")} for m, v in table.items()}
             report["detection_gallery"] = shown
-            report["evaluation"]["detection"] = detection_evaluation(table)
+            report["evaluation"]["detection"] = detection_evaluation(table) | {"robustness": robustness}
     band_paths = [p for p in cfg.band_models if Path(p).is_file()]
     if len(band_paths) >= 2:
         from ._bandstudy import band_study
@@ -785,9 +815,13 @@ def _evaluation_html(r: dict) -> str:
                      f"changed at up to {100 * rb['label_change_max']:.2f} % of the pixels) and frame "
                      f"{rb['next_frame']['frame']} of the same drive.</p>")
         else:
+            rb = v.get("robustness") or {}
+            noise = (f" Max-sensitivity: the {rb['boxes']} kept box(es) of the first frame with any, over "
+                     f"{rb['draws']} noisy copies (half-width {rb['noise_half_width']:.3g}; "
+                     f"{rb['draws_with_other_boxes']} kept other boxes and were left out)." if rb else "")
             intro = (f"<p>Boxes kept on the evaluated frames, each matched to a generated object of its class at "
-                     f"IoU 0.5 and scored against that object's pixels in the network view. Randomisation: "
-                     f"{e(v['randomisation_note'])}.</p>")
+                     f"IoU 0.5 and scored against that object's pixels in the network view.{e(noise)} "
+                     f"Randomisation: {e(v['randomisation_note'])}.</p>")
         metrics = v["summary"]["metrics"]
         rows = []
         for m, cells in v["summary"]["methods"].items():

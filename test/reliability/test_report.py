@@ -194,5 +194,9 @@ def test_which_method_to_trust(report):
     det = r["evaluation"]["detection"]
     assert set(det["summary"]["methods"]) == {*BOX_REPORT_METHODS, "rise", "sidu"}
     assert det["randomisation_note"].startswith("not measured for the detector")
+    rb = det["robustness"]  # one noisy copy of the first frame with kept boxes: used, or counted as changing them
+    assert rb["draws"] == 1 and rb["boxes"] >= 1
+    measured = {m for m, v in det["table"].items() if "max_sensitivity" in v}
+    assert measured == (set() if rb["draws_with_other_boxes"] else set(BOX_REPORT_METHODS))
     page = (out / "index.html").read_text()
     assert "6. Which explanation to trust" in page and ev["verdict"][0].split(":")[0] in page
