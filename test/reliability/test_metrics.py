@@ -221,3 +221,24 @@ def test_ground_truth_windows_and_object_masks(hsi_drive):
         assert abs(xs.min() - x0) <= 1.5 and abs(xs.max() + 1 - x1) <= 1.5, o
         assert abs(ys.min() - y0) <= 1.5 and abs(ys.max() + 1 - y1) <= 1.5, o
     assert checked >= 2
+
+
+def test_random_logit_matches_quantus():
+    """With two classes the other class is forced, so Quantus' RandomLogit (Spearman as its similarity, the maps
+    given through its explain_func) must agree with ours exactly."""
+    q = quantus()
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(2)
+    maps = rng.normal(size=(2, 10, 12))
+    maps[1] = 0.6 * maps[0] + rng.normal(size=(10, 12))  # class 1's map partly follows class 0's
+
+    def explain(model, inputs, targets, **kw):
+        return np.stack([maps[int(t)][None] for t in np.atleast_1d(targets)]).astype(np.float32)
+
+    x, y = np.zeros((2, 1, 10, 12), np.float32), np.array([0, 1])
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(120, 2))  # never called: the maps are given
+    theirs = q.RandomLogit(num_classes=2, similarity_func=q.similarity_func.correlation_spearman, normalise=False,
+                           abs=False, **QUANTUS)(model=net, x_batch=x, y_batch=y, a_batch=explain(None, x, y),
+                                                 explain_func=explain, device="cpu")
+    assert random_logit({"m": maps}, [0, 1])["m"] == pytest.approx(float(np.mean(theirs)), abs=1e-6)
+    assert 0.3 < np.mean(theirs) < 0.8
