@@ -176,25 +176,36 @@ def summarise(table: Mapping[str, Mapping[str, float]]) -> dict:
     return {"metrics": metrics, "methods": out}
 
 
-def randomisation_verdicts(sanity: dict, random_logit: Mapping[str, float]) -> dict[str, dict]:
-    """method -> {"model_randomisation": |Spearman| of the |maps| with every layer randomised, "random_logit": Spearman, and a
-    pass/fail for each at RANDOMISATION_THRESHOLD (None where not measured)}."""
-    last = sanity["cascading"][-1] if sanity.get("cascading") else None
-    methods = set(random_logit) | set(last["methods"] if last else ())
+def verdicts(values: Mapping[str, Mapping[str, float]]) -> dict[str, dict]:
+    """method -> its randomisation figures among model_randomisation, random_logit and label_randomisation, each
+    with a pass/fail at RANDOMISATION_THRESHOLD (`<key>_pass`; None where the figure is NaN)."""
     out = {}
-    for m in methods:
+    for m, v in values.items():
+        row = {}
+        for key in ("model_randomisation", "random_logit", "label_randomisation"):
+            if key in v:
+                x = float(v[key])
+                row |= {key: x, f"{key}_pass": bool(x < RANDOMISATION_THRESHOLD) if np.isfinite(x) else None}
+        if row:
+            out[m] = row
+    return out
+
+
+def randomisation_verdicts(sanity: dict, random_logit: Mapping[str, float]) -> dict[str, dict]:
+    """The U-Net's verdicts (`verdicts`) from the report's sanity checks: model randomisation, |Spearman| of the
+    |maps| with every layer randomised (the cascade's last step); label randomisation the same against the model
+    trained on permuted labels, when there is one; random logit as given."""
+    last = sanity["cascading"][-1]["methods"] if sanity.get("cascading") else {}
+    labels = sanity.get("label_randomisation", {})
+    values: dict[str, dict[str, float]] = {}
+    for m in set(random_logit) | set(last):
         # Adebayo et al. rank the maps' absolute values (a sign flip is no change); a strong negative correlation
         # is as much a dependence as a positive one, hence its size
-        mr = abs(float(last["methods"][m]["spearman_abs"])) if last and m in last["methods"] else float("nan")
-        rl = float(random_logit.get(m, float("nan")))
-        out[m] = {"model_randomisation": mr, "model_randomisation_pass":
-                  bool(mr < RANDOMISATION_THRESHOLD) if np.isfinite(mr) else None,
-                  "random_logit": rl, "random_logit_pass": bool(rl < RANDOMISATION_THRESHOLD) if np.isfinite(rl)
-                  else None}
-        if "label_randomisation" in sanity and m in sanity["label_randomisation"]:
-            lr = abs(float(sanity["label_randomisation"][m]["spearman_abs"]))
-            out[m] |= {"label_randomisation": lr, "label_randomisation_pass": bool(lr < RANDOMISATION_THRESHOLD)}
-    return out
+        values[m] = {"model_randomisation": abs(float(last[m]["spearman_abs"])) if m in last else float("nan"),
+                     "random_logit": float(random_logit.get(m, float("nan")))}
+        if m in labels:
+            values[m]["label_randomisation"] = abs(float(labels[m]["spearman_abs"]))
+    return verdicts(values)
 
 
 def random_logit(maps: Mapping[str, np.ndarray], classes: list[int], seed: int = 0) -> dict[str, float]:

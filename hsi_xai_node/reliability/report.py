@@ -267,19 +267,23 @@ def segmentation_evaluation(cfg: ReportConfig, model: onnx.ModelProto, card, exp
             "verdict": verdict(summary, randomisation, "generated class regions")}
 
 
-DETECTOR_RANDOMISATION = ("not measured for the detector: with randomised weights its kept boxes are other boxes, "
-                          "so there is no map of the same box to compare with; nor the consecutive-frame stability: a "
-                          "kept box has no identity from one frame to the next here")
+DETECTOR_RANDOMISATION = ("on the kept boxes of the first frame with any: model randomisation explains the same "
+                          "(anchor, class) pairs on the detector with every layer random (its own NMS would keep other "
+                          "boxes), random logit another class at the same anchor; label randomisation is not measured "
+                          "(no detector trained on permuted labels), nor the consecutive-frame stability (a kept box has "
+                          "no identity from one frame to the next here)")
 
 
 def detection_evaluation(table: dict) -> dict:
     """The detector's per-box figures (detection_faithfulness' table) ranked, with the verdict in words."""
-    from ._evaluation import METRICS, summarise, verdict
+    from ._evaluation import METRICS, summarise, verdict, verdicts
 
     keep = {m: {k: x for k, x in v.items() if k in METRICS} for m, v in table.items()}
     summary = summarise(keep)
-    return {"table": table, "summary": summary, "randomisation": {}, "randomisation_note": DETECTOR_RANDOMISATION,
-            "verdict": verdict(summary, {}, "generated objects' pixels of the matched boxes")}
+    randomisation = verdicts(table)
+    return {"table": table, "summary": summary, "randomisation": randomisation,
+            "randomisation_note": DETECTOR_RANDOMISATION,
+            "verdict": verdict(summary, randomisation, "generated objects' pixels of the matched boxes")}
 
 
 def _median_call_seconds(engine, feeds: dict, calls: int = 3) -> float:
@@ -463,6 +467,7 @@ def detection_faithfulness(cfg: ReportConfig, frames, progress=None,
     rows, cost = {}, {"rise": [], "sidu": []}
     located: dict[str, list[dict]] = {}  # method -> localisation rows of the boxes matched to generated objects
     sensitivity: dict[str, float] = {}  # method -> max-sensitivity on the first frame with kept boxes
+    sanity: dict[str, dict] = {}  # method -> model randomisation and random logit, the same frame
     robustness: dict = {}
     full = {}  # method -> its maps at the input size
     for n, o in pipeline.graph.outputs.items():
@@ -510,8 +515,9 @@ def detection_faithfulness(cfg: ReportConfig, frames, progress=None,
                     (deletion(curves, x, m[j], score, pc).auc, insertion(curves, x, m[j], score, pc).auc,
                      region_perturbation(curves, x, m[j], score, patch=cfg.region_patch, seed=cfg.seed,
                                          layout=pc.layout).auc))
-        if not sensitivity:  # max-sensitivity on the first frame with kept boxes: noisy copies keeping those boxes
+        if not sensitivity:  # max-sensitivity and the sanity checks on the first frame with kept boxes
             sensitivity.update(_box_sensitivity(cfg, engine, card.input.tensor, x, out, pairs, full, robustness))
+            sanity.update(box_randomisation(cfg, forward, card, x, pairs, out["det_boxes"][0], list(full)))
         # localisation against the generated objects' pixels, for the kept boxes that match one
         ids = {c.channel: c.id for c in card.classes}  # the boxes' channels -> the generated objects' class ids
         found, _ = box_rows(maps, out["det_boxes"][0][:k], np.array([ids[p % len(card.classes)] for p in pairs]),
@@ -524,9 +530,62 @@ def detection_faithfulness(cfg: ReportConfig, frames, progress=None,
                  "insertion": float(np.nanmean([b for _, b, _ in v])), "aopc": float(np.nanmean([c for *_, c in v])),
                  "boxes": len(v), "seconds_per_map": float(np.mean(cost[m])) if cost[m] else float("nan")}
              | mean_rows(located.get(m, [])) | {"matched_boxes": len(located.get(m, []))}
-             | ({"max_sensitivity": sensitivity[m]} if m in sensitivity else {})
+             | ({"max_sensitivity": sensitivity[m]} if m in sensitivity else {}) | sanity.get(m, {})
              for m, v in rows.items()}
     return table, shown, robustness
+
+
+def _given_boxes_explainer(forward: onnx.ModelProto, card, k: int, methods, cfg: ReportConfig):
+    """(engine, method -> map output) of the detector's explain graph with the explained pairs and boxes as inputs
+    (`explain_pairs` (1, k) int64, `explain_boxes` (1, k, 4)) instead of NMS's: the same boxes can then be explained
+    on a model with randomised weights, or for another class at the same anchor."""
+    from ..explain import DetectionExplainConfig, build_detection_explainer
+
+    model = onnx.ModelProto()
+    model.CopyFrom(forward)
+    model.graph.input.extend([onnx.helper.make_tensor_value_info("explain_pairs", onnx.TensorProto.INT64, [1, k]),
+                              onnx.helper.make_tensor_value_info("explain_boxes", onnx.TensorProto.FLOAT, [1, k, 4])])
+    graph = build_detection_explainer(model, card.input.tensor, card.scores, card.layers,
+                                      DetectionExplainConfig(layers=("class_head_input",), top_k=k,
+                                                             methods=tuple(methods), uint8=False),
+                                      pairs="explain_pairs", layout=card.input.layout, boxes="explain_boxes")
+    full = {}
+    for n, o in graph.outputs.items():
+        base = o.method.removesuffix("_full")
+        if base in methods and o.dtype == "float32" and tuple(o.shape[2:]) == card.input.hw:
+            if o.method.endswith("_full") or base not in full:
+                full[base] = n
+    engine = open_engine(graph.model.SerializeToString(), cfg.backend, "fp32", threads=cfg.threads,
+                         outputs_to_copy=list(full.values()))
+    return engine, full
+
+
+def box_randomisation(cfg: ReportConfig, forward: onnx.ModelProto, card, x: np.ndarray, pairs: list[int],
+                      boxes: np.ndarray, methods) -> dict[str, dict[str, float]]:
+    """The sanity checks of the U-Net's section for the detector's kept boxes of one frame, per box method (mean over
+    the boxes): model randomisation, |Spearman| of the |maps| of the same (anchor, class) pairs explained by the
+    trained detector and by the detector with every layer's weights random; random logit, Spearman of each box's map
+    with the map of another class (drawn with cfg.seed) at the same anchor."""
+    from ._randomisation import parameter_layers, randomise
+    from ._similarity import spearman
+
+    k, classes = len(pairs), len(card.classes)
+    rng = np.random.default_rng(cfg.seed)
+    other = [a * classes + int(rng.choice([c for c in range(classes) if c != cls]))
+             for a, cls in (divmod(p, classes) for p in pairs)]
+    feeds = {card.input.tensor: x, "explain_boxes": np.asarray(boxes[None, :k], np.float32)}
+    trained, full = _given_boxes_explainer(forward, card, k, methods, cfg)
+    random_engine, _ = _given_boxes_explainer(randomise(forward, parameter_layers(forward), cfg.seed), card, k,
+                                              methods, cfg)
+    mine = trained.run(feeds | {"explain_pairs": np.array([pairs], np.int64)})
+    others = trained.run(feeds | {"explain_pairs": np.array([other], np.int64)})
+    random = random_engine.run(feeds | {"explain_pairs": np.array([pairs], np.int64)})
+    out = {}
+    for m, n in full.items():
+        out[m] = {"model_randomisation": float(np.mean([abs(spearman(np.abs(mine[n][j, 0]), np.abs(random[n][j, 0])))
+                                                        for j in range(k)])),
+                  "random_logit": float(np.mean([spearman(mine[n][j, 0], others[n][j, 0]) for j in range(k)]))}
+    return out
 
 
 def _box_sensitivity(cfg: ReportConfig, engine, tensor: str, x: np.ndarray, reference: dict, pairs: list[int],

@@ -193,10 +193,50 @@ def test_which_method_to_trust(report):
     assert ev["verdict"][0].startswith("Localisation (ROC AUC of the map against the generated class regions): best ")
     det = r["evaluation"]["detection"]
     assert set(det["summary"]["methods"]) == {*BOX_REPORT_METHODS, "rise", "sidu"}
-    assert det["randomisation_note"].startswith("not measured for the detector")
+    assert det["randomisation_note"].startswith("on the kept boxes of the first frame with any")
+    for m in BOX_REPORT_METHODS:  # the tiny detector's random weights against random weights: both checks measured
+        v = det["randomisation"][m]
+        assert 0 <= v["model_randomisation"] <= 1 and -1 <= v["random_logit"] <= 1
+        assert v["model_randomisation_pass"] is (v["model_randomisation"] < 0.5)
     rb = det["robustness"]  # one noisy copy of the first frame with kept boxes: used, or counted as changing them
     assert rb["draws"] == 1 and rb["boxes"] >= 1
     measured = {m for m, v in det["table"].items() if "max_sensitivity" in v}
     assert measured == (set() if rb["draws_with_other_boxes"] else set(BOX_REPORT_METHODS))
     page = (out / "index.html").read_text()
     assert "6. Which explanation to trust" in page and ev["verdict"][0].split(":")[0] in page
+
+
+def test_the_detector_sanity_checks_explain_the_boxes_nms_kept(tiny_detector, hsi_drive):
+    """The explain graph with the explained pairs as inputs gives, for NMS's own pairs, the maps the pipeline's graph
+    gives; explaining them on the detector with every layer random gives other maps, and another class at the same
+    anchor another map (the report's model randomisation and random logit for the detector)."""
+    from hsi_xai_node.reliability.config import ReportConfig
+    from hsi_xai_node.reliability.report import _given_boxes_explainer, box_randomisation
+    from hsi_xai_node.runtime.detection import DetectionPipeline, DetectionPipelineConfig
+    from hsi_xai_node.runtime.engine import open_engine
+    from hsi_xai_node.scenes.drive import DriveGenerator
+
+    methods = ("box_gradcam", "box_gradient")
+    pipeline = DetectionPipeline(DetectionPipelineConfig(model=str(tiny_detector), explain_boxes=3, methods=methods,
+                                                         threads=1))
+    frame = DriveGenerator(hsi_drive, seed=2000, render_cameras=True).frame(30)
+    x = pipeline.frontend({n: c.image for n, c in frame.cameras.items()})
+    card = pipeline.card
+    full = {o.method.removesuffix("_full"): n for n, o in pipeline.graph.outputs.items()
+            if o.method.removesuffix("_full") in methods and o.dtype == "float32"
+            and tuple(o.shape[2:]) == card.input.hw}
+    out = open_engine(pipeline.graph.model.SerializeToString(), "ort-cpu", "fp32", threads=1,
+                      outputs_to_copy=["det_pairs", "det_boxes", *full.values()]).run({card.input.tensor: x})
+    pairs = [int(p) for p in out["det_pairs"][0][:3] if p >= 0]
+    assert pairs, "the test detector keeps boxes on this frame"
+    cfg = ReportConfig(threads=1)
+    engine, given = _given_boxes_explainer(pipeline.loaded.model, card, len(pairs), methods, cfg)
+    mine = engine.run({card.input.tensor: x, "explain_pairs": np.array([pairs], np.int64),
+                       "explain_boxes": out["det_boxes"][:, :len(pairs)].astype(np.float32)})
+    for m in methods:  # one graph builder, the same pairs: the same maps
+        np.testing.assert_allclose(mine[given[m]], out[full[m]][:len(pairs)], rtol=1e-5, atol=1e-7 * np.abs(
+            out[full[m]]).max())
+    checks = box_randomisation(cfg, pipeline.loaded.model, card, x, pairs, out["det_boxes"][0], methods)
+    assert set(checks) == set(methods), checks
+    for v in checks.values():  # measured 0.20 / 0.71 and 0.52 / 0.91 (box_gradcam / box_gradient): not the same maps
+        assert 0 <= v["model_randomisation"] < 0.95 and -1 <= v["random_logit"] < 0.98
