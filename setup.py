@@ -45,7 +45,8 @@ setup(
                  "captum>=0.8",
                  # the evaluation measures' reference, Quantus, is installed with --no-deps too (its wheel requires
                  # opencv-python, which would overwrite the headless OpenCV the package uses); what it imports:
-                 "pandas>=2.0", "scikit-learn>=1.3"],
+                 "pandas>=2.0", "scikit-learn>=1.3",
+                 "catkin-pkg>=1.0"],  # package.xml read by the ROS tools' own parser
         # Many bags at once, on this machine or a Ray cluster (hsi-xai fleet, hsi_xai_node.fleet).
         "fleet": ["ray>=2.40"],
         # Explanation reliability toolkit (hsi_xai_node.reliability): Spearman (scipy) and SSIM.
@@ -63,7 +64,7 @@ setup(
     zip_safe=False,
     entry_points={"console_scripts": ["hsi-xai = hsi_xai_node.cli:main",
                                       # `ros2 run hsi_xai_node hsi_xai_node` (needs rclpy)
-                                      "hsi_xai_node = hsi_xai_node.ros.node:main",
+                                      "hsi_xai_node = hsi_xai_node.ros.entry:node_main",
                                       # the managed (lifecycle) node: configure, activate, ...
-                                      "hsi_xai_lifecycle_node = hsi_xai_node.ros.lifecycle_node:main"]},
+                                      "hsi_xai_lifecycle_node = hsi_xai_node.ros.entry:lifecycle_main"]},
 )

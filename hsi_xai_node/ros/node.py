@@ -60,6 +60,9 @@ def run(make_node, args=None) -> int:
     except KeyboardInterrupt:
         rclpy.try_shutdown()
         return 0
+    except ModuleNotFoundError:  # a lazily imported dependency: entry.py says which, in one line
+        rclpy.try_shutdown()
+        raise
     try:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
