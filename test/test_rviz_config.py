@@ -21,6 +21,20 @@ def test_image_displays_and_fixed_frame():
         assert display["Topic"]["Depth"] == 5, topic
 
 
+def test_the_displays_name_topics_the_node_publishes():
+    """Each Image display's topic is one the node publishes with the shipped parameters: the shipped
+    output_namespace and a name of the node's image outputs (transports.outputs, what ros/core publishes)."""
+    from hsi_xai_node.transports.outputs import DETECTION_IMAGE_OUTPUTS, IMAGE_OUTPUTS
+
+    params = yaml.safe_load((RVIZ.parent / "hsi_xai.yaml").read_text())
+    namespace = next(iter(params.values()))["ros__parameters"]["output_namespace"]
+    published = {f"{namespace}/{n}" for n in (*IMAGE_OUTPUTS, *DETECTION_IMAGE_OUTPUTS)}
+    manager = yaml.safe_load(RVIZ.read_text())["Visualization Manager"]
+    shown = {d["Topic"]["Value"] for d in manager["Displays"] if d["Class"] == "rviz_default_plugins/Image"}
+    assert shown and shown <= published, sorted(shown - published)
+    assert shown == TOPICS
+
+
 def test_every_image_display_has_a_panel_entry():
     doc = yaml.safe_load(RVIZ.read_text())
     names = {d["Name"] for d in doc["Visualization Manager"]["Displays"] if d["Class"] == "rviz_default_plugins/Image"}
