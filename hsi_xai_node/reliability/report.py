@@ -615,10 +615,13 @@ def _box_sensitivity(cfg: ReportConfig, engine, tensor: str, x: np.ndarray, refe
 # --- the command -----------------------------------------------------------------------------------
 
 def estimate_seconds(cfg: ReportConfig, model: onnx.ModelProto, card, x: np.ndarray, detect: bool,
-                     explain_graph: onnx.ModelProto) -> dict:
+                     explain_graph: onnx.ModelProto, build_s: float = 0.0) -> dict:
     """A rough up-front estimate of the run, from a 16-image U-Net forward (and one detector forward)
     timed now on this machine and the explain graph's multiply-adds in forwards: RISE's masked forwards, the
-    insertion/deletion curves and, with the path methods of paper 003, the explain graph itself."""
+    insertion/deletion and region-perturbation curves and, with the path methods of paper 003, the explain graph
+    itself; and from `build_s`, the measured build of the explain graph and its engine, the graphs built again (one
+    per cascade depth and for the label-randomised model; the per-method timing graphs, about twice the whole
+    graph together; the detector's)."""
     runner = BaselineModel(model, batch=16, backend=cfg.backend, threads=cfg.threads)
     rows = np.repeat(x, 16, axis=0)
     runner.run_rows(rows)  # warm-up
@@ -633,11 +636,13 @@ def estimate_seconds(cfg: ReportConfig, model: onnx.ModelProto, card, x: np.ndar
     calls16 = ((cfg.frames + 2 * cfg.cascade_steps + 4 + cfg.sensitivity_draws + 1) * graph_forwards / 16
                + -(-cfg.rise_masks // 16) + 2  # RISE, SIDU
                + methods * classes * 3 * (cfg.perturbation_steps + 1) / 16)  # insertion, deletion, region curves
-    parts = {"segmentation": calls16 * fwd16, "band study": 3 * cfg.frames * 4 * fwd16 / 16}
+    builds = (cfg.cascade_steps + bool(cfg.random_labels_model) + 2) * build_s
+    parts = {"segmentation": calls16 * fwd16 + builds, "band study": 3 * cfg.frames * 4 * fwd16 / 16}
     if detect:  # the detector's forward is ~1/4 of the U-Net's per image here; its head loops batch 1
-        per_frame = (cfg.rise_masks + 4 * cfg.boxes * 3 * (cfg.perturbation_steps + 1)) * fwd16 / 16 / 4
-        parts["detection"] = cfg.frames * per_frame
-    return {"forward16_s": fwd16, "explain_graph_forwards": graph_forwards, "sections_s": parts,
+        box_maps = len(BOX_REPORT_METHODS) + 2  # and RISE, SIDU: three curves per box each
+        per_frame = (cfg.rise_masks + box_maps * cfg.boxes * 3 * (cfg.perturbation_steps + 1)) * fwd16 / 16 / 4
+        parts["detection"] = cfg.frames * per_frame + 2 * build_s
+    return {"forward16_s": fwd16, "build_s": build_s, "explain_graph_forwards": graph_forwards, "sections_s": parts,
             "total_s": sum(parts.values())}
 
 
@@ -646,7 +651,8 @@ def estimate_text(est: dict, cfg: ReportConfig) -> str:
     shorter = "--rise-masks makes it shorter" if cfg.preset == "quick" else "--quick or --rise-masks make it shorter"
     return (f"estimated time: about {max(1, round(est['total_s'] / 60))} min ("
             + ", ".join(f"{k} {v / 60:.1f}" for k, v in est["sections_s"].items())
-            + f" min; from a 16-image U-Net forward of {est['forward16_s']:.2f} s measured now and the explain "
+            + f" min; from a 16-image U-Net forward of {est['forward16_s']:.2f} s and the explain graph's build of "
+            f"{est['build_s']:.1f} s measured now, and the explain "
             f"graph's {est['explain_graph_forwards']:.0f} forwards' worth of multiply-adds; RISE's {cfg.rise_masks} "
             f"masks, the curves and the path methods' copies weigh most: {shorter})")
 
@@ -669,8 +675,10 @@ def run_report(out_dir: str | Path, cfg: ReportConfig = ReportConfig(), log=prin
 
     t_start = time.perf_counter()
     frames = _frames(cfg, profile, card, cameras=detect)
+    t_build = time.perf_counter()
     explainer = SegmentationExplainer(model, card, cfg.backend, cfg.threads, seg_methods(cfg), path_options(cfg))
-    est = estimate_seconds(cfg, model, card, frames[0]["x"], detect, explainer.graph.model)
+    est = estimate_seconds(cfg, model, card, frames[0]["x"], detect, explainer.graph.model,
+                           build_s=time.perf_counter() - t_build)
     log(estimate_text(est, cfg))
     names = [c.name for c in card.classes]
     with bar("explain frames", len(frames), "frame") as b:

@@ -90,11 +90,12 @@ def test_the_estimate_advises_quick_only_when_not_quick():
     from hsi_xai_node.reliability.report import estimate_text
 
     est = {"total_s": 600, "sections_s": {"segmentation": 500, "band study": 100}, "forward16_s": 1.0,
-           "explain_graph_forwards": 42.0}
+           "explain_graph_forwards": 42.0, "build_s": 6.0}
     assert "--quick or --rise-masks" in estimate_text(est, ReportConfig())
     quick = estimate_text(est, ReportConfig(preset="quick"))
     assert "--quick" not in quick and "--rise-masks makes it shorter" in quick
     assert "the explain graph's 42 forwards' worth of multiply-adds" in quick
+    assert "the explain graph's build of 6.0 s measured now" in quick
 
 
 def test_the_estimate_counts_the_explain_graphs_arithmetic():
