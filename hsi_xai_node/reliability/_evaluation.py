@@ -23,8 +23,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ._metrics import (fixation_map, map_similarity, pointing_game, relevance_mass, relevance_rank, roc_auc,
-                       sparseness)
+from ._metrics import (band_separability, fixation_map, map_similarity, pointing_game, relevance_mass, relevance_rank,
+                       roc_auc, sparseness, spectral_agreement)
+from ._similarity import spearman
 
 RANDOMISATION_THRESHOLD = 0.5  # a method passes a randomisation check when its similarity stays below this
 FIXATION_SIGMA_SHARE = 0.02    # the fixation stand-in's blur: 2 % of the image diagonal (a few px)
@@ -72,8 +73,8 @@ def truth_window(labels: np.ndarray, card) -> np.ndarray:
     i = card.input
     window = np.asarray(labels)[i.crop_top:i.crop_top + i.height, i.crop_left:i.crop_left + i.width]
     out = np.full(window.shape, -1, np.int64)
-    for c in card.classes:
-        out[window == c.id] = c.channel
+    for channel, label in enumerate(card.label_ids()):  # the card's channel -> label id, inverted
+        out[window == label] = channel
     return out
 
 
@@ -83,8 +84,6 @@ def segmentation_rows(maps: Mapping[str, np.ndarray], truth: np.ndarray, band_to
     more (with `spectral` for methods that have per-band totals), and the classes scored.
 
     maps: method -> (K, H, W) per class; truth: (H, W) class ids; band_totals: method -> (K, B); x: (B, H, W)."""
-    from ._metrics import band_separability, spectral_agreement
-
     classes = [c for c in range(next(iter(maps.values())).shape[0]) if (truth == c).sum() >= MIN_REGION_PIXELS]
     sigma = fixation_sigma(truth.shape)
     rows: dict[str, list[dict]] = {m: [] for m in maps}
@@ -213,8 +212,6 @@ def random_logit(maps: Mapping[str, np.ndarray], classes: list[int], seed: int =
     between the map of class c and that of another class drawn at random (fixed seed), the same draw for every
     method. Quantus compares with SSIM by default; here the rank correlation, because SSIM of these maps stays high
     for maps that share only the scene's structure (the sanity-check section shows it for randomised weights)."""
-    from ._similarity import spearman
-
     k = next(iter(maps.values())).shape[0]
     rng = np.random.default_rng(seed)
     others = [int(rng.choice([o for o in range(k) if o != c])) for c in classes]
@@ -250,7 +247,8 @@ def verdict(summary: dict, randomisation: Mapping[str, dict], what: str) -> list
     fails = {k: sorted((m, r[k]) for m, r in randomisation.items() if r.get(f"{k}_pass") is False)
              for k in ("model_randomisation", "random_logit", "label_randomisation")}
     for k, label in (("model_randomisation", "model-parameter randomisation (|Spearman| of |map|, trained vs every "
-                      "layer randomised)"), ("random_logit", "random logit (Spearman of a class's map with another class's)"),
+                      "layer randomised)"),
+                     ("random_logit", "random logit (Spearman of a class's map with another class's)"),
                      ("label_randomisation", "label randomisation (|Spearman| of |map| against the model trained on "
                       "permuted labels)")):
         measured = [m for m, r in randomisation.items() if r.get(f"{k}_pass") is not None]

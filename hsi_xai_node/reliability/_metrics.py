@@ -32,13 +32,20 @@ from __future__ import annotations
 import numpy as np
 
 
-def _pair(m, region) -> tuple[np.ndarray, np.ndarray]:
+def _map(m) -> np.ndarray:
+    """The map as (H, W) float64, finite."""
     m = np.squeeze(np.asarray(m, np.float64))
-    r = np.squeeze(np.asarray(region, bool))
-    if m.shape != r.shape or m.ndim != 2:
-        raise ValueError(f"need a map and a region of one (H, W) shape, got {m.shape} and {r.shape}")
+    if m.ndim != 2:
+        raise ValueError(f"need an (H, W) map, got shape {m.shape}")
     if not np.isfinite(m).all():
         raise ValueError("the map has NaN or inf")
+    return m
+
+
+def _pair(m, region) -> tuple[np.ndarray, np.ndarray]:
+    m, r = _map(m), np.squeeze(np.asarray(region, bool))
+    if m.shape != r.shape:
+        raise ValueError(f"need a map and a region of one (H, W) shape, got {m.shape} and {r.shape}")
     return m, r
 
 
@@ -95,7 +102,7 @@ def map_similarity(m, reference) -> dict[str, float]:
     """pcc, sim, ssim and l1 between the map's positive part and a reference map (NaN where undefined)."""
     from ._similarity import ssim
 
-    m, _ = _pair(m, np.ones(np.shape(np.squeeze(m)), bool))
+    m = _map(m)
     ref = np.squeeze(np.asarray(reference, np.float64))
     if ref.shape != m.shape:
         raise ValueError(f"map {m.shape} and reference {ref.shape} differ in shape")

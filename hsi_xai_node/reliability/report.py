@@ -41,11 +41,13 @@ from ..runtime.engine import open_engine
 from ._baselines import BaselineModel, detection_scores, rise, segmentation_scores, sidu
 from ._batching import BatchedModel
 from ._conservativeness import conservativeness_table
-from ._evaluation import box_rows, mean_rows
+from ._evaluation import (METRICS, box_rows, mean_rows, random_logit, randomisation_verdicts, segmentation_rows,
+                          summarise, truth_window, verdict, verdicts)
+from ._metrics import relative_change
 from ._perturbation import (PerturbationConfig, deletion, detection_score, insertion, region_perturbation,
-                            segmentation_insertion_deletion)
-from ._randomisation import cascading
-from ._similarity import compare_maps
+                            segmentation_insertion_deletion, segmentation_score)
+from ._randomisation import cascading, parameter_layers, randomise
+from ._similarity import compare_maps, spearman, ssim
 from .config import QUICK, ReportConfig
 
 SEG_METHODS = ("activation", "seg_gradcam", "seg_gradcam_signed", "hires", "gradcam_pp", "xgradcam", "layercam",
@@ -76,6 +78,18 @@ def _json(o):
     raise TypeError(type(o).__name__)
 
 
+def full_size_maps(outputs: dict, methods, hw) -> dict[str, str]:
+    """Method -> the explain graph's output holding its float maps at the input size `hw`: the `_full` (resized)
+    output where there is one, else the map itself (a layer at full resolution)."""
+    maps = {}
+    for name, o in outputs.items():
+        base = o.method.removesuffix("_full")
+        if base in methods and o.dtype == "float32" and tuple(o.shape[2:]) == tuple(hw):
+            if o.method.endswith("_full") or base not in maps:
+                maps[base] = name
+    return maps
+
+
 # --- segmentation ------------------------------------------------------------------------------
 
 class SegmentationExplainer:
@@ -88,13 +102,8 @@ class SegmentationExplainer:
         self.graph = build_segmentation_explainer(model, card.input.tensor, card.logits, card.layers, cfg)
         self.card = card
         self.engine = open_engine(self.graph.model.SerializeToString(), backend, "fp32", threads=threads)
-        hw = card.input.shape[2:]
-        self.maps = {}  # method -> output name of its (K, 1, H, W) map at the input size
-        for name, o in self.graph.outputs.items():
-            base = o.method.removesuffix("_full")
-            if base in methods and o.dtype == "float32" and tuple(o.shape[2:]) == tuple(hw):
-                if o.method.endswith("_full") or base not in self.maps:
-                    self.maps[base] = name
+        # method -> output name of its (K, 1, H, W) map at the input size
+        self.maps = full_size_maps(self.graph.outputs, methods, card.input.shape[2:])
 
     def run(self, x: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], float]:
         t0 = time.perf_counter()
@@ -182,6 +191,14 @@ def segmentation_faithfulness(cfg: ReportConfig, model: onnx.ModelProto, card, x
             for m, v in auc.items()}
 
 
+def noisy_copies(cfg: ReportConfig, x: np.ndarray):
+    """(half-width, generator of cfg.sensitivity_draws copies of x with uniform noise of that half-width): the
+    half-width is cfg.sensitivity_noise x the frame's standard deviation; fixed seed, the same copies every run."""
+    rng = np.random.default_rng(cfg.seed)
+    half = cfg.sensitivity_noise * float(x.std())
+    return half, ((x + rng.uniform(-half, half, x.shape)).astype(np.float32) for _ in range(cfg.sensitivity_draws))
+
+
 def _next_frame_input(cfg: ReportConfig, profile, card, first: dict) -> np.ndarray:
     """The model input of the frame after the first evaluated one (same drive, same references)."""
     from ..scenes.drive import DriveGenerator
@@ -197,12 +214,6 @@ def segmentation_evaluation(cfg: ReportConfig, model: onnx.ModelProto, card, exp
     """Paper 003's evaluation of every U-Net method (section 7 of the report, _evaluation.py): localisation against
     each frame's generated class regions, spectral localisation, AOPC, max-sensitivity and consecutive-frame
     stability on the first frame, randomisation verdicts, sparseness, cost; ranked, with a verdict in words."""
-    from ._evaluation import (mean_rows, random_logit, randomisation_verdicts, segmentation_rows, summarise,
-                              truth_window, verdict)
-    from ._metrics import relative_change
-    from ._perturbation import region_perturbation, segmentation_score
-    from ._similarity import ssim
-
     bar = bar or (lambda *a: contextlib.nullcontext())
     names = {o.method: n for n, o in explainer.graph.outputs.items()}
     methods = list(runs[0][1])
@@ -234,13 +245,11 @@ def segmentation_evaluation(cfg: ReportConfig, model: onnx.ModelProto, card, exp
                 if b is not None:
                     b.update(1)
             table[m]["aopc"] = float(np.nanmean(aopc)) if aopc else float("nan")
-    rng = np.random.default_rng(cfg.seed)
-    half = cfg.sensitivity_noise * float(x0.std())
+    half, copies = noisy_copies(cfg, x0)
     sensitivity = {m: [] for m in methods}
     label_change = []
     with bar("evaluation: max-sensitivity and consecutive frames", cfg.sensitivity_draws + 1, "run") as b:
-        for _ in range(cfg.sensitivity_draws):
-            noisy = (x0 + rng.uniform(-half, half, x0.shape)).astype(np.float32)
+        for noisy in copies:
             o, md, _ = explainer.run(noisy)
             label_change.append(float(np.mean(o[card.logits][0].argmax(0) != pred)))
             for m in methods:
@@ -276,8 +285,6 @@ DETECTOR_RANDOMISATION = ("on the kept boxes of the first frame with any: model 
 
 def detection_evaluation(table: dict) -> dict:
     """The detector's per-box figures (detection_faithfulness' table) ranked, with the verdict in words."""
-    from ._evaluation import METRICS, summarise, verdict, verdicts
-
     keep = {m: {k: x for k, x in v.items() if k in METRICS} for m, v in table.items()}
     summary = summarise(keep)
     randomisation = verdicts(table)
@@ -468,13 +475,9 @@ def detection_faithfulness(cfg: ReportConfig, frames, progress=None,
     located: dict[str, list[dict]] = {}  # method -> localisation rows of the boxes matched to generated objects
     sensitivity: dict[str, float] = {}  # method -> max-sensitivity on the first frame with kept boxes
     sanity: dict[str, dict] = {}  # method -> model randomisation and random logit, the same frame
-    robustness: dict = {}
-    full = {}  # method -> its maps at the input size
-    for n, o in pipeline.graph.outputs.items():
-        base = o.method.removesuffix("_full")
-        if base in BOX_REPORT_METHODS and o.dtype == "float32" and tuple(o.shape[2:]) == card.input.hw:
-            if o.method.endswith("_full") or base not in full:
-                full[base] = n
+    robustness: dict = {}  # the max-sensitivity's settings, once measured
+    ids = {c.channel: c.id for c in card.classes}  # the boxes' channels -> the generated objects' class ids
+    full = full_size_maps(pipeline.graph.outputs, BOX_REPORT_METHODS, card.input.hw)  # method -> its maps
     # the pipeline's engine holds only what the node publishes: this report reads every method's float maps and
     # the kept pairs, from an engine of the same explain graph
     engine = open_engine(pipeline.graph.model.SerializeToString(), cfg.backend, "fp32", threads=cfg.threads,
@@ -515,11 +518,10 @@ def detection_faithfulness(cfg: ReportConfig, frames, progress=None,
                     (deletion(curves, x, m[j], score, pc).auc, insertion(curves, x, m[j], score, pc).auc,
                      region_perturbation(curves, x, m[j], score, patch=cfg.region_patch, seed=cfg.seed,
                                          layout=pc.layout).auc))
-        if not sensitivity:  # max-sensitivity and the sanity checks on the first frame with kept boxes
-            sensitivity.update(_box_sensitivity(cfg, engine, card.input.tensor, x, out, pairs, full, robustness))
+        if not robustness:  # max-sensitivity and the sanity checks on the first frame with kept boxes
+            sensitivity, robustness = _box_sensitivity(cfg, engine, card.input.tensor, x, out, pairs, full)
             sanity.update(box_randomisation(cfg, forward, card, x, pairs, out["det_boxes"][0], list(full)))
         # localisation against the generated objects' pixels, for the kept boxes that match one
-        ids = {c.channel: c.id for c in card.classes}  # the boxes' channels -> the generated objects' class ids
         found, _ = box_rows(maps, out["det_boxes"][0][:k], np.array([ids[p % len(card.classes)] for p in pairs]),
                             f["frame"], pipeline.frontend.config, (card.input.hw[1], card.input.hw[0]))
         for method, r in found.items():
@@ -549,12 +551,7 @@ def _given_boxes_explainer(forward: onnx.ModelProto, card, k: int, methods, cfg:
                                       DetectionExplainConfig(layers=("class_head_input",), top_k=k,
                                                              methods=tuple(methods), uint8=False),
                                       pairs="explain_pairs", layout=card.input.layout, boxes="explain_boxes")
-    full = {}
-    for n, o in graph.outputs.items():
-        base = o.method.removesuffix("_full")
-        if base in methods and o.dtype == "float32" and tuple(o.shape[2:]) == card.input.hw:
-            if o.method.endswith("_full") or base not in full:
-                full[base] = n
+    full = full_size_maps(graph.outputs, methods, card.input.hw)
     engine = open_engine(graph.model.SerializeToString(), cfg.backend, "fp32", threads=cfg.threads,
                          outputs_to_copy=list(full.values()))
     return engine, full
@@ -566,9 +563,6 @@ def box_randomisation(cfg: ReportConfig, forward: onnx.ModelProto, card, x: np.n
     the boxes): model randomisation, |Spearman| of the |maps| of the same (anchor, class) pairs explained by the
     trained detector and by the detector with every layer's weights random; random logit, Spearman of each box's map
     with the map of another class (drawn with cfg.seed) at the same anchor."""
-    from ._randomisation import parameter_layers, randomise
-    from ._similarity import spearman
-
     k, classes = len(pairs), len(card.classes)
     rng = np.random.default_rng(cfg.seed)
     other = [a * classes + int(rng.choice([c for c in range(classes) if c != cls]))
@@ -589,27 +583,24 @@ def box_randomisation(cfg: ReportConfig, forward: onnx.ModelProto, card, x: np.n
 
 
 def _box_sensitivity(cfg: ReportConfig, engine, tensor: str, x: np.ndarray, reference: dict, pairs: list[int],
-                     full: dict, robustness: dict) -> dict[str, float]:
-    """Max-sensitivity of every per-box method over cfg.sensitivity_draws noisy copies of x (uniform, half-width
-    cfg.sensitivity_noise x std): the largest relative change of a kept box's map, mean over the boxes; a copy
-    whose kept boxes differ from x's is not a small perturbation of the same prediction and is counted, not used."""
-    from ._metrics import relative_change
-
-    rng = np.random.default_rng(cfg.seed)
-    half = cfg.sensitivity_noise * float(x.std())
+                     full: dict) -> tuple[dict[str, float], dict]:
+    """Max-sensitivity of every per-box method over the noisy copies of x (noisy_copies): the largest relative
+    change of a kept box's map, mean over the boxes; a copy whose kept boxes differ from x's is not a small
+    perturbation of the same prediction and is counted, not used. Returns (method -> value, the settings)."""
+    half, copies = noisy_copies(cfg, x)
     k = len(pairs)
     changes: dict[str, list[float]] = {m: [] for m in full}
     changed_boxes = 0
-    for _ in range(cfg.sensitivity_draws):
-        out = engine.run({tensor: (x + rng.uniform(-half, half, x.shape)).astype(np.float32)})
+    for noisy in copies:
+        out = engine.run({tensor: noisy})
         if [int(p) for p in out["det_pairs"][0][:k]] != pairs:
             changed_boxes += 1
             continue
         for m, n in full.items():
             changes[m].append(float(np.mean([relative_change(reference[n][j, 0], out[n][j, 0]) for j in range(k)])))
-    robustness.update({"noise_half_width": half, "draws": cfg.sensitivity_draws, "boxes": k,
-                       "draws_with_other_boxes": changed_boxes})
-    return {m: max(v) for m, v in changes.items() if v}
+    settings = {"noise_half_width": half, "draws": cfg.sensitivity_draws, "boxes": k,
+                "draws_with_other_boxes": changed_boxes}
+    return {m: max(v) for m, v in changes.items() if v}, settings
 
 
 # --- the command -----------------------------------------------------------------------------------
@@ -866,7 +857,9 @@ def _evaluation_html(r: dict) -> str:
              "methods for that metric (1 = best; arrows say which way is better). Localisation and map comparison "
              f"use ground-truth regions of at least {MIN_REGION_PIXELS} pixels; a map's positive values are its "
              "evidence for the class or box. Randomisation checks pass below "
-             f"{RANDOMISATION_THRESHOLD}.</p>",
+             f"{RANDOMISATION_THRESHOLD}. n/a: not defined for that method (spectral needs per-band totals that "
+             "differ between bands: EpsilonPlusFlat's flat first layer spreads relevance evenly over them; RISE and "
+             "SIDU are scored on the curves only).</p>",
              _table(["metric", "group", "better", "what"], [[k, g, "higher" if up else "lower", w]
                                                            for k, (g, up, w) in METRICS.items()])]
     for key, title in (("segmentation", "U-Net"), ("detection", "detector")):
