@@ -43,6 +43,7 @@ setup(
                  # the white-box attributions' references (Zennit, the LRP reference, is installed beside with
                  # --no-deps by the test command: its wheel requires torchvision, which it never calls here)
                  "captum>=0.8",
+                 "onnxscript>=0.5",  # torch's dynamo ONNX exporter, for the import-model tests' exports
                  # the evaluation measures' reference, Quantus, is installed with --no-deps too (its wheel requires
                  # opencv-python, which would overwrite the headless OpenCV the package uses); what it imports:
                  "pandas>=2.0", "scikit-learn>=1.3",

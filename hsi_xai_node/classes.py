@@ -29,6 +29,24 @@ SEGMENTATION_CLASSES: tuple[ClassInfo, ...] = (
 )
 UNLABELLED, ROAD, ROAD_MARKS, VEGETATION, SKY, OTHER = range(6)
 
+#: HSI-Drive v2.0's 11 segmentation classes (its release and mmsegmentation's HSIDrive20Dataset): ids as the
+#: annotation PNGs store them, 0 unlabelled (ignored in training and evaluation); colours are its palette, as BGR.
+HSI_DRIVE_V2_CLASSES: tuple[ClassInfo, ...] = (
+    ClassInfo(0, "unlabelled", (0, 0, 0)),
+    ClassInfo(1, "road", (77, 77, 77)),
+    ClassInfo(2, "road_marks", (255, 255, 255)),
+    ClassInfo(3, "vegetation", (0, 255, 0)),
+    ClassInfo(4, "painted_metal", (0, 0, 255)),
+    ClassInfo(5, "sky", (255, 0, 0)),
+    ClassInfo(6, "concrete", (0, 51, 102)),
+    ClassInfo(7, "pedestrian", (0, 255, 255)),
+    ClassInfo(8, "water", (250, 207, 0)),
+    ClassInfo(9, "unpainted_metal", (0, 166, 255)),
+    ClassInfo(10, "glass", (204, 204, 0)),
+)
+#: Class tables by the name a user gives them (`hsi-xai import-model --classes`, dataset readers).
+SEGMENTATION_CLASS_SETS = {"hsi-drive": SEGMENTATION_CLASSES, "hsi-drive-v2": HSI_DRIVE_V2_CLASSES}
+
 DETECTION_CLASSES: tuple[ClassInfo, ...] = (
     ClassInfo(0, "bike", (255, 128, 0)),
     ClassInfo(1, "car", (0, 0, 255)),

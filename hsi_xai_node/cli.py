@@ -88,6 +88,9 @@ def _replay(sub) -> None:
     r.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="output storage")
     r.add_argument("--backend", help="engine backend (default: the config's): auto, tensorrt, ort-trt, ort-cuda, "
                                      "openvino, ort-cpu")
+    r.add_argument("--model", help="segmentation model ONNX with its card beside it, e.g. one `hsi-xai import-model` "
+                                   "wrote (default: the config's)")
+    r.add_argument("--methods", metavar="M1,M2,...", help="explanation methods (default: the config's)")
     r.add_argument("--overwrite", action="store_true",
                    help="replace an existing OUT, but only a rosbag2 directory or one this tool wrote")
     r.add_argument("--no-copy-raw", action="store_true",
@@ -162,6 +165,46 @@ def _training(sub) -> None:
                         "runs side by side: 1.46x the steps/s of one 2-thread run on 2 cores, bench/train_threads.py)")
     d.add_argument("--cache", default="~/.cache/hsi_xai_node", help="where rendered datasets are cached ('' = none)")
     d.set_defaults(func=_lazy("hsi_xai_node.training.cli", "cmd_train_detection"))
+
+
+NORMALISATION_CHOICES = ("pn", "none", "max", "mean_std")  # model_card.NORMALISATIONS (a test holds them equal)
+
+
+def _import_model(sub) -> None:
+    p = sub.add_parser("import-model", formatter_class=_Formatter,
+                       help="make a card for your own segmentation ONNX (mmsegmentation, segmentation_models_pytorch, "
+                            "Keras/tf2onnx, torch) and check it runs with explanations",
+                       description="Read a segmentation ONNX, find its input (NCHW or NHWC), its logits, the layer "
+                                   "before the final convolution, the bottleneck and an early block; fix dynamic "
+                                   "sizes, old opsets and channels-last layouts (writing NAME.onnx when the graph had "
+                                   "to change); write the card NAME.json; then run the node's pipeline with "
+                                   "explanations once on a generated frame. What a graph cannot say is asked here: "
+                                   "the classes, the bands, the normalisation and the crop window.")
+    p.add_argument("model", help="MODEL.onnx")
+    p.add_argument("--task", choices=("segmentation",), default="segmentation", help="what the model does")
+    p.add_argument("--classes", required=True,
+                   help="class names in logits-channel order (a,b,c), or a class set: hsi-drive (HSI-Drive's 5) or "
+                        "hsi-drive-v2 (HSI-Drive v2.0's 10 labelled classes, 11 channels with 'unlabelled' first "
+                        "as mmsegmentation trains them)")
+    p.add_argument("--bands", default="all",
+                   help="input bands in channel order: 'all' (every band of --profile, in its order), a band set "
+                        "(central, paper000-3) or wavelengths in nm (a,b,c)")
+    p.add_argument("--profile", default="hsi-drive", help="sensor profile name or imec XML")
+    p.add_argument("--normalise", choices=NORMALISATION_CHOICES, default="pn",
+                   help="how reflectance became the model input in training: pn (per pixel, divided by the sum of "
+                        "its bands), none, max (2 x / max - 1 over the window), mean_std (per band, --mean/--std)")
+    p.add_argument("--mean", metavar="M1,M2,...", help="per-band means for --normalise mean_std")
+    p.add_argument("--std", metavar="S1,S2,...", help="per-band standard deviations for --normalise mean_std")
+    p.add_argument("--scale", type=float, default=1.0, help="the model input is scale x the normalised value")
+    p.add_argument("--input-size", metavar="HxW", help="height x width to fix a dynamic input at (e.g. 208x400)")
+    p.add_argument("--crop", metavar="TOP,LEFT", help="the model window's corner in the cube (default: centred)")
+    p.add_argument("--layout", choices=("nchw", "nhwc"), help="the input's layout when its shape cannot tell")
+    p.add_argument("--logits", metavar="TENSOR", help="the logits output when several outputs could be")
+    p.add_argument("--penultimate", metavar="TENSOR", help="the layer to explain when no conv precedes the logits")
+    p.add_argument("--name", help="card (and prepared model) name (default: the model's, + _static if changed)")
+    p.add_argument("--out", help="folder to write into (default: the model's)")
+    p.add_argument("--no-check", action="store_true", help="skip running the pipeline on a generated frame")
+    p.set_defaults(func=_lazy("hsi_xai_node.model_import.cli", "cmd_import_model"))
 
 
 def _build_engine(sub) -> None:
@@ -261,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "rosbag2 replay, training, TensorRT engine builds and the explanation-reliability report.",
         epilog="`hsi-xai COMMAND --help` describes a command and every option with its default.")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_profiles, _demo, _replay, _fleet, _training, _build_engine, _calibrate_overlays, _reliability):
+    for add in (_profiles, _demo, _replay, _fleet, _training, _import_model, _build_engine, _calibrate_overlays,
+                _reliability):
         add(sub)
     return ap
 

@@ -25,11 +25,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .errors import InputError
 from .files import read_json
-from .schema import Byte, Name, PixelCount, PositiveFinite, validation_message
+from .schema import Byte, Finite, Name, PixelCount, PositiveFinite, validation_message
 from .sensor.calibration import SensorProfile
 from .sensor.frontend import FrontEndConfig
 
 CARD_SCHEMA = "hsi_xai_node/model-card/1"
+#: How reflectance becomes the model's input (before `scale`), per model window:
+#: pn: each pixel's bands divided by their sum (paper 000; done by the front end);
+#: none: reflectance as it is; max: 2 x / max - 1, max the window's largest value over all bands
+#: (maps the window to [-1, 1], as HSI-Drive's own training pipeline scales its cubes);
+#: mean_std: (x - mean_b) / std_b per band b (mmsegmentation's and torchvision's per-channel normalisation).
+NORMALISATIONS = ("pn", "none", "max", "mean_std")
 
 
 class ModelError(InputError):
@@ -49,12 +55,14 @@ class InputSpec:
     tensor: str
     shape: tuple[int, ...]  # (1, bands, height, width)
     bands_nm: tuple[float, ...]  # in model channel order
-    normalise: str  # "pn" (per-pixel normalisation) or "none"
-    scale: float  # model input = scale * (PN or reflectance)
+    normalise: str  # one of NORMALISATIONS
+    scale: float  # model input = scale * normalised value
     crop_top: int  # the model window inside the sub-sampled cube
     crop_left: int
     demosaic: str = "subsample"
     band_tolerance_nm: float = 2.0
+    mean: tuple[float, ...] = ()  # "mean_std": per band, in model channel order
+    std: tuple[float, ...] = ()
 
     @property
     def height(self) -> int:
@@ -95,7 +103,8 @@ class ModelCard:
         inp = c.input
         return cls(name=c.name, task=c.task, file=c.file, sha256=c.sha256, sensor_profile=c.sensor_profile,
                    input=InputSpec(inp.tensor, tuple(inp.shape), tuple(inp.bands_nm), inp.normalise, inp.scale,
-                                   inp.crop_top, inp.crop_left, inp.demosaic, inp.band_tolerance_nm),
+                                   inp.crop_top, inp.crop_left, inp.demosaic, inp.band_tolerance_nm,
+                                   tuple(inp.mean), tuple(inp.std)),
                    classes=class_specs(c.classes), logits=c.logits, layers=dict(c.layers),
                    architecture=c.architecture, training=c.training, metrics=c.metrics,
                    overlay_scales={k: v.model_dump() for k, v in c.overlay_scales.items()})
@@ -118,7 +127,7 @@ class ModelCard:
         if window.shape != tuple(i.shape[1:]):
             raise ModelError(f"model {self.name!r}: cube {cube.shape} cannot hold the {i.height}x{i.width} "
                              f"window at ({i.crop_top}, {i.crop_left}) with {i.shape[1]} bands")
-        return (window * np.float32(i.scale))[None].astype(np.float32, copy=False)
+        return (normalised_window(window, i) * np.float32(i.scale))[None].astype(np.float32, copy=False)
 
     def label_ids(self) -> np.ndarray:
         """Lookup table: logits channel -> label id."""
@@ -126,6 +135,18 @@ class ModelCard:
         for c in self.classes:
             lut[c.channel] = c.id
         return lut
+
+
+def normalised_window(window: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """The model window (bands, h, w) normalised as the card says, before its scale ("pn" is the front end's)."""
+    if spec.normalise == "max":
+        top = np.float32(window.max()) if window.size else np.float32(0)
+        # a dark window (max <= 0) maps to -1 everywhere rather than to inf or NaN
+        return window * (np.float32(2) / top if top > 0 else np.float32(0)) - np.float32(1)
+    if spec.normalise == "mean_std":
+        mean = np.asarray(spec.mean, np.float32)[:, None, None]
+        return (window - mean) * (np.float32(1) / np.asarray(spec.std, np.float32))[:, None, None]
+    return window
 
 
 # --- the card's schema ------------------------------------------------------------------------------
@@ -144,12 +165,24 @@ class SegmentationInputSchema(_Strict):
     tensor: Name
     shape: list[PixelCount] = Field(min_length=4, max_length=4)
     bands_nm: list[Annotated[PositiveFinite, Field(lt=100_000)]] = Field(min_length=1, max_length=1024)
-    normalise: Literal["pn", "none"]
+    normalise: Literal[NORMALISATIONS]
     scale: PositiveFinite
     crop_top: int = Field(ge=0, le=65535)
     crop_left: int = Field(ge=0, le=65535)
     demosaic: Literal["subsample", "bilinear"] = "subsample"
     band_tolerance_nm: PositiveFinite = 2.0
+    mean: list[Finite] = Field(default=[], max_length=1024)
+    std: list[PositiveFinite] = Field(default=[], max_length=1024)
+
+    @model_validator(mode="after")
+    def _per_band(self):
+        bands = len(self.bands_nm)
+        if self.normalise == "mean_std" and (len(self.mean) != bands or len(self.std) != bands):
+            raise ValueError(f"normalise mean_std needs a mean and a std per band ({bands}), got "
+                             f"{len(self.mean)} and {len(self.std)}")
+        if self.normalise != "mean_std" and (self.mean or self.std):
+            raise ValueError(f"mean and std are for normalise mean_std, not {self.normalise!r}")
+        return self
 
 
 class OverlayScaleSchema(BaseModel):
@@ -273,8 +306,8 @@ def check_card_against_graph(card: ModelCard, model, where: str = "model") -> No
                          f"card says {tuple(i.shape)}")
     if len(i.bands_nm) != i.shape[1]:
         raise ModelError(f"{where}: card lists {len(i.bands_nm)} bands for an input of {i.shape[1]} channels")
-    if i.normalise not in ("pn", "none"):
-        raise ModelError(f"{where}: card normalise {i.normalise!r} is not 'pn' or 'none'")
+    if i.normalise not in NORMALISATIONS:
+        raise ModelError(f"{where}: card normalise {i.normalise!r} is not one of {list(NORMALISATIONS)}")
     if card.logits not in outputs:
         raise ModelError(f"{where}: card logits tensor {card.logits!r} is not a graph output "
                          f"(outputs: {sorted(outputs)})")

@@ -10,7 +10,7 @@ import pytest
 from hsi_xai_node.cli import build_parser, main
 
 COMMANDS = {"profiles", "demo", "replay", "fleet", "train-segmentation", "train-detection", "build-engine",
-            "calibrate-overlays", "reliability"}
+            "calibrate-overlays", "reliability", "import-model"}
 
 
 def _subparsers(parser):
@@ -61,6 +61,11 @@ def test_a_bad_config_is_one_line_naming_the_file_and_the_parameter(tmp_path, ca
     bad.write_text("/**/hsi_xai:\n  ros__parameters:\n    model: /nope.onnx\n")
     assert main(["replay", str(tmp_path / "in"), str(tmp_path / "out"), "--config", str(bad)]) == 2
     assert capsys.readouterr().err.strip().endswith(f"config {bad}: parameter model: '/nope.onnx' is not an existing file")
+    # --model and --methods override the parameter file's (an imported model is run without editing it)
+    assert main(["replay", str(tmp_path / "in"), str(tmp_path / "out"), "--model", "/also-nope.onnx"]) == 2
+    assert capsys.readouterr().err.strip().endswith("parameter model: '/also-nope.onnx' is not an existing file")
+    assert main(["replay", str(tmp_path / "in"), str(tmp_path / "out"), "--methods", "seg_gradcam,wavelet"]) == 2
+    assert "methods ['wavelet'] unknown" in capsys.readouterr().err
 
 
 def test_reliability_quick_preset_and_explicit_options(monkeypatch, tmp_path):

@@ -23,7 +23,7 @@ LAYERS = [
     # generated drives and the rosbag2 transport
     {"scenes", "transports"},
     # tools built on all of that: reliability, training, overlay calibration, the demo, the fleet on Ray
-    {"reliability", "training", "overlay_calibration", "demo", "fleet"},
+    {"reliability", "training", "overlay_calibration", "demo", "fleet", "model_import"},
     # the entry points: the ROS node, the command line, the package's lazy front door
     {"ros", "cli", "__init__"},
 ]

@@ -98,7 +98,8 @@ def test_corrupt_files(tmp_path):
     (lambda d: d.update(logits="out"), "card logits tensor 'out' is not a graph output"),
     (lambda d: d.update(classes=d["classes"][:4]), r"has shape \(1, 5, 16, 32\), card implies \(1, 4, 16, 32\)"),
     (lambda d: d.update(layers={"penultimate": "enc9"}), r"card layer tensors not in the graph: \{'penultimate': 'enc9'\}"),
-    (lambda d: d["input"].update(normalise="l2"), r"input.normalise: Input should be 'pn' or 'none' \(got 'l2'\)"),
+    (lambda d: d["input"].update(normalise="l2"),
+     r"input.normalise: Input should be 'pn', 'none', 'max' or 'mean_std' \(got 'l2'\)"),
 ])
 def test_card_against_graph(tmp_path, edit, message):
     onnx_path = write_pair(tmp_path)
@@ -121,3 +122,38 @@ def test_model_input_rejects_a_cube_too_small(tmp_path):
     card = load_model(write_pair(tmp_path)).card
     with pytest.raises(ModelError, match="cannot hold the 16x32 window"):
         card.model_input(np.zeros((3, 50, 50), np.float32))
+
+
+def test_the_normalisations_of_imported_models(tmp_path):
+    """max: 2 x / max - 1 over the window (a dark window: -1); mean_std: (x - mean_b) / std_b; then the scale.
+    Worked on a cube whose window values are known."""
+    cube = np.zeros((3, 216, 409), np.float32)
+    cube[:, 100:100 + H, 200:200 + W] = np.arange(3 * H * W, dtype=np.float32).reshape(3, H, W) / (3 * H * W)
+    cube[0, 0, 0] = 50.0  # outside the window: not its maximum
+    top = (3 * H * W - 1) / (3 * H * W)
+    spec = dataclasses.replace(load_model(write_pair(tmp_path)).card.input, normalise="max", scale=3.0)
+    card = dataclasses.replace(load_model(write_pair(tmp_path)).card, input=spec)
+    x = card.model_input(cube)
+    window = cube[:, 100:100 + H, 200:200 + W]
+    np.testing.assert_allclose(x[0], 3.0 * (2 * window / top - 1), rtol=1e-6, atol=1e-6)
+    assert x.max() == pytest.approx(3.0) and x.min() == pytest.approx(-3.0)
+    assert (card.model_input(np.zeros_like(cube)) == -3.0).all()  # dark: -1, no NaN
+
+    spec = dataclasses.replace(spec, normalise="mean_std", scale=1.0, mean=(0.1, 0.2, 0.3), std=(0.5, 0.25, 2.0))
+    x = dataclasses.replace(card, input=spec).model_input(cube)
+    expected = (window - np.array([0.1, 0.2, 0.3])[:, None, None]) / np.array([0.5, 0.25, 2.0])[:, None, None]
+    np.testing.assert_allclose(x[0], expected, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["input"].update(normalise="mean_std"), "normalise mean_std needs a mean and a std per band (3)"),
+    (lambda d: d["input"].update(mean=[0.0, 0.0, 0.0], std=[1.0, 1.0, 1.0]), "mean and std are for normalise "
+                                                                             "mean_std, not 'none'"),
+    (lambda d: d["input"].update(normalise="mean_std", mean=[0.0] * 3, std=[1.0, 0.0, 1.0]), "std.1"),
+    (lambda d: d["input"].update(normalise="zscore"), "normalise"),
+])
+def test_normalisation_fields_are_checked(tmp_path, edit, message):
+    path = write_pair(tmp_path)
+    _edit_card(tmp_path, edit)
+    with pytest.raises(ModelError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_model(path)

@@ -90,10 +90,11 @@ class MapWriter:
     def max_hw(self, x: str) -> str:
         return self.b.reduce("ReduceMax", self.b.reduce("ReduceMax", x, [3], 1, "max_cols"), [2], 1, "max_hw")
 
-    def finish(self, cam: str, method: str, layer: str, signed: bool) -> None:
-        """Expose a (rows, 1, h, w) map, plus its resized and uint8 versions as configured."""
+    def finish(self, cam: str, method: str, layer: str, signed: bool, hw: tuple[int, int] | None = None) -> None:
+        """Expose a (rows, 1, h, w) map, plus its resized and uint8 versions as configured; (h, w) is the
+        layer's unless given (a map of the layer made at another size)."""
         b, k = self.b, self.rows
-        h, w = b.shape(layer)[2:]
+        h, w = hw or b.shape(layer)[2:]
         self.output(cam, method, layer, (k, 1, h, w), signed)
         full, full_hw = cam, (h, w)
         if self.upsample and (h, w) != tuple(self.in_hw):

@@ -81,14 +81,25 @@ class SegmentationExplainConfig:
         return self
 
 
-def _find_head(b: Builder, logits: str):
+def _find_head(b: Builder, logits: str, through_resize: bool = False):
+    """(node, weight (K, C), bias (K,)) of the final ungrouped 1x1 Conv producing `logits`.
+
+    With `through_resize`, a spatial Resize between that conv and the logits (mmsegmentation's decode head
+    resizes its logits to the input) is looked through: a linear or nearest Resize mixes each output pixel
+    from input pixels with weights summing to one, so Resize(W A + b) = Resize(W A) + b and the logits less
+    the bias are still sum_k w_ck A_k, resized. The closed-form gradient (dS_c/dA_k = w_ck on the region)
+    does not hold through it, so the CAMs' caller does not ask for this."""
     node = next((n for n in b.graph.node if logits in n.output), None)
+    if through_resize and node is not None and node.op_type == "Resize" \
+            and b.shape(node.input[0])[:2] == b.shape(logits)[:2]:
+        node = next((n for n in b.graph.node if node.input[0] in n.output), None)
     if node is None or node.op_type != "Conv":
         raise ExplainError(f"activation maps need a final 1x1 Conv producing {logits!r}; "
                            f"found {node.op_type if node else 'no node'}")
     w = b.require_constant(node.input[1], node, "the final conv weight")
     if w.shape[2:] != (1, 1) or int(next((a.i for a in node.attribute if a.name == "group"), 1)) != 1:
-        raise ExplainError(f"the node producing {logits!r} is not an ungrouped 1x1 Conv (weight {w.shape})")
+        raise ExplainError(f"activation maps need a final ungrouped 1x1 Conv; the conv before {logits!r} has "
+                           f"weight {w.shape} (without 'activation', the CAMs and input attributions still run)")
     bias = b.require_constant(node.input[2], node, "the final conv bias") if len(node.input) > 2 and node.input[2] \
         else np.zeros(w.shape[0], np.float32)
     return node, w[:, :, 0, 0], bias
@@ -183,12 +194,13 @@ def build_segmentation_explainer(model: onnx.ModelProto, input_name: str, logits
 
     if "activation" in cfg.methods:
         pen = resolve_layer(layers, "penultimate", b)
-        head, w, bias = _find_head(b, logits)
+        head, w, bias = _find_head(b, logits, through_resize=True)
         if head.input[0] != pen:
             raise ExplainError(f"the final 1x1 conv reads {head.input[0]!r}, not the penultimate layer {pen!r}")
         eg.head_bias = bias.astype(np.float32)
         c = w.shape[1]
-        maps.finish(logit_minus_bias(bias), "activation", pen, signed=True)
+        # at the logits' size: the penultimate layer's, unless a Resize follows the head (_find_head)
+        maps.finish(logit_minus_bias(bias), "activation", pen, signed=True, hw=b.shape(logits)[2:])
         k = min(cfg.top_k, c)
         if k:
             idx = np.argsort(-w, axis=1, kind="stable")[:, :k]  # strongest positive weights first

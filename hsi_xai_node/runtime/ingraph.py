@@ -164,6 +164,16 @@ def _preprocess(b: Builder, pipeline: Pipeline, raw: str) -> tuple[str, str, str
         recip = b.op("Where", [b.op("Greater", [total, b.const(_PN_EPS)], "lit"),
                                b.op("Div", [b.const(1.0), total], "reciprocal"), b.const(0.0)], "safe_reciprocal")
         x = b.op("Mul", [x, recip], "pn")
+    if inp.normalise == "max":  # as model_card.normalised_window: 2 x / max - 1, a dark window -> -1
+        top = b.reduce("ReduceMax", b.reduce("ReduceMax", x, [1, 2], 0, "window_max_hw"), [0], 1, "window_max")
+        two_over = b.op("Where", [b.op("Greater", [top, b.const(0.0)], "window_lit"),
+                                  b.op("Div", [b.const(2.0), top], "two_over_max"), b.const(0.0)], "safe_two_over")
+        x = b.op("Sub", [b.op("Mul", [x, two_over], "over_max"), b.const(1.0)], "max_normalised")
+    elif inp.normalise == "mean_std":
+        mean = np.asarray(inp.mean, np.float32).reshape(-1, 1, 1)
+        recip = (np.float32(1) / np.asarray(inp.std, np.float32)).reshape(-1, 1, 1)
+        x = b.op("Mul", [b.op("Sub", [x, b.const(mean, "band_mean")], "centred"), b.const(recip, "band_recip_std")],
+                 "standardised")
     if np.float32(inp.scale) != 1.0:  # x * 1 is exact: skipping it changes nothing
         x = b.op("Mul", [x, b.const(inp.scale)], "scaled")
     x = b.op("Unsqueeze", [x, b.ints([0])], "model_input")

@@ -840,7 +840,8 @@ class _Replay:
 
 # --- command line (declared in hsi_xai_node.cli) -----------------------------------------------------
 def cmd_replay(args) -> int:
-    config = load_config(args.config, backend=args.backend)
+    methods = tuple(m.strip() for m in args.methods.split(",")) if args.methods else None
+    config = load_config(args.config, backend=args.backend, model=args.model, methods=methods)
     summary = replay(args.input, args.output, config, storage=args.storage, progress=not args.no_progress,
                      overwrite=args.overwrite, copy_raw=not args.no_copy_raw)
     print(summary.text())

@@ -6,6 +6,8 @@ equality with `Pipeline.process`, for both raw dtypes; a failure message gives, 
 largest difference and the fraction of pixels that differ at all.
 """
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -18,8 +20,11 @@ from hsi_xai_node.scenes.drive import DriveGenerator
 from test.conftest import REPO
 
 IMAGES = ("labels", "segmentation", "preview", "gradcam_overlay", "activation_overlay")
-CASES = {  # id -> (model, config changes)
+CASES = {  # id -> (model, config changes[, card input changes: the normalisations imported models bring])
     "3-bands": ("unet_bundled_3", {}),
+    "3-bands-max": ("unet_bundled_3", {}, {"normalise": "max", "scale": 2.0}),
+    "3-bands-mean-std": ("unet_bundled_3", {}, {"normalise": "mean_std", "mean": [0.3, 0.25, 0.2],
+                                                "std": [0.1, 0.12, 0.3]}),
     "25-bands-pn": ("unet_bundled_25pn", {}),
     "25-bands-pn-hires-alpha0.3": ("unet_bundled_25pn", {"overlay_alpha": 0.3, "colormap": "turbo",
                                                          "overlay_method": "hires"}),
@@ -37,18 +42,24 @@ def drive(hsi_drive):
 
 
 @pytest.fixture(scope="module")
-def pipelines(drive):
+def pipelines(drive, tmp_path_factory):
     made = {}
 
     def get(case: str) -> Pipeline:
         if case not in made:
-            model, changes = CASES[case]
+            model, changes, *card_changes = CASES[case]
             path = REPO / "models" / f"{model}.onnx"
             if not path.exists():
                 pytest.skip(f"{path.name} is absent (bundled models are made by `hsi-xai train-segmentation`)")
+            card = None
+            if card_changes:
+                doc = json.loads(path.with_suffix(".json").read_text())
+                doc["input"].update(card_changes[0])
+                card = tmp_path_factory.mktemp("card") / f"{model}.json"
+                card.write_text(json.dumps(doc))
             dark, white, _ = drive
-            made[case] = Pipeline(PipelineConfig(model=str(path), backend="ort-cpu", precision="fp32", **changes),
-                                  dark, white)
+            made[case] = Pipeline(PipelineConfig(model=str(path), card=card and str(card), backend="ort-cpu",
+                                                 precision="fp32", **changes), dark, white)
         return made[case]
     return get
 
