@@ -192,7 +192,8 @@ def _import_model(sub) -> None:
     p.add_argument("--profile", default="hsi-drive", help="sensor profile name or imec XML")
     p.add_argument("--normalise", choices=NORMALISATION_CHOICES, default="pn",
                    help="how reflectance became the model input in training: pn (per pixel, divided by the sum of "
-                        "its bands), none, max (2 x / max - 1 over the window), mean_std (per band, --mean/--std)")
+                        "its bands), none, max (per band 2 x / max - 1 over the window, HSI-Drive's own pipeline), "
+                        "mean_std (per band, --mean/--std)")
     p.add_argument("--mean", metavar="M1,M2,...", help="per-band means for --normalise mean_std")
     p.add_argument("--std", metavar="S1,S2,...", help="per-band standard deviations for --normalise mean_std")
     p.add_argument("--scale", type=float, default=1.0, help="the model input is scale x the normalised value")

@@ -32,8 +32,8 @@ from .sensor.frontend import FrontEndConfig
 CARD_SCHEMA = "hsi_xai_node/model-card/1"
 #: How reflectance becomes the model's input (before `scale`), per model window:
 #: pn: each pixel's bands divided by their sum (paper 000; done by the front end);
-#: none: reflectance as it is; max: 2 x / max - 1, max the window's largest value over all bands
-#: (maps the window to [-1, 1], as HSI-Drive's own training pipeline scales its cubes);
+#: none: reflectance as it is; max: 2 x / max_b - 1 per band b, max_b the band's largest value in the window
+#: (each band to [-1, 1], as HSI-Drive's own Python pipeline scales its cubes);
 #: mean_std: (x - mean_b) / std_b per band b (mmsegmentation's and torchvision's per-channel normalisation).
 NORMALISATIONS = ("pn", "none", "max", "mean_std")
 
@@ -140,9 +140,10 @@ class ModelCard:
 def normalised_window(window: np.ndarray, spec: InputSpec) -> np.ndarray:
     """The model window (bands, h, w) normalised as the card says, before its scale ("pn" is the front end's)."""
     if spec.normalise == "max":
-        top = np.float32(window.max()) if window.size else np.float32(0)
-        # a dark window (max <= 0) maps to -1 everywhere rather than to inf or NaN
-        return window * (np.float32(2) / top if top > 0 else np.float32(0)) - np.float32(1)
+        top = window.max(axis=(1, 2), keepdims=True) if window.size else np.zeros((len(window), 1, 1), np.float32)
+        # a dark band (max <= 0) maps to -1 everywhere rather than to inf or NaN
+        two_over = np.divide(np.float32(2), top, out=np.zeros_like(top), where=top > 0)
+        return window * two_over - np.float32(1)
     if spec.normalise == "mean_std":
         mean = np.asarray(spec.mean, np.float32)[:, None, None]
         return (window - mean) * (np.float32(1) / np.asarray(spec.std, np.float32))[:, None, None]

@@ -125,12 +125,12 @@ def test_model_input_rejects_a_cube_too_small(tmp_path):
 
 
 def test_the_normalisations_of_imported_models(tmp_path):
-    """max: 2 x / max - 1 over the window (a dark window: -1); mean_std: (x - mean_b) / std_b; then the scale.
-    Worked on a cube whose window values are known."""
+    """max: 2 x / max_b - 1 per band over the window (a dark band: -1); mean_std: (x - mean_b) / std_b; then the
+    scale. Worked on a cube whose window values are known."""
     cube = np.zeros((3, 216, 409), np.float32)
     cube[:, 100:100 + H, 200:200 + W] = np.arange(3 * H * W, dtype=np.float32).reshape(3, H, W) / (3 * H * W)
     cube[0, 0, 0] = 50.0  # outside the window: not its maximum
-    top = (3 * H * W - 1) / (3 * H * W)
+    top = ((np.arange(3) + 1) * H * W - 1)[:, None, None] / (3 * H * W)  # band b's largest value
     spec = dataclasses.replace(load_model(write_pair(tmp_path)).card.input, normalise="max", scale=3.0)
     card = dataclasses.replace(load_model(write_pair(tmp_path)).card, input=spec)
     x = card.model_input(cube)
@@ -138,6 +138,8 @@ def test_the_normalisations_of_imported_models(tmp_path):
     np.testing.assert_allclose(x[0], 3.0 * (2 * window / top - 1), rtol=1e-6, atol=1e-6)
     assert x.max() == pytest.approx(3.0) and x.min() == pytest.approx(-3.0)
     assert (card.model_input(np.zeros_like(cube)) == -3.0).all()  # dark: -1, no NaN
+    cube[1] = 0.0
+    assert (card.model_input(cube)[0, 1] == -3.0).all() and np.isfinite(card.model_input(cube)).all()
 
     spec = dataclasses.replace(spec, normalise="mean_std", scale=1.0, mean=(0.1, 0.2, 0.3), std=(0.5, 0.25, 2.0))
     x = dataclasses.replace(card, input=spec).model_input(cube)

@@ -164,8 +164,8 @@ def _preprocess(b: Builder, pipeline: Pipeline, raw: str) -> tuple[str, str, str
         recip = b.op("Where", [b.op("Greater", [total, b.const(_PN_EPS)], "lit"),
                                b.op("Div", [b.const(1.0), total], "reciprocal"), b.const(0.0)], "safe_reciprocal")
         x = b.op("Mul", [x, recip], "pn")
-    if inp.normalise == "max":  # as model_card.normalised_window: 2 x / max - 1, a dark window -> -1
-        top = b.reduce("ReduceMax", b.reduce("ReduceMax", x, [1, 2], 0, "window_max_hw"), [0], 1, "window_max")
+    if inp.normalise == "max":  # as model_card.normalised_window: 2 x / max_b - 1 per band, a dark band -> -1
+        top = b.reduce("ReduceMax", x, [1, 2], 1, "band_max")
         two_over = b.op("Where", [b.op("Greater", [top, b.const(0.0)], "window_lit"),
                                   b.op("Div", [b.const(2.0), top], "two_over_max"), b.const(0.0)], "safe_two_over")
         x = b.op("Sub", [b.op("Mul", [x, two_over], "over_max"), b.const(1.0)], "max_normalised")
