@@ -52,6 +52,8 @@ setup(
         "fleet": ["ray>=2.40"],
         # Explanation reliability toolkit (hsi_xai_node.reliability): Spearman (scipy) and SSIM.
         "reliability": ["scikit-image>=0.22"],
+        # Reading the original HSI-Drive release's .mat cubes (hsi-xai evaluate --layout hsi-drive-mat).
+        "datasets": ["scipy>=1.10"],
         # Training and ONNX export only; the runtime never imports torch.
         "train": ["torch==2.13.0"],
         # OpenVINO backend: the same graphs on Intel CPUs, GPUs and NPUs (`auto` takes it when there is no NVIDIA GPU).

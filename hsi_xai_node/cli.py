@@ -208,6 +208,39 @@ def _import_model(sub) -> None:
     p.set_defaults(func=_lazy("hsi_xai_node.model_import.cli", "cmd_import_model"))
 
 
+def _evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", formatter_class=_Formatter,
+                       help="per-class accuracy, IoU and the confusion matrix of a segmentation model on a labelled "
+                            "dataset (HSI-Drive v2.0 as mmsegmentation or its release lays it out, or generated drives)",
+                       description="Run a segmentation model as the node runs it (its card's bands, window, "
+                                   "normalisation and scale) over a labelled dataset and print per-class accuracy and "
+                                   "IoU, their means, the pixel accuracy and the confusion matrix, headed by the "
+                                   "dataset, split and model they were measured on. Unlabelled ground truth (id 0) "
+                                   "is not counted; a file that cannot be read is skipped and counted.")
+    p.add_argument("model", help="MODEL.onnx with its card (e.g. one `hsi-xai import-model` wrote)")
+    p.add_argument("--dataset", required=True,
+                   help="the dataset's folder (HSI-Drive v2.0: the folder holding images/ and annotations/, or a "
+                        "folder of .mat cubes), or 'generated' for generated drives")
+    p.add_argument("--layout", choices=("hsi-drive-mmseg", "hsi-drive-mat", "generated"),
+                   help="the dataset's layout (default: recognised from the folder)")
+    p.add_argument("--split", default="test",
+                   help="training, validation or test (mmsegmentation layout); for generated drives train, val, "
+                        "test or seeds such as 2000-2005")
+    p.add_argument("--values", choices=("reflectance", "model"),
+                   help="what the cubes hold: reflectance (the card's normalisation and scale are applied, as the "
+                        "node does) or the model's input values (taken as they are); default: model for the "
+                        "mmsegmentation layout (its config feeds the cubes unchanged), reflectance otherwise")
+    p.add_argument("--mat-axes", choices=("chw", "hwc"), default="chw",
+                   help="axis order of the .mat cubes (the release's versions differ; the shape is checked)")
+    p.add_argument("--profile", help="sensor profile whose band order the cubes are in (default: the card's)")
+    p.add_argument("--limit", type=int, help="evaluate only the first N cubes (sorted by name)")
+    p.add_argument("--backend", default="ort-cpu", help=BACKEND_HELP)
+    p.add_argument("--threads", type=int, default=0, help="engine threads (0 = the engine's choice)")
+    p.add_argument("--out", help="also write the figures, the confusion matrix and per-frame accuracy as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_lazy("hsi_xai_node.evaluate", "cmd_evaluate"))
+
+
 def _build_engine(sub) -> None:
     p = sub.add_parser("build-engine", formatter_class=_Formatter,
                        help="build (or find) the cached TensorRT engine ahead of the first start",
@@ -305,8 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "rosbag2 replay, training, TensorRT engine builds and the explanation-reliability report.",
         epilog="`hsi-xai COMMAND --help` describes a command and every option with its default.")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_profiles, _demo, _replay, _fleet, _training, _import_model, _build_engine, _calibrate_overlays,
-                _reliability):
+    for add in (_profiles, _demo, _replay, _fleet, _training, _import_model, _evaluate, _build_engine,
+                _calibrate_overlays, _reliability):
         add(sub)
     return ap
 

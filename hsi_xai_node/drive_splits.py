@@ -14,10 +14,26 @@ No numpy or onnx here: the CLI imports this module to show the demo's default se
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError
 from .files import read_json
+
+@dataclass(frozen=True)
+class Split:
+    seeds: tuple[int, ...]
+    frames_per_seed: int
+    stride: int  # frames between samples of one drive (25 fps): 12 = 0.48 s apart
+
+
+#: The segmentation U-Nets' split by seed (no scene is in two splits: train, validation and test drives never share
+#: a road, objects or shadows); sizes for the bundled models.
+DEFAULT_SPLITS = {
+    "train": Split(tuple(range(0, 24)), 8, 12),
+    "val": Split((1000, 1001, 1002, 1003), 4, 15),
+    "test": Split((2000, 2001, 2002, 2003, 2004, 2005), 4, 15),
+}
 
 DEMO_SEED = 4000  # in no split of any bundled model: a drive they have never seen
 SEEN_SPLITS = ("train", "val")  # test drives are held out from fitting and model selection

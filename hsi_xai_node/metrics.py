@@ -30,6 +30,6 @@ def scores(cm: np.ndarray, names: dict[int, str]) -> dict:
     out["miou"] = float(np.mean(present)) if present else None
     acc = [v for v in out["accuracy"].values() if v is not None]
     out["mean_accuracy"] = float(np.mean(acc)) if acc else None
-    total = cm[1:, 1:].sum()
+    total = cm[1:, :].sum()  # every labelled pixel, also those predicted unlabelled (a miss)
     out["pixel_accuracy"] = float(np.trace(cm[1:, 1:]) / total) if total else None
     return out

@@ -10,7 +10,8 @@ import pytest
 from hsi_xai_node.cli import build_parser, main
 
 COMMANDS = {"profiles", "demo", "replay", "fleet", "train-segmentation", "train-detection", "build-engine",
-            "calibrate-overlays", "reliability", "import-model"}
+            "calibrate-overlays", "reliability", "import-model",
+            "evaluate"}
 
 
 def _subparsers(parser):

@@ -21,9 +21,9 @@ LAYERS = [
     # engines and the pipelines a vehicle runs
     {"runtime"},
     # generated drives and the rosbag2 transport
-    {"scenes", "transports"},
+    {"scenes", "transports", "datasets"},
     # tools built on all of that: reliability, training, overlay calibration, the demo, the fleet on Ray
-    {"reliability", "training", "overlay_calibration", "demo", "fleet", "model_import"},
+    {"reliability", "training", "overlay_calibration", "demo", "fleet", "model_import", "evaluate"},
     # the entry points: the ROS node, the command line, the package's lazy front door
     {"ros", "cli", "__init__"},
 ]

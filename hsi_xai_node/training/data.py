@@ -20,25 +20,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..drive_splits import DEFAULT_SPLITS, Split  # noqa: F401  (re-exported: the training modules' split names)
 from ..scenes.drive import DriveGenerator
 from ..scenes.spectra import WAVELENGTHS_NM, daylight
 from ..sensor.calibration import SensorProfile
 from ..sensor.frontend import FrontEnd, FrontEndConfig
-
-
-@dataclass(frozen=True)
-class Split:
-    seeds: tuple[int, ...]
-    frames_per_seed: int
-    stride: int  # frames between samples of one drive (25 fps): 12 = 0.48 s apart
-
-
-#: Fixed split by seed (see the module docstring); sizes for the bundled models.
-DEFAULT_SPLITS = {
-    "train": Split(tuple(range(0, 24)), 8, 12),
-    "val": Split((1000, 1001, 1002, 1003), 4, 15),
-    "test": Split((2000, 2001, 2002, 2003, 2004, 2005), 4, 15),
-}
 
 
 @dataclass

@@ -1,0 +1,176 @@
+"""`hsi-xai evaluate`: a segmentation model's per-class figures on a labelled dataset, named by dataset and split.
+
+The model runs as the node runs it (its card's bands, window, normalisation and scale; the engine of
+`--backend`), on each cube of the dataset; its class ids are compared with the annotation inside the
+model's window. Unlabelled ground truth (id 0) is not counted; a pixel the model calls unlabelled (a
+model with an 'unlabelled' channel, as mmsegmentation trains HSI-Drive v2.0) counts as missed.
+
+Cube values: `reflectance` cubes get the card's normalisation (PN, max, mean/std) and scale, as the node
+gives the model its front end's reflectance; `model` cubes are already the model's input values
+(mmsegmentation's HSI-Drive v2.0 layout: its config feeds the stored cubes to the network unchanged),
+so only the window and the bands are taken. A sample that cannot be read or does not fit the model is
+skipped and counted, with the first reason, as a replay does with a bad message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .datasets import DatasetError, SegmentationSample, open_segmentation_dataset
+from .errors import InputError
+from .metrics import confusion, scores
+from .model_card import ModelCard, load_model
+from .sensor.calibration import load_profile
+from .sensor.cube import Cube
+from .sensor.radiometry import per_pixel_normalise, select_bands
+
+VALUES = ("reflectance", "model")
+
+
+@dataclass
+class SegmentationEvaluation:
+    dataset: str  # what the dataset is: layout, root, split, count
+    model: str
+    values: str
+    frames: int = 0
+    skipped: dict = field(default_factory=dict)  # reason -> {"count", "first"}
+    cm: np.ndarray | None = None
+    names: dict = field(default_factory=dict)  # label id -> class name
+    per_frame: list = field(default_factory=list)  # {"image", "pixel_accuracy", "labelled_pixels"}
+
+    def figures(self) -> dict:
+        return scores(self.cm, self.names) if self.cm is not None else {}
+
+    def to_dict(self) -> dict:
+        return {"dataset": self.dataset, "model": self.model, "values": self.values, "frames": self.frames,
+                "skipped": self.skipped, "scores": self.figures(),
+                "confusion": {"labels": sorted(range(len(self.cm))) if self.cm is not None else [],
+                              "counts_truth_by_prediction": self.cm.tolist() if self.cm is not None else []},
+                "per_frame": self.per_frame}
+
+    def text(self) -> str:
+        lines = [f"dataset  {self.dataset}", f"model    {self.model}", f"values   {self.values}",
+                 f"frames   {self.frames} evaluated" + (f", {sum(v['count'] for v in self.skipped.values())} "
+                                                       "skipped" if self.skipped else "")]
+        for reason, v in self.skipped.items():
+            lines.append(f"skipped  {reason}: {v['count']}, first: {v['first']}")
+        s = self.figures()
+        if not s:
+            return "\n".join(lines)
+        lines.append(f"{'class':18s} {'accuracy':>9s} {'IoU':>7s} {'pixels':>10s}")
+        for name in s["iou"]:
+            acc, iou = s["accuracy"][name], s["iou"][name]
+            lines.append(f"{name:18s} {_pct(acc):>9s} {_pct(iou):>7s} {s['pixels'][name]:10d}")
+        lines.append(f"{'mean':18s} {_pct(s['mean_accuracy']):>9s} {_pct(s['miou']):>7s}   "
+                     f"pixel accuracy {_pct(s['pixel_accuracy'])} (labelled pixels only)")
+        ids = list(range(len(self.cm)))
+        head = "truth \\ predicted"
+        lines.append(f"confusion (rows: truth, columns: predicted; ids {ids})")
+        lines.append(f"{head:18s} " + " ".join(f"{i:>8d}" for i in ids))
+        for i in ids[1:]:
+            if self.cm[i].sum():
+                lines.append(f"{self.names.get(i, str(i)):18s} " + " ".join(f"{v:8d}" for v in self.cm[i]))
+        return "\n".join(lines)
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}"
+
+
+def model_input(card: ModelCard, sample: SegmentationSample, wavelengths_nm: np.ndarray, values: str) -> np.ndarray:
+    """(1, bands, h, w) float32: the card's bands (by wavelength) of the cube's window, normalised unless the
+    cube holds model values already."""
+    if sample.cube.shape[0] != len(wavelengths_nm):
+        raise DatasetError(f"{sample.name}: {sample.cube.shape[0]} bands, the sensor profile has {len(wavelengths_nm)}")
+    cube = Cube(sample.cube, np.asarray(wavelengths_nm, np.float64), np.arange(len(wavelengths_nm)))
+    cube = select_bands(cube, list(card.input.bands_nm), card.input.band_tolerance_nm)
+    i = card.input
+    if values == "model":
+        window = cube.data[:, i.crop_top:i.crop_top + i.height, i.crop_left:i.crop_left + i.width]
+        if window.shape != tuple(i.shape[1:]):
+            raise DatasetError(f"{sample.name}: cube {sample.cube.shape[1:]} cannot hold the model's {i.height}x"
+                               f"{i.width} window at ({i.crop_top}, {i.crop_left})")
+        return np.ascontiguousarray(window[None], np.float32)
+    if i.normalise == "pn":
+        cube = per_pixel_normalise(cube)
+    try:
+        return card.model_input(cube.data)
+    except InputError as exc:
+        raise DatasetError(f"{sample.name}: {exc}") from None
+
+
+def evaluate_segmentation(model: str | Path, dataset, values: str = "reflectance", backend: str = "ort-cpu",
+                          threads: int = 0, profile: str | None = None, progress: bool = False,
+                          keep_per_frame: bool = True) -> SegmentationEvaluation:
+    """Run `model` over `dataset` (an iterable of SegmentationSample or DatasetError) and count."""
+    from .runtime.engine import open_engine
+
+    if values not in VALUES:
+        raise InputError(f"values must be one of {list(VALUES)}, got {values!r}")
+    loaded = load_model(model)
+    card = loaded.card
+    wavelengths = load_profile(profile or card.sensor_profile).band_wavelengths_nm
+    engine = open_engine(loaded.onnx_bytes, backend, "fp32", threads=threads, outputs_to_copy=[card.logits])
+    lut = card.label_ids()
+    names = {c.id: c.name for c in card.classes if c.id != 0}
+    i = card.input
+    result = SegmentationEvaluation(dataset=dataset.describe(), model=f"{card.name} (card sha256 {card.sha256[:12]})",
+                                    values=values, names=names)
+    n_labels = 256
+    cm = np.zeros((n_labels, n_labels), np.int64)
+    items = dataset
+    if progress:
+        from tqdm import tqdm
+
+        items = tqdm(dataset, total=len(dataset), unit="cube", desc="evaluate")
+    for sample in items:
+        try:
+            if isinstance(sample, DatasetError):
+                raise sample
+            if sample.labels is None:
+                raise DatasetError(f"{sample.name}: no annotation")
+            x = model_input(card, sample, wavelengths, values)
+            logits = engine.run({i.tensor: x}, [card.logits])[card.logits]
+            predicted = lut[logits[0].argmax(0)]
+            truth = sample.labels[i.crop_top:i.crop_top + i.height, i.crop_left:i.crop_left + i.width]
+        except DatasetError as exc:
+            reason = "unreadable or wrong-shaped file" if "no annotation" not in str(exc) else "no annotation"
+            slot = result.skipped.setdefault(reason, {"count": 0, "first": str(exc)})
+            slot["count"] += 1
+            continue
+        frame_cm = confusion(truth, predicted, n_labels)
+        cm += frame_cm
+        result.frames += 1
+        if keep_per_frame:
+            labelled = int(frame_cm.sum())
+            result.per_frame.append({"image": sample.name, **sample.meta, "labelled_pixels": labelled,
+                                     "pixel_accuracy": float(np.trace(frame_cm[1:, 1:]) / labelled) if labelled
+                                     else None})
+    used = max([0, *names, *np.nonzero(cm.sum(0) + cm.sum(1))[0].tolist()]) + 1
+    result.cm = cm[:used, :used] if result.frames else None
+    return result
+
+
+def _write_json_atomic(path: Path, doc: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text(json.dumps(doc, indent=1))
+    os.replace(tmp, path)
+
+
+def cmd_evaluate(args) -> int:
+    dataset = open_segmentation_dataset(args.dataset, args.layout, split=args.split, axes=args.mat_axes,
+                                        limit=args.limit)
+    values = args.values or ("model" if dataset.layout == "hsi-drive-mmseg" else "reflectance")
+    result = evaluate_segmentation(args.model, dataset, values=values, backend=args.backend, threads=args.threads,
+                                   profile=args.profile, progress=not args.no_progress)
+    print(result.text())
+    if args.out:
+        _write_json_atomic(Path(args.out), result.to_dict())
+        print(f"written  {args.out}")
+    return 0 if result.frames else 1
