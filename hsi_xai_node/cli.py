@@ -275,6 +275,15 @@ def _calibrate_overlays(sub) -> None:
     p.add_argument("model", help="MODEL.onnx (a segmentation U-Net or a detector, told apart by the card)")
     p.add_argument("--card", help="its card (default: MODEL.json)")
     p.add_argument("--frames-per-drive", type=int, help="frames per validation drive (default: the card's split)")
+    p.add_argument("--dataset", help="measure on a labelled dataset's cubes instead of generated drives (a segmentation "
+                                     "model: HSI-Drive v2.0's folder, as for `hsi-xai evaluate`)")
+    p.add_argument("--layout", choices=("hsi-drive-mmseg", "hsi-drive-mat", "generated"),
+                   help="the dataset's layout (default: recognised from the folder)")
+    p.add_argument("--split", default="validation", help="the dataset split to measure on (never the test split "
+                                                         "you report figures on)")
+    p.add_argument("--values", choices=("reflectance", "model"), help="what the dataset's cubes hold (as for evaluate)")
+    p.add_argument("--mat-axes", choices=("chw", "hwc"), default="chw", help="axis order of .mat cubes")
+    p.add_argument("--limit", type=int, help="only the first N cubes of the dataset")
     p.add_argument("--backend", default="ort-cpu", help=BACKEND_HELP)
     p.set_defaults(func=_lazy("hsi_xai_node.overlay_calibration", "cmd_calibrate_overlays"))
 

@@ -21,15 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import DatasetError, SegmentationSample, open_segmentation_dataset
+from .datasets import VALUES, DatasetError, dataset_model_input, default_values, open_segmentation_dataset
 from .errors import InputError
 from .metrics import confusion, scores
-from .model_card import ModelCard, load_model
+from .model_card import load_model
 from .sensor.calibration import load_profile
-from .sensor.cube import Cube
-from .sensor.radiometry import per_pixel_normalise, select_bands
-
-VALUES = ("reflectance", "model")
 
 
 @dataclass
@@ -82,28 +78,6 @@ def _pct(v) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}"
 
 
-def model_input(card: ModelCard, sample: SegmentationSample, wavelengths_nm: np.ndarray, values: str) -> np.ndarray:
-    """(1, bands, h, w) float32: the card's bands (by wavelength) of the cube's window, normalised unless the
-    cube holds model values already."""
-    if sample.cube.shape[0] != len(wavelengths_nm):
-        raise DatasetError(f"{sample.name}: {sample.cube.shape[0]} bands, the sensor profile has {len(wavelengths_nm)}")
-    cube = Cube(sample.cube, np.asarray(wavelengths_nm, np.float64), np.arange(len(wavelengths_nm)))
-    cube = select_bands(cube, list(card.input.bands_nm), card.input.band_tolerance_nm)
-    i = card.input
-    if values == "model":
-        window = cube.data[:, i.crop_top:i.crop_top + i.height, i.crop_left:i.crop_left + i.width]
-        if window.shape != tuple(i.shape[1:]):
-            raise DatasetError(f"{sample.name}: cube {sample.cube.shape[1:]} cannot hold the model's {i.height}x"
-                               f"{i.width} window at ({i.crop_top}, {i.crop_left})")
-        return np.ascontiguousarray(window[None], np.float32)
-    if i.normalise == "pn":
-        cube = per_pixel_normalise(cube)
-    try:
-        return card.model_input(cube.data)
-    except InputError as exc:
-        raise DatasetError(f"{sample.name}: {exc}") from None
-
-
 def evaluate_segmentation(model: str | Path, dataset, values: str = "reflectance", backend: str = "ort-cpu",
                           threads: int = 0, profile: str | None = None, progress: bool = False,
                           keep_per_frame: bool = True) -> SegmentationEvaluation:
@@ -112,9 +86,11 @@ def evaluate_segmentation(model: str | Path, dataset, values: str = "reflectance
 
     if values not in VALUES:
         raise InputError(f"values must be one of {list(VALUES)}, got {values!r}")
-    loaded = load_model(model)
+    card_only = load_model(model).card
+    sensor = load_profile(profile or card_only.sensor_profile)
+    loaded = load_model(model, profile=sensor)  # the card's bands and window checked against the cubes' sensor
     card = loaded.card
-    wavelengths = load_profile(profile or card.sensor_profile).band_wavelengths_nm
+    wavelengths = sensor.band_wavelengths_nm
     engine = open_engine(loaded.onnx_bytes, backend, "fp32", threads=threads, outputs_to_copy=[card.logits])
     lut = card.label_ids()
     names = {c.id: c.name for c in card.classes if c.id != 0}
@@ -134,7 +110,7 @@ def evaluate_segmentation(model: str | Path, dataset, values: str = "reflectance
                 raise sample
             if sample.labels is None:
                 raise DatasetError(f"{sample.name}: no annotation")
-            x = model_input(card, sample, wavelengths, values)
+            x = dataset_model_input(card, sample, wavelengths, values)
             logits = engine.run({i.tensor: x}, [card.logits])[card.logits]
             predicted = lut[logits[0].argmax(0)]
             truth = sample.labels[i.crop_top:i.crop_top + i.height, i.crop_left:i.crop_left + i.width]
@@ -166,7 +142,7 @@ def _write_json_atomic(path: Path, doc: dict) -> None:
 def cmd_evaluate(args) -> int:
     dataset = open_segmentation_dataset(args.dataset, args.layout, split=args.split, axes=args.mat_axes,
                                         limit=args.limit)
-    values = args.values or ("model" if dataset.layout == "hsi-drive-mmseg" else "reflectance")
+    values = args.values or default_values(dataset)
     result = evaluate_segmentation(args.model, dataset, values=values, backend=args.backend, threads=args.threads,
                                    profile=args.profile, progress=not args.no_progress)
     print(result.text())

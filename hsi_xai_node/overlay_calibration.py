@@ -52,54 +52,98 @@ def _reference(values: list[np.ndarray]) -> tuple[float, int]:
 
 def segmentation_overlay_scales(model: str | Path, card: str | Path | None = None, profile: str = "hsi-drive",
                                 frames_per_drive: int | None = None, backend: str = "ort-cpu",
-                                layers=SEGMENTATION_LAYERS, methods=SEGMENTATION_METHODS) -> dict:
-    """card `overlay_scales` of a segmentation model: "<method>@<layer tensor>" -> reference per class."""
-    from .scenes.drive import DriveGenerator
+                                layers=SEGMENTATION_LAYERS, methods=SEGMENTATION_METHODS, dataset=None,
+                                values: str | None = None) -> dict:
+    """card `overlay_scales` of a segmentation model: "<method>@<layer tensor>" -> reference per class.
+
+    Measured on the card's validation drives, or on `dataset` (a datasets reader: its cubes, skipping the unreadable
+    ones) when given; `activation` is left out for a model without a final 1x1 conv."""
+    import onnx
+
+    from .explain import SegmentationExplainConfig, build_segmentation_explainer, has_activation_map
+    from .model_card import load_model
+    from .runtime.engine import open_engine
     from .sensor.calibration import load_profile
-    from .runtime.pipeline import Pipeline, PipelineConfig
 
     card_path = Path(card) if card else Path(model).with_suffix(".json")
-    frames = _val_frames(card_path, frames_per_drive)
-    cfg = PipelineConfig(model=str(model), card=str(card_path), profile=profile, backend=backend, methods=methods,
-                         layers=tuple(layers), overlay_scale="frame", class_maps=False)
-    pipeline = Pipeline(cfg)
-    graph, names = pipeline.graph, [c.name for c in pipeline.card.classes]
-    hw = tuple(pipeline.card.input.shape[2:])
+    sensor = load_profile(profile)
+    loaded = load_model(model, card_path, profile=sensor)
+    card = loaded.card
+    onnx_model = onnx.load_model_from_string(loaded.onnx_bytes)
+    if not has_activation_map(onnx_model, card.logits):
+        methods = tuple(m for m in methods if m != "activation")
+    # the maps at the input's size, float, every class: not the node's pruned graph (it keeps only uint8 overlays)
+    graph = build_segmentation_explainer(onnx_model, card.input.tensor, card.logits, card.layers,
+                                         SegmentationExplainConfig(methods=tuple(methods), layers=tuple(layers),
+                                                                   top_k=0, second_block=False, upsample=True,
+                                                                   uint8=False))
+    names = [c.name for c in card.classes]
+    hw = tuple(card.input.shape[2:])
     full = {}  # output name -> (method, layer tensor, signed): each map at the model input's size
     for name, o in graph.outputs.items():
         method = o.method.removesuffix("_full")
         if method in methods and o.dtype == "float32" and tuple(o.shape[2:]) == hw:
             full[name] = (method, o.layer, o.signed)
-    values = {key: {c: [] for c in range(len(names))} for key in full}
-    profile_obj = load_profile(profile)
-    seeds = sorted({s for s, _ in frames})
-    for seed in seeds:
-        gen = DriveGenerator(profile_obj, seed=seed, render_cameras=False)
-        pipeline.set_references(*gen.references())
-        for _, index in [f for f in frames if f[0] == seed]:
-            fe = pipeline.frontend.process(gen.frame(index).raw)
-            x = pipeline.card.model_input(fe.cube.data)
-            out = pipeline.engine.run({pipeline.card.input.tensor: x}, [graph.logits, *full])
-            predicted = out[graph.logits][0].argmax(0)
-            for key, (method, layer, signed) in full.items():
-                m = out[key][:, 0]
-                for c in range(len(names)):
-                    region = predicted == c
-                    if region.any():
-                        v = m[c][region]
-                        values[key][c].append(np.abs(v) if signed else np.maximum(v, 0))
+    engine = open_engine(graph.model.SerializeToString(), backend, "fp32", outputs_to_copy=[graph.logits, *full])
+    values_by_key = {key: {c: [] for c in range(len(names))} for key in full}
+    if dataset is not None:
+        inputs, source = _dataset_inputs(card, sensor, dataset, values), {"dataset": dataset.describe()}
+    else:
+        frames = _val_frames(card_path, frames_per_drive)
+        inputs = _drive_inputs(card, sensor, frames)
+        source = {"drives": sorted({s for s, _ in frames}), "frames": len(frames)}
+    count = 0
+    for x in inputs:
+        count += 1
+        out = engine.run({card.input.tensor: x}, [graph.logits, *full])
+        predicted = out[graph.logits][0].argmax(0)
+        for key, (method, layer, signed) in full.items():
+            m = out[key][:, 0]
+            for c in range(len(names)):
+                region = predicted == c
+                if region.any():
+                    v = m[c][region]
+                    values_by_key[key][c].append(np.abs(v) if signed else np.maximum(v, 0))
+    if not count:
+        raise InputError(f"no frame to calibrate on: {source}")
     scales = {}
     for key, (method, layer, signed) in full.items():
         per_class, pixels = {}, {}
         for c, name in enumerate(names):
-            ref, count = _reference(values[key][c])
+            ref, n = _reference(values_by_key[key][c])
             if np.isfinite(ref) and ref > 0:
-                per_class[name], pixels[name] = ref, count
+                per_class[name], pixels[name] = ref, n
         scales[f"{method}@{layer}"] = {"classes": per_class, "pixels": pixels, "signed": signed,
                                        "unit": unit_of(method), "percentile": REFERENCE_PERCENTILE,
-                                       "region": "pixels predicted as the class",
-                                       "drives": seeds, "frames": len(frames)}
+                                       "region": "pixels predicted as the class", **source,
+                                       **({"frames": count} if dataset is not None else {})}
     return scales
+
+
+def _drive_inputs(card, sensor, frames: list[tuple[int, int]]):
+    """Model inputs of the (seed, frame) pairs, through the node's front end for this card."""
+    from .scenes.drive import DriveGenerator
+    from .sensor.frontend import FrontEnd
+
+    for seed in sorted({s for s, _ in frames}):
+        gen = DriveGenerator(sensor, seed=seed, render_cameras=False)
+        frontend = FrontEnd(sensor, *gen.references(), card.frontend_config())
+        for _, index in [f for f in frames if f[0] == seed]:
+            yield card.model_input(frontend.process(gen.frame(index).raw).cube.data)
+
+
+def _dataset_inputs(card, sensor, dataset, values: str | None):
+    """Model inputs of a dataset's readable cubes (unreadable ones are skipped, as `hsi-xai evaluate` does)."""
+    from .datasets import DatasetError, dataset_model_input, default_values
+
+    values = values or default_values(dataset)
+    for sample in dataset:
+        if isinstance(sample, DatasetError):
+            continue
+        try:
+            yield dataset_model_input(card, sample, sensor.band_wavelengths_nm, values)
+        except DatasetError:
+            continue
 
 
 def detection_overlay_scales(model: str | Path, card: str | Path | None = None, frames_per_drive: int | None = None,
@@ -159,7 +203,7 @@ def write_overlay_scales(card_path: str | Path, scales: dict) -> None:
 
 
 def calibrate(model: str | Path, card: str | Path | None = None, frames_per_drive: int | None = None,
-              backend: str = "ort-cpu") -> dict:
+              backend: str = "ort-cpu", dataset=None, values: str | None = None) -> dict:
     """Measure and write the overlay scales of a segmentation model or a detector (by its card's schema)."""
     from .detection.card import DETECTOR_CARD_SCHEMA
 
@@ -167,18 +211,29 @@ def calibrate(model: str | Path, card: str | Path | None = None, frames_per_driv
     doc = read_json(card_path, "model card", InputError)
     schema = doc.get("schema") if isinstance(doc, dict) else None
     if schema == DETECTOR_CARD_SCHEMA:
+        if dataset is not None:
+            raise InputError("calibrate-overlays --dataset reads segmentation datasets; a detector is calibrated on "
+                             "the generated validation drives its card lists")
         scales = detection_overlay_scales(model, card_path, frames_per_drive, backend)
     else:
-        scales = segmentation_overlay_scales(model, card_path, frames_per_drive=frames_per_drive, backend=backend)
+        scales = segmentation_overlay_scales(model, card_path, frames_per_drive=frames_per_drive, backend=backend,
+                                             dataset=dataset, values=values)
     write_overlay_scales(card_path, scales)
     return scales
 
 
 def cmd_calibrate_overlays(args) -> int:
-    scales = calibrate(args.model, args.card, args.frames_per_drive, args.backend)
+    dataset = None
+    if args.dataset:
+        from .datasets import open_segmentation_dataset
+
+        dataset = open_segmentation_dataset(args.dataset, args.layout, split=args.split, axes=args.mat_axes,
+                                            limit=args.limit)
+    scales = calibrate(args.model, args.card, args.frames_per_drive, args.backend, dataset, args.values)
     for key, entry in scales.items():
         values = ", ".join(f"{n} {v:.3g}" for n, v in entry["classes"].items())
-        print(f"{key}: {values} ({entry['frames']} frames of drives {entry['drives']})")
+        where = entry["dataset"] if "dataset" in entry else f"drives {entry['drives']}"
+        print(f"{key}: {values} ({entry['frames']} frames of {where})")
     print(f"wrote overlay_scales into {Path(args.card) if args.card else Path(args.model).with_suffix('.json')}")
     return 0
 

@@ -14,8 +14,14 @@ from pathlib import Path
 
 from ._generated import GeneratedDrives
 from ._hsidrive import DatasetError, HsiDriveMat, HsiDriveMmseg, SegmentationSample  # noqa: F401
+from ._inputs import VALUES, dataset_model_input  # noqa: F401
 
 SEGMENTATION_LAYOUTS = ("hsi-drive-mmseg", "hsi-drive-mat", "generated")
+
+
+def default_values(dataset) -> str:
+    """What a layout's cubes hold when the user does not say (DESIGN.md section 8)."""
+    return "model" if dataset.layout == "hsi-drive-mmseg" else "reflectance"
 
 
 def guess_layout(root: Path) -> str:

@@ -34,13 +34,13 @@ from ._graph import Builder, ExplainError, keep_outputs
 from ._reverse import append_backward, gradients
 from ._maps import ExplainGraph, MapOutput
 from ._segmentation import (CAM_METHODS, METHODS, SEEDS, SegmentationExplainConfig,
-                            build_segmentation_explainer)
+                            build_segmentation_explainer, has_activation_map)
 from ._trt_check import assert_tensorrt_compatible, check_tensorrt
 from .rules import RULES
 
 __all__ = ["BOX_ATTRIBUTIONS", "BOX_CAMS", "BOX_METHODS", "CAMS", "CAM_METHODS", "COMPOSITES", "INPUT_METHODS",
            "LrpOptions", "PathOptions", "assert_tensorrt_compatible", "check_tensorrt", "DetectionExplainConfig",
            "build_detection_explainer", "Builder", "ExplainError", "ExplainGraph", "METHODS", "MapOutput", "RULES",
-           "SEEDS", "SegmentationExplainConfig", "append_backward", "build_segmentation_explainer", "composite",
+           "SEEDS", "SegmentationExplainConfig", "append_backward", "build_segmentation_explainer", "composite", "has_activation_map",
            "conservation_residual", "conservativeness_residual", "conservativeness_residual_of_labels", "gradients",
            "keep_outputs", "multiply_adds"]

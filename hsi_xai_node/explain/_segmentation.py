@@ -154,6 +154,16 @@ def _logit_minus_bias(b: Builder, logits: str, bias: np.ndarray) -> str:
     return b.op("Reshape", [centred, b.ints([k, 1, h, w])], "activation")
 
 
+def has_activation_map(model: onnx.ModelProto, logits: str) -> bool:
+    """Whether `activation` can be built for this model: a final ungrouped 1x1 conv before the logits (a spatial
+    Resize after it allowed)."""
+    try:
+        _find_head(Builder(model), logits, through_resize=True)
+    except ExplainError:
+        return False
+    return True
+
+
 def _linear_head_input(b: Builder, logits: str) -> str | None:
     """The tensor A feeding a final ungrouped 1x1 Conv z = W A + b with constant W and b, if there is one.
 
