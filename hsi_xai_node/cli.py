@@ -99,6 +99,34 @@ def _replay(sub) -> None:
     r.set_defaults(func=_lazy("hsi_xai_node.transports.replay", "cmd_replay"))
 
 
+def _bag_from_frames(sub) -> None:
+    b = sub.add_parser("bag-from-frames", formatter_class=_Formatter,
+                       help="make a rosbag2 from a folder of raw mosaic frames (.bin as HSI-Drive ships them) and "
+                            "the dark and white references, for the replay, the fleet and the node",
+                       description="Write the raw mosaic frames of a folder (sorted by name; .bin: raw little-endian "
+                                   "uint16 of the whole sensor, no header; .npy: a 2-D uint16 array; .png: 16-bit "
+                                   "single-channel) to a new rosbag2 on the node's raw topic, with the dark and white "
+                                   "references (one frame file each, or a folder of them, averaged) on their latched "
+                                   "topics, stamped from a file or a frame rate. A frame file of the wrong size is "
+                                   "skipped and counted.")
+    b.add_argument("frames", metavar="FRAMES", help="folder of raw frame files")
+    b.add_argument("output", metavar="OUT", help="output rosbag2 directory (must not exist unless --overwrite)")
+    b.add_argument("--dark", required=True, help="dark reference: a frame file, or a folder of them (averaged)")
+    b.add_argument("--white", required=True, help="white reference: a frame file, or a folder of them (averaged)")
+    b.add_argument("--fps", type=float, default=25.0, help="frame rate the stamps are spaced by (without --stamps)")
+    b.add_argument("--start", type=float,
+                   help="first stamp, seconds since the epoch (default: the first frame file's modification time)")
+    b.add_argument("--stamps", help="text file with one stamp per frame file, in name order: integer ns, or "
+                                    "seconds with a decimal point")
+    b.add_argument("--pattern", default="*", help="glob of the frame files in FRAMES")
+    b.add_argument("--profile", help="sensor profile that sizes the frames (default: the config's sensor_profile)")
+    b.add_argument("--config", help="node parameter file whose topic names the bag uses (default: the installed one)")
+    b.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="output storage")
+    b.add_argument("--overwrite", action="store_true",
+                   help="replace an existing OUT, but only a rosbag2 directory or one this tool wrote")
+    b.set_defaults(func=_lazy("hsi_xai_node.transports.frames_bag", "cmd_bag_from_frames"))
+
+
 def _fleet(sub) -> None:
     f = sub.add_parser("fleet", help="replay every bag of a directory or manifest on Ray (local, or a cluster)",
                        formatter_class=_Formatter,
@@ -347,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "rosbag2 replay, training, TensorRT engine builds and the explanation-reliability report.",
         epilog="`hsi-xai COMMAND --help` describes a command and every option with its default.")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_profiles, _demo, _replay, _fleet, _training, _import_model, _evaluate, _build_engine,
+    for add in (_profiles, _demo, _replay, _bag_from_frames, _fleet, _training, _import_model, _evaluate, _build_engine,
                 _calibrate_overlays, _reliability):
         add(sub)
     return ap

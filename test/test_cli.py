@@ -11,7 +11,7 @@ from hsi_xai_node.cli import build_parser, main
 
 COMMANDS = {"profiles", "demo", "replay", "fleet", "train-segmentation", "train-detection", "build-engine",
             "calibrate-overlays", "reliability", "import-model",
-            "evaluate"}
+            "evaluate", "bag-from-frames"}
 
 
 def _subparsers(parser):
