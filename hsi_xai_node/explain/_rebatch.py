@@ -9,6 +9,9 @@ when the graph cannot simply be re-batched. It refuses (None) when
   `Reshape(x, [1, -1, C])` of a detector head, or the explain graphs' class-in-batch
   reshapes);
 * a graph input or output does not start with a batch dimension of 1;
+
+A Resize given its output `sizes` as a constant whose batch entry is 1 (a dynamic export whose shape
+arithmetic was folded at a fixed size, as `hsi-xai import-model` does) is given a copy with batch n;
 * strict ONNX shape inference of the re-batched graph fails, or leaves an output, or a
   tensor computed from an input, at batch 1 (the net for what the Reshape rule cannot
   see: Concat or Split along axis 0, Expand to a constant shape, ...).
@@ -65,6 +68,7 @@ def rebatch(model: onnx.ModelProto, n: int) -> onnx.ModelProto | None:
         if not dims or not (dims[0].HasField("dim_value") and dims[0].dim_value == 1):
             return None
         dims[0].dim_value = n
+    _rebatch_resize_sizes(out, n)
     del g.value_info[:]
     try:
         inferred = onnx.shape_inference.infer_shapes(out, check_type=True, strict_mode=True)
@@ -77,6 +81,28 @@ def rebatch(model: onnx.ModelProto, n: int) -> onnx.ModelProto | None:
     if n != 1 and any(v.name in live and _dims(v)[:1] == [1] for v in inferred.graph.value_info):
         return None
     return out
+
+
+def _rebatch_resize_sizes(model: onnx.ModelProto, n: int) -> None:
+    """Resize nodes whose constant `sizes` (all axes) fix the batch at 1 read a copy with batch n instead."""
+    consts = _constants(model)
+    for k, node in enumerate(model.graph.node):
+        if node.op_type != "Resize" or len(node.input) < 4 or node.input[3] not in consts:
+            continue
+        if any(a.name == "axes" for a in node.attribute):
+            continue  # sizes of the listed axes only: no batch entry
+        sizes = consts[node.input[3]].astype(np.int64).ravel()
+        if sizes.size and int(sizes[0]) == 1 and n != 1:
+            name = f"{node.input[3]}_batch{n}"
+            if name not in consts:
+                model.graph.initializer.append(numpy_helper.from_array(np.concatenate([[n], sizes[1:]]), name))
+                consts[name] = sizes
+            replaced = node.input[3]
+            node.input[3] = name
+            if not any(replaced in other.input for other in model.graph.node):  # no reader left: drop it
+                kept = [t for t in model.graph.initializer if t.name != replaced]
+                del model.graph.initializer[:]
+                model.graph.initializer.extend(kept)
 
 
 def _input_dependent(model: onnx.ModelProto) -> set[str]:

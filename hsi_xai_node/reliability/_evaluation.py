@@ -23,6 +23,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ..classes import SEGMENTATION_CLASSES
+
 from ._metrics import (band_separability, fixation_map, map_similarity, pointing_game, relevance_mass, relevance_rank,
                        roc_auc, sparseness, spectral_agreement)
 from ._similarity import spearman
@@ -68,13 +70,17 @@ def fixation_sigma(shape) -> float:
 
 
 def truth_window(labels: np.ndarray, card) -> np.ndarray:
-    """The generated frame's labels (class ids, cube resolution) cut to the model's window and turned into the
-    model's output channels (the card's id -> channel); -1 where a label is none of the card's classes."""
+    """The generated frame's labels (class ids of the generated drives' set, cube resolution) cut to the model's
+    window and turned into the model's output channels by class name (an imported model's ids need not be the
+    generated set's: HSI-Drive v2.0's sky is 5, the 5-class set's 4); -1 where a label is none of the card's
+    classes, and a card class the drives do not have (v2.0's glass) has no region."""
     i = card.input
     window = np.asarray(labels)[i.crop_top:i.crop_top + i.height, i.crop_left:i.crop_left + i.width]
     out = np.full(window.shape, -1, np.int64)
-    for channel, label in enumerate(card.label_ids()):  # the card's channel -> label id, inverted
-        out[window == label] = channel
+    generated = {c.name: c.id for c in SEGMENTATION_CLASSES if c.id}
+    for c in card.classes:
+        if c.name in generated:
+            out[window == generated[c.name]] = c.channel
     return out
 
 

@@ -190,6 +190,27 @@ def test_rise_batched_equals_looped(linear_case):
     assert not np.allclose(blurred, ref)  # the baseline is used
 
 
+def test_a_resize_with_constant_sizes_is_rebatched():
+    """A folded dynamic export resizes to constant sizes [1, C, H, W] (mmsegmentation's decode head after
+    `hsi-xai import-model`): re-batched with the batch entry n, the rows equal the batch-1 runs."""
+    import onnxruntime as ort
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((2, 3, 1, 1)).astype(np.float32), "w")
+    sizes = numpy_helper.from_array(np.array([1, 2, 12, 20], np.int64), "sizes")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+             helper.make_node("Resize", ["c", "", "", "sizes"], ["y"], mode="linear")]
+    graph = helper.make_graph(nodes, "resize", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 10])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 12, 20])], [w, sizes])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    wide = rebatch(model, 4)
+    assert wide is not None and [t.name for t in wide.graph.initializer] == ["w", "sizes_batch4"]
+    x = np.random.default_rng(1).standard_normal((4, 3, 6, 10)).astype(np.float32)
+    got = ort.InferenceSession(wide.SerializeToString()).run(None, {"x": x})[0]
+    one = ort.InferenceSession(model.SerializeToString())
+    for k in range(4):
+        np.testing.assert_array_equal(got[k], one.run(None, {"x": x[k:k + 1]})[0][0])
+
+
 # --- SIDU ------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 (pointing game, relevance mass and rank accuracy, AUC, sparseness, region perturbation with a real model), against
 scipy where it has the statistic, and against hand-worked cases; the evaluation's ranking and verdict by hand."""
 
+import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
@@ -207,6 +208,16 @@ def test_ground_truth_windows_and_object_masks(hsi_drive):
         i = card.input
         assert (truth == c.channel).sum() == (frame.labels[i.crop_top:i.crop_top + i.height,
                                                            i.crop_left:i.crop_left + i.width] == c.id).sum()
+    # a model of HSI-Drive v2.0's classes (sky is id 5 there, 4 in the generated drives; no 'other'): by name
+    from hsi_xai_node.model_import import class_table
+
+    v2 = dataclasses.replace(card, classes=class_table("hsi-drive-v2", 11))
+    truth_v2 = truth_window(frame.labels, v2)
+    sky = next(c.channel for c in v2.classes if c.name == "sky")
+    assert sky == 5 and (truth_v2 == sky).sum() == (truth == next(c.channel for c in card.classes
+                                                                  if c.name == "sky")).sum() > 0
+    other = next(c.channel for c in card.classes if c.name == "other")
+    assert (truth_v2[truth == other] == -1).all()  # the 5-class set's 'other' is no v2.0 class
     config = SimpleNamespace(input_size=(320, 256), common_size=(640, 480))  # the two sizes of a StackConfig
     masks = object_masks(frame, config, (320, 256))
     assert frame.camera_objects and set(masks) >= {o.instance for o in frame.camera_objects if o.pixels > 400}
