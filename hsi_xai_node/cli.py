@@ -209,11 +209,13 @@ def _import_model(sub) -> None:
                                    "explanations once on a generated frame. What a graph cannot say is asked here: "
                                    "the classes, the bands, the normalisation and the crop window.")
     p.add_argument("model", help="MODEL.onnx")
-    p.add_argument("--task", choices=("segmentation",), default="segmentation", help="what the model does")
+    p.add_argument("--task", choices=("segmentation", "detection"), default="segmentation",
+                   help="what the model does")
     p.add_argument("--classes", required=True,
                    help="class names in logits-channel order (a,b,c), or a class set: hsi-drive (HSI-Drive's 5) or "
                         "hsi-drive-v2 (HSI-Drive v2.0's 10 labelled classes, 11 channels with 'unlabelled' first "
-                        "as mmsegmentation trains them)")
+                        "as mmsegmentation trains them); for detection mods (the Multispectral Object Detection "
+                        "dataset's bike, car, car_stop, color_cone, person)")
     p.add_argument("--bands", default="all",
                    help="input bands in channel order: 'all' (every band of --profile, in its order), a band set "
                         "(central, paper000-3) or wavelengths in nm (a,b,c)")
@@ -230,6 +232,25 @@ def _import_model(sub) -> None:
     p.add_argument("--layout", choices=("nchw", "nhwc"), help="the input's layout when its shape cannot tell")
     p.add_argument("--logits", metavar="TENSOR", help="the logits output when several outputs could be")
     p.add_argument("--penultimate", metavar="TENSOR", help="the layer to explain when no conv precedes the logits")
+    p.add_argument("--stack", help="detection: the input's cameras in channel order as camera:encoding (bgr8, rgb8, "
+                                   "mono8, mono16), e.g. rgb:bgr8,mir:mono16")
+    p.add_argument("--stack-offset", metavar="O1,O2,...",
+                   help="detection: per stacked channel (or one for all), input = (value - offset) / scale (default 0)")
+    p.add_argument("--stack-scale", metavar="S1,S2,...",
+                   help="detection: per stacked channel (or one for all) (default: the encoding's full scale, 255 or "
+                        "65535)")
+    p.add_argument("--anchors", metavar="ANCHORS.npy",
+                   help="detection: (anchors, 4) in the coding's layout (copied beside the card)")
+    p.add_argument("--coding", choices=("tf_yxhw_deltas", "cxcywh_deltas", "xyxy"), default="tf_yxhw_deltas",
+                   help="detection: the regression's box coding (TensorRT/AutoML EfficientDet: tf_yxhw_deltas on "
+                        "yxyx anchors; ours: cxcywh_deltas on xyxy anchors; xyxy: already boxes)")
+    p.add_argument("--score-activation", choices=("sigmoid", "none"), default="sigmoid",
+                   help="detection: what turns the class logits into scores")
+    p.add_argument("--deltas", metavar="TENSOR", help="detection: the box regression output when several could be")
+    p.add_argument("--class-head-input", metavar="TENSOR",
+                   help="detection: the layer per-box maps explain, when the heads share no feature map")
+    p.add_argument("--score-threshold", type=float, default=0.3, help="detection: the NMS score threshold")
+    p.add_argument("--max-detections", type=int, default=20, help="detection: boxes kept per frame at most")
     p.add_argument("--name", help="card (and prepared model) name (default: the model's, + _static if changed)")
     p.add_argument("--out", help="folder to write into (default: the model's)")
     p.add_argument("--no-check", action="store_true", help="skip running the pipeline on a generated frame")

@@ -65,7 +65,7 @@ class RawOutputs:
     activation: str                 # "sigmoid" or "none" (already probabilities)
     deltas: str                     # (1, A, 4)
     coding: str                     # see detection.postprocess.append_box_decoding
-    anchors: str                    # .npy file (A, 4) beside the card, in the coding's layout
+    anchors: str | None             # .npy file (A, 4) beside the card, in the coding's layout (None for "xyxy")
 
 
 @dataclass
@@ -142,7 +142,14 @@ class RawSchema(_Strict):
     activation: Literal["sigmoid", "none"]
     deltas: Name
     coding: Literal["xyxy", "cxcywh_deltas", "tf_yxhw_deltas"]
-    anchors: Name
+    anchors: Name | None = None
+
+    @model_validator(mode="after")
+    def _anchors(self):
+        if self.anchors is None and self.coding != "xyxy":
+            raise ValueError(f"coding {self.coding!r} decodes against anchors: give raw.anchors (an .npy beside the "
+                             "card)")
+        return self
 
 
 class PostprocessSchema(_Strict):
@@ -234,10 +241,16 @@ def load_detector(path: str | Path, card_path: str | Path | None = None) -> Load
                              max_detections=p["max_detections"], max_per_class=p["max_per_class"])
     try:
         if card.raw is not None:
-            anchors_path = card_path.parent / card.raw.anchors
-            if not anchors_path.is_file():
-                raise ModelError(f"detector card {card_path}: anchors file {anchors_path} not found")
-            anchors = np.load(anchors_path)
+            anchors = None
+            if card.raw.anchors is not None:
+                anchors_path = card_path.parent / card.raw.anchors
+                if not anchors_path.is_file():
+                    raise ModelError(f"detector card {card_path}: anchors file {anchors_path} not found")
+                try:
+                    anchors = np.load(anchors_path, allow_pickle=False)
+                except (OSError, ValueError) as exc:
+                    raise ModelError(f"detector card {card_path}: anchors file {anchors_path} is not a readable "
+                                     f".npy ({str(exc).splitlines()[0]})") from None
             model, card.scores = apply_score_activation(model, card.raw.logits, card.raw.activation)
             model, card.boxes = append_box_decoding(model, card.raw.deltas, anchors, card.raw.coding)
         outputs = {o.name for o in model.graph.output}

@@ -7,6 +7,7 @@
 tensors explanations target, `_segmentation` writes and self-checks the card, `cli` is the command.
 """
 
+from ._detection import DetectionImportOptions, DetectionImportResult, import_detection  # noqa: F401
 from ._graph import PreparedGraph, prepare_graph  # noqa: F401
 from ._layers import Choice, HeadFacts, choose_layers  # noqa: F401
 from ._segmentation import ImportOptions, ImportResult, band_table, class_table, import_segmentation  # noqa: F401

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..model_card import ModelError
+from ._detection import DetectionImportOptions, import_detection
 from ._segmentation import ImportOptions, import_segmentation
 
 
@@ -29,6 +30,8 @@ def _floats(text: str | None, what: str) -> tuple[float, ...]:
 
 
 def cmd_import_model(args) -> int:
+    if args.task == "detection":
+        return _import_detector(args)
     options = ImportOptions(
         classes=args.classes, bands=args.bands, profile=args.profile, normalise=args.normalise,
         mean=_floats(args.mean, "--mean"), std=_floats(args.std, "--std"), scale=args.scale,
@@ -50,4 +53,25 @@ def cmd_import_model(args) -> int:
         print(f"note    {note}")
     methods = "" if r.head.activation_map else f" --methods {','.join(r.methods)}"
     print(f"run it  hsi-xai replay IN OUT --model {r.model}{methods}   (node parameters: model, methods)")
+    return 0
+
+
+def _import_detector(args) -> int:
+    if not args.stack:
+        raise ModelError("--task detection needs --stack (the input's cameras, e.g. rgb:bgr8,mir:mono16)")
+    options = DetectionImportOptions(
+        classes=args.classes, stack=args.stack, anchors=args.anchors, coding=args.coding,
+        activation=args.score_activation, offset=_floats(args.stack_offset, "--stack-offset"),
+        scale=_floats(args.stack_scale, "--stack-scale"), input_size=_pair(args.input_size, "x", "--input-size"),
+        logits=args.logits, deltas=args.deltas, class_head_input=args.class_head_input,
+        score_threshold=args.score_threshold, max_detections=args.max_detections, name=args.name, out=args.out, self_check=not args.no_check)
+    r = import_detection(args.model, options)
+    print(f"model   {r.model}")
+    print(f"card    {r.card}")
+    for change in r.changes or ["none: the card describes the file as it is"]:
+        print(f"changed {change}")
+    print(f"anchors {r.anchors}")
+    for role, tensor in r.layers.items():
+        print(f"layer   {role} = {tensor}: {r.why[role]}")
+    print(f"run it  set detector_model: {r.model} in the node's parameters (the rig must have the stack's cameras)")
     return 0

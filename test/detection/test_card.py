@@ -263,6 +263,7 @@ def test_external_detector_explains_like_ours(foreign, native):
 
 @pytest.mark.parametrize("edit, message", [
     (lambda d: d["raw"].update(anchors="missing.npy"), r"anchors file .*missing.npy not found"),
+    (lambda d: d["raw"].pop("anchors"), "coding 'tf_yxhw_deltas' decodes against anchors: give raw.anchors"),
     (lambda d: d["raw"].update(anchors="short.npy"),
      r"anchors for 'tf_yxhw_deltas' must be finite with shape \(3060, 4\) to match 'box_net_out', got shape \(3059, 4\)"),
     (lambda d: d["raw"].update(coding="yxyx"), "raw.coding: Input should be 'xyxy', 'cxcywh_deltas' or 'tf_yxhw_deltas'"),
