@@ -266,12 +266,20 @@ def _evaluate(sub) -> None:
                                    "IoU, their means, the pixel accuracy and the confusion matrix, headed by the "
                                    "dataset, split and model they were measured on. Unlabelled ground truth (id 0) "
                                    "is not counted; a file that cannot be read is skipped and counted.")
-    p.add_argument("model", help="MODEL.onnx with its card (e.g. one `hsi-xai import-model` wrote)")
+    p.add_argument("model", help="MODEL.onnx with its card (e.g. one `hsi-xai import-model` wrote): a segmentation "
+                                 "model, or a detector (per-class AP at the card's threshold)")
     p.add_argument("--dataset", required=True,
                    help="the dataset's folder (HSI-Drive v2.0: the folder holding images/ and annotations/, or a "
                         "folder of .mat cubes), or 'generated' for generated drives")
-    p.add_argument("--layout", choices=("hsi-drive-mmseg", "hsi-drive-mat", "generated"),
-                   help="the dataset's layout (default: recognised from the folder)")
+    p.add_argument("--layout", choices=("hsi-drive-mmseg", "hsi-drive-mat", "generated", "mods"),
+                   help="the dataset's layout (default: recognised from the folder; mods for a detector)")
+    p.add_argument("--images", default="ConvertedImages",
+                   help="mods: the image folder (ConvertedImages: registered to 320x256, for stacks; Images: each "
+                        "camera's own)")
+    p.add_argument("--labels", help="mods: the folder of NNNNNN.txt (YOLO) or NNNNNN.xml (VOC) labels (default: "
+                                    "labels/<first camera>, Annotations/<first camera>, labels or Annotations)")
+    p.add_argument("--class-map", metavar="NAME0,NAME1,...",
+                   help="mods: YOLO class ids' names in id order (default: bike,car,car_stop,color_cone,person)")
     p.add_argument("--split", default="test",
                    help="training, validation or test (mmsegmentation layout); for generated drives train, val, "
                         "test or seeds such as 2000-2005")

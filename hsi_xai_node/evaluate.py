@@ -132,6 +132,125 @@ def evaluate_segmentation(model: str | Path, dataset, values: str = "reflectance
     return result
 
 
+@dataclass
+class DetectionEvaluation:
+    dataset: str
+    model: str
+    threshold: float
+    frames: int = 0
+    skipped: dict = field(default_factory=dict)
+    result: object = None  # detection.evaluation.MapResult
+    names: list = field(default_factory=list)  # class index -> name
+    not_model_classes: dict = field(default_factory=dict)  # label name the model lacks -> count (ignored)
+    false_positives: int = 0
+
+    def to_dict(self) -> dict:
+        r = self.result
+        per_class = {} if r is None else {n: {"ap": r.ap[c], "objects": r.num_gt[c], "tp": r.tp[c], "fp": r.fp[c]}
+                                          for c, n in enumerate(self.names)}
+        return {"dataset": self.dataset, "model": self.model, "score_threshold": self.threshold,
+                "frames": self.frames, "skipped": self.skipped, "map": None if r is None else r.mean_ap,
+                "per_class": per_class, "false_positives_per_frame": self.false_positives / self.frames
+                if self.frames else None, "labels_of_other_classes": self.not_model_classes,
+                "iou_threshold": None if r is None else r.iou_threshold}
+
+    def text(self) -> str:
+        d = self.to_dict()
+        lines = [f"dataset  {self.dataset}", f"model    {self.model}",
+                 f"frames   {self.frames} evaluated" + (f", {sum(v['count'] for v in self.skipped.values())} "
+                                                       "skipped" if self.skipped else "")]
+        for reason, v in self.skipped.items():
+            lines.append(f"skipped  {reason}: {v['count']}, first: {v['first']}")
+        if self.not_model_classes:
+            lines.append("ignored  labels of classes the model lacks: "
+                         + ", ".join(f"{k} {v}" for k, v in self.not_model_classes.items()))
+        if self.result is None:
+            return "\n".join(lines)
+        lines.append(f"AP at IoU {d['iou_threshold']} over the boxes kept at the card's score threshold "
+                     f"{self.threshold}:")
+        lines.append(f"{'class':14s} {'AP':>6s} {'objects':>8s} {'TP':>5s} {'FP':>5s}")
+        for name, v in d["per_class"].items():
+            lines.append(f"{name:14s} {_pct(v['ap']):>6s} {v['objects']:8d} {v['tp']:5d} {v['fp']:5d}")
+        lines.append(f"{'mAP':14s} {_pct(d['map']):>6s}   false positives per frame "
+                     f"{d['false_positives_per_frame']:.2f}")
+        return "\n".join(lines)
+
+
+def detector_input(card, images: dict) -> np.ndarray:
+    """The card's stack from one frame's registered camera images: each resized to the input if it is not at its
+    size, colour as R, G, B (the multispectral front end's order), (value - offset) / scale, in the card's layout."""
+    import cv2
+
+    h, w = card.input.hw
+    planes = []
+    for s in card.input.stack:
+        img = images[s.camera]
+        colour = s.encoding in ("bgr8", "rgb8")
+        if colour != (img.ndim == 3 and img.shape[2] == 3) or (not colour and img.ndim != 2):
+            raise DatasetError(f"camera {s.camera}: image {img.shape} {img.dtype} is not {s.encoding}")
+        img = img.astype(np.float32)
+        if s.encoding == "bgr8":
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        if img.shape[:2] != (h, w):
+            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+        for k, plane in enumerate(img.transpose(2, 0, 1) if img.ndim == 3 else img[None]):
+            planes.append((plane - np.float32(s.offset[k])) / np.float32(s.scale[k]))
+    x = np.stack(planes)[None].astype(np.float32)
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if card.input.layout == "nhwc" else x
+
+
+def evaluate_detection(model: str | Path, dataset, backend: str = "ort-cpu", threads: int = 0,
+                       iou_threshold: float = 0.5, progress: bool = False) -> DetectionEvaluation:
+    """Per-class AP and false positives per frame of a detector (its NMS at the card's threshold) on `dataset`
+    (a datasets.ModsDataset). Ground truth lower than the project's protocol height (MIN_HEIGHT_PX of 256 rows)
+    and VOC 'difficult' objects are ignore regions; labels of classes the model lacks are ignored and counted."""
+    from .detection.card import NMS_OUTPUTS, load_detector
+    from .detection.evaluation import MIN_HEIGHT_PX, Detections, GroundTruth, evaluate_map
+    from .runtime.engine import open_engine
+
+    loaded = load_detector(model)
+    card = loaded.card
+    engine = open_engine(loaded.model.SerializeToString(), backend, "fp32", threads=threads,
+                         outputs_to_copy=list(NMS_OUTPUTS))
+    names = [c.name for c in sorted(card.classes, key=lambda c: c.channel)]
+    index = {n: k for k, n in enumerate(names)}
+    h, w = card.input.hw
+    result = DetectionEvaluation(dataset.describe(), f"{card.name} (card sha256 {card.sha256[:12]})",
+                                 float(card.postprocess["score_threshold"]), names=names)
+    dets, gts = [], []
+    items = dataset
+    if progress:
+        from tqdm import tqdm
+
+        items = tqdm(dataset, total=len(dataset), unit="frame", desc="evaluate")
+    for sample in items:
+        try:
+            if isinstance(sample, DatasetError):
+                raise sample
+            x = detector_input(card, sample.images)
+        except DatasetError as exc:
+            slot = result.skipped.setdefault("unreadable or wrong-shaped file", {"count": 0, "first": str(exc)})
+            slot["count"] += 1
+            continue
+        out = engine.run({card.input.tensor: x}, ["det_boxes", "det_scores", "det_classes"])
+        kept = out["det_classes"].reshape(-1) >= 0
+        dets.append(Detections(out["det_boxes"].reshape(-1, 4)[kept], out["det_scores"].reshape(-1)[kept],
+                               out["det_classes"].reshape(-1)[kept]))
+        known = np.array([n in index for n in sample.classes], bool)
+        for n in sample.classes:
+            if n not in index:
+                result.not_model_classes[n] = result.not_model_classes.get(n, 0) + 1
+        boxes = sample.boxes[known] * np.array([w, h, w, h], np.float64)
+        small = (boxes[:, 3] - boxes[:, 1]) < MIN_HEIGHT_PX * h / 256.0
+        gts.append(GroundTruth(boxes, np.array([index[n] for n in sample.classes if n in index], np.int64),
+                               sample.ignore[known] | small))
+        result.frames += 1
+    if result.frames:
+        result.result = evaluate_map(dets, gts, num_classes=len(names), iou_threshold=iou_threshold)
+        result.false_positives = int(sum(result.result.fp))
+    return result
+
+
 def _write_json_atomic(path: Path, doc: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.part")
@@ -140,11 +259,26 @@ def _write_json_atomic(path: Path, doc: dict) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    dataset = open_segmentation_dataset(args.dataset, args.layout, split=args.split, axes=args.mat_axes,
-                                        limit=args.limit)
-    values = args.values or default_values(dataset)
-    result = evaluate_segmentation(args.model, dataset, values=values, backend=args.backend, threads=args.threads,
-                                   profile=args.profile, progress=not args.no_progress)
+    from .files import read_json
+
+    card_path = Path(args.model).with_suffix(".json")
+    doc = read_json(card_path, "model card", InputError) if card_path.is_file() else {}
+    if isinstance(doc, dict) and doc.get("task") == "detection" or args.layout == "mods":
+        from .datasets import ModsDataset
+
+        if not isinstance(doc, dict) or doc.get("task") != "detection":
+            raise InputError(f"--layout mods evaluates a detector; {args.model} is not one (its card {card_path})")
+        cameras = tuple(s["camera"] for s in doc["input"]["stack"])
+        dataset = ModsDataset(args.dataset, cameras, images=args.images, labels=args.labels,
+                              class_map=tuple(args.class_map.split(",")) if args.class_map else None, limit=args.limit)
+        result = evaluate_detection(args.model, dataset, backend=args.backend, threads=args.threads,
+                                    progress=not args.no_progress)
+    else:
+        dataset = open_segmentation_dataset(args.dataset, args.layout, split=args.split, axes=args.mat_axes,
+                                            limit=args.limit)
+        values = args.values or default_values(dataset)
+        result = evaluate_segmentation(args.model, dataset, values=values, backend=args.backend,
+                                       threads=args.threads, profile=args.profile, progress=not args.no_progress)
     print(result.text())
     if args.out:
         _write_json_atomic(Path(args.out), result.to_dict())
