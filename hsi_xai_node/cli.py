@@ -175,6 +175,18 @@ def _training(sub) -> None:
     t.add_argument("--steps", type=int, default=TrainConfig.steps, help="training steps per variant")
     t.add_argument("--seed", type=int, default=0, help="random seed of initialisation and batches")
     t.add_argument("--threads", type=int, default=TrainConfig.threads, help="torch threads of the run")
+    t.add_argument("--dataset", help="train on a labelled dataset's reflectance cubes instead of generated drives: "
+                                     "HSI-Drive's folder (its training, validation and test splits)")
+    t.add_argument("--layout", choices=("hsi-drive-mmseg", "hsi-drive-mat"),
+                   help="the dataset's layout (default: recognised; .mat cubes in training/, validation/ and test/ "
+                        "sub-folders)")
+    t.add_argument("--values", choices=("reflectance", "model"),
+                   help="what the dataset's cubes hold; training needs reflectance (the variants normalise it), so "
+                        "mmsegmentation-layout cubes must be declared reflectance explicitly")
+    t.add_argument("--classes", choices=("hsi-drive", "hsi-drive-v2"),
+                   help="the dataset's class set (default: hsi-drive-v2 for the mmsegmentation layout, hsi-drive "
+                        "otherwise)")
+    t.add_argument("--mat-axes", choices=("chw", "hwc"), default="chw", help="axis order of .mat cubes")
     t.set_defaults(func=_lazy("hsi_xai_node.training.cli", "cmd_train_segmentation"))
 
     d = sub.add_parser("train-detection", formatter_class=_Formatter,

@@ -18,10 +18,38 @@ def cmd_train_segmentation(args) -> int:
     from ..sensor.calibration import load_profile
 
     command = "hsi-xai " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    run_study(load_profile(args.profile), args.variants.split(","), args.size, Path(args.out),
+    profile = load_profile(args.profile)
+    log = lambda m: print(m, flush=True)  # noqa: E731
+    data, readers = (dataset_splits(args, profile, log) if args.dataset else (None, None))
+    run_study(profile, args.variants.split(","), args.size, Path(args.out),
               TrainConfig(steps=args.steps, seed=args.seed, threads=args.threads), command=command,
-              bundle=tuple(args.bundle.split(",")), log=lambda m: print(m, flush=True))
+              bundle=tuple(args.bundle.split(",")), log=log, data=data, readers=readers)
     return 0
+
+
+def dataset_splits(args, profile, log) -> tuple[dict, dict]:
+    """train/val/test DriveSets (and their readers) from HSI-Drive on disk: the mmsegmentation layout's splits, or
+    .mat cubes in training/, validation/ and test/ sub-folders. Reflectance cubes only."""
+    from ..classes import SEGMENTATION_CLASS_SETS
+    from ..datasets import HsiDriveMat, HsiDriveMmseg, guess_layout
+    from .data import from_dataset
+
+    root = Path(args.dataset)
+    layout = args.layout or guess_layout(root)
+    if layout == "hsi-drive-mmseg" and args.values != "reflectance":
+        raise InputError("train-segmentation --dataset needs reflectance cubes (the variants normalise them, and the "
+                         "card states that normalisation); mmsegmentation's layout stores the model's input values: "
+                         "pass --values reflectance if these cubes are reflectance")
+    if args.values == "model":
+        raise InputError("train-segmentation --dataset needs reflectance cubes (--values reflectance)")
+    table = SEGMENTATION_CLASS_SETS[args.classes or ("hsi-drive-v2" if layout == "hsi-drive-mmseg" else "hsi-drive")]
+    classes = tuple(c for c in table if c.id > 0)
+    readers = {}
+    for key, folder in (("train", "training"), ("val", "validation"), ("test", "test")):
+        readers[key] = HsiDriveMmseg(root, folder) if layout == "hsi-drive-mmseg" else \
+            HsiDriveMat(root / folder, args.mat_axes)
+    data = {k: from_dataset(r, profile.band_wavelengths_nm, classes, log) for k, r in readers.items()}
+    return data, readers
 
 
 def cmd_train_detection(args) -> int:

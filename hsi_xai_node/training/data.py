@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..classes import SEGMENTATION_CLASSES, ClassInfo
 from ..drive_splits import DEFAULT_SPLITS, Split  # noqa: F401  (re-exported: the training modules' split names)
 from ..scenes.drive import DriveGenerator
 from ..scenes.spectra import WAVELENGTHS_NM, daylight
@@ -29,12 +30,15 @@ from ..sensor.frontend import FrontEnd, FrontEndConfig
 
 @dataclass
 class DriveSet:
-    """Reflectance cubes (n, 25, h, w) float16, labels (n, h, w) uint8, sun share (n, h, w) uint8 0-255."""
+    """Reflectance cubes (n, 25, h, w) float16, labels (n, h, w) uint8, sun share (n, h, w) uint8 0-255 (None for a
+    dataset without one), and the labelled classes (ids 1..k ride in logits channels 0..k-1)."""
 
     reflectance: np.ndarray
     labels: np.ndarray
-    sun: np.ndarray
+    sun: np.ndarray | None
     wavelengths_nm: np.ndarray
+    classes: tuple[ClassInfo, ...] = tuple(c for c in SEGMENTATION_CLASSES if c.id > 0)
+    source: str = "generated drives"
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -55,6 +59,32 @@ def generate(profile: SensorProfile, split: Split, progress=None) -> DriveSet:
             if progress:
                 progress()
     return DriveSet(np.stack(refl), np.stack(labels), np.stack(sun), profile.band_wavelengths_nm.copy())
+
+
+def from_dataset(dataset, wavelengths_nm: np.ndarray, classes: tuple[ClassInfo, ...], log=print) -> DriveSet:
+    """A labelled dataset's readable reflectance cubes as a DriveSet (unreadable or unlabelled files skipped and
+    reported); the cubes must share one size and hold label ids of `classes` only (and 0)."""
+    from ..datasets import DatasetError
+
+    refl, labels, skipped = [], [], []
+    for sample in dataset:
+        if isinstance(sample, DatasetError) or sample.labels is None:
+            skipped.append(str(sample) if isinstance(sample, DatasetError) else f"{sample.name}: no annotation")
+            continue
+        if refl and sample.cube.shape != refl[0].shape:
+            raise DatasetError(f"{sample.name}: cube {sample.cube.shape}, the others are {refl[0].shape}")
+        unknown = set(np.unique(sample.labels).tolist()) - {0} - {c.id for c in classes}
+        if unknown:
+            raise DatasetError(f"{sample.name}: label ids {sorted(unknown)} are not of the classes "
+                               f"{[c.name for c in classes]}")
+        refl.append(np.clip(sample.cube, 0.0, 4.0).astype(np.float16))
+        labels.append(sample.labels)
+    if skipped:
+        log(f"  {dataset.describe()}: skipped {len(skipped)} file(s), first: {skipped[0]}")
+    if not refl:
+        raise DatasetError(f"{dataset.describe()}: no readable labelled cube")
+    return DriveSet(np.stack(refl), np.stack(labels), None, np.asarray(wavelengths_nm, np.float64), classes,
+                    dataset.describe())
 
 
 def shadow_ratio(profile: SensorProfile, elevation_deg: float = 45.0) -> np.ndarray:

@@ -61,17 +61,17 @@ def predict(model: UNet, x: np.ndarray, batch: int = 4) -> np.ndarray:
 
 
 def evaluate(pred: np.ndarray, data: DriveSet, window) -> dict:
-    """Scores over all, sunlit and shaded pixels of the model window."""
+    """Scores over all, sunlit and shaded pixels of the model window (all only, for a dataset without sun maps)."""
     top, left, h, w = window
     truth = data.labels[:, top:top + h, left:left + w]
-    sun = data.sun[:, top:top + h, left:left + w].astype(np.float32) / 255.0
-    names = {c.id: c.name for c in CLASSES}
-    n = len(SEGMENTATION_CLASSES)
-    return {
-        "all": scores(confusion(truth, pred, n), names),
-        "sun": scores(confusion(truth, pred, n, sun >= SUN), names),
-        "shadow": scores(confusion(truth, pred, n, sun <= SHADE), names),
-    }
+    names = {c.id: c.name for c in data.classes}
+    n = max(names) + 1
+    out = {"all": scores(confusion(truth, pred, n), names)}
+    if data.sun is not None:
+        sun = data.sun[:, top:top + h, left:left + w].astype(np.float32) / 255.0
+        out["sun"] = scores(confusion(truth, pred, n, sun >= SUN), names)
+        out["shadow"] = scores(confusion(truth, pred, n, sun <= SHADE), names)
+    return out
 
 
 def train(variant: Variant, train_set: DriveSet, val_set: DriveSet, unet: UNetConfig, cfg: TrainConfig,
@@ -151,7 +151,7 @@ def export_onnx(model: UNet, path: Path, shape: tuple[int, ...], opset: int = 17
 
 
 def write_model(result: TrainResult, profile: SensorProfile, window, out_dir: Path, name: str,
-                metrics: dict, training: dict) -> tuple[Path, ModelCard]:
+                metrics: dict, training: dict, classes=CLASSES) -> tuple[Path, ModelCard]:
     """ONNX file + card, named `<name>.onnx` / `<name>.json`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     top, left, h, w = window
@@ -170,7 +170,7 @@ def write_model(result: TrainResult, profile: SensorProfile, window, out_dir: Pa
                         bands_nm=tuple(float(v) for v in profile.band_wavelengths_nm[band_idx]),
                         normalise="pn" if variant.normalise else "none", scale=variant.scale(n_bands),
                         crop_top=top, crop_left=left),
-        classes=tuple(ClassSpec(i, c.id, c.name, tuple(int(v) for v in c.bgr)) for i, c in enumerate(CLASSES)),
+        classes=tuple(ClassSpec(i, c.id, c.name, tuple(int(v) for v in c.bgr)) for i, c in enumerate(classes)),
         logits="logits", layers=layers,
         architecture={"type": "unet", **result.model.config.to_dict(),
                       "parameters": parameter_count(result.model),
@@ -183,16 +183,22 @@ def write_model(result: TrainResult, profile: SensorProfile, window, out_dir: Pa
     return onnx_path, card
 
 
-def summary_table(results: dict) -> str:
-    """Markdown: per-class accuracy / IoU per variant, and sun vs shadow mIoU."""
-    names = [c.name for c in CLASSES]
+def _pc(v) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}"  # a class absent from the test split has no figure
+
+
+def summary_table(results: dict, classes=CLASSES) -> str:
+    """Markdown: per-class accuracy / IoU per variant, and sun vs shadow mIoU (where there are sun maps)."""
+    names = [c.name for c in classes]
     lines = ["| variant | " + " | ".join(names) + " | mean | pixel acc. |",
              "| --- |" + " --- |" * (len(names) + 2)]
     for key, m in results.items():
         a = m["all"]
-        cells = [f"{100 * a['accuracy'][n]:.1f} / {100 * a['iou'][n]:.1f}" for n in names]
+        cells = [f"{_pc(a['accuracy'][n])} / {_pc(a['iou'][n])}" for n in names]
         lines.append(f"| {key} | " + " | ".join(cells)
-                     + f" | {100 * a['mean_accuracy']:.1f} / {100 * a['miou']:.1f} | {100 * a['pixel_accuracy']:.1f} |")
+                     + f" | {_pc(a['mean_accuracy'])} / {_pc(a['miou'])} | {_pc(a['pixel_accuracy'])} |")
+    if not all("sun" in m for m in results.values()):
+        return "\n".join(lines)
     lines += ["", "| variant | mIoU, sunlit pixels | mIoU, shaded pixels | pixel acc. sunlit | pixel acc. shaded |",
               "| --- | --- | --- | --- | --- |"]
     for key, m in results.items():
@@ -202,20 +208,24 @@ def summary_table(results: dict) -> str:
 
 
 def run_study(profile: SensorProfile, variants: list[str], size: str, out_dir: Path, cfg: TrainConfig,
-              splits=None, command: str = "", bundle: tuple[str, ...] = ("1", "3", "25pn"), log=print) -> dict:
+              splits=None, command: str = "", bundle: tuple[str, ...] = ("1", "3", "25pn"), log=print,
+              data: dict[str, DriveSet] | None = None, readers: dict | None = None) -> dict:
+    """Train, evaluate on the test split and export each variant. `data` (train/val/test DriveSets read from a
+    labelled dataset, `readers` their dataset readers for the overlay calibration) replaces the generated drives."""
     from .data import DEFAULT_SPLITS, generate
 
-    splits = splits or DEFAULT_SPLITS
     t0 = time.perf_counter()
-    data = {k: generate(profile, s) for k, s in splits.items()}
-    log(f"generated {', '.join(f'{k}: {len(v)} frames' for k, v in data.items())} "
-        f"in {time.perf_counter() - t0:.0f} s")
+    if data is None:
+        splits = splits or DEFAULT_SPLITS
+        data = {k: generate(profile, s) for k, s in splits.items()}
+    log(f"data {', '.join(f'{k}: {len(v)} frames' for k, v in data.items())} in {time.perf_counter() - t0:.0f} s")
+    classes = data["train"].classes
     ratio = shadow_ratio(profile)
     results, cards = {}, {}
     for key in variants:
         variant = VARIANTS[key]
         n_bands = len(variant.bands(profile.band_wavelengths_nm))
-        unet = UNetConfig(in_channels=n_bands, num_classes=len(CLASSES), base_filters=SIZES[size])
+        unet = UNetConfig(in_channels=n_bands, num_classes=len(classes), base_filters=SIZES[size])
         result = train(variant, data["train"], data["val"], unet, cfg, ratio, log)
         window = centre_window(*data["test"].labels.shape[1:], result.model.multiple)
         top, left, h, w = window
@@ -223,31 +233,41 @@ def run_study(profile: SensorProfile, variants: list[str], size: str, out_dir: P
                                    data["test"].wavelengths_nm)
         metrics = evaluate(predict(result.model, test_x), data["test"], window)
         results[key] = metrics
-        log(f"  [{key}] test mIoU {metrics['all']['miou']:.3f} (sun {metrics['sun']['miou']:.3f}, "
-            f"shadow {metrics['shadow']['miou']:.3f}), {result.steps_run} steps in {result.seconds:.0f} s")
+        shade = (f" (sun {metrics['sun']['miou']:.3f}, shadow {metrics['shadow']['miou']:.3f})"
+                 if "sun" in metrics else "")
+        log(f"  [{key}] test mIoU {metrics['all']['miou']:.3f}{shade}, {result.steps_run} steps in "
+            f"{result.seconds:.0f} s")
         if key in bundle:
-            training = {"data": "generated drives (hsi_xai_node.scenes), split by seed",
-                        "splits": {k: {"seeds": list(s.seeds), "frames_per_seed": s.frames_per_seed,
-                                       "stride": s.stride} for k, s in splits.items()},
+            generated = readers is None
+            training = {"data": ("generated drives (hsi_xai_node.scenes), split by seed" if generated else
+                                 {k: v.source for k, v in data.items()}),
                         "augmentation": "illumination x U(0.6, 1.4); shadow blobs with the daylight "
                                         "shadow/sun band ratio; left-right flips",
                         "loss": "class-weighted cross-entropy (1/sqrt frequency)",
                         "config": cfg.__dict__ | {"crop": list(cfg.crop)}, "steps_run": result.steps_run,
                         "seconds": round(result.seconds, 1), "best_val_miou": result.best_val_miou,
                         "seed": cfg.seed, "command": command, "torch": torch.__version__}
+            if generated:
+                training["splits"] = {k: {"seeds": list(s.seeds), "frames_per_seed": s.frames_per_seed,
+                                          "stride": s.stride} for k, s in splits.items()}
             name = f"unet_{size.replace('-', '_')}_{key}"
             path, cards[key] = write_model(result, profile, window, out_dir, name,
-                                           {"test_generated": metrics}, training)
+                                           {"test_generated" if generated else "test_dataset": metrics}, training,
+                                           classes)
             from ..overlay_calibration import segmentation_overlay_scales, write_overlay_scales
 
-            scales = segmentation_overlay_scales(path, profile=profile.name)  # on the validation drives
+            # on the validation drives, or the dataset's validation split
+            scales = segmentation_overlay_scales(path, profile=profile.name,
+                                                 dataset=None if generated else readers["val"],
+                                                 values=None if generated else "reflectance")
             write_overlay_scales(path.with_suffix(".json"), scales)
             cards[key].overlay_scales = scales
     (out_dir / f"segmentation_study_{size}.json").write_text(json.dumps(
-        {"profile": profile.name, "size": size, "command": command, "results": results}, indent=1))
+        {"profile": profile.name, "size": size, "command": command, "results": results,
+         "data": {k: v.source for k, v in data.items()}}, indent=1))
+    source = "the held-out generated test drives" if readers is None else data["test"].source
     (out_dir / f"segmentation_study_{size}.md").write_text(
         f"# Segmentation study ({size} size, {profile.name})\n\nCommand: `{command}`\n\n"
-        "Per class: accuracy / IoU (%) on the held-out generated test drives.\n\n"
-        + summary_table(results) + "\n")
+        f"Per class: accuracy / IoU (%) on {source}.\n\n"
+        + summary_table(results, classes) + "\n")
     return results
-

@@ -8,6 +8,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch is the reference here: pip install -e '.[test]'")
 ort = pytest.importorskip("onnxruntime")
 
+from hsi_xai_node.errors import InputError  # noqa: E402
 from hsi_xai_node.model_card import load_model  # noqa: E402
 from hsi_xai_node.training.config import TrainConfig  # noqa: E402
 from hsi_xai_node.training.data import Split  # noqa: E402
@@ -98,3 +99,50 @@ def test_tiny_training_run_writes_loadable_models(tmp_path, hsi_drive):
     table = (tmp_path / "segmentation_study_tiny.md").read_text()
     assert "| 25pn |" in table and "| 1 |" in table
     assert json.loads((tmp_path / "segmentation_study_tiny.json").read_text())["size"] == "tiny"
+
+
+def test_training_on_hsi_drive_in_mmsegmentation_layout(tmp_path, hsi_drive, capsys):
+    """HSI-Drive v2.0's layout with reflectance cubes (two training, one validation, one test frame of generated
+    drives, 5-class labels): trained, evaluated on the dataset's test split, exported with a card naming the data,
+    overlay scales from its validation split; `hsi-xai evaluate` on the same split counts the same pixels and,
+    through ONNX Runtime and the card's normalisation, agrees with the training's own figure."""
+    from types import SimpleNamespace
+
+    import cv2
+
+    from hsi_xai_node.cli import main
+    from hsi_xai_node.scenes.drive import DriveGenerator
+    from hsi_xai_node.sensor.frontend import FrontEnd, FrontEndConfig
+    from hsi_xai_node.training.cli import dataset_splits
+
+    root = tmp_path / "HSIDrive20"
+    for split, seed, count in (("training", 0, 2), ("validation", 1000, 1), ("test", 2000, 1)):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "annotations" / split).mkdir(parents=True)
+        gen = DriveGenerator(hsi_drive, seed=seed, render_cameras=False)
+        fe = FrontEnd(hsi_drive, *gen.references(), FrontEndConfig(normalise=False))
+        for k in range(count):
+            frame = gen.frame(10 * k)
+            np.save(root / "images" / split / f"nf{seed}_{k}.npy", fe.process(frame.raw).cube.data.transpose(1, 2, 0))
+            cv2.imwrite(str(root / "annotations" / split / f"nf{seed}_{k}.png"), frame.labels)
+    args = SimpleNamespace(dataset=str(root), layout=None, values="reflectance", classes="hsi-drive", mat_axes="chw")
+    data, readers = dataset_splits(args, hsi_drive, log=lambda m: None)
+    assert [len(data[k]) for k in ("train", "val", "test")] == [2, 1, 1] and data["test"].sun is None
+    out = tmp_path / "models"
+    results = run_study(hsi_drive, ["25pn"], "tiny", out, TrainConfig(steps=4, batch=2, crop=(48, 64), eval_every=2),
+                        command="test", bundle=("25pn",), log=lambda m: None, data=data, readers=readers)
+    assert set(results["25pn"]) == {"all"}  # no sun maps in a dataset: no sunlit/shaded split
+    card = load_model(out / "unet_tiny_25pn.onnx", profile=hsi_drive).card
+    assert card.training["data"]["test"].startswith(f"HSI-Drive v2.0 (mmsegmentation layout) {root}, split test")
+    assert "splits" not in card.training and card.metrics["test_dataset"] == results["25pn"]
+    assert card.overlay_scales["hires@dec1"]["dataset"].endswith("split validation, 1 cubes")
+    assert "Per class: accuracy / IoU (%) on HSI-Drive v2.0" in (out / "segmentation_study_tiny.md").read_text()
+    assert main(["evaluate", str(out / "unet_tiny_25pn.onnx"), "--dataset", str(root), "--values", "reflectance",
+                 "--out", str(tmp_path / "e.json"), "--no-progress"]) == 0
+    capsys.readouterr()
+    figures = json.loads((tmp_path / "e.json").read_text())["scores"]
+    assert figures["pixels"] == results["25pn"]["all"]["pixels"]
+    assert figures["miou"] == pytest.approx(results["25pn"]["all"]["miou"], abs=0.02)
+    # a dataset whose cubes are the model's values cannot be trained on (the card could not state its normalisation)
+    with pytest.raises(InputError, match="needs reflectance cubes"):
+        dataset_splits(SimpleNamespace(**{**vars(args), "values": None}), hsi_drive, log=lambda m: None)
