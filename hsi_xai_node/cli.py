@@ -204,6 +204,15 @@ def _training(sub) -> None:
                    help=f"torch threads per stack (0: {DetectionTrainConfig.threads} // jobs, at least 1; two 1-thread "
                         "runs side by side: 1.46x the steps/s of one 2-thread run on 2 cores, bench/train_threads.py)")
     d.add_argument("--cache", default="~/.cache/hsi_xai_node", help="where rendered datasets are cached ('' = none)")
+    d.add_argument("--dataset", help="train on the Multispectral Object Detection dataset (its folder) instead of "
+                                     "generated drives: registered frames of all four cameras, one stack at a time")
+    d.add_argument("--splits", help="folder with train.txt, val.txt and test.txt (frame numbers; the dataset has no "
+                                    "official split) (default: the dataset's folder)")
+    d.add_argument("--images", default="ConvertedImages", help="the dataset's registered image folder")
+    d.add_argument("--labels", help="the dataset's label folder (YOLO .txt or VOC .xml; default: labels/rgb, "
+                                    "Annotations/rgb, labels or Annotations)")
+    d.add_argument("--class-map", metavar="NAME0,NAME1,...",
+                   help="YOLO class ids' names in id order (default: bike,car,car_stop,color_cone,person)")
     d.set_defaults(func=_lazy("hsi_xai_node.training.cli", "cmd_train_detection"))
 
 

@@ -177,25 +177,11 @@ class DetectionEvaluation:
 
 
 def detector_input(card, images: dict) -> np.ndarray:
-    """The card's stack from one frame's registered camera images: each resized to the input if it is not at its
-    size, colour as R, G, B (the multispectral front end's order), (value - offset) / scale, in the card's layout."""
-    import cv2
+    """The card's stack from one frame's registered camera images, in the card's layout."""
+    from .datasets import stack_registered
 
-    h, w = card.input.hw
-    planes = []
-    for s in card.input.stack:
-        img = images[s.camera]
-        colour = s.encoding in ("bgr8", "rgb8")
-        if colour != (img.ndim == 3 and img.shape[2] == 3) or (not colour and img.ndim != 2):
-            raise DatasetError(f"camera {s.camera}: image {img.shape} {img.dtype} is not {s.encoding}")
-        img = img.astype(np.float32)
-        if s.encoding == "bgr8":
-            img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-        if img.shape[:2] != (h, w):
-            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
-        for k, plane in enumerate(img.transpose(2, 0, 1) if img.ndim == 3 else img[None]):
-            planes.append((plane - np.float32(s.offset[k])) / np.float32(s.scale[k]))
-    x = np.stack(planes)[None].astype(np.float32)
+    x = stack_registered(images, [(s.camera, s.encoding, s.offset, s.scale) for s in card.input.stack],
+                         card.input.hw)[None]
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if card.input.layout == "nhwc" else x
 
 

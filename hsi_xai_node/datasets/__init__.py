@@ -15,7 +15,7 @@ from pathlib import Path
 from ._generated import GeneratedDrives
 from ._hsidrive import DatasetError, HsiDriveMat, HsiDriveMmseg, SegmentationSample  # noqa: F401
 from ._inputs import VALUES, dataset_model_input  # noqa: F401
-from ._mods import DetectionSample, ModsDataset, read_voc, read_yolo  # noqa: F401
+from ._mods import DetectionSample, ModsDataset, read_split, read_voc, read_yolo, stack_registered  # noqa: F401
 
 SEGMENTATION_LAYOUTS = ("hsi-drive-mmseg", "hsi-drive-mat", "generated")
 

@@ -83,12 +83,48 @@ def read_voc(path: Path):
     return np.asarray(boxes, np.float64).reshape(-1, 4), names, np.asarray(ignore, bool), tags
 
 
+def stack_registered(images: dict, cameras, hw: tuple[int, int]) -> np.ndarray:
+    """(C, h, w) float32 from one frame's registered camera images: `cameras` are (name, encoding, offset, scale)
+    in channel order; each image resized to `hw` if it is not at that size, colour as R, G, B (the multispectral
+    front end's order), (value - offset) / scale per channel."""
+    import cv2
+
+    h, w = hw
+    planes = []
+    for name, encoding, offset, scale in cameras:
+        img = images[name]
+        colour = encoding in ("bgr8", "rgb8")
+        if colour != (img.ndim == 3 and img.shape[2] == 3) or (not colour and img.ndim != 2):
+            raise DatasetError(f"camera {name}: image {img.shape} {img.dtype} is not {encoding}")
+        img = img.astype(np.float32)
+        if encoding == "bgr8":
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        if img.shape[:2] != (h, w):
+            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+        for k, plane in enumerate(img.transpose(2, 0, 1) if img.ndim == 3 else img[None]):
+            planes.append((plane - np.float32(offset[k])) / np.float32(scale[k]))
+    return np.stack(planes).astype(np.float32)
+
+
+def read_split(path: Path) -> list[str]:
+    """Frame numbers of a split file (one per line, # comments)."""
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such split file")
+    if path.stat().st_size > _LABEL_LIMIT * 16:
+        raise DatasetError(f"{path}: larger than a split file")
+    names = [line.split("#")[0].strip() for line in path.read_text(errors="replace").splitlines()]
+    names = [n for n in names if n]
+    if not names:
+        raise DatasetError(f"{path}: lists no frames")
+    return names
+
+
 class ModsDataset:
     layout = "mods"
 
     def __init__(self, root: str | Path, cameras: tuple[str, ...], images: str = "ConvertedImages",
                  labels: str | Path | None = None, class_map: tuple[str, ...] | None = None,
-                 limit: int | None = None):
+                 limit: int | None = None, frames: list[str] | None = None, split: str | None = None):
         self.root, self.cameras, self.images = Path(root), tuple(cameras), images
         self.class_map = tuple(class_map) if class_map else tuple(c.name for c in DETECTION_CLASSES)
         missing = [c for c in self.cameras if not (self.root / images / c).is_dir()]
@@ -106,13 +142,18 @@ class ModsDataset:
                 raise DatasetError(f"{self.root}: no labels folder ({', '.join(str(p) for p in options)}): name it")
         if not self.labels.is_dir():
             raise DatasetError(f"labels {self.labels}: no such folder")
-        self.names = sorted(p.stem for p in (self.root / images / self.cameras[0]).glob("*.png"))[:limit]
+        self.split = split
+        if frames is not None:
+            self.names = list(frames)[:limit]
+        else:
+            self.names = sorted(p.stem for p in (self.root / images / self.cameras[0]).glob("*.png"))[:limit]
         if not self.names:
             raise DatasetError(f"{self.root / images / self.cameras[0]}: no .png images")
 
     def describe(self) -> str:
+        split = f", split {self.split}" if self.split else ""
         return (f"Multispectral Object Detection dataset {self.root} ({self.images}, cameras "
-                f"{'+'.join(self.cameras)}, labels {self.labels}), {len(self)} frames")
+                f"{'+'.join(self.cameras)}, labels {self.labels}){split}, {len(self)} frames")
 
     def __len__(self) -> int:
         return len(self.names)

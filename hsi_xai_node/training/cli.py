@@ -62,7 +62,27 @@ def cmd_train_detection(args) -> int:
     if args.jobs < 1 or args.threads < 0:
         raise InputError(f"--jobs must be at least 1 and --threads at least 0, got {args.jobs} and {args.threads}")
     threads = args.threads or max(1, DetectionTrainConfig.threads // args.jobs)
+    datasets = mods_splits(args) if args.dataset else None
     run_study(args.stacks.split(","), Path(args.out), DetectionTrainConfig(steps=args.steps, seed=args.seed, threads=threads),
               bundle=tuple(args.bundle.split(",")), cache=Path(args.cache).expanduser() if args.cache else None,
-              command=command, log=lambda m: print(m, flush=True), jobs=args.jobs)
+              command=command, log=lambda m: print(m, flush=True), jobs=args.jobs, datasets=datasets)
     return 0
+
+
+def mods_splits(args) -> dict:
+    """split -> ModsDataset of the Multispectral Object Detection dataset's registered frames, all four cameras. The
+    dataset has no official split: train.txt, val.txt and test.txt (frame numbers) in --splits (default: its root)."""
+    from ..datasets import DatasetError, ModsDataset, read_split
+    from .detection import ALL_CAMERAS
+
+    root = Path(args.dataset)
+    folder = Path(args.splits) if args.splits else root
+    files = {k: folder / f"{k}.txt" for k in ("train", "val", "test")}
+    missing = [str(f) for f in files.values() if not f.is_file()]
+    if missing:
+        raise DatasetError(f"the Multispectral Object Detection dataset has no official split: write train.txt, "
+                           f"val.txt and test.txt (frame numbers, one per line) into {folder} or give --splits DIR "
+                           f"(missing {', '.join(missing)})")
+    class_map = tuple(args.class_map.split(",")) if args.class_map else None
+    return {k: ModsDataset(root, ALL_CAMERAS, images=args.images, labels=args.labels, class_map=class_map,
+                           frames=read_split(f), split=k) for k, f in files.items()}

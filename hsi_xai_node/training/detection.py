@@ -73,6 +73,36 @@ class DetectionSet:
         return (b[:, 3] - b[:, 1]) < MIN_HEIGHT_PX
 
 
+def from_dataset(dataset, input_size=INPUT_SIZE, log=print) -> DetectionSet:
+    """The Multispectral Object Detection dataset's registered frames (all four cameras) as a DetectionSet: each
+    camera normalised as the full stack does, boxes in network pixels; objects of other classes and VOC 'difficult'
+    ones are left out, unreadable frames skipped and reported."""
+    from ..classes import DETECTION_CLASSES
+    from ..datasets import DatasetError, stack_registered
+
+    ids = {c.name: c.id for c in DETECTION_CLASSES}
+    cams = [(c.name, c.encoding, c.offset, c.scale) for c in full_stack(input_size).cameras]
+    w, h = input_size
+    images, boxes, classes, skipped = [], [], [], []
+    for sample in dataset:
+        if isinstance(sample, DatasetError):
+            skipped.append(str(sample))
+            continue
+        try:
+            images.append(stack_registered(sample.images, cams, (h, w)).astype(np.float16))
+        except DatasetError as exc:
+            skipped.append(f"{sample.name}: {exc}")
+            continue
+        keep = np.array([n in ids for n in sample.classes], bool) & ~sample.ignore
+        boxes.append((sample.boxes[keep] * np.array([w, h, w, h])).astype(np.float32))
+        classes.append(np.array([ids[n] for n, k in zip(sample.classes, keep) if k], np.int64))
+    if skipped:
+        log(f"  {dataset.describe()}: skipped {len(skipped)} frame(s), first: {skipped[0]}")
+    if not images:
+        raise DatasetError(f"{dataset.describe()}: no readable frame")
+    return DetectionSet(np.stack(images), boxes, classes)
+
+
 def full_stack(input_size=INPUT_SIZE) -> StackConfig:
     cams = tuple(c for name in ALL_CAMERAS for c in stack_config(name, input_size=input_size).cameras)
     return StackConfig(cameras=cams, input_size=input_size)
@@ -470,13 +500,16 @@ def summary_table(results: dict) -> str:
 
 
 def study_stack(stack: str, data: dict, out_dir: Path, cfg: DetectionTrainConfig, *, bundle: tuple[str, ...],
-                command: str, splits: dict, model_config: EfficientDetConfig, log=print) -> dict:
-    """Train, choose the post-processing of and test one stack; keep its ONNX + card if it is bundled."""
+                command: str, splits: dict, model_config: EfficientDetConfig, log=print,
+                sources: dict | None = None) -> dict:
+    """Train, choose the post-processing of and test one stack; keep its ONNX + card if it is bundled. `sources`
+    (split -> the dataset it was read from) marks a study on a dataset instead of generated drives."""
     result = train(stack, data["train"], data["val"], model_config, cfg, log)
     post, chosen = choose_postprocess(result.model, data["val"], stack_channels(stack))
     name = f"efficientdet_{stack.replace('+', '_')}"
-    training = {"data": "generated drives (hsi_xai_node.scenes), split by seed",
-                "splits": {k: asdict(v) for k, v in splits.items()}, "config": asdict(cfg),
+    where = {"data": sources} if sources else {"data": "generated drives (hsi_xai_node.scenes), split by seed",
+                                               "splits": {k: asdict(v) for k, v in splits.items()}}
+    training = {**where, "config": asdict(cfg),
                 "steps_run": result.steps, "seconds": round(result.seconds, 1), "best_val_map": result.best_val_map,
                 "command": command, "torch": torch.__version__, "min_height_px": MIN_HEIGHT_PX,
                 "augmentation": (f"{cfg.crop[0]}x{cfg.crop[1]} crops magnified {cfg.zoom[0]:g}-{cfg.zoom[1]:g}x "
@@ -496,10 +529,13 @@ def study_stack(stack: str, data: dict, out_dir: Path, cfg: DetectionTrainConfig
     if stack in bundle:
         from ..overlay_calibration import detection_overlay_scales
 
-        card.metrics = {"test_generated": test}
+        card.metrics = {"test_dataset" if sources else "test_generated": test}
         (out_dir / f"{name}.json").write_text(card.to_json())
-        card.overlay_scales = detection_overlay_scales(path)  # on the validation drives
-        (out_dir / f"{name}.json").write_text(card.to_json())
+        if sources:  # the calibration runs the rig's cameras; a dataset's registered frames have no rig
+            log(f"[{stack}] no overlay scales in the card (trained on a dataset): the node uses running scales")
+        else:
+            card.overlay_scales = detection_overlay_scales(path)  # on the validation drives
+            (out_dir / f"{name}.json").write_text(card.to_json())
     else:
         path.unlink(), (out_dir / f"{name}.json").unlink()
     return {"test": test, "val_map": result.best_val_map, "seconds": result.seconds, "history": result.history,
@@ -528,18 +564,23 @@ def _study_in_parallel(stacks: list[str], jobs: int, cache: Path, log, kwargs: d
 
 def run_study(stacks: list[str], out_dir: Path, cfg: DetectionTrainConfig, *, bundle: tuple[str, ...] = ("rgb+mir",),
               cache: Path | None = None, command: str = "", log=print, splits=DETECTION_SPLITS,
-              model_config: EfficientDetConfig = EfficientDetConfig(), jobs: int = 1) -> dict:
+              model_config: EfficientDetConfig = EfficientDetConfig(), jobs: int = 1,
+              datasets: dict | None = None) -> dict:
     """Train one detector per stack (`jobs` stacks at a time, each in its own process); test mAP of each on
-    the exported graph; bundle some. A stack's result does not depend on `jobs` (same seed, same batches)."""
+    the exported graph; bundle some. A stack's result does not depend on `jobs` (same seed, same batches).
+    `datasets` (split -> a ModsDataset reader) trains on the Multispectral Object Detection dataset instead, one
+    stack at a time."""
     t0 = time.perf_counter()
     kwargs = {"out_dir": out_dir, "cfg": cfg, "bundle": bundle, "command": command, "splits": splits,
               "model_config": model_config}
+    if datasets:
+        jobs, kwargs["sources"] = 1, {k: d.describe() for k, d in datasets.items()}
     with tempfile.TemporaryDirectory() as scratch:
         if jobs > 1 and cache is None:
             cache = Path(scratch)  # the workers read the rendered splits back instead of rendering them again
         data = {}
         for split in ("train", "val", "test"):
-            data[split] = generate(splits[split], cache)
+            data[split] = from_dataset(datasets[split], log=log) if datasets else generate(splits[split], cache)
             log(f"{split}: {len(data[split])} frames, {sum(len(b) for b in data[split].boxes)} objects "
                 f"({time.perf_counter() - t0:.0f} s)")
         test_frames = len(data["test"])
@@ -549,9 +590,10 @@ def run_study(stacks: list[str], out_dir: Path, cfg: DetectionTrainConfig, *, bu
         else:
             results = {stack: study_stack(stack, data, log=log, **kwargs) for stack in stacks}
     (out_dir / "detection_study_bundled.json").write_text(json.dumps(results, indent=1))
+    held_out = (datasets["test"].describe() if datasets else
+                f"{test_frames} held-out frames of {len(splits['test'].seeds)} drives")
     (out_dir / "detection_study_bundled.md").write_text(
         f"# Detection study: input stacks (paper 001's comparison)\n\nCommand: `{command}`\n\n"
-        f"Test mAP@0.5 (Pascal VOC all-point AP) on {test_frames} held-out frames of "
-        f"{len(splits['test'].seeds)} drives; objects lower than {MIN_HEIGHT_PX:g} px in the 320x256 network view "
-        "are ignore regions.\n\n" + summary_table(results) + "\n")
+        f"Test mAP@0.5 (Pascal VOC all-point AP) on {held_out}; objects lower than {MIN_HEIGHT_PX:g} px in the "
+        "320x256 network view are ignore regions.\n\n" + summary_table(results) + "\n")
     return results

@@ -148,3 +148,70 @@ def test_train_detection_options_reach_the_training_config(monkeypatch, tmp_path
     assert main(["train-detection", "--jobs", "2", "--out", str(tmp_path)]) == 0
     assert (seen["cfg"].threads, seen["jobs"]) == (1, 2)  # 2 threads shared by 2 runs
     assert main(["train-detection", "--jobs", "0", "--out", str(tmp_path)]) == 2  # refused with a clear line
+
+
+def test_training_on_the_multispectral_object_detection_layout(tmp_path, capsys):
+    """Generated frames written in the dataset's layout (all four cameras registered by the full stack's front end,
+    stored as 8/16-bit PNGs; YOLO labels; split files): read back as a DetectionSet equal to the generator's own to
+    the PNG rounding, and the study trains on it, naming the dataset in the card."""
+    import cv2
+
+    from hsi_xai_node.classes import DETECTION_CLASSES
+    from hsi_xai_node.cli import main
+    from hsi_xai_node.scenes.drive import DriveGenerator
+    from hsi_xai_node.sensor.calibration import load_profile
+    from hsi_xai_node.sensor.multispectral import MultispectralFrontEnd, boxes_to_network
+
+    root = tmp_path / "mods"
+    fe = MultispectralFrontEnd(D.full_stack())
+    w, h = D.INPUT_SIZE
+    for cam in D.ALL_CAMERAS:
+        (root / "ConvertedImages" / cam).mkdir(parents=True)
+    (root / "labels" / "rgb").mkdir(parents=True)
+    splits = {"train": [], "val": [], "test": []}
+    for split, seed, count in (("train", 0, 3), ("val", 1000, 2), ("test", 3000, 2)):
+        gen = DriveGenerator(load_profile("hsi-drive"), seed=seed, render_hsi=False)
+        for k in range(count):
+            frame = gen.frame(k * SPLITS[split].stride)
+            name = f"{seed:04d}{k:02d}"
+            registered = fe.register_all({n: c.image for n, c in frame.cameras.items()})
+            for cam, img in registered.items():
+                stored = np.clip(np.rint(img), 0, 255 if cam in ("rgb", "nir") else 65535).astype(
+                    np.uint8 if cam in ("rgb", "nir") else np.uint16)
+                cv2.imwrite(str(root / "ConvertedImages" / cam / f"{name}.png"),
+                            cv2.cvtColor(stored, cv2.COLOR_RGB2BGR) if stored.ndim == 3 else stored)
+            boxes = boxes_to_network(np.array([o.box for o in frame.camera_objects]).reshape(-1, 4), fe.config)
+            (root / "labels" / "rgb" / f"{name}.txt").write_text("".join(
+                f"{o.class_id} {(b[0] + b[2]) / 2 / w:.9f} {(b[1] + b[3]) / 2 / h:.9f} {(b[2] - b[0]) / w:.9f} "
+                f"{(b[3] - b[1]) / h:.9f}\n" for o, b in zip(frame.camera_objects, boxes)))
+            splits[split].append(name)
+    for split, names in splits.items():
+        (root / f"{split}.txt").write_text("\n".join(names) + "\n")
+    assert [c.name for c in DETECTION_CLASSES] == ["bike", "car", "car_stop", "color_cone", "person"]
+
+    from types import SimpleNamespace
+
+    from hsi_xai_node.training.cli import mods_splits
+
+    args = SimpleNamespace(dataset=str(root), splits=None, images="ConvertedImages", labels=None, class_map=None)
+    readers = mods_splits(args)
+    got = D.from_dataset(readers["train"], log=lambda m: None)
+    want = D.generate(SPLITS["train"], workers=1)
+    scale = min(s for c in D.full_stack().cameras for s in c.scale)
+    np.testing.assert_allclose(got.images.astype(np.float32), want.images.astype(np.float32),
+                               atol=0.5 / scale + 2e-3 * np.abs(want.images.astype(np.float32)).max())
+    for a, b, ca, cb in zip(got.boxes, want.boxes, got.classes, want.classes):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+        assert (ca == cb).all()
+    out = tmp_path / "models"
+    results = D.run_study(["rgb+mir"], out, TINY_RECIPE, model_config=SMALL, command="test", log=lambda m: None,
+                          datasets=readers)
+    card = load_detector(out / "efficientdet_rgb_mir.onnx").card
+    assert card.training["data"]["test"].endswith("split test, 2 frames") and "splits" not in card.training
+    assert card.metrics["test_dataset"]["map"] == results["rgb+mir"]["test"]["map"] and not card.overlay_scales
+    assert "Test mAP@0.5 (Pascal VOC all-point AP) on Multispectral Object Detection dataset" in \
+        (out / "detection_study_bundled.md").read_text()
+    # no split files: one line saying the dataset has none and how to give one
+    (root / "val.txt").unlink()
+    assert main(["train-detection", "--dataset", str(root), "--out", str(tmp_path / "x"), "--steps", "1"]) == 2
+    assert "has no official split: write train.txt, val.txt and test.txt" in capsys.readouterr().err
