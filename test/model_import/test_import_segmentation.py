@@ -204,6 +204,13 @@ def test_mmsegmentation_unet_opset11_dynamic(tmp_path, capsys):
     assert (card.input.crop_top, card.input.crop_left) == (4, 4)  # centred in HSI-Drive's 216 x 409 cube
     assert card.architecture["source"]["input"] == ["batch", "25", "height", "width"]
     assert card.layers["bottleneck"].startswith("/enc.4/")  # 13 x 25, the deepest stage
+    # then the replay runs it as written, with nothing edited by hand
+    from hsi_xai_node.transports.drive_bag import write_drive_bag
+
+    write_drive_bag(tmp_path / "bag", seed=4000, frames=1, cameras=False)
+    assert main(["replay", str(tmp_path / "bag"), str(tmp_path / "out"), "--model",
+                 str(tmp_path / "unet_s5_d16_static.onnx"), "--backend", "ort-cpu", "--no-progress"]) == 0
+    assert "frames: 1 in, 1 processed" in capsys.readouterr().out
 
 
 def test_smp_unet_with_a_3x3_head(tmp_path, capsys):
