@@ -74,6 +74,19 @@ class SegmentationEvaluation:
         return "\n".join(lines)
 
 
+def _with_progress(dataset, progress: bool, unit: str):
+    if not progress:
+        return dataset
+    from tqdm import tqdm
+
+    return tqdm(dataset, total=len(dataset), unit=unit, desc="evaluate")
+
+
+def _skip(skipped: dict, reason: str, exc: Exception) -> None:
+    """Count a skipped sample under its reason, keeping the first message (as the replay counts bad messages)."""
+    skipped.setdefault(reason, {"count": 0, "first": str(exc)})["count"] += 1
+
+
 def _pct(v) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}"
 
@@ -99,12 +112,7 @@ def evaluate_segmentation(model: str | Path, dataset, values: str = "reflectance
                                     values=values, names=names)
     n_labels = 256
     cm = np.zeros((n_labels, n_labels), np.int64)
-    items = dataset
-    if progress:
-        from tqdm import tqdm
-
-        items = tqdm(dataset, total=len(dataset), unit="cube", desc="evaluate")
-    for sample in items:
+    for sample in _with_progress(dataset, progress, "cube"):
         try:
             if isinstance(sample, DatasetError):
                 raise sample
@@ -115,9 +123,8 @@ def evaluate_segmentation(model: str | Path, dataset, values: str = "reflectance
             predicted = lut[logits[0].argmax(0)]
             truth = sample.labels[i.crop_top:i.crop_top + i.height, i.crop_left:i.crop_left + i.width]
         except DatasetError as exc:
-            reason = "unreadable or wrong-shaped file" if "no annotation" not in str(exc) else "no annotation"
-            slot = result.skipped.setdefault(reason, {"count": 0, "first": str(exc)})
-            slot["count"] += 1
+            _skip(result.skipped, "unreadable or wrong-shaped file" if "no annotation" not in str(exc)
+                  else "no annotation", exc)
             continue
         frame_cm = confusion(truth, predicted, n_labels)
         cm += frame_cm
@@ -204,19 +211,13 @@ def evaluate_detection(model: str | Path, dataset, backend: str = "ort-cpu", thr
     result = DetectionEvaluation(dataset.describe(), f"{card.name} (card sha256 {card.sha256[:12]})",
                                  float(card.postprocess["score_threshold"]), names=names)
     dets, gts = [], []
-    items = dataset
-    if progress:
-        from tqdm import tqdm
-
-        items = tqdm(dataset, total=len(dataset), unit="frame", desc="evaluate")
-    for sample in items:
+    for sample in _with_progress(dataset, progress, "frame"):
         try:
             if isinstance(sample, DatasetError):
                 raise sample
             x = detector_input(card, sample.images)
         except DatasetError as exc:
-            slot = result.skipped.setdefault("unreadable or wrong-shaped file", {"count": 0, "first": str(exc)})
-            slot["count"] += 1
+            _skip(result.skipped, "unreadable or wrong-shaped file", exc)
             continue
         out = engine.run({card.input.tensor: x}, ["det_boxes", "det_scores", "det_classes"])
         kept = out["det_classes"].reshape(-1) >= 0

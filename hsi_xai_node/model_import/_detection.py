@@ -24,6 +24,7 @@ from ..classes import DETECTION_CLASSES
 from ..detection.card import DETECTOR_CARD_SCHEMA, DetectorCard, DetectorInput, RawOutputs, StackInput, load_detector
 from ..detection.postprocess import BOX_CODINGS, SCORE_ACTIVATIONS
 from ..model_card import ClassSpec, ModelError, file_sha256
+from ._files import import_paths, load_source, write_atomic
 from ._graph import _fix_input, _opset, TARGET_OPSET, fold_constants, graph_inputs, static_shapes
 
 DETECTION_CLASS_SETS = {"mods": DETECTION_CLASSES}  # the Multispectral Object Detection dataset's five
@@ -176,18 +177,14 @@ def find_class_head_input(model: onnx.ModelProto, shapes: dict, logits: str, del
 
 
 def import_detection(model_path: str | Path, options: DetectionImportOptions, log=print) -> DetectionImportResult:
-    from ._segmentation import _load_source, _write_atomic
-
     source_path = Path(model_path)
-    if not source_path.is_file():
-        raise ModelError(f"model {source_path}: no such file")
     if options.coding not in BOX_CODINGS:
         raise ModelError(f"--coding {options.coding!r}: one of {list(BOX_CODINGS)}")
     if options.activation not in SCORE_ACTIVATIONS:
         raise ModelError(f"--score-activation {options.activation!r}: one of {list(SCORE_ACTIVATIONS)}")
     stack = parse_stack(options.stack, options.offset, options.scale)
     channels = sum(len(s.offset) for s in stack)
-    source, external = _load_source(source_path)
+    source, external = load_source(source_path)
     inputs = graph_inputs(source)
     if len(inputs) != 1:
         raise ModelError(f"model {source_path}: {len(inputs)} inputs ({', '.join(v.name for v in inputs)}); the "
@@ -234,14 +231,9 @@ def import_detection(model_path: str | Path, options: DetectionImportOptions, lo
             raise ModelError(f"--anchors {options.anchors}: shape {anchors.shape}, the outputs have {count} anchors "
                              "(need finite values, shape (anchors, 4))")
 
-    out_dir = Path(options.out) if options.out else source_path.parent
-    name = options.name or (source_path.stem if not changes else f"{source_path.stem}_static")
-    in_place = not changes and out_dir.resolve() == source_path.parent.resolve() and name == source_path.stem
-    model_out = source_path if in_place else out_dir / f"{name}.onnx"
-    if not in_place and model_out.resolve() == source_path.resolve():
-        raise ModelError(f"the prepared graph would overwrite the source {source_path}: give another --name or --out")
-    card_out, anchors_out = out_dir / f"{name}.json", out_dir / f"{name}_anchors.npy"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = import_paths(source_path, options.out, options.name, bool(changes))
+    name, model_out = paths.name, paths.model
+    card_out, anchors_out = paths.beside(".json"), paths.beside("_anchors.npy")
     shape = tuple(int(d) for d in shapes[name_in])
     card = DetectorCard(
         name=name, file=model_out.name, sha256="0" * 64, input=DetectorInput(name_in, shape, layout, stack),
@@ -254,14 +246,14 @@ def import_detection(model_path: str | Path, options: DetectionImportOptions, lo
                       "changes": changes}, schema=DETECTOR_CARD_SCHEMA)
     written: list[Path] = []
     try:
-        if not in_place:
-            _write_atomic(model_out, model.SerializeToString() if changes else source_path.read_bytes())
+        if not paths.in_place:
+            write_atomic(model_out, model.SerializeToString() if changes else source_path.read_bytes())
             written.append(model_out)
         if anchors is not None:
             np.save(anchors_out, anchors)
             written.append(anchors_out)
         card = replace(card, sha256=file_sha256(model_out))
-        _write_atomic(card_out, card.to_json().encode())
+        write_atomic(card_out, card.to_json().encode())
         written.append(card_out)
         loaded = load_detector(model_out, card_out)  # the loader every command uses: activation, decoding, NMS
         if options.self_check:

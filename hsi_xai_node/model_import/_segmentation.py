@@ -10,7 +10,6 @@ that succeeds is a model that runs.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from ..model_card import (CARD_SCHEMA, NORMALISATIONS, ClassSpec, InputSpec, Mod
                           load_model)
 from ..sensor.calibration import SensorProfile, load_profile
 from ..sensor.radiometry import BAND_SETS
+from ._files import import_paths, load_source, write_atomic
 from ._graph import PreparedGraph, static_shapes, prepare_graph, same_outputs
 from ._layers import Choice, HeadFacts, choose_layers
 
@@ -136,42 +136,18 @@ def _window(profile: SensorProfile, hw: tuple[int, int], crop: tuple[int, int] |
     return top, left
 
 
-def _load_source(path: Path) -> tuple[onnx.ModelProto, list[str]]:
-    """The model with any external weights (torch's dynamo exporter writes MODEL.onnx.data beside it) read in;
-    and the names of those files."""
-    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
-
-    try:
-        model = onnx.load_model_from_string(path.read_bytes())
-        external = sorted({e.value for t in model.graph.initializer if uses_external_data(t)
-                           for e in t.external_data if e.key == "location"})
-        if external:
-            load_external_data_for_model(model, str(path.parent))
-    except Exception as exc:  # a damaged protobuf raises DecodeError, a missing data file ValidationError, ...
-        raise ModelError(f"model {path}: cannot be read as ONNX ({str(exc).splitlines()[0]})") from None
-    return model, external
-
-
 def _methods(head: HeadFacts) -> tuple[str, ...]:
     return (("activation",) if head.activation_map else ()) + ("seg_gradcam", "hires", "gradient")
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def import_segmentation(model_path: str | Path, options: ImportOptions, log=print) -> ImportResult:
     """Prepare the graph, write the card (and the prepared ONNX when the graph had to change), self-check."""
     source_path = Path(model_path)
-    if not source_path.is_file():
-        raise ModelError(f"model {source_path}: no such file")
     if options.normalise not in NORMALISATIONS:
         raise ModelError(f"--normalise {options.normalise!r}: one of {list(NORMALISATIONS)}")
     profile = load_profile(options.profile)
     bands = band_table(options.bands, profile)
-    source, external = _load_source(source_path)
+    source, external = load_source(source_path)
     try:
         prepared = prepare_graph(source, len(bands), options.input_size, options.layout, options.logits)
     except ModelError as exc:
@@ -188,16 +164,8 @@ def import_segmentation(model_path: str | Path, options: ImportOptions, log=prin
         raise ModelError(f"--normalise mean_std needs --mean and --std with one value per band ({len(bands)})")
     top, left = _window(profile, hw, options.crop)
 
-    out_dir = Path(options.out) if options.out else source_path.parent
-    name = options.name or (source_path.stem if not prepared.changed else f"{source_path.stem}_static")
-    card_out = out_dir / f"{name}.json"
-    # the card names its model by file name, in its own folder: the source itself when it is there unchanged
-    in_place = not prepared.changed and card_out.parent.resolve() == source_path.parent.resolve() \
-        and name == source_path.stem
-    model_out = source_path if in_place else out_dir / f"{name}.onnx"
-    if not in_place and model_out.resolve() == source_path.resolve():
-        raise ModelError(f"the prepared graph would overwrite the source {source_path}: give another --name or --out")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = import_paths(source_path, options.out, options.name, prepared.changed)
+    name, model_out, card_out = paths.name, paths.model, paths.beside(".json")
 
     card = ModelCard(
         name=name, task="segmentation", file=model_out.name, sha256="0" * 64, sensor_profile=profile.name,
@@ -214,12 +182,12 @@ def import_segmentation(model_path: str | Path, options: ImportOptions, log=prin
         schema=CARD_SCHEMA)
     written: list[Path] = []
     try:
-        if model_out != source_path:
+        if not paths.in_place:
             data = prepared.model.SerializeToString() if prepared.changed else source_path.read_bytes()
-            _write_atomic(model_out, data)
+            write_atomic(model_out, data)
             written.append(model_out)
         card = replace(card, sha256=file_sha256(model_out))
-        _write_atomic(card_out, card.to_json().encode())
+        write_atomic(card_out, card.to_json().encode())
         written.append(card_out)
         result = ImportResult(model_out, card_out, prepared.changes, layers, head, _methods(head))
         load_model(model_out, card_out, profile=profile)  # the loader every command uses accepts it

@@ -4,36 +4,25 @@ writes the card the detector tests otherwise write by hand, the layer found is t
 and the loaded detector keeps the boxes of, and explains them like, our own export of the same weights."""
 
 import json
-import warnings
 
 import numpy as np
 import onnx
 import pytest
 
-from test.detection.test_card import EXPLAIN, POST, ForeignEfficientDet, native  # noqa: F401  (fixture)
-from test.detection.tiny_efficientdet import HW, TINY, image, run, torch
+from test.detection.test_card import EXPLAIN, POST, foreign, native  # noqa: F401  (fixtures)
+from test.detection.tiny_efficientdet import HW, image, run
 from test.detection.tiny_efficientdet import one_torch_thread  # noqa: F401  (autouse fixture)
 
 from hsi_xai_node.cli import main  # noqa: E402
-from hsi_xai_node.detection.anchors import generate_anchors  # noqa: E402
 from hsi_xai_node.detection.card import load_detector  # noqa: E402
 from hsi_xai_node.explain import build_detection_explainer  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, native):  # noqa: F811
-    model, _ = native
-    folder = tmp_path_factory.mktemp("trt_sample")
-    path = folder / "efficientdet_trt.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(ForeignEfficientDet(model, HW).eval(), (torch.zeros(1, *HW, 3),), str(path), dynamo=False,
-                          opset_version=17, input_names=["input_tensor"], output_names=["class_net_out", "box_net_out"])
-    np.save(folder / "anchors_yxyx.npy", generate_anchors(TINY.anchors, HW)[:, [1, 0, 3, 2]])
-    m = onnx.load(str(path))
-    last = len(model.bifpn) - 1  # the finest BiFPN output under the graph's own name (as test_card finds it)
-    p2 = [n for n in m.graph.node if n.name.startswith(f"/model/bifpn.{last}/top_down.2/")][-1].output[0]
-    return folder, path, p2
+def exported(foreign):  # noqa: F811
+    """The detector test's external detector (ONNX, yxyx anchors; its hand-written card is not used here)."""
+    path, p2 = foreign
+    return path.parent, path, p2
 
 
 def _argv(folder, path, *extra):

@@ -1,0 +1,60 @@
+"""Where an import writes, and how: the prepared model, its card (and anchors) appear complete or not at all."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from ..model_card import ModelError
+
+
+@dataclass(frozen=True)
+class ImportPaths:
+    folder: Path
+    name: str
+    model: Path  # the source itself when it is described as it is, in its own folder
+    in_place: bool
+
+    def beside(self, suffix: str) -> Path:
+        """A file named after the card, in its folder (`.json`, `_anchors.npy`)."""
+        return self.folder / f"{self.name}{suffix}"
+
+
+def import_paths(source: Path, out: str | None, name: str | None, changed: bool) -> ImportPaths:
+    """The card names its model by file name, in its own folder: the source itself when the graph needs no change
+    and the card goes beside it under its name; else NAME.onnx (default: the source's name + _static)."""
+    folder = Path(out) if out else source.parent
+    name = name or (source.stem if not changed else f"{source.stem}_static")
+    in_place = not changed and folder.resolve() == source.parent.resolve() and name == source.stem
+    model = source if in_place else folder / f"{name}.onnx"
+    if not in_place and model.resolve() == source.resolve():
+        raise ModelError(f"the prepared graph would overwrite the source {source}: give another --name or --out")
+    folder.mkdir(parents=True, exist_ok=True)
+    return ImportPaths(folder, name, model, in_place)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def load_source(path: Path) -> tuple[onnx.ModelProto, list[str]]:
+    """The model with any external weights (torch's dynamo exporter writes MODEL.onnx.data beside it) read in;
+    and the names of those files."""
+    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
+    if not path.is_file():
+        raise ModelError(f"model {path}: no such file")
+    try:
+        model = onnx.load_model_from_string(path.read_bytes())
+        external = sorted({e.value for t in model.graph.initializer if uses_external_data(t)
+                           for e in t.external_data if e.key == "location"})
+        if external:
+            load_external_data_for_model(model, str(path.parent))
+    except Exception as exc:  # a damaged protobuf raises DecodeError, a missing data file ValidationError, ...
+        raise ModelError(f"model {path}: cannot be read as ONNX ({str(exc).splitlines()[0]})") from None
+    return model, external
