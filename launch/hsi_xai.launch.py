@@ -1,6 +1,8 @@
 """Start the hsi_xai node: parameters from a YAML file, the common ones overridable here.
 
     ros2 launch hsi_xai_node hsi_xai.launch.py backend:=ort-cuda raw_topic:=/cam/image_raw
+    ros2 launch hsi_xai_node hsi_xai.launch.py namespace:=left    # two camera heads side by side: each reads
+    ros2 launch hsi_xai_node hsi_xai.launch.py namespace:=right   # <ns>/hsi/image_raw, publishes <ns>/hsi_xai/...
     ros2 launch hsi_xai_node hsi_xai.launch.py managed:=true                  # lifecycle node, brought up
     ros2 launch hsi_xai_node hsi_xai.launch.py managed:=true autostart:=false # lifecycle node, left unconfigured
 
@@ -63,8 +65,9 @@ def generate_launch_description():
                               description="use /clock (true when replaying a bag)"),
         DeclareLaunchArgument("backend", default_value="auto",
                               description="inference backend: auto, tensorrt, ort-trt, ort-cuda, openvino, ort-cpu"),
-        DeclareLaunchArgument("raw_topic", default_value="/hsi/image_raw",
-                              description="input: the raw mosaic camera topic (sensor_msgs/Image mono16)"),
+        DeclareLaunchArgument("raw_topic", default_value="hsi/image_raw",
+                              description="input: the raw mosaic camera topic (sensor_msgs/Image mono16), relative "
+                                          "to the namespace unless it starts with /"),
         DeclareLaunchArgument("log_level", default_value="info",
                               description="logger level: debug, info, warn, error, fatal"),
         DeclareLaunchArgument("managed", default_value="false",

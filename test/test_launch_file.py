@@ -31,7 +31,7 @@ def test_declared_arguments_have_default_and_description(tree):
         description = keywords.get("description")
         assert isinstance(description, ast.Constant) and description.value.strip(), name
     assert declared["use_sim_time"]["default_value"].value == "false"
-    assert declared["raw_topic"]["default_value"].value == "/hsi/image_raw"
+    assert declared["raw_topic"]["default_value"].value == "hsi/image_raw"  # relative: namespace:= moves it
 
 
 def test_every_launch_configuration_is_declared(tree):

@@ -22,13 +22,16 @@ def test_image_displays_and_fixed_frame():
 
 
 def test_the_displays_name_topics_the_node_publishes():
-    """Each Image display's topic is one the node publishes with the shipped parameters: the shipped
-    output_namespace and a name of the node's image outputs (transports.outputs, what ros/core publishes)."""
+    """Each Image display's topic is one the node publishes with the shipped parameters at the root namespace:
+    the shipped output_namespace resolved, and a name of the node's image outputs (transports.outputs, what
+    ros/core publishes). Under a namespace, RViz's topics are re-chosen in its panel (README)."""
     from hsi_xai_node.transports.outputs import DETECTION_IMAGE_OUTPUTS, IMAGE_OUTPUTS
 
-    params = yaml.safe_load((RVIZ.parent / "hsi_xai.yaml").read_text())
-    namespace = next(iter(params.values()))["ros__parameters"]["output_namespace"]
-    published = {f"{namespace}/{n}" for n in (*IMAGE_OUTPUTS, *DETECTION_IMAGE_OUTPUTS)}
+    from hsi_xai_node.transports.config import load_config
+
+    # the node hsi_xai at the root (the launch file's default namespace): output_namespace "~" is /hsi_xai
+    config = load_config(RVIZ.parent / "hsi_xai.yaml")
+    published = {config.output_topic(n) for n in (*IMAGE_OUTPUTS, *DETECTION_IMAGE_OUTPUTS)}
     manager = yaml.safe_load(RVIZ.read_text())["Visualization Manager"]
     shown = {d["Topic"]["Value"] for d in manager["Displays"] if d["Class"] == "rviz_default_plugins/Image"}
     assert shown and shown <= published, sorted(shown - published)

@@ -170,7 +170,7 @@ def run_fleet(input, output, config: NodeConfig | None = None, workers: int | No
                          "(or `pip install ray`)") from None
     from tqdm import tqdm
 
-    config = config or load_config()
+    config = (config or load_config()).resolved()
     out = Path(output)
     if workers is not None and workers < 1:
         raise InputError(f"workers must be at least 1, got {workers}")

@@ -170,7 +170,8 @@ class HsiXaiCore:
         config = NodeConfig(**values)  # checks types, ranges and the camera lists
         config.pipeline_config()  # validates alpha, colormap, overlay method
         config.detection_config()
-        return config
+        # absolute names for this node's namespace and name (remapping still applies: rcl remaps the expanded name)
+        return config.resolved(self.get_namespace(), self.get_name())
 
     def _value(self, name: str):
         try:

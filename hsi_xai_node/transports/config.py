@@ -8,7 +8,7 @@ is a `ConfigError` naming the parameter (and, from `load_config`, the file).
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -38,6 +38,17 @@ def _check_file(parameter: str, value: str) -> None:
         raise ConfigError(f"parameter {parameter}: {value!r} is not an existing file")
 
 
+def resolve_topic(name: str, namespace: str = "/", node: str = "hsi_xai") -> str:
+    """A topic name made absolute as ROS 2 expands it for a node `node` in `namespace`: "/x" stays, "~/x" is
+    /<namespace>/<node>/x, "x" is /<namespace>/x (remapping is the middleware's, applied after this)."""
+    ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
+    if name.startswith("/"):
+        return name
+    if name == "~" or name.startswith("~/"):
+        return f"{ns}/{node}{name[1:]}"
+    return f"{ns}/{name}"
+
+
 def camera_name(topic: str) -> str:
     """The rig camera name a topic stands for when multispectral_cameras is empty: its first path segment."""
     return topic.strip("/").split("/")[0]
@@ -58,13 +69,15 @@ class NodeConfig:
     """The node's and the replay's parameters, checked on construction (types, ranges, files, camera lists);
     a bad value is a ConfigError naming the parameter."""
 
-    raw_topic: Str = "/hsi/image_raw"
-    dark_topic: Str = "/hsi/dark_reference"
-    white_topic: Str = "/hsi/white_reference"
-    multispectral_topics: Strs = ("/rgb/image_raw", "/nir/image_raw", "/mir/image_raw", "/fir/image_raw")
+    # names relative to the node's namespace, outputs in its private one ("~"): two nodes in two namespaces do not
+    # meet (resolve_topic / resolved() make them absolute, as the replay and the tools use them)
+    raw_topic: Str = "hsi/image_raw"
+    dark_topic: Str = "hsi/dark_reference"
+    white_topic: Str = "hsi/white_reference"
+    multispectral_topics: Strs = ("rgb/image_raw", "nir/image_raw", "mir/image_raw", "fir/image_raw")
     multispectral_cameras: Strs = ()  # rig camera name per topic; () = each topic's first segment
     sync_slop_s: Seconds = 0.02
-    output_namespace: Str = "/hsi_xai"
+    output_namespace: Str = "~"
     publish_class_maps: bool = False
     model: Str = ""
     card: Str = ""
@@ -177,7 +190,18 @@ class NodeConfig:
                            ig_steps=self.ig_steps, ig_quadrature=self.ig_quadrature, baseline=self.attribution_baseline)
 
     def output_topic(self, name: str) -> str:
-        return f"{self.output_namespace.rstrip('/')}/{name}"
+        return f"{self.output_namespace.rstrip('/')}/{name}" if self.output_namespace != "/" else f"/{name}"
+
+    def resolved(self, namespace: str = "/", node: str = "hsi_xai") -> "NodeConfig":
+        """This configuration with every topic absolute for a node `node` in `namespace` (the replay, the fleet
+        and the bag writers run as a node named hsi_xai at the root). Camera names that came from the topics'
+        first segments are written out first, so a namespace does not become a camera's name."""
+        return replace(self, raw_topic=resolve_topic(self.raw_topic, namespace, node),
+                       dark_topic=resolve_topic(self.dark_topic, namespace, node),
+                       white_topic=resolve_topic(self.white_topic, namespace, node),
+                       multispectral_topics=tuple(resolve_topic(t, namespace, node) for t in self.multispectral_topics),
+                       multispectral_cameras=tuple(self.camera_topics()),
+                       output_namespace=resolve_topic(self.output_namespace, namespace, node))
 
 
 # parameters the running node cannot apply (its subscriptions and publishers are made from them): read-only
@@ -212,8 +236,9 @@ def parameter_range(name: str) -> tuple[type, float, float, bool] | None:
 raise_as(NodeConfig, ConfigError, field_prefix="parameter ")
 
 
-def load_config(path: str | Path | None = None, **overrides) -> NodeConfig:
-    """Read the parameters of the first node in a ROS 2 parameter file; unknown keys are errors."""
+def load_config(path: str | Path | None = None, resolve: bool = True, **overrides) -> NodeConfig:
+    """Read the parameters of the first node in a ROS 2 parameter file; unknown keys are errors. With `resolve`,
+    topic names come back absolute for a node hsi_xai at the root (what the replay and the tools want)."""
     path = Path(path) if path else DEFAULT_CONFIG
     values: dict = {}
     if path.is_file():
@@ -237,4 +262,4 @@ def load_config(path: str | Path | None = None, **overrides) -> NodeConfig:
         config.detection_config()
     except InputError as exc:
         raise ConfigError(f"config {path}: {exc}") from None
-    return config
+    return config.resolved() if resolve else config

@@ -30,6 +30,7 @@ def write_drive_bag(path: str | Path, config: NodeConfig = NodeConfig(), seed: i
                     stride: int = 1, storage: str = "mcap", cameras: bool = True) -> Path:
     """Write `frames` frames (every `stride`-th of the 25 fps drive) to a new bag directory at `path`."""
     path = Path(path)
+    config = config.resolved()  # the bag records absolute topic names
     remove_replaceable(path, "drive bag")  # only a bag (or an earlier output of ours) is ever replaced
     gen = DriveGenerator(load_profile(config.sensor_profile, flip_vertical=config.flip_vertical), seed=seed,
                          render_cameras=cameras)

@@ -133,7 +133,7 @@ def write_frames_bag(frames: str | Path, out: str | Path, dark: str | Path, whit
                      profile: str = "hsi-drive", fps: float = 25.0, start_s: float | None = None,
                      stamps: str | Path | None = None, pattern: str = "*", storage: str = "mcap",
                      config: NodeConfig = NodeConfig(), overwrite: bool = False) -> FramesBagSummary:
-    out = Path(out)
+    out, config = Path(out), config.resolved()  # the bag records absolute topic names
     check_replaceable(out, overwrite, "output bag")
     if storage not in STORAGE:
         raise InputError(f"storage must be one of {list(STORAGE)}, got {storage!r}")

@@ -368,6 +368,7 @@ def replay(in_path, out_path, config: NodeConfig, storage: str = "mcap", progres
     from .drive_bag import STORAGE
 
     in_path, out_path = Path(in_path), Path(out_path)
+    config = config.resolved()  # relative names as a node hsi_xai at the root sees them
     if storage not in STORAGE:
         raise InputError(f"storage {storage!r} unknown; use one of {sorted(STORAGE)}")
     try:

@@ -220,3 +220,19 @@ def test_the_node_judges_a_bag_as_the_replay_does(tmp_path):
     assert diag["bad: stamp not after the previous frame's"] == str(EXPECTED["stamp"])
     assert diag["bad: bad reference frame"] == str(EXPECTED["bad_reference"])
     assert diag["references"] == "yes" and diag["frames_without_references"] == str(EXPECTED["uncalibrated"])
+
+
+def test_two_namespaced_nodes_keep_to_their_own_topics(tmp_path):
+    """namespace:=left and namespace:=right with the shipped parameter file: each head reads /<head>/hsi/... and
+    publishes /<head>/hsi_xai/..., the other head's frame never reaches it, and nothing is published or read at
+    the root names a node without a namespace would use."""
+    prefix = _netns_prefix()
+    env = {**os.environ, "ROS_DOMAIN_ID": "78", "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    cmd = NETNS_SETUP + f"exec {sys.executable} -m test.ros.two_heads {tmp_path} {PARAMS}"
+    run = subprocess.run(prefix + [cmd], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["got"] == {head: [stamp] for head, stamp in result["sent"].items()}
+    assert result["sent"]["left"] != result["sent"]["right"]
+    assert result["stray"] == [] and result["root_raw_subscribers"] == 0

@@ -7,7 +7,7 @@ import pytest
 from hsi_xai_node.errors import InputError
 from hsi_xai_node.model_card import ModelError
 from hsi_xai_node.runtime.detection import DEFAULT_DETECTOR, DetectionPipeline, DetectionPipelineConfig
-from hsi_xai_node.transports.config import DEFAULT_CONFIG, NodeConfig, load_config
+from hsi_xai_node.transports.config import DEFAULT_CONFIG, NodeConfig, load_config, resolve_topic
 
 
 def params_file(path, body: str):
@@ -16,13 +16,41 @@ def params_file(path, body: str):
 
 
 def test_the_installed_file_equals_the_defaults():
-    assert load_config(DEFAULT_CONFIG) == NodeConfig()
+    assert load_config(DEFAULT_CONFIG, resolve=False) == NodeConfig()
+    assert load_config(DEFAULT_CONFIG) == NodeConfig().resolved()
     config = NodeConfig()
-    assert config.camera_topics() == {"rgb": "/rgb/image_raw", "nir": "/nir/image_raw", "mir": "/mir/image_raw",
-                                      "fir": "/fir/image_raw"}
+    assert config.camera_topics() == {"rgb": "rgb/image_raw", "nir": "nir/image_raw", "mir": "mir/image_raw",
+                                      "fir": "fir/image_raw"}
     det = config.detection_config()
     assert det.model == str(DEFAULT_DETECTOR) and det.card is None and det.rig is None
     assert (det.score_threshold, det.explain_boxes, det.overlay_method) == (None, 10, "box_gradcam")
+
+
+@pytest.mark.parametrize("name, namespace, node, expected", [
+    ("hsi/image_raw", "/", "hsi_xai", "/hsi/image_raw"),
+    ("hsi/image_raw", "/left", "hsi_xai", "/left/hsi/image_raw"),
+    ("hsi/image_raw", "/car/left/", "hsi_xai", "/car/left/hsi/image_raw"),
+    ("/hsi/image_raw", "/left", "hsi_xai", "/hsi/image_raw"),  # absolute stays
+    ("~", "/left", "hsi_xai", "/left/hsi_xai"),
+    ("~/segmentation", "/", "head", "/head/segmentation"),
+    ("~/segmentation", "", "hsi_xai", "/hsi_xai/segmentation"),
+])
+def test_topic_names_resolve_as_ros_expands_them(name, namespace, node, expected):
+    """rcl's expansion (design article "Topic and Service name mapping to DDS"): relative names under the
+    namespace, "~" the node's private namespace, absolute names untouched."""
+    assert resolve_topic(name, namespace, node) == expected
+
+
+def test_a_configuration_resolved_for_a_namespace(tmp_path):
+    config = NodeConfig().resolved("/left")
+    assert (config.raw_topic, config.output_topic("segmentation")) == ("/left/hsi/image_raw",
+                                                                       "/left/hsi_xai/segmentation")
+    # camera names still come from the topics as written, not from the namespace
+    assert config.camera_topics() == {"rgb": "/left/rgb/image_raw", "nir": "/left/nir/image_raw",
+                                      "mir": "/left/mir/image_raw", "fir": "/left/fir/image_raw"}
+    assert config.resolved("/right") == config  # absolute names are final
+    root = NodeConfig().resolved()
+    assert (root.raw_topic, root.output_namespace) == ("/hsi/image_raw", "/hsi_xai")
 
 
 def test_detection_parameters_parse_from_yaml(tmp_path):

@@ -60,7 +60,7 @@ def test_frames_references_and_stamps_round_trip(files, tmp_path, capsys):
     assert "3 raw frames" in text and "skipped (unreadable or wrong-sized frame file): 1" in text
     assert "nf1111_004.bin: 1000 bytes, a 2048x1088 uint16 frame is 4456448" in text
     messages, qos = decoded(out)
-    cfg = NodeConfig()
+    cfg = NodeConfig().resolved()
     raw = [(t, image(msg)) for topic, t, msg in messages if topic == cfg.raw_topic]
     assert [t for t, _ in raw] == [1700000000000000000, 1700000000040000000, 1700000000080000000]
     for (_, got), want in zip(raw, frames):
@@ -82,7 +82,7 @@ def test_a_frame_rate_spaces_the_stamps(files, tmp_path, capsys):
                  "--white", str(root / "white.png"), "--fps", "10", "--start", "1700000000.5",
                  "--pattern", "*.bin", "--storage", "mcap"]) == 0
     capsys.readouterr()
-    raw = [t for topic, t, _ in decoded(out)[0] if topic == NodeConfig().raw_topic]
+    raw = [t for topic, t, _ in decoded(out)[0] if topic == NodeConfig().resolved().raw_topic]
     assert raw == [1700000000500000000]  # the .bin files only; the truncated one skipped
     assert json.loads((out / "hsi_xai_output.json").read_text())["tool"] == "hsi-xai bag-from-frames"
 
