@@ -34,15 +34,20 @@ def _netns_prefix():
     return ["unshare", flag, "sh", "-c"]
 
 
+def _in_netns(script: str, out_dir, *args, domain: int = 77, timeout: int = 300) -> dict:
+    """Run `python -m test.ros.<script> OUT_DIR PARAMS ARGS...` in its own network namespace; its result.json."""
+    prefix = _netns_prefix()
+    env = {**os.environ, "ROS_DOMAIN_ID": str(domain), "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    cmd = NETNS_SETUP + f"exec {sys.executable} -m test.ros.{script} {out_dir} {PARAMS} " + " ".join(map(str, args))
+    run = subprocess.run(prefix + [cmd], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return json.loads((out_dir / "result.json").read_text())
+
+
 def _roundtrip(out_dir, *args):
     """Run test.ros.dds_roundtrip in its own network namespace; (result.json, outputs.npz)."""
-    prefix = _netns_prefix()
-    env = {**os.environ, "ROS_DOMAIN_ID": "77", "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
-           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    cmd = NETNS_SETUP + f"exec {sys.executable} -m test.ros.dds_roundtrip {out_dir} {PARAMS} " + " ".join(map(str, args))
-    run = subprocess.run(prefix + [cmd], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    return json.loads((out_dir / "result.json").read_text()), np.load(out_dir / "outputs.npz")
+    return _in_netns("dds_roundtrip", out_dir, *args), np.load(out_dir / "outputs.npz")
 
 
 def _segmentation_pipeline(result, cameras=False, **overrides):
@@ -177,13 +182,7 @@ def test_node_detection_parameters_change_at_run_time(detection_run, tiny_detect
 def test_start_up_errors_are_one_line_and_signals_stop_the_node_cleanly(tmp_path):
     """A bad parameter or a missing model: one line naming it, exit status 2, no traceback. SIGTERM and SIGINT:
     exit status 0, no traceback, and a last /diagnostics published on the way out."""
-    prefix = _netns_prefix()
-    env = {**os.environ, "ROS_DOMAIN_ID": "78", "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
-           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    cmd = NETNS_SETUP + f"exec {sys.executable} -m test.ros.node_startstop {tmp_path} {PARAMS}"
-    run = subprocess.run(prefix + [cmd], cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    r = json.loads((tmp_path / "result.json").read_text())
+    r = _in_netns("node_startstop", tmp_path, domain=78, timeout=400)
     # out of the range in its descriptor: refused by rclpy itself, named by it
     for case, expected in (("bad_alpha", "cannot start: Invalid parameter value (2.0) for parameter. Reason: "
                                          "Parameter overlay_alpha out of range Min: 0.0, Max: 1.0"),
@@ -208,13 +207,7 @@ def test_the_node_judges_a_bag_as_the_replay_does(tmp_path):
     from test.transports.disordered_bag import EXPECTED, write_disordered_bag
 
     bag = write_disordered_bag(tmp_path / "disordered", load_config(PARAMS))
-    prefix = _netns_prefix()
-    env = {**os.environ, "ROS_DOMAIN_ID": "79", "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
-           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    cmd = NETNS_SETUP + f"exec {sys.executable} -m test.ros.bag_to_node {tmp_path} {PARAMS} {bag}"
-    run = subprocess.run(prefix + [cmd], cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    r = json.loads((tmp_path / "result.json").read_text())
+    r = _in_netns("bag_to_node", tmp_path, bag, domain=79, timeout=400)
     diag = r["diagnostics"]
     assert diag["processed"] == str(EXPECTED["processed"]) and r["labels"] == EXPECTED["processed"]
     assert diag["bad: stamp not after the previous frame's"] == str(EXPECTED["stamp"])
@@ -226,13 +219,7 @@ def test_two_namespaced_nodes_keep_to_their_own_topics(tmp_path):
     """namespace:=left and namespace:=right with the shipped parameter file: each head reads /<head>/hsi/... and
     publishes /<head>/hsi_xai/..., the other head's frame never reaches it, and nothing is published or read at
     the root names a node without a namespace would use."""
-    prefix = _netns_prefix()
-    env = {**os.environ, "ROS_DOMAIN_ID": "78", "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
-           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    cmd = NETNS_SETUP + f"exec {sys.executable} -m test.ros.two_heads {tmp_path} {PARAMS}"
-    run = subprocess.run(prefix + [cmd], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    result = json.loads((tmp_path / "result.json").read_text())
+    result = _in_netns("two_heads", tmp_path, domain=80)
     assert result["got"] == {head: [stamp] for head, stamp in result["sent"].items()}
     assert result["sent"]["left"] != result["sent"]["right"]
     assert result["stray"] == [] and result["root_raw_subscribers"] == 0
