@@ -1,6 +1,6 @@
 """`hsi-xai reliability` on an imported model (mmsegmentation-style, HSI-Drive v2.0's 11 channels, a Resize behind
 its head): the whole report runs, and its evaluation scores the classes the generated drives and the model share by
-name. About two minutes on a 2-core machine, so it runs with HSI_XAI_HEAVY=1 (the pieces it needs have their own
+name. About 90 s on a 2-core machine, so it runs with HSI_XAI_HEAVY=1 (the pieces it needs have their own
 tests in the suite: the import, the re-batched Resize, the ground truth by class name)."""
 
 import json
@@ -14,7 +14,7 @@ from test.model_import.test_import_segmentation import BANDS, MMSegUNet, _export
 from hsi_xai_node.cli import main  # noqa: E402
 
 pytestmark = pytest.mark.skipif(os.environ.get("HSI_XAI_HEAVY") != "1",
-                                reason="heavy (about 2 min): set HSI_XAI_HEAVY=1 to run the reliability report on an "
+                                reason="heavy (about 90 s): set HSI_XAI_HEAVY=1 to run the reliability report on an "
                                        "imported model")
 
 
