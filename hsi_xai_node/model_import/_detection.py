@@ -18,14 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import version_converter
 
 from ..classes import DETECTION_CLASSES
 from ..detection.card import DETECTOR_CARD_SCHEMA, DetectorCard, DetectorInput, RawOutputs, StackInput, load_detector
 from ..detection.postprocess import BOX_CODINGS, SCORE_ACTIVATIONS
 from ..model_card import ClassSpec, ModelError, file_sha256
 from ._files import import_paths, load_source, write_atomic
-from ._graph import _fix_input, _opset, TARGET_OPSET, fold_constants, graph_inputs, static_shapes
+from ._graph import checked_static_shapes, static_graph
 
 DETECTION_CLASS_SETS = {"mods": DETECTION_CLASSES}  # the Multispectral Object Detection dataset's five
 _CHANNELS = {"bgr8": 3, "rgb8": 3, "mono8": 1, "mono16": 1}
@@ -116,13 +115,18 @@ def _ancestors(model: onnx.ModelProto, tensor: str) -> set[str]:
     return seen
 
 
+def refuse_own_nms(model: onnx.ModelProto) -> None:
+    """A detector must end before its NMS (the loader appends the runtime's); checked before the shapes, which an
+    NMS makes depend on the values."""
+    if any(n.op_type in ("NonMaxSuppression", "EfficientNMS_TRT", "BatchedNMS_TRT") for n in model.graph.node):
+        raise ModelError("the graph runs its own NMS: export it cut before the NMS (raw class logits and box "
+                         "regression; the TensorRT EfficientDet sample's create_onnx.py builds the graph in stages)")
+
+
 def find_raw_outputs(model, shapes, classes_hint: int | None, logits: str | None, deltas: str | None):
     """(logits, deltas, anchors A): outputs (1, A, C) and (1, A, 4); ambiguity is one error naming them."""
     outs = [(o.name, shapes.get(o.name, ())) for o in model.graph.output]
     described = "; ".join(f"{n} {s}" for n, s in outs)
-    if any(n.op_type in ("NonMaxSuppression", "EfficientNMS_TRT", "BatchedNMS_TRT") for n in model.graph.node):
-        raise ModelError("the graph runs its own NMS: export it cut before the NMS (raw class logits and box "
-                         "regression; the TensorRT EfficientDet sample's create_onnx.py builds the graph in stages)")
     three = [(n, s) for n, s in outs if len(s) == 3 and s[0] == 1]
     box = [n for n, s in three if s[2] == 4]
     cls = [n for n, s in three if s[2] != 4 or (classes_hint == 4 and n not in box[:1])]
@@ -184,30 +188,13 @@ def import_detection(model_path: str | Path, options: DetectionImportOptions, lo
         raise ModelError(f"--score-activation {options.activation!r}: one of {list(SCORE_ACTIVATIONS)}")
     stack = parse_stack(options.stack, options.offset, options.scale)
     channels = sum(len(s.offset) for s in stack)
-    source, external = load_source(source_path)
-    inputs = graph_inputs(source)
-    if len(inputs) != 1:
-        raise ModelError(f"model {source_path}: {len(inputs)} inputs ({', '.join(v.name for v in inputs)}); the "
-                         "detector takes one stacked image")
-    name_in = inputs[0].name
-    from ._graph import _dims, choose_layout
-
+    source, embedded = load_source(source_path)
     try:
-        layout = choose_layout(_dims(inputs[0]), channels, None, name_in)
-        model = onnx.ModelProto()
-        model.CopyFrom(source)
-        changes = _fix_input(model, name_in, layout, options.input_size)
-        if _opset(model) < 13:
-            before = _opset(model)
-            model = version_converter.convert_version(model, TARGET_OPSET)
-            changes.append(f"opset {before} -> {TARGET_OPSET} (ONNX version converter)")
-        nodes_before = len(model.graph.node)
-        model = fold_constants(model)
-        if len(model.graph.node) != nodes_before:
-            changes.append(f"{nodes_before} -> {len(model.graph.node)} nodes (ONNX Runtime's basic optimisations)")
-        if external:
-            changes.append(f"weights kept beside the model ({', '.join(external)}) embedded in the model file")
-        shapes = static_shapes(model)
+        g = static_graph(source, channels, options.input_size, None, "the detector takes one stacked image")
+        g.note_folding()
+        model, name_in, layout, changes = g.model, g.input, g.layout, g.changes + embedded
+        refuse_own_nms(model)
+        shapes = checked_static_shapes(model)
         logits, deltas, count = find_raw_outputs(model, shapes, None, options.logits, options.deltas)
         classes = detection_classes(options.classes, shapes[logits][2])
         if options.class_head_input:

@@ -44,7 +44,7 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 def load_source(path: Path) -> tuple[onnx.ModelProto, list[str]]:
     """The model with any external weights (torch's dynamo exporter writes MODEL.onnx.data beside it) read in;
-    and the names of those files."""
+    and, if there were any, the change that makes: the prepared file holds them."""
     from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 
     if not path.is_file():
@@ -57,4 +57,5 @@ def load_source(path: Path) -> tuple[onnx.ModelProto, list[str]]:
             load_external_data_for_model(model, str(path.parent))
     except Exception as exc:  # a damaged protobuf raises DecodeError, a missing data file ValidationError, ...
         raise ModelError(f"model {path}: cannot be read as ONNX ({str(exc).splitlines()[0]})") from None
-    return model, external
+    return model, ([f"weights kept beside the model ({', '.join(external)}) embedded in the model file, so the "
+                    "card's SHA-256 covers them"] if external else [])

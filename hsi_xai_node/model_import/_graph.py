@@ -46,6 +46,7 @@ class PreparedGraph:
     source_input: str  # the names in the file as given
     source_logits: str
     changes: list[str] = field(default_factory=list)
+    shapes: dict[str, tuple] = field(default_factory=dict)  # every tensor's static shape in `model`
 
     @property
     def changed(self) -> bool:
@@ -216,26 +217,44 @@ def _transpose_logits(model: onnx.ModelProto, name: str) -> str:
     return new
 
 
-def prepare_graph(model: onnx.ModelProto, bands: int, size: tuple[int, int] | None = None,
-                  layout: str | None = None, logits: str | None = None) -> PreparedGraph:
-    """The static, NCHW, folded graph of a segmentation `model` whose input has `bands` channels."""
+@dataclass
+class StaticGraph:
+    """A copy of a user's graph with one float input fixed to batch 1 and a static size, at opset >= 13, folded."""
+
+    model: onnx.ModelProto
+    input: str
+    declared: tuple  # the input's shape as the file declared it
+    layout: str  # "nchw" or "nhwc"
+    changes: list[str]
+    nodes_before: int  # before folding: note_folding reports what the optimisations removed
+
+    def note_folding(self) -> None:
+        if len(self.model.graph.node) != self.nodes_before:
+            self.changes.append(f"{self.nodes_before} -> {len(self.model.graph.node)} nodes (ONNX Runtime's basic "
+                                "optimisations: constants and shape arithmetic folded, batch norms folded into "
+                                "their convs)")
+
+
+def static_graph(model: onnx.ModelProto, channels: int, size: tuple[int, int] | None, layout: str | None,
+                 takes: str) -> StaticGraph:
+    """What both importers need first: the graph checked, its one input (`channels` on axis 1 or 3) fixed to
+    batch 1 and `size`, an old opset converted, and ONNX Runtime's basic optimisations applied."""
     try:
         onnx.checker.check_model(model)
     except Exception as exc:  # onnx raises several unrelated types for a damaged file
         raise ModelError(f"not a valid ONNX model ({str(exc).splitlines()[0]})") from None
     inputs = graph_inputs(model)
     if len(inputs) != 1:
-        raise ModelError(f"the model has {len(inputs)} inputs ({', '.join(v.name for v in inputs)}); a "
-                         "segmentation model here takes one image")
+        raise ModelError(f"the model has {len(inputs)} inputs ({', '.join(v.name for v in inputs)}); {takes}")
     name = inputs[0].name
     if inputs[0].type.tensor_type.elem_type != TensorProto.FLOAT:
         raise ModelError(f"input {name!r} is not float32: export the model with a float32 input")
     declared = _dims(inputs[0])
-    layout = choose_layout(declared, bands, layout, name)
+    layout = choose_layout(declared, channels, layout, name)
     out = onnx.ModelProto()
     out.CopyFrom(model)
     changes = _fix_input(out, name, layout, size)
-    if _opset(out) < TARGET_OPSET and _opset(out) < 13:
+    if _opset(out) < 13:
         before = _opset(out)
         try:
             out = version_converter.convert_version(out, TARGET_OPSET)
@@ -244,7 +263,24 @@ def prepare_graph(model: onnx.ModelProto, bands: int, size: tuple[int, int] | No
                              "re-export with opset >= 13") from None
         changes.append(f"opset {before} -> {TARGET_OPSET} (ONNX version converter)")
     nodes_before = len(out.graph.node)
-    out = fold_constants(out)
+    return StaticGraph(fold_constants(out), name, declared, layout, changes, nodes_before)
+
+
+def checked_static_shapes(model: onnx.ModelProto) -> dict[str, tuple]:
+    """Every tensor's shape, all static (a shape the values decide is refused, naming the tensors)."""
+    shapes = static_shapes(model)
+    dynamic = [t for t, s in shapes.items() if any(not isinstance(d, int) for d in s)]
+    if dynamic:
+        raise ModelError(f"tensors keep dynamic shapes after fixing the input ({', '.join(dynamic[:3])}): the model "
+                         "computes shapes from values; export it at a fixed size")
+    return shapes
+
+
+def prepare_graph(model: onnx.ModelProto, bands: int, size: tuple[int, int] | None = None,
+                  layout: str | None = None, logits: str | None = None) -> PreparedGraph:
+    """The static, NCHW, folded graph of a segmentation `model` whose input has `bands` channels."""
+    g = static_graph(model, bands, size, layout, "a segmentation model here takes one image")
+    out, name, declared, layout, changes = g.model, g.input, g.declared, g.layout, g.changes
     hw = tuple(declared[2:]) if layout == "nchw" else tuple(declared[1:3])
     hw = tuple(size) if size is not None else hw
     logits_name, logits_layout = find_logits(out, hw, logits)
@@ -256,16 +292,10 @@ def prepare_graph(model: onnx.ModelProto, bands: int, size: tuple[int, int] | No
         new_logits = _transpose_logits(out, logits_name)
         changes.append(f"NHWC logits {logits_name!r} given as NCHW output {new_logits!r} through a Transpose")
     if layout == "nhwc" or logits_layout == "nhwc":
-        out = fold_constants(out)
-    if len(out.graph.node) != nodes_before:
-        changes.append(f"{nodes_before} -> {len(out.graph.node)} nodes (ONNX Runtime's basic optimisations: "
-                       "constants and shape arithmetic folded, batch norms folded into their convs)")
-    shapes = static_shapes(out)
-    dynamic = [t for t, s in shapes.items() if any(not isinstance(d, int) for d in s)]
-    if dynamic:
-        raise ModelError(f"tensors keep dynamic shapes after fixing the input ({', '.join(dynamic[:3])}): the model "
-                         "computes shapes from values; export it at a fixed size")
-    return PreparedGraph(out, new_input, new_logits, declared, layout, logits_layout, name, logits_name, changes)
+        out = g.model = fold_constants(out)
+    g.note_folding()
+    return PreparedGraph(out, new_input, new_logits, declared, layout, logits_layout, name, logits_name, changes,
+                         checked_static_shapes(out))
 
 
 def same_outputs(source: onnx.ModelProto, prepared: PreparedGraph, x_nchw: np.ndarray) -> float:

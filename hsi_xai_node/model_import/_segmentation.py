@@ -22,7 +22,7 @@ from ..model_card import (CARD_SCHEMA, NORMALISATIONS, ClassSpec, InputSpec, Mod
 from ..sensor.calibration import SensorProfile, load_profile
 from ..sensor.radiometry import BAND_SETS
 from ._files import import_paths, load_source, write_atomic
-from ._graph import PreparedGraph, static_shapes, prepare_graph, same_outputs
+from ._graph import PreparedGraph, prepare_graph, same_outputs
 from ._layers import Choice, HeadFacts, choose_layers
 
 SELF_CHECK_SEED = 2900  # a generated drive no bundled model was trained or validated on (drive_splits)
@@ -147,15 +147,13 @@ def import_segmentation(model_path: str | Path, options: ImportOptions, log=prin
         raise ModelError(f"--normalise {options.normalise!r}: one of {list(NORMALISATIONS)}")
     profile = load_profile(options.profile)
     bands = band_table(options.bands, profile)
-    source, external = load_source(source_path)
+    source, embedded = load_source(source_path)
     try:
         prepared = prepare_graph(source, len(bands), options.input_size, options.layout, options.logits)
     except ModelError as exc:
         raise ModelError(f"model {source_path}: {exc}") from None
-    if external:
-        prepared.changes.append(f"weights kept beside the model ({', '.join(external)}) embedded in the model file, "
-                                "so the card's SHA-256 covers them")
-    shapes = static_shapes(prepared.model)
+    prepared.changes += embedded
+    shapes = prepared.shapes
     logits_shape = shapes[prepared.logits]
     hw = tuple(logits_shape[2:])
     classes = class_table(options.classes, logits_shape[1])
