@@ -24,7 +24,7 @@ import numpy as np
 from .datasets import VALUES, DatasetError, dataset_model_input, default_values, open_segmentation_dataset
 from .errors import InputError
 from .metrics import confusion, scores
-from .model_card import load_model
+from .model_card import ModelCard, load_model
 from .sensor.calibration import load_profile
 
 
@@ -99,9 +99,9 @@ def evaluate_segmentation(model: str | Path, dataset, values: str = "reflectance
 
     if values not in VALUES:
         raise InputError(f"values must be one of {list(VALUES)}, got {values!r}")
-    card_only = load_model(model).card
-    sensor = load_profile(profile or card_only.sensor_profile)
-    loaded = load_model(model, profile=sensor)  # the card's bands and window checked against the cubes' sensor
+    # the card alone first, for its sensor profile; then the model, checked against that sensor (bands, window)
+    sensor = load_profile(profile or ModelCard.load(Path(model).with_suffix(".json")).sensor_profile)
+    loaded = load_model(model, profile=sensor)
     card = loaded.card
     wavelengths = sensor.band_wavelengths_nm
     engine = open_engine(loaded.onnx_bytes, backend, "fp32", threads=threads, outputs_to_copy=[card.logits])
@@ -255,7 +255,9 @@ def cmd_evaluate(args) -> int:
 
         if not isinstance(doc, dict) or doc.get("task") != "detection":
             raise InputError(f"--layout mods evaluates a detector; {args.model} is not one (its card {card_path})")
-        cameras = tuple(s["camera"] for s in doc["input"]["stack"])
+        from .detection.card import DetectorCard
+
+        cameras = tuple(s.camera for s in DetectorCard.load(card_path).input.stack)  # the card checked first
         dataset = ModsDataset(args.dataset, cameras, images=args.images, labels=args.labels,
                               class_map=tuple(args.class_map.split(",")) if args.class_map else None, limit=args.limit)
         result = evaluate_detection(args.model, dataset, backend=args.backend, threads=args.threads,

@@ -26,6 +26,19 @@ STORAGE = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 CAMERA_TOPIC = {"rgb": "/rgb/image_raw", "nir": "/nir/image_raw", "mir": "/mir/image_raw", "fir": "/fir/image_raw"}
 
 
+def image_writer(writer, store):
+    """write(topic, sensor_msgs/Image, t_ns, qos="camera") into an open rosbag2 Writer: each topic's connection made
+    on its first message, offered with the QoS its kind of publisher uses (transports.qos)."""
+    conns = {}
+
+    def write(topic: str, msg, t_ns: int, qos: str = "camera"):
+        if topic not in conns:
+            conns[topic] = writer.add_connection(topic, "sensor_msgs/msg/Image", typestore=store,
+                                                 offered_qos_profiles=[bag_qos(qos)])
+        writer.write(conns[topic], t_ns, m.serialize(msg))
+    return write
+
+
 def write_drive_bag(path: str | Path, config: NodeConfig = NodeConfig(), seed: int = 7, frames: int = 8,
                     stride: int = 1, storage: str = "mcap", cameras: bool = True) -> Path:
     """Write `frames` frames (every `stride`-th of the 25 fps drive) to a new bag directory at `path`."""
@@ -35,16 +48,8 @@ def write_drive_bag(path: str | Path, config: NodeConfig = NodeConfig(), seed: i
     gen = DriveGenerator(load_profile(config.sensor_profile, flip_vertical=config.flip_vertical), seed=seed,
                          render_cameras=cameras)
     dark, white = gen.references()
-    store = m.typestore()
-    image_type = "sensor_msgs/msg/Image"
     with Writer(path, version=9, storage_plugin=STORAGE[storage]) as writer:
-        conns = {}
-
-        def write(topic: str, msg, t_ns: int, qos: str = "camera"):
-            if topic not in conns:
-                conns[topic] = writer.add_connection(topic, image_type, typestore=store,
-                                                     offered_qos_profiles=[bag_qos(qos)])
-            writer.write(conns[topic], t_ns, m.serialize(msg))
+        write = image_writer(writer, m.typestore())
         t0 = gen.frame(0).stamp_ns if frames else 0
         write(config.dark_topic, m.array_to_image(dark, "mono16", m.header(t0, "hsi_camera")), t0, "latched")
         write(config.white_topic, m.array_to_image(white, "mono16", m.header(t0, "hsi_camera")), t0, "latched")

@@ -25,9 +25,8 @@ from ..errors import FrameError, InputError
 from ..sensor.calibration import SensorProfile, load_profile
 from . import messages as m
 from .config import NodeConfig
-from .drive_bag import STORAGE
+from .drive_bag import STORAGE, image_writer
 from .output_dir import check_replaceable, make_partial, remove_replaceable, write_error, write_marker
-from .qos import bag_qos
 
 FRAME_SUFFIXES = (".bin", ".npy", ".png")
 _STAMPS_LIMIT = 64 * 1024 * 1024  # bytes: a stamp per line, millions of frames at most
@@ -151,20 +150,15 @@ def write_frames_bag(frames: str | Path, out: str | Path, dark: str | Path, whit
             raise InputError(f"start must be seconds since the epoch, got {start}")
         times = [int(round(start * 1e9)) + int(round(k * 1e9 / fps)) for k in range(len(files))]
     summary = FramesBagSummary(output=str(out))
-    store = m.typestore()
     tmp = make_partial(out, "hsi-xai bag-from-frames")
     try:
         from rosbags.rosbag2 import Writer
 
         with Writer(tmp / out.name, version=9, storage_plugin=STORAGE[storage]) as writer:
-            conns = {}
+            write_image = image_writer(writer, m.typestore())
 
             def write(topic: str, image: np.ndarray, t_ns: int, qos: str = "camera"):
-                if topic not in conns:
-                    conns[topic] = writer.add_connection(topic, "sensor_msgs/msg/Image", typestore=store,
-                                                         offered_qos_profiles=[bag_qos(qos)])
-                writer.write(conns[topic], t_ns, m.serialize(m.array_to_image(image, "mono16",
-                                                                               m.header(t_ns, "hsi_camera"))))
+                write_image(topic, m.array_to_image(image, "mono16", m.header(t_ns, "hsi_camera")), t_ns, qos)
 
             write(config.dark_topic, dark_frame, times[0], "latched")
             write(config.white_topic, white_frame, times[0], "latched")
