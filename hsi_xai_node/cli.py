@@ -180,13 +180,11 @@ def _training(sub) -> None:
     t.add_argument("--layout", choices=("hsi-drive-mmseg", "hsi-drive-mat"),
                    help="the dataset's layout (default: recognised; .mat cubes in training/, validation/ and test/ "
                         "sub-folders)")
-    t.add_argument("--values", choices=("reflectance", "model"),
-                   help="what the dataset's cubes hold; training needs reflectance (the variants normalise it), so "
-                        "mmsegmentation-layout cubes must be declared reflectance explicitly")
+    _cube_options(t, "what the dataset's cubes hold; training needs reflectance (the variants normalise it), so "
+                     "mmsegmentation-layout cubes must be declared reflectance explicitly")
     t.add_argument("--classes", choices=("hsi-drive", "hsi-drive-v2"),
                    help="the dataset's class set (default: hsi-drive-v2 for the mmsegmentation layout, hsi-drive "
                         "otherwise)")
-    t.add_argument("--mat-axes", choices=("chw", "hwc"), default="chw", help="axis order of .mat cubes")
     t.set_defaults(func=_lazy("hsi_xai_node.training.cli", "cmd_train_segmentation"))
 
     d = sub.add_parser("train-detection", formatter_class=_Formatter,
@@ -216,7 +214,17 @@ def _training(sub) -> None:
     d.set_defaults(func=_lazy("hsi_xai_node.training.cli", "cmd_train_detection"))
 
 
-NORMALISATION_CHOICES = ("pn", "none", "max", "mean_std")  # model_card.NORMALISATIONS (a test holds them equal)
+NORMALISATION_CHOICES = ("pn", "none", "max", "mean_std")
+CUBE_VALUES_HELP = ("what the cubes hold: reflectance (the card's normalisation and scale are applied, as the node "
+                    "does) or the model's input values (taken as they are); default: model for the mmsegmentation "
+                    "layout (its config feeds the cubes unchanged), reflectance otherwise")
+
+
+def _cube_options(p, values_help: str = CUBE_VALUES_HELP) -> None:
+    """--values and --mat-axes: how a segmentation dataset's cubes are read (datasets.VALUES, HsiDriveMat)."""
+    p.add_argument("--values", choices=("reflectance", "model"), help=values_help)
+    p.add_argument("--mat-axes", choices=("chw", "hwc"), default="chw",
+                   help="axis order of the .mat cubes (the release's versions differ; the shape is checked)")  # model_card.NORMALISATIONS (a test holds them equal)
 
 
 def _import_model(sub) -> None:
@@ -304,12 +312,7 @@ def _evaluate(sub) -> None:
     p.add_argument("--split", default="test",
                    help="training, validation or test (mmsegmentation layout); for generated drives train, val, "
                         "test or seeds such as 2000-2005")
-    p.add_argument("--values", choices=("reflectance", "model"),
-                   help="what the cubes hold: reflectance (the card's normalisation and scale are applied, as the "
-                        "node does) or the model's input values (taken as they are); default: model for the "
-                        "mmsegmentation layout (its config feeds the cubes unchanged), reflectance otherwise")
-    p.add_argument("--mat-axes", choices=("chw", "hwc"), default="chw",
-                   help="axis order of the .mat cubes (the release's versions differ; the shape is checked)")
+    _cube_options(p)
     p.add_argument("--profile", help="sensor profile whose band order the cubes are in (default: the card's)")
     p.add_argument("--limit", type=int, help="evaluate only the first N cubes (sorted by name)")
     p.add_argument("--backend", default="ort-cpu", help=BACKEND_HELP)
@@ -359,8 +362,7 @@ def _calibrate_overlays(sub) -> None:
                    help="the dataset's layout (default: recognised from the folder)")
     p.add_argument("--split", default="validation", help="the dataset split to measure on (never the test split "
                                                          "you report figures on)")
-    p.add_argument("--values", choices=("reflectance", "model"), help="what the dataset's cubes hold (as for evaluate)")
-    p.add_argument("--mat-axes", choices=("chw", "hwc"), default="chw", help="axis order of .mat cubes")
+    _cube_options(p)
     p.add_argument("--limit", type=int, help="only the first N cubes of the dataset")
     p.add_argument("--backend", default="ort-cpu", help=BACKEND_HELP)
     p.set_defaults(func=_lazy("hsi_xai_node.overlay_calibration", "cmd_calibrate_overlays"))
