@@ -12,27 +12,25 @@ from .config import DetectionTrainConfig, TrainConfig
 
 def cmd_train_segmentation(args) -> int:
     try:
-        from .segmentation import run_study
+        from .segmentation import CLASSES, run_study
     except ImportError as exc:
         raise InputError(f"training needs torch: pip install -e '.[train]' ({exc})") from None
     from ..sensor.calibration import load_profile
 
     command = "hsi-xai " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    profile = load_profile(args.profile)
-    log = lambda m: print(m, flush=True)  # noqa: E731
-    data, readers = (dataset_splits(args, profile, log) if args.dataset else (None, None))
-    run_study(profile, args.variants.split(","), args.size, Path(args.out),
+    datasets, classes = hsi_drive_splits(args) if args.dataset else (None, CLASSES)
+    run_study(load_profile(args.profile), args.variants.split(","), args.size, Path(args.out),
               TrainConfig(steps=args.steps, seed=args.seed, threads=args.threads), command=command,
-              bundle=tuple(args.bundle.split(",")), log=log, data=data, readers=readers)
+              bundle=tuple(args.bundle.split(",")), log=lambda m: print(m, flush=True), datasets=datasets,
+              classes=classes)
     return 0
 
 
-def dataset_splits(args, profile, log) -> tuple[dict, dict]:
-    """train/val/test DriveSets (and their readers) from HSI-Drive on disk: the mmsegmentation layout's splits, or
-    .mat cubes in training/, validation/ and test/ sub-folders. Reflectance cubes only."""
+def hsi_drive_splits(args) -> tuple[dict, tuple]:
+    """(split -> reader, the labelled classes) of HSI-Drive on disk: the mmsegmentation layout's splits, or .mat
+    cubes in training/, validation/ and test/ sub-folders. Reflectance cubes only."""
     from ..classes import SEGMENTATION_CLASS_SETS
     from ..datasets import HsiDriveMat, HsiDriveMmseg, guess_layout
-    from .data import from_dataset
 
     root = Path(args.dataset)
     layout = args.layout or guess_layout(root)
@@ -48,8 +46,7 @@ def dataset_splits(args, profile, log) -> tuple[dict, dict]:
     for key, folder in (("train", "training"), ("val", "validation"), ("test", "test")):
         readers[key] = HsiDriveMmseg(root, folder) if layout == "hsi-drive-mmseg" else \
             HsiDriveMat(root / folder, args.mat_axes)
-    data = {k: from_dataset(r, profile.band_wavelengths_nm, classes, log) for k, r in readers.items()}
-    return data, readers
+    return readers, classes
 
 
 def cmd_train_detection(args) -> int:

@@ -209,15 +209,19 @@ def summary_table(results: dict, classes=CLASSES) -> str:
 
 def run_study(profile: SensorProfile, variants: list[str], size: str, out_dir: Path, cfg: TrainConfig,
               splits=None, command: str = "", bundle: tuple[str, ...] = ("1", "3", "25pn"), log=print,
-              data: dict[str, DriveSet] | None = None, readers: dict | None = None) -> dict:
-    """Train, evaluate on the test split and export each variant. `data` (train/val/test DriveSets read from a
-    labelled dataset, `readers` their dataset readers for the overlay calibration) replaces the generated drives."""
-    from .data import DEFAULT_SPLITS, generate
+              datasets: dict | None = None, classes=CLASSES) -> dict:
+    """Train, evaluate on the test split and export each variant. `datasets` (train/val/test readers of a
+    labelled dataset whose labels are `classes`, datasets.HsiDriveMmseg or HsiDriveMat) replaces the generated
+    drives; its validation split also gives the overlay scales."""
+    from .data import DEFAULT_SPLITS, from_dataset, generate
 
     t0 = time.perf_counter()
-    if data is None:
+    generated = datasets is None
+    if generated:
         splits = splits or DEFAULT_SPLITS
         data = {k: generate(profile, s) for k, s in splits.items()}
+    else:
+        data = {k: from_dataset(r, profile.band_wavelengths_nm, classes, log) for k, r in datasets.items()}
     log(f"data {', '.join(f'{k}: {len(v)} frames' for k, v in data.items())} in {time.perf_counter() - t0:.0f} s")
     classes = data["train"].classes
     ratio = shadow_ratio(profile)
@@ -238,7 +242,6 @@ def run_study(profile: SensorProfile, variants: list[str], size: str, out_dir: P
         log(f"  [{key}] test mIoU {metrics['all']['miou']:.3f}{shade}, {result.steps_run} steps in "
             f"{result.seconds:.0f} s")
         if key in bundle:
-            generated = readers is None
             training = {"data": ("generated drives (hsi_xai_node.scenes), split by seed" if generated else
                                  {k: v.source for k, v in data.items()}),
                         "augmentation": "illumination x U(0.6, 1.4); shadow blobs with the daylight "
@@ -258,14 +261,14 @@ def run_study(profile: SensorProfile, variants: list[str], size: str, out_dir: P
 
             # on the validation drives, or the dataset's validation split
             scales = segmentation_overlay_scales(path, profile=profile.name,
-                                                 dataset=None if generated else readers["val"],
+                                                 dataset=None if generated else datasets["val"],
                                                  values=None if generated else "reflectance")
             write_overlay_scales(path.with_suffix(".json"), scales)
             cards[key].overlay_scales = scales
     (out_dir / f"segmentation_study_{size}.json").write_text(json.dumps(
         {"profile": profile.name, "size": size, "command": command, "results": results,
          "data": {k: v.source for k, v in data.items()}}, indent=1))
-    source = "the held-out generated test drives" if readers is None else data["test"].source
+    source = "the held-out generated test drives" if generated else data["test"].source
     (out_dir / f"segmentation_study_{size}.md").write_text(
         f"# Segmentation study ({size} size, {profile.name})\n\nCommand: `{command}`\n\n"
         f"Per class: accuracy / IoU (%) on {source}.\n\n"

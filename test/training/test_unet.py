@@ -113,7 +113,8 @@ def test_training_on_hsi_drive_in_mmsegmentation_layout(tmp_path, hsi_drive, cap
     from hsi_xai_node.cli import main
     from hsi_xai_node.scenes.drive import DriveGenerator
     from hsi_xai_node.sensor.frontend import FrontEnd, FrontEndConfig
-    from hsi_xai_node.training.cli import dataset_splits
+    from hsi_xai_node.training.cli import hsi_drive_splits
+    from hsi_xai_node.training.data import from_dataset
 
     root = tmp_path / "HSIDrive20"
     for split, seed, count in (("training", 0, 2), ("validation", 1000, 1), ("test", 2000, 1)):
@@ -126,11 +127,12 @@ def test_training_on_hsi_drive_in_mmsegmentation_layout(tmp_path, hsi_drive, cap
             np.save(root / "images" / split / f"nf{seed}_{k}.npy", fe.process(frame.raw).cube.data.transpose(1, 2, 0))
             cv2.imwrite(str(root / "annotations" / split / f"nf{seed}_{k}.png"), frame.labels)
     args = SimpleNamespace(dataset=str(root), layout=None, values="reflectance", classes="hsi-drive", mat_axes="chw")
-    data, readers = dataset_splits(args, hsi_drive, log=lambda m: None)
+    readers, classes = hsi_drive_splits(args)
+    data = {k: from_dataset(r, hsi_drive.band_wavelengths_nm, classes, log=lambda m: None) for k, r in readers.items()}
     assert [len(data[k]) for k in ("train", "val", "test")] == [2, 1, 1] and data["test"].sun is None
     out = tmp_path / "models"
     results = run_study(hsi_drive, ["25pn"], "tiny", out, TrainConfig(steps=4, batch=2, crop=(48, 64), eval_every=2),
-                        command="test", bundle=("25pn",), log=lambda m: None, data=data, readers=readers)
+                        command="test", bundle=("25pn",), log=lambda m: None, datasets=readers, classes=classes)
     assert set(results["25pn"]) == {"all"}  # no sun maps in a dataset: no sunlit/shaded split
     card = load_model(out / "unet_tiny_25pn.onnx", profile=hsi_drive).card
     assert card.training["data"]["test"].startswith(f"HSI-Drive v2.0 (mmsegmentation layout) {root}, split test")
@@ -145,4 +147,4 @@ def test_training_on_hsi_drive_in_mmsegmentation_layout(tmp_path, hsi_drive, cap
     assert figures["miou"] == pytest.approx(results["25pn"]["all"]["miou"], abs=0.02)
     # a dataset whose cubes are the model's values cannot be trained on (the card could not state its normalisation)
     with pytest.raises(InputError, match="needs reflectance cubes"):
-        dataset_splits(SimpleNamespace(**{**vars(args), "values": None}), hsi_drive, log=lambda m: None)
+        hsi_drive_splits(SimpleNamespace(**{**vars(args), "values": None}))
