@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image
 
 from ..transports.annotations import annotations_message
 from ..transports.outputs import detection_fields
@@ -37,6 +37,17 @@ def to_image(array: np.ndarray, encoding: str, header) -> Image:
     a = np.ascontiguousarray(array)
     msg.step = a.strides[0]
     msg.data = a.tobytes()
+    return msg
+
+
+def to_camera_info(model, header) -> CameraInfo:
+    """sensor_msgs/CameraInfo of a sensor.camera_model.CameraModel (the replay's camera_info_message in rclpy)."""
+    msg = CameraInfo(header=header, height=int(model.height), width=int(model.width),
+                     distortion_model=model.distortion_model, d=[float(v) for v in model.D],
+                     k=np.asarray(model.K, np.float64).ravel().tolist(), r=np.asarray(model.R, np.float64).ravel().tolist(),
+                     p=np.asarray(model.P, np.float64).ravel().tolist(),
+                     binning_x=int(model.binning_x), binning_y=int(model.binning_y))
+    msg.roi.x_offset, msg.roi.y_offset, msg.roi.width, msg.roi.height = (int(v) for v in model.roi)
     return msg
 
 

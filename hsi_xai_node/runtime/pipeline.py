@@ -34,6 +34,7 @@ from ..explain import (CAM_METHODS, INPUT_METHODS, METHODS, LrpOptions, PathOpti
 from ..model_card import ModelCard, load_model
 from ..resources import share_path
 from ..sensor.calibration import load_profile
+from ..sensor.camera_model import PixelMap, binned_region
 from ..sensor.frontend import FrontEnd
 from ..sensor.radiometry import false_colour
 from .engine import open_engine
@@ -274,6 +275,17 @@ class Pipeline:
 
     def _colormap(self, signed: bool) -> str:
         return self.config.signed_colormap if signed else self.config.colormap
+
+    def output_pixels(self, window: bool = False) -> PixelMap:
+        """Where the outputs lie in the raw frame's pixels (their camera_info is the mosaic camera's through
+        it): the labels, segmentation, preview and overlays span the cube, one pixel per 5x5 tile (per raw
+        pixel with the bilinear demosaic); the per-class maps (`window`) the model's window of it."""
+        p, i = self.profile, self.card.input
+        binned = i.demosaic == "subsample"
+        tile_w, tile_h = (p.pattern_width, p.pattern_height) if binned else (1, 1)
+        cube = binned_region(p.offset_x, p.offset_y, tile_w, tile_h, p.area_width // tile_w, p.area_height // tile_h,
+                             p.sensor_width, p.sensor_height)
+        return cube.cropped(i.crop_left, i.crop_top, i.width, i.height) if window else cube
 
     def _window(self):
         i = self.card.input

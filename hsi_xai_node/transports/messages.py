@@ -236,6 +236,18 @@ def array_to_image(array: np.ndarray, encoding: str, hdr):
         step=w * channels * a.itemsize, data=a.view(np.uint8).reshape(-1))
 
 
+def camera_info_message(model, hdr):
+    """A sensor_msgs/CameraInfo with the numbers of a sensor.camera_model.CameraModel and the given header."""
+    t = typestore().types
+    x, y, w, h = model.roi
+    return t["sensor_msgs/msg/CameraInfo"](
+        header=hdr, height=int(model.height), width=int(model.width), distortion_model=model.distortion_model,
+        d=np.asarray(model.D, np.float64), k=np.asarray(model.K, np.float64).ravel(),
+        r=np.asarray(model.R, np.float64).ravel(), p=np.asarray(model.P, np.float64).ravel(),
+        binning_x=int(model.binning_x), binning_y=int(model.binning_y),
+        roi=t["sensor_msgs/msg/RegionOfInterest"](x_offset=x, y_offset=y, height=h, width=w, do_rectify=False))
+
+
 def diagnostic_array(hdr, name: str, hardware_id: str, level: int, message: str, values: dict):
     """A diagnostic_msgs/DiagnosticArray with one status (level 0 OK, 1 WARN, 2 ERROR)."""
     t = typestore().types

@@ -6,6 +6,14 @@ Segmentation (per raw frame, the raw frame's header):
     <ns>/focus_overlay                                       sensor_msgs/Image bgr8 (with focus_class)
     <ns>/class_maps/<class>                                                   sensor_msgs/Image 32FC1
 
+Camera info (per raw frame, the raw frame's header; image_transport's rule: beside an image, its camera_info):
+
+    <ns>/camera_info              sensor_msgs/CameraInfo of the images above (the cube grid)
+    <ns>/class_maps/camera_info   sensor_msgs/CameraInfo of the class maps (the model's window of it)
+
+    The mosaic camera's own camera_info (`hsi/camera_info` beside `hsi/image_raw`) through the cube's
+    binning and crop (sensor.camera_model); without one, the geometry alone (K = 0, binning and roi).
+
 Legends (latched; sent when they change, at most once a second: once with card scales):
 
     <ns>/<overlay>/legend    sensor_msgs/Image bgr8: colour bar, what 1 means per class, the scale
@@ -73,6 +81,56 @@ def output_images(result, card, class_maps: bool) -> dict[str, tuple[np.ndarray,
         maps = next(iter(result.class_maps.values()))
         out |= {f"class_maps/{c.name}": (maps[c.channel].astype(np.float32), "32FC1") for c in card.classes}
     return out
+
+
+CAMERA_INFO = "camera_info"
+CAMERA_INFO_MSGTYPE = "sensor_msgs/msg/CameraInfo"
+
+
+def camera_info_topic(image_topic: str) -> str:
+    """image_transport's name for the camera_info of an image topic: its sibling `camera_info`."""
+    head = image_topic.rstrip("/").rsplit("/", 1)[0] if "/" in image_topic.rstrip("/") else ""
+    return f"{head}/{CAMERA_INFO}" if head or image_topic.startswith("/") else CAMERA_INFO
+
+
+class CameraInfoInput:
+    """The mosaic camera's latest camera_info, checked against its frames (one line naming the problem when
+    it does not fit them: that one is not used), and the camera_info of each output image made from it."""
+
+    def __init__(self, frame_width: int, frame_height: int, topic: str):
+        self.size, self.topic = (frame_width, frame_height), topic
+        self.model = None  # sensor.camera_model.CameraModel of the last good message
+        self.received = 0
+
+    def update(self, msg) -> None:
+        """Take a sensor_msgs/CameraInfo (rclpy or rosbags); raises FrameError (reason "bad camera_info")."""
+        from ..errors import FrameError
+        from ..sensor.camera_model import from_camera_info
+
+        self.received += 1
+        try:
+            self.model = from_camera_info(msg, *self.size, what=self.topic)
+        except FrameError as exc:
+            exc.reason = "bad camera_info"
+            raise
+
+    def outputs(self, pipeline, class_maps: bool) -> dict:
+        """output name -> CameraModel: `camera_info` (the cube-grid images) and, with class maps, theirs."""
+        from ..sensor.camera_model import uncalibrated
+
+        grids = {CAMERA_INFO: pipeline.output_pixels()}
+        if class_maps:
+            grids[f"class_maps/{CAMERA_INFO}"] = pipeline.output_pixels(window=True)
+        model = self.model
+        return {name: model.through(px) if model is not None and model.calibrated else uncalibrated(px)
+                for name, px in grids.items()}
+
+    def describe(self) -> str:
+        if self.model is not None and self.model.calibrated:
+            return f"from {self.topic}"
+        if self.model is not None:
+            return f"{self.topic} says uncalibrated (K = 0): outputs' camera_info carry their geometry only"
+        return f"none received on {self.topic}: outputs' camera_info carry their geometry only (K = 0)"
 
 
 # --- detection -------------------------------------------------------------------------------------
