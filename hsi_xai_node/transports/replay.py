@@ -14,6 +14,9 @@ during the drive. Per raw frame, logged at the raw frame's time, with its header
     <ns>/activation_overlay     sensor_msgs/Image bgr8 (when "activation" is configured)
     <ns>/class_maps/<class>     sensor_msgs/Image 32FC1 (publish_class_maps)
     <ns>/segmentation_annotations  foxglove_msgs/ImageAnnotations: each class region's outline
+    <ns>/camera_info            sensor_msgs/CameraInfo of the images above (class_maps/camera_info beside
+                                the class maps): the mosaic camera's, from <raw_topic's namespace>/camera_info
+                                in the bag, through the cube's binning and crop; its geometry alone without it
     /diagnostics                diagnostic_msgs/DiagnosticArray, status "hsi_xai: pipeline"
 
 Per synchronised set of the detector's cameras (detection on and every one of its camera
@@ -49,7 +52,8 @@ from . import messages as m
 from .config import NodeConfig, load_config
 from .output_dir import (check_replaceable, check_space, clean_stale_partials, disk_bytes, make_partial,
                          remove_replaceable, write_error, write_marker)
-from .outputs import (DETECTIONS, DETECTIONS_MSGTYPE, LegendSchedule, detection_array, detection_images, legend_name,
+from .outputs import (CAMERA_INFO, CAMERA_INFO_MSGTYPE, DETECTIONS, DETECTIONS_MSGTYPE, CameraInfoInput,
+                      LegendSchedule, camera_info_topic, detection_array, detection_images, legend_name,
                       output_images)
 from .annotations import (ANNOTATIONS_MSGTYPE, DETECTION_ANNOTATIONS, SEGMENTATION_ANNOTATIONS, annotations_message,
                           detection_annotations, segmentation_annotations)
@@ -277,6 +281,7 @@ class ReplaySummary:
     fps: float = 0.0  # processed frames per second of wall time (read, process, write)
     activation_residual_max: float | None = None  # max |conservativeness residual| over frames and classes
     references: str = ""
+    camera_info: str = ""  # where the outputs' camera_info came from
     reference_updates: int = 0
     uncalibrated_frames: int = 0  # frames processed without valid dark/white references
     uncalibrated_stamps: list = field(default_factory=list)  # their header stamps (ns), the first 100
@@ -315,6 +320,8 @@ class ReplaySummary:
                   else "segmentation: no raw topic in the bag"),
                  f"references: {self.references}" + (f"; {self.reference_updates} later update(s)"
                                                      if self.reference_updates else "")]
+        if self.camera_info:
+            lines.append(f"camera_info: {self.camera_info}")
         if self.uncalibrated_frames:
             stamps = self.uncalibrated_stamps
             span = f"stamps {stamps[0]} .. {stamps[-1]} ns" if stamps else ""
@@ -458,6 +465,9 @@ class _Replay:
         self.copy_raw, self.window, self.observer = copy_raw, window or _Everything(), observer
         self.legends = LegendSchedule()
         self.gate = RawFrameGate(pipeline.profile.frame_shape) if pipeline is not None else None
+        # the mosaic camera's camera_info, beside its raw topic (image_transport's naming)
+        self.camera_info = CameraInfoInput(pipeline.profile.frame_shape[1], pipeline.profile.frame_shape[0],
+                                           camera_info_topic(config.raw_topic)) if pipeline is not None else None
         self.met: Counter = Counter()  # messages read per topic, against the bag index's counts
         self.detector = detector
         self.store = m.typestore()
@@ -632,6 +642,8 @@ class _Replay:
                     self._camera(conn, t, data, owned=False)
                 elif self.pipeline is not None and conn.topic == self.raw_topic and t < win.start_ns:
                     self._prime_gate(conn, t, data)
+                elif self.pipeline is not None and conn.topic == self.camera_info.topic and t < win.start_ns:
+                    self._camera_info(conn, t, data, count=False)  # the one in use when the window starts
                 continue
             self.met[conn.topic] += 1
             if self.copy_raw or conn.topic != self.raw_topic:
@@ -651,11 +663,15 @@ class _Replay:
                 s.fps = s.frames_processed / s.wall_s if s.wall_s > 0 else 0.0
                 bar.update(1)
                 bar.set_postfix(fps=f"{s.fps:.2f}", dropped=s.dropped, bad=sum(v["count"] for v in self.bad.values()))
+            elif conn.topic == self.camera_info.topic:
+                self._camera_info(conn, t, data)
             elif conn.topic in (cfg.dark_topic, cfg.white_topic):
                 ordinal[conn.topic] += 1
                 if ordinal[conn.topic] > picked.get(conn.topic, 0):
                     self._new_reference(conn, t, data)
         bar.close()
+        if self.camera_info is not None:
+            s.camera_info = self.camera_info.describe()
         s.wall_s = time.perf_counter() - t_start
         s.messages_read = dict(self.met)
         if win.start_ns is None:
@@ -678,8 +694,8 @@ class _Replay:
         (a recorded type that does not match the storage, a damaged index): counted as bad, never silent."""
         if self.src.truncation:
             return  # a cut-short bag says so on its own
-        wanted = set(self.cameras) | ({self.raw_topic, self.config.dark_topic, self.config.white_topic}
-                                      if self.pipeline is not None else set())
+        wanted = set(self.cameras) | ({self.raw_topic, self.config.dark_topic, self.config.white_topic,
+                                       self.camera_info.topic} if self.pipeline is not None else set())
         for topic in sorted(wanted):
             listed, read = self.src.counts.get(topic, 0), self.met[topic]
             if read < listed:
@@ -776,6 +792,18 @@ class _Replay:
             if count:
                 self._skip("bad reference frame", f"{conn.topic} @ {t}", exc)
 
+    def _camera_info(self, conn: _Conn, t: int, data: bytes, count: bool = True) -> None:
+        """The mosaic camera's camera_info: one that cannot be read or does not fit the frames is skipped and
+        counted (the last good one stays in use)."""
+        where = f"{conn.topic} @ {t}"
+        try:
+            if conn.msgtype != CAMERA_INFO_MSGTYPE:
+                raise FrameError(f"type {conn.msgtype}, expected {CAMERA_INFO_MSGTYPE}")
+            self.camera_info.update(m.deserialize(data, conn.msgtype))
+        except Exception as exc:  # noqa: BLE001 - FrameError (does not fit) or assorted CDR errors (garbled)
+            if count:
+                self._skip("bad camera_info", where, str(exc) if isinstance(exc, FrameError) else _why(exc))
+
     def _prime_gate(self, conn: _Conn, t: int, data: bytes) -> None:
         """A raw frame before the window: through the order check only, as the whole-bag replay met it."""
         try:
@@ -821,6 +849,9 @@ class _Replay:
             if self.legends.due(name, legend, t):
                 image(legend_name(name), legend, "bgr8")
         self._annotations(SEGMENTATION_ANNOTATIONS, hdr, t, segmentation_annotations(r.labels))
+        for name, model in self.camera_info.outputs(self.pipeline, cfg.publish_class_maps).items():
+            self.writer.write(self._out_conn(cfg.output_topic(name), CAMERA_INFO_MSGTYPE), t,
+                              m.serialize(m.camera_info_message(model, hdr)))
         residual = None
         if "activation" in r.residuals:
             residual = float(np.max(np.abs(r.residuals["activation"])))
@@ -831,7 +862,7 @@ class _Replay:
                       bad_messages=sum(v["count"] for v in self.bad.values()),
                       references="yes" if self.calibrated else "no", frames_without_references=s.uncalibrated_frames,
                       activation_residual_max="n/a" if residual is None else f"{residual:.3g}",
-                      backend=s.backend, model=s.model)
+                      backend=s.backend, model=s.model, **{CAMERA_INFO: self.camera_info.describe()})
         values.update(r.conservation_values())
         diag = m.diagnostic_array(hdr, f"{NODE_NAME}: pipeline", hdr.frame_id, 0 if self.calibrated else 1,
                                   "ok" if self.calibrated else "no dark/white references: uncalibrated reflectance",

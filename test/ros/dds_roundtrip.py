@@ -16,6 +16,11 @@ whose MIR partner never comes gives no detection, and an RGB frame of the wrong 
 reported on /diagnostics. Then two parameter changes: a bad camera list (refused, with the
 reason) and detection_overlay_method box_gradcam_signed (the detector is rebuilt), and one more
 camera set, whose overlay must be the signed one.
+
+Both modes publish the mosaic camera's camera_info (hsi/camera_info, CAMERA_K) and receive the node's
+camera_info beside its images. Where vision_msgs and foxglove_msgs can be imported (the tests build them
+from their definitions: test/ros/interfaces.py), the detection mode also receives the Detection2DArray and
+the Foxglove image annotations.
 """
 
 import json
@@ -28,8 +33,9 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image
 
+from hsi_xai_node.ros.convert import foxglove_msgs
 from hsi_xai_node.ros.node import to_image, vision_msgs
 from hsi_xai_node.scenes.drive import DriveGenerator
 from hsi_xai_node.sensor.calibration import load_profile
@@ -42,13 +48,23 @@ ROAD_MAP = "class_maps/road"
 DETECTION_OVERLAY = "detection_overlay"
 SEED, FRAMES, LONELY, AFTER_CHANGE = 2004, (0, 3), 1, 5
 CAMERA_DELAY_NS = 4_000_000  # MIR after RGB
+# the mosaic camera's intrinsics (HSI-Drive's 2048x1088 sensor) and plumb_bob distortion
+CAMERA_K = [2410.0, 0.0, 1019.3, 0.0, 2395.0, 547.8, 0.0, 0.0, 1.0]
+CAMERA_D = [-0.21, 0.08, 0.0012, -0.0007, -0.015]
+
+
+def camera_info(stamp_ns: int) -> CameraInfo:
+    return CameraInfo(header=harness.header(stamp_ns, "hsi_camera"), width=2048, height=1088,
+                      distortion_model="plumb_bob", d=CAMERA_D, k=CAMERA_K, r=[1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0],
+                      p=CAMERA_K[:3] + [0.0] + CAMERA_K[3:6] + [0.0] + CAMERA_K[6:] + [0.0])
 
 
 def main(out_dir: str, params: str, mode: str = "", detector: str = "") -> int:
     out = Path(out_dir)
     detection = mode == "detection"
     extra = (["-p", f"detector_model:={detector}", "-p", "sync_slop_s:=0.01", "-p", "publish_class_maps:=true",
-              "-p", "explain_classes:=['road']"] if detection else ["-p", "detector_model:=''"])
+              "-p", "explain_classes:=['road']", "-p", "publish_foxglove_annotations:=true"] if detection
+             else ["-p", "detector_model:=''"])
     node_proc = subprocess.Popen([sys.executable, "-m", "hsi_xai_node.ros.node", "--ros-args", "--params-file", params,
                                   "-p", "backend:=ort-cpu", "-p", "input_qos:=reliable", *extra])
     rclpy.init()
@@ -59,11 +75,14 @@ def main(out_dir: str, params: str, mode: str = "", detector: str = "") -> int:
     white_pub = tester.create_publisher(Image, "/hsi/white_reference", latched)
     rgb_pub = tester.create_publisher(Image, "/rgb/image_raw", reliable)
     mir_pub = tester.create_publisher(Image, "/mir/image_raw", reliable)
+    info_pub = tester.create_publisher(CameraInfo, "/hsi/camera_info", reliable)
     topics = OUTPUTS + ((ROAD_MAP, DETECTION_OVERLAY) if detection else ())
     got: dict[str, dict[int, np.ndarray]] = {k: {} for k in topics}
     frame_ids: dict[str, str] = {}  # "topic:stamp" -> frame_id
     diags: list[dict[str, dict[str, str]]] = []  # per message: status name -> values
     detections: dict[int, list] = {}
+    infos: dict[str, dict[int, dict]] = {"camera_info": {}, "class_maps/camera_info": {}}
+    annotations: dict[str, dict[int, list]] = {"detection_annotations": {}, "segmentation_annotations": {}}
 
     def keep(name):
         def cb(msg):
@@ -72,6 +91,25 @@ def main(out_dir: str, params: str, mode: str = "", detector: str = "") -> int:
             frame_ids[f"{name}:{stamp}"] = msg.header.frame_id
         return cb
     subs = [tester.create_subscription(Image, f"/hsi_xai/{n}", keep(n), reliable) for n in topics]
+
+    def keep_info(name):
+        def cb(msg):
+            infos[name][stamp_of(msg.header)] = {"k": list(msg.k), "p": list(msg.p), "d": list(msg.d),
+                                                 "width": msg.width, "height": msg.height,
+                                                 "frame_id": msg.header.frame_id}
+        return cb
+    info_names = list(infos) if detection else ["camera_info"]
+    subs += [tester.create_subscription(CameraInfo, f"/hsi_xai/{n}", keep_info(n), reliable) for n in info_names]
+    fm = foxglove_msgs()
+    if detection and fm is not None:
+        def keep_annotations(name):
+            def cb(msg):  # ImageAnnotations has no header: each annotation carries its image's stamp
+                if msg.points:
+                    stamp = msg.points[0].timestamp.sec * 10**9 + msg.points[0].timestamp.nanosec
+                    annotations[name][stamp] = [[[p.x, p.y] for p in a.points] for a in msg.points]
+            return cb
+        subs += [tester.create_subscription(fm.ImageAnnotations, f"/hsi_xai/{n}", keep_annotations(n), reliable)
+                 for n in annotations]
     tester.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diags.append(
         {s.name: {"level": int.from_bytes(s.level, "little") if isinstance(s.level, bytes) else int(s.level),
                   "message": s.message, **{kv.key: kv.value for kv in s.values}} for s in m.status}), 10)
@@ -100,14 +138,18 @@ def main(out_dir: str, params: str, mode: str = "", detector: str = "") -> int:
         dark, white = gen.references()
         assert spin_until(lambda: diags, 10), "no /diagnostics before the references"  # the start-up status
         t0 = gen.frame(0).stamp_ns
+        info_pub.publish(camera_info(t0))
         publish(dark_pub, dark, "mono16", "hsi_camera", t0)
         publish(white_pub, white, "mono16", "hsi_camera", t0)
         # 4.4 MB each over reliable DDS: wait until the node itself reports having both
         assert spin_until(lambda: any(d.get("hsi_xai: pipeline", {}).get("references") == "yes" for d in diags), 60), \
             "references not received"
+        assert spin_until(lambda: diags[-1].get("hsi_xai: pipeline", {}).get("camera_info") == "from /hsi/camera_info",
+                          10), f"camera_info not received: {diags[-1]}"
         sent = []
         for k, index in enumerate(FRAMES):
             frame = gen.frame(index)
+            info_pub.publish(camera_info(frame.stamp_ns))  # as a driver does: one beside every frame
             publish(raw_pub, frame.raw, "mono16", "hsi_camera", frame.stamp_ns)
             if detection:
                 rgb, mir = frame.cameras["rgb"], frame.cameras["mir"]
@@ -115,7 +157,10 @@ def main(out_dir: str, params: str, mode: str = "", detector: str = "") -> int:
                 publish(mir_pub, mir.image, mir.encoding, "mir_camera", frame.stamp_ns + CAMERA_DELAY_NS)
             sent.append(frame.stamp_ns)
             assert spin_until(lambda s=frame.stamp_ns: all(s in got[n] for n in topics)
-                              and (vm is None or not detection or s in detections), 60), f"no outputs for frame {index}"
+                              and all(s in infos[n] for n in info_names)
+                              and (vm is None or not detection or s in detections)
+                              and (fm is None or not detection or all(s in a for a in annotations.values())), 60), \
+                f"no outputs for frame {index}"
             if k == 0:  # a bad frame between the good ones: wrong encoding
                 publish(raw_pub, np.zeros((8, 8, 3), np.uint8), "bgr8", "hsi_camera", frame.stamp_ns + 10**9)
             if k == 0 and detection:
@@ -165,7 +210,9 @@ def main(out_dir: str, params: str, mode: str = "", detector: str = "") -> int:
             "sent": sent, "frame_ids": frame_ids, "frames": list(FRAMES), "lonely": LONELY, "seed": SEED,
             "after_change": AFTER_CHANGE, "changes": changes,
             "diagnostics": next(d for d in diags if complete(d)), "startup_diagnostics": diags[0], "vision_msgs": vm is not None,
-            "detections": {str(k): v for k, v in detections.items()}}))
+            "detections": {str(k): v for k, v in detections.items()}, "foxglove_msgs": fm is not None,
+            "camera_info": {n: {str(k): v for k, v in by.items()} for n, by in infos.items()},
+            "annotations": {n: {str(k): v for k, v in by.items()} for n, by in annotations.items()}}))
         return 0
     finally:
         harness.stop(tester, node_proc)

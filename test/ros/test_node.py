@@ -34,20 +34,53 @@ def _netns_prefix():
     return ["unshare", flag, "sh", "-c"]
 
 
-def _in_netns(script: str, out_dir, *args, domain: int = 77, timeout: int = 300) -> dict:
-    """Run `python -m test.ros.<script> OUT_DIR PARAMS ARGS...` in its own network namespace; its result.json."""
+def _in_netns(script: str, out_dir, *args, domain: int = 77, timeout: int = 300, env: dict | None = None) -> dict:
+    """Run `python -m test.ros.<script> OUT_DIR PARAMS ARGS...` in its own network namespace (`env` added to the
+    environment); its result.json."""
     prefix = _netns_prefix()
-    env = {**os.environ, "ROS_DOMAIN_ID": str(domain), "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
-           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    extra = env or {}
+    env = {**os.environ, **extra, "ROS_DOMAIN_ID": str(domain), "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), extra.get("PYTHONPATH", os.environ.get("PYTHONPATH"))]))}
     cmd = NETNS_SETUP + f"exec {sys.executable} -m test.ros.{script} {out_dir} {PARAMS} " + " ".join(map(str, args))
     run = subprocess.run(prefix + [cmd], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return json.loads((out_dir / "result.json").read_text())
 
 
-def _roundtrip(out_dir, *args):
+def _roundtrip(out_dir, *args, env: dict | None = None):
     """Run test.ros.dds_roundtrip in its own network namespace; (result.json, outputs.npz)."""
-    return _in_netns("dds_roundtrip", out_dir, *args), np.load(out_dir / "outputs.npz")
+    return _in_netns("dds_roundtrip", out_dir, *args, env=env), np.load(out_dir / "outputs.npz")
+
+
+@pytest.fixture(scope="session")
+def ros_interfaces(request):
+    """(environment with vision_msgs and foxglove_msgs built from their definitions, "") or ({}, why they could
+    not be built here): test/ros/interfaces.py."""
+    from test.ros import interfaces
+
+    try:
+        return interfaces.environment(interfaces.build(request.config.cache.mkdir("ros_interfaces"))), ""
+    except interfaces.Unavailable as exc:
+        return {}, str(exc)
+
+
+# the mosaic camera's camera_info the roundtrip publishes (dds_roundtrip.CAMERA_K), through the cube by hand:
+# HSI-Drive's filter area starts at column 0, row 3; a cube pixel is a 5x5 tile, its centre the tile's third pixel
+CUBE_K = [2410.0 / 5, 0.0, (1019.3 - 2) / 5, 0.0, 2395.0 / 5, (547.8 - 3 - 2) / 5, 0.0, 0.0, 1.0]
+
+
+def _check_camera_info(result, stamps, window=None):
+    for stamp in stamps:
+        info = result["camera_info"]["camera_info"][str(stamp)]
+        assert (info["width"], info["height"], info["frame_id"]) == (409, 216, "hsi_camera")
+        np.testing.assert_allclose(info["k"], CUBE_K, rtol=1e-12)
+        assert info["d"] == [-0.21, 0.08, 0.0012, -0.0007, -0.015]
+        if window is not None:  # the class maps: the model's window of the cube
+            top, left, height, width = window
+            crop = result["camera_info"]["class_maps/camera_info"][str(stamp)]
+            assert (crop["width"], crop["height"]) == (width, height)
+            np.testing.assert_allclose(crop["k"], [*CUBE_K[:2], CUBE_K[2] - left, CUBE_K[3], CUBE_K[4],
+                                                   CUBE_K[5] - top, 0, 0, 1], rtol=1e-12)
 
 
 def _segmentation_pipeline(result, cameras=False, **overrides):
@@ -80,6 +113,7 @@ def test_node_over_dds_matches_the_offline_pipeline(tmp_path):
     result, outputs = _roundtrip(tmp_path)
     gen, _, pipeline = _segmentation_pipeline(result)
     _check_segmentation(outputs, result, gen, pipeline, result["frames"], class_map=False)
+    _check_camera_info(result, [gen.frame(i).stamp_ns for i in result["frames"]])
     assert set(result["diagnostics"]) == {"hsi_xai: pipeline"}  # no detection status when detection is off
     diag = result["diagnostics"]["hsi_xai: pipeline"]
     assert diag["bad: wrong encoding"] == "1" and diag["backend"] == "ort-cpu" and diag["references"] == "yes"
@@ -94,9 +128,9 @@ def test_node_over_dds_matches_the_offline_pipeline(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def detection_run(tmp_path_factory, tiny_detector):
+def detection_run(tmp_path_factory, tiny_detector, ros_interfaces):
     out = tmp_path_factory.mktemp("dds_detection")
-    return _roundtrip(out, "detection", tiny_detector)
+    return _roundtrip(out, "detection", tiny_detector, env=ros_interfaces[0])
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +156,9 @@ def test_node_over_dds_segments_and_detects_like_the_offline_pipelines(detection
     gen, _, pipeline = _segmentation_pipeline(result, cameras=True, detector_model=str(tiny_detector),
                                               publish_class_maps=True, explain_classes=("road",))
     _check_segmentation(outputs, result, gen, pipeline, [*result["frames"], result["lonely"]], class_map=True)
+    i = pipeline.card.input
+    _check_camera_info(result, [gen.frame(k).stamp_ns for k in result["frames"]],
+                       window=(i.crop_top, i.crop_left, i.height, i.width))
     for stamp, offline in offline_detections.items():
         assert offline.detections, "the test detector should detect something on every frame"
         np.testing.assert_array_equal(outputs[f"detection_overlay_{stamp}"], offline.detection_overlay)
@@ -146,12 +183,12 @@ def test_node_over_dds_segments_and_detects_like_the_offline_pipelines(detection
         assert det["detections"] == "published"
 
 
-def test_node_over_dds_publishes_detection2darray(detection_run, offline_detections):
+def test_node_over_dds_publishes_detection2darray(detection_run, offline_detections, ros_interfaces):
     result, _ = detection_run
     if not result["vision_msgs"]:
-        pytest.skip("vision_msgs is not installed (no pip wheel; apt install ros-$ROS_DISTRO-vision-msgs): the node "
-                    "does not publish Detection2DArray, which test_node_over_dds_segments_and_detects_... checks it "
-                    "reports on /diagnostics")
+        pytest.skip(f"vision_msgs could not be built from its definitions here ({ros_interfaces[1]}) and has no pip "
+                    "wheel: the node does not publish Detection2DArray, which test_node_over_dds_segments_and_"
+                    "detects_... checks it reports on /diagnostics")
     from hsi_xai_node.transports.outputs import detection_fields
 
     for stamp, offline in offline_detections.items():
@@ -159,6 +196,22 @@ def test_node_over_dds_publishes_detection2darray(detection_run, offline_detecti
         expected = [[f.center_x, f.center_y, f.size_x, f.size_y, f.class_id, f.score, f.id, "rgb_camera"]
                     for f in detection_fields(offline)]
         assert result["detections"][str(stamp)] == expected
+
+
+def test_node_over_dds_publishes_foxglove_annotations(detection_run, offline_detections, ros_interfaces):
+    """Foxglove's ImageAnnotations (foxglove_msgs built from its definitions): each detection's box on the primary
+    camera and each class region's outline on the cube, the numbers of the offline pipelines' results."""
+    from hsi_xai_node.transports.annotations import detection_annotations
+
+    result, _ = detection_run
+    if not result["foxglove_msgs"]:
+        pytest.skip(f"foxglove_msgs could not be built from its definitions here ({ros_interfaces[1]}) and has no "
+                    "pip wheel: the node does not publish ImageAnnotations")
+    for stamp, offline in offline_detections.items():
+        polygons, _ = detection_annotations(offline)
+        assert result["annotations"]["detection_annotations"][str(stamp)] == [[list(p) for p in poly.points]
+                                                                               for poly in polygons]
+        assert result["annotations"]["segmentation_annotations"][str(stamp)]  # the class regions' outlines
 
 
 def test_node_detection_parameters_change_at_run_time(detection_run, tiny_detector):

@@ -104,7 +104,8 @@ def test_outputs_read_back_with_an_independent_reader(config, in_mcap, replayed)
         by_topic.setdefault(topic, []).append((schema, t, data, msg))
     legends = {config.output_topic(f"{n}/legend") for n in ("gradcam_overlay", "activation_overlay")}
     expected = {config.output_topic(n) for n in IMAGE_OUTPUTS} | {"/diagnostics"} | {k[0] for k in inputs} | legends
-    assert set(by_topic) == expected | {config.output_topic("segmentation_annotations")}
+    assert set(by_topic) == expected | {config.output_topic(n) for n in ("segmentation_annotations", "camera_info",
+                                                                          "class_maps/camera_info")}
     for topic in legends:  # frame scales change each frame; legends are sent at most once a second (3 frames: once)
         ((schema, t, _, msg),) = by_topic[topic]
         assert t == min(raw_headers) and msg.encoding == "bgr8" and msg.width == 420
