@@ -30,12 +30,12 @@ from .report_page import (PAGE_PROBE, PAGE_STYLE, PLOT_FONT_PT, duration_text, m
                           utc_now)
 
 RAW_ZOOM = (slice(500, 600), slice(1000, 1100))  # 100x100 raw pixels = 20x20 pattern tiles
-SHOWN = ("preview", "segmentation", "gradcam_overlay", "activation_overlay", "detection_overlay")
+SHOWN = ("preview", "segmentation", "gradcam_overlay", "activation_overlay", "detection/overlay")
 CAPTIONS = {"preview": "false colour (850 / 732 / 564 nm)", "segmentation": "segmentation (bundled 25-band PN U-Net)",
             "gradcam_overlay": "Seg-Grad-CAM (one-sided), each pixel's predicted class",
             "activation_overlay": "activation maps (conservative, signed), each pixel's predicted class",
-            "detection_overlay": "detections (RGB+MIR EfficientDet), each box's Grad-CAM around it"}
-LEGENDS = ("gradcam_overlay", "activation_overlay", "detection_overlay")
+            "detection/overlay": "detections (RGB+MIR EfficientDet), each box's Grad-CAM around it"}
+LEGENDS = ("gradcam_overlay", "activation_overlay", "detection/overlay")
 
 
 @dataclass
@@ -290,7 +290,7 @@ def _run(out: Path, final: Path, config, profile_name: str, seed: int, frames: i
     legends = []  # the colour keys the node publishes (latched), read back from the bag: the first of each
     for name, topic in legend_topics.items():
         if images[topic]:
-            rel = f"frames/legend_{name}.png"
+            rel = f"frames/legend_{name.replace('/', '_')}.png"
             cv2.imwrite(str(out / rel), images[topic][min(images[topic])])
             legends.append((name, rel))
     raws = read_images(in_bag, [config.raw_topic])[config.raw_topic]
@@ -678,7 +678,7 @@ def _write_html(path: Path, s: DemoSummary, rows, replay_text: str, legends=(), 
               f" too small (ignore regions), {counts['detections']} detections published")
         parts.append(f"<h3>frame {index}, t = {(stamp - t0) / 1e9:.2f} s{e(gt)}</h3><div class='frame'>")
         for caption, rel in cells:
-            kind = (" class='wide'" if caption in (CAPTIONS["detection_overlay"], TRUTH_CAPTION) else
+            kind = (" class='wide'" if caption in (CAPTIONS["detection/overlay"], TRUTH_CAPTION) else
                     " class='natural'" if rel.endswith("_shares.png") else "")
             plot = " class='plot'" if rel.endswith("_shares.png") else ""
             parts.append(f"<figure{kind}><a href='{e(rel)}'><img{plot} src='{e(rel)}' alt='{e(caption)}'></a>"

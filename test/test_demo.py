@@ -202,7 +202,7 @@ def test_demo_bags_record_qos_and_leave_the_raw_mosaic_out(demo):
         assert kind(q["/rgb/image_raw"]) == ("reliable", "volatile", 10)
     assert kind(qin["/hsi/image_raw"]) == ("reliable", "volatile", 10)
     assert "/hsi/image_raw" not in qout
-    for topic in ("/hsi_xai/labels", "/hsi_xai/gradcam_overlay", "/hsi_xai/detection_overlay", "/hsi_xai/detections"):
+    for topic in ("/hsi_xai/labels", "/hsi_xai/gradcam_overlay", "/hsi_xai/detection/overlay", "/hsi_xai/detections"):
         assert kind(qout[topic]) == ("reliable", "volatile", 5), topic
     assert kind(qout["/diagnostics"]) == ("reliable", "volatile", 10)
 

@@ -6,7 +6,7 @@ import yaml
 
 RVIZ = Path(__file__).resolve().parents[1] / "config" / "hsi_xai.rviz"
 TOPICS = {"/hsi_xai/preview", "/hsi_xai/segmentation", "/hsi_xai/gradcam_overlay", "/hsi_xai/activation_overlay",
-          "/hsi_xai/detection_overlay"}
+          "/hsi_xai/detection/overlay"}
 
 
 def test_image_displays_and_fixed_frame():

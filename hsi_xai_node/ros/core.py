@@ -43,8 +43,9 @@ from ..transports.annotations import (DETECTION_ANNOTATIONS, SEGMENTATION_ANNOTA
                                       segmentation_annotations)
 from ..transports.config import NodeConfig
 from ..transports.messages import COMPRESSED_SUFFIX, camera_image, image_to_array
-from ..transports.outputs import (CAMERA_INFO, DETECTION_IMAGE_OUTPUTS, DETECTIONS, CameraInfoInput, LegendSchedule,
-                                  camera_info_topic, detection_images, legend_name, output_images, output_names)
+from ..transports.outputs import (CAMERA_INFO, DETECTION_CAMERA_INFO, DETECTION_IMAGE_OUTPUTS, DETECTION_OVERLAY,
+                                  DETECTIONS, CameraInfoInput, LegendSchedule, camera_info_topic, detection_grids,
+                                  detection_images, legend_name, output_images, output_names, segmentation_grids)
 from ..transports.raw_input import RAW_ENCODINGS, RawFrameGate
 from .convert import (FOXGLOVE_MSGS_MISSING, VISION_MSGS_MISSING, foxglove_msgs, qos, to_annotations,
                       to_camera_info, to_detection_array, to_image, vision_msgs)
@@ -89,6 +90,7 @@ class HsiXaiCore:
         self._reported: set[str] = set()
         self.raw_gate = None
         self.camera_info = None  # the mosaic camera's camera_info (CameraInfoInput)
+        self.det_camera_info, self.det_info_sub = None, None  # the detector's primary camera's, its subscription
         self.uncalibrated = 0  # frames processed without valid references
         self.latency_ms: dict[str, float] = {}  # output topic name -> input stamp to publication, last frame
         self.fault = ""  # why the last configure failed (lifecycle node)
@@ -115,10 +117,10 @@ class HsiXaiCore:
                      for name in output_names(pipeline.card, config.publish_class_maps, bool(config.focus_class))}
         # beside the images, the camera_info of their pixel grid (image_transport's naming: <ns>/camera_info)
         self.pubs |= {name: self._publisher(CameraInfo, config.output_topic(name), out_qos)
-                      for name in self.camera_info.outputs(pipeline, config.publish_class_maps)}
+                      for name in segmentation_grids(pipeline, config.publish_class_maps)}
         # legends: latched, so RViz shows what the colours mean whenever it subscribes
         self.legend_pubs = {name: self._publisher(Image, config.output_topic(legend_name(name)), qos("latched"))
-                            for name in ("gradcam_overlay", "activation_overlay", "detection_overlay")}
+                            for name in ("gradcam_overlay", "activation_overlay", DETECTION_OVERLAY)}
         if config.publish_foxglove_annotations:
             self.foxglove_msgs = foxglove_msgs()
             if self.foxglove_msgs is None:
@@ -146,9 +148,9 @@ class HsiXaiCore:
         self._subscribe_cameras()
 
     def _deactivate(self) -> None:
-        for sub in self.subs + list(self.camera_subs.values()):
+        for sub in self.subs + list(self.camera_subs.values()) + ([self.det_info_sub[0]] if self.det_info_sub else []):
             self.destroy_subscription(sub)
-        self.subs, self.camera_subs = [], {}
+        self.subs, self.camera_subs, self.det_info_sub = [], {}, None
         self.worker.idle(5.0)  # a frame in flight is finished and published
         self.det_worker.idle(5.0)
 
@@ -241,7 +243,7 @@ class HsiXaiCore:
         try:
             state.update(msg)
         except FrameError as exc:
-            self._report(exc.reason, exc)
+            self._report(f"{exc.reason} on {state.topic}", exc)
 
     def _report(self, kind: str, exc: Exception, count: bool = True) -> None:
         if count:
@@ -305,6 +307,14 @@ class HsiXaiCore:
             if self.foxglove_msgs is not None:
                 self.det_pubs[DETECTION_ANNOTATIONS] = self._publisher(
                     self.foxglove_msgs.ImageAnnotations, cfg.output_topic(DETECTION_ANNOTATIONS), out_qos)
+            self.det_pubs[DETECTION_CAMERA_INFO] = self._publisher(CameraInfo, cfg.output_topic(DETECTION_CAMERA_INFO),
+                                                                   out_qos)
+        primary = detector.rig[detector.primary]  # its camera_info beside its image topic; kept while that stays
+        info = CameraInfoInput(primary.width, primary.height, camera_info_topic(topics[0]))
+        old = self.det_camera_info
+        if old is not None and (old.topic, old.size) == (info.topic, info.size):
+            info.model, info.received = old.model, old.received
+        self.det_camera_info = info
         stack = {c.name: c for c in detector.frontend.config.cameras}
         subscribed = [_transport(t, cfg.camera_transport)[1] for t in topics]
         self.det_cameras = {topic: stack[name] for topic, name in zip(subscribed, detector.cameras)}
@@ -313,6 +323,13 @@ class HsiXaiCore:
         self.detector = detector
 
     def _subscribe_cameras(self) -> None:
+        info = self.det_camera_info  # (subscription, topic) of the primary camera's camera_info
+        if self.det_info_sub is not None and (info is None or self.det_info_sub[1] != info.topic):
+            self.destroy_subscription(self.det_info_sub[0])
+            self.det_info_sub = None
+        if self.det_info_sub is None and info is not None and self.det_cameras:
+            self.det_info_sub = (self.create_subscription(CameraInfo, info.topic, self._on_detection_camera_info,
+                                                          qos(self.config.input_qos)), info.topic)
         msg_type = TRANSPORT_TYPES[self.config.camera_transport]
         for topic in set(self.camera_subs) - set(self.det_cameras):
             self.destroy_subscription(self.camera_subs.pop(topic))
@@ -320,6 +337,14 @@ class HsiXaiCore:
             if topic not in self.camera_subs:
                 self.camera_subs[topic] = self.create_subscription(
                     msg_type, topic, lambda m, t=topic: self._on_camera(t, m), qos(self.config.input_qos))
+
+    def _on_detection_camera_info(self, msg: CameraInfo) -> None:
+        """The primary camera's camera_info; one that does not fit its frames is reported, the last good one stays."""
+        try:
+            self.det_camera_info.update(msg)
+        except FrameError as exc:
+            self.det_bad[f"{exc.reason} on {self.det_camera_info.topic}"] += 1
+            self._report(f"{exc.reason} on {self.det_camera_info.topic}", exc, count=False)
 
     def _on_camera(self, topic: str, msg) -> None:
         detector, cam = self.detector, self.det_cameras.get(topic)
@@ -374,9 +399,12 @@ class HsiXaiCore:
 
     def _publish_detections(self, item, result) -> None:
         header = result.header
-        self._publish_legend("detection_overlay", item[0].legend(), header)
+        detector = item[0]
+        self._publish_legend(DETECTION_OVERLAY, detector.legend(), header)
         for name, (array, encoding) in detection_images(result).items():
             self._send(self.det_pubs, name, lambda a=array, e=encoding: to_image(a, e, header), header)
+        for name, model in self.det_camera_info.outputs(detection_grids(detector)).items():
+            self._send(self.det_pubs, name, lambda c=model: to_camera_info(c, header), header)
         self._send(self.det_pubs, DETECTIONS, lambda: to_detection_array(result, header, self.vision_msgs), header)
         self._send(self.det_pubs, DETECTION_ANNOTATIONS,
                    lambda: to_annotations(self.foxglove_msgs, header.stamp, *detection_annotations(result)), header)
@@ -400,7 +428,7 @@ class HsiXaiCore:
         outputs = output_images(result, pipeline.card, self.config.publish_class_maps)
         for name, (array, encoding) in outputs.items():
             self._send(self.pubs, name, lambda a=array, e=encoding: to_image(a, e, header), header)
-        for name, model in self.camera_info.outputs(pipeline, self.config.publish_class_maps).items():
+        for name, model in self.camera_info.outputs(segmentation_grids(pipeline, self.config.publish_class_maps)).items():
             self._send(self.pubs, name, lambda c=model: to_camera_info(c, header), header)
         self._send(self.pubs, SEGMENTATION_ANNOTATIONS,
                    lambda: to_annotations(self.foxglove_msgs, header.stamp, segmentation_annotations(result.labels)),
@@ -436,7 +464,8 @@ class HsiXaiCore:
                    "detector": detector.card.name if detector else "off",
                    "backend": detector.engine.backend if detector else "",
                    "backend_choice": detector.engine.describe_backend() if detector else "",
-                   "cameras": ", ".join(f"{c.name}={t}" for t, c in self.det_cameras.items()) if detector else ""}
+                   "cameras": ", ".join(f"{c.name}={t}" for t, c in self.det_cameras.items()) if detector else "",
+                   CAMERA_INFO: self.det_camera_info.describe() if detector and self.det_camera_info else ""}
         values |= self._latencies(self.det_pubs)
         values |= {f"camera_share {cls} {cam}": f"{mean:.3f}" for (cls, cam), (_, mean) in sorted(last["shares"].items())}
         values |= {f"bad: {k}": str(v) for k, v in self.det_bad.items()}

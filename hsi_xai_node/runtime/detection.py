@@ -10,14 +10,17 @@ Stages (each timed in `result.timings_ms`):
     engine     detector + decoding + NMS + per-box Grad-CAM of the top-K kept boxes (one call)
     post       detections in network-view and primary-camera pixels, the fused overlay
 
-The overlay shows each explained box's own map only around its box (the box grown by a
-margin), scaled by the box class's scale (the card's, a running one or the box's own peak:
-runtime.overlay), coloured (box_gradcam on `colormap`, box_gradcam_signed on the diverging
-`signed_colormap`) and blended weighted by its magnitude so unexplained areas stay clean;
-boxes in their class colours, labels placed where they overlap no other label (numbers and
-a key at the bottom when they would). The overlay is drawn `overlay_zoom` times the network
-view so labels stay readable. Boxes are reported in the primary camera's pixels too (the
-first camera of the stack, whose header the detections carry), through the rig's homography.
+The overlay is the primary camera's own image (the first camera of the stack, whose header the
+detections and the overlay carry) drawn `overlay_zoom` times larger so labels stay readable: its
+pixels are the camera's (camera_model.zoomed gives its camera_info from the camera's), and the
+boxes on it are the Detection2DArray's boxes. Over it, each explained box's own map only around
+its box (the box grown by a margin, in the network view where the maps are), scaled by the box
+class's scale (the card's, a running one or the box's own peak: runtime.overlay), coloured
+(box_gradcam on `colormap`, box_gradcam_signed on the diverging `signed_colormap`) and blended
+weighted by its magnitude so unexplained areas stay clean, carried into the camera's pixels by
+the rig's homography; boxes in their class colours, labels placed where they overlap no other
+label (numbers and a key at the bottom when they would). Boxes are reported in the network view
+and in the primary camera's pixels.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from ..errors import FrameError, InputError
 from ..explain import (BOX_ATTRIBUTIONS, BOX_CAMS, BOX_METHODS, CAMS, INPUT_METHODS, DetectionExplainConfig, LrpOptions,
                        PathOptions, build_detection_explainer)
 from ..resources import share_path
+from ..sensor.camera_model import PixelMap, zoomed
 from ..sensor.rig import DEFAULT_COMMON_VIEW, CameraSpec, load_rig, read_rig, transform_box  # noqa: F401 (load_rig re-exported)
 from ..sensor.multispectral import CameraInput, MultispectralFrontEnd, StackConfig, network_from_common
 from .engine import open_engine
@@ -68,7 +72,8 @@ class DetectionPipelineConfig:
     signed_colormap: str = "coolwarm"  # box_gradcam_signed: diverging, centred on zero
     overlay_scale: str = "card"       # card | running | frame (runtime.overlay), per box class
     overlay_margin: float = 0.25      # each box's map is shown within the box grown by this share of its size
-    overlay_zoom: int = 2             # the overlay is drawn this many times the network view (readable labels)
+    overlay_zoom: int = 1             # the overlay is the primary camera's image this many times larger: at 1 it
+    # is a drop-in for the camera's image (same pixels, so the camera's own camera_info); 2 for small cameras
     box_maps: bool = False            # also return the per-box float maps
     memory_limit_mb: float = DEFAULT_LIMIT_MB  # a detector or rig needing more per frame is refused at load
     fem_k: float = 2.0  # box_fem: the K-sigma rule's K
@@ -115,7 +120,7 @@ class Detection:
 class DetectionResult:
     detections: list[Detection]
     preview: np.ndarray                     # bgr8 network view
-    detection_overlay: np.ndarray           # bgr8: per-box Grad-CAM and the boxes, overlay_zoom x the view
+    detection_overlay: np.ndarray           # bgr8: the primary camera's image, overlay_zoom x, per-box maps, boxes
     box_maps: np.ndarray | None = None      # (explained, H, W) float32, when asked for
     slots_full: bool = False                # NMS filled every output slot: more boxes may have been cut off
     timings_ms: dict[str, float] = field(default_factory=dict)
@@ -210,6 +215,12 @@ class DetectionPipeline:
                              "camera frames and warps": warps + image_bytes(w, h, 3, 3)},
                             self.config.memory_limit_mb, f"detector {self.card.name!r}")
 
+    def overlay_pixels(self) -> PixelMap:
+        """Where the detection overlay lies in the primary camera's pixels (its camera_info is the camera's
+        through it): the camera's image drawn overlay_zoom times larger."""
+        cam = self.rig[self.primary]
+        return zoomed(self.config.overlay_zoom, cam.width, cam.height)
+
     @property
     def cameras(self) -> list[str]:
         """Camera names the detector needs, primary first."""
@@ -253,7 +264,7 @@ class DetectionPipeline:
         preview = self.frontend.preview(images, registered)
         maps = out.get("maps")
         explained = [d for d in detections if maps is not None and d.slot < len(maps)]
-        overlay = self._draw_maps(preview, maps, explained)
+        overlay = self._draw_maps(images, preview.shape[:2], maps, explained)
         overlay = draw_boxes(overlay, detections, self.classes, self.config.overlay_zoom)
         box_maps = maps[:, 0] if maps is not None and self.config.box_maps else None
         slots_full = bool((out["classes"][0] >= 0).all())
@@ -287,30 +298,41 @@ class DetectionPipeline:
         scale = self.scales.scale("box")
         return np.where(scale[rows] > 0, scale[rows], peaks)
 
-    def _draw_maps(self, preview: np.ndarray, maps: np.ndarray | None, explained: list[Detection]) -> np.ndarray:
+    def _draw_maps(self, images, view_hw: tuple[int, int], maps: np.ndarray | None,
+                   explained: list[Detection]) -> np.ndarray:
         """Each explained box's map within its box grown by overlay_margin, weaker boxes first (the best on
-        top), blended over the preview weighted by the shown magnitude; then zoomed for drawing."""
+        top), weighted by the shown magnitude, composed in the network view as one premultiplied layer (colour
+        times weight, and the weight: blending them in turn over a picture is blending that layer over it),
+        carried into the primary camera's zoomed pixels by the rig's homography and blended over its image."""
         cfg = self.config
-        out = preview.astype(np.float32)
-        if explained:
-            h, w = preview.shape[:2]
-            colormap = cfg.signed_colormap if self._signed else cfg.colormap
-            scales = self.box_scale(explained, maps)
-            for d, s in sorted(zip(explained, scales), key=lambda t: t[0].score):
-                x0, y0, x1, y1 = d.box
-                mx, my = cfg.overlay_margin * (x1 - x0) + 2.0, cfg.overlay_margin * (y1 - y0) + 2.0
-                c0, r0 = max(int(np.floor(x0 - mx)), 0), max(int(np.floor(y0 - my)), 0)
-                c1, r1 = min(int(np.ceil(x1 + mx)), w), min(int(np.ceil(y1 + my)), h)
-                if c1 <= c0 or r1 <= r0:
-                    continue
-                u8 = to_uint8(maps[d.slot, 0, r0:r1, c0:c1], s, self._signed)
-                magnitude = np.abs(u8.astype(np.float32) - 127.5) / 127.5 if self._signed else u8 / 255.0
-                weight = (cfg.overlay_alpha * magnitude)[..., None]
-                patch = out[r0:r1, c0:c1]
-                out[r0:r1, c0:c1] = patch * (1.0 - weight) + apply_colormap(u8, colormap) * weight
-        out = np.clip(out + 0.5, 0, 255).astype(np.uint8)
         z = cfg.overlay_zoom
-        return out if z == 1 else cv2.resize(out, None, fx=z, fy=z, interpolation=cv2.INTER_NEAREST)
+        picture = self.frontend.camera_picture(self.primary, images.get(self.primary))
+        picture = picture if z == 1 else cv2.resize(picture, None, fx=z, fy=z, interpolation=cv2.INTER_NEAREST)
+        if not explained:
+            return picture
+        h, w = view_hw
+        colour, weight = np.zeros((h, w, 3), np.float32), np.zeros((h, w, 1), np.float32)
+        colormap = cfg.signed_colormap if self._signed else cfg.colormap
+        scales = self.box_scale(explained, maps)
+        for d, s in sorted(zip(explained, scales), key=lambda t: t[0].score):
+            x0, y0, x1, y1 = d.box
+            mx, my = cfg.overlay_margin * (x1 - x0) + 2.0, cfg.overlay_margin * (y1 - y0) + 2.0
+            c0, r0 = max(int(np.floor(x0 - mx)), 0), max(int(np.floor(y0 - my)), 0)
+            c1, r1 = min(int(np.ceil(x1 + mx)), w), min(int(np.ceil(y1 + my)), h)
+            if c1 <= c0 or r1 <= r0:
+                continue
+            u8 = to_uint8(maps[d.slot, 0, r0:r1, c0:c1], s, self._signed)
+            magnitude = np.abs(u8.astype(np.float32) - 127.5) / 127.5 if self._signed else u8 / 255.0
+            wgt = (cfg.overlay_alpha * magnitude).astype(np.float32)[..., None]
+            colour[r0:r1, c0:c1] = colour[r0:r1, c0:c1] * (1.0 - wgt) + apply_colormap(u8, colormap) * wgt
+            weight[r0:r1, c0:c1] = weight[r0:r1, c0:c1] * (1.0 - wgt) + wgt
+        # network view -> primary camera pixels -> zoomed (pixel centres; OpenCV's warp samples at the centres)
+        to_overlay = self.overlay_pixels().A @ self._to_camera
+        size = (picture.shape[1], picture.shape[0])
+        layer = cv2.warpPerspective(np.concatenate([colour, weight], 2), to_overlay, size, flags=cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        out = picture.astype(np.float32) * (1.0 - layer[..., 3:]) + layer[..., :3]
+        return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
     def legend(self) -> np.ndarray:
         """The detection overlay's legend (colour bar, what 1 means per class, the scale in force)."""
@@ -356,7 +378,7 @@ def draw_boxes(image: np.ndarray, detections: list[Detection], classes: dict, zo
     out = image.copy()
     h, w = out.shape[:2]
     colours = {c.id: tuple(int(v) for v in c.bgr) for c in classes.values()}
-    boxes = [tuple(v * zoom for v in d.box) for d in detections]
+    boxes = [tuple(v * zoom for v in d.camera_box) for d in detections]  # pixel edges scale with the zoom
     texts = [f"{d.class_name} {d.score:.2f}" for d in detections]
     sizes = []
     for t in texts:

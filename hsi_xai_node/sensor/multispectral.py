@@ -225,9 +225,23 @@ class MultispectralFrontEnd:
         cam = self.config.cameras[0]
         image = self._check(cam, images.get(cam.name))
         reg = registered[cam.name] if cam.name in registered else self.register(cam.name, image)
-        lo, hi = np.percentile(image, [1, 99])
-        gray = np.clip(np.rint((reg - lo) * (255.0 / max(hi - lo, 1e-6))), 0, 255).astype(np.uint8)
-        return cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
+        return _stretched(reg, image)
+
+    def camera_picture(self, name: str, image: np.ndarray) -> np.ndarray:
+        """(h, w, 3) uint8 bgr of a camera's own pixels (no registration): colour as it is, a single-channel
+        camera stretched over its 1st-99th percentiles."""
+        cam = self._cams[name]
+        image = self._check(cam, image)
+        if cam.channels == 3:
+            return image if cam.encoding == "bgr8" else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        return _stretched(image.astype(np.float32), image)
+
+
+def _stretched(values: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """`values` as bgr8 grey, stretched over `image`'s 1st-99th percentiles (of the raw image: no border values)."""
+    lo, hi = np.percentile(image, [1, 99])
+    gray = np.clip(np.rint((values - lo) * (255.0 / max(hi - lo, 1e-6))), 0, 255).astype(np.uint8)
+    return cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
 
 
 def stack_config(name: str, cameras: tuple[CameraSpec, ...] | None = None, input_size=(320, 256)) -> StackConfig:

@@ -26,7 +26,10 @@ Detection (per synchronised camera set, the primary camera's header, i.e. the de
                              box edges, size = edge-to-edge extent; results = one ObjectHypothesisWithPose
                              (class_id = class name, score); id = the detection's slot (its row of the
                              per-box maps, "0" is the best-scoring one)
-    <ns>/detection_overlay   sensor_msgs/Image bgr8: fused per-box Grad-CAM and the boxes, network view
+    <ns>/detection/overlay   sensor_msgs/Image bgr8: the primary camera's image (overlay_zoom x larger), each
+                             explained box's map around it, the boxes (the Detection2DArray's, zoomed)
+    <ns>/detection/camera_info  sensor_msgs/CameraInfo of the overlay: the primary camera's (its topic's
+                             sibling camera_info) through the zoom; its geometry alone without it
 
 `detection_fields` gives the numbers of each Detection2D; the replay's rosbags message
 (`detection_array`) and the node's rclpy message are both built from them.
@@ -42,7 +45,9 @@ import numpy as np
 IMAGE_OUTPUTS = {"labels": "mono8", "segmentation": "bgr8", "preview": "bgr8",
                  "gradcam_overlay": "bgr8", "activation_overlay": "bgr8", "focus_overlay": "bgr8"}
 LEGEND = "legend"  # <overlay>/legend
-DETECTION_IMAGE_OUTPUTS = {"detection_overlay": "bgr8"}
+DETECTION_OVERLAY = "detection/overlay"  # in its own namespace, so that its camera_info can sit beside it
+DETECTION_IMAGE_OUTPUTS = {DETECTION_OVERLAY: "bgr8"}
+DETECTION_CAMERA_INFO = "detection/camera_info"
 DETECTIONS = "detections"  # output name of the vision_msgs/Detection2DArray
 DETECTIONS_MSGTYPE = "vision_msgs/msg/Detection2DArray"
 
@@ -93,9 +98,22 @@ def camera_info_topic(image_topic: str) -> str:
     return f"{head}/{CAMERA_INFO}" if head or image_topic.startswith("/") else CAMERA_INFO
 
 
+def segmentation_grids(pipeline, class_maps: bool) -> dict:
+    """camera_info output name -> where those images lie in the mosaic camera's pixels (PixelMap)."""
+    grids = {CAMERA_INFO: pipeline.output_pixels()}
+    if class_maps:
+        grids[f"class_maps/{CAMERA_INFO}"] = pipeline.output_pixels(window=True)
+    return grids
+
+
+def detection_grids(detector) -> dict:
+    """camera_info output name -> where the detection overlay lies in the primary camera's pixels."""
+    return {DETECTION_CAMERA_INFO: detector.overlay_pixels()}
+
+
 class CameraInfoInput:
-    """The mosaic camera's latest camera_info, checked against its frames (one line naming the problem when
-    it does not fit them: that one is not used), and the camera_info of each output image made from it."""
+    """A camera's latest camera_info, checked against its frames (one line naming the problem when it does not
+    fit them: that one is not used), and the camera_info of each output image made from its pixels."""
 
     def __init__(self, frame_width: int, frame_height: int, topic: str):
         self.size, self.topic = (frame_width, frame_height), topic
@@ -114,13 +132,10 @@ class CameraInfoInput:
             exc.reason = "bad camera_info"
             raise
 
-    def outputs(self, pipeline, class_maps: bool) -> dict:
-        """output name -> CameraModel: `camera_info` (the cube-grid images) and, with class maps, theirs."""
+    def outputs(self, grids: dict) -> dict:
+        """output name -> CameraModel, for `grids` (output name -> PixelMap: segmentation_grids, detection_grids)."""
         from ..sensor.camera_model import uncalibrated
 
-        grids = {CAMERA_INFO: pipeline.output_pixels()}
-        if class_maps:
-            grids[f"class_maps/{CAMERA_INFO}"] = pipeline.output_pixels(window=True)
         model = self.model
         return {name: model.through(px) if model is not None and model.calibrated else uncalibrated(px)
                 for name, px in grids.items()}
@@ -159,7 +174,7 @@ def detection_fields(result) -> list[DetectionFields]:
 
 def detection_images(result) -> dict[str, tuple[np.ndarray, str]]:
     """name -> (array, encoding) of the detection image outputs."""
-    return {name: (getattr(result, name), enc) for name, enc in DETECTION_IMAGE_OUTPUTS.items()}
+    return {DETECTION_OVERLAY: (result.detection_overlay, DETECTION_IMAGE_OUTPUTS[DETECTION_OVERLAY])}
 
 
 def detection_array(result, hdr):

@@ -24,7 +24,8 @@ topics in the bag; sets matched by header stamp within sync_slop_s, as the node 
 logged at the primary camera message's time, with the primary camera's header:
 
     <ns>/detections             vision_msgs/Detection2DArray, boxes in the primary camera's pixels
-    <ns>/detection_overlay      sensor_msgs/Image bgr8, per-box Grad-CAM and the boxes
+    <ns>/detection/overlay      sensor_msgs/Image bgr8, the primary camera's image with per-box maps and boxes
+    <ns>/detection/camera_info  sensor_msgs/CameraInfo of the overlay: the primary camera's (from the bag) zoomed
     <ns>/detection_annotations  foxglove_msgs/ImageAnnotations: boxes and labels on the primary camera
     /diagnostics                diagnostic_msgs/DiagnosticArray, status "hsi_xai: detection"
 
@@ -52,9 +53,9 @@ from . import messages as m
 from .config import NodeConfig, load_config
 from .output_dir import (check_replaceable, check_space, clean_stale_partials, disk_bytes, make_partial,
                          remove_replaceable, write_error, write_marker)
-from .outputs import (CAMERA_INFO, CAMERA_INFO_MSGTYPE, DETECTIONS, DETECTIONS_MSGTYPE, CameraInfoInput,
-                      LegendSchedule, camera_info_topic, detection_array, detection_images, legend_name,
-                      output_images)
+from .outputs import (CAMERA_INFO, CAMERA_INFO_MSGTYPE, DETECTION_OVERLAY, DETECTIONS, DETECTIONS_MSGTYPE,
+                      CameraInfoInput, LegendSchedule, camera_info_topic, detection_array, detection_grids,
+                      detection_images, legend_name, output_images, segmentation_grids)
 from .annotations import (ANNOTATIONS_MSGTYPE, DETECTION_ANNOTATIONS, SEGMENTATION_ANNOTATIONS, annotations_message,
                           detection_annotations, segmentation_annotations)
 from .qos import bag_qos
@@ -486,7 +487,11 @@ class _Replay:
         self.det_shares: dict[str, dict[str, list[float]]] = {}  # class -> camera -> shares
         self._camera_bad = 0
         self.cameras = {}  # topic -> multispectral.CameraInput (name, encoding, size), primary first
+        self.det_camera_info = None  # the primary camera's camera_info, beside its image topic
         if detector is not None:
+            primary = detector.rig[detector.primary]
+            logical = det_topics[0].removesuffix(m.COMPRESSED_SUFFIX)
+            self.det_camera_info = CameraInfoInput(primary.width, primary.height, camera_info_topic(logical))
             stack = {c.name: c for c in detector.frontend.config.cameras}
             self.cameras = {topic: stack[name] for topic, name in zip(det_topics, detector.cameras)}
             self.sync = ApproximateTimeSync(list(det_topics), round(config.sync_slop_s * 1e9))
@@ -637,13 +642,16 @@ class _Replay:
                     self._skip(f"not a binary message on {conn.topic}", f"{conn.topic} @ {t}",
                                f"the storage holds a {type(data).__name__}, not serialized bytes")
                 continue
+            det_info = self.det_camera_info is not None and conn.topic == self.det_camera_info.topic
             if not owned:  # outside the window: only what brings the order check and the sync up to date
-                if conn.topic in self.cameras:
+                if det_info and t < win.start_ns:
+                    self._camera_info(self.det_camera_info, conn, t, data, count=False)
+                elif conn.topic in self.cameras:
                     self._camera(conn, t, data, owned=False)
                 elif self.pipeline is not None and conn.topic == self.raw_topic and t < win.start_ns:
                     self._prime_gate(conn, t, data)
                 elif self.pipeline is not None and conn.topic == self.camera_info.topic and t < win.start_ns:
-                    self._camera_info(conn, t, data, count=False)  # the one in use when the window starts
+                    self._camera_info(self.camera_info, conn, t, data, count=False)  # in use at the window's start
                 continue
             self.met[conn.topic] += 1
             if self.copy_raw or conn.topic != self.raw_topic:
@@ -654,6 +662,8 @@ class _Replay:
                 if self.pipeline is None and conn.topic == primary:
                     bar.update(1)
                     bar.set_postfix(sets=s.camera_sets_processed, bad=sum(v["count"] for v in self.bad.values()))
+            elif det_info:
+                self._camera_info(self.det_camera_info, conn, t, data)
             elif self.pipeline is None:  # no raw topic: nothing else to do but copy
                 continue
             elif conn.topic == self.raw_topic:
@@ -664,14 +674,14 @@ class _Replay:
                 bar.update(1)
                 bar.set_postfix(fps=f"{s.fps:.2f}", dropped=s.dropped, bad=sum(v["count"] for v in self.bad.values()))
             elif conn.topic == self.camera_info.topic:
-                self._camera_info(conn, t, data)
+                self._camera_info(self.camera_info, conn, t, data)
             elif conn.topic in (cfg.dark_topic, cfg.white_topic):
                 ordinal[conn.topic] += 1
                 if ordinal[conn.topic] > picked.get(conn.topic, 0):
                     self._new_reference(conn, t, data)
         bar.close()
-        if self.camera_info is not None:
-            s.camera_info = self.camera_info.describe()
+        s.camera_info = "; ".join(f"{what}: {state.describe()}" for what, state in
+                                  (("segmentation", self.camera_info), ("detection", self.det_camera_info)) if state)
         s.wall_s = time.perf_counter() - t_start
         s.messages_read = dict(self.met)
         if win.start_ns is None:
@@ -695,7 +705,8 @@ class _Replay:
         if self.src.truncation:
             return  # a cut-short bag says so on its own
         wanted = set(self.cameras) | ({self.raw_topic, self.config.dark_topic, self.config.white_topic,
-                                       self.camera_info.topic} if self.pipeline is not None else set())
+                                       self.camera_info.topic} if self.pipeline is not None else set()) \
+            | ({self.det_camera_info.topic} if self.det_camera_info is not None else set())
         for topic in sorted(wanted):
             listed, read = self.src.counts.get(topic, 0), self.met[topic]
             if read < listed:
@@ -757,9 +768,12 @@ class _Replay:
         for name, (array, encoding) in detection_images(r).items():
             self.writer.write(self._out_conn(cfg.output_topic(name), IMAGE), t,
                               m.serialize(m.array_to_image(array, encoding, hdr)))
+        for name, model in self.det_camera_info.outputs(detection_grids(self.detector)).items():
+            self.writer.write(self._out_conn(cfg.output_topic(name), CAMERA_INFO_MSGTYPE), t,
+                              m.serialize(m.camera_info_message(model, hdr)))
         legend = self.detector.legend()
-        if self.legends.due("detection_overlay", legend, t):
-            self.writer.write(self._out_conn(cfg.output_topic(legend_name("detection_overlay")), IMAGE), t,
+        if self.legends.due(DETECTION_OVERLAY, legend, t):
+            self.writer.write(self._out_conn(cfg.output_topic(legend_name(DETECTION_OVERLAY)), IMAGE), t,
                               m.serialize(m.array_to_image(legend, "bgr8", hdr)))
         self.writer.write(self._out_conn(cfg.output_topic(DETECTIONS), DETECTIONS_MSGTYPE), t,
                           m.serialize(detection_array(r, hdr)))
@@ -771,7 +785,7 @@ class _Replay:
         values.update(detections=len(r.detections), slots_full=str(r.slots_full).lower(),
                       camera_sets_processed=s.camera_sets_processed,
                       bad_messages=sum(v["count"] for v in self.bad.values()), detector=s.detector,
-                      backend=s.detection_backend)
+                      backend=s.detection_backend, **{CAMERA_INFO: self.det_camera_info.describe()})
         diag = m.diagnostic_array(hdr, f"{NODE_NAME}: detection", hdr.frame_id, 0, "ok", values)
         self.writer.write(self._out_conn(DIAGNOSTICS_TOPIC, DIAGNOSTICS), t, m.serialize(diag))
 
@@ -792,17 +806,18 @@ class _Replay:
             if count:
                 self._skip("bad reference frame", f"{conn.topic} @ {t}", exc)
 
-    def _camera_info(self, conn: _Conn, t: int, data: bytes, count: bool = True) -> None:
-        """The mosaic camera's camera_info: one that cannot be read or does not fit the frames is skipped and
-        counted (the last good one stays in use)."""
+    def _camera_info(self, state: CameraInfoInput, conn: _Conn, t: int, data: bytes, count: bool = True) -> None:
+        """A camera's camera_info (the mosaic camera's, the detector's primary camera's): one that cannot be read
+        or does not fit the frames is skipped and counted (the last good one stays in use)."""
         where = f"{conn.topic} @ {t}"
         try:
             if conn.msgtype != CAMERA_INFO_MSGTYPE:
                 raise FrameError(f"type {conn.msgtype}, expected {CAMERA_INFO_MSGTYPE}")
-            self.camera_info.update(m.deserialize(data, conn.msgtype))
+            state.update(m.deserialize(data, conn.msgtype))
         except Exception as exc:  # noqa: BLE001 - FrameError (does not fit) or assorted CDR errors (garbled)
             if count:
-                self._skip("bad camera_info", where, str(exc) if isinstance(exc, FrameError) else _why(exc))
+                self._skip(f"bad camera_info on {conn.topic}", where,
+                           str(exc) if isinstance(exc, FrameError) else _why(exc))
 
     def _prime_gate(self, conn: _Conn, t: int, data: bytes) -> None:
         """A raw frame before the window: through the order check only, as the whole-bag replay met it."""
@@ -849,7 +864,7 @@ class _Replay:
             if self.legends.due(name, legend, t):
                 image(legend_name(name), legend, "bgr8")
         self._annotations(SEGMENTATION_ANNOTATIONS, hdr, t, segmentation_annotations(r.labels))
-        for name, model in self.camera_info.outputs(self.pipeline, cfg.publish_class_maps).items():
+        for name, model in self.camera_info.outputs(segmentation_grids(self.pipeline, cfg.publish_class_maps)).items():
             self.writer.write(self._out_conn(cfg.output_topic(name), CAMERA_INFO_MSGTYPE), t,
                               m.serialize(m.camera_info_message(model, hdr)))
         residual = None

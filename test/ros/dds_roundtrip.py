@@ -45,18 +45,19 @@ from test.ros.harness import stamp_of
 
 OUTPUTS = ("labels", "segmentation", "preview", "gradcam_overlay", "activation_overlay")
 ROAD_MAP = "class_maps/road"
-DETECTION_OVERLAY = "detection_overlay"
+DETECTION_OVERLAY = "detection/overlay"
 SEED, FRAMES, LONELY, AFTER_CHANGE = 2004, (0, 3), 1, 5
 CAMERA_DELAY_NS = 4_000_000  # MIR after RGB
 # the mosaic camera's intrinsics (HSI-Drive's 2048x1088 sensor) and plumb_bob distortion
 CAMERA_K = [2410.0, 0.0, 1019.3, 0.0, 2395.0, 547.8, 0.0, 0.0, 1.0]
 CAMERA_D = [-0.21, 0.08, 0.0012, -0.0007, -0.015]
+RGB_K = [520.0, 0.0, 318.2, 0.0, 515.0, 241.9, 0.0, 0.0, 1.0]  # the RGB camera's (640x480)
 
 
-def camera_info(stamp_ns: int) -> CameraInfo:
-    return CameraInfo(header=harness.header(stamp_ns, "hsi_camera"), width=2048, height=1088,
-                      distortion_model="plumb_bob", d=CAMERA_D, k=CAMERA_K, r=[1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0],
-                      p=CAMERA_K[:3] + [0.0] + CAMERA_K[3:6] + [0.0] + CAMERA_K[6:] + [0.0])
+def camera_info(stamp_ns: int, k=CAMERA_K, size=(2048, 1088), frame_id="hsi_camera") -> CameraInfo:
+    return CameraInfo(header=harness.header(stamp_ns, frame_id), width=size[0], height=size[1],
+                      distortion_model="plumb_bob", d=CAMERA_D, k=k, r=[1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0],
+                      p=k[:3] + [0.0] + k[3:6] + [0.0] + k[6:] + [0.0])
 
 
 def main(out_dir: str, params: str, mode: str = "", detector: str = "") -> int:
@@ -76,12 +77,13 @@ def main(out_dir: str, params: str, mode: str = "", detector: str = "") -> int:
     rgb_pub = tester.create_publisher(Image, "/rgb/image_raw", reliable)
     mir_pub = tester.create_publisher(Image, "/mir/image_raw", reliable)
     info_pub = tester.create_publisher(CameraInfo, "/hsi/camera_info", reliable)
+    rgb_info_pub = tester.create_publisher(CameraInfo, "/rgb/camera_info", reliable)
     topics = OUTPUTS + ((ROAD_MAP, DETECTION_OVERLAY) if detection else ())
     got: dict[str, dict[int, np.ndarray]] = {k: {} for k in topics}
     frame_ids: dict[str, str] = {}  # "topic:stamp" -> frame_id
     diags: list[dict[str, dict[str, str]]] = []  # per message: status name -> values
     detections: dict[int, list] = {}
-    infos: dict[str, dict[int, dict]] = {"camera_info": {}, "class_maps/camera_info": {}}
+    infos: dict[str, dict[int, dict]] = {"camera_info": {}, "class_maps/camera_info": {}, "detection/camera_info": {}}
     annotations: dict[str, dict[int, list]] = {"detection_annotations": {}, "segmentation_annotations": {}}
 
     def keep(name):
@@ -138,14 +140,22 @@ def main(out_dir: str, params: str, mode: str = "", detector: str = "") -> int:
         dark, white = gen.references()
         assert spin_until(lambda: diags, 10), "no /diagnostics before the references"  # the start-up status
         t0 = gen.frame(0).stamp_ns
-        info_pub.publish(camera_info(t0))
         publish(dark_pub, dark, "mono16", "hsi_camera", t0)
         publish(white_pub, white, "mono16", "hsi_camera", t0)
         # 4.4 MB each over reliable DDS: wait until the node itself reports having both
         assert spin_until(lambda: any(d.get("hsi_xai: pipeline", {}).get("references") == "yes" for d in diags), 60), \
             "references not received"
-        assert spin_until(lambda: diags[-1].get("hsi_xai: pipeline", {}).get("camera_info") == "from /hsi/camera_info",
-                          10), f"camera_info not received: {diags[-1]}"
+
+        def infos_arrived():  # the node says where its outputs' camera_info come from
+            return diags[-1].get("hsi_xai: pipeline", {}).get("camera_info") == "from /hsi/camera_info" and (
+                not detection or diags[-1].get("hsi_xai: detection", {}).get("camera_info") == "from /rgb/camera_info")
+        for _ in range(15):  # volatile topics: sent again until the node has matched and reports them
+            info_pub.publish(camera_info(t0))
+            if detection:
+                rgb_info_pub.publish(camera_info(t0, RGB_K, (640, 480), "rgb_camera"))
+            if spin_until(infos_arrived, 1.0):
+                break
+        assert infos_arrived(), f"camera_info not received: {diags[-1]}"
         sent = []
         for k, index in enumerate(FRAMES):
             frame = gen.frame(index)
@@ -153,6 +163,7 @@ def main(out_dir: str, params: str, mode: str = "", detector: str = "") -> int:
             publish(raw_pub, frame.raw, "mono16", "hsi_camera", frame.stamp_ns)
             if detection:
                 rgb, mir = frame.cameras["rgb"], frame.cameras["mir"]
+                rgb_info_pub.publish(camera_info(frame.stamp_ns, RGB_K, (640, 480), "rgb_camera"))
                 publish(rgb_pub, rgb.image, rgb.encoding, "rgb_camera", frame.stamp_ns)
                 publish(mir_pub, mir.image, mir.encoding, "mir_camera", frame.stamp_ns + CAMERA_DELAY_NS)
             sent.append(frame.stamp_ns)

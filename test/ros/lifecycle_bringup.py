@@ -58,7 +58,7 @@ def main(out_dir: str, params: str, bad_model: str, detector: str) -> int:
     white_pub = tester.create_publisher(Image, "/hsi/white_reference", latched)
     rgb_pub = tester.create_publisher(CompressedImage, "/rgb/image_raw/compressed", reliable)
     mir_pub = tester.create_publisher(CompressedImage, "/mir/image_raw/compressed", reliable)
-    got: dict[str, dict[int, np.ndarray]] = {"labels": {}, "detection_overlay": {}}
+    got: dict[str, dict[int, np.ndarray]] = {"labels": {}, "detection/overlay": {}}
     diags: list[dict] = []
 
     def keep(name):
@@ -145,7 +145,7 @@ def main(out_dir: str, params: str, bad_model: str, detector: str) -> int:
         png(raw_pub, frame.raw, "hsi_camera", stamp)
         png(rgb_pub, frame.cameras["rgb"].image, "rgb_camera", stamp)
         png(mir_pub, frame.cameras["mir"].image, "mir_camera", stamp + 4_000_000)
-        assert spin_until(lambda: stamp in got["labels"] and stamp in got["detection_overlay"], 60), "no outputs"
+        assert spin_until(lambda: stamp in got["labels"] and stamp in got["detection/overlay"], 60), "no outputs"
         result["stamp"] = stamp
         result["set"]["max_input_age_s"] = set_parameter("max_input_age_s", 1.0)
         old = now_ns() - 5 * 10**9
@@ -184,7 +184,7 @@ def main(out_dir: str, params: str, bad_model: str, detector: str) -> int:
         result["deactivate_2"] = transition(Transition.TRANSITION_DEACTIVATE)
         result["cleanup"] = transition(Transition.TRANSITION_CLEANUP)
         result["shutdown"] = transition(Transition.TRANSITION_UNCONFIGURED_SHUTDOWN)
-        np.savez(out / "outputs.npz", labels=got["labels"][stamp], detection_overlay=got["detection_overlay"][stamp],
+        np.savez(out / "outputs.npz", labels=got["labels"][stamp], detection_overlay=got["detection/overlay"][stamp],
                  late_labels=got["labels"].get(again, np.zeros(0, np.uint8)))
         (out / "result.json").write_text(json.dumps(result, indent=1))
         return 0

@@ -105,4 +105,4 @@ def test_old_frames_are_dropped_and_latency_is_reported_per_output(bringup):
     # per output topic, from the input stamp to publication; only the outputs somebody subscribed to are published
     assert 0.0 < float(p["latency_ms labels"]) < 60_000.0 and "latency_ms segmentation" not in p
     det = r["active_diagnostics"]["hsi_xai: detection"]
-    assert 0.0 < float(det["latency_ms detection_overlay"]) < 60_000.0
+    assert 0.0 < float(det["latency_ms detection/overlay"]) < 60_000.0

@@ -66,6 +66,7 @@ def ros_interfaces(request):
 
 # the mosaic camera's camera_info the roundtrip publishes (dds_roundtrip.CAMERA_K), through the cube by hand:
 # HSI-Drive's filter area starts at column 0, row 3; a cube pixel is a 5x5 tile, its centre the tile's third pixel
+RGB_K = [520.0, 0.0, 318.2, 0.0, 515.0, 241.9, 0.0, 0.0, 1.0]  # dds_roundtrip.RGB_K: the RGB camera's
 CUBE_K = [2410.0 / 5, 0.0, (1019.3 - 2) / 5, 0.0, 2395.0 / 5, (547.8 - 3 - 2) / 5, 0.0, 0.0, 1.0]
 
 
@@ -159,10 +160,17 @@ def test_node_over_dds_segments_and_detects_like_the_offline_pipelines(detection
     i = pipeline.card.input
     _check_camera_info(result, [gen.frame(k).stamp_ns for k in result["frames"]],
                        window=(i.crop_top, i.crop_left, i.height, i.width))
+    # the detection overlay is the RGB camera's own pixels (overlay_zoom 1): its camera_info is the RGB camera's,
+    # under the RGB camera's header (test_camera_model checks a zoom's)
+    for stamp in offline_detections:
+        info = result["camera_info"]["detection/camera_info"][str(stamp)]
+        assert (info["width"], info["height"], info["frame_id"]) == (640, 480, "rgb_camera")
+        assert info["k"] == RGB_K and info["d"] == [-0.21, 0.08, 0.0012, -0.0007, -0.015]
+        assert outputs[f"detection_overlay_{stamp}"].shape == (480, 640, 3)
     for stamp, offline in offline_detections.items():
         assert offline.detections, "the test detector should detect something on every frame"
         np.testing.assert_array_equal(outputs[f"detection_overlay_{stamp}"], offline.detection_overlay)
-        assert result["frame_ids"][f"detection_overlay:{stamp}"] == "rgb_camera"  # RGB's stamp (MIR's is 4 ms later)
+        assert result["frame_ids"][f"detection/overlay:{stamp}"] == "rgb_camera"  # RGB's stamp (MIR's is 4 ms later)
     lonely = gen.frame(result["lonely"]).stamp_ns
     assert f"detection_overlay_{lonely}" not in outputs  # its MIR partner never came
 

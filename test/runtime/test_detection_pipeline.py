@@ -69,44 +69,63 @@ def _inferno(u8):
 
 def test_each_box_map_is_shown_around_its_own_box(tiny_detector, frames):
     """The overlay recomputed from the engine's float maps: per box (weakest first), its map in the box grown
-    by the margin, over its own peak (frame scale), inferno, blended by its magnitude; then zoomed 2x."""
+    by the margin, over its own peak (frame scale), inferno, weighted by its magnitude, in the network view;
+    carried into the RGB camera's pixels (the rig file's homography, common view 640x480 -> network 320x256,
+    pixel centres) 2x zoomed and blended over the camera's own image, also 2x."""
+    import yaml
+
     p = DetectionPipeline(DetectionPipelineConfig(model=str(tiny_detector), backend="ort-cpu", threads=1,
-                                                  explain_boxes=4, overlay_scale="frame", box_maps=True))
+                                                  explain_boxes=4, overlay_scale="frame", box_maps=True,
+                                                  overlay_zoom=2))
     images = frames[1]
     result = p.process(images)
     x = p.frontend(images)
     maps = p.engine.run({"image": x}, [p._plan["maps"]])[p._plan["maps"]][:, 0].astype(np.float64)
     explained = [d for d in result.detections if d.slot < len(maps)]
     assert len(explained) >= 2
-    expect = result.preview.astype(np.float64)
-    covered = np.zeros(expect.shape[:2], bool)
+    # in the network view: each box in turn over a black picture (colour), and what shows through (1 - weight)
+    colour, through = np.zeros((256, 320, 3)), np.ones((256, 320, 1))
     for d in sorted(explained, key=lambda d: d.score):
         m = maps[d.slot]
         x0, y0, x1, y1 = d.box
         mx, my = 0.25 * (x1 - x0) + 2, 0.25 * (y1 - y0) + 2
         r = slice(max(int(np.floor(y0 - my)), 0), min(int(np.ceil(y1 + my)), 256))
         c = slice(max(int(np.floor(x0 - mx)), 0), min(int(np.ceil(x1 + mx)), 320))
-        u8 = np.clip(np.round(np.maximum(m[r, c], 0) * 255.0 / max(m.max(), 1e-12)), 0, 255).astype(np.uint8)
+        # uint8 levels as the graph makes them, in float32 (a level tied at .5 in float64 would differ)
+        peak = np.float32(max(m.max(), 1e-12))
+        u8 = np.clip(np.round(np.maximum(m[r, c].astype(np.float32), 0) * (np.float32(255.0) / peak)), 0, 255)
+        u8 = u8.astype(np.uint8)
         w = 0.6 * u8[..., None] / 255.0
-        expect[r, c] = expect[r, c] * (1 - w) + _inferno(u8) * w
-        covered[r, c] = True
-    expect = np.kron(np.clip(np.floor(expect + 0.5), 0, 255), np.ones((2, 2, 1)))  # zoom 2, nearest
-    # boxes and labels are drawn on top: compare away from them
+        colour[r, c] = colour[r, c] * (1 - w) + _inferno(u8) * w
+        through[r, c] *= 1 - w
+    # network pixel centre -> common view -> RGB camera (the rig file) -> 2x zoom, all pixel centres
+    rig = yaml.safe_load(open(p.config.rig or "config/rig_default.yaml"))
+    (rgb,) = [np.array(c["homography"]) for c in rig["cameras"] if c["name"] == "rgb"]
+    to_common = np.array([[2.0, 0, 0.5], [0, 480 / 256, 0.5 * 480 / 256 - 0.5], [0, 0, 1]])
+    zoom = np.array([[2.0, 0, 0.5], [0, 2.0, 0.5], [0, 0, 1]])
+    warp = zoom @ rgb @ to_common
+    # OpenCV's warp quantises sub-pixel positions differently for float32 and float64 images (up to 2 grey levels
+    # apart here at steep map edges): warp the float32 layers the pipeline warps
+    colour_z = cv2.warpPerspective(colour.astype(np.float32), warp, (1280, 960), flags=cv2.INTER_LINEAR)
+    weight_z = cv2.warpPerspective((1 - through).astype(np.float32), warp, (1280, 960),
+                                   flags=cv2.INTER_LINEAR)[..., None].astype(np.float64)
+    picture = np.kron(images["rgb"], np.ones((2, 2, 1), np.uint8))  # bgr8, each pixel a 2x2 block
+    expect = np.clip(np.floor(picture * (1 - weight_z) + colour_z + 0.5), 0, 255)
+    # boxes and labels are drawn on top, in the camera's pixels: compare away from them
     drawn = np.zeros(expect.shape[:2], bool)
     for d in result.detections:
-        x0, y0, x1, y1 = (int(round(2 * v)) for v in d.box)
+        x0, y0, x1, y1 = (int(round(2 * v)) for v in d.camera_box)
         drawn[max(y0 - 20, 0):y1 + 20, max(x0 - 4, 0):x1 + 120] = True
     drawn[-100:] = True  # the random test detector's crowd of boxes gets numbers and a key along the bottom
-    assert result.detection_overlay.shape == (512, 640, 3)
+    assert result.detection_overlay.shape == (960, 1280, 3)
     free = ~drawn
     assert free.sum() > 0.3 * free.size
     diff = np.abs(result.detection_overlay.astype(np.float64) - expect)[free]
     assert diff.max() <= 1.0  # float32 vs float64 rounding at .5
-    # nothing is painted away from the explained boxes: there the overlay is the (zoomed) preview
-    away = free & ~np.kron(covered, np.ones((2, 2), bool))
-    assert away.sum() > 0.3 * away.size
-    np.testing.assert_array_equal(result.detection_overlay[away], np.kron(result.preview, np.ones((2, 2, 1),
-                                                                                                  np.uint8))[away])
+    # nothing is painted away from the explained boxes: there the overlay is the camera's own image, zoomed
+    away = free & (weight_z[..., 0] == 0)
+    assert away.sum() > 0.3 * away.size and (weight_z[..., 0] > 0.05).sum() > 1000
+    np.testing.assert_array_equal(result.detection_overlay[away], picture[away])
     np.testing.assert_allclose(result.box_maps, maps, rtol=1e-6)
 
 
@@ -229,6 +248,7 @@ def test_an_input_attribution_as_the_detection_overlay(tiny_detector, frames, me
     maps = p.engine.run({"image": x}, [p._plan["maps"]])[p._plan["maps"]]
     assert maps.shape[1:] == (1, 256, 320) and np.abs(maps).max() > 0
     np.testing.assert_allclose(result.box_maps, maps[:, 0], rtol=1e-6)
-    assert not np.array_equal(result.detection_overlay, np.kron(result.preview, np.ones((2, 2, 1), np.uint8)))
+    assert result.detection_overlay.shape == frames[1]["rgb"].shape  # overlay_zoom 1: the camera's own pixels
+    assert not np.array_equal(result.detection_overlay, frames[1]["rgb"])
     with pytest.raises(InputError, match="overlay_method 'box_spectral' must be a per-box method with a map"):
         DetectionPipeline(DetectionPipelineConfig(model=str(tiny_detector), overlay_method="box_spectral"))

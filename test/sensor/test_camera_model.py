@@ -11,7 +11,7 @@ from hsi_xai_node.runtime.pipeline import Pipeline
 from hsi_xai_node.sensor.camera_model import CameraModel, from_camera_info, uncalibrated, zoomed
 from hsi_xai_node.sensor.demosaic import subsample
 from hsi_xai_node.transports import messages as m
-from hsi_xai_node.transports.outputs import CameraInfoInput, camera_info_topic
+from hsi_xai_node.transports.outputs import CameraInfoInput, camera_info_topic, segmentation_grids
 
 K = np.array([[2410.0, 0.0, 1019.3], [0.0, 2395.0, 547.8], [0.0, 0.0, 1.0]])  # HSI-Drive's 2048x1088 sensor
 D = (-0.21, 0.08, 0.0012, -0.0007, -0.015)  # plumb_bob
@@ -132,12 +132,12 @@ def test_a_camera_info_that_cannot_describe_the_frames_is_one_line(info, problem
 def test_the_camera_info_input_keeps_the_last_good_message_and_says_where_it_came_from(pipeline):
     state = CameraInfoInput(2048, 1088, "/hsi/camera_info")
     assert "none received" in state.describe()
-    assert not state.outputs(pipeline, False)["camera_info"].K.any()
+    assert not state.outputs(segmentation_grids(pipeline, False))["camera_info"].K.any()
     state.update(_info())
     with pytest.raises(FrameError) as err:
         state.update(_info(width=1000))
     assert err.value.reason == "bad camera_info"
-    outs = state.outputs(pipeline, True)
+    outs = state.outputs(segmentation_grids(pipeline, True))
     assert set(outs) == {"camera_info", "class_maps/camera_info"} and outs["camera_info"].K[0, 0] == 2410.0 / 5
     assert state.describe() == "from /hsi/camera_info"
 

@@ -426,9 +426,9 @@ def offline_results(bag, detector):
 
 def check_detection_outputs(config, out, expected):
     """Read back with mcap + mcap_ros2: one Detection2DArray and one overlay per camera set, equal to `expected`."""
-    rows = decoded(out, [config.output_topic("detections"), config.output_topic("detection_overlay")])
+    rows = decoded(out, [config.output_topic("detections"), config.output_topic("detection/overlay")])
     arrays = {t: (schema, msg) for topic, schema, t, _, msg in rows if topic == config.output_topic("detections")}
-    overlays = {t: msg for topic, _, t, _, msg in rows if topic == config.output_topic("detection_overlay")}
+    overlays = {t: msg for topic, _, t, _, msg in rows if topic == config.output_topic("detection/overlay")}
     assert sorted(arrays) == sorted(overlays) == sorted(expected)
     for t, (hdr, result) in expected.items():
         schema, msg = arrays[t]

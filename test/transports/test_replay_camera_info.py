@@ -29,11 +29,13 @@ def drive(tmp_path_factory, config):
     return write_drive_bag(tmp_path_factory.mktemp("in") / "drive", config, seed=5, frames=3, cameras=False)
 
 
-def _with_camera_info(path: Path, drive: Path, infos):
-    """The drive's messages plus camera_info messages (log time, message) on /hsi/camera_info."""
+def _with_camera_info(path: Path, drive: Path, infos, extra=()):
+    """The drive's messages plus camera_info messages (log time, message) on /hsi/camera_info and `extra`
+    ((topic, log time, message))."""
     with Reader(drive) as reader:
         rows = [(c.topic, c.msgtype, t, bytes(d)) for c, t, d in reader.messages()]
     rows += [("/hsi/camera_info", INFO, t, m.serialize(msg)) for t, msg in infos]
+    rows += [(topic, INFO, t, m.serialize(msg)) for topic, t, msg in extra]
     with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as w:
         conns = {}
         for topic, msgtype, t, data in sorted(rows, key=lambda r: r[2]):
@@ -58,9 +60,10 @@ def test_camera_info_from_the_bag_beside_every_output(tmp_path, config, drive):
     bag = _with_camera_info(tmp_path / "bag", drive, [(first - 1, _info()), (first + 1, bad)])
     summary = replay(bag, tmp_path / "out", config, progress=False)
     assert summary.frames_processed == 3
-    assert {k: v["count"] for k, v in summary.bad.items()} == {"bad camera_info": 1}
-    assert "describes 1024x1088 images" in summary.bad["bad camera_info"]["first"]
-    assert summary.camera_info == "from /hsi/camera_info" and "camera_info: from /hsi/camera_info" in summary.text()
+    assert {k: v["count"] for k, v in summary.bad.items()} == {"bad camera_info on /hsi/camera_info": 1}
+    assert "describes 1024x1088 images" in summary.bad["bad camera_info on /hsi/camera_info"]["first"]
+    assert summary.camera_info == "segmentation: from /hsi/camera_info"
+    assert "camera_info: segmentation: from /hsi/camera_info" in summary.text()
     cube = _decoded(tmp_path / "out", config.output_topic("camera_info"))
     window = _decoded(tmp_path / "out", config.output_topic("class_maps/camera_info"))
     labels = {t: msg for t, msg in _decoded(tmp_path / "out", config.output_topic("labels"))}
@@ -79,7 +82,7 @@ def test_camera_info_from_the_bag_beside_every_output(tmp_path, config, drive):
 
 def test_without_camera_info_the_geometry_alone(tmp_path, config, drive):
     summary = replay(drive, tmp_path / "out", config, progress=False)
-    assert summary.bad_total == 0 and summary.camera_info.startswith("none received on /hsi/camera_info")
+    assert summary.bad_total == 0 and summary.camera_info.startswith("segmentation: none received on /hsi/camera_info")
     (t, info), *_ = _decoded(tmp_path / "out", config.output_topic("camera_info"))
     assert not any(info.k) and not any(info.p)  # REP 104: uncalibrated
     assert (info.binning_x, info.binning_y) == (5, 5)
@@ -87,3 +90,28 @@ def test_without_camera_info_the_geometry_alone(tmp_path, config, drive):
     diag = _decoded(tmp_path / "out", "/diagnostics")[0][1]
     values = {kv.key: kv.value for kv in diag.status[0].values}
     assert values["camera_info"].startswith("none received on /hsi/camera_info")
+
+
+def test_the_detection_overlay_has_the_primary_cameras_camera_info(tmp_path, tiny_detector):
+    """Detection: the overlay is the RGB camera's own pixels (overlay_zoom 1), so its camera_info is the one the
+    bag has beside /rgb/image_raw, under the RGB camera's header; a bad one is counted under its topic."""
+    config = load_config(backend="ort-cpu", detector_model=str(tiny_detector), methods=["activation"])
+    drive = write_drive_bag(tmp_path / "drive", config, seed=5, frames=2)
+    rgb_k = [[520.0, 0, 318.2], [0, 515.0, 241.9], [0, 0, 1]]
+    rgb = _info(width=640, height=480, k=rgb_k)
+    rgb.header.frame_id = "rgb_camera"
+    with Reader(drive) as reader:
+        first = min(t for c, t, _ in reader.messages() if c.topic == "/rgb/image_raw")
+    bag = _with_camera_info(tmp_path / "bag", drive, [], extra=[("/rgb/camera_info", first - 1, rgb),
+                                                                ("/rgb/camera_info", first + 1, _info())])
+    summary = replay(bag, tmp_path / "out", config, progress=False)
+    assert summary.camera_sets_processed == 2
+    assert {k: v["count"] for k, v in summary.bad.items()} == {"bad camera_info on /rgb/camera_info": 1}
+    assert "detection: from /rgb/camera_info" in summary.camera_info
+    overlays = dict(_decoded(tmp_path / "out", config.output_topic("detection/overlay")))
+    infos = _decoded(tmp_path / "out", config.output_topic("detection/camera_info"))
+    assert len(infos) == 2 and {t for t, _ in infos} == set(overlays)
+    for t, info in infos:
+        assert (info.width, info.height) == (overlays[t].width, overlays[t].height) == (640, 480)
+        assert info.header.frame_id == overlays[t].header.frame_id == "rgb_camera"
+        np.testing.assert_array_equal(np.reshape(info.k, (3, 3)), rgb_k)

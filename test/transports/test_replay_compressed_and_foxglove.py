@@ -112,11 +112,11 @@ def test_camera_transport_chooses_which_form_is_read_first(tmp_path, config, det
     check_detection_outputs(config, tmp_path / "raw", offline_results(det_bag, offline_detector))
     comp = replay(bag, tmp_path / "comp", replace(config, camera_transport="compressed"), progress=False)
     assert (comp.camera_messages_in, comp.camera_sets_processed, comp.bad_total) == (6, 3, 0)
-    read = {topic for topic, _, _, _, _ in decoded(tmp_path / "comp", [config.output_topic("detection_overlay")])}
-    assert read == {config.output_topic("detection_overlay")}
+    read = {topic for topic, _, _, _, _ in decoded(tmp_path / "comp", [config.output_topic("detection/overlay")])}
+    assert read == {config.output_topic("detection/overlay")}
     # JPEG at quality 95 moves pixels by a few grey levels: the detector sees a slightly different image
     lossless = offline_results(det_bag, offline_detector)
-    overlays = {t: msg for _, _, t, _, msg in decoded(tmp_path / "comp", [config.output_topic("detection_overlay")])}
+    overlays = {t: msg for _, _, t, _, msg in decoded(tmp_path / "comp", [config.output_topic("detection/overlay")])}
     for t, (_, result) in lossless.items():
         got = np.frombuffer(overlays[t].data, np.uint8).reshape(result.detection_overlay.shape)
         assert 0 < np.abs(got.astype(int) - result.detection_overlay).mean() < 20
