@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 from mcap.reader import make_reader
 from mcap_ros2.decoder import DecoderFactory
-from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.rosbag2 import Reader
 
 from hsi_xai_node.transports import messages as m
 from hsi_xai_node.transports.config import load_config
 from hsi_xai_node.transports.drive_bag import write_drive_bag
 from hsi_xai_node.transports.replay import replay
 from test.sensor.test_camera_model import K, _info
+from test.transports.test_replay_compressed_and_foxglove import write_typed_bag
 
 INFO = "sensor_msgs/msg/CameraInfo"
 
@@ -33,16 +34,10 @@ def _with_camera_info(path: Path, drive: Path, infos, extra=()):
     """The drive's messages plus camera_info messages (log time, message) on /hsi/camera_info and `extra`
     ((topic, log time, message))."""
     with Reader(drive) as reader:
-        rows = [(c.topic, c.msgtype, t, bytes(d)) for c, t, d in reader.messages()]
-    rows += [("/hsi/camera_info", INFO, t, m.serialize(msg)) for t, msg in infos]
-    rows += [(topic, INFO, t, m.serialize(msg)) for topic, t, msg in extra]
-    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as w:
-        conns = {}
-        for topic, msgtype, t, data in sorted(rows, key=lambda r: r[2]):
-            if topic not in conns:
-                conns[topic] = w.add_connection(topic, msgtype, typestore=m.typestore())
-            w.write(conns[topic], t, data)
-    return path
+        rows = [(c.topic, t, c.msgtype, bytes(d)) for c, t, d in reader.messages()]
+    rows += [("/hsi/camera_info", t, INFO, m.serialize(msg)) for t, msg in infos]
+    rows += [(topic, t, INFO, m.serialize(msg)) for topic, t, msg in extra]
+    return write_typed_bag(path, rows)
 
 
 def _decoded(out, topic):
