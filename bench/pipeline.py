@@ -12,6 +12,11 @@ plain forward graph (the card's ONNX as it is) on that frame's model input: the 
 engine / forward and total / forward are what the explanations and the host stages add.
 Stages: frontend (raw -> model input), engine (model + explanations), post (labels, colour,
 fused overlays, conservativeness residual, frame figures).
+
+With --ingraph, each ONNX Runtime or OpenVINO pipeline also runs as `InGraphPipeline` (raw mosaic in,
+uint8 images out, everything in one engine call: the GPU path), timed the same way: its "engine" is
+the whole chain and its "frontend" the host's few steps around it; it computes neither the
+conservativeness residual nor float maps (runtime/ingraph.py).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from hsi_xai_node.model_card import ModelCard, file_sha256, load_model
-from hsi_xai_node.runtime import Pipeline, PipelineConfig, open_engine
+from hsi_xai_node.runtime import InGraphPipeline, Pipeline, PipelineConfig, open_engine
 from hsi_xai_node.runtime.pipeline import DEFAULT_MODEL
 from hsi_xai_node.scenes.drive import DriveGenerator
 from hsi_xai_node.sensor.calibration import load_profile
@@ -66,6 +71,7 @@ def main(argv=None):
                     help="tensorrt, ort-trt, ort-cuda, openvino or ort-cpu (default); a comma list runs each, "
                          "interleaved, with the ratio to the first (e.g. ort-cpu,openvino)")
     ap.add_argument("--profile-rounds", type=int, default=20, help="runs of ONNX Runtime's profiler per graph")
+    ap.add_argument("--ingraph", action="store_true", help="also time each pipeline as InGraphPipeline")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     profile = load_profile("hsi-drive")
@@ -80,10 +86,15 @@ def main(argv=None):
                      for name, path in models.items() for b in backends}
         forwards = {key: open_engine(load_model(p.config.model, profile=profile).onnx_bytes, key[1], threads=args.threads)
                     for key, p in pipelines.items()}
-        timings = {name: [] for name in pipelines}
+        if args.ingraph:  # the same pipelines as one graph from the raw mosaic; their forward is the pipeline's
+            ingraph = {(name + " in-graph", b): InGraphPipeline(p, raw_dtype="uint16" if b == "ort-cpu" else "int32",
+                                                                backend=b)
+                       for (name, b), p in pipelines.items() if b in ("ort-cpu", "openvino")}
+            forwards |= {key: forwards[(key[0].removesuffix(" in-graph"), key[1])] for key in ingraph}
+        timings = {name: [] for name in [*pipelines, *(ingraph if args.ingraph else {})]}
 
         def forward_ms(key, raw) -> float:
-            p = pipelines[key]
+            p = pipelines[(key[0].removesuffix(" in-graph"), key[1])]
             x = p.card.model_input(p.frontend.process(raw).cube.data)
             time.sleep(PAUSE_S)
             t0 = time.perf_counter()
@@ -93,10 +104,16 @@ def main(argv=None):
         for key, p in pipelines.items():  # warm-up
             p.process(frames[0])
             forward_ms(key, frames[0])
+        runners = {**pipelines, **(ingraph if args.ingraph else {})}
+        for key, p in runners.items():  # warm-up of the in-graph ones
+            p.process(frames[0])
         for raw in frames[1:]:
-            for key, p in pipelines.items():  # the pipeline and its forward back to back: the same load on both
+            for key, p in runners.items():  # the pipeline and its forward back to back: the same load on both
                 time.sleep(PAUSE_S)
-                timings[key].append({**p.process(raw).timings_ms, "forward": forward_ms(key, raw)})
+                t = p.process(raw).timings_ms
+                if "host" in t:  # in-graph: the host's steps around the one engine call
+                    t = {"frontend": t["host"], "engine": t["engine"], "post": 0.0, "total": t["total"]}
+                timings[key].append({**t, "forward": forward_ms(key, raw)})
         graphs = {f"{name} on {b}": {"nodes": len(p.graph.model.graph.node), "outputs": sorted(p._plan)}
                   for (name, b), p in pipelines.items()}
         node_times = {name: node_time_split(p, frames[1], args.threads, args.profile_rounds)
