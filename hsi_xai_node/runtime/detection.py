@@ -314,6 +314,7 @@ class DetectionPipeline:
         colour, weight = np.zeros((h, w, 3), np.float32), np.zeros((h, w, 1), np.float32)
         colormap = cfg.signed_colormap if self._signed else cfg.colormap
         scales = self.box_scale(explained, maps)
+        painted = [w, h, 0, 0]  # the network-view rectangle the boxes' maps cover: all that is warped and blended
         for d, s in sorted(zip(explained, scales), key=lambda t: t[0].score):
             x0, y0, x1, y1 = d.box
             mx, my = cfg.overlay_margin * (x1 - x0) + 2.0, cfg.overlay_margin * (y1 - y0) + 2.0
@@ -321,18 +322,32 @@ class DetectionPipeline:
             c1, r1 = min(int(np.ceil(x1 + mx)), w), min(int(np.ceil(y1 + my)), h)
             if c1 <= c0 or r1 <= r0:
                 continue
+            painted = [min(painted[0], c0), min(painted[1], r0), max(painted[2], c1), max(painted[3], r1)]
             u8 = to_uint8(maps[d.slot, 0, r0:r1, c0:c1], s, self._signed)
             magnitude = np.abs(u8.astype(np.float32) - 127.5) / 127.5 if self._signed else u8 / 255.0
             wgt = (cfg.overlay_alpha * magnitude).astype(np.float32)[..., None]
             colour[r0:r1, c0:c1] = colour[r0:r1, c0:c1] * (1.0 - wgt) + apply_colormap(u8, colormap) * wgt
             weight[r0:r1, c0:c1] = weight[r0:r1, c0:c1] * (1.0 - wgt) + wgt
-        # network view -> primary camera pixels -> zoomed (pixel centres; OpenCV's warp samples at the centres)
+        if painted[2] <= painted[0]:
+            return picture
+        # network view -> primary camera pixels -> zoomed (pixel centres; OpenCV's warp samples at the centres),
+        # only over the painted rectangle's image (its corners grown by the bilinear footprint, then a pixel)
         to_overlay = self.overlay_pixels().A @ self._to_camera
-        size = (picture.shape[1], picture.shape[0])
-        layer = cv2.warpPerspective(np.concatenate([colour, weight], 2), to_overlay, size, flags=cv2.INTER_LINEAR,
-                                    borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        out = picture.astype(np.float32) * (1.0 - layer[..., 3:]) + layer[..., :3]
-        return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+        c0, r0, c1, r1 = painted
+        corners = np.array([[[c0 - 1.0, r0 - 1.0], [c1, r0 - 1.0], [c1, r1], [c0 - 1.0, r1]]])
+        spot = cv2.perspectiveTransform(corners, to_overlay)[0]
+        (X0, Y0), (X1, Y1) = np.floor(spot.min(0)) - 1, np.ceil(spot.max(0)) + 2
+        X0, Y0 = max(int(X0), 0), max(int(Y0), 0)
+        X1, Y1 = min(int(X1), picture.shape[1]), min(int(Y1), picture.shape[0])
+        if X1 <= X0 or Y1 <= Y0:
+            return picture
+        shift = np.array([[1.0, 0.0, -X0], [0.0, 1.0, -Y0], [0.0, 0.0, 1.0]])
+        layer = cv2.warpPerspective(np.concatenate([colour, weight], 2), shift @ to_overlay, (X1 - X0, Y1 - Y0),
+                                    flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        out = picture.copy()
+        region = out[Y0:Y1, X0:X1].astype(np.float32) * (1.0 - layer[..., 3:]) + layer[..., :3]
+        out[Y0:Y1, X0:X1] = np.clip(region + 0.5, 0, 255).astype(np.uint8)
+        return out
 
     def legend(self) -> np.ndarray:
         """The detection overlay's legend (colour bar, what 1 means per class, the scale in force)."""
