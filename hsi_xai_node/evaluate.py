@@ -15,7 +15,6 @@ skipped and counted, with the first reason, as a replay does with a bad message.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 
 from .datasets import VALUES, DatasetError, dataset_model_input, default_values, open_segmentation_dataset
 from .errors import InputError
+from .files import read_json, write_atomic
 from .metrics import confusion, scores
 from .model_card import ModelCard, load_model
 from .sensor.calibration import load_profile
@@ -238,16 +238,7 @@ def evaluate_detection(model: str | Path, dataset, backend: str = "ort-cpu", thr
     return result
 
 
-def _write_json_atomic(path: Path, doc: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, path)
-
-
 def cmd_evaluate(args) -> int:
-    from .files import read_json
-
     card_path = Path(args.model).with_suffix(".json")
     doc = read_json(card_path, "model card", InputError) if card_path.is_file() else {}
     if isinstance(doc, dict) and doc.get("task") == "detection" or args.layout == "mods":
@@ -270,6 +261,8 @@ def cmd_evaluate(args) -> int:
                                        threads=args.threads, profile=args.profile, progress=not args.no_progress)
     print(result.text())
     if args.out:
-        _write_json_atomic(Path(args.out), result.to_dict())
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(out, json.dumps(result.to_dict(), indent=1).encode())
         print(f"written  {args.out}")
     return 0 if result.frames else 1

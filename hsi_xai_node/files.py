@@ -1,7 +1,9 @@
-"""Reading the JSON and YAML files a user hands the product: bounded before parsing, by parsers that cannot explode.
+"""Reading the JSON and YAML files a user hands the product: bounded before parsing, by parsers that cannot explode;
+and writing the product's own files whole or not at all.
 
     doc = read_json(path, "model card", ModelError)      # a dict, list, ... or ModelError, one line
     doc = read_yaml(path, "rig file", RigError)
+    write_atomic(path, data)                            # the whole file or, on failure, none of it
 
 Every kind of file has a size limit (`LIMITS`, bytes), checked with `stat` before a byte is read, so a
 50 MB parameter file is refused at once instead of parsed for minutes. Parsing is bounded too:
@@ -21,6 +23,7 @@ Each problem is the caller's error class with one line: `<what> <path>: <problem
 from __future__ import annotations
 
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -167,3 +170,14 @@ def loads_yaml(text: str, what: str, path, error: type[Exception]):
 
 def read_yaml(path: str | Path, what: str, error: type[Exception], limit: int | None = None):
     return loads_yaml(_text(read_bytes(path, what, error, limit), what, path, error), what, path, error)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` whole or not at all: into a temporary sibling (named for this process, so writers in
+    several processes do not meet), then renamed over `path`; the temporary file never outlives a failure."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

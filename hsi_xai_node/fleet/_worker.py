@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from ..errors import InputError
-from ..files import read_json
+from ..files import read_json, write_atomic
 from ..transports.config import NodeConfig
 from ..transports.output_dir import clean_stale_partials
 from ..transports.replay import ReplayModels, Window, _why, replay
@@ -31,9 +31,7 @@ CRASH_ENV = "HSI_XAI_FLEET_TEST_CRASH"
 
 
 def write_json_atomic(path: Path, doc: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, default=str))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(doc, default=str).encode())
 
 
 def read_shard_result(directory: Path) -> dict | None:

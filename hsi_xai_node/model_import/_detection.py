@@ -22,8 +22,9 @@ import onnx
 from ..classes import DETECTION_CLASSES
 from ..detection.card import DETECTOR_CARD_SCHEMA, DetectorCard, DetectorInput, RawOutputs, StackInput, load_detector
 from ..detection.postprocess import BOX_CODINGS, SCORE_ACTIVATIONS
+from ..files import write_atomic
 from ..model_card import ClassSpec, ModelError, file_sha256
-from ._files import import_paths, load_source, write_atomic
+from ._files import import_paths, load_source
 from ._graph import checked_static_shapes, static_graph
 
 DETECTION_CLASS_SETS = {"mods": DETECTION_CLASSES}  # the Multispectral Object Detection dataset's five

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,12 +33,6 @@ def import_paths(source: Path, out: str | None, name: str | None, changed: bool)
         raise ModelError(f"the prepared graph would overwrite the source {source}: give another --name or --out")
     folder.mkdir(parents=True, exist_ok=True)
     return ImportPaths(folder, name, model, in_place)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def load_source(path: Path) -> tuple[onnx.ModelProto, list[str]]:

@@ -17,11 +17,12 @@ import numpy as np
 import onnx
 
 from ..classes import SEGMENTATION_CLASS_SETS
+from ..files import write_atomic
 from ..model_card import (CARD_SCHEMA, NORMALISATIONS, ClassSpec, InputSpec, ModelCard, ModelError, file_sha256,
                           load_model)
 from ..sensor.calibration import SensorProfile, load_profile
 from ..sensor.radiometry import BAND_SETS
-from ._files import import_paths, load_source, write_atomic
+from ._files import import_paths, load_source
 from ._graph import PreparedGraph, prepare_graph, same_outputs
 from ._layers import Choice, HeadFacts, choose_layers
 
