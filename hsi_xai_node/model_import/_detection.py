@@ -12,6 +12,7 @@ coding's layout, copied beside the card), the box coding and the score activatio
 
 from __future__ import annotations
 
+import io
 from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,14 +23,15 @@ import onnx
 from ..classes import DETECTION_CLASSES
 from ..detection.card import DETECTOR_CARD_SCHEMA, DetectorCard, DetectorInput, RawOutputs, StackInput, load_detector
 from ..detection.postprocess import BOX_CODINGS, SCORE_ACTIVATIONS
-from ..files import write_atomic
 from ..model_card import ClassSpec, ModelError, file_sha256
-from ._files import import_paths, load_source
+from ..sensor.multispectral import ENCODINGS
+from ._files import all_or_nothing, import_paths, load_source
 from ._graph import checked_static_shapes, static_graph
 
 DETECTION_CLASS_SETS = {"mods": DETECTION_CLASSES}  # the Multispectral Object Detection dataset's five
-_CHANNELS = {"bgr8": 3, "rgb8": 3, "mono8": 1, "mono16": 1}
-_FULL_SCALE = {"bgr8": 255.0, "rgb8": 255.0, "mono8": 255.0, "mono16": 65535.0}
+# per camera encoding the stack takes: its channels, and its full scale (the default scale: 0..1 inputs)
+_CHANNELS = {encoding: channels for encoding, (_, channels) in ENCODINGS.items()}
+_FULL_SCALE = {encoding: float(np.iinfo(dtype).max) for encoding, (dtype, _) in ENCODINGS.items()}
 
 
 @dataclass(frozen=True)
@@ -232,24 +234,18 @@ def import_detection(model_path: str | Path, options: DetectionImportOptions, lo
                      "max_detections": options.max_detections, "max_per_class": 100},
         architecture={"type": "imported", "source": {"file": source_path.name, "sha256": file_sha256(source_path)},
                       "changes": changes}, schema=DETECTOR_CARD_SCHEMA)
-    written: list[Path] = []
-    try:
+    with all_or_nothing() as written:
         if not paths.in_place:
-            write_atomic(model_out, model.SerializeToString() if changes else source_path.read_bytes())
-            written.append(model_out)
+            written.file(model_out, model.SerializeToString() if changes else source_path.read_bytes())
         if anchors is not None:
-            np.save(anchors_out, anchors)
-            written.append(anchors_out)
+            buffer = io.BytesIO()
+            np.save(buffer, anchors)
+            written.file(anchors_out, buffer.getvalue())
         card = replace(card, sha256=file_sha256(model_out))
-        write_atomic(card_out, card.to_json().encode())
-        written.append(card_out)
+        written.file(card_out, card.to_json().encode())
         loaded = load_detector(model_out, card_out)  # the loader every command uses: activation, decoding, NMS
         if options.self_check:
             _self_check(loaded, log)
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
     return DetectionImportResult(model_out, card_out, changes, {"class_head_input": head},
                                  {"class_head_input": why}, count)
 

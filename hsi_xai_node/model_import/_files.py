@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
 
+from ..files import write_atomic
 from ..model_card import ModelError
 
 
@@ -33,6 +36,28 @@ def import_paths(source: Path, out: str | None, name: str | None, changed: bool)
         raise ModelError(f"the prepared graph would overwrite the source {source}: give another --name or --out")
     folder.mkdir(parents=True, exist_ok=True)
     return ImportPaths(folder, name, model, in_place)
+
+
+@contextmanager
+def all_or_nothing() -> Iterator["Written"]:
+    """The files an import writes (`written.file(path, data)`), removed again when the import fails before it ends
+    (the self-check included): no half-made import is left behind."""
+    written = Written()
+    try:
+        yield written
+    except BaseException:
+        for path in written.paths:
+            path.unlink(missing_ok=True)
+        raise
+
+
+class Written:
+    def __init__(self):
+        self.paths: list[Path] = []
+
+    def file(self, path: Path, data: bytes) -> None:
+        write_atomic(path, data)
+        self.paths.append(path)
 
 
 def load_source(path: Path) -> tuple[onnx.ModelProto, list[str]]:

@@ -17,12 +17,12 @@ import numpy as np
 import onnx
 
 from ..classes import SEGMENTATION_CLASS_SETS
-from ..files import write_atomic
+from ..errors import CalibrationError
 from ..model_card import (CARD_SCHEMA, NORMALISATIONS, ClassSpec, InputSpec, ModelCard, ModelError, file_sha256,
                           load_model)
 from ..sensor.calibration import SensorProfile, load_profile
 from ..sensor.radiometry import BAND_SETS
-from ._files import import_paths, load_source
+from ._files import all_or_nothing, import_paths, load_source
 from ._graph import PreparedGraph, prepare_graph, same_outputs
 from ._layers import Choice, HeadFacts, choose_layers
 
@@ -116,13 +116,10 @@ def band_table(spec: str, profile: SensorProfile, tolerance_nm: float = 2.0) -> 
         except ValueError:
             raise ModelError(f"--bands {spec!r}: give a band set ({', '.join(BAND_SETS)}) or wavelengths in nm, "
                              "comma-separated, in the model's channel order") from None
-    picked = []
-    for w in wanted:
-        nearest = int(np.argmin(np.abs(wl - w)))
-        if abs(wl[nearest] - w) > tolerance_nm:
-            raise ModelError(f"--bands: sensor profile {profile.name!r} has no band within {tolerance_nm} nm of {w} nm")
-        picked.append(float(wl[nearest]))
-    return tuple(picked)
+    try:
+        return tuple(float(wl[profile.band_nearest(w, tolerance_nm)]) for w in wanted)
+    except CalibrationError as exc:
+        raise ModelError(f"--bands: {exc}") from None
 
 
 def _window(profile: SensorProfile, hw: tuple[int, int], crop: tuple[int, int] | None) -> tuple[int, int]:
@@ -179,23 +176,15 @@ def import_segmentation(model_path: str | Path, options: ImportOptions, log=prin
                       "head": {"kernel": list(head.kernel), "resize_after": head.resize_after,
                                "closed_form": head.closed_form, "activation_map": head.activation_map}},
         schema=CARD_SCHEMA)
-    written: list[Path] = []
-    try:
+    with all_or_nothing() as written:
         if not paths.in_place:
-            data = prepared.model.SerializeToString() if prepared.changed else source_path.read_bytes()
-            write_atomic(model_out, data)
-            written.append(model_out)
+            written.file(model_out, prepared.model.SerializeToString() if prepared.changed else source_path.read_bytes())
         card = replace(card, sha256=file_sha256(model_out))
-        write_atomic(card_out, card.to_json().encode())
-        written.append(card_out)
+        written.file(card_out, card.to_json().encode())
         result = ImportResult(model_out, card_out, prepared.changes, layers, head, _methods(head))
         load_model(model_out, card_out, profile=profile)  # the loader every command uses accepts it
         if options.self_check:
             _self_check(result, source, prepared, profile, log)
-    except BaseException:
-        for path in written:  # no half-made import left behind
-            path.unlink(missing_ok=True)
-        raise
     if any(c.id == 0 for c in classes):
         result.notes.append("channel 0 is 'unlabelled' (ignored in training): it stays in the argmax as the "
                             "model's own output; its pixels are written as label 0")
