@@ -89,8 +89,11 @@ def stack_registered(images: dict, cameras, hw: tuple[int, int]) -> np.ndarray:
     front end's order), (value - offset) / scale per channel."""
     import cv2
 
+    from ..sensor.multispectral import normalise_channels
+
     h, w = hw
-    planes = []
+    out = np.empty((sum(len(offset) for _, _, offset, _ in cameras), h, w), np.float32)
+    c = 0
     for name, encoding, offset, scale in cameras:
         img = images[name]
         colour = encoding in ("bgr8", "rgb8")
@@ -101,9 +104,10 @@ def stack_registered(images: dict, cameras, hw: tuple[int, int]) -> np.ndarray:
             img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
         if img.shape[:2] != (h, w):
             img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
-        for k, plane in enumerate(img.transpose(2, 0, 1) if img.ndim == 3 else img[None]):
-            planes.append((plane - np.float32(offset[k])) / np.float32(scale[k]))
-    return np.stack(planes).astype(np.float32)
+        n = img.shape[2] if img.ndim == 3 else 1
+        normalise_channels(img, offset, scale, out[c:c + n])
+        c += n
+    return out
 
 
 def read_split(path: Path) -> list[str]:

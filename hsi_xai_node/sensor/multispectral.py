@@ -116,6 +116,14 @@ class StackConfig:
         return tuple(n for c in self.cameras for n in c.channel_names)
 
 
+def normalise_channels(image: np.ndarray, offset, scale, out: np.ndarray) -> None:
+    """(value - offset) / scale of each channel of one camera's image ((H, W), or (H, W, n) with colour as R, G, B)
+    into `out` (n, H, W) float32: what the network sees of that camera."""
+    for k, plane in enumerate(image.transpose(2, 0, 1) if image.ndim == 3 else image[None]):
+        np.subtract(plane, np.float32(offset[k]), out=out[k])
+        out[k] /= np.float32(scale[k])
+
+
 def network_from_common(common_size, input_size) -> np.ndarray:
     """Pixel-centre homography common view -> network view: x_n = (x_c + 0.5) * sx - 0.5."""
     sx, sy = input_size[0] / common_size[0], input_size[1] / common_size[1]
@@ -204,12 +212,8 @@ class MultispectralFrontEnd:
         out = np.empty((1, self.config.channels, nh, nw), np.float32)
         c = 0
         for cam in self.config.cameras:
-            reg = registered[cam.name]
-            planes = reg.transpose(2, 0, 1) if reg.ndim == 3 else reg[None]
-            for k, plane in enumerate(planes):
-                np.subtract(plane, np.float32(cam.offset[k]), out=out[0, c])
-                out[0, c] /= np.float32(cam.scale[k])
-                c += 1
+            normalise_channels(registered[cam.name], cam.offset, cam.scale, out[0, c:c + cam.channels])
+            c += cam.channels
         return out
 
     def preview(self, images: dict, registered: dict[str, np.ndarray] | None = None) -> np.ndarray:
