@@ -24,3 +24,9 @@ class RigError(InputError):
 
 class ConfigError(InputError):
     """A node or replay parameter (file) is malformed or out of range."""
+
+
+def count_skipped(tally: dict, reason: str, first: str) -> None:
+    """Count one skipped input under its reason, keeping the first one's message: reason -> {"count", "first"}
+    (the replay's bad messages, the evaluation's unreadable files, the bag writer's wrong-sized frames)."""
+    tally.setdefault(reason, {"count": 0, "first": first})["count"] += 1

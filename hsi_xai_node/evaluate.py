@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .datasets import VALUES, DatasetError, dataset_model_input, default_values, open_segmentation_dataset
-from .errors import InputError
+from .errors import InputError, count_skipped
 from .files import read_json, write_atomic
 from .metrics import confusion, scores
 from .model_card import ModelCard, load_model
@@ -82,11 +82,6 @@ def _with_progress(dataset, progress: bool, unit: str):
     return tqdm(dataset, total=len(dataset), unit=unit, desc="evaluate")
 
 
-def _skip(skipped: dict, reason: str, exc: Exception) -> None:
-    """Count a skipped sample under its reason, keeping the first message (as the replay counts bad messages)."""
-    skipped.setdefault(reason, {"count": 0, "first": str(exc)})["count"] += 1
-
-
 def _pct(v) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}"
 
@@ -123,8 +118,8 @@ def evaluate_segmentation(model: str | Path, dataset, values: str = "reflectance
             predicted = lut[logits[0].argmax(0)]
             truth = sample.labels[i.crop_top:i.crop_top + i.height, i.crop_left:i.crop_left + i.width]
         except DatasetError as exc:
-            _skip(result.skipped, "unreadable or wrong-shaped file" if "no annotation" not in str(exc)
-                  else "no annotation", exc)
+            count_skipped(result.skipped, "unreadable or wrong-shaped file" if "no annotation" not in str(exc)
+                          else "no annotation", str(exc))
             continue
         frame_cm = confusion(truth, predicted, n_labels)
         cm += frame_cm
@@ -217,7 +212,7 @@ def evaluate_detection(model: str | Path, dataset, backend: str = "ort-cpu", thr
                 raise sample
             x = detector_input(card, sample.images)
         except DatasetError as exc:
-            _skip(result.skipped, "unreadable or wrong-shaped file", exc)
+            count_skipped(result.skipped, "unreadable or wrong-shaped file", str(exc))
             continue
         out = engine.run({card.input.tensor: x}, ["det_boxes", "det_scores", "det_classes"])
         kept = out["det_classes"].reshape(-1) >= 0

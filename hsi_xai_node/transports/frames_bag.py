@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import FrameError, InputError
+from ..errors import FrameError, InputError, count_skipped
 from ..sensor.calibration import SensorProfile, load_profile
 from . import messages as m
 from .config import NodeConfig
@@ -166,9 +166,7 @@ def write_frames_bag(frames: str | Path, out: str | Path, dark: str | Path, whit
                 try:
                     frame = read_raw_frame(path, sensor)
                 except FrameError as exc:
-                    slot = summary.skipped.setdefault("unreadable or wrong-sized frame file",
-                                                      {"count": 0, "first": str(exc)})
-                    slot["count"] += 1
+                    count_skipped(summary.skipped, "unreadable or wrong-sized frame file", str(exc))
                     continue
                 write(config.raw_topic, frame, t)
                 summary.frames_written += 1

@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import FrameError, InputError
+from ..errors import FrameError, InputError, count_skipped
 from ..sync import ApproximateTimeSync
 from . import messages as m
 from .config import NodeConfig, load_config
@@ -500,8 +500,7 @@ class _Replay:
 
     # --- helpers ----------------------------------------------------------------------------
     def _skip(self, reason: str, where: str, exc: Exception) -> None:
-        entry = self.bad.setdefault(reason, {"count": 0, "first": f"{where}: {exc}"})
-        entry["count"] += 1
+        count_skipped(self.bad, reason, f"{where}: {exc}")
 
     def _out_conn(self, topic: str, msgtype: str, conn: _Conn | None = None):
         """The output connection for (topic, type); input and output topics share one if they coincide."""
