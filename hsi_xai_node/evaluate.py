@@ -23,7 +23,7 @@ import numpy as np
 from .datasets import VALUES, DatasetError, dataset_model_input, default_values, open_segmentation_dataset
 from .errors import InputError, count_skipped
 from .files import read_json, write_atomic
-from .metrics import confusion, scores
+from .metrics import confusion, percent, scores
 from .model_card import ModelCard, load_model
 from .sensor.calibration import load_profile
 
@@ -61,9 +61,9 @@ class SegmentationEvaluation:
         lines.append(f"{'class':18s} {'accuracy':>9s} {'IoU':>7s} {'pixels':>10s}")
         for name in s["iou"]:
             acc, iou = s["accuracy"][name], s["iou"][name]
-            lines.append(f"{name:18s} {_pct(acc):>9s} {_pct(iou):>7s} {s['pixels'][name]:10d}")
-        lines.append(f"{'mean':18s} {_pct(s['mean_accuracy']):>9s} {_pct(s['miou']):>7s}   "
-                     f"pixel accuracy {_pct(s['pixel_accuracy'])} (labelled pixels only)")
+            lines.append(f"{name:18s} {percent(acc):>9s} {percent(iou):>7s} {s['pixels'][name]:10d}")
+        lines.append(f"{'mean':18s} {percent(s['mean_accuracy']):>9s} {percent(s['miou']):>7s}   "
+                     f"pixel accuracy {percent(s['pixel_accuracy'])} (labelled pixels only)")
         ids = list(range(len(self.cm)))
         head = "truth \\ predicted"
         lines.append(f"confusion (rows: truth, columns: predicted; ids {ids})")
@@ -80,10 +80,6 @@ def _with_progress(dataset, progress: bool, unit: str):
     from tqdm import tqdm
 
     return tqdm(dataset, total=len(dataset), unit=unit, desc="evaluate")
-
-
-def _pct(v) -> str:
-    return "n/a" if v is None else f"{100 * v:.1f}"
 
 
 def evaluate_segmentation(model: str | Path, dataset, values: str = "reflectance", backend: str = "ort-cpu",
@@ -172,8 +168,8 @@ class DetectionEvaluation:
                      f"{self.threshold}:")
         lines.append(f"{'class':14s} {'AP':>6s} {'objects':>8s} {'TP':>5s} {'FP':>5s}")
         for name, v in d["per_class"].items():
-            lines.append(f"{name:14s} {_pct(v['ap']):>6s} {v['objects']:8d} {v['tp']:5d} {v['fp']:5d}")
-        lines.append(f"{'mAP':14s} {_pct(d['map']):>6s}   false positives per frame "
+            lines.append(f"{name:14s} {percent(v['ap']):>6s} {v['objects']:8d} {v['tp']:5d} {v['fp']:5d}")
+        lines.append(f"{'mAP':14s} {percent(d['map']):>6s}   false positives per frame "
                      f"{d['false_positives_per_frame']:.2f}")
         return "\n".join(lines)
 

@@ -33,3 +33,8 @@ def scores(cm: np.ndarray, names: dict[int, str]) -> dict:
     total = cm[1:, :].sum()  # every labelled pixel, also those predicted unlabelled (a miss)
     out["pixel_accuracy"] = float(np.trace(cm[1:, 1:]) / total) if total else None
     return out
+
+
+def percent(v) -> str:
+    """A score as a percentage with one decimal; "n/a" where there is none (a class absent from the split)."""
+    return "n/a" if v is None else f"{100 * v:.1f}"

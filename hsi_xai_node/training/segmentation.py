@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..classes import SEGMENTATION_CLASSES
-from ..metrics import confusion, scores
+from ..metrics import confusion, percent, scores
 from ..model_card import CARD_SCHEMA, ClassSpec, InputSpec, ModelCard, file_sha256
 from ..sensor.calibration import SensorProfile
 from .config import SIZES, TrainConfig
@@ -183,10 +183,6 @@ def write_model(result: TrainResult, profile: SensorProfile, window, out_dir: Pa
     return onnx_path, card
 
 
-def _pc(v) -> str:
-    return "n/a" if v is None else f"{100 * v:.1f}"  # a class absent from the test split has no figure
-
-
 def summary_table(results: dict, classes=CLASSES) -> str:
     """Markdown: per-class accuracy / IoU per variant, and sun vs shadow mIoU (where there are sun maps)."""
     names = [c.name for c in classes]
@@ -194,9 +190,9 @@ def summary_table(results: dict, classes=CLASSES) -> str:
              "| --- |" + " --- |" * (len(names) + 2)]
     for key, m in results.items():
         a = m["all"]
-        cells = [f"{_pc(a['accuracy'][n])} / {_pc(a['iou'][n])}" for n in names]
+        cells = [f"{percent(a['accuracy'][n])} / {percent(a['iou'][n])}" for n in names]
         lines.append(f"| {key} | " + " | ".join(cells)
-                     + f" | {_pc(a['mean_accuracy'])} / {_pc(a['miou'])} | {_pc(a['pixel_accuracy'])} |")
+                     + f" | {percent(a['mean_accuracy'])} / {percent(a['miou'])} | {percent(a['pixel_accuracy'])} |")
     if not all("sun" in m for m in results.values()):
         return "\n".join(lines)
     lines += ["", "| variant | mIoU, sunlit pixels | mIoU, shaded pixels | pixel acc. sunlit | pixel acc. shaded |",
