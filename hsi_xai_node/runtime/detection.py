@@ -264,7 +264,7 @@ class DetectionPipeline:
         preview = self.frontend.preview(images, registered)
         maps = out.get("maps")
         explained = [d for d in detections if maps is not None and d.slot < len(maps)]
-        overlay = self._draw_maps(images, preview.shape[:2], maps, explained)
+        overlay = self._draw_maps(images, maps, explained)
         overlay = draw_boxes(overlay, detections, self.classes, self.config.overlay_zoom)
         box_maps = maps[:, 0] if maps is not None and self.config.box_maps else None
         slots_full = bool((out["classes"][0] >= 0).all())
@@ -298,8 +298,7 @@ class DetectionPipeline:
         scale = self.scales.scale("box")
         return np.where(scale[rows] > 0, scale[rows], peaks)
 
-    def _draw_maps(self, images, view_hw: tuple[int, int], maps: np.ndarray | None,
-                   explained: list[Detection]) -> np.ndarray:
+    def _draw_maps(self, images, maps: np.ndarray | None, explained: list[Detection]) -> np.ndarray:
         """Each explained box's map within its box grown by overlay_margin, weaker boxes first (the best on
         top), weighted by the shown magnitude, composed in the network view as one premultiplied layer (colour
         times weight, and the weight: blending them in turn over a picture is blending that layer over it),
@@ -310,7 +309,7 @@ class DetectionPipeline:
         picture = picture if z == 1 else cv2.resize(picture, None, fx=z, fy=z, interpolation=cv2.INTER_NEAREST)
         if not explained:
             return picture
-        h, w = view_hw
+        w, h = self.frontend.config.input_size  # the network view, where the maps are
         colour, weight = np.zeros((h, w, 3), np.float32), np.zeros((h, w, 1), np.float32)
         colormap = cfg.signed_colormap if self._signed else cfg.colormap
         scales = self.box_scale(explained, maps)
