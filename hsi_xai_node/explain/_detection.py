@@ -53,6 +53,9 @@ class DetectionExplainConfig:
     fem_k: float = 2.0  # box_fem: the K-sigma rule's K (_cams.py)
     lrp: LrpOptions = LrpOptions()  # box_lrp_*: epsilon, gamma, stabiliser
     paths: PathOptions = PathOptions()  # box_smoothgrad, box_integrated_gradients, box_deeplift
+    # each box's backward through the class head on a window around its anchor (_windows.py; exact), not over the
+    # whole map: False only to measure what it saves
+    window_backward: bool = True
 
     def validated(self) -> "DetectionExplainConfig":
         bad = [m for m in self.methods if m not in BOX_METHODS]
@@ -113,7 +116,8 @@ def build_detection_explainer(model: onnx.ModelProto, input_name: str, scores: s
     # the plain gradient at the input, in the CAMs' backward pass: box_spectral's and (shared) the attributions'
     plain = [m for m in inputs if m in ("box_spectral", "box_gradient", "box_input_x_gradient")]
     needs = [t for t in targets if any(CAMS[BOX_CAMS[m]].gradient for m in cams)] + ([input_name] if plain else [])
-    grads = append_backward(b, {scores: seed}, list(dict.fromkeys(needs)), k) if needs else {}
+    grads = append_backward(b, {scores: seed}, list(dict.fromkeys(needs)), k,
+                            one_hot_rows=config.window_backward) if needs else {}
     in_shape = b.shape(input_name)
     in_hw = in_shape[1:3] if layout == "nhwc" else in_shape[2:4]
     maps = MapWriter(b, eg, k, config.upsample, config.uint8, in_hw)

@@ -63,6 +63,10 @@ class Builder:
         if tensor in self._types:
             self._types[to] = self._types[tensor]
 
+    def declare(self, tensor: str, shape, elem_type=onnx.TensorProto.FLOAT) -> None:
+        """`tensor` (a new tensor) has this static shape: a copy of forward nodes run on other shapes (windows)."""
+        self._types[tensor] = helper.make_tensor_type_proto(elem_type, list(shape)).tensor_type
+
     def constant(self, tensor: str) -> np.ndarray | None:
         """The value of an initializer or Constant output, else None."""
         t = self._consts.get(tensor)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import onnx
 
 from ._graph import Builder, ExplainError
+from ._windows import local_regions, scatter, windowed_copy
 from .rules import GRADIENT, Propagation, RuleContext, first_layers
 
 BACKWARD_SCOPE = "backward"
@@ -34,7 +35,7 @@ def influences(graph, start: set[str]) -> set[str]:
 
 
 def append_backward(b: Builder, seeds: dict[str, str], targets: list[str], batch: int,
-                    propagation: Propagation = GRADIENT) -> dict[str, str]:
+                    propagation: Propagation = GRADIENT, one_hot_rows: bool = False) -> dict[str, str]:
     """Differentiate `sum(seed * output)` for each seed row with respect to each target.
 
     `seeds` maps forward output tensors to cotangent tensors already in the graph
@@ -42,6 +43,9 @@ def append_backward(b: Builder, seeds: dict[str, str], targets: list[str], batch
     name (shape: the target's with axis 0 = `batch`). With another `propagation` than the
     gradient, what flows back is that propagation's quantity (relevance, a guided gradient...),
     each op through the rule the propagation maps it to.
+
+    `one_hot_rows`: each seed row is non-zero at one element (a detector's boxes): the convolutional heads behind
+    element-moving ops are then differentiated on a window around each row's pixel (_windows.py), exactly.
     """
     graph = b.graph
     produced = {o for n in graph.node for o in n.output} | {v.name for v in graph.input}
@@ -56,6 +60,9 @@ def append_backward(b: Builder, seeds: dict[str, str], targets: list[str], batch
             raise ExplainError(f"target {t!r} does not influence the seeded outputs {sorted(seeds)}")
     cots: dict[str, list[str]] = {o: [s] for o, s in seeds.items()}
     first = first_layers(graph) if propagation.first else set()
+    regions = local_regions(b, seeds, targets, on_path) if one_hot_rows else []
+    in_region = {id(n) for r in regions for n in r.nodes}
+    region_of = {id(r.nodes[-1]): r for r in regions}  # by the node that makes its output
 
     def total(tensor: str) -> str | None:
         parts = cots.get(tensor)
@@ -69,6 +76,12 @@ def append_backward(b: Builder, seeds: dict[str, str], targets: list[str], batch
         forward_nodes = list(graph.node)  # the backward nodes we append are not visited
         for node in reversed(forward_nodes):
             if not any(o in on_path for o in node.output):
+                continue
+            if id(node) in in_region:
+                region = region_of.get(id(node))
+                g = total(region.output) if region is not None else None
+                if g is not None:
+                    cots.setdefault(region.source, []).append(_windowed(b, region, g, batch, propagation))
                 continue
             needs = [bool(i) and i in on_path for i in node.input]
             if not any(needs):
@@ -95,6 +108,13 @@ def append_backward(b: Builder, seeds: dict[str, str], targets: list[str], batch
                 raise ExplainError(f"no gradient reached target {t!r}")
             grads[t] = g
     return grads
+
+
+def _windowed(b: Builder, region, g: str, batch: int, propagation: Propagation) -> str:
+    """The region's backward on each row's window, scattered back to the source's full size."""
+    crop, output, seed, windows = windowed_copy(b, region, g, batch)
+    inner = append_backward(b, {output: seed}, [crop], batch, propagation)
+    return scatter(b, inner[crop], windows, b.shape(region.source)[1])
 
 
 def gradients(model: onnx.ModelProto, seeds: dict[str, str], targets: list[str], batch: int,

@@ -1,0 +1,297 @@
+"""The backward pass of a convolutional head on a window around each row's one seeded pixel.
+
+A detector explains K boxes: row k's seed is one-hot at one anchor's class score. Between the scores and the
+class head's last convolution there are only ops that move elements (Sigmoid, Concat, Reshape, Transpose), so
+at each pyramid level's logits the row's cotangent is one pixel. Behind it, a stack of stride-1 convolutions and
+element-wise ops (the class head: depthwise and pointwise convolutions, SiLU) spreads it over at most
+(2r + 1) x (2r + 1) pixels of the head's input, r the sum of the convolutions' half-widths (3 for three 3x3
+layers). The full-map backward computes every other pixel as an exact zero, K times, at every level: on the
+bundled detector that is most of what explaining ten boxes costs.
+
+Here such a stack (a *local region*) is differentiated on windows instead:
+
+1. each row's pixel is found from its cotangent (the ArgMax of its absolute sum over channels; a row with a zero
+   cotangent, an empty detection slot, gets some window and stays zero);
+2. the region's input is cropped around it (one Gather from the zero-padded map: (K, C, 2r+1, 2r+1)), and the
+   region's nodes are copied to run on the crops, each convolution's input multiplied by the window's part of
+   the image (the network pads every layer with zeros at the image border; a crop padded only once would not);
+3. the ordinary rules differentiate the copy, seeded with the cotangent's crop;
+4. the window's gradient is scattered back into a zero map of the input's size (ScatterElements).
+
+This is exact, not an approximation: the row's seeded logit is the same function of the window's pixels in the
+copy as in the network (every value it reads lies within its receptive field), and every pixel outside the
+window has a zero gradient. Tests check it against float64 autograd at windows on the image's corners.
+
+`local_regions` finds the regions from the graph alone: a region ends at a 4-D tensor whose cotangent can only
+come through element-moving ops from the seeded outputs, and grows backwards over stride-1 "same"
+convolutions, BatchNormalization and element-wise ops whose every consumer is inside, with one source tensor;
+it stops at targets (their full gradient is wanted) and where a window would cover most of the map anyway.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from onnx import NodeProto, helper
+
+from ._graph import Builder
+
+# element-wise ops a head is made of (each output pixel reads the same pixel of its inputs)
+_ELEMENTWISE = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Clip", "Elu", "Selu",
+                "Softplus", "Identity", "Add", "Sub", "Mul", "Div", "BatchNormalization"}
+# ops between a head's logits and the seeded scores that move elements without mixing them: a one-hot row stays
+# one element (per tensor) through them
+_MOVERS = {"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Concat", "Split", "Slice", "Identity",
+           "Cast", "Sigmoid", "Relu", "Tanh", "Exp", "Neg", "Add", "Sub", "Mul", "Div"}
+_MOST_OF_THE_MAP = 0.5  # a window covering more than this share of the map is not worth the crop and scatter
+
+
+@dataclass(frozen=True)
+class LocalRegion:
+    source: str  # the 4-D tensor the region reads (the class head's input at one level)
+    output: str  # the 4-D tensor it produces (that level's logits), one seeded pixel per row
+    nodes: tuple[NodeProto, ...]  # the region's nodes, in topological order
+    radius: tuple[int, int]  # how far (rows, columns) the output's pixel reaches back into the source
+
+
+def _conv_reach(node: NodeProto, b: Builder) -> tuple[int, int] | None:
+    """(rows, columns) half-width of a stride-1 2-D convolution whose output has its input's size and whose
+    window is centred (symmetric pads of half the dilated kernel); None for any other convolution."""
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    weight = b.constant(node.input[1]) if len(node.input) > 1 else None
+    if weight is None or weight.ndim != 4 or any(s != 1 for s in attrs.get("strides", [1, 1])):
+        return None
+    dil = list(attrs.get("dilations", [1, 1]))
+    half = [dil[i] * (weight.shape[2 + i] - 1) for i in range(2)]
+    if any(h % 2 for h in half):
+        return None  # even dilated kernel: not centred
+    half = [h // 2 for h in half]
+    auto = attrs.get("auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    pads = list(attrs.get("pads", [0, 0, 0, 0])) if auto == "NOTSET" else (half * 2 if auto.startswith("SAME") else None)
+    if pads != half * 2:
+        return None
+    return half[0], half[1]
+
+
+def _reach(node: NodeProto, b: Builder) -> tuple[int, int] | None:
+    if node.op_type == "Conv":
+        return _conv_reach(node, b)
+    return (0, 0) if node.op_type in _ELEMENTWISE else None
+
+
+def local_regions(b: Builder, seeds, targets, on_path: set[str]) -> list[LocalRegion]:
+    """The local regions of the backward from `seeds` (each row one-hot) to `targets` (module docstring)."""
+    graph = b.graph
+    nodes = [n for n in graph.node if any(o in on_path for o in n.output)]
+    producer = {o: n for n in nodes for o in n.output}
+    consumers: dict[str, list[NodeProto]] = {}
+    for n in nodes:
+        for i in n.input:
+            if i in on_path:
+                consumers.setdefault(i, []).append(n)
+    targets = set(targets)
+
+    # the tail: tensors whose cotangent comes only through element-moving ops from the seeded outputs
+    tail, movers = set(seeds), set()
+    ends = []
+    for node in reversed(nodes):
+        if not all(o in tail or o not in on_path for o in node.output):
+            continue
+        if node.op_type in _MOVERS:
+            movers.add(id(node))
+        for t in node.input:
+            if t not in on_path or t in targets or t in tail:
+                continue
+            users = consumers.get(t, [])
+            if len(users) == 1 and id(users[0]) in movers:  # one consumer: the row's one element stays one
+                tail.add(t)
+                maker = producer.get(t)
+                # the tail goes on through element-moving ops (a Sigmoid or Mul there is one too); a region ends
+                # where it meets a convolution (or BatchNormalization)
+                if maker is not None and maker.op_type not in _MOVERS and _reach(maker, b) is not None:
+                    ends.append(t)
+    regions = []
+    for end in ends:
+        region = _grow(b, end, producer, consumers, on_path, targets)
+        if region is not None:
+            regions.append(region)
+    return regions
+
+
+def _spatial(b: Builder, tensor: str) -> tuple[int, ...] | None:
+    s = b.shape(tensor)
+    return s[2:] if len(s) == 4 else None
+
+
+def _grow(b: Builder, end: str, producer, consumers, on_path, targets) -> LocalRegion | None:
+    hw = _spatial(b, end)
+    if hw is None:
+        return None
+    members = {id(producer[end]): producer[end]}
+    changed = True
+    while changed:  # to a fixed point: a tensor joins once every consumer of it is inside
+        changed = False
+        for node in list(members.values()):
+            for t in node.input:
+                maker = producer.get(t)
+                if t not in on_path or t in targets or maker is None or id(maker) in members:
+                    continue
+                if _reach(maker, b) is None or _spatial(b, t) != hw:
+                    continue
+                if all(id(c) in members for c in consumers.get(t, [])):
+                    members[id(maker)] = maker
+                    changed = True
+    inside = {o for n in members.values() for o in n.output}
+    sources = {t for n in members.values() for t in n.input if t in on_path and t not in inside}
+    if len(sources) != 1:
+        return None
+    (source,) = sources
+    if _spatial(b, source) != hw:
+        return None
+    for n in members.values():  # every other input: a constant, or nothing spatial (a per-channel or scalar factor)
+        for t in n.input:
+            if t and t not in inside and t != source and b.constant(t) is None:
+                s = b.shape(t)
+                if len(s) >= 3 and any(d != 1 for d in s[2:]):
+                    return None
+    ordered = tuple(n for n in b.graph.node if id(n) in members)
+    radius = {end: (0, 0)}
+    for n in reversed(ordered):
+        ry, rx = _reach(n, b)
+        reached = [radius[o] for o in n.output if o in radius]
+        if not reached:
+            continue
+        out = (max(r[0] for r in reached), max(r[1] for r in reached))
+        for t in n.input:
+            if t in inside or t == source:
+                prev = radius.get(t, (0, 0))
+                radius[t] = (max(prev[0], out[0] + ry), max(prev[1], out[1] + rx))
+    r = radius.get(source)
+    if r is None or (2 * r[0] + 1) * (2 * r[1] + 1) > _MOST_OF_THE_MAP * hw[0] * hw[1]:
+        return None
+    return LocalRegion(source=source, output=end, nodes=ordered, radius=r)
+
+
+@dataclass(frozen=True)
+class _Windows:
+    """Each row's window: flat indices into the zero-padded map ((K, n) int64), the geometry."""
+
+    index: str
+    hw: tuple[int, int]
+    radius: tuple[int, int]
+    rows: int
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return 2 * self.radius[0] + 1, 2 * self.radius[1] + 1
+
+    @property
+    def padded(self) -> tuple[int, int]:
+        return self.hw[0] + 2 * self.radius[0], self.hw[1] + 2 * self.radius[1]
+
+    @property
+    def pads(self) -> list[int]:
+        ry, rx = self.radius
+        return [0, 0, ry, rx, 0, 0, ry, rx]
+
+
+def _windows(b: Builder, cot: str, hw: tuple[int, int], radius: tuple[int, int], rows: int) -> _Windows:
+    """Centre each row's window on the pixel where its cotangent is (the largest absolute sum over channels)."""
+    h, w = hw
+    ry, rx = radius
+    weight = b.reduce("ReduceSum", b.op("Abs", [cot], "window_abs"), [1], 0, "window_weight")  # (K, H, W)
+    pixel = b.op("ArgMax", [b.op("Reshape", [weight, b.ints([rows, h * w])], "window_flat")], "window_pixel",
+                 axis=1, keepdims=1)  # (K, 1): y * W + x
+    row = b.op("Div", [pixel, b.const(w, "window_w", np.int64)], "window_row")
+    # the window's top-left corner in the padded map is the pixel itself: (y + ry - ry, x + rx - rx)
+    corner = b.op("Add", [pixel, b.op("Mul", [row, b.const(2 * rx, "window_pad_w", np.int64)], "window_shift")],
+                  "window_corner")
+    nh, nw = 2 * ry + 1, 2 * rx + 1
+    offsets = (np.arange(nh)[:, None] * (w + 2 * rx) + np.arange(nw)[None, :]).reshape(1, nh * nw)
+    index = b.op("Add", [corner, b.const(offsets, "window_offsets", np.int64)], "window_index")  # (K, nh * nw)
+    return _Windows(index, hw, radius, rows)
+
+
+def _crop_forward(b: Builder, x: str, win: _Windows, channels: int) -> str:
+    """(1, C, H, W) forward tensor -> (K, C, nh, nw): each row's window of it (zero beyond the border)."""
+    hp, wp = win.padded
+    nh, nw = win.size
+    flat = b.op("Reshape", [b.op("Pad", [x, b.ints(win.pads)], "window_pad"), b.ints([channels, hp * wp])],
+                "window_src")
+    picked = b.op("Gather", [flat, win.index], "window_gather", axis=1)  # (C, K, n)
+    return b.op("Reshape", [b.op("Transpose", [picked], "window_rows", perm=[1, 0, 2]),
+                            b.ints([win.rows, channels, nh, nw])], "window_crop")
+
+
+def _crop_rows(b: Builder, g: str, win: _Windows, channels: int) -> str:
+    """(K, C, H, W) cotangent -> (K, C, nh, nw): row k's own window of row k."""
+    hp, wp = win.padded
+    nh, nw = win.size
+    flat = b.op("Reshape", [b.op("Pad", [g, b.ints(win.pads)], "window_pad"), b.ints([win.rows, channels, hp * wp])],
+                "window_cot")
+    index = _per_channel(b, win, channels)
+    return b.op("Reshape", [b.op("GatherElements", [flat, index], "window_pick", axis=2),
+                            b.ints([win.rows, channels, nh, nw])], "window_seed")
+
+
+def _per_channel(b: Builder, win: _Windows, channels: int) -> str:
+    nh, nw = win.size
+    return b.op("Expand", [b.op("Unsqueeze", [win.index, b.ints([1])], "window_index3"),
+                           b.ints([win.rows, channels, nh * nw])], "window_index_c")
+
+
+def scatter(b: Builder, g: str, win: _Windows, channels: int) -> str:
+    """(K, C, nh, nw) window cotangent -> (K, C, H, W): placed at each row's window, zero elsewhere."""
+    hp, wp = win.padded
+    nh, nw = win.size
+    (h, w), (ry, rx) = win.hw, win.radius
+    zeros = b.op("Expand", [b.const(0.0, "zero"), b.ints([win.rows, channels, hp * wp])], "window_zeros")
+    placed = b.op("ScatterElements", [zeros, _per_channel(b, win, channels),
+                                      b.op("Reshape", [g, b.ints([win.rows, channels, nh * nw])], "window_grad_flat")],
+                  "window_place", axis=2)
+    full = b.op("Reshape", [placed, b.ints([win.rows, channels, hp, wp])], "window_full_padded")
+    return b.op("Slice", [full, b.ints([ry, rx]), b.ints([ry + h, rx + w]), b.ints([2, 3])], "window_full")
+
+
+def windowed_copy(b: Builder, region: LocalRegion, cot: str, rows: int) -> tuple[str, str, str, _Windows]:
+    """Append the region run on each row's window; returns (crop of the source, the copy's output, the seed's
+    crop, the windows): differentiate the copy's output, seeded with the crop, with respect to the source's
+    crop, then `scatter` the result."""
+    hw = b.shape(region.source)[2:]
+    win = _windows(b, cot, hw, region.radius, rows)
+    nh, nw = win.size
+    channels_in = b.shape(region.source)[1]
+    crop = _crop_forward(b, region.source, win, channels_in)
+    hp, wp = win.padded
+    inside = np.zeros((hp, wp), np.float32)
+    inside[region.radius[0]:region.radius[0] + hw[0], region.radius[1]:region.radius[1] + hw[1]] = 1.0
+    mask = b.op("Reshape", [b.op("Gather", [b.const(inside.reshape(1, hp * wp), "window_image"), win.index],
+                                 "window_mask_gather", axis=1), b.ints([rows, 1, nh, nw])], "window_mask")
+    b.declare(crop, (1, channels_in, nh, nw))
+    b.declare(mask, (1, 1, nh, nw))
+    mapping = {region.source: crop}
+    for node in region.nodes:
+        copy = NodeProto()
+        copy.CopyFrom(node)
+        copy.name = b.fresh(f"window/{node.op_type.lower()}")
+        inputs = [mapping.get(i, i) for i in node.input]
+        if node.op_type == "Conv":  # the network pads each layer with zeros at the image border: so must the window
+            masked = b.op("Mul", [inputs[0], mask], "window_in_image")
+            b.declare(masked, b.shape(inputs[0]))
+            inputs[0] = masked
+        copy.input[:] = inputs
+        outs = []
+        for o in node.output:
+            new = b.fresh(f"window/{o.rsplit('/', 1)[-1]}") if o else ""
+            if o:
+                mapping[o] = new
+                b.declare(new, (1, b.shape(o)[1], nh, nw))
+            outs.append(new)
+        copy.output[:] = outs
+        b.graph.node.append(copy)
+    seed = _crop_rows(b, cot, win, b.shape(region.output)[1])
+    return crop, mapping[region.output], seed, win
+
+
