@@ -1,7 +1,8 @@
 """Backward rules of pooling and reductions.
 
-Windowed pools route the cotangent back through one grouped ConvTranspose whose kernel
-places each output's share on its window (TensorRT has no Scatter and no MaxPool Indices).
+Windowed pools route each kernel offset's share of the cotangent back onto the input grid by shifts and one
+interleave (`scatter_windows`), from masks computed at the forward's batch of 1 (TensorRT builds no MaxPool
+Indices, and a Scatter per element would not be cheaper).
 """
 
 from __future__ import annotations
@@ -25,18 +26,68 @@ def pool_geometry(c: RuleContext):
     return kernel, strides, pads[:n], pads[n:], c.shape(c.x())[2:], c.shape(c.y())[2:]
 
 
-def scatter_windows(c: RuleContext, g: str, weight: np.ndarray, group: int, geometry) -> str:
-    """ConvTranspose of `g` back onto the input grid: output o adds weight * g[o] to its window.
+def scatter_windows(c: RuleContext, parts: dict[tuple[int, ...], str], geometry) -> str:
+    """Each kernel offset's cotangent (`parts`: offset -> tensor of the output's shape) added back onto the input
+    grid: output o's share for offset d lands on input position o * s + d - begin.
 
-    The windows span `(ys - 1) * s + k` padded positions; begin pads are cropped by the
-    ConvTranspose pads, and input rows past the last window (floor mode) get output_padding
-    (< stride, so always valid). In ceil mode the last windows may reach past the end pad.
+    Positions of one residue modulo the stride (a "phase") form a grid of their own, on which each offset of that
+    phase is one shift of its part; the phases are then interleaved. Shifts and interleaving are copies, where a
+    ConvTranspose with a one-hot kernel per channel and offset took 4-6x longer on ONNX Runtime's CPU provider (a
+    detector's per-box backward through the BiFPN's 3x3/2 max-pools: 10 x 64 x 64 x 80). Positions in the padding,
+    and past the input in ceil mode, are cropped.
     """
     kernel, strides, begin, _, xs, ys = geometry
-    n = len(kernel)
-    tail = [(ys[i] - 1) * strides[i] + kernel[i] - begin[i] - xs[i] for i in range(n)]
-    return c.b.op("ConvTranspose", [g, c.b.const(weight, "pool_scatter_w")], "pool_grad", group=group,
-                  strides=strides, pads=begin + [max(t, 0) for t in tail], output_padding=[max(-t, 0) for t in tail])
+    n, b = len(kernel), c.b
+    lead = c.cot_shape(c.x())[:2]  # (rows, channels)
+    grid = [-(-xs[i] // strides[i]) for i in range(n)]  # each phase's positions along each axis (ceil)
+    phases: dict[tuple[int, ...], list[str]] = {}
+    for offset, part in parts.items():
+        shift = [offset[i] - begin[i] for i in range(n)]
+        phase = tuple(shift[i] % strides[i] for i in range(n))
+        phases.setdefault(phase, []).append(_shifted(c, part, [(shift[i] - phase[i]) // strides[i] for i in range(n)],
+                                                     ys, grid))
+    planes = {}
+    for phase in itertools.product(*[range(s) for s in strides]):
+        got = phases.get(phase)
+        if not got:  # stride larger than the kernel: no window reaches these positions
+            planes[phase] = b.op("Expand", [b.const(0.0, "zero"), b.ints([*lead, *grid])], "pool_no_window")
+        else:
+            planes[phase] = got[0] if len(got) == 1 else b.op("Sum", got, "pool_phase")
+    # interleave one axis at a time, the last first: the phases of that axis side by side on a new axis right after
+    # it (a Concat, which copies runs of contiguous values), then merged into it by a Reshape. A rank-6 Transpose or
+    # DepthToSpace did the same 4-5x slower on ONNX Runtime's CPU provider (8.6-11 ms for 10 x 64 x 64 x 80).
+    size = list(grid)
+    for axis in reversed(range(n)):  # the keys are the phases of the axes not merged yet
+        if strides[axis] > 1:
+            size[axis] *= strides[axis]
+            merged = {}
+            for prefix in dict.fromkeys(phase[:axis] for phase in planes):
+                side = [b.op("Unsqueeze", [planes[prefix + (r,)], b.ints([3 + axis])], "pool_phase_axis")
+                        for r in range(strides[axis])]
+                merged[prefix] = b.op("Reshape", [b.op("Concat", side, "pool_interleave", axis=3 + axis),
+                                                  b.ints([*lead, *size])], "pool_interleaved")
+            planes = merged
+        else:
+            planes = {phase[:axis]: plane for phase, plane in planes.items()}
+    (full,) = planes.values()
+    if any(grid[i] * strides[i] != xs[i] for i in range(n)):
+        full = b.op("Slice", [full, b.ints([0] * n), b.ints(list(xs)), b.ints(list(range(2, 2 + n)))], "pool_grad")
+    return full
+
+
+def _shifted(c: RuleContext, part: str, shift: list[int], ys, grid) -> str:
+    """`part` (output grid) moved by `shift` positions onto a phase grid of size `grid`: element j lands on j + shift;
+    what falls outside is dropped, the rest is zero."""
+    n, b = len(shift), c.b
+    lo = [max(0, -shift[i]) for i in range(n)]
+    hi = [min(ys[i], grid[i] - shift[i]) for i in range(n)]
+    if lo != [0] * n or hi != list(ys):
+        part = b.op("Slice", [part, b.ints(lo), b.ints(hi), b.ints(list(range(2, 2 + n)))], "pool_shift_crop")
+    before = [lo[i] + shift[i] for i in range(n)]
+    after = [grid[i] - (hi[i] + shift[i]) for i in range(n)]
+    if any(before) or any(after):
+        part = b.op("Pad", [part, b.ints([0, 0, *before, 0, 0, *after])], "pool_shift")
+    return part
 
 
 @rule("MaxPool")
@@ -47,7 +98,6 @@ def max_pool(c: RuleContext):
         raise c.fail("storage_order=1 (column-major Indices) is not supported")
     geometry = kernel, strides, begin, _, xs, ys = pool_geometry(c)
     n, b = len(kernel), c.b
-    channels = c.shape(c.x())[1]
     # pad with -inf so padding never wins, and far enough that every window (ceil mode too) is in range
     tail = [max(0, (ys[i] - 1) * strides[i] + kernel[i] - begin[i] - xs[i]) for i in range(n)]
     x = c.x()
@@ -59,24 +109,19 @@ def max_pool(c: RuleContext):
     axes, steps = b.ints(list(range(2, 2 + n))), b.ints(strides)
     slices = [b.op("Slice", [x, b.ints(o), b.ints([o[i] + (ys[i] - 1) * strides[i] + 1 for i in range(n)]), axes,
                              steps], "maxpool_window") for o in offsets]
-    g = c.g
-    if len(offsets) > 1:
-        best, idx = slices[0], b.const(0.0, "argmax0")
-        for k, s in enumerate(slices[1:], 1):
-            better = b.op("Greater", [s, best], "maxpool_better")
-            idx = b.op("Where", [better, b.const(float(k), "argmax_k"), idx], "maxpool_argmax")
-            if k < len(slices) - 1:
-                best = b.op("Max", [s, best], "maxpool_best")
-        # one-hot over offsets: (1, C, K, *ys) mask; g rides along axis 2, then (B, C*K, *ys) for the scatter
-        hit = b.op("Equal", [b.op("Unsqueeze", [idx, b.ints([2])]),
-                             b.const(np.arange(len(offsets)).reshape((1, 1, -1) + (1,) * n), "offsets")], "maxpool_hit")
-        g = b.op("Mul", [b.op("Unsqueeze", [g, b.ints([2])]), mask_of(c, hit)],
-                 "maxpool_route")  # a product, not a Where (activation.mask_of says why)
-        g = b.op("Reshape", [g, b.ints([c.batch, channels * len(offsets), *ys])], "maxpool_stack")
-    onehot = np.zeros((len(offsets), 1, *kernel), np.float32)
-    for k, o in enumerate(offsets):
-        onehot[(k, 0, *o)] = 1.0
-    return [scatter_windows(c, g, np.tile(onehot, (channels,) + (1,) * (n + 1)), channels, geometry)]
+    if len(offsets) == 1:
+        return [scatter_windows(c, {offsets[0]: c.g}, geometry)]
+    best, idx = slices[0], b.const(0.0, "argmax0")
+    for k, s in enumerate(slices[1:], 1):
+        better = b.op("Greater", [s, best], "maxpool_better")
+        idx = b.op("Where", [better, b.const(float(k), "argmax_k"), idx], "maxpool_argmax")
+        if k < len(slices) - 1:
+            best = b.op("Max", [s, best], "maxpool_best")
+    # each offset's share: g where that offset holds its window's (first) maximum; the masks at the forward's batch
+    # of 1, each a product with g, not a Where (activation.mask_of says why)
+    parts = {o: b.op("Mul", [c.g, mask_of(c, b.op("Equal", [idx, b.const(float(k), "offset")], "maxpool_hit"))],
+                     "maxpool_route") for k, o in enumerate(offsets)}
+    return [scatter_windows(c, parts, geometry)]
 
 
 @rule("AveragePool")
@@ -94,8 +139,8 @@ def average_pool(c: RuleContext):
         count = np.multiply.outer(count, axis)
     inv = (1.0 / count).reshape((1, 1, *ys))
     g = c.b.op("Mul", [c.g, c.b.const(inv, "avgpool_inv_count")], "avgpool_scale")
-    channels = c.shape(c.x())[1]
-    return [scatter_windows(c, g, np.ones((channels, 1, *kernel), np.float32), channels, geometry)]
+    offsets = itertools.product(*[range(k) for k in kernel])
+    return [scatter_windows(c, {o: g for o in offsets}, geometry)]
 
 
 @rule("GlobalAveragePool")
