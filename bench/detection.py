@@ -2,9 +2,11 @@
 
     .venv/bin/python bench/detection.py [--model models/efficientdet_rgb_mir.onnx] [--frames 12] [--json out.json]
 
-Runs the same generated camera frames, interleaved frame by frame, through three
+Runs the same generated camera frames, interleaved frame by frame, through four
 pipelines on the same detector: no explanations (decoding + NMS only), per-box Grad-CAM
-for the top 10 kept boxes (the default), and for the top 20. The explained rows are a
+for the top 10 kept boxes (the default), the same with each box's backward through the class
+heads over the whole map instead of a window around its anchor (what explain/_windows.py saves),
+and for the top 20. The explained rows are a
 fixed batch of K whatever the number of boxes kept (empty slots get zero seeds), so the
 cost does not depend on the scene.
 Stages: frontend (registration + stacking), engine (model + NMS + explanations), post
@@ -14,11 +16,14 @@ Stages: frontend (registration + stacking), engine (model + NMS + explanations),
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
+from unittest import mock
 
 import numpy as np
 
+from hsi_xai_node.explain import DetectionExplainConfig
 from hsi_xai_node.runtime.detection import DEFAULT_DETECTOR, DetectionPipeline, DetectionPipelineConfig
 from hsi_xai_node.scenes.drive import DriveGenerator
 from hsi_xai_node.sensor.calibration import load_profile
@@ -34,10 +39,14 @@ def main(argv=None):
     args = ap.parse_args(argv)
     gen = DriveGenerator(load_profile("hsi-drive"), seed=3005, render_hsi=False)
     frames = [{n: c.image for n, c in gen.frame(i * 7).cameras.items()} for i in range(args.frames + 1)]
-    variants = {"detection only": 0, "+ per-box Grad-CAM, 10 boxes": 10, "+ per-box Grad-CAM, 20 boxes": 20}
-    pipelines = {name: DetectionPipeline(DetectionPipelineConfig(model=args.model, backend=args.backend,
-                                                                 threads=args.threads, explain_boxes=k))
-                 for name, k in variants.items()}
+    variants = {"detection only": (0, True), "+ per-box Grad-CAM, 10 boxes": (10, True),
+                "+ 10 boxes, full-map backward": (10, False), "+ per-box Grad-CAM, 20 boxes": (20, True)}
+    pipelines = {}
+    for name, (k, windows) in variants.items():
+        cfg = DetectionPipelineConfig(model=args.model, backend=args.backend, threads=args.threads, explain_boxes=k)
+        with mock.patch("hsi_xai_node.runtime.detection.DetectionExplainConfig",
+                        lambda **kw: dataclasses.replace(DetectionExplainConfig(**kw), window_backward=windows)):
+            pipelines[name] = DetectionPipeline(cfg)
     timings = {name: [] for name in pipelines}
     counts = []
     for p in pipelines.values():

@@ -223,7 +223,7 @@ def _smoothgrad(ctx):
         noisy = b.op("Add", [x, b.op("Mul", [append_noise(b, tiles, h, w, f"smoothgrad_noise{k}"), sigma])],
                      f"smoothgrad_input{k}")
         grads.append(ctx.backward(ctx.at(noisy, f"smoothgrad{k}"), noisy, seed, GRADIENT, "smoothgrad"))
-    return (grads[0] if len(grads) == 1 else b.op("Sum", grads, "smoothgrad")), None
+    return b.add_all(grads, "smoothgrad"), None
 
 
 @method("integrated_gradients", conserves="S(x) - S(x0), to the quadrature's error",
@@ -243,7 +243,7 @@ def _integrated_gradients(ctx):
         grads.append(ctx.backward(logits, point, seed, GRADIENT, "integrated_gradients"))
     if base_logits is None:
         base_logits = ctx.at(x0, "ig_baseline")
-    total = grads[0] if len(grads) == 1 else b.op("Sum", grads, "ig_gradient_sum")
+    total = b.add_all(grads, "ig_gradient_sum")
     target = b.op("Sub", [ctx.once("score", lambda: ctx.score(ctx.logits)), ctx.score(base_logits)], "ig_delta")
     return b.op("Mul", [total, diff], "integrated_gradients"), target
 

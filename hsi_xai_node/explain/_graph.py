@@ -115,6 +115,14 @@ class Builder:
                                                 **attrs))
         return out if outputs > 1 else out[0]
 
+    def add_all(self, parts: list[str], hint: str = "add") -> str:
+        """The sum of `parts` as a chain of Adds: ONNX Runtime's CPU Sum takes about twice as long (two inputs of
+        10 x 64 x 64 x 80: 1.6 ms against 0.84; four: 5.3 against 2.5 for three Adds)."""
+        total = parts[0]
+        for part in parts[1:]:
+            total = self.op("Add", [total, part], hint)
+        return total
+
     def reduce(self, op_type: str, x: str, axes, keepdims: int = 1, hint: str | None = None) -> str:
         """ReduceSum/ReduceMean/ReduceMax over `axes`, axes as attribute or input as the opset wants."""
         axes = [int(a) for a in axes]

@@ -69,7 +69,7 @@ def append_backward(b: Builder, seeds: dict[str, str], targets: list[str], batch
         if not parts:
             return None
         if len(parts) > 1:
-            cots[tensor] = [b.op("Sum", parts, "accumulate")]
+            cots[tensor] = [b.add_all(parts, "accumulate")]
         return cots[tensor][0]
 
     with b.scope(BACKWARD_SCOPE):  # every node of the backward pass is named xai/backward/...

@@ -12,15 +12,15 @@ Here such a stack (a *local region*) is differentiated on windows instead:
 
 1. each row's pixel is found from its cotangent (the ArgMax of its absolute sum over channels; a row with a zero
    cotangent, an empty detection slot, gets some window and stays zero);
-2. the region's input is cropped around it (one Gather from the zero-padded map: (K, C, 2r+1, 2r+1)), and the
-   region's nodes are copied to run on the crops, each convolution's input multiplied by the window's part of
-   the image (the network pads every layer with zeros at the image border; a crop padded only once would not);
+2. the region's input is cropped around it (one Gather: (K, C, 2r+1, 2r+1), centred on the pixel, or moved
+   inwards to stay inside the map near its border, where the copied convolutions then pad with zeros exactly where
+   the network's do), and the region's nodes are copied to run on the crops;
 3. the ordinary rules differentiate the copy, seeded with the cotangent's crop;
 4. the window's gradient is scattered back into a zero map of the input's size (ScatterElements).
 
 This is exact, not an approximation: the row's seeded logit is the same function of the window's pixels in the
-copy as in the network (every value it reads lies within its receptive field), and every pixel outside the
-window has a zero gradient. Tests check it against float64 autograd at windows on the image's corners.
+copy as in the network (every value it reads lies within its receptive field, and where that field reaches past the
+image's border both pad with zeros), and every pixel outside the window has a zero gradient. Tests check it against float64 autograd at windows on the image's corners.
 
 `local_regions` finds the regions from the graph alone: a region ends at a 4-D tensor whose cotangent can only
 come through element-moving ops from the seeded outputs, and grows backwards over stride-1 "same"
@@ -169,90 +169,76 @@ def _grow(b: Builder, end: str, producer, consumers, on_path, targets) -> LocalR
                 prev = radius.get(t, (0, 0))
                 radius[t] = (max(prev[0], out[0] + ry), max(prev[1], out[1] + rx))
     r = radius.get(source)
-    if r is None or (2 * r[0] + 1) * (2 * r[1] + 1) > _MOST_OF_THE_MAP * hw[0] * hw[1]:
+    if r is None or 2 * r[0] + 1 > hw[0] or 2 * r[1] + 1 > hw[1] or \
+            (2 * r[0] + 1) * (2 * r[1] + 1) > _MOST_OF_THE_MAP * hw[0] * hw[1]:
         return None
     return LocalRegion(source=source, output=end, nodes=ordered, radius=r)
 
 
 @dataclass(frozen=True)
 class _Windows:
-    """Each row's window: flat indices into the zero-padded map ((K, n) int64), the geometry."""
+    """Each row's window: flat indices into the map ((K, nh * nw) int64, y * W + x), and the geometry."""
 
     index: str
     hw: tuple[int, int]
-    radius: tuple[int, int]
+    size: tuple[int, int]
     rows: int
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return 2 * self.radius[0] + 1, 2 * self.radius[1] + 1
-
-    @property
-    def padded(self) -> tuple[int, int]:
-        return self.hw[0] + 2 * self.radius[0], self.hw[1] + 2 * self.radius[1]
-
-    @property
-    def pads(self) -> list[int]:
-        ry, rx = self.radius
-        return [0, 0, ry, rx, 0, 0, ry, rx]
 
 
 def _windows(b: Builder, cot: str, hw: tuple[int, int], radius: tuple[int, int], rows: int) -> _Windows:
-    """Centre each row's window on the pixel where its cotangent is (the largest absolute sum over channels)."""
-    h, w = hw
-    ry, rx = radius
+    """Each row's window around the pixel where its cotangent is (the largest absolute sum over channels): centred
+    on it, or moved inwards to lie inside the map where the pixel is nearer to the border than the radius. The
+    window then still holds the pixel's whole receptive field, and its own border, where the copied convolutions
+    pad with zeros, is either beyond that field or the image's border, where the network pads with zeros too."""
+    (h, w), (ry, rx) = hw, radius
+    nh, nw = 2 * ry + 1, 2 * rx + 1
     weight = b.reduce("ReduceSum", b.op("Abs", [cot], "window_abs"), [1], 0, "window_weight")  # (K, H, W)
     pixel = b.op("ArgMax", [b.op("Reshape", [weight, b.ints([rows, h * w])], "window_flat")], "window_pixel",
                  axis=1, keepdims=1)  # (K, 1): y * W + x
     row = b.op("Div", [pixel, b.const(w, "window_w", np.int64)], "window_row")
-    # the window's top-left corner in the padded map is the pixel itself: (y + ry - ry, x + rx - rx)
-    corner = b.op("Add", [pixel, b.op("Mul", [row, b.const(2 * rx, "window_pad_w", np.int64)], "window_shift")],
-                  "window_corner")
-    nh, nw = 2 * ry + 1, 2 * rx + 1
-    offsets = (np.arange(nh)[:, None] * (w + 2 * rx) + np.arange(nw)[None, :]).reshape(1, nh * nw)
-    index = b.op("Add", [corner, b.const(offsets, "window_offsets", np.int64)], "window_index")  # (K, nh * nw)
-    return _Windows(index, hw, radius, rows)
+    col = b.op("Sub", [pixel, b.op("Mul", [row, b.const(w, "window_w", np.int64)], "window_row_start")], "window_col")
+
+    def corner(at: str, half: int, length: int, n: int) -> str:  # clamp(at - half, 0, length - n)
+        lo = b.op("Max", [b.op("Sub", [at, b.const(half, "window_half", np.int64)], "window_start"),
+                          b.const(0, "window_first", np.int64)], "window_inside_lo")
+        return b.op("Min", [lo, b.const(length - n, "window_last", np.int64)], "window_inside")
+
+    top = b.op("Mul", [corner(row, ry, h, nh), b.const(w, "window_w", np.int64)], "window_top")
+    offsets = (np.arange(nh)[:, None] * w + np.arange(nw)[None, :]).reshape(1, nh * nw)
+    index = b.op("Add", [b.op("Add", [top, corner(col, rx, w, nw)], "window_corner"),
+                         b.const(offsets, "window_offsets", np.int64)], "window_index")  # (K, nh * nw)
+    return _Windows(index, hw, (nh, nw), rows)
 
 
 def _crop_forward(b: Builder, x: str, win: _Windows, channels: int) -> str:
-    """(1, C, H, W) forward tensor -> (K, C, nh, nw): each row's window of it (zero beyond the border)."""
-    hp, wp = win.padded
-    nh, nw = win.size
-    flat = b.op("Reshape", [b.op("Pad", [x, b.ints(win.pads)], "window_pad"), b.ints([channels, hp * wp])],
-                "window_src")
-    picked = b.op("Gather", [flat, win.index], "window_gather", axis=1)  # (C, K, n)
+    """(1, C, H, W) forward tensor -> (K, C, nh, nw): each row's window of it."""
+    h, w = win.hw
+    picked = b.op("Gather", [b.op("Reshape", [x, b.ints([channels, h * w])], "window_src"), win.index],
+                  "window_gather", axis=1)  # (C, K, n)
     return b.op("Reshape", [b.op("Transpose", [picked], "window_rows", perm=[1, 0, 2]),
-                            b.ints([win.rows, channels, nh, nw])], "window_crop")
+                            b.ints([win.rows, channels, *win.size])], "window_crop")
 
 
 def _crop_rows(b: Builder, g: str, win: _Windows, channels: int) -> str:
     """(K, C, H, W) cotangent -> (K, C, nh, nw): row k's own window of row k."""
-    hp, wp = win.padded
-    nh, nw = win.size
-    flat = b.op("Reshape", [b.op("Pad", [g, b.ints(win.pads)], "window_pad"), b.ints([win.rows, channels, hp * wp])],
-                "window_cot")
-    index = _per_channel(b, win, channels)
-    return b.op("Reshape", [b.op("GatherElements", [flat, index], "window_pick", axis=2),
-                            b.ints([win.rows, channels, nh, nw])], "window_seed")
+    h, w = win.hw
+    flat = b.op("Reshape", [g, b.ints([win.rows, channels, h * w])], "window_cot")
+    return b.op("Reshape", [b.op("GatherElements", [flat, _per_channel(b, win, channels)], "window_pick", axis=2),
+                            b.ints([win.rows, channels, *win.size])], "window_seed")
 
 
 def _per_channel(b: Builder, win: _Windows, channels: int) -> str:
-    nh, nw = win.size
     return b.op("Expand", [b.op("Unsqueeze", [win.index, b.ints([1])], "window_index3"),
-                           b.ints([win.rows, channels, nh * nw])], "window_index_c")
+                           b.ints([win.rows, channels, win.size[0] * win.size[1]])], "window_index_c")
 
 
 def scatter(b: Builder, g: str, win: _Windows, channels: int) -> str:
     """(K, C, nh, nw) window cotangent -> (K, C, H, W): placed at each row's window, zero elsewhere."""
-    hp, wp = win.padded
-    nh, nw = win.size
-    (h, w), (ry, rx) = win.hw, win.radius
-    zeros = b.op("Expand", [b.const(0.0, "zero"), b.ints([win.rows, channels, hp * wp])], "window_zeros")
-    placed = b.op("ScatterElements", [zeros, _per_channel(b, win, channels),
-                                      b.op("Reshape", [g, b.ints([win.rows, channels, nh * nw])], "window_grad_flat")],
-                  "window_place", axis=2)
-    full = b.op("Reshape", [placed, b.ints([win.rows, channels, hp, wp])], "window_full_padded")
-    return b.op("Slice", [full, b.ints([ry, rx]), b.ints([ry + h, rx + w]), b.ints([2, 3])], "window_full")
+    h, w = win.hw
+    zeros = b.op("Expand", [b.const(0.0, "zero"), b.ints([win.rows, channels, h * w])], "window_zeros")
+    flat = b.op("Reshape", [g, b.ints([win.rows, channels, win.size[0] * win.size[1]])], "window_grad_flat")
+    placed = b.op("ScatterElements", [zeros, _per_channel(b, win, channels), flat], "window_place", axis=2)
+    return b.op("Reshape", [placed, b.ints([win.rows, channels, h, w])], "window_full")
 
 
 def windowed_copy(b: Builder, region: LocalRegion, cot: str, rows: int) -> tuple[str, str, str, _Windows]:
@@ -264,24 +250,13 @@ def windowed_copy(b: Builder, region: LocalRegion, cot: str, rows: int) -> tuple
     nh, nw = win.size
     channels_in = b.shape(region.source)[1]
     crop = _crop_forward(b, region.source, win, channels_in)
-    hp, wp = win.padded
-    inside = np.zeros((hp, wp), np.float32)
-    inside[region.radius[0]:region.radius[0] + hw[0], region.radius[1]:region.radius[1] + hw[1]] = 1.0
-    mask = b.op("Reshape", [b.op("Gather", [b.const(inside.reshape(1, hp * wp), "window_image"), win.index],
-                                 "window_mask_gather", axis=1), b.ints([rows, 1, nh, nw])], "window_mask")
     b.declare(crop, (1, channels_in, nh, nw))
-    b.declare(mask, (1, 1, nh, nw))
     mapping = {region.source: crop}
     for node in region.nodes:
         copy = NodeProto()
         copy.CopyFrom(node)
         copy.name = b.fresh(f"window/{node.op_type.lower()}")
-        inputs = [mapping.get(i, i) for i in node.input]
-        if node.op_type == "Conv":  # the network pads each layer with zeros at the image border: so must the window
-            masked = b.op("Mul", [inputs[0], mask], "window_in_image")
-            b.declare(masked, b.shape(inputs[0]))
-            inputs[0] = masked
-        copy.input[:] = inputs
+        copy.input[:] = [mapping.get(i, i) for i in node.input]
         outs = []
         for o in node.output:
             new = b.fresh(f"window/{o.rsplit('/', 1)[-1]}") if o else ""

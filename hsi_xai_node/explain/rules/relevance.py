@@ -230,7 +230,7 @@ def linear_rule(terms: tuple[Term, ...], eps: float, groups: dict[int, tuple[flo
             back = layer.backward(shares[t.group], t.weight(layer.w))
             part = b.op("Mul", [back, inputs[t.inp]], "lrp_term") if times_input else back
             parts.append(b.op("Neg", [part], "lrp_term_neg") if t.sign < 0 else part)
-        total = parts[0] if len(parts) == 1 else b.op("Sum", parts, "lrp_relevance")
+        total = b.add_all(parts, "lrp_relevance")
         return [total] + [None] * (len(c.node.input) - 1)
     return rule
 
