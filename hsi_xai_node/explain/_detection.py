@@ -105,10 +105,16 @@ def build_detection_explainer(model: onnx.ModelProto, input_name: str, scores: s
     else:
         flat = b.op("Reshape", [scores, b.ints([1, anchors * classes])], "flat_scores")
         values, index = b.op("TopK", [flat, b.ints([k])], "topk", outputs=2, axis=1, largest=1, sorted=1)
-    hit = b.op("Equal", [b.op("Reshape", [index, b.ints([k, 1])], "box_index"),
-                         b.const(np.arange(anchors * classes).reshape(1, -1), "pair_ids", np.int64)], "is_box")
-    seed = b.op("Reshape", [b.op("Cast", [hit], "box_onehot", to=onnx.TensorProto.FLOAT),
-                            b.ints([k, anchors, classes])], "box_seed")
+    # row k: 1 at its pair, zero elsewhere; an empty slot (pair -1) a zero row. One scatter into zeros, where an
+    # Equal against every pair id and a Cast went twice over the k x anchors x classes seed (and the ids were a
+    # 1.6 MB constant in the bundled detector's graph)
+    row_pair = b.op("Reshape", [index, b.ints([k, 1])], "box_index")
+    present = b.op("Cast", [b.op("GreaterOrEqual", [row_pair, b.const(0, "no_pair", np.int64)], "box_present")],
+                   "box_value", to=onnx.TensorProto.FLOAT)
+    hit = b.op("ScatterElements", [b.op("Expand", [b.const(0.0, "zero"), b.ints([k, anchors * classes])], "box_zeros"),
+                                   b.op("Max", [row_pair, b.const(0, "first_pair", np.int64)], "box_pair"), present],
+               "box_onehot", axis=1)
+    seed = b.op("Reshape", [hit, b.ints([k, anchors, classes])], "box_seed")
     config = config.validated()
     cams = [m for m in config.methods if m in BOX_CAMS]
     inputs = [m for m in config.methods if m in BOX_INPUT_METHODS]
