@@ -195,3 +195,29 @@ def test_a_method_that_cannot_be_built_says_so_by_name():
         DetectionExplainConfig(layers=("x",), methods=("box_scorecam",)).validated()
     with pytest.raises(ExplainError, match="unknown explanation method"):
         SegmentationExplainConfig(methods=("fullgrad",)).validated()
+
+
+@pytest.mark.parametrize("n_in, n_out", [(64, 256), (80, 320), (7, 20), (20, 7), (5, 5), (1, 4)])
+def test_the_maps_resize_matrix_is_onnx_resize_linear_half_pixel(n_in, n_out):
+    """The full-size maps are two matrix products (explain/_maps.py): against ONNX Runtime's own Resize on the same
+    maps, up and down, at ratios that are not whole numbers, and against PyTorch's bilinear resize."""
+    from onnx import TensorProto, helper
+
+    from hsi_xai_node.explain._maps import linear_resize_matrix
+    from test.explain.harness import make_model, session
+
+    maps = np.random.default_rng(n_in * 31 + n_out).standard_normal((3, 1, n_in, n_in + 2)).astype(np.float32)
+    out_hw = [n_out, n_out + 3]
+    graph = helper.make_graph(
+        [helper.make_node("Resize", ["m", "", "", "sizes"], ["y"], mode="linear",
+                          coordinate_transformation_mode="half_pixel")], "resize",
+        [helper.make_tensor_value_info("m", TensorProto.FLOAT, list(maps.shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [helper.make_tensor("sizes", TensorProto.INT64, [4], [3, 1, *out_hw])])
+    engine = session(make_model(graph)).run(None, {"m": maps})[0]
+    ours = linear_resize_matrix(n_in, out_hw[0]) @ maps @ linear_resize_matrix(n_in + 2, out_hw[1]).T
+    # the engine computes each output's source coordinate in float32: up to about n_out * 2^-24 off, a weight error
+    # of that size on the difference of two neighbours (at most 2 max|m|)
+    np.testing.assert_allclose(ours, engine, rtol=0, atol=2 * max(out_hw) * 2.0 ** -23 * np.abs(maps).max())
+    torch_ref = torch.nn.functional.interpolate(torch.from_numpy(maps).double(), size=out_hw, mode="bilinear", align_corners=False)
+    np.testing.assert_allclose(ours, torch_ref.numpy(), rtol=0, atol=2e-6 * np.abs(maps).max())
