@@ -26,26 +26,33 @@ def pool_geometry(c: RuleContext):
     return kernel, strides, pads[:n], pads[n:], c.shape(c.x())[2:], c.shape(c.y())[2:]
 
 
-def scatter_windows(c: RuleContext, parts: dict[tuple[int, ...], str], geometry) -> str:
-    """Each kernel offset's cotangent (`parts`: offset -> tensor of the output's shape) added back onto the input
-    grid: output o's share for offset d lands on input position o * s + d - begin.
+def scatter_windows(c: RuleContext, g: str, masks: dict[tuple[int, ...], str | None], geometry) -> str:
+    """The cotangent `g` (the output's shape) added back onto the input grid once per kernel offset d, times that
+    offset's mask (`masks`: offset -> a tensor of the output's shape, or None for all ones): output o's share for
+    offset d lands on input position o * s + d - begin.
 
-    Positions of one residue modulo the stride (a "phase") form a grid of their own, on which each offset of that
-    phase is one shift of its part; the phases are then interleaved. Shifts and interleaving are copies, where a
-    ConvTranspose with a one-hot kernel per channel and offset took 4-6x longer on ONNX Runtime's CPU provider (a
-    detector's per-box backward through the BiFPN's 3x3/2 max-pools: 10 x 64 x 64 x 80). Positions in the padding,
-    and past the input in ceil mode, are cropped.
+    Positions of one residue modulo the stride (a "phase") form a grid of their own, on which offset d's share is g
+    shifted by a whole number of positions times the mask shifted alike; g is shifted once per distinct shift (three
+    for a 3x3/2 pool), the masks, at the forward's batch of 1, once each. The phases are then interleaved. Shifts
+    and interleaving are copies, where a ConvTranspose with a one-hot kernel per channel and offset took 4-6x
+    longer on ONNX Runtime's CPU provider (a detector's per-box backward through the BiFPN's 3x3/2 max-pools:
+    10 x 64 x 64 x 80). Positions in the padding, and past the input in ceil mode, are cropped.
     """
     kernel, strides, begin, _, xs, ys = geometry
     n, b = len(kernel), c.b
     lead = c.cot_shape(c.x())[:2]  # (rows, channels)
     grid = [-(-xs[i] // strides[i]) for i in range(n)]  # each phase's positions along each axis (ceil)
     phases: dict[tuple[int, ...], list[str]] = {}
-    for offset, part in parts.items():
+    moved: dict[tuple[int, ...], str] = {}
+    for offset, mask in masks.items():
         shift = [offset[i] - begin[i] for i in range(n)]
         phase = tuple(shift[i] % strides[i] for i in range(n))
-        phases.setdefault(phase, []).append(_shifted(c, part, [(shift[i] - phase[i]) // strides[i] for i in range(n)],
-                                                     ys, grid))
+        q = tuple((shift[i] - phase[i]) // strides[i] for i in range(n))
+        if q not in moved:
+            moved[q] = _shifted(c, g, list(q), ys, grid)
+        part = moved[q] if mask is None else \
+            b.op("Mul", [moved[q], _shifted(c, mask, list(q), ys, grid)], "pool_route")
+        phases.setdefault(phase, []).append(part)
     planes = {}
     for phase in itertools.product(*[range(s) for s in strides]):
         got = phases.get(phase)
@@ -118,7 +125,7 @@ def max_pool(c: RuleContext):
     slices = [b.op("Slice", [x, b.ints(o), b.ints([o[i] + (ys[i] - 1) * strides[i] + 1 for i in range(n)]), axes,
                              steps], "maxpool_window") for o in offsets]
     if len(offsets) == 1:
-        return [scatter_windows(c, {offsets[0]: c.g}, geometry)]
+        return [scatter_windows(c, c.g, {offsets[0]: None}, geometry)]
     # offset k took the lead (strictly greater than every earlier one) ...
     best, led = slices[0], [None]
     for k, s in enumerate(slices[1:], 1):
@@ -138,8 +145,7 @@ def max_pool(c: RuleContext):
             later = led[k] if later is None else b.op("Or", [later, led[k]], "maxpool_later")
     # each offset's share: g where that offset holds its window's maximum; the masks at the forward's batch of 1,
     # each a product with g, not a Where (activation.mask_of says why)
-    parts = {o: b.op("Mul", [c.g, mask_of(c, hits[k])], "maxpool_route") for k, o in enumerate(offsets)}
-    return [scatter_windows(c, parts, geometry)]
+    return [scatter_windows(c, c.g, {o: mask_of(c, hits[k]) for k, o in enumerate(offsets)}, geometry)]
 
 
 @rule("AveragePool")
@@ -157,8 +163,7 @@ def average_pool(c: RuleContext):
         count = np.multiply.outer(count, axis)
     inv = (1.0 / count).reshape((1, 1, *ys))
     g = c.b.op("Mul", [c.g, c.b.const(inv, "avgpool_inv_count")], "avgpool_scale")
-    offsets = itertools.product(*[range(k) for k in kernel])
-    return [scatter_windows(c, {o: g for o in offsets}, geometry)]
+    return [scatter_windows(c, g, dict.fromkeys(itertools.product(*[range(k) for k in kernel])), geometry)]
 
 
 @rule("GlobalAveragePool")
