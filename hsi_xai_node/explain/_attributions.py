@@ -115,6 +115,7 @@ class AttributionContext:
     rows: int
     lrp: LrpOptions
     paths: PathOptions
+    one_hot_rows: bool = False  # each seed row one element (a detector's boxes): heads differentiated on windows
     _shared: dict = field(default_factory=dict)
 
     def once(self, key, build: Callable[[], str]) -> str:
@@ -132,7 +133,7 @@ class AttributionContext:
     def backward(self, logits: str, x: str, seed: str, propagation: Propagation, method: str) -> str:
         """What `propagation` brings back from `seed` at `logits` to `x`, (rows, ...x's shape)."""
         named = propagation if propagation.name == method else replace(propagation, name=method)
-        return append_backward(self.b, {logits: seed}, [x], self.rows, named)[x]
+        return append_backward(self.b, {logits: seed}, [x], self.rows, named, one_hot_rows=self.one_hot_rows)[x]
 
     def baseline(self) -> str:
         o = self.paths
@@ -265,17 +266,18 @@ def _deeplift(ctx):
 def append_input_attributions(b: Builder, maps: MapWriter, logits: str, seed: str, region: str, input_name: str,
                               rows: int, methods, lrp: LrpOptions = LrpOptions(),
                               paths: PathOptions = PathOptions(), prefix: str = "",
-                              gradient: str | None = None) -> None:
+                              gradient: str | None = None, one_hot_rows: bool = False) -> None:
     """The attributions of `methods` for every row, appended to the graph as the module docstring's outputs (named
     `prefix` + method: "box_" for a detector's boxes): `seed` (rows, ...logits) the cotangent whose product with
     `logits` is each row's score, `region` (rows, 1, H, W) where each row's score lives (for the per-band sums),
-    `gradient` the rows' dS/dx where the graph has it already (it is not built twice)."""
+    `gradient` the rows' dS/dx where the graph has it already (it is not built twice); `one_hot_rows`: each row of
+    `seed` is one element (_reverse.append_backward)."""
     unknown = [m for m in methods if m not in INPUT_METHODS]
     if unknown:
         raise ExplainError(f"unknown input attribution method(s) {unknown}; known: {list(INPUT_METHODS)}")
     if len(b.shape(input_name)) != 4:
         raise ExplainError(f"input attributions need an NCHW input, {input_name!r} is {b.shape(input_name)}")
-    ctx = AttributionContext(b, input_name, logits, seed, rows, lrp.validated(), paths.validated())
+    ctx = AttributionContext(b, input_name, logits, seed, rows, lrp.validated(), paths.validated(), one_hot_rows)
     if gradient is not None:
         ctx.once(("gradient", False), lambda: gradient)
     bands = b.shape(input_name)[1]

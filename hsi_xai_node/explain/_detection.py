@@ -143,7 +143,8 @@ def build_detection_explainer(model: onnx.ModelProto, input_name: str, scores: s
                 raise ExplainError(f"{[f'box_{m}' for m in attributions]} need an NCHW input; this detector's is "
                                    f"{layout} (box_spectral and the per-box CAMs work with either)")
             append_input_attributions(b, maps, scores, seed, regions, input_name, k, attributions, config.lrp,
-                                      config.paths, prefix="box_", gradient=grads.get(input_name))
+                                      config.paths, prefix="box_", gradient=grads.get(input_name),
+                                      one_hot_rows=config.window_backward)
         channels = in_shape[3] if layout == "nhwc" else in_shape[1]
         if "box_spectral" in inputs:
             gx = b.op("Mul", [grads[input_name], input_name], "box_grad_x_input")  # (k, C, H, W) or (k, H, W, C)

@@ -12,7 +12,7 @@ import onnx
 
 from ._graph import Builder, ExplainError
 from ._windows import local_regions, scatter, windowed_copy
-from .rules import GRADIENT, Propagation, RuleContext, first_layers
+from .rules import GRADIENT, RULES, Propagation, RuleContext, first_layers
 
 BACKWARD_SCOPE = "backward"
 
@@ -45,7 +45,8 @@ def append_backward(b: Builder, seeds: dict[str, str], targets: list[str], batch
     each op through the rule the propagation maps it to.
 
     `one_hot_rows`: each seed row is non-zero at one element (a detector's boxes): the convolutional heads behind
-    element-moving ops are then differentiated on a window around each row's pixel (_windows.py), exactly.
+    element-moving ops are then differentiated on a window around each row's pixel (_windows.py), exactly, where
+    the propagation's rules there are the gradient's.
     """
     graph = b.graph
     produced = {o for n in graph.node for o in n.output} | {v.name for v in graph.input}
@@ -60,7 +61,10 @@ def append_backward(b: Builder, seeds: dict[str, str], targets: list[str], batch
             raise ExplainError(f"target {t!r} does not influence the seeded outputs {sorted(seeds)}")
     cots: dict[str, list[str]] = {o: [s] for o, s in seeds.items()}
     first = first_layers(graph) if propagation.first else set()
-    regions = local_regions(b, seeds, targets, on_path) if one_hot_rows else []
+    # windows where the propagation differentiates the region as the gradient does (guided backprop's ReLU rule
+    # changes nothing in a head without ReLUs); LRP's and DeepLIFT's rules there read more than the window holds
+    regions = [r for r in local_regions(b, seeds, targets, on_path)
+               if all(propagation.rule(n.op_type) is RULES.get(n.op_type) for n in r.nodes)] if one_hot_rows else []
     in_region = {id(n) for r in regions for n in r.nodes}
     region_of = {id(r.nodes[-1]): r for r in regions}  # by the node that makes its output
 
