@@ -11,7 +11,7 @@ from __future__ import annotations
 import onnx
 
 from ._graph import Builder, ExplainError
-from ._windows import local_regions, scatter, windowed_copy
+from ._windows import Placed, add_window, local_regions, windowed_copy
 from .rules import GRADIENT, RULES, Propagation, RuleContext, first_layers
 
 BACKWARD_SCOPE = "backward"
@@ -72,8 +72,13 @@ def append_backward(b: Builder, seeds: dict[str, str], targets: list[str], batch
         parts = cots.get(tensor)
         if not parts:
             return None
-        if len(parts) > 1:
-            cots[tensor] = [b.add_all(parts, "accumulate")]
+        if len(parts) > 1 or not isinstance(parts[0], str):
+            # full-size cotangents added; a window's added into that sum where it lies (or into zeros)
+            full = [p for p in parts if isinstance(p, str)]
+            acc = b.add_all(full, "accumulate") if full else None
+            for placed in (p for p in parts if not isinstance(p, str)):
+                acc = add_window(b, acc, placed)
+            cots[tensor] = [acc]
         return cots[tensor][0]
 
     with b.scope(BACKWARD_SCOPE):  # every node of the backward pass is named xai/backward/...
@@ -114,11 +119,11 @@ def append_backward(b: Builder, seeds: dict[str, str], targets: list[str], batch
     return grads
 
 
-def _windowed(b: Builder, region, g: str, batch: int, propagation: Propagation) -> str:
-    """The region's backward on each row's window, scattered back to the source's full size."""
+def _windowed(b: Builder, region, g: str, batch: int, propagation: Propagation) -> Placed:
+    """The region's backward on each row's window (added to the source's other cotangents where it lies)."""
     crop, output, seed, windows = windowed_copy(b, region, g, batch)
     inner = append_backward(b, {output: seed}, [crop], batch, propagation)
-    return scatter(b, inner[crop], windows, b.shape(region.source)[1])
+    return Placed(inner[crop], windows, b.shape(region.source)[1])
 
 
 def gradients(model: onnx.ModelProto, seeds: dict[str, str], targets: list[str], batch: int,

@@ -16,7 +16,8 @@ Here such a stack (a *local region*) is differentiated on windows instead:
    inwards to stay inside the map near its border, where the copied convolutions then pad with zeros exactly where
    the network's do), and the region's nodes are copied to run on the crops;
 3. the ordinary rules differentiate the copy, seeded with the cotangent's crop;
-4. the window's gradient is scattered back into a zero map of the input's size (ScatterElements).
+4. the window's gradient is added where it lies to the input's other cotangents (GatherElements, Add,
+   ScatterElements), or scattered into zeros where it has none.
 
 This is exact, not an approximation: the row's seeded logit is the same function of the window's pixels in the
 copy as in the network (every value it reads lies within its receptive field, and where that field reaches past the
@@ -232,19 +233,37 @@ def _per_channel(b: Builder, win: _Windows, channels: int) -> str:
                            b.ints([win.rows, channels, win.size[0] * win.size[1]])], "window_index_c")
 
 
-def scatter(b: Builder, g: str, win: _Windows, channels: int) -> str:
-    """(K, C, nh, nw) window cotangent -> (K, C, H, W): placed at each row's window, zero elsewhere."""
+@dataclass(frozen=True)
+class Placed:
+    """A cotangent that is zero outside each row's window: (K, C, nh, nw) values and where they lie."""
+
+    values: str
+    windows: _Windows
+    channels: int
+
+
+def add_window(b: Builder, full: str | None, placed: Placed) -> str:
+    """`full` (K, C, H, W) plus `placed`, or `placed` on zeros when `full` is None: the window's values added to what
+    `full` holds there (GatherElements, Add) and written back (ScatterElements), so the rest of `full` is copied once
+    and not added to a map of zeros (a row's window positions are distinct: the scatter has no collisions)."""
+    win, channels = placed.windows, placed.channels
     h, w = win.hw
-    zeros = b.op("Expand", [b.const(0.0, "zero"), b.ints([win.rows, channels, h * w])], "window_zeros")
-    flat = b.op("Reshape", [g, b.ints([win.rows, channels, win.size[0] * win.size[1]])], "window_grad_flat")
-    placed = b.op("ScatterElements", [zeros, _per_channel(b, win, channels), flat], "window_place", axis=2)
-    return b.op("Reshape", [placed, b.ints([win.rows, channels, h, w])], "window_full")
+    index = _per_channel(b, win, channels)
+    values = b.op("Reshape", [placed.values, b.ints([win.rows, channels, win.size[0] * win.size[1]])],
+                  "window_grad_flat")
+    if full is None:
+        flat = b.op("Expand", [b.const(0.0, "zero"), b.ints([win.rows, channels, h * w])], "window_zeros")
+    else:
+        flat = b.op("Reshape", [full, b.ints([win.rows, channels, h * w])], "window_under")
+        values = b.op("Add", [b.op("GatherElements", [flat, index], "window_there", axis=2), values], "window_sum")
+    placed_flat = b.op("ScatterElements", [flat, index, values], "window_place", axis=2)
+    return b.op("Reshape", [placed_flat, b.ints([win.rows, channels, h, w])], "window_full")
 
 
 def windowed_copy(b: Builder, region: LocalRegion, cot: str, rows: int) -> tuple[str, str, str, _Windows]:
     """Append the region run on each row's window; returns (crop of the source, the copy's output, the seed's
     crop, the windows): differentiate the copy's output, seeded with the crop, with respect to the source's
-    crop, then `scatter` the result."""
+    crop, and place the result (`Placed`, `add_window`)."""
     hw = b.shape(region.source)[2:]
     win = _windows(b, cot, hw, region.radius, rows)
     nh, nw = win.size
