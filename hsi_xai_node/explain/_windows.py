@@ -172,7 +172,7 @@ def _grow(b: Builder, end: str, producer, consumers, on_path, targets) -> LocalR
     r = radius.get(source)
     if r is None or 2 * r[0] + 1 > hw[0] or 2 * r[1] + 1 > hw[1] or hw[0] * hw[1] >= 2 ** 24 or \
             (2 * r[0] + 1) * (2 * r[1] + 1) > _MOST_OF_THE_MAP * hw[0] * hw[1]:
-        return None  # no smaller than the map, or pixel ids past float32's exact integers (_windows)
+        return None  # no smaller than the map, or pixel ids past float32's exact integers (see _windows)
     return LocalRegion(source=source, output=end, nodes=ordered, radius=r)
 
 
@@ -187,10 +187,10 @@ class _Windows:
 
 
 def _windows(b: Builder, cot: str, hw: tuple[int, int], radius: tuple[int, int], rows: int) -> _Windows:
-    """Each row's window around the pixel where its cotangent is: centred
-    on it, or moved inwards to lie inside the map where the pixel is nearer to the border than the radius. The
-    window then still holds the pixel's whole receptive field, and its own border, where the copied convolutions
-    pad with zeros, is either beyond that field or the image's border, where the network pads with zeros too."""
+    """Each row's window around the pixel where its cotangent is: centred on it, or moved inwards to lie inside
+    the map where the pixel is nearer to the border than the radius. The window then still holds the pixel's whole
+    receptive field, and its own border, where the copied convolutions pad with zeros, is either beyond that field
+    or the image's border, where the network pads with zeros too."""
     (h, w), (ry, rx) = hw, radius
     nh, nw = 2 * ry + 1, 2 * rx + 1
     # the row's one pixel with a non-zero cotangent (the tail's guarantee), y * W + x, as the sum of the indices of
