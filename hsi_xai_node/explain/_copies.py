@@ -11,8 +11,6 @@ tensors they copy (a copy runs at the forward's batch of 1), so the op rules can
 
 from __future__ import annotations
 
-from onnx import NodeProto
-
 from ._graph import Builder, ExplainError
 from ._reverse import influences
 
@@ -30,21 +28,7 @@ def forward_copy(b: Builder, input_name: str, replacement: str, outputs: list[st
         if any(a.type in (a.GRAPH, a.GRAPHS) for a in node.attribute):
             raise ExplainError(f"{node.op_type} node {node.name!r} holds a subgraph: it cannot be copied for a "
                                "second forward")
-        copy = NodeProto()
-        copy.CopyFrom(node)
-        copy.name = b.fresh(f"{tag}/{node.op_type.lower()}")
-        copy.input[:] = [mapping.get(i, i) for i in node.input]
-        outs = []
-        for o in node.output:
-            if not o:
-                outs.append("")
-                continue
-            new = b.fresh(f"{tag}/{o.rsplit('/', 1)[-1]}")
-            mapping[o] = new
-            b.copy_type(o, new)
-            outs.append(new)
-        copy.output[:] = outs
-        graph.node.append(copy)
+        b.copy_node(node, mapping, tag)
     missing = [o for o in outputs if o not in mapping]
     if missing:
         raise ExplainError(f"outputs {missing} do not depend on {input_name!r}: nothing to run again")

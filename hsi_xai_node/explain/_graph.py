@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper, shape_inference
+from onnx import NodeProto, helper, numpy_helper, shape_inference
 
 from ..errors import InputError
 
@@ -130,6 +130,26 @@ class Builder:
         if takes_input:
             return self.op(op_type, [x, self.ints(axes, "axes")], hint, keepdims=keepdims)
         return self.op(op_type, [x], hint, axes=axes, keepdims=keepdims)
+
+    def copy_node(self, node, mapping: dict[str, str], tag: str, declare=None) -> None:
+        """Append a copy of forward `node` that reads mapping[i] where `mapping` has its input i, with fresh output
+        names (named tag/...), recorded in `mapping`. Each new output gets the type of the one it copies, or
+        `declare(original, new)` decides (a copy run on other shapes)."""
+        copy = NodeProto()
+        copy.CopyFrom(node)
+        copy.name = self.fresh(f"{tag}/{node.op_type.lower()}")
+        copy.input[:] = [mapping.get(i, i) for i in node.input]
+        outs = []
+        for o in node.output:
+            if not o:
+                outs.append("")
+                continue
+            new = self.fresh(f"{tag}/{o.rsplit('/', 1)[-1]}")
+            mapping[o] = new
+            (declare or self.copy_type)(o, new)
+            outs.append(new)
+        copy.output[:] = outs
+        self.graph.node.append(copy)
 
     def add_output(self, tensor: str, shape, elem_type=onnx.TensorProto.FLOAT) -> None:
         self.graph.output.append(helper.make_tensor_value_info(tensor, elem_type, list(shape)))

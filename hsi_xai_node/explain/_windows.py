@@ -276,20 +276,8 @@ def windowed_copy(b: Builder, region: LocalRegion, cot: str, rows: int) -> tuple
     crop = _crop_forward(b, region.source, win, channels_in)
     b.declare(crop, (1, channels_in, nh, nw))
     mapping = {region.source: crop}
-    for node in region.nodes:
-        copy = NodeProto()
-        copy.CopyFrom(node)
-        copy.name = b.fresh(f"window/{node.op_type.lower()}")
-        copy.input[:] = [mapping.get(i, i) for i in node.input]
-        outs = []
-        for o in node.output:
-            new = b.fresh(f"window/{o.rsplit('/', 1)[-1]}") if o else ""
-            if o:
-                mapping[o] = new
-                b.declare(new, (1, b.shape(o)[1], nh, nw))
-            outs.append(new)
-        copy.output[:] = outs
-        b.graph.node.append(copy)
+    for node in region.nodes:  # each output the channels of the tensor it copies, on the window
+        b.copy_node(node, mapping, "window", lambda o, new: b.declare(new, (1, b.shape(o)[1], nh, nw)))
     seed = _crop_rows(b, cot, win, b.shape(region.output)[1])
     return crop, mapping[region.output], seed, win
 
