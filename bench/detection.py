@@ -50,6 +50,7 @@ def main(argv=None):
     pipelines = {}
     for name, (k, windows) in variants.items():
         cfg = DetectionPipelineConfig(model=args.model, backend=args.backend, threads=args.threads, explain_boxes=k)
+        # windows on or off: an explain option the pipeline does not expose (off only to measure what they save)
         with mock.patch("hsi_xai_node.runtime.detection.DetectionExplainConfig",
                         lambda **kw: dataclasses.replace(DetectionExplainConfig(**kw), window_backward=windows)):
             pipelines[name] = DetectionPipeline(cfg)

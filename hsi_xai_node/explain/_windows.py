@@ -21,7 +21,8 @@ Here such a stack (a *local region*) is differentiated on windows instead:
 
 This is exact, not an approximation: the row's seeded logit is the same function of the window's pixels in the
 copy as in the network (every value it reads lies within its receptive field, and where that field reaches past the
-image's border both pad with zeros), and every pixel outside the window has a zero gradient. Tests check it against float64 autograd at windows on the image's corners.
+image's border both pad with zeros), and every pixel outside the window has a zero gradient. Tests check it against
+float64 autograd at windows on the image's corners.
 
 `local_regions` finds the regions from the graph alone: a region ends at a 4-D tensor whose cotangent can only
 come through element-moving ops from the seeded outputs, and grows backwards over stride-1 "same"
@@ -34,9 +35,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from onnx import NodeProto, helper
+from onnx import NodeProto
 
 from ._graph import Builder
+from .rules import RuleContext
+from .rules.conv import conv_geometry
 
 # element-wise ops a head is made of (each output pixel reads the same pixel of its inputs)
 _ELEMENTWISE = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Clip", "Elu", "Selu",
@@ -59,21 +62,17 @@ class LocalRegion:
 def _conv_reach(node: NodeProto, b: Builder) -> tuple[int, int] | None:
     """(rows, columns) half-width of a stride-1 2-D convolution whose output has its input's size and whose
     window is centred (symmetric pads of half the dilated kernel); None for any other convolution."""
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     weight = b.constant(node.input[1]) if len(node.input) > 1 else None
-    if weight is None or weight.ndim != 4 or any(s != 1 for s in attrs.get("strides", [1, 1])):
+    if weight is None or weight.ndim != 4:
         return None
-    dil = list(attrs.get("dilations", [1, 1]))
+    # the Conv rule's own reading of strides, dilations and pads (auto_pad resolved)
+    strides, pads, dil = conv_geometry(RuleContext(node=node, b=b, out_cots=[], needs=[], batch=1), node.input[0],
+                                       weight.shape, node.output[0])
     half = [dil[i] * (weight.shape[2 + i] - 1) for i in range(2)]
-    if any(h % 2 for h in half):
-        return None  # even dilated kernel: not centred
+    if any(s != 1 for s in strides) or any(h % 2 for h in half):
+        return None  # strided, or an even dilated kernel: not centred
     half = [h // 2 for h in half]
-    auto = attrs.get("auto_pad", b"NOTSET")
-    auto = auto.decode() if isinstance(auto, bytes) else auto
-    pads = list(attrs.get("pads", [0, 0, 0, 0])) if auto == "NOTSET" else (half * 2 if auto.startswith("SAME") else None)
-    if pads != half * 2:
-        return None
-    return half[0], half[1]
+    return (half[0], half[1]) if list(pads) == half * 2 else None
 
 
 def _reach(node: NodeProto, b: Builder) -> tuple[int, int] | None:
@@ -201,15 +200,16 @@ def _windows(b: Builder, cot: str, hw: tuple[int, int], radius: tuple[int, int],
     at = b.op("Mul", [hit, b.const(np.arange(h * w, dtype=np.float32).reshape(1, h * w), "window_pixel_ids")],
               "window_at")  # pixel ids below 2^24: exact in float32
     pixel = b.op("Cast", [b.reduce("ReduceSum", at, [1], 1, "window_sum")], "window_pixel", to=7)  # (K, 1) int64
-    row = b.op("Div", [pixel, b.const(w, "window_w", np.int64)], "window_row")
-    col = b.op("Sub", [pixel, b.op("Mul", [row, b.const(w, "window_w", np.int64)], "window_row_start")], "window_col")
+    width = b.const(w, "window_w", np.int64)
+    row = b.op("Div", [pixel, width], "window_row")
+    col = b.op("Sub", [pixel, b.op("Mul", [row, width], "window_row_start")], "window_col")
 
     def corner(at: str, half: int, length: int, n: int) -> str:  # clamp(at - half, 0, length - n)
         lo = b.op("Max", [b.op("Sub", [at, b.const(half, "window_half", np.int64)], "window_start"),
                           b.const(0, "window_first", np.int64)], "window_inside_lo")
         return b.op("Min", [lo, b.const(length - n, "window_last", np.int64)], "window_inside")
 
-    top = b.op("Mul", [corner(row, ry, h, nh), b.const(w, "window_w", np.int64)], "window_top")
+    top = b.op("Mul", [corner(row, ry, h, nh), width], "window_top")
     offsets = (np.arange(nh)[:, None] * w + np.arange(nw)[None, :]).reshape(1, nh * nw)
     index = b.op("Add", [b.op("Add", [top, corner(col, rx, w, nw)], "window_corner"),
                          b.const(offsets, "window_offsets", np.int64)], "window_index")  # (K, nh * nw)
