@@ -101,10 +101,12 @@ class KerasUNet(nn.Module):
         return self.d1
 
 
-def _prepared(module, classes, x_shape):
-    """Random batch-norm statistics (the import folds them into the convs) and a head bias that lets every class win
-    somewhere on a standard-normal input."""
+def _prepared(make, classes, x_shape):
+    """`make()` with seeded weights (built after the seed: otherwise they depend on which tests ran before in the same
+    process), random batch-norm statistics (the import folds them into the convs) and a head bias that lets every
+    class win somewhere on a standard-normal input."""
     torch.manual_seed(0)
+    module = make()
     g = torch.Generator().manual_seed(1)
     for m in module.modules():
         if isinstance(m, nn.BatchNorm2d):
@@ -193,7 +195,7 @@ def test_mmsegmentation_unet_opset11_dynamic(tmp_path, capsys):
     """Opset 11, dynamic batch/height/width, batch norms, an FCN head at half resolution behind a final bilinear
     Resize, HSI-Drive v2.0's 11 channels: fixed at 208x400, converted, folded; the activation map holds through
     the Resize, the CAMs take the backward pass."""
-    module = _prepared(MMSegUNet(), 11, (1, BANDS, 208, 400))
+    module = _prepared(MMSegUNet, 11, (1, BANDS, 208, 400))
     src = _export(module, tmp_path / "unet_s5_d16.onnx", (1, BANDS, 64, 128), dynamic=True, opset=11)
     text = _import(capsys, src, "--classes", "hsi-drive-v2", "--input-size", "208x400", "--normalise", "none")
     assert "opset 11 -> 17" in text and "height 'height' -> 208" in text and "(through Resize)" in text
@@ -214,7 +216,7 @@ def test_mmsegmentation_unet_opset11_dynamic(tmp_path, capsys):
 
 
 def test_smp_unet_with_a_3x3_head(tmp_path, capsys):
-    module = _prepared(SmpUNet(), 5, (1, BANDS, 64, 128))
+    module = _prepared(SmpUNet, 5, (1, BANDS, 64, 128))
     src = _export(module, tmp_path / "smp_unet.onnx", (1, BANDS, 64, 128))
     text = _import(capsys, src, "--classes", "hsi-drive", "--crop", "0,0")
     assert "no activation map, CAMs by the backward pass" in text
@@ -223,7 +225,7 @@ def test_smp_unet_with_a_3x3_head(tmp_path, capsys):
 
 
 def test_channels_last_keras_unet_at_hsi_drive_size(tmp_path, capsys):
-    module = _prepared(KerasUNet(), 5, (1, 208, 400, BANDS))
+    module = _prepared(KerasUNet, 5, (1, 208, 400, BANDS))
     src = _export(module, tmp_path / "keras_unet.onnx", (1, 208, 400, BANDS))
     text = _import(capsys, src, "--classes", "road,road_marks,vegetation,sky,other", "--normalise", "max")
     assert "NHWC input 'x' read from a new NCHW input" in text and "NHWC logits 'out' given as NCHW" in text
@@ -235,7 +237,7 @@ def test_channels_last_keras_unet_at_hsi_drive_size(tmp_path, capsys):
 def test_torch_dynamo_exporter(tmp_path, capsys):
     """torch's newer exporter: opset 18+, weights in a .data file beside the model (embedded by the import)."""
     pytest.importorskip("onnxscript", reason="torch's dynamo exporter needs onnxscript: pip install -e '.[test]'")
-    module = _prepared(MMSegUNet(), 11, (1, BANDS, 64, 128))
+    module = _prepared(MMSegUNet, 11, (1, BANDS, 64, 128))
     src = _export(module, tmp_path / "dynamo.onnx", (1, BANDS, 64, 128), dynamo=True)
     assert (tmp_path / "dynamo.onnx.data").is_file()
     text = _import(capsys, src, "--classes", "hsi-drive-v2", "--normalise", "none")
@@ -252,7 +254,7 @@ def test_the_command_offers_every_normalisation_the_card_knows():
 
 def test_a_static_nchw_model_is_described_as_it_is(tmp_path, capsys):
     """Nothing to change: the card sits beside the user's file and hashes it; the file is not rewritten."""
-    module = _prepared(SmpUNet(), 5, (1, BANDS, 64, 128))
+    module = _prepared(SmpUNet, 5, (1, BANDS, 64, 128))
     src = _export(module, tmp_path / "plain.onnx", (1, BANDS, 64, 128))
     m = onnx.load(str(src))  # what ONNX Runtime's basic optimisations would do, done already
     folded = tmp_path / "folded.onnx"

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(os.environ.get("HSI_XAI_HEAVY") != "1",
 
 
 def test_the_reliability_report_runs_on_an_imported_model(tmp_path, capsys):
-    src = _export(_prepared(MMSegUNet(), 11, (1, BANDS, 208, 400)), tmp_path / "unet.onnx", (1, BANDS, 64, 128),
+    src = _export(_prepared(MMSegUNet, 11, (1, BANDS, 208, 400)), tmp_path / "unet.onnx", (1, BANDS, 64, 128),
                   dynamic=True, opset=11)
     assert main(["import-model", str(src), "--classes", "hsi-drive-v2", "--input-size", "208x400",
                  "--normalise", "none", "--no-check"]) == 0
