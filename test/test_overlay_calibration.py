@@ -53,7 +53,7 @@ def test_a_model_without_a_1x1_head_is_calibrated_without_the_activation_map(tmp
     from test.model_import.test_import_segmentation import BANDS, SmpUNet, _export, _prepared
     from hsi_xai_node.model_import import ImportOptions, import_segmentation
 
-    src = _export(_prepared(SmpUNet(), 5, (1, BANDS, 64, 128)), tmp_path / "smp.onnx", (1, BANDS, 64, 128))
+    src = _export(_prepared(SmpUNet, 5, (1, BANDS, 64, 128)), tmp_path / "smp.onnx", (1, BANDS, 64, 128))
     r = import_segmentation(src, ImportOptions(classes="hsi-drive", self_check=False), log=lambda *a: None)
     scales = segmentation_overlay_scales(r.model, methods=("activation", "hires"), layers=("penultimate",),
                                          dataset=GeneratedDrives.from_split("1000", limit=1))
