@@ -33,6 +33,7 @@ import numpy as np
 
 from hsi_xai_node.model_card import ModelCard, file_sha256, load_model
 from hsi_xai_node.runtime import InGraphPipeline, Pipeline, PipelineConfig, open_engine
+from hsi_xai_node.runtime.engine import ORT_OPTIMIZATION
 from hsi_xai_node.runtime.pipeline import DEFAULT_MODEL
 from hsi_xai_node.scenes.drive import DriveGenerator
 from hsi_xai_node.sensor.calibration import load_profile
@@ -159,7 +160,7 @@ def node_time_split(pipeline, raw, threads: int, rounds: int) -> dict:
         opts = ort.SessionOptions()
         opts.enable_profiling, opts.profile_file_prefix = True, str(Path(tmp) / "profile")
         opts.intra_op_num_threads = threads
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, f"ORT_ENABLE_{ORT_OPTIMIZATION.upper()}")
         session = ort.InferenceSession(p.graph.model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
         feeds = {k: v for k, v in feeds.items() if k in {i.name for i in session.get_inputs()}}
         for _ in range(rounds):
