@@ -11,6 +11,7 @@ from __future__ import annotations
 import onnx
 
 from ._graph import Builder, ExplainError
+from ._onehot import ONE_HOT_RULES, OneHot, OneHotContext, dense
 from ._windows import Placed, add_window, local_regions, windowed_copy
 from .rules import GRADIENT, RULES, Propagation, RuleContext, first_layers
 
@@ -25,28 +26,35 @@ def _closure_forward(graph, start: set[str]) -> set[str]:
     return reach
 
 
-def influences(graph, start: set[str]) -> set[str]:
-    """Every tensor on which one of `start` depends (`start` included)."""
+def influences(graph, start: set[str], stop: set[str] = frozenset()) -> set[str]:
+    """Every tensor on which one of `start` depends (`start` included), not looking behind the tensors `stop`."""
     reach = set(start)
     for node in reversed(graph.node):
-        if any(o in reach for o in node.output):
+        if any(o in reach and o not in stop for o in node.output):
             reach.update(i for i in node.input if i)
     return reach
 
 
 def append_backward(b: Builder, seeds: dict[str, str], targets: list[str], batch: int,
-                    propagation: Propagation = GRADIENT, one_hot_rows: bool = False) -> dict[str, str]:
+                    propagation: Propagation = GRADIENT, one_hot_rows: bool = False,
+                    stop_at_targets: bool = False, placed: bool = False) -> dict[str, str | Placed]:
     """Differentiate `sum(seed * output)` for each seed row with respect to each target.
 
     `seeds` maps forward output tensors to cotangent tensors already in the graph
-    (shape: the output's with axis 0 = `batch`). Returns target -> gradient tensor
+    (shape: the output's with axis 0 = `batch`), or to `OneHot` cotangents (one element per row, _onehot.py). Returns target -> gradient tensor
     name (shape: the target's with axis 0 = `batch`). With another `propagation` than the
     gradient, what flows back is that propagation's quantity (relevance, a guided gradient...),
     each op through the rule the propagation maps it to.
 
     `one_hot_rows`: each seed row is non-zero at one element (a detector's boxes): the convolutional heads behind
     element-moving ops are then differentiated on a window around each row's pixel (_windows.py), exactly, where
-    the propagation's rules there are the gradient's.
+    the propagation's rules there are the gradient's; and a OneHot seed goes through the element-moving ops after
+    it as one element per row (_onehot.py), not as dense tensors.
+
+    `stop_at_targets`: nothing flows on behind a target: each target's gradient is the one through the paths that
+    meet no other target (a detector's pyramid levels as targets: each box's score reaches its own level's feature
+    through its head, and no further). `placed`: a target whose cotangent is only windows is returned as the
+    windows (`Placed`), not scattered into a full map of zeros, for a reader that needs no more (Grad-CAM's mean).
     """
     graph = b.graph
     produced = {o for n in graph.node for o in n.output} | {v.name for v in graph.input}
@@ -54,7 +62,7 @@ def append_backward(b: Builder, seeds: dict[str, str], targets: list[str], batch
         if t not in produced:
             raise ExplainError(f"tensor {t!r} is not in the graph")
     forward = _closure_forward(graph, set(targets))
-    backward = influences(graph, set(seeds))
+    backward = influences(graph, set(seeds), set(targets) if stop_at_targets else set())
     on_path = forward & backward
     for t in targets:
         if t not in backward:
@@ -68,15 +76,20 @@ def append_backward(b: Builder, seeds: dict[str, str], targets: list[str], batch
     in_region = {id(n) for r in regions for n in r.nodes}
     region_of = {id(r.nodes[-1]): r for r in regions}  # by the node that makes its output
 
+    def one_hot(tensor: str) -> OneHot | None:
+        parts = cots.get(tensor)
+        return parts[0] if parts and len(parts) == 1 and isinstance(parts[0], OneHot) else None
+
     def total(tensor: str) -> str | None:
         parts = cots.get(tensor)
         if not parts:
             return None
         if len(parts) > 1 or not isinstance(parts[0], str):
             # full-size cotangents added; a window's added into that sum where it lies (or into zeros)
-            full = [p for p in parts if isinstance(p, str)]
+            full = [dense(b, p, b.shape(tensor), batch) if isinstance(p, OneHot) else p for p in parts
+                    if not isinstance(p, Placed)]
             acc = b.add_all(full, "accumulate") if full else None
-            for placed in (p for p in parts if not isinstance(p, str)):
+            for placed in (p for p in parts if isinstance(p, Placed)):
                 acc = add_window(b, acc, placed)
             cots[tensor] = [acc]
         return cots[tensor][0]
@@ -88,12 +101,20 @@ def append_backward(b: Builder, seeds: dict[str, str], targets: list[str], batch
                 continue
             if id(node) in in_region:
                 region = region_of.get(id(node))
-                g = total(region.output) if region is not None else None
+                g = (one_hot(region.output) or total(region.output)) if region is not None else None
                 if g is not None:
                     cots.setdefault(region.source, []).append(_windowed(b, region, g, batch, propagation))
                 continue
             needs = [bool(i) and i in on_path for i in node.input]
             if not any(needs):
+                continue
+            single = one_hot(node.output[0]) if len(node.output) == 1 else None
+            if single is not None and node.op_type in ONE_HOT_RULES and \
+                    propagation.rule(node.op_type) is RULES.get(node.op_type):  # moved as one element per row
+                in_cots = ONE_HOT_RULES[node.op_type](OneHotContext(node=node, b=b, cot=single, needs=needs))
+                for tensor, need, cot in zip(node.input, needs, in_cots):
+                    if need and cot is not None:
+                        cots.setdefault(tensor, []).append(cot)
                 continue
             out_cots = [total(o) for o in node.output]
             if all(c is None for c in out_cots):
@@ -112,6 +133,10 @@ def append_backward(b: Builder, seeds: dict[str, str], targets: list[str], batch
                     cots.setdefault(tensor, []).append(cot)
         grads = {}
         for t in targets:
+            parts = cots.get(t) or []
+            if placed and len(parts) == 1 and isinstance(parts[0], Placed):
+                grads[t] = parts[0]
+                continue
             g = total(t)
             if g is None:
                 raise ExplainError(f"no gradient reached target {t!r}")

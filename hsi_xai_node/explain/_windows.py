@@ -11,7 +11,8 @@ bundled detector that is most of what explaining ten boxes costs.
 Here such a stack (a *local region*) is differentiated on windows instead:
 
 1. each row's pixel is found from its cotangent (the one pixel where it is non-zero; a row with a zero cotangent, an
-   empty detection slot, gets some window and stays zero);
+   empty detection slot, gets some window and stays zero), or read from it when it arrives as one element per row
+   (`OneHot`, _onehot.py), whose value is then the crop's seed;
 2. the region's input is cropped around it (one Gather: (K, C, 2r+1, 2r+1), centred on the pixel, or moved
    inwards to stay inside the map near its border, where the copied convolutions then pad with zeros exactly where
    the network's do), and the region's nodes are copied to run on the crops;
@@ -38,6 +39,7 @@ import numpy as np
 from onnx import NodeProto
 
 from ._graph import Builder
+from ._onehot import OneHot, dense
 from .rules import RuleContext
 from .rules.conv import conv_geometry
 
@@ -177,29 +179,40 @@ def _grow(b: Builder, end: str, producer, consumers, on_path, targets) -> LocalR
 
 @dataclass(frozen=True)
 class _Windows:
-    """Each row's window: flat indices into the map ((K, nh * nw) int64, y * W + x), and the geometry."""
+    """Each row's window: flat indices into the map ((K, nh * nw) int64, y * W + x), and the geometry; its first row
+    and column ((K, 1) int64 each)."""
 
     index: str
     hw: tuple[int, int]
     size: tuple[int, int]
     rows: int
+    top: str
+    left: str
 
 
-def _windows(b: Builder, cot: str, hw: tuple[int, int], radius: tuple[int, int], rows: int) -> _Windows:
+def _pixel(b: Builder, cot: str | OneHot, hw: tuple[int, int], rows: int) -> str:
+    """(K, 1) int64: y * W + x of the one pixel where each row's cotangent is (the tail's guarantee)."""
+    h, w = hw
+    if isinstance(cot, OneHot):  # (channel, y, x) of a (K, C, H, W) map: the position within its channel's plane
+        return b.op("Mod", [cot.index, b.const(h * w, "window_plane", np.int64)], "window_pixel")
+    # the sum of the indices of the non-zero pixels (0 for a row with none): an ArgMax took 3.5 ms on OpenVINO's CPU
+    # plugin for 10 x 64 x 80
+    weight = b.reduce("ReduceSum", b.op("Abs", [cot], "window_abs"), [1], 0, "window_weight")  # (K, H, W)
+    hit = b.op("Cast", [b.op("Greater", [b.op("Reshape", [weight, b.ints([rows, h * w])], "window_flat"),
+                                         b.const(0.0, "zero")], "window_nonzero")], "window_hit", to=1)
+    at = b.op("Mul", [hit, b.const(np.arange(h * w, dtype=np.float32).reshape(1, h * w), "window_pixel_ids")],
+              "window_at")  # pixel ids below 2^24: exact in float32
+    return b.op("Cast", [b.reduce("ReduceSum", at, [1], 1, "window_sum")], "window_pixel", to=7)  # (K, 1) int64
+
+
+def _windows(b: Builder, cot: str | OneHot, hw: tuple[int, int], radius: tuple[int, int], rows: int) -> _Windows:
     """Each row's window around the pixel where its cotangent is: centred on it, or moved inwards to lie inside
     the map where the pixel is nearer to the border than the radius. The window then still holds the pixel's whole
     receptive field, and its own border, where the copied convolutions pad with zeros, is either beyond that field
     or the image's border, where the network pads with zeros too."""
     (h, w), (ry, rx) = hw, radius
     nh, nw = 2 * ry + 1, 2 * rx + 1
-    # the row's one pixel with a non-zero cotangent (the tail's guarantee), y * W + x, as the sum of the indices of
-    # the non-zero ones (0 for a row with none): an ArgMax took 3.5 ms on OpenVINO's CPU plugin for 10 x 64 x 80
-    weight = b.reduce("ReduceSum", b.op("Abs", [cot], "window_abs"), [1], 0, "window_weight")  # (K, H, W)
-    hit = b.op("Cast", [b.op("Greater", [b.op("Reshape", [weight, b.ints([rows, h * w])], "window_flat"),
-                                         b.const(0.0, "zero")], "window_nonzero")], "window_hit", to=1)
-    at = b.op("Mul", [hit, b.const(np.arange(h * w, dtype=np.float32).reshape(1, h * w), "window_pixel_ids")],
-              "window_at")  # pixel ids below 2^24: exact in float32
-    pixel = b.op("Cast", [b.reduce("ReduceSum", at, [1], 1, "window_sum")], "window_pixel", to=7)  # (K, 1) int64
+    pixel = _pixel(b, cot, hw, rows)
     width = b.const(w, "window_w", np.int64)
     row = b.op("Div", [pixel, width], "window_row")
     col = b.op("Sub", [pixel, b.op("Mul", [row, width], "window_row_start")], "window_col")
@@ -209,11 +222,11 @@ def _windows(b: Builder, cot: str, hw: tuple[int, int], radius: tuple[int, int],
                           b.const(0, "window_first", np.int64)], "window_inside_lo")
         return b.op("Min", [lo, b.const(length - n, "window_last", np.int64)], "window_inside")
 
-    top = b.op("Mul", [corner(row, ry, h, nh), width], "window_top")
+    top, left = corner(row, ry, h, nh), corner(col, rx, w, nw)
     offsets = (np.arange(nh)[:, None] * w + np.arange(nw)[None, :]).reshape(1, nh * nw)
-    index = b.op("Add", [b.op("Add", [top, corner(col, rx, w, nw)], "window_corner"),
+    index = b.op("Add", [b.op("Add", [b.op("Mul", [top, width], "window_top"), left], "window_corner"),
                          b.const(offsets, "window_offsets", np.int64)], "window_index")  # (K, nh * nw)
-    return _Windows(index, hw, (nh, nw), rows)
+    return _Windows(index, hw, (nh, nw), rows, top, left)
 
 
 def _crop_forward(b: Builder, x: str, win: _Windows, channels: int) -> str:
@@ -225,9 +238,21 @@ def _crop_forward(b: Builder, x: str, win: _Windows, channels: int) -> str:
                             b.ints([win.rows, channels, *win.size])], "window_crop")
 
 
-def _crop_rows(b: Builder, g: str, win: _Windows, channels: int) -> str:
+def _crop_rows(b: Builder, g: str | OneHot, win: _Windows, channels: int) -> str:
     """(K, C, H, W) cotangent -> (K, C, nh, nw): row k's own window of row k."""
     h, w = win.hw
+    (nh, nw), plane = win.size, b.const(h * w, "window_plane", np.int64)
+    if isinstance(g, OneHot):  # its one element, at (channel, y - top, x - left) of the crop
+        channel = b.op("Div", [g.index, plane], "window_channel")
+        pixel = b.op("Mod", [g.index, plane], "window_pixel")
+        y = b.op("Sub", [b.op("Div", [pixel, b.const(w, "window_w", np.int64)], "window_y"), win.top], "window_dy")
+        x = b.op("Sub", [b.op("Mod", [pixel, b.const(w, "window_w", np.int64)], "window_x"), win.left], "window_dx")
+        at = b.op("Add", [b.op("Mul", [channel, b.const(nh * nw, "window_area", np.int64)], "window_channel_start"),
+                          b.op("Add", [b.op("Mul", [y, b.const(nw, "window_nw", np.int64)], "window_row_start"), x],
+                               "window_in_plane")], "window_element")
+        seed = OneHot(at, g.value)
+        return b.op("Reshape", [dense(b, seed, (1, channels * nh * nw), win.rows), b.ints([win.rows, channels, nh, nw])],
+                    "window_seed")
     flat = b.op("Reshape", [g, b.ints([win.rows, channels, h * w])], "window_cot")
     return b.op("Reshape", [b.op("GatherElements", [flat, _per_channel(b, win, channels)], "window_pick", axis=2),
                             b.ints([win.rows, channels, *win.size])], "window_seed")
@@ -265,7 +290,7 @@ def add_window(b: Builder, full: str | None, placed: Placed) -> str:
     return b.op("Reshape", [placed_flat, b.ints([win.rows, channels, h, w])], "window_full")
 
 
-def windowed_copy(b: Builder, region: LocalRegion, cot: str, rows: int) -> tuple[str, str, str, _Windows]:
+def windowed_copy(b: Builder, region: LocalRegion, cot: str | OneHot, rows: int) -> tuple[str, str, str, _Windows]:
     """Append the region run on each row's window; returns (crop of the source, the copy's output, the seed's
     crop, the windows): differentiate the copy's output, seeded with the crop, with respect to the source's
     crop, and place the result (`Placed`, `add_window`)."""
