@@ -9,6 +9,7 @@ Public API (the modules behind it are private):
     CAMS                                    the CAM table: method -> one function from (A, dS/dA) to the maps
     METHODS, CAM_METHODS, BOX_METHODS       method names for segmentation and for detector boxes
     BOX_CAMS, BOX_ATTRIBUTIONS              box method -> its CAM / input attribution
+    BOX_LEVEL, box_levels                   the layer "each box at its own pyramid level", and its levels
     INPUT_METHODS                           the white-box input attributions (paper 003): method -> how it is built
     LrpOptions, PathOptions                 LRP's epsilon/gamma/stabiliser; SmoothGrad, integrated gradients and
                                             DeepLIFT settings (samples, noise, steps, quadrature, baseline)
@@ -29,7 +30,8 @@ from ._cams import CAMS
 from ._composites import COMPOSITES, LrpOptions, composite
 from ._conservativeness import conservativeness_residual, conservativeness_residual_of_labels
 from ._cost import multiply_adds
-from ._detection import BOX_ATTRIBUTIONS, BOX_CAMS, BOX_METHODS, DetectionExplainConfig, build_detection_explainer
+from ._detection import (BOX_ATTRIBUTIONS, BOX_CAMS, BOX_LEVEL, BOX_METHODS, DetectionExplainConfig, box_levels,
+                         build_detection_explainer)
 from ._graph import Builder, ExplainError, keep_outputs
 from ._reverse import append_backward, gradients
 from ._maps import ExplainGraph, MapOutput
@@ -38,8 +40,8 @@ from ._segmentation import (CAM_METHODS, METHODS, SEEDS, SegmentationExplainConf
 from ._trt_check import assert_tensorrt_compatible, check_tensorrt
 from .rules import RULES
 
-__all__ = ["BOX_ATTRIBUTIONS", "BOX_CAMS", "BOX_METHODS", "CAMS", "CAM_METHODS", "COMPOSITES", "INPUT_METHODS",
-           "LrpOptions", "PathOptions", "assert_tensorrt_compatible", "check_tensorrt", "DetectionExplainConfig",
+__all__ = ["BOX_ATTRIBUTIONS", "BOX_CAMS", "BOX_LEVEL", "BOX_METHODS", "CAMS", "CAM_METHODS", "COMPOSITES", "INPUT_METHODS",
+           "LrpOptions", "PathOptions", "assert_tensorrt_compatible", "box_levels", "check_tensorrt", "DetectionExplainConfig",
            "build_detection_explainer", "Builder", "ExplainError", "ExplainGraph", "METHODS", "MapOutput", "RULES",
            "SEEDS", "SegmentationExplainConfig", "append_backward", "build_segmentation_explainer", "composite", "has_activation_map",
            "conservation_residual", "conservativeness_residual", "conservativeness_residual_of_labels", "gradients",

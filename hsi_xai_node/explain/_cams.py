@@ -46,6 +46,7 @@ import numpy as np
 import onnx
 
 from ._graph import Builder, ExplainError
+from ._windows import Placed, add_window
 
 EPS_GRADCAM_PP = 1e-6  # pytorch-grad-cam's
 EPS_XGRADCAM = 1e-7  # pytorch-grad-cam's
@@ -67,7 +68,7 @@ class CamContext:
     b: Builder
     rows: int
     layer: str  # A, (1, C, h, w)
-    grad: str | None = None  # G, (rows, C, h, w)
+    grad: str | Placed | None = None  # G, (rows, C, h, w); or only each row's window of it (zero elsewhere)
     head: Head | None = None
     xres_window: int = 2
     fem_k: float = 2.0
@@ -110,7 +111,18 @@ class CamContext:
     def need_gradient(self, method: str) -> str:
         if self.grad is None:
             raise ExplainError(f"method {method!r} needs the gradient at {self.layer!r}, which was not computed")
+        if isinstance(self.grad, Placed):  # the whole map, once, for the methods that read it pixel by pixel
+            self.grad = add_window(self.b, None, self.grad)
         return self.grad
+
+    def gradient_mean(self, method: str) -> str:
+        """mean_xy(G), (rows, C, 1, 1): from the windows alone when G is only windows (they hold all of its sum)."""
+        b = self.b
+        if isinstance(self.grad, Placed):
+            (h, w), total = self.hw, b.reduce("ReduceSum", self.grad.values, [2, 3], 1, "window_grad_sum")
+            return b.op("Mul", [total, b.const(1.0 / (h * w), "inverse_area")], "alpha")
+        g = self.need_gradient(method)
+        return b.reduce("ReduceMean", b.reduce("ReduceMean", g, [3], 1, "alpha_cols"), [2], 1, "alpha")
 
     def window_max(self, x: str, hint: str) -> str:
         """Max over xres_window x xres_window windows (partial ones at the edges included), spread back over
@@ -156,10 +168,7 @@ def _mean_region_times_act(ctx: CamContext) -> str:
 def _gradcam_signed(ctx: CamContext) -> str:
     if ctx.head is not None:  # mean_xy(w_ck region_c) = w_ck |R_c| / (h w)
         return _mean_region_times_act(ctx)
-    g = ctx.need_gradient("gradcam")
-    b = ctx.b
-    alpha = b.reduce("ReduceMean", b.reduce("ReduceMean", g, [3], 1, "alpha_cols"), [2], 1, "alpha")
-    return ctx.weighted(alpha, "gradcam_signed")
+    return ctx.weighted(ctx.gradient_mean("gradcam"), "gradcam_signed")
 
 
 @cam("gradcam")

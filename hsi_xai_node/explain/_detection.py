@@ -17,6 +17,18 @@ boxes NMS kept (`boxes`, (1, D, 4) xyxy input pixels). Which pairs:
   explains a distinct reported box; rows of empty slots have a zero seed and a zero map.
 - `pairs` None: the K highest-scoring pairs before NMS (TopK over the flattened scores),
   output as `topk_scores` and `topk_index`; neighbouring anchors of one object may repeat.
+
+The layer `box_level` (BOX_LEVEL) explains each box at its own pyramid level: the CAM is taken at every
+tensor the card's `layers` name, with the backward stopped at each of them, so a box's score reaches only the named
+tensors nearest to it. On a card that names the class head's input of every level (the bundled EfficientDet's
+bifpn_p2..bifpn_p5) that is the feature the head read to score the box, reached through the head alone: its
+Grad-CAM is Grad-CAM at the box's level (for a box of the finest level, the map at `class_head_input` itself). The
+maps of the levels are each resized to the input and added (a row's map is zero at every level its score does
+not reach; the gradient-free methods are masked to those levels), so these maps are always at the input's size;
+`box_level_index` says which level each row reached. A box of a coarse level no longer pays for a backward through
+the feature pyramid to the finest level (at `class_head_input`, most of what ten boxes cost on the bundled
+detector): what is left is the heads on windows (_windows.py; P5's 8x10 map whole) and the element-moving tail
+from the scores to each level's logits.
 """
 
 from __future__ import annotations
@@ -32,6 +44,8 @@ from ._composites import LrpOptions
 from ._graph import Builder, ExplainError
 from ._maps import ExplainGraph, MapWriter, resolve_layer
 from ._reverse import append_backward
+from ._onehot import OneHot
+from ._windows import Placed
 
 
 # detection method name -> the CAM table's (_cams.CAMS)
@@ -40,11 +54,12 @@ BOX_CAMS = {f"box_{name}": name for name in CAMS}
 BOX_ATTRIBUTIONS = {f"box_{name}": name for name in INPUT_METHODS}
 BOX_INPUT_METHODS = ("box_spectral", *BOX_ATTRIBUTIONS)  # the methods that reach the input
 BOX_METHODS = (*BOX_CAMS, *BOX_INPUT_METHODS)
+BOX_LEVEL = "box_level"  # the layer "each box at its own pyramid level" (module docstring)
 
 
 @dataclass(frozen=True)
 class DetectionExplainConfig:
-    layers: tuple[str, ...]  # class-head input tensors (card roles or tensor names)
+    layers: tuple[str, ...]  # class-head input tensors (card roles or tensor names), or BOX_LEVEL: each box at its own
     top_k: int = 10
     methods: tuple[str, ...] = ("box_gradcam", "box_gradcam_signed")
     upsample: bool = True
@@ -79,6 +94,49 @@ def box_regions(b: Builder, boxes: str, k: int, hw: tuple[int, int]) -> str:
     return b.op("Cast", [b.op("And", [inside_x, inside_y], "in_box")], "box_region", to=onnx.TensorProto.FLOAT)
 
 
+def box_levels(layers: dict[str, str]) -> list[str]:
+    """The tensors BOX_LEVEL explains at: every tensor the card's `layers` name, once each, in the card's order
+    (`box_level_index` counts in this order)."""
+    return list(dict.fromkeys(layers.values()))
+
+
+def box_level_cams(b: Builder, maps: MapWriter, seeds: dict[str, str], layers: dict[str, str], cams: list[str],
+                   config: DetectionExplainConfig, in_hw: tuple[int, int]) -> None:
+    """Each CAM method at each box's own level (BOX_LEVEL): (K, 1, H, W) at the input's size, one output each; and
+    `box_level_index` (K,) int64, the level each row's score reached (its place in `box_levels`; 0 for an empty
+    slot), so that a map can be shown on the scale of its class at its level (a Grad-CAM's mean over a coarse
+    level's few pixels makes it larger than a fine level's)."""
+    k = config.top_k
+    levels = [resolve_layer(layers, n, b) for n in box_levels(layers)]
+    grads = append_backward(b, seeds, levels, k, one_hot_rows=config.window_backward, stop_at_targets=True,
+                            placed=True)
+    contexts = [CamContext(b, k, level, grad=grads[level], xres_window=config.xres_window, fem_k=config.fem_k)
+                for level in levels]
+    reached = [_reaches(b, grads[level], k) for level in levels]
+    # the first level a row reaches (a card naming tensors on several paths could let a score reach two)
+    table = b.op("Reshape", [b.op("Concat", reached, "levels_reached", axis=1) if len(reached) > 1 else reached[0],
+                             b.ints([k, len(levels)])], "levels_table")
+    index = b.op("ArgMax", [table], "box_level_index", axis=1, keepdims=0)  # ties: the first
+    maps.output(index, "box_level_index", BOX_LEVEL, (k,), signed=False, dtype="int64")
+    for method in cams:
+        per_level, signed = [], False
+        for ctx, rows in zip(contexts, reached):
+            cam_map, signed = build_cam(BOX_CAMS[method], ctx)
+            if not CAMS[BOX_CAMS[method]].gradient:  # the same map in every row: kept in the rows reaching the level
+                cam_map = b.op("Mul", [cam_map, rows], "box_level_only")
+            per_level.append((cam_map, ctx.hw))
+        maps.finish(maps.resized_sum(per_level), method, BOX_LEVEL, signed=signed, hw=tuple(in_hw))
+
+
+def _reaches(b: Builder, grad: str | Placed, k: int) -> str:
+    """(K, 1, 1, 1) float: 1 in the rows whose gradient at the level is not all zero, else 0."""
+    values = grad.values if isinstance(grad, Placed) else grad
+    magnitude = b.reduce("ReduceSum", b.op("Reshape", [b.op("Abs", [values]), b.ints([k, -1])], "level_flat"), [1], 1,
+                         "level_magnitude")
+    reached = b.op("Greater", [b.op("Reshape", [magnitude, b.ints([k, 1, 1, 1])]), b.const(0.0)], "level_reached")
+    return b.op("Cast", [reached], "level_row", to=onnx.TensorProto.FLOAT)
+
+
 def build_detection_explainer(model: onnx.ModelProto, input_name: str, scores: str, layers: dict[str, str],
                               config: DetectionExplainConfig, pairs: str | None = None,
                               layout: str = "nchw", boxes: str | None = None) -> ExplainGraph:
@@ -111,18 +169,26 @@ def build_detection_explainer(model: onnx.ModelProto, input_name: str, scores: s
     row_pair = b.op("Reshape", [index, b.ints([k, 1])], "box_index")
     present = b.op("Cast", [b.op("GreaterOrEqual", [row_pair, b.const(0, "no_pair", np.int64)], "box_present")],
                    "box_value", to=onnx.TensorProto.FLOAT)
-    hit = b.op("ScatterElements", [b.op("Expand", [b.const(0.0, "zero"), b.ints([k, anchors * classes])], "box_zeros"),
-                                   b.op("Max", [row_pair, b.const(0, "first_pair", np.int64)], "box_pair"), present],
-               "box_onehot", axis=1)
-    seed = b.op("Reshape", [hit, b.ints([k, anchors, classes])], "box_seed")
+    pair = b.op("Max", [row_pair, b.const(0, "first_pair", np.int64)], "box_pair")
+
+    def one_hot(value: str) -> str:  # (k, anchors, classes): `value` at each row's pair
+        zeros = b.op("Expand", [b.const(0.0, "zero"), b.ints([k, anchors * classes])], "box_zeros")
+        hit = b.op("ScatterElements", [zeros, pair, value], "box_onehot", axis=1)
+        return b.op("Reshape", [hit, b.ints([k, anchors, classes])], "box_seed")
+
     config = config.validated()
     cams = [m for m in config.methods if m in BOX_CAMS]
     inputs = [m for m in config.methods if m in BOX_INPUT_METHODS]
-    targets = list(dict.fromkeys(resolve_layer(layers, n, b) for n in config.layers)) if cams else []
+    seed = one_hot(present) if inputs else None  # the attributions' (they differentiate `scores` themselves)
+    # the CAMs' backward: with windows, each row's seed as its one element (_onehot.py), carried so through the
+    # Sigmoid, Concat, Reshape and Transposes to each level's logits, not as K x anchors x classes dense tensors
+    cam_seeds = {scores: OneHot(pair, present) if config.window_backward else
+                 (seed if seed is not None else one_hot(present))}
+    targets = list(dict.fromkeys(resolve_layer(layers, n, b) for n in config.layers if n != BOX_LEVEL)) if cams else []
     # the plain gradient at the input, in the CAMs' backward pass: box_spectral's and (shared) the attributions'
     plain = [m for m in inputs if m in ("box_spectral", "box_gradient", "box_input_x_gradient")]
     needs = [t for t in targets if any(CAMS[BOX_CAMS[m]].gradient for m in cams)] + ([input_name] if plain else [])
-    grads = append_backward(b, {scores: seed}, list(dict.fromkeys(needs)), k,
+    grads = append_backward(b, cam_seeds, list(dict.fromkeys(needs)), k,
                             one_hot_rows=config.window_backward) if needs else {}
     in_shape = b.shape(input_name)
     in_hw = in_shape[1:3] if layout == "nhwc" else in_shape[2:4]
@@ -133,6 +199,8 @@ def build_detection_explainer(model: onnx.ModelProto, input_name: str, scores: s
         for method in cams:
             cam_map, signed = build_cam(BOX_CAMS[method], ctx)
             maps.finish(cam_map, method, layer, signed=signed)
+    if cams and BOX_LEVEL in config.layers:
+        box_level_cams(b, maps, cam_seeds, layers, cams, config, in_hw)
     if inputs:
         if boxes is None:
             raise ExplainError(f"{inputs} need the kept boxes (pass boxes='det_boxes')")

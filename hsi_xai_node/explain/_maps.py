@@ -112,10 +112,7 @@ class MapWriter:
         full, full_hw = cam, (h, w)
         if self.upsample and (h, w) != tuple(self.in_hw):
             full_hw = tuple(self.in_hw)
-            # Resize's linear half-pixel interpolation as one matrix per axis, H x h @ map @ w x W: the same weights,
-            # and on OpenVINO's CPU plugin 7 ms -> under 1 for ten 64x80 maps to 256x320 (the detector's)
-            cols = b.op("MatMul", [cam, b.const(linear_resize_matrix(w, full_hw[1]).T, "resize_cols")], "resize_map_w")
-            full = b.op("MatMul", [b.const(linear_resize_matrix(h, full_hw[0]), "resize_rows"), cols], "resize_map")
+            full = self.resized(cam, (h, w))
             self.output(full, method + "_full", layer, (k, 1, *full_hw), signed)
         if self.uint8:
             peak = self.peak(full, signed)  # each row's own peak: the frame scale, and what running scales follow
@@ -135,6 +132,25 @@ class MapWriter:
                 self.b.add_output(out, (k, 1, 1, 1), onnx.TensorProto.FLOAT)
                 self.eg.scale_inputs[u8] = (scale, out)
             self.output(u8, method + "_u8", layer, (rows, 1, *full_hw), signed, "uint8")
+
+    def resized(self, cam: str, hw: tuple[int, int]) -> str:
+        """A (rows, 1, h, w) map at the input's (H, W), by ONNX Resize's linear half-pixel interpolation done as one
+        matrix per axis, H x h @ map @ w x W: the same weights, and on OpenVINO's CPU plugin 7 ms -> under 1 for ten
+        64x80 maps to 256x320 (the detector's)."""
+        b, (h, w), (out_h, out_w) = self.b, hw, self.in_hw
+        cols = b.op("MatMul", [cam, b.const(linear_resize_matrix(w, out_w).T, "resize_cols")], "resize_map_w")
+        return b.op("MatMul", [b.const(linear_resize_matrix(h, out_h), "resize_rows"), cols], "resize_map")
+
+    def resized_sum(self, cams: list[tuple[str, tuple[int, int]]]) -> str:
+        """The sum of (rows, 1, h_i, w_i) maps each resized to the input's (H, W) as `resized` does, with one product
+        over the rows: the maps' columns resized, stacked along their rows, times the row matrices side by side
+        (H x sum h_i), instead of a full-size product and a full-size Add per map."""
+        b, (out_h, out_w) = self.b, self.in_hw
+        cols = [b.op("MatMul", [cam, b.const(linear_resize_matrix(w, out_w).T, "resize_cols")], "resize_map_w")
+                for cam, (_, w) in cams]
+        rows = np.concatenate([linear_resize_matrix(h, out_h) for _, (h, _) in cams], axis=1)
+        stacked = cols[0] if len(cols) == 1 else b.op("Concat", cols, "resize_stack", axis=2)
+        return b.op("MatMul", [b.const(rows, "resize_rows_all"), stacked], "resize_sum")
 
     def peak(self, m: str, signed: bool) -> str:
         """Per row: max |m| (signed maps) or max(m, 0) (one-sided ones), (rows, 1, 1, 1)."""

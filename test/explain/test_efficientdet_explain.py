@@ -225,3 +225,67 @@ def test_input_attributions_per_box_match_autograd_and_deeplift_sums_to_delta(de
         # summation-to-delta: float32 terms of both signs over 3 x 64 x 96 inputs, against a delta of ~0.01..0.5
         assert abs(by["box_deeplift_total"][row, 0] - (s - s0)) < 1e-4 * max(abs(s - s0), 1e-2), row
         assert np.isfinite(by["box_lrp_epsilon_plus_flat"][row]).all()
+
+
+def test_box_level_cams_are_each_boxs_own_pyramid_level_against_autograd(detector):
+    """`box_level`: each box's CAM at the BiFPN output of its own level (the tensor its class head read), against
+    float64 autograd of its score with respect to that level's features, resized to the input; for one box on every
+    level (P2 and P3 through windows, P4 and P5 on whole maps). FEM (gradient-free) is the level's map in its rows
+    only. And the backward stops at the levels: no backward node reads a tensor of the feature pyramid's inside."""
+    from test.explain.test_cams import ref_fem, ref_layercam
+
+    model64, m = detector
+    x = image(SEED_X)
+    levels = {"bifpn_p2": "bifpn_p2", "bifpn_p3": "bifpn_p3", "bifpn_p4": "bifpn_p4", "bifpn_p5": "bifpn_p5",
+              "class_head_input": "bifpn_p2"}
+    feats = model64.features(torch.tensor(x, dtype=torch.float64))
+    scores = torch.sigmoid(model64.class_net(feats, TINY.num_classes))[0]
+    sizes = [f.shape[2] * f.shape[3] for f in feats]
+    per_position = scores.shape[0] // sum(sizes)
+    starts = np.cumsum([0] + [s * per_position for s in sizes])
+    # per level its best-scoring pair, and an empty slot (-1): a graph input in place of NMS's det_pairs
+    s = scores.detach().numpy()
+    chosen = [int(np.argmax(s[starts[i]:starts[i + 1]].ravel())) + starts[i] * TINY.num_classes for i in range(4)]
+    chosen = np.array([chosen[::-1] + [-1]], np.int64)  # P5 first: rows are not in level order
+    g = onnx.ModelProto()
+    g.CopyFrom(m)
+    g.graph.input.append(onnx.helper.make_tensor_value_info("chosen_pairs", onnx.TensorProto.INT64, [1, 5]))
+    methods = ("box_gradcam", "box_gradcam_signed", "box_layercam", "box_fem")
+    eg = build_detection_explainer(g, "image", "scores", levels,
+                                   DetectionExplainConfig(layers=("box_level",), top_k=5, methods=methods,
+                                                          uint8=False), pairs="chosen_pairs")
+    assert_tensorrt_compatible(eg.model, "EfficientDet box-level graph")
+    assert {o.layer for o in eg.outputs.values()} == {"box_level"}
+    names = eg.output_names()
+    out = dict(zip(names, session(eg.model).run(names, {"image": x, "chosen_pairs": chosen})))
+    by = {o.method: out[n] for n, o in eg.outputs.items()}
+    assert by["box_gradcam"].shape == (5, 1, *HW)
+
+    def resized(level_map):
+        return F.interpolate(torch.from_numpy(level_map[None, None]), size=HW, mode="bilinear",
+                             align_corners=False).numpy()[0, 0]
+
+    for row, pair in enumerate(chosen[0][:4]):
+        anchor, cls = divmod(int(pair), TINY.num_classes)
+        level = int(np.searchsorted(starts, anchor, side="right")) - 1
+        assert level == 3 - row
+        grad = torch.autograd.grad(scores[anchor, cls], feats[level], retain_graph=True)[0][0].numpy()
+        a = feats[level][0].detach().numpy()
+        signed = (grad.mean((1, 2), keepdims=True) * a).sum(0)
+        assert np.abs(signed).max() > 0
+        assert relative_error(by["box_gradcam_signed"][row, 0], resized(signed)) < 1e-4, row
+        assert relative_error(by["box_gradcam"][row, 0], resized(np.maximum(signed, 0))) < 1e-4, row
+        assert relative_error(by["box_layercam"][row, 0], resized(ref_layercam(grad, a))) < 1e-4, row
+        # FEM: pixels next to a level pixel within float32 rounding of its K-sigma threshold left out
+        mean, std = a.mean(axis=(1, 2), keepdims=True), a.std(axis=(1, 2), keepdims=True)
+        unclear = (np.abs(a - (mean + 2.0 * std)) <= 1e-5 * (np.abs(mean) + std)).any(0)
+        clear = resized(unclear.astype(np.float64)) == 0
+        assert clear.mean() > 0.9
+        assert relative_error(by["box_fem"][row, 0][clear], resized(ref_fem(a, 2.0))[clear]) < 1e-5, row
+    for method in methods:  # the empty slot
+        assert not by[method][4].any(), method
+    # the backward never enters the pyramid: every forward tensor a backward node reads is the head's or a level's
+    made_by = {o: n.name for n in m.graph.node for o in n.output}
+    read = {i for n in eg.model.graph.node if n.name.startswith("xai/backward") for i in n.input}
+    assert not [t for t in read if "bifpn" in made_by.get(t, "") and t not in levels.values()]
+    assert {t for t in read if t in levels.values()} == {"bifpn_p2", "bifpn_p3"}  # the windows' crops (P4, P5 whole)
