@@ -30,6 +30,7 @@ SEGMENTATION_METHODS = ("activation", "seg_gradcam", "seg_gradcam_signed", "hire
 SEGMENTATION_LAYERS = ("penultimate", "bottleneck")
 DETECTION_METHODS = ("box_gradcam", "box_gradcam_signed", "box_hires", "box_gradcam_pp", "box_xgradcam",
                      "box_layercam", "box_xres", "box_eigencam")
+DETECTION_LAYERS = ("box_level", "class_head_input")
 
 
 def _val_frames(card_path: Path, frames_per_drive: int | None):
@@ -147,9 +148,10 @@ def _dataset_inputs(card, sensor, dataset, values: str | None):
 
 
 def detection_overlay_scales(model: str | Path, card: str | Path | None = None, frames_per_drive: int | None = None,
-                             backend: str = "ort-cpu", margin: float = 0.25) -> dict:
-    """card `overlay_scales` of a detector: "<method>@<class-head input>" -> reference per class, over each kept
-    box's map within the box grown by `margin` (as the detection overlay shows it)."""
+                             backend: str = "ort-cpu", margin: float = 0.25, layers=DETECTION_LAYERS) -> dict:
+    """card `overlay_scales` of a detector: "<method>@<layer>" -> reference per class, over each kept box's map
+    within the box grown by `margin` (as the detection overlay shows it), for each of `layers` (box_level, each box
+    at its own pyramid level, the pipeline's default; class_head_input, the finest level's, for every box)."""
     from .scenes.drive import DriveGenerator
     from .sensor.calibration import load_profile
     from .runtime.detection import DetectionPipeline, DetectionPipelineConfig
@@ -158,10 +160,10 @@ def detection_overlay_scales(model: str | Path, card: str | Path | None = None, 
     frames = _val_frames(card_path, frames_per_drive)
     profile = load_profile("hsi-drive")
     scales = {}
-    for method in DETECTION_METHODS:
+    for method, layer_name in ((m, la) for la in layers for m in DETECTION_METHODS):
         p = DetectionPipeline(DetectionPipelineConfig(model=str(model), card=str(card_path), backend=backend,
                                                       overlay_method=method, overlay_scale="frame", box_maps=True,
-                                                      overlay_margin=margin))
+                                                      overlay_margin=margin, layer=layer_name))
         signed = p._signed
         values: dict[str, list] = {}
         seeds = sorted({s for s, _ in frames})
@@ -179,8 +181,9 @@ def detection_overlay_scales(model: str | Path, card: str | Path | None = None, 
                     mx, my = margin * (x1 - x0) + 2.0, margin * (y1 - y0) + 2.0
                     patch = r.box_maps[d.slot, max(int(np.floor(y0 - my)), 0):min(int(np.ceil(y1 + my)), h),
                                        max(int(np.floor(x0 - mx)), 0):min(int(np.ceil(x1 + mx)), w)]
-                    values.setdefault(d.class_name, []).append((np.abs(patch) if signed else np.maximum(patch, 0))
-                                                               .ravel())
+                    # box_level: per class and level (the pipeline's rows of scales, "car@bifpn_p3")
+                    name = d.class_name if d.level is None else f"{d.class_name}@{d.level}"
+                    values.setdefault(name, []).append((np.abs(patch) if signed else np.maximum(patch, 0)).ravel())
         layer = p.card.layers.get(p.config.layer, p.config.layer)
         per_class = {}
         for name, v in values.items():

@@ -52,6 +52,7 @@ from .config import QUICK, ReportConfig
 
 SEG_METHODS = ("activation", "seg_gradcam", "seg_gradcam_signed", "hires", "gradcam_pp", "xgradcam", "layercam",
                "seg_xres", "eigencam", "fem", "scorecam")  # every in-graph CAM method: which are faithful
+REPORT_BOX_LAYER = "class_head_input"  # the layer of the per-box CAMs the report evaluates
 BOX_REPORT_METHODS = ("box_gradcam", "box_gradcam_signed", "box_hires", "box_gradcam_pp", "box_xgradcam",
                       "box_layercam", "box_xres", "box_eigencam", "box_fem", "box_input_x_gradient",
                       # paper 003's input attributions per box: one of each kind (gradient, DeepLIFT, an LRP composite)
@@ -327,7 +328,7 @@ def box_method_seconds(loaded, x: np.ndarray, methods, boxes: int, cfg: ReportCo
     card, out = loaded.card, {}
     for m in methods:
         graph = build_detection_explainer(loaded.model, card.input.tensor, card.scores, card.layers,
-                                          DetectionExplainConfig(layers=("class_head_input",), top_k=boxes,
+                                          DetectionExplainConfig(layers=(REPORT_BOX_LAYER,), top_k=boxes,
                                                                  methods=(m,), uint8=False),
                                           pairs="det_pairs", layout=card.input.layout, boxes="det_boxes")
         engine = open_engine(graph.model.SerializeToString(), cfg.backend, "fp32", threads=cfg.threads,
@@ -463,11 +464,14 @@ def detection_faithfulness(cfg: ReportConfig, frames, progress=None,
     progress: called with 1 after each frame (a progress bar's update)."""
     from ..runtime.detection import DetectionPipeline, DetectionPipelineConfig
 
+    # the per-box CAMs at one layer for every box, the one the randomisation graphs and the cost rows explain at
+    # (the node's default, box_level, gives a box of the finest level this very map)
     pipeline = DetectionPipeline(DetectionPipelineConfig(model=cfg.detector, backend=cfg.backend, threads=cfg.threads,
-                                                         explain_boxes=cfg.boxes, methods=BOX_REPORT_METHODS))
+                                                         explain_boxes=cfg.boxes, methods=BOX_REPORT_METHODS,
+                                                         layer=REPORT_BOX_LAYER))
     forward = pipeline.loaded.model  # the detector with NMS, before the explain graph was appended
     card = pipeline.card
-    layer = card.layers["class_head_input"]
+    layer = card.layers[REPORT_BOX_LAYER]
     runner = BaselineModel(forward, batch=16, layers=(layer,), backend=cfg.backend, threads=cfg.threads)
     curves = BatchedModel(forward, cfg.perturbation_steps + 1, backend=cfg.backend, threads=cfg.threads)
     pc = PerturbationConfig(steps=cfg.perturbation_steps, layout=card.input.layout.upper())
@@ -548,7 +552,7 @@ def _given_boxes_explainer(forward: onnx.ModelProto, card, k: int, methods, cfg:
     model.graph.input.extend([onnx.helper.make_tensor_value_info("explain_pairs", onnx.TensorProto.INT64, [1, k]),
                               onnx.helper.make_tensor_value_info("explain_boxes", onnx.TensorProto.FLOAT, [1, k, 4])])
     graph = build_detection_explainer(model, card.input.tensor, card.scores, card.layers,
-                                      DetectionExplainConfig(layers=("class_head_input",), top_k=k,
+                                      DetectionExplainConfig(layers=(REPORT_BOX_LAYER,), top_k=k,
                                                              methods=tuple(methods), uint8=False),
                                       pairs="explain_pairs", layout=card.input.layout, boxes="explain_boxes")
     full = full_size_maps(graph.outputs, methods, card.input.hw)
@@ -710,7 +714,8 @@ def run_report(out_dir: str | Path, cfg: ReportConfig = ReportConfig(), log=prin
     det = load_detector(cfg.detector).card if detect else None
     report["run"] = {
         "model": f"{card.name} (card sha256 {card.sha256[:12]}...)",
-        "detector": f"{det.name} (card sha256 {det.sha256[:12]}...)" if det else "none (no detection sections)",
+        "detector": (f"{det.name} (card sha256 {det.sha256[:12]}...), per-box CAMs at {REPORT_BOX_LAYER} "
+                     f"({det.layers[REPORT_BOX_LAYER]}) for every box" if det else "none (no detection sections)"),
         "backend": explainer.engine.describe_backend(), "precision": "fp32",
         "data": (f"{cfg.frames} generated held-out test frame(s): drive seed(s) "
                  f"{', '.join(str(FRAME_SEED0 + i) for i in range(cfg.frames))}, frame {FRAME_INDEX} of each; the sanity "

@@ -34,8 +34,8 @@ import numpy as np
 
 from ..detection.card import LoadedDetector, load_detector
 from ..errors import FrameError, InputError
-from ..explain import (BOX_ATTRIBUTIONS, BOX_CAMS, BOX_METHODS, CAMS, INPUT_METHODS, DetectionExplainConfig, LrpOptions,
-                       PathOptions, build_detection_explainer)
+from ..explain import (BOX_ATTRIBUTIONS, BOX_CAMS, BOX_LEVEL, BOX_METHODS, CAMS, INPUT_METHODS, DetectionExplainConfig,
+                       LrpOptions, PathOptions, box_levels, build_detection_explainer)
 from ..resources import share_path
 from ..sensor.camera_model import PixelMap, zoomed
 from ..sensor.rig import DEFAULT_COMMON_VIEW, CameraSpec, load_rig, read_rig, transform_box  # noqa: F401 (load_rig re-exported)
@@ -63,7 +63,9 @@ class DetectionPipelineConfig:
     openvino_device: str = "CPU"  # backend openvino: CPU, GPU, NPU or AUTO
     score_threshold: float | None = None  # None = the card's; may only raise the in-graph NMS threshold
     explain_boxes: int = 10           # top-K kept boxes explained per frame (0 = no explanations)
-    layer: str = "class_head_input"   # card role or tensor name of the explained layer
+    # the explained layer: box_level = each box at its own pyramid level (explain/_detection.py), or a card role or
+    # tensor name (class_head_input: the finest level's head input, for every box)
+    layer: str = BOX_LEVEL
     methods: tuple[str, ...] = ("box_gradcam",)  # per-box maps computed (explain.BOX_METHODS); "box_spectral":
     # gradient x input per input channel in each box, grouped by camera (Detection.camera_shares)
     overlay_method: str = "box_gradcam"  # the per-box map the overlay shows: a box CAM or input attribution
@@ -114,6 +116,8 @@ class Detection:
     # (signed: for or against the box's score), and its share |a| / sum |a| (what paper 001 asks of RGB + MIR)
     camera_attribution: dict | None = None
     camera_shares: dict | None = None
+    # layer box_level: the tensor its map was taken at (its pyramid level's head input); None for other layers
+    level: str | None = None
 
 
 @dataclass
@@ -193,10 +197,16 @@ class DetectionPipeline:
                     self._plan["maps"] = name  # float maps at the input size: scaled per box class here
                 if o.method == "box_spectral":
                     self._plan["spectral"] = name
+                if o.method == "box_level_index" and m in BOX_CAMS:
+                    self._plan["levels"] = name
         # input channel -> camera of the stack, for the camera shares
         self._channel_camera = [s.camera for s in card.input.stack for _ in s.offset]
         layer = card.input.tensor if m in BOX_ATTRIBUTIONS else card.layers.get(cfg.layer, cfg.layer)
         names = [self.classes[ch].name for ch in sorted(self.classes)]
+        # box_level: a scale per class and level ("car@bifpn_p3"), the rows of `names` by class, then level
+        self.levels = box_levels(card.layers) if "levels" in self._plan else []
+        if self.levels:
+            names = [f"{n}@{level}" for n in names for level in self.levels]
         self.scales = OverlayScales(cfg.overlay_scale, {"box": MapKey(cfg.overlay_method, layer, self._signed)},
                                     names, card.overlay_scales, card.name)
         self.engine = open_engine(model.SerializeToString(), cfg.backend, cfg.precision, cfg.cache_dir, cfg.threads,
@@ -259,8 +269,9 @@ class DetectionPipeline:
             box = tuple(float(v) for v in box)
             attribution, shares = self._camera_shares(out["spectral"][slot]) \
                 if "spectral" in out and slot < len(out["spectral"]) else (None, None)
+            level = self.levels[int(out["levels"][slot])] if "levels" in out and slot < len(out["levels"]) else None
             detections.append(Detection(box, transform_box(box, self._to_camera), c.id, c.name, float(score), slot,
-                                        attribution, shares))
+                                        attribution, shares, level))
         preview = self.frontend.preview(images, registered)
         maps = out.get("maps")
         explained = [d for d in detections if maps is not None and d.slot < len(maps)]
@@ -286,10 +297,11 @@ class DetectionPipeline:
         if self.scales.mode == "frame":
             return peaks
         channel = {c.id: ch for ch, c in self.classes.items()}
-        rows = np.array([channel[d.class_id] for d in detections])
+        rows = np.array([channel[d.class_id] * max(len(self.levels), 1) +
+                         (self.levels.index(d.level) if self.levels else 0) for d in detections])
         if self.scales.mode == "running":  # a class's running scale follows the peaks of its boxes
             current = self.scales.scale("box")
-            update = current.copy() if current is not None else np.zeros(len(self.classes), np.float32)
+            update = current.copy() if current is not None else np.zeros(len(self.scales.classes), np.float32)
             for r in np.unique(rows):
                 update[r] = peaks[rows == r].max()
             if current is not None:
@@ -352,8 +364,7 @@ class DetectionPipeline:
         """The detection overlay's legend (colour bar, what 1 means per class, the scale in force)."""
         key = self.scales.maps["box"]
         scale = self.scales.scale("box")
-        names = [self.classes[ch].name for ch in sorted(self.classes)]
-        per_class = None if scale is None else {n: float(v) for n, v in zip(names, scale) if v > 0}
+        per_class = None if scale is None else {n: float(v) for n, v in zip(self.scales.classes, scale) if v > 0}
         return legend_image("detection overlay", unit_of(key.method), self.config.signed_colormap if key.signed
                             else self.config.colormap, key.signed, per_class, self.scales.describe())
 

@@ -212,14 +212,14 @@ def test_the_detector_sanity_checks_explain_the_boxes_nms_kept(tiny_detector, hs
     gives; explaining them on the detector with every layer random gives other maps, and another class at the same
     anchor another map (the report's model randomisation and random logit for the detector)."""
     from hsi_xai_node.reliability.config import ReportConfig
-    from hsi_xai_node.reliability.report import _given_boxes_explainer, box_randomisation
+    from hsi_xai_node.reliability.report import REPORT_BOX_LAYER, _given_boxes_explainer, box_randomisation
     from hsi_xai_node.runtime.detection import DetectionPipeline, DetectionPipelineConfig
     from hsi_xai_node.runtime.engine import open_engine
     from hsi_xai_node.scenes.drive import DriveGenerator
 
     methods = ("box_gradcam", "box_gradient")
     pipeline = DetectionPipeline(DetectionPipelineConfig(model=str(tiny_detector), explain_boxes=3, methods=methods,
-                                                         threads=1))
+                                                         threads=1, layer=REPORT_BOX_LAYER))
     frame = DriveGenerator(hsi_drive, seed=2000, render_cameras=True).frame(30)
     x = pipeline.frontend({n: c.image for n, c in frame.cameras.items()})
     card = pipeline.card

@@ -1,6 +1,7 @@
 """The detection pipeline on a real (tiny, random-weight) exported detector, against the raw engine
 outputs, hand-computed box mapping and blending, and its error cases."""
 
+import dataclasses
 import cv2
 import numpy as np
 import onnxruntime as ort
@@ -130,32 +131,49 @@ def test_each_box_map_is_shown_around_its_own_box(tiny_detector, frames):
 
 
 def test_card_and_running_scales_fix_the_colour_of_a_value(tiny_detector, frames, tmp_path):
-    """card: one scale per class from the card, the same in every frame; running: follows the boxes' peaks;
-    a card without scales falls back to running and says so."""
+    """card: one scale per class and level (box_level, the default) or per class (class_head_input) from the card,
+    the same in every frame; running: follows the boxes' peaks, per class and level; a card without scales falls
+    back to running and says so."""
     import json
     import shutil
 
     shutil.copy(tiny_detector, tmp_path / "det.onnx")
     card = json.loads(tiny_detector.with_suffix(".json").read_text())
-    layer = card["layers"]["class_head_input"]
-    card["overlay_scales"] = {f"box_gradcam@{layer}": {"classes": {c["name"]: 0.5 for c in card["classes"]}}}
+    levels = list(dict.fromkeys(card["layers"].values()))
+    assert len(levels) == 4  # bifpn_p2..p5: the pipeline's box_level explains each box at its own
+    names = [c["name"] for c in card["classes"]]
+    value = {f"{n}@{lv}": 0.1 * (i + 1) + 0.01 * (j + 1) for i, n in enumerate(names) for j, lv in enumerate(levels)}
+    card["overlay_scales"] = {"box_gradcam@box_level": {"classes": value},
+                              f"box_gradcam@{card['layers']['class_head_input']}": {"classes": {n: 0.5 for n in names}}}
     (tmp_path / "det.json").write_text(json.dumps(card))
-    fixed = DetectionPipeline(DetectionPipelineConfig(model=str(tmp_path / "det.onnx"), backend="ort-cpu",
-                                                      threads=1, explain_boxes=4, box_maps=True))
+    config = DetectionPipelineConfig(model=str(tmp_path / "det.onnx"), backend="ort-cpu", threads=1, explain_boxes=4,
+                                     box_maps=True)
+    fixed = DetectionPipeline(config)
     assert fixed.scales.mode == "card"
     r = fixed.process(frames[0])
     explained = [d for d in r.detections if d.slot < 4]
-    np.testing.assert_array_equal(fixed.box_scale(explained, r.box_maps[:, None]), 0.5)
+    assert explained and all(d.level in levels for d in explained)
+    np.testing.assert_allclose(fixed.box_scale(explained, r.box_maps[:, None]),
+                               [value[f"{d.class_name}@{d.level}"] for d in explained], rtol=1e-6)
+    head = DetectionPipeline(dataclasses.replace(config, layer="class_head_input"))
+    assert head.scales.mode == "card"
+    r = head.process(frames[0])
+    explained = [d for d in r.detections if d.slot < 4]
+    assert all(d.level is None for d in r.detections)
+    np.testing.assert_array_equal(head.box_scale(explained, r.box_maps[:, None]), 0.5)
+
     running = DetectionPipeline(DetectionPipelineConfig(model=str(tiny_detector), backend="ort-cpu", threads=1,
                                                         explain_boxes=4, box_maps=True))
     assert running.scales.mode == "running"  # the tiny detector's card has no scales
     r0 = running.process(frames[0])
     first = running.scales.scale("box").copy()
-    shown = {d.class_id for d in r0.detections if d.slot < 4}
+    assert first.shape == (len(names) * len(levels),)
     for d in r0.detections:
-        if d.slot < 4 and d.class_id in shown:  # the first frame's scale of a class is its boxes' largest peak
-            peak = max(r0.box_maps[e.slot].max() for e in r0.detections if e.slot < 4 and e.class_id == d.class_id)
-            assert first[d.class_id] == pytest.approx(peak, rel=1e-6)
+        if d.slot < 4:  # the first frame's scale of a class at a level is its boxes' largest peak there
+            peak = max(r0.box_maps[e.slot].max() for e in r0.detections
+                       if e.slot < 4 and e.class_id == d.class_id and e.level == d.level)
+            row = names.index(d.class_name) * len(levels) + levels.index(d.level)
+            assert first[row] == pytest.approx(peak, rel=1e-6)
     running.process(frames[1])
     assert running.scales.scale("box").shape == first.shape
     legend = running.legend()
