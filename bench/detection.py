@@ -2,11 +2,13 @@
 
     .venv/bin/python bench/detection.py [--model models/efficientdet_rgb_mir.onnx] [--frames 12] [--json out.json]
 
-Runs the same generated camera frames, interleaved frame by frame, through four
+Runs the same generated camera frames, interleaved frame by frame, through five
 pipelines on the same detector: no explanations (decoding + NMS only), per-box Grad-CAM
-for the top 10 kept boxes (the default), the same with each box's backward through the class
-heads over the whole map instead of a window around its anchor (what explain/_windows.py saves),
-and for the top 20. The explained rows are a
+for the top 10 kept boxes at each box's own pyramid level (the default, layer box_level), the same
+with each box's backward through the class heads over the whole map instead of a window around its
+anchor (what explain/_windows.py saves), the 10 boxes at the finest level's head input for every box
+(layer class_head_input: a box of a coarser level is then differentiated back through the feature
+pyramid), and 20 boxes at their own level. The explained rows are a
 fixed batch of K whatever the number of boxes kept (empty slots get zero seeds), so the
 cost does not depend on the scene.
 Stages: frontend (registration + stacking), engine (model + NMS + explanations), post
@@ -26,7 +28,7 @@ from unittest import mock
 
 import numpy as np
 
-from hsi_xai_node.explain import DetectionExplainConfig
+from hsi_xai_node.explain import BOX_LEVEL, DetectionExplainConfig
 from hsi_xai_node.runtime.detection import DEFAULT_DETECTOR, DetectionPipeline, DetectionPipelineConfig
 from hsi_xai_node.scenes.drive import DriveGenerator
 from hsi_xai_node.sensor.calibration import load_profile
@@ -45,11 +47,14 @@ def main(argv=None):
     args = ap.parse_args(argv)
     gen = DriveGenerator(load_profile("hsi-drive"), seed=3005, render_hsi=False)
     frames = [{n: c.image for n, c in gen.frame(i * 7).cameras.items()} for i in range(args.frames + 1)]
-    variants = {"detection only": (0, True), "+ per-box Grad-CAM, 10 boxes": (10, True),
-                "+ 10 boxes, full-map backward": (10, False), "+ per-box Grad-CAM, 20 boxes": (20, True)}
+    variants = {"detection only": (0, True, BOX_LEVEL), "+ per-box Grad-CAM, 10 boxes": (10, True, BOX_LEVEL),
+                "+ 10 boxes, full-map backward": (10, False, BOX_LEVEL),
+                "+ 10 boxes at class_head_input": (10, True, "class_head_input"),
+                "+ per-box Grad-CAM, 20 boxes": (20, True, BOX_LEVEL)}
     pipelines = {}
-    for name, (k, windows) in variants.items():
-        cfg = DetectionPipelineConfig(model=args.model, backend=args.backend, threads=args.threads, explain_boxes=k)
+    for name, (k, windows, layer) in variants.items():
+        cfg = DetectionPipelineConfig(model=args.model, backend=args.backend, threads=args.threads, explain_boxes=k,
+                                      layer=layer)
         # windows on or off: an explain option the pipeline does not expose (off only to measure what they save)
         with mock.patch("hsi_xai_node.runtime.detection.DetectionExplainConfig",
                         lambda **kw: dataclasses.replace(DetectionExplainConfig(**kw), window_backward=windows)):

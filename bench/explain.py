@@ -17,7 +17,8 @@ parameters) at the model input 1x25x208x400 (the largest multiple of 16 inside t
   EigenCAM, FEM) at both layers, and Score-CAM at the layer before the final conv, beside RISE (500
   masks) on the same model: cost per map;
 * the bundled detector (`--detector`): detection only, and each per-box method for 10 boxes (the CAM family,
-  box_spectral and paper 003's input attributions);
+  box_spectral and paper 003's input attributions) at bifpn_p2 for every box, and Grad-CAM at each box's own
+  pyramid level (box_level, the pipeline's default);
 * with `--openvino`, some of those graphs also on OpenVINO (CPU, f32, same threads), interleaved,
   with ONNX Runtime's time over OpenVINO's.
 
@@ -158,7 +159,7 @@ def bench_detector(repeats: int, threads: int, openvino: bool = False) -> dict:
     """The bundled RGB+MIR EfficientDet: detection only, and each per-box method for 10 boxes, interleaved (a
     50 ms untimed pause before each call: 17 ONNX Runtime sessions' worker threads spin after their calls)."""
     from hsi_xai_node.detection.card import load_detector
-    from hsi_xai_node.explain import DetectionExplainConfig, build_detection_explainer
+    from hsi_xai_node.explain import BOX_LEVEL, DetectionExplainConfig, build_detection_explainer
     from hsi_xai_node.runtime.detection import DEFAULT_DETECTOR, DetectionPipeline, DetectionPipelineConfig
     from hsi_xai_node.scenes.drive import DriveGenerator
     from hsi_xai_node.sensor.calibration import load_profile
@@ -174,6 +175,11 @@ def bench_detector(repeats: int, threads: int, openvino: bool = False) -> dict:
             loaded.model, card.input.tensor, card.scores, card.layers,
             DetectionExplainConfig(layers=("class_head_input",), top_k=10, methods=(method,), uint8=False),
             pairs="det_pairs", boxes="det_boxes").model
+    # the pipeline's default layer: each box at its own pyramid level (the rows above: bifpn_p2 for every box)
+    graphs["box_gradcam@box_level"] = build_detection_explainer(
+        loaded.model, card.input.tensor, card.scores, card.layers,
+        DetectionExplainConfig(layers=(BOX_LEVEL,), top_k=10, methods=("box_gradcam",), uint8=False),
+        pairs="det_pairs", boxes="det_boxes").model
     feed = {card.input.tensor: x}
     macs = {k: multiply_adds(g) for k, g in graphs.items()}
     runs = {k: (lambda s=ort_session(g, threads): s.run(None, feed)) for k, g in graphs.items()}
