@@ -241,8 +241,9 @@ def _crop_forward(b: Builder, x: str, win: _Windows, channels: int) -> str:
 def _crop_rows(b: Builder, g: str | OneHot, win: _Windows, channels: int) -> str:
     """(K, C, H, W) cotangent -> (K, C, nh, nw): row k's own window of row k."""
     h, w = win.hw
-    (nh, nw), plane = win.size, b.const(h * w, "window_plane", np.int64)
+    nh, nw = win.size
     if isinstance(g, OneHot):  # its one element, at (channel, y - top, x - left) of the crop
+        plane = b.const(h * w, "window_plane", np.int64)
         channel = b.op("Div", [g.index, plane], "window_channel")
         pixel = b.op("Mod", [g.index, plane], "window_pixel")
         y = b.op("Sub", [b.op("Div", [pixel, b.const(w, "window_w", np.int64)], "window_y"), win.top], "window_dy")

@@ -120,6 +120,8 @@ def kept_box_maps(m, x, k: int, methods, what: str, **config):
                                                           upsample=False, uint8=False, **config),
                                    pairs="det_pairs", boxes="det_boxes")
     assert_tensorrt_compatible(eg.model, what)
+    used = {i for n in eg.model.graph.node for i in n.input}  # ONNX Runtime warns of each unused one, every session
+    assert not [t.name for t in eg.model.graph.initializer if t.name not in used]
     names = [*eg.output_names(), "det_pairs", "det_boxes"]
     out = dict(zip(names, session(eg.model).run(names, {"image": x})))
     pairs, boxes = out["det_pairs"][0][:k], out["det_boxes"][0][:k]
@@ -256,6 +258,8 @@ def test_box_level_cams_are_each_boxs_own_pyramid_level_against_autograd(detecto
                                                           uint8=False), pairs="chosen_pairs")
     assert_tensorrt_compatible(eg.model, "EfficientDet box-level graph")
     assert {o.layer for o in eg.outputs.values()} == {"box_level"}
+    used = {i for n in eg.model.graph.node for i in n.input}  # ONNX Runtime warns of each unused one, every session
+    assert not [t.name for t in eg.model.graph.initializer if t.name not in used]
     names = eg.output_names()
     out = dict(zip(names, session(eg.model).run(names, {"image": x, "chosen_pairs": chosen})))
     by = {o.method: out[n] for n, o in eg.outputs.items()}
