@@ -45,13 +45,13 @@ _NP_OF_ORT = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tenso
               "tensor(bool)": np.bool_}
 
 
-# ONNX Runtime's graph optimisation level for every engine it runs. ALL adds the layout rewrites (convolutions
-# in blocked NCHWc with fused activations) to EXTENDED's fusions: the bundled detector's forward 25.2 -> 12.2 ms and
-# the bundled U-Net's 48.9 -> 38.3 ms on the 2-vCPU AVX-512 Xeon (BENCHMARKS). The maps stay the exact derivative of
-# the forward the engine computes: a ReLU's mask, a max-pool's winner are read from the very tensors the forward
-# uses. What ALL changes is the forward's rounding against PyTorch's (about 1e-6 relative), which is why the tests
-# that compare graphs with float64 autograd element by element run their own sessions at EXTENDED (test/explain/
-# harness.py): a pre-activation within rounding of zero can take the other side of a ReLU there.
+# ONNX Runtime's graph optimisation level for every engine it runs. ALL adds the layout rewrites (convolutions in
+# blocked NCHWc with fused activations) to EXTENDED's fusions: the bundled detector's forward 28.4 -> 13.8 ms and the
+# bundled U-Net's 49.1 -> 40.5 ms on the 2-vCPU AVX-512 Xeon (bench/ort_optimization.py). The maps stay the exact
+# derivative of the forward the engine computes: a ReLU's mask, a max-pool's winner are read from the very tensors
+# the forward uses. What ALL changes is the forward's rounding against PyTorch's (about 1e-6 relative), which is why
+# the tests that compare graphs with float64 autograd element by element run their own sessions at EXTENDED
+# (test/explain/harness.py): a pre-activation within rounding of zero can take the other side of a ReLU there.
 ORT_OPTIMIZATION = "all"
 
 
