@@ -209,12 +209,17 @@ def legend_image(title: str, unit: str, colormap: str, signed: bool, scales: dic
     """A bgr8 legend: the colour bar with its end labels, what 1 means per class, and the scale mode."""
     font, fs, th = cv2.FONT_HERSHEY_SIMPLEX, 0.42, 1
     lines = [f"{title}: {unit}", f"scale: {mode}"]
-    if scales:
-        names = list(scales)
-        for i in range(0, len(names), 3):
-            lines.append("   ".join(f"{n}: 1 = {scales[n]:.3g}" if scales[n] > 0 else f"{n}: 1 = its peak"
-                                    for n in names[i:i + 3]))
     bar_h, pad, line_h = 18, 8, 16
+    if scales:  # as many entries on a line as fit ("car@bifpn_p3: 1 = 0.000231" per class and level is long)
+        line = ""
+        for n, v in scales.items():
+            entry = f"{n}: 1 = {v:.3g}" if v > 0 else f"{n}: 1 = its peak"
+            joined = f"{line}   {entry}" if line else entry
+            if line and cv2.getTextSize(joined, font, fs, th)[0][0] > width - 2 * pad:
+                lines.append(line)
+                joined = entry
+            line = joined
+        lines.append(line)
     height = pad + bar_h + 18 + line_h * len(lines) + pad
     img = np.full((height, width, 3), 255, np.uint8)
     x0, x1 = pad, width - pad

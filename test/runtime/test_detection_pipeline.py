@@ -270,3 +270,18 @@ def test_an_input_attribution_as_the_detection_overlay(tiny_detector, frames, me
     assert not np.array_equal(result.detection_overlay, frames[1]["rgb"])
     with pytest.raises(InputError, match="overlay_method 'box_spectral' must be a per-box method with a map"):
         DetectionPipeline(DetectionPipelineConfig(model=str(tiny_detector), overlay_method="box_spectral"))
+
+
+def test_a_legend_of_many_scales_wraps_inside_its_width():
+    """Per class and level (box_level) a legend lists 16 entries like "color_cone@bifpn_p5: 1 = 0.00573": they wrap
+    onto as many lines as needed, none drawn past the image's right edge (three to a line ran off it)."""
+    from hsi_xai_node.runtime.overlay import legend_image
+
+    scales = {f"{c}@bifpn_p{level}": 0.000231 * level for c in ("car", "person", "bike", "color_cone")
+              for level in (2, 3, 4, 5)}
+    img = legend_image("detection overlay", "box-score gradient x activation", "inferno", False, scales, "card")
+    text = img[44:]  # below the colour bar and its tick labels
+    assert (text[:, -6:] == 255).all()  # nothing reaches the last pixels of the right margin
+    ink = np.flatnonzero((text < 128).any(axis=(1, 2)))
+    lines = 1 + int((np.diff(ink) > 3).sum())  # runs of rows with dark pixels
+    assert lines >= 2 + 16 // 2  # title, scale, and at most two of these entries a line
