@@ -84,7 +84,8 @@ class DetectorCard:
     architecture: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
-    overlay_scales: dict = field(default_factory=dict)  # "<method>@<layer>" -> {"classes": {name: value}, ...}
+    # "<method>@<layer>" -> {"classes": {name: value}, ...}; at layer box_level per class and level, "car@bifpn_p3"
+    overlay_scales: dict = field(default_factory=dict)
     task: str = "detection"
     schema: str = DETECTOR_CARD_SCHEMA
 
