@@ -52,11 +52,38 @@ from .config import QUICK, ReportConfig
 
 SEG_METHODS = ("activation", "seg_gradcam", "seg_gradcam_signed", "hires", "gradcam_pp", "xgradcam", "layercam",
                "seg_xres", "eigencam", "fem", "scorecam")  # every in-graph CAM method: which are faithful
-REPORT_BOX_LAYER = "class_head_input"  # the layer of the per-box CAMs the report evaluates
+REPORT_BOX_LAYER = "class_head_input"  # the layer of the per-box CAMs the report evaluates (bifpn_p2 for every box)
 BOX_REPORT_METHODS = ("box_gradcam", "box_gradcam_signed", "box_hires", "box_gradcam_pp", "box_xgradcam",
                       "box_layercam", "box_xres", "box_eigencam", "box_fem", "box_input_x_gradient",
                       # paper 003's input attributions per box: one of each kind (gradient, DeepLIFT, an LRP composite)
                       "box_gradient", "box_deeplift", "box_lrp_epsilon_plus_flat")
+# and the detection node's own default map: Grad-CAM at each box's own pyramid level (explain/_detection.py)
+BOX_LEVEL_ROW = "box_gradcam@box_level"
+BOX_REPORT_ROWS = (*BOX_REPORT_METHODS, BOX_LEVEL_ROW)
+
+
+def box_row(row: str) -> tuple[str, str]:
+    """A detector row of the report -> (per-box method, layer): "box_gradcam@box_level", or a method at
+    REPORT_BOX_LAYER."""
+    method, _, layer = row.partition("@")
+    return method, layer or REPORT_BOX_LAYER
+
+
+def box_explainer(model: onnx.ModelProto, card, k: int, rows, pairs: str, boxes: str):
+    """(explain graph, row -> its float maps' output at the input size) of the detector's per-box `rows`, every box
+    of the `pairs` tensor's first k explained."""
+    from ..explain import BOX_LEVEL, DetectionExplainConfig, build_detection_explainer
+
+    layers = tuple(dict.fromkeys(box_row(r)[1] for r in rows))
+    methods = tuple(dict.fromkeys(box_row(r)[0] for r in rows))
+    graph = build_detection_explainer(model, card.input.tensor, card.scores, card.layers,
+                                      DetectionExplainConfig(layers=layers, top_k=k, methods=methods, uint8=False),
+                                      pairs=pairs, layout=card.input.layout, boxes=boxes)
+    at_level = {n: o for n, o in graph.outputs.items() if o.layer == BOX_LEVEL}
+    plain = full_size_maps({n: o for n, o in graph.outputs.items() if o.layer != BOX_LEVEL},
+                           [r for r in rows if "@" not in r], card.input.hw)
+    level = full_size_maps(at_level, [box_row(r)[0] for r in rows if box_row(r)[1] == BOX_LEVEL], card.input.hw)
+    return graph, plain | {f"{m}@{BOX_LEVEL}": n for m, n in level.items() if f"{m}@{BOX_LEVEL}" in rows}
 
 
 def seg_methods(cfg: ReportConfig) -> tuple[str, ...]:
@@ -321,18 +348,14 @@ def segmentation_method_seconds(model: onnx.ModelProto, card, x: np.ndarray, met
     return out
 
 
-def box_method_seconds(loaded, x: np.ndarray, methods, boxes: int, cfg: ReportConfig) -> dict:
-    """Method -> seconds per explained box of the detector's graph with that method alone, `boxes` rows."""
-    from ..explain import DetectionExplainConfig, build_detection_explainer
-
+def box_method_seconds(loaded, x: np.ndarray, rows, boxes: int, cfg: ReportConfig) -> dict:
+    """Row -> seconds per explained box of the detector's graph with that method (at its layer) alone, `boxes`
+    rows."""
     card, out = loaded.card, {}
-    for m in methods:
-        graph = build_detection_explainer(loaded.model, card.input.tensor, card.scores, card.layers,
-                                          DetectionExplainConfig(layers=(REPORT_BOX_LAYER,), top_k=boxes,
-                                                                 methods=(m,), uint8=False),
-                                          pairs="det_pairs", layout=card.input.layout, boxes="det_boxes")
+    for m in rows:
+        graph, full = box_explainer(loaded.model, card, boxes, [m], "det_pairs", "det_boxes")
         engine = open_engine(graph.model.SerializeToString(), cfg.backend, "fp32", threads=cfg.threads,
-                             outputs_to_copy=["det_pairs", *graph.outputs])
+                             outputs_to_copy=["det_pairs", *full.values()])
         out[m] = _median_call_seconds(engine, {card.input.tensor: x}) / boxes
     return out
 
@@ -464,11 +487,9 @@ def detection_faithfulness(cfg: ReportConfig, frames, progress=None,
     progress: called with 1 after each frame (a progress bar's update)."""
     from ..runtime.detection import DetectionPipeline, DetectionPipelineConfig
 
-    # the per-box CAMs at one layer for every box, the one the randomisation graphs and the cost rows explain at
-    # (the node's default, box_level, gives a box of the finest level this very map)
+    # the detector, its front end and card; the explain graph is the report's own (box_explainer: every row)
     pipeline = DetectionPipeline(DetectionPipelineConfig(model=cfg.detector, backend=cfg.backend, threads=cfg.threads,
-                                                         explain_boxes=cfg.boxes, methods=BOX_REPORT_METHODS,
-                                                         layer=REPORT_BOX_LAYER))
+                                                         explain_boxes=0))
     forward = pipeline.loaded.model  # the detector with NMS, before the explain graph was appended
     card = pipeline.card
     layer = card.layers[REPORT_BOX_LAYER]
@@ -481,10 +502,11 @@ def detection_faithfulness(cfg: ReportConfig, frames, progress=None,
     sanity: dict[str, dict] = {}  # method -> model randomisation and random logit, the same frame
     robustness: dict = {}  # the max-sensitivity's settings, once measured
     ids = {c.channel: c.id for c in card.classes}  # the boxes' channels -> the generated objects' class ids
-    full = full_size_maps(pipeline.graph.outputs, BOX_REPORT_METHODS, card.input.hw)  # method -> its maps
-    # the pipeline's engine holds only what the node publishes: this report reads every method's float maps and
-    # the kept pairs, from an engine of the same explain graph
-    engine = open_engine(pipeline.graph.model.SerializeToString(), cfg.backend, "fp32", threads=cfg.threads,
+    # the pipeline's engine holds only what the node publishes: this report reads every row's float maps (each method
+    # at REPORT_BOX_LAYER, and Grad-CAM at each box's level) and the kept pairs, from an engine of one explain graph
+    graph, full = box_explainer(forward, card, min(cfg.boxes, int(card.postprocess.get("max_detections", 20))),
+                                BOX_REPORT_ROWS, "det_pairs", "det_boxes")  # row -> its maps
+    engine = open_engine(graph.model.SerializeToString(), cfg.backend, "fp32", threads=cfg.threads,
                          outputs_to_copy=["det_pairs", "det_boxes", *full.values()])
     shown = None
     for f in frames:
@@ -504,7 +526,7 @@ def detection_faithfulness(cfg: ReportConfig, frames, progress=None,
         maps = {m: out[n][:k, 0] for m, n in full.items()}
         if shown is None and gallery_dir is not None:
             anchor, cls = divmod(pairs[0], len(card.classes))
-            signed = {m: pipeline.graph.outputs[n].signed for m, n in full.items()}
+            signed = {m: graph.outputs[n].signed for m, n in full.items()}
             shown = box_gallery(gallery_dir, x if card.input.layout != "nhwc" else x.transpose(0, 3, 1, 2),
                                 out["det_boxes"][0][0], {m: v[0] for m, v in maps.items()}, signed,
                                 f"box 1 ({card.classes[cls].name}, anchor {anchor}) of the first frame with a kept "
@@ -541,21 +563,15 @@ def detection_faithfulness(cfg: ReportConfig, frames, progress=None,
     return table, shown, robustness
 
 
-def _given_boxes_explainer(forward: onnx.ModelProto, card, k: int, methods, cfg: ReportConfig):
-    """(engine, method -> map output) of the detector's explain graph with the explained pairs and boxes as inputs
+def _given_boxes_explainer(forward: onnx.ModelProto, card, k: int, rows, cfg: ReportConfig):
+    """(engine, row -> map output) of the detector's explain graph with the explained pairs and boxes as inputs
     (`explain_pairs` (1, k) int64, `explain_boxes` (1, k, 4)) instead of NMS's: the same boxes can then be explained
     on a model with randomised weights, or for another class at the same anchor."""
-    from ..explain import DetectionExplainConfig, build_detection_explainer
-
     model = onnx.ModelProto()
     model.CopyFrom(forward)
     model.graph.input.extend([onnx.helper.make_tensor_value_info("explain_pairs", onnx.TensorProto.INT64, [1, k]),
                               onnx.helper.make_tensor_value_info("explain_boxes", onnx.TensorProto.FLOAT, [1, k, 4])])
-    graph = build_detection_explainer(model, card.input.tensor, card.scores, card.layers,
-                                      DetectionExplainConfig(layers=(REPORT_BOX_LAYER,), top_k=k,
-                                                             methods=tuple(methods), uint8=False),
-                                      pairs="explain_pairs", layout=card.input.layout, boxes="explain_boxes")
-    full = full_size_maps(graph.outputs, methods, card.input.hw)
+    graph, full = box_explainer(model, card, k, rows, "explain_pairs", "explain_boxes")
     engine = open_engine(graph.model.SerializeToString(), cfg.backend, "fp32", threads=cfg.threads,
                          outputs_to_copy=list(full.values()))
     return engine, full
@@ -634,7 +650,7 @@ def estimate_seconds(cfg: ReportConfig, model: onnx.ModelProto, card, x: np.ndar
     builds = (cfg.cascade_steps + bool(cfg.random_labels_model) + 2) * build_s
     parts = {"segmentation": calls16 * fwd16 + builds, "band study": 3 * cfg.frames * 4 * fwd16 / 16}
     if detect:  # the detector's forward is ~1/4 of the U-Net's per image here; its head loops batch 1
-        box_maps = len(BOX_REPORT_METHODS) + 2  # and RISE, SIDU: three curves per box each
+        box_maps = len(BOX_REPORT_ROWS) + 2  # and RISE, SIDU: three curves per box each
         per_frame = (cfg.rise_masks + box_maps * cfg.boxes * 3 * (cfg.perturbation_steps + 1)) * fwd16 / 16 / 4
         parts["detection"] = cfg.frames * per_frame + 2 * build_s
     return {"forward16_s": fwd16, "build_s": build_s, "explain_graph_forwards": graph_forwards, "sections_s": parts,
@@ -714,8 +730,9 @@ def run_report(out_dir: str | Path, cfg: ReportConfig = ReportConfig(), log=prin
     det = load_detector(cfg.detector).card if detect else None
     report["run"] = {
         "model": f"{card.name} (card sha256 {card.sha256[:12]}...)",
-        "detector": (f"{det.name} (card sha256 {det.sha256[:12]}...), per-box CAMs at {REPORT_BOX_LAYER} "
-                     f"({det.layers[REPORT_BOX_LAYER]}) for every box" if det else "none (no detection sections)"),
+        "detector": (f"{det.name} (card sha256 {det.sha256[:12]}...), per-box methods at {REPORT_BOX_LAYER} "
+                     f"({det.layers[REPORT_BOX_LAYER]}) for every box; {BOX_LEVEL_ROW}: Grad-CAM at each box's own "
+                     "pyramid level (the detection node's default map)" if det else "none (no detection sections)"),
         "backend": explainer.engine.describe_backend(), "precision": "fp32",
         "data": (f"{cfg.frames} generated held-out test frame(s): drive seed(s) "
                  f"{', '.join(str(FRAME_SEED0 + i) for i in range(cfg.frames))}, frame {FRAME_INDEX} of each; the sanity "

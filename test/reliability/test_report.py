@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from hsi_xai_node.cli import main
-from hsi_xai_node.reliability.report import BOX_REPORT_METHODS, SEG_METHODS
+from hsi_xai_node.reliability.report import BOX_REPORT_ROWS, SEG_METHODS
 
 INPUTS = ("gradient", "lrp_epsilon", "integrated_gradients", "deeplift")  # a few of paper 003's, for the suite's time
 from test.chromium import render
@@ -42,7 +42,7 @@ def test_faithfulness_sections(report):
     _, r = report
     seg, det = r["segmentation_faithfulness"], r["detection_faithfulness"]
     assert set(seg) == {*SEG_METHODS, *INPUTS, "rise", "sidu"}  # every in-graph method has its row
-    assert set(det) == {*BOX_REPORT_METHODS, "rise", "sidu"}
+    assert set(det) == {*BOX_REPORT_ROWS, "rise", "sidu"}
     for rows in (seg, det):
         for v in rows.values():
             assert 0.0 <= v["deletion"] and 0.0 <= v["insertion"] and v["seconds_per_map"] > 0
@@ -163,7 +163,7 @@ def test_the_input_attributions_add_up_and_the_gallery_shows_every_method(report
     assert set(g["methods"]) == {*SEG_METHODS, *INPUTS} and g["pixels"] > 0
     assert set(g["spectra"]) == set(INPUTS) and all(len(v) == 25 for v in g["spectra"].values())
     assert all(abs(np.abs(v).sum() - 1.0) < 1e-6 for v in g["spectra"].values())  # each normalised
-    assert set(r["detection_gallery"]["methods"]) == set(BOX_REPORT_METHODS)
+    assert set(r["detection_gallery"]["methods"]) == set(BOX_REPORT_ROWS)
     page = (out / "index.html").read_text()
     for name in ("gallery_segmentation.png", "gallery_spectra.png", "gallery_detection.png"):
         assert (out / name).is_file() and name in page
@@ -193,16 +193,16 @@ def test_which_method_to_trust(report):
     assert all("label_randomisation_pass" in v for v in ev["randomisation"].values())  # the permuted-label model
     assert ev["verdict"][0].startswith("Localisation (ROC AUC of the map against the generated class regions): best ")
     det = r["evaluation"]["detection"]
-    assert set(det["summary"]["methods"]) == {*BOX_REPORT_METHODS, "rise", "sidu"}
+    assert set(det["summary"]["methods"]) == {*BOX_REPORT_ROWS, "rise", "sidu"}
     assert det["randomisation_note"].startswith("on the kept boxes of the first frame with any")
-    for m in BOX_REPORT_METHODS:  # the tiny detector's random weights against random weights: both checks measured
+    for m in BOX_REPORT_ROWS:  # the tiny detector's random weights against random weights: both checks measured
         v = det["randomisation"][m]
         assert 0 <= v["model_randomisation"] <= 1 and -1 <= v["random_logit"] <= 1
         assert v["model_randomisation_pass"] is (v["model_randomisation"] < 0.5)
     rb = det["robustness"]  # one noisy copy of the first frame with kept boxes: used, or counted as changing them
     assert rb["draws"] == 1 and rb["boxes"] >= 1
     measured = {m for m, v in det["table"].items() if "max_sensitivity" in v}
-    assert measured == (set() if rb["draws_with_other_boxes"] else set(BOX_REPORT_METHODS))
+    assert measured == (set() if rb["draws_with_other_boxes"] else set(BOX_REPORT_ROWS))
     page = (out / "index.html").read_text()
     assert "6. Which explanation to trust" in page and ev["verdict"][0].split(":")[0] in page
 
@@ -212,7 +212,8 @@ def test_the_detector_sanity_checks_explain_the_boxes_nms_kept(tiny_detector, hs
     gives; explaining them on the detector with every layer random gives other maps, and another class at the same
     anchor another map (the report's model randomisation and random logit for the detector)."""
     from hsi_xai_node.reliability.config import ReportConfig
-    from hsi_xai_node.reliability.report import REPORT_BOX_LAYER, _given_boxes_explainer, box_randomisation
+    from hsi_xai_node.reliability.report import (BOX_LEVEL_ROW, REPORT_BOX_LAYER, _given_boxes_explainer,
+                                                 box_randomisation)
     from hsi_xai_node.runtime.detection import DetectionPipeline, DetectionPipelineConfig
     from hsi_xai_node.runtime.engine import open_engine
     from hsi_xai_node.scenes.drive import DriveGenerator
@@ -237,6 +238,14 @@ def test_the_detector_sanity_checks_explain_the_boxes_nms_kept(tiny_detector, hs
     for m in methods:  # one graph builder, the same pairs: the same maps
         np.testing.assert_allclose(mine[given[m]], out[full[m]][:len(pairs)], rtol=1e-5, atol=1e-7 * np.abs(
             out[full[m]]).max())
+    # the row of the detection node's default map: its pipeline's Grad-CAM at each box's level, for the same boxes
+    node = DetectionPipeline(DetectionPipelineConfig(model=str(tiny_detector), explain_boxes=3, threads=1, box_maps=True))
+    assert node.config.layer == "box_level"
+    engine, given = _given_boxes_explainer(pipeline.loaded.model, card, len(pairs), [BOX_LEVEL_ROW], cfg)
+    level = engine.run({card.input.tensor: x, "explain_pairs": np.array([pairs], np.int64),
+                        "explain_boxes": out["det_boxes"][:, :len(pairs)].astype(np.float32)})[given[BOX_LEVEL_ROW]]
+    shown = node.process({n: c.image for n, c in frame.cameras.items()}).box_maps[:len(pairs)]
+    np.testing.assert_allclose(level[:, 0], shown, rtol=1e-5, atol=1e-7 * np.abs(shown).max())
     checks = box_randomisation(cfg, pipeline.loaded.model, card, x, pairs, out["det_boxes"][0], methods)
     assert set(checks) == set(methods), checks
     for v in checks.values():  # measured 0.20 / 0.71 and 0.52 / 0.91 (box_gradcam / box_gradient): not the same maps
