@@ -70,6 +70,9 @@ DESCRIPTIONS = {
                          "(box_gradient, box_deeplift, box_lrp_epsilon, ...: any input attribution, per box)",
     "detection_overlay_method": "the per-box map the detection overlay shows: any per-box CAM method or input "
                                 "attribution (box_gradient, box_deeplift, box_lrp_epsilon_plus_flat, ...)",
+    "detection_layer": "the per-box CAMs' layer: box_level = each box at its own pyramid level (the feature its class "
+                       "head scored it from); class_head_input (or another card role or tensor) = that layer for "
+                       "every box",
     "memory_limit_mb": "largest estimated memory per frame (model tensors at batch = classes or boxes, camera frames "
                        "and warps) a model, detector or rig may need; more is refused at start with the estimate",
     "camera_transport": "raw: cameras as sensor_msgs/Image on their topics; compressed: sensor_msgs/CompressedImage "

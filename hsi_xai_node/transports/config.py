@@ -111,6 +111,7 @@ class NodeConfig:
     explain_boxes: Annotated[int, Field(ge=0, le=256)] = 10
     detection_methods: Strs = ("box_gradcam",)  # per-box maps; add box_spectral for each detection's camera shares
     detection_overlay_method: Str = "box_gradcam"  # a per-box CAM or input attribution (runtime.detection)
+    detection_layer: Str = "box_level"  # the per-box CAMs' layer: each box at its own level, or a card role / tensor
     memory_limit_mb: PositiveFinite = 4096.0  # a model, detector or rig needing more per frame is refused at start
     camera_transport: Literal["raw", "compressed"] = "raw"  # cameras as Image, or CompressedImage on <topic>/compressed
     raw_transport: Literal["raw", "compressed"] = "raw"  # the mosaic as Image, or 16-bit PNG on <raw_topic>/compressed
@@ -167,7 +168,7 @@ class NodeConfig:
             model=model, card=self.detector_card or None, rig=self.rig_file or None, backend=self.backend,
             openvino_device=self.openvino_device, precision=self.precision, cache_dir=self.engine_cache_dir or None,
             score_threshold=self.detection_score_threshold or None, explain_boxes=self.explain_boxes,
-            overlay_method=self.detection_overlay_method, colormap=self.colormap,
+            overlay_method=self.detection_overlay_method, layer=self.detection_layer, colormap=self.colormap,
             signed_colormap=self.signed_colormap, overlay_scale=self.overlay_scale,
             memory_limit_mb=self.memory_limit_mb, methods=tuple(self.detection_methods), fem_k=self.fem_k,
             lrp=LrpOptions(epsilon=self.lrp_epsilon, gamma=self.lrp_gamma), paths=self._paths()).validated()

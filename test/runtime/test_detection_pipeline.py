@@ -285,3 +285,12 @@ def test_a_legend_of_many_scales_wraps_inside_its_width():
     ink = np.flatnonzero((text < 128).any(axis=(1, 2)))
     lines = 1 + int((np.diff(ink) > 3).sum())  # runs of rows with dark pixels
     assert lines >= 2 + 16 // 2  # title, scale, and at most two of these entries a line
+
+
+def test_an_unknown_layer_is_refused_by_name(tiny_detector):
+    """A detection_layer that names no tensor of the detector: one line naming it and the card's roles (the node
+    refuses the parameter change with it and keeps its detector)."""
+    with pytest.raises(InputError, match=r"target layer 'bifpn_p9' \('bifpn_p9'\) is not a tensor of the model; "
+                                         r"the card names \['bifpn_p2'"):
+        DetectionPipeline(DetectionPipelineConfig(model=str(tiny_detector), backend="ort-cpu", threads=1,
+                                                  layer="bifpn_p9"))

@@ -66,6 +66,7 @@ rig_file: {tmp_path}/car.yaml
 detection_score_threshold: 0.4
 explain_boxes: 3
 detection_overlay_method: box_gradcam_signed
+detection_layer: class_head_input
 colormap: turbo
 signed_colormap: rdbu
 input_qos: reliable
@@ -76,7 +77,8 @@ output_qos: sensor_data"""))
     assert config.detection_config() == DetectionPipelineConfig(
         model=f"{tmp_path}/det.onnx", card=f"{tmp_path}/det_card.json", rig=f"{tmp_path}/car.yaml", backend="auto",
         precision="fp16", cache_dir=None, score_threshold=0.4, explain_boxes=3, overlay_method="box_gradcam_signed",
-        colormap="turbo", signed_colormap="rdbu")
+        layer="class_head_input", colormap="turbo", signed_colormap="rdbu")
+    assert NodeConfig().detection_config().layer == "box_level"  # the default
     # "" turns detection off; integers are fine for float parameters
     config = load_config(params_file(tmp_path / "q.yaml", 'detector_model: ""\nsync_slop_s: 0'))
     assert config.detection_config() is None and config.sync_slop_s == 0.0
