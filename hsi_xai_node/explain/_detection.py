@@ -107,7 +107,7 @@ def box_level_cams(b: Builder, maps: MapWriter, seeds: dict[str, str], layers: d
     slot), so that a map can be shown on the scale of its class at its level (a Grad-CAM's mean over a coarse
     level's few pixels makes it larger than a fine level's)."""
     k = config.top_k
-    levels = [resolve_layer(layers, n, b) for n in box_levels(layers)]
+    levels = box_levels({role: resolve_layer(layers, role, b) for role in layers})  # each checked in the graph
     grads = append_backward(b, seeds, levels, k, one_hot_rows=config.window_backward, stop_at_targets=True,
                             placed=True)
     contexts = [CamContext(b, k, level, grad=grads[level], xres_window=config.xres_window, fem_k=config.fem_k)

@@ -112,22 +112,19 @@ def append_backward(b: Builder, seeds: dict[str, str], targets: list[str], batch
             if single is not None and node.op_type in ONE_HOT_RULES and \
                     propagation.rule(node.op_type) is RULES.get(node.op_type):  # moved as one element per row
                 in_cots = ONE_HOT_RULES[node.op_type](OneHotContext(node=node, b=b, cot=single, needs=needs))
-                for tensor, need, cot in zip(node.input, needs, in_cots):
-                    if need and cot is not None:
-                        cots.setdefault(tensor, []).append(cot)
-                continue
-            out_cots = [total(o) for o in node.output]
-            if all(c is None for c in out_cots):
-                continue
-            fn = propagation.rule(node.op_type, (node.name or node.output[0]) in first)
-            if fn is None:
-                hit = next((t for t in targets if any(i in _closure_forward(graph, {t}) for i in node.input if i)),
-                           targets[0])
-                known = propagation.known()
-                raise ExplainError(
-                    f"no backward rule for op {node.op_type!r} (node {node.name!r}) on the path to target {hit!r} "
-                    f"({propagation.name}); supported ops: {', '.join(known)}")
-            in_cots = fn(RuleContext(node=node, b=b, out_cots=out_cots, needs=needs, batch=batch))
+            else:
+                out_cots = [total(o) for o in node.output]
+                if all(c is None for c in out_cots):
+                    continue
+                fn = propagation.rule(node.op_type, (node.name or node.output[0]) in first)
+                if fn is None:
+                    hit = next((t for t in targets if any(i in _closure_forward(graph, {t}) for i in node.input if i)),
+                               targets[0])
+                    known = propagation.known()
+                    raise ExplainError(
+                        f"no backward rule for op {node.op_type!r} (node {node.name!r}) on the path to target {hit!r} "
+                        f"({propagation.name}); supported ops: {', '.join(known)}")
+                in_cots = fn(RuleContext(node=node, b=b, out_cots=out_cots, needs=needs, batch=batch))
             for tensor, need, cot in zip(node.input, needs, in_cots):
                 if need and cot is not None:
                     cots.setdefault(tensor, []).append(cot)

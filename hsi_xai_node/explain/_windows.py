@@ -179,13 +179,15 @@ def _grow(b: Builder, end: str, producer, consumers, on_path, targets) -> LocalR
 
 @dataclass(frozen=True)
 class _Windows:
-    """Each row's window: flat indices into the map ((K, nh * nw) int64, y * W + x), and the geometry; its first row
-    and column ((K, 1) int64 each)."""
+    """Each row's window: flat indices into the map ((K, nh * nw) int64, y * W + x), and the geometry; the row's
+    pixel (row, col) and the window's first row and column (top, left), (K, 1) int64 each."""
 
     index: str
     hw: tuple[int, int]
     size: tuple[int, int]
     rows: int
+    row: str
+    col: str
     top: str
     left: str
 
@@ -226,7 +228,7 @@ def _windows(b: Builder, cot: str | OneHot, hw: tuple[int, int], radius: tuple[i
     offsets = (np.arange(nh)[:, None] * w + np.arange(nw)[None, :]).reshape(1, nh * nw)
     index = b.op("Add", [b.op("Add", [b.op("Mul", [top, width], "window_top"), left], "window_corner"),
                          b.const(offsets, "window_offsets", np.int64)], "window_index")  # (K, nh * nw)
-    return _Windows(index, hw, (nh, nw), rows, top, left)
+    return _Windows(index, hw, (nh, nw), rows, row, col, top, left)
 
 
 def _crop_forward(b: Builder, x: str, win: _Windows, channels: int) -> str:
@@ -242,15 +244,13 @@ def _crop_rows(b: Builder, g: str | OneHot, win: _Windows, channels: int) -> str
     """(K, C, H, W) cotangent -> (K, C, nh, nw): row k's own window of row k."""
     h, w = win.hw
     nh, nw = win.size
-    if isinstance(g, OneHot):  # its one element, at (channel, y - top, x - left) of the crop
-        plane = b.const(h * w, "window_plane", np.int64)
-        channel = b.op("Div", [g.index, plane], "window_channel")
-        pixel = b.op("Mod", [g.index, plane], "window_pixel")
-        y = b.op("Sub", [b.op("Div", [pixel, b.const(w, "window_w", np.int64)], "window_y"), win.top], "window_dy")
-        x = b.op("Sub", [b.op("Mod", [pixel, b.const(w, "window_w", np.int64)], "window_x"), win.left], "window_dx")
+    if isinstance(g, OneHot):  # its one element, at (channel, the pixel's place in the window) of the crop
+        channel = b.op("Div", [g.index, b.const(h * w, "window_plane", np.int64)], "window_channel")
         at = b.op("Add", [b.op("Mul", [channel, b.const(nh * nw, "window_area", np.int64)], "window_channel_start"),
-                          b.op("Add", [b.op("Mul", [y, b.const(nw, "window_nw", np.int64)], "window_row_start"), x],
-                               "window_in_plane")], "window_element")
+                          b.op("Add", [b.op("Mul", [b.op("Sub", [win.row, win.top], "window_dy"),
+                                                    b.const(nw, "window_nw", np.int64)], "window_row_start"),
+                                       b.op("Sub", [win.col, win.left], "window_dx")], "window_in_plane")],
+                  "window_element")
         seed = OneHot(at, g.value)
         return b.op("Reshape", [dense(b, seed, (1, channels * nh * nw), win.rows), b.ints([win.rows, channels, nh, nw])],
                     "window_seed")
