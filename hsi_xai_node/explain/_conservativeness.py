@@ -36,14 +36,16 @@ def conservativeness_residual_of_labels(maps: np.ndarray, logits: np.ndarray, la
     class indices, as the predicted seed): one pass over the pixels instead of one per class, in float64."""
     k = logits.shape[-3]
     h, w = logits.shape[-2:]
-    lab = np.asarray(labels).reshape(1, -1).astype(np.intp)
+    lab = np.asarray(labels).reshape(-1).astype(np.intp)
+    # each pixel's own class's value, by its index into the flat (k, h, w) array (take_along_axis: 2x slower)
+    flat = lab * (h * w) + np.arange(h * w)
 
-    def at(a):  # each pixel's own class's value
-        return np.take_along_axis(np.asarray(a).reshape(k, h * w), lab, 0)[0]
+    def at(a):
+        return np.take(np.asarray(a).reshape(k * h * w), flat)
 
-    area = np.bincount(lab[0], minlength=k)[:k].astype(np.float64)
-    logit_sum = np.bincount(lab[0], weights=at(logits), minlength=k)[:k]
-    map_sum = np.bincount(lab[0], weights=at(maps), minlength=k)[:k]
+    area = np.bincount(lab, minlength=k)[:k].astype(np.float64)
+    logit_sum = np.bincount(lab, weights=at(logits), minlength=k)[:k]
+    map_sum = np.bincount(lab, weights=at(maps), minlength=k)[:k]
     target = logit_sum - (np.zeros(k) if bias is None else np.asarray(bias, np.float64) * area)
     residual = np.abs(map_sum - target) / np.maximum(np.abs(logit_sum), 1e-30)
     residual[area == 0] = np.nan

@@ -16,12 +16,11 @@ STEP = 4
 
 def prediction_margin(logits: np.ndarray) -> float:
     """Mean softmax margin p1 - p2 over the pixels of (1, K, h, w) logits: near 0 where two classes tie."""
-    x = np.asarray(logits, np.float64)[0, :, ::STEP, ::STEP]
-    x = x - x.max(axis=0, keepdims=True)
-    p = np.exp(x)
-    p /= p.sum(axis=0, keepdims=True)
-    top2 = np.partition(p, -2, axis=0)[-2:]
-    return float((top2[1] - top2[0]).mean())
+    x = np.asarray(logits)[0, :, ::STEP, ::STEP]
+    # pixels as rows, classes sorted along each row (contiguous: a partition across the class axis was 2x slower)
+    x = np.sort(x.reshape(len(x), -1).T.astype(np.float64), axis=1)
+    p = np.exp(x - x[:, -1:])
+    return float(((p[:, -1] - p[:, -2]) / p.sum(axis=1)).mean()) if x.shape[1] > 1 else 1.0
 
 
 def method_disagreement(maps_a: np.ndarray, maps_b: np.ndarray, channel: np.ndarray) -> float | None:
