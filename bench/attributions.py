@@ -42,6 +42,7 @@ import onnxruntime as ort
 import torch
 
 from hsi_xai_node.explain import PathOptions, SegmentationExplainConfig, build_segmentation_explainer, multiply_adds
+from hsi_xai_node.runtime.engine import ORT_OPTIMIZATION
 from hsi_xai_node.training.unet import parameter_count
 from common import interleaved_medians, over_forward, random_unet  # bench/common.py: the script's folder
 
@@ -54,10 +55,19 @@ METHODS = ("gradient", "input_x_gradient", "guided_backprop", "deconvnet", "lrp_
 PATHS = PathOptions()
 
 
+# ONNX Runtime's optimisation level of the sessions timed here: the engines' own (runtime/engine.py) unless
+# --ort-level says otherwise (the tables before 2026-12-05 were measured at "extended")
+ORT_LEVEL = {"level": ORT_OPTIMIZATION}
+
+
+def ort_level():
+    return getattr(ort.GraphOptimizationLevel, f"ORT_ENABLE_{ORT_LEVEL['level'].upper()}")
+
+
 def ort_session(model: onnx.ModelProto, threads: int):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    opts.graph_optimization_level = ort_level()
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
@@ -148,7 +158,8 @@ def library_runs(net, x: np.ndarray, region: np.ndarray) -> dict:
     return runs
 
 
-MULTIPLY_ADD_OPS = ("Conv", "FusedConv", "ConvTranspose", "Gemm", "MatMul", "FusedMatMul")
+# at ORT_ENABLE_ALL a convolution runs as NchwcConv (blocked layout), a Gemm with its activation as FusedGemm
+MULTIPLY_ADD_OPS = ("Conv", "FusedConv", "NchwcConv", "ConvTranspose", "Gemm", "FusedGemm", "MatMul", "FusedMatMul")
 
 
 def profile_split(model: onnx.ModelProto, x: np.ndarray, threads: int, runs: int = 5) -> dict[str, float]:
@@ -157,7 +168,7 @@ def profile_split(model: onnx.ModelProto, x: np.ndarray, threads: int, runs: int
     its bound goes."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    opts.graph_optimization_level = ort_level()
     opts.enable_profiling = True
     with tempfile.TemporaryDirectory() as tmp:
         opts.profile_file_prefix = str(Path(tmp) / "ort")
@@ -218,6 +229,8 @@ def main(argv=None):
     ap.add_argument("--sizes", default="bundled,hsi-drive")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ort-level", default=ORT_OPTIMIZATION, choices=("basic", "extended", "all"),
+                    help=f"ONNX Runtime's graph optimisation level (default: the engines', {ORT_OPTIMIZATION!r})")
     ap.add_argument("--no-libraries", action="store_true", help="only our graphs (no Captum / Zennit rows)")
     ap.add_argument("--methods", default=",".join(METHODS),
                     help="our methods to time, comma-separated (each run holds every graph's session at once: at "
@@ -227,15 +240,17 @@ def main(argv=None):
                          "matrix products the bound counts and all other ops")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
+    ORT_LEVEL["level"] = args.ort_level
     import captum
-    results = {"machine": platform.machine(), "processor": platform.processor(), "onnxruntime": ort.__version__,
-               "torch": torch.__version__, "captum": captum.__version__,
+    results = {"ort_level": args.ort_level, "machine": platform.machine(), "processor": platform.processor(),
+               "onnxruntime": ort.__version__, "torch": torch.__version__, "captum": captum.__version__,
                "sizes": [bench_size(s, args.repeats, args.threads, not args.no_libraries,
                                     tuple(m for m in args.methods.split(",") if m), args.profile)
                          for s in args.sizes.split(",") if s]}
     for r in results["sizes"]:
         print(f"\n{r['size']} U-Net ({r['parameters'] / 1e6:.2f}M parameters), input {r['shape']}, "
-              f"{r['classes']} classes in one call, median of {r['repeats']}, {r['threads']} threads")
+              f"{r['classes']} classes in one call, median of {r['repeats']}, {r['threads']} threads, ONNX Runtime at "
+              f"{args.ort_level}")
         print(f"{'graph':40s} {'ms':>9s} {'x fwd':>7s} {'bound':>7s} {'x bound':>8s}  speed-up against the libraries")
         for k, row in r["rows"].items():
             vs = "  ".join(f"{name.removeprefix('speedup_vs_')} {v:.1f}x" for name, v in row.items()

@@ -43,6 +43,7 @@ import torch
 
 from hsi_xai_node.explain import SegmentationExplainConfig, build_segmentation_explainer
 from hsi_xai_node.explain import multiply_adds
+from hsi_xai_node.runtime.engine import ORT_OPTIMIZATION
 from hsi_xai_node.training.unet import UNet, parameter_count
 from common import interleaved_medians, over_forward, random_unet  # bench/common.py: the script's folder
 
@@ -68,10 +69,19 @@ def openvino_runs(graphs: dict, names: list[str], threads: int, feed: dict) -> d
     return runs
 
 
+# ONNX Runtime's optimisation level of the sessions timed here: the engines' own (runtime/engine.py) unless
+# --ort-level says otherwise (the tables before 2026-12-05 were measured at "extended")
+ORT_LEVEL = {"level": ORT_OPTIMIZATION}
+
+
+def ort_level():
+    return getattr(ort.GraphOptimizationLevel, f"ORT_ENABLE_{ORT_LEVEL['level'].upper()}")
+
+
 def ort_session(model: onnx.ModelProto, threads: int):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    opts.graph_optimization_level = ort_level()
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
@@ -211,25 +221,30 @@ def main(argv=None):
     ap.add_argument("--sizes", default="bundled,hsi-drive")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ort-level", default=ORT_OPTIMIZATION, choices=("basic", "extended", "all"),
+                    help=f"ONNX Runtime's graph optimisation level (default: the engines', {ORT_OPTIMIZATION!r})")
     ap.add_argument("--detector", action="store_true", help="also the bundled detector's per-box methods")
     ap.add_argument("--openvino", action="store_true",
                     help="also run the forward, activation, Grad-CAM + HiRes, Grad-CAM++ and EigenCAM graphs (and the "
                          "detector's detection-only and box_gradcam graphs) on OpenVINO CPU, interleaved")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
-    results = {"machine": platform.machine(), "onnxruntime": ort.__version__, "torch": torch.__version__,
+    ORT_LEVEL["level"] = args.ort_level
+    results = {"ort_level": args.ort_level, "machine": platform.machine(), "onnxruntime": ort.__version__,
+               "torch": torch.__version__,
                "sizes": [bench_size(s, args.repeats, args.threads, args.openvino)
                          for s in args.sizes.split(",") if s]}
     if args.detector:
         results["detector"] = bench_detector(args.repeats, args.threads, args.openvino)
-        print("\nbundled RGB+MIR EfficientDet, 10 boxes explained, ms (x detection only; ms per box; bound; x bound)")
+        print(f"\nbundled RGB+MIR EfficientDet, 10 boxes explained, ONNX Runtime at {args.ort_level}, ms (x detection "
+              "only; ms per box; bound; x bound)")
         for k, row in results["detector"].items():
             print(f"{k:28s} {row['median_ms']:9.1f} {row['x_detection']:7.2f} {row['ms_per_box']:8.1f}"
                   + (f" {row['bound_x_detection']:7.2f} {row['x_bound']:7.2f}" if "x_bound" in row else "")
                   + (f"   ONNX Runtime / OpenVINO {row['ort_over_openvino']:.2f}" if "ort_over_openvino" in row else ""))
     for r in results["sizes"]:
         print(f"\n{r['size']} U-Net ({r['parameters'] / 1e6:.2f}M parameters), input {r['shape']}, "
-              f"{r['classes']} classes, median of {r['repeats']}, {r['threads']} threads")
+              f"{r['classes']} classes, median of {r['repeats']}, {r['threads']} threads, ONNX Runtime at {args.ort_level}")
         print(f"{'graph':28s} {'ms':>9s} {'x fwd':>7s} {'GMAC':>7s} {'bound':>7s} {'x bound':>8s} {'speed-up':>9s}")
         for k, row in r["rows"].items():
             print(f"{k:28s} {row['median_ms']:9.1f} {row['x_forward']:7.2f} "
