@@ -471,6 +471,47 @@ def test_each_rule_against_the_layers_dense_matrix(rule, transpose):
                                                                                                    want))
 
 
+def test_a_pre_activation_of_exactly_zero_is_stabilised_upwards_as_zennit_does():
+    """Zennit's stabiliser takes sign(0) = +1: z = x0 - x1 cancels exactly where the two channels are equal (inputs
+    and weights are small integers), and the relevance of those outputs is divided by +eps, not -eps. Against
+    Zennit's Epsilon rule on the same layer and against the dense-matrix formula."""
+    from hsi_xai_node.explain import Builder
+    from hsi_xai_node.explain._composites import composite
+    from hsi_xai_node.explain._reverse import append_backward
+
+    _zennit()
+    from zennit.attribution import Gradient
+    from zennit.composites import LayerMapComposite
+    from zennit.rules import Epsilon
+    from zennit.types import Convolution
+
+    eps = 0.05
+    w = np.array([1.0, -1.0], np.float32).reshape(1, 2, 1, 1)
+    bias = np.zeros(1, np.float32)
+    x_shape = (1, 2, 2, 3)
+    x = np.array([[[3, 1, -2], [5, 4, 2]], [[3, 2, -2], [1, 4, -1]]], np.float32)[None]  # equal at 3 of 6 pixels
+    model = _conv_model(w, bias, x_shape)
+    b = Builder(model)
+    r = np.array([[[[1.0, 2.0, -1.5], [0.5, -3.0, 1.0]]]], np.float32)
+    seed = b.add_input("r", r.shape)
+    rel = append_backward(b, {"y": seed}, ["x"], 1, composite("lrp_epsilon", b, "x", LrpOptions(epsilon=eps)))["x"]
+    b.add_output(rel, x_shape)
+    got = session(model).run([rel], {"x": x, "r": r})[0]
+
+    m, bb = _dense(w, bias, x_shape, False, {})
+    want = _expected("epsilon", m, bb, x.astype(np.float64).reshape(-1), r.astype(np.float64).reshape(-1), eps)
+    assert relative_error(got.reshape(-1), want) < 1e-6
+    conv = torch.nn.Conv2d(2, 1, 1).double()
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor(w, dtype=torch.float64))
+        conv.bias.zero_()
+    with Gradient(model=conv, composite=LayerMapComposite(layer_map=[(Convolution, Epsilon(eps))])) as attributor:
+        _, ref = attributor(torch.tensor(x, dtype=torch.float64), torch.tensor(r, dtype=torch.float64))
+    np.testing.assert_allclose(got, ref.numpy(), rtol=1e-6, atol=1e-6)
+    # where z = 0 the relevance is +-x r / eps: 3 * 1 / 0.05 = 60 at the first pixel
+    assert got[0, 0, 0, 0] == pytest.approx(60.0, rel=1e-6) and got[0, 1, 0, 0] == pytest.approx(-60.0, rel=1e-6)
+
+
 def test_an_op_without_a_rule_fails_naming_op_node_and_method():
     x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 2, 4, 4])
     w = numpy_helper.from_array(np.ones((3, 2, 1, 1), np.float32), "w")

@@ -44,9 +44,14 @@ def _rescaled(c: RuleContext, numerator: str, x: str, x0: str, gradient: str) ->
     b = c.b
     dx = b.op("Sub", [x, x0], "dl_delta_in")
     still = b.op("Less", [b.op("Abs", [dx]), b.const(EPS, "dl_eps")], "dl_still")
-    inverse = b.op("Where", [still, b.const(0.0, "zero"), b.op("Reciprocal", [dx], "dl_inverse")], "dl_inverse_moved")
+    # 1 / dx where it moved, 0 where it did not: 1 / (dx + still) * (1 - still) (no 1/0 to mask; dx + 0 is dx), the
+    # values of a Where without ONNX Runtime's CPU Where (about 2 ms for a 12 x 208 x 400 tensor)
+    still_f = mask_of(c, still)
+    moved = b.op("Sub", [b.const(1.0, "one"), still_f], "dl_moved")
+    inverse = b.op("Mul", [b.op("Reciprocal", [b.op("Add", [dx, still_f], "dl_delta_safe")], "dl_inverse"), moved],
+                   "dl_inverse_moved")
     return b.op("Add", [b.op("Mul", [numerator, inverse], "dl_rescaled"),
-                        b.op("Mul", [gradient, mask_of(c, still)], "dl_gradient_kept")], "dl_multiplier")
+                        b.op("Mul", [gradient, still_f], "dl_gradient_kept")], "dl_multiplier")
 
 
 def rescale(reference: Mapping[str, str]) -> Callable:

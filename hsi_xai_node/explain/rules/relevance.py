@@ -83,10 +83,14 @@ def scale(c: RuleContext):
 
 
 def stabilised(c: RuleContext, z: str, eps: float) -> str:
-    """z + eps * sign(z), sign(0) = +1 (Zennit's stabiliser)."""
+    """z + eps * sign(z), sign(0) = +1 (Zennit's stabiliser), as z + (2 eps [z >= 0] - eps): in float32 2 eps - eps is
+    eps exactly, so the values are those of a Where between z + eps and z - eps, without ONNX Runtime's CPU Where
+    (about 2 ms for each 12 x 208 x 400 layer output of the bundled U-Net, most of the stabilisers' cost)."""
     b = c.b
-    return b.op("Where", [b.op("GreaterOrEqual", [z, b.const(0.0, "zero")], "stab_sign"),
-                          b.op("Add", [z, b.const(eps, "eps")]), b.op("Sub", [z, b.const(eps, "eps")])], "stab")
+    step = mask_of(c, b.op("GreaterOrEqual", [z, b.const(0.0, "zero")], "stab_sign"))
+    shift = b.op("Sub", [b.op("Mul", [step, b.const(2.0 * np.float32(eps), "two_eps")], "stab_twice"),
+                         b.const(eps, "eps")], "stab_shift")
+    return b.op("Add", [z, shift], "stab")
 
 
 def norm(eps: float = 1e-6) -> Callable:
