@@ -29,10 +29,12 @@ integrated gradients, n + 1 = 17 points for Captum's trapezoid).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import sys
 import tempfile
+import time
 import types
 from pathlib import Path
 
@@ -175,6 +177,9 @@ def profile_split(model: onnx.ModelProto, x: np.ndarray, threads: int, runs: int
         s = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
         s.run(None, {"input": x})  # warm-up, in the profile too: dropped below
         for _ in range(runs):
+            # the pause the timed calls have: the other sessions' ONNX Runtime threads spin after their runs, and
+            # without it each node's time here came out up to twice the wall clock's
+            time.sleep(0.1)
             s.run(None, {"input": x})
         events = json.loads(Path(s.end_profiling()).read_text())
     nodes = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
@@ -212,6 +217,10 @@ def bench_size(size: str, repeats: int, threads: int, libraries: bool, methods=M
     med = interleaved_medians(runs, repeats, lambda k, t: print(f"  {size} {k}: {t:.2f} s", flush=True))
     rows = over_forward(med, macs)
     if profile:
+        # the timed sessions (and the libraries' models) closed first: with them still open the profiled node
+        # times came out 2-3x the wall clock's on the 2-vCPU VM
+        del runs, sessions
+        gc.collect()
         for k, g in graphs.items():
             rows[k] |= profile_split(g, x, threads)
     for method in methods:  # ours against each library's per-class and batched call of the same method
