@@ -512,6 +512,65 @@ def test_a_pre_activation_of_exactly_zero_is_stabilised_upwards_as_zennit_does()
     assert got[0, 0, 0, 0] == pytest.approx(60.0, rel=1e-6) and got[0, 1, 0, 0] == pytest.approx(-60.0, rel=1e-6)
 
 
+def _signed_and_relu_inputs_net(rng):
+    """conv1 (the graph's input) -> ReLU -> max-pool -> conv2 -> up-conv -> concat with the ReLU's output -> conv3:
+    conv2 reads a max-pool of a ReLU's output (>= 0), the others read tensors that can be negative."""
+    def w(*shape):
+        return numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * 0.5, f"w{len(inits)}")
+    inits = []
+    for shape in ((3, 2, 3, 3), (3,), (3, 3, 3, 3), (3,), (3, 3, 2, 2), (3,), (2, 6, 1, 1), (2,)):
+        inits.append(w(*shape))
+    n = [i.name for i in inits]
+    nodes = [helper.make_node("Conv", ["x", n[0], n[1]], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["a"]),
+             helper.make_node("MaxPool", ["a"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Conv", ["p", n[2], n[3]], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
+             helper.make_node("ConvTranspose", ["c2", n[4], n[5]], ["u"], strides=[2, 2], name="up"),
+             helper.make_node("Concat", ["u", "a"], ["k"], axis=1),
+             helper.make_node("Conv", ["k", n[6], n[7]], ["y"], name="conv3")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 8, 8])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.mark.parametrize("method", ["lrp_zplus", "lrp_alpha2_beta1", "lrp_gamma"])
+def test_a_relus_output_has_no_negative_part_terms_and_the_same_relevance_as_zennit(method):
+    """Behind a ReLU (and a max-pool of it) x- is zero: z+, alpha-beta and gamma leave out that layer's terms of x-
+    (their modified forward and one backward per term and row); a layer reading the graph's input, an up-conv's
+    output or a concatenation holding one keeps them. The relevance against Zennit's rule on the same layers."""
+    from hsi_xai_node.explain import Builder
+    from hsi_xai_node.explain._composites import composite
+    from hsi_xai_node.explain._reverse import append_backward
+
+    _zennit()
+    from zennit.attribution import Gradient
+    from zennit.rules import AlphaBeta, Gamma, ZPlus
+
+    rng = np.random.default_rng(11)
+    model = _signed_and_relu_inputs_net(rng)
+    x = rng.standard_normal((1, 2, 8, 8)).astype(np.float32)
+    r = rng.standard_normal((2, 2, 8, 8)).astype(np.float32)
+    b = Builder(model)
+    seed = b.add_input("r", r.shape)
+    options = LrpOptions(gamma=0.25, stabilizer=1e-6)
+    rel = append_backward(b, {"y": seed}, ["x"], 2, composite(method, b, "x", options))["x"]
+    b.add_output(rel, (2, 2, 8, 8))
+    got = session(model).run([rel], {"x": x, "r": r})[0]
+    # one x- input per layer that can see a negative value: conv1, up, conv3 (not conv2)
+    assert sum(n.output[0].startswith("xai/backward/x_neg") for n in model.graph.node) == 3
+
+    net = OnnxModule(_signed_and_relu_inputs_net(np.random.default_rng(11))).double().eval()
+    rule = {"lrp_zplus": lambda: ZPlus(stabilizer=1e-6), "lrp_alpha2_beta1": lambda: AlphaBeta(2.0, 1.0, stabilizer=1e-6),
+            "lrp_gamma": lambda: Gamma(0.25, stabilizer=1e-6)}[method]
+    ref = []
+    for row in range(2):
+        with Gradient(model=net, composite=_layer_map(rule())) as attributor:
+            _, relevance = attributor(torch.tensor(x, dtype=torch.float64), torch.tensor(r[row:row + 1],
+                                                                                         dtype=torch.float64))
+        ref.append(relevance[0].numpy())
+    assert relative_error(got, np.stack(ref)) < 1e-5, relative_error(got, np.stack(ref))
+
+
 def test_an_op_without_a_rule_fails_naming_op_node_and_method():
     x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 2, 4, 4])
     w = numpy_helper.from_array(np.ones((3, 2, 1, 1), np.float32), "w")

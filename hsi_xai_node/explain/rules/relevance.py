@@ -175,6 +175,49 @@ class Term:
     zsign: float = 1.0
 
 
+# ops whose output is >= 0 whatever their input, and ops whose output is >= 0 where their data inputs all are
+_NONNEGATIVE_OUTPUT = frozenset({"Relu", "Sigmoid", "Softmax", "Abs", "Exp", "Sqrt"})
+_KEEPS_SIGN = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Concat", "Slice", "Split",
+                         "Reshape", "Flatten", "Transpose", "Identity", "Squeeze", "Unsqueeze", "Expand", "Tile",
+                         "ReduceMax", "ReduceMean", "ReduceSum", "Add", "Mul", "Max", "Min"})
+_DATA_INPUTS = {"Slice": 1, "Reshape": 1, "Expand": 1, "Tile": 1, "Squeeze": 1, "Unsqueeze": 1, "Split": 1,
+                "ReduceMax": 1, "ReduceMean": 1, "ReduceSum": 1}  # the others: every input is data
+
+
+def nonnegative(c: RuleContext, tensor: str) -> bool:
+    """Whether a forward tensor is >= 0 everywhere by construction (a ReLU's output, a max-pool or concatenation of
+    such, a non-negative constant, ...). Conservative: False where it cannot tell."""
+    producers = {o: n for n in c.b.graph.node for o in n.output}
+    seen: dict[str, bool] = {}
+
+    def check(t: str) -> bool:
+        if t in seen:
+            return seen[t]
+        seen[t] = False  # a cycle cannot occur in ONNX, but a wrong answer here must be "no"
+        value = c.b.constant(t)
+        node = producers.get(t)
+        if value is not None:
+            result = bool(np.all(value >= 0))
+        elif node is None:  # a graph input
+            result = False
+        elif node.op_type in _NONNEGATIVE_OUTPUT:
+            result = True
+        elif node.op_type == "Clip":
+            low = c.b.constant(node.input[1]) if len(node.input) > 1 and node.input[1] else None
+            result = low is not None and bool(np.all(low >= 0))
+        elif node.op_type == "Resize":  # nearest and linear interpolation are convex combinations; cubic is not
+            mode = next((a.s.decode() for a in node.attribute if a.name == "mode"), "nearest")
+            result = mode in ("nearest", "linear") and check(node.input[0])
+        elif node.op_type in _KEEPS_SIGN:
+            data = [i for i in node.input[:_DATA_INPUTS.get(node.op_type, len(node.input))] if i]
+            result = bool(data) and all(check(i) for i in data)
+        else:
+            result = False
+        seen[t] = result
+        return result
+    return check(tensor)
+
+
 def _input(c: RuleContext, kind: str, bounds: tuple | None) -> str:
     b, x = c.b, c.x()
     if kind == "x":
@@ -202,9 +245,14 @@ def linear_rule(terms: tuple[Term, ...], eps: float, groups: dict[int, tuple[flo
     def rule(c: RuleContext):
         layer, b = Layer(c), c.b
         lim = bounds(c) if bounds is not None else None
-        inputs = {t.inp: _input(c, t.inp, lim) for t in terms}
+        # where the input cannot be negative (a ReLU's output), x+ is x and a term of x- is zero: its modified
+        # forward and its backward per row are left out (exactly: x- * (W'^T s) and W' x- are zeros)
+        signed = any(t.inp in ("pos", "neg") for t in terms) and not nonnegative(c, c.x())
+        terms_here = terms if signed else tuple(t for t in terms if t.inp != "neg")
+        inputs = {kind: c.x() if kind == "pos" and not signed else _input(c, kind, lim)
+                  for kind in dict.fromkeys(t.inp for t in terms_here)}  # each input once, however many terms read it
         outputs = []
-        for t in terms:
+        for t in terms_here:
             w = t.weight(layer.w)
             bias = None if (t.bias is None or layer.bias is None) else t.bias(layer.bias)
             if t.inp == "x" and t.weight is _same and bias is not None and t.bias is _same:
@@ -216,8 +264,8 @@ def linear_rule(terms: tuple[Term, ...], eps: float, groups: dict[int, tuple[flo
             else:
                 outputs.append(layer.forward(inputs[t.inp], w, bias))
         shares = {}
-        for g in sorted({t.group for t in terms}):
-            members = [(t.zsign, o) for t, o in zip(terms, outputs) if t.group == g]
+        for g in sorted({t.group for t in terms_here}):
+            members = [(t.zsign, o) for t, o in zip(terms_here, outputs) if t.group == g]
             z = members[0][1]
             for zsign, o in members[1:]:
                 z = b.op("Add" if zsign > 0 else "Sub", [z, o], "lrp_denominator")
@@ -230,7 +278,7 @@ def linear_rule(terms: tuple[Term, ...], eps: float, groups: dict[int, tuple[flo
                 r = b.op("Mul", [r, b.const(alpha, "lrp_alpha")], "lrp_weighted")
             shares[g] = b.op("Div", [r, stabilised(c, z, eps)], "lrp_share")
         parts = []
-        for t in terms:
+        for t in terms_here:
             back = layer.backward(shares[t.group], t.weight(layer.w))
             part = b.op("Mul", [back, inputs[t.inp]], "lrp_term") if times_input else back
             parts.append(b.op("Neg", [part], "lrp_term_neg") if t.sign < 0 else part)
