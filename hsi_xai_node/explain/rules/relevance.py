@@ -15,7 +15,9 @@ with the relevance R arriving at its output (one row per explained class or box;
 
 with stab(z) = z + eps * sign(z), sign(0) = +1, W+ / W- the positive / negative parts, x+ / x- likewise, b+ / b- the
 bias's. A layer's modified forward outputs (z') are computed once per frame: every explained row shares the
-input. `norm` (Zennit's Norm, for sums and average pools) gives each input its share x_i / y of the output's
+input. Where the input cannot be negative (`nonnegative`: a ReLU's output, a max-pool or concatenation of such), x-
+is zero and its terms are left out, exactly: most layers of a ReLU network need half the terms of z+, alpha-beta and
+gamma. `norm` (Zennit's Norm, for sums and average pools) gives each input its share x_i / y of the output's
 relevance; `passthrough` (Zennit's Pass, for activations) hands the relevance on unchanged.
 """
 
