@@ -208,7 +208,8 @@ class DetectionPipeline:
         if self.levels:
             names = [f"{n}@{level}" for n in names for level in self.levels]
         self.scales = OverlayScales(cfg.overlay_scale, {"box": MapKey(cfg.overlay_method, layer, self._signed)},
-                                    names, card.overlay_scales, card.name)
+                                    names, card.overlay_scales, card.name,
+                                    rows="class and level" if self.levels else "class")
         self.engine = open_engine(model.SerializeToString(), cfg.backend, cfg.precision, cfg.cache_dir, cfg.threads,
                                   outputs_to_copy=list(self._plan.values()), device=cfg.openvino_device)
 

@@ -147,10 +147,12 @@ class OverlayScales:
     """The per-class scale of each overlay map under the chosen mode (module docstring)."""
 
     def __init__(self, mode: str, maps: dict[str, MapKey], classes: list[str], card_scales: dict | None,
-                 model_name: str):
+                 model_name: str, rows: str = "class"):
+        """`classes`: the scales' rows by name; `rows` says what a row is, for `describe` ("class", or "class and
+        level" for a detector's boxes explained at their own pyramid level, rows named "car@bifpn_p3")."""
         if mode not in SCALE_MODES:
             raise InputError(f"overlay_scale must be one of {list(SCALE_MODES)}, got {mode!r}")
-        self.classes, self.maps = list(classes), dict(maps)
+        self.classes, self.maps, self.rows = list(classes), dict(maps), rows
         self.requested = mode
         self.mode = mode
         self.fixed: dict[str, np.ndarray] = {}
@@ -205,10 +207,10 @@ class OverlayScales:
 
     def describe(self) -> str:
         if self.mode == "card":
-            return "card (fixed per class, from the model card)"
+            return f"card (fixed per {self.rows}, from the model card)"
         if self.mode == "running":
             why = " (the card has no scales)" if self.requested == "card" else ""
-            return f"running (per class, rate {RUNNING_RATE} per frame){why}"
+            return f"running (per {self.rows}, rate {RUNNING_RATE} per frame){why}"
         return "frame (each frame's own peak: colours do not compare across frames)"
 
 

@@ -150,13 +150,14 @@ def test_card_and_running_scales_fix_the_colour_of_a_value(tiny_detector, frames
                                      box_maps=True)
     fixed = DetectionPipeline(config)
     assert fixed.scales.mode == "card"
+    assert fixed.scales.describe() == "card (fixed per class and level, from the model card)"  # the legend's line
     r = fixed.process(frames[0])
     explained = [d for d in r.detections if d.slot < 4]
     assert explained and all(d.level in levels for d in explained)
     np.testing.assert_allclose(fixed.box_scale(explained, r.box_maps[:, None]),
                                [value[f"{d.class_name}@{d.level}"] for d in explained], rtol=1e-6)
     head = DetectionPipeline(dataclasses.replace(config, layer="class_head_input"))
-    assert head.scales.mode == "card"
+    assert head.scales.mode == "card" and head.scales.describe() == "card (fixed per class, from the model card)"
     r = head.process(frames[0])
     explained = [d for d in r.detections if d.slot < 4]
     assert all(d.level is None for d in r.detections)
@@ -165,6 +166,7 @@ def test_card_and_running_scales_fix_the_colour_of_a_value(tiny_detector, frames
     running = DetectionPipeline(DetectionPipelineConfig(model=str(tiny_detector), backend="ort-cpu", threads=1,
                                                         explain_boxes=4, box_maps=True))
     assert running.scales.mode == "running"  # the tiny detector's card has no scales
+    assert running.scales.describe().startswith("running (per class and level, rate ")
     r0 = running.process(frames[0])
     first = running.scales.scale("box").copy()
     assert first.shape == (len(names) * len(levels),)
