@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, count_skipped
 from .files import read_json
 from .runtime.overlay import REFERENCE_PERCENTILE, unit_of
 
@@ -87,8 +87,9 @@ def segmentation_overlay_scales(model: str | Path, card: str | Path | None = Non
             full[name] = (method, o.layer, o.signed)
     engine = open_engine(graph.model.SerializeToString(), backend, "fp32", outputs_to_copy=[graph.logits, *full])
     values_by_key = {key: {c: [] for c in range(len(names))} for key in full}
+    skipped: dict = {}  # reason -> {"count", "first"}: a dataset's cubes that could not be read
     if dataset is not None:
-        inputs, source = _dataset_inputs(card, sensor, dataset, values), {"dataset": dataset.describe()}
+        inputs, source = _dataset_inputs(card, sensor, dataset, values, skipped), {"dataset": dataset.describe()}
     else:
         frames = _val_frames(card_path, frames_per_drive)
         inputs = _drive_inputs(card, sensor, frames)
@@ -106,7 +107,7 @@ def segmentation_overlay_scales(model: str | Path, card: str | Path | None = Non
                     v = m[c][region]
                     values_by_key[key][c].append(np.abs(v) if signed else np.maximum(v, 0))
     if not count:
-        raise InputError(f"no frame to calibrate on: {source}")
+        raise InputError(f"no frame to calibrate on: {source}{_skipped_text(skipped)}")
     scales = {}
     for key, (method, layer, signed) in full.items():
         per_class, pixels = {}, {}
@@ -117,7 +118,7 @@ def segmentation_overlay_scales(model: str | Path, card: str | Path | None = Non
         scales[f"{method}@{layer}"] = {"classes": per_class, "pixels": pixels, "signed": signed,
                                        "unit": unit_of(method), "percentile": REFERENCE_PERCENTILE,
                                        "region": "pixels predicted as the class", **source,
-                                       **({"frames": count} if dataset is not None else {})}
+                                       **({"frames": count, "skipped": skipped} if dataset is not None else {})}
     return scales
 
 
@@ -133,18 +134,26 @@ def _drive_inputs(card, sensor, frames: list[tuple[int, int]]):
             yield card.model_input(frontend.process(gen.frame(index).raw).cube.data)
 
 
-def _dataset_inputs(card, sensor, dataset, values: str | None):
-    """Model inputs of a dataset's readable cubes (unreadable ones are skipped, as `hsi-xai evaluate` does)."""
+def _skipped_text(skipped: dict) -> str:
+    """"; 2 skipped (unreadable or wrong-shaped file), first: ..." per reason, or "" when nothing was skipped."""
+    return "".join(f"; {v['count']} skipped ({reason}), first: {v['first']}" for reason, v in skipped.items())
+
+
+def _dataset_inputs(card, sensor, dataset, values: str | None, skipped: dict):
+    """Model inputs of a dataset's readable cubes; an unreadable or wrong-shaped one is skipped and counted in
+    `skipped` with the first reason, as `hsi-xai evaluate` does."""
     from .datasets import DatasetError, dataset_model_input, default_values
 
     values = values or default_values(dataset)
     for sample in dataset:
-        if isinstance(sample, DatasetError):
-            continue
         try:
-            yield dataset_model_input(card, sample, sensor.band_wavelengths_nm, values)
-        except DatasetError:
+            if isinstance(sample, DatasetError):
+                raise sample
+            x = dataset_model_input(card, sample, sensor.band_wavelengths_nm, values)
+        except DatasetError as exc:
+            count_skipped(skipped, "unreadable or wrong-shaped file", str(exc))
             continue
+        yield x
 
 
 def detection_overlay_scales(model: str | Path, card: str | Path | None = None, frames_per_drive: int | None = None,
@@ -236,7 +245,7 @@ def cmd_calibrate_overlays(args) -> int:
     for key, entry in scales.items():
         values = ", ".join(f"{n} {v:.3g}" for n, v in entry["classes"].items())
         where = entry["dataset"] if "dataset" in entry else f"drives {entry['drives']}"
-        print(f"{key}: {values} ({entry['frames']} frames of {where})")
+        print(f"{key}: {values} ({entry['frames']} frames of {where}{_skipped_text(entry.get('skipped', {}))})")
     print(f"wrote overlay_scales into {Path(args.card) if args.card else Path(args.model).with_suffix('.json')}")
     return 0
 

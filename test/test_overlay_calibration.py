@@ -58,3 +58,42 @@ def test_a_model_without_a_1x1_head_is_calibrated_without_the_activation_map(tmp
     scales = segmentation_overlay_scales(r.model, methods=("activation", "hires"), layers=("penultimate",),
                                          dataset=GeneratedDrives.from_split("1000", limit=1))
     assert list(scales) == [f"hires@{r.layers[0].tensor}"]
+
+
+def test_a_datasets_unreadable_cubes_are_skipped_counted_and_named(tmp_path, hsi_drive, capsys):
+    """calibrate-overlays --dataset on a download holding a wrong-band and a truncated cube beside a good one: the
+    scales come from the good cube, and the card's entries and the command's output count the two skipped with the
+    first reason (they had been skipped silently); with no readable cube it exits 2 with one line, the card
+    unchanged."""
+    import json
+    import shutil
+
+    from hsi_xai_node.cli import main
+    from hsi_xai_node.sensor.frontend import FrontEnd, FrontEndConfig
+    from test.test_evaluate import write_mmseg
+
+    gen = DriveGenerator(hsi_drive, seed=2001, render_cameras=False)
+    fe = FrontEnd(hsi_drive, *gen.references(), FrontEndConfig(normalise=False))
+    root = write_mmseg(tmp_path / "HSIDrive20", [(fe.process(gen.frame(0).raw).cube.data, gen.frame(0).labels)],
+                       split="validation")
+    images = root / "images" / "validation"
+    np.save(images / "z1_bands.npy", np.zeros((216, 409, 24), np.float32))
+    (images / "z2_truncated.npy").write_bytes(b"\x93NUMPY\x01\x00")
+    shutil.copy(MODEL, tmp_path / "m.onnx")
+    shutil.copy(MODEL.with_suffix(".json"), tmp_path / "m.json")
+    assert main(["calibrate-overlays", str(tmp_path / "m.onnx"), "--dataset", str(root)]) == 0
+    out = capsys.readouterr().out
+    card = json.loads((tmp_path / "m.json").read_text())
+    for key, entry in card["overlay_scales"].items():
+        assert entry["frames"] == 1, key
+        bad = entry["skipped"]["unreadable or wrong-shaped file"]
+        assert bad["count"] == 2 and "z1_bands.npy: cube (216, 409, 24) has no 25 bands" in bad["first"]
+    assert "(1 frames of " in out and "; 2 skipped (unreadable or wrong-shaped file), first: " in out
+    assert Pipeline(PipelineConfig(model=str(tmp_path / "m.onnx"), backend="ort-cpu")).scales.mode == "card"
+
+    before = (tmp_path / "m.json").read_bytes()
+    (images / "nf1111_101.npy").unlink()  # the good cube gone: nothing readable is left
+    assert main(["calibrate-overlays", str(tmp_path / "m.onnx"), "--dataset", str(root)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no frame to calibrate on" in err[0] and "2 skipped (unreadable" in err[0], err
+    assert (tmp_path / "m.json").read_bytes() == before
