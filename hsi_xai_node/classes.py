@@ -77,11 +77,16 @@ def palette(classes: tuple[ClassInfo, ...] = SEGMENTATION_CLASSES) -> np.ndarray
 _SEGMENTATION_PALETTE = palette()
 
 
+def bgr_lookup(indices: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """table[indices] for a (256, 3) uint8 BGR table (a palette, a colormap): an (h, w) uint8 image through OpenCV's
+    lookup (the table as applyColorMap's user colour table, 5x numpy's take on a 208 x 400 frame), anything else
+    through numpy's take."""
+    if indices.dtype != np.uint8 or indices.ndim != 2 or indices.size == 0:
+        return np.take(table, indices, axis=0)
+    return cv2.applyColorMap(np.ascontiguousarray(indices), np.ascontiguousarray(table).reshape(256, 1, 3))
+
+
 def colourise(labels: np.ndarray, classes: tuple[ClassInfo, ...] = SEGMENTATION_CLASSES) -> np.ndarray:
     """A label map (h, w) of class ids as a (h, w, 3) uint8 BGR image."""
     lut = _SEGMENTATION_PALETTE if classes is SEGMENTATION_CLASSES else palette(classes)
-    labels = np.ascontiguousarray(labels, dtype=np.uint8)
-    if labels.ndim != 2 or labels.size == 0:
-        return np.take(lut, labels, axis=0)
-    # = lut[labels]; OpenCV's lookup (the palette as its user colour table) is 5x numpy's take on a frame
-    return cv2.applyColorMap(labels, lut.reshape(256, 1, 3))
+    return bgr_lookup(np.asarray(labels, dtype=np.uint8), lut)

@@ -74,16 +74,18 @@ def box_explainer(model: onnx.ModelProto, card, k: int, rows, pairs: str, boxes:
     of the `pairs` tensor's first k explained."""
     from ..explain import BOX_LEVEL, DetectionExplainConfig, build_detection_explainer
 
-    layers = tuple(dict.fromkeys(box_row(r)[1] for r in rows))
-    methods = tuple(dict.fromkeys(box_row(r)[0] for r in rows))
+    split = {r: box_row(r) for r in rows}
+    layers = tuple(dict.fromkeys(layer for _, layer in split.values()))
+    methods = tuple(dict.fromkeys(method for method, _ in split.values()))
     graph = build_detection_explainer(model, card.input.tensor, card.scores, card.layers,
                                       DetectionExplainConfig(layers=layers, top_k=k, methods=methods, uint8=False),
                                       pairs=pairs, layout=card.input.layout, boxes=boxes)
-    at_level = {n: o for n, o in graph.outputs.items() if o.layer == BOX_LEVEL}
-    plain = full_size_maps({n: o for n, o in graph.outputs.items() if o.layer != BOX_LEVEL},
-                           [r for r in rows if "@" not in r], card.input.hw)
-    level = full_size_maps(at_level, [box_row(r)[0] for r in rows if box_row(r)[1] == BOX_LEVEL], card.input.hw)
-    return graph, plain | {f"{m}@{BOX_LEVEL}": n for m, n in level.items() if f"{m}@{BOX_LEVEL}" in rows}
+
+    def maps_at(at_level: bool) -> dict[str, str]:  # row -> output, of the rows at box_level or of the others
+        outputs = {n: o for n, o in graph.outputs.items() if (o.layer == BOX_LEVEL) == at_level}
+        wanted = {method: r for r, (method, layer) in split.items() if (layer == BOX_LEVEL) == at_level}
+        return {wanted[m]: n for m, n in full_size_maps(outputs, list(wanted), card.input.hw).items()}
+    return graph, maps_at(False) | maps_at(True)
 
 
 def seg_methods(cfg: ReportConfig) -> tuple[str, ...]:

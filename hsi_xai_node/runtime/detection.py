@@ -205,11 +205,11 @@ class DetectionPipeline:
         names = [self.classes[ch].name for ch in sorted(self.classes)]
         # box_level: a scale per class and level ("car@bifpn_p3"), the rows of `names` by class, then level
         self.levels = box_levels(card.layers) if "levels" in self._plan else []
+        rows = "class"
         if self.levels:
-            names = [f"{n}@{level}" for n in names for level in self.levels]
+            names, rows = [f"{n}@{level}" for n in names for level in self.levels], "class and level"
         self.scales = OverlayScales(cfg.overlay_scale, {"box": MapKey(cfg.overlay_method, layer, self._signed)},
-                                    names, card.overlay_scales, card.name,
-                                    rows="class and level" if self.levels else "class")
+                                    names, card.overlay_scales, card.name, rows=rows)
         self.engine = open_engine(model.SerializeToString(), cfg.backend, cfg.precision, cfg.cache_dir, cfg.threads,
                                   outputs_to_copy=list(self._plan.values()), device=cfg.openvino_device)
 

@@ -30,6 +30,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from ..classes import bgr_lookup
 from ..errors import InputError
 
 log = logging.getLogger(__name__)
@@ -107,17 +108,9 @@ def colormap_lut(name: str) -> np.ndarray:
     raise InputError(f"unknown colormap {name!r}; use one of {list(SEQUENTIAL + DIVERGING)}")
 
 
-@lru_cache(maxsize=None)
-def _opencv_table(name: str) -> np.ndarray:
-    return np.ascontiguousarray(colormap_lut(name).reshape(256, 1, 3))  # the user-table form applyColorMap takes
-
-
 def apply_colormap(u8: np.ndarray, name: str) -> np.ndarray:
     """A uint8 map (h, w) as a bgr8 image through the colormap's table."""
-    if u8.dtype != np.uint8 or u8.ndim != 2 or u8.size == 0:
-        return np.take(colormap_lut(name), u8, axis=0)
-    # = table[u8]; OpenCV's lookup is 5x numpy's take on a 208x400 map
-    return cv2.applyColorMap(np.ascontiguousarray(u8), _opencv_table(name))
+    return bgr_lookup(u8, colormap_lut(name))
 
 
 def to_uint8(values: np.ndarray, scale, signed: bool) -> np.ndarray:

@@ -16,7 +16,7 @@ from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict
 from pydantic.dataclasses import dataclass
 
 from ..errors import ConfigError, InputError
-from ..explain import LrpOptions, PathOptions
+from ..explain import BOX_LEVEL, LrpOptions, PathOptions
 from ..files import read_yaml
 from ..schema import Fraction, PositiveFinite, _finite, raise_as
 from ..resources import share_path
@@ -111,7 +111,7 @@ class NodeConfig:
     explain_boxes: Annotated[int, Field(ge=0, le=256)] = 10
     detection_methods: Strs = ("box_gradcam",)  # per-box maps; add box_spectral for each detection's camera shares
     detection_overlay_method: Str = "box_gradcam"  # a per-box CAM or input attribution (runtime.detection)
-    detection_layer: Str = "box_level"  # the per-box CAMs' layer: each box at its own level, or a card role / tensor
+    detection_layer: Str = BOX_LEVEL  # the per-box CAMs' layer: each box at its own level, or a card role / tensor
     memory_limit_mb: PositiveFinite = 4096.0  # a model, detector or rig needing more per frame is refused at start
     camera_transport: Literal["raw", "compressed"] = "raw"  # cameras as Image, or CompressedImage on <topic>/compressed
     raw_transport: Literal["raw", "compressed"] = "raw"  # the mosaic as Image, or 16-bit PNG on <raw_topic>/compressed
