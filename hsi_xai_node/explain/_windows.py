@@ -251,9 +251,7 @@ def _crop_rows(b: Builder, g: str | OneHot, win: _Windows, channels: int) -> str
                                                     b.const(nw, "window_nw", np.int64)], "window_row_start"),
                                        b.op("Sub", [win.col, win.left], "window_dx")], "window_in_plane")],
                   "window_element")
-        seed = OneHot(at, g.value)
-        return b.op("Reshape", [dense(b, seed, (1, channels * nh * nw), win.rows), b.ints([win.rows, channels, nh, nw])],
-                    "window_seed")
+        return dense(b, OneHot(at, g.value), (1, channels, nh, nw), win.rows)
     flat = b.op("Reshape", [g, b.ints([win.rows, channels, h * w])], "window_cot")
     return b.op("Reshape", [b.op("GatherElements", [flat, _per_channel(b, win, channels)], "window_pick", axis=2),
                             b.ints([win.rows, channels, *win.size])], "window_seed")
