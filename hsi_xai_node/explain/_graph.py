@@ -45,6 +45,8 @@ class Builder:
         self._names |= {o for n in self.graph.node for o in n.output} | {n.name for n in self.graph.node}
         self._counter = itertools.count()
         self._scope = ""
+        self._producers: dict[str, NodeProto] = {}  # tensor -> the node making it, for graph.node[:self._indexed]
+        self._indexed = 0
 
     # --- facts about forward tensors -------------------------------------------------------
     def shape(self, tensor: str) -> tuple[int, ...]:
@@ -71,6 +73,18 @@ class Builder:
         """The value of an initializer or Constant output, else None."""
         t = self._consts.get(tensor)
         return None if t is None else numpy_helper.to_array(t)
+
+    def producer(self, tensor: str) -> NodeProto | None:
+        """The node whose output `tensor` is (None for a graph input or initializer). Nodes are only appended while
+        a graph is built: the ones appended since the last call are indexed, not the whole graph scanned again."""
+        if self._indexed > len(self.graph.node):  # the nodes were replaced by fewer (a pruned graph): start again
+            self._producers, self._indexed = {}, 0
+        if tensor not in self._producers and self._indexed < len(self.graph.node):
+            for node in self.graph.node[self._indexed:]:
+                for o in node.output:
+                    self._producers[o] = node
+            self._indexed = len(self.graph.node)
+        return self._producers.get(tensor)
 
     def require_constant(self, tensor: str, node, what: str) -> np.ndarray:
         value = self.constant(tensor) if tensor else None

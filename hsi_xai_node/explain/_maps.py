@@ -189,7 +189,7 @@ class MapWriter:
 def resolve_layer(layers: dict[str, str], name: str, b: Builder) -> str:
     """A card role or block name (or a raw tensor name) -> a tensor of the graph."""
     tensor = layers.get(name, name)
-    if tensor not in {o for n in b.graph.node for o in n.output}:
+    if b.producer(tensor) is None:
         raise ExplainError(f"target layer {name!r} ({tensor!r}) is not a tensor of the model; "
                            f"the card names {sorted(layers)}")
     return tensor

@@ -57,7 +57,8 @@ GATES = ("Sigmoid", "HardSigmoid")  # ops whose output, multiplied into a signal
 
 
 def _producer(c: RuleContext, tensor: str) -> str | None:
-    return next((n.op_type for n in c.b.graph.node if tensor in n.output), None)
+    node = c.b.producer(tensor)
+    return None if node is None else node.op_type
 
 
 def gate(c: RuleContext):
@@ -189,7 +190,6 @@ _DATA_INPUTS = {"Slice": 1, "Reshape": 1, "Expand": 1, "Tile": 1, "Squeeze": 1, 
 def nonnegative(c: RuleContext, tensor: str) -> bool:
     """Whether a forward tensor is >= 0 everywhere by construction (a ReLU's output, a max-pool or concatenation of
     such, a non-negative constant, ...). Conservative: False where it cannot tell."""
-    producers = {o: n for n in c.b.graph.node for o in n.output}
     seen: dict[str, bool] = {}
 
     def check(t: str) -> bool:
@@ -197,7 +197,7 @@ def nonnegative(c: RuleContext, tensor: str) -> bool:
             return seen[t]
         seen[t] = False  # a cycle cannot occur in ONNX, but a wrong answer here must be "no"
         value = c.b.constant(t)
-        node = producers.get(t)
+        node = c.b.producer(t)
         if value is not None:
             result = bool(np.all(value >= 0))
         elif node is None:  # a graph input
