@@ -25,7 +25,9 @@ bifpn_p2..bifpn_p5) that is the feature the head read to score the box, reached 
 Grad-CAM is Grad-CAM at the box's level (for a box of the finest level, the map at `class_head_input` itself). The
 maps of the levels are each resized to the input and added (a row's map is zero at every level its score does
 not reach; the gradient-free methods are masked to those levels), so these maps are always at the input's size;
-`box_level_index` says which level each row reached. A box of a coarse level no longer pays for a backward through
+`box_level_index` says which level each row reached, and each level's part is an output of its own at the level's
+size (method `<name>_level_part`, its layer the level's tensor): a caller that shows a box only around itself resizes
+that crop alone. A box of a coarse level no longer pays for a backward through
 the feature pyramid to the finest level (at `class_head_input`, most of what ten boxes cost on the bundled
 detector): what is left is the heads on windows (_windows.py; P5's 8x10 map whole) and the element-moving tail
 from the scores to each level's logits.
@@ -55,6 +57,9 @@ BOX_ATTRIBUTIONS = {f"box_{name}": name for name in INPUT_METHODS}
 BOX_INPUT_METHODS = ("box_spectral", *BOX_ATTRIBUTIONS)  # the methods that reach the input
 BOX_METHODS = (*BOX_CAMS, *BOX_INPUT_METHODS)
 BOX_LEVEL = "box_level"  # the layer "each box at its own pyramid level" (module docstring)
+# method suffix of a BOX_LEVEL map's part at one level, at that level's size (the output's layer is the level's
+# tensor): the BOX_LEVEL map is the sum of its parts, each resized to the input
+LEVEL_PART = "_level_part"
 
 
 @dataclass(frozen=True)
@@ -102,7 +107,8 @@ def box_levels(layers: dict[str, str]) -> list[str]:
 
 def box_level_cams(b: Builder, maps: MapWriter, seeds: dict[str, str], layers: dict[str, str], cams: list[str],
                    config: DetectionExplainConfig, in_hw: tuple[int, int]) -> None:
-    """Each CAM method at each box's own level (BOX_LEVEL): (K, 1, H, W) at the input's size, one output each; and
+    """Each CAM method at each box's own level (BOX_LEVEL): (K, 1, H, W) at the input's size, one output each, with
+    its part at each level (K, 1, h, w) (LEVEL_PART); and
     `box_level_index` (K,) int64, the level each row's score reached (its place in `box_levels`; 0 for an empty
     slot), so that a map can be shown on the scale of its class at its level (a Grad-CAM's mean over a coarse
     level's few pixels makes it larger than a fine level's)."""
@@ -120,11 +126,14 @@ def box_level_cams(b: Builder, maps: MapWriter, seeds: dict[str, str], layers: d
     maps.output(index, "box_level_index", BOX_LEVEL, (k,), signed=False, dtype="int64")
     for method in cams:
         per_level, signed = [], False
-        for ctx, rows in zip(contexts, reached):
+        for level, ctx, rows in zip(levels, contexts, reached):
             cam_map, signed = build_cam(BOX_CAMS[method], ctx)
             if not CAMS[BOX_CAMS[method]].gradient:  # the same map in every row: kept in the rows reaching the level
                 cam_map = b.op("Mul", [cam_map, rows], "box_level_only")
             per_level.append((cam_map, ctx.hw))
+            # the level's part at its own size: a caller that shows each box only around itself resizes just that
+            # crop (runtime/detection.py), where the sum at the input's size is K full maps of products
+            maps.output(cam_map, method + LEVEL_PART, level, (k, 1, *ctx.hw), signed)
         maps.finish(maps.resized_sum(per_level), method, BOX_LEVEL, signed=signed, hw=tuple(in_hw))
 
 

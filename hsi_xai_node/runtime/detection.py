@@ -34,8 +34,9 @@ import numpy as np
 
 from ..detection.card import LoadedDetector, load_detector
 from ..errors import FrameError, InputError
-from ..explain import (BOX_ATTRIBUTIONS, BOX_CAMS, BOX_LEVEL, BOX_METHODS, CAMS, INPUT_METHODS, DetectionExplainConfig,
-                       LrpOptions, PathOptions, box_levels, build_detection_explainer)
+from ..explain import (BOX_ATTRIBUTIONS, BOX_CAMS, BOX_LEVEL, BOX_METHODS, CAMS, INPUT_METHODS, LEVEL_PART,
+                       DetectionExplainConfig, LrpOptions, PathOptions, box_levels, build_detection_explainer,
+                       linear_resize_matrix)
 from ..resources import share_path
 from ..sensor.camera_model import PixelMap, zoomed
 from ..sensor.rig import DEFAULT_COMMON_VIEW, CameraSpec, load_rig, read_rig, transform_box  # noqa: F401 (load_rig re-exported)
@@ -189,16 +190,30 @@ class DetectionPipeline:
         model = self.loaded.model
         m = cfg.overlay_method  # a CAM at the class-head layer, or an input attribution (its map at the input)
         self._signed = CAMS[BOX_CAMS[m]].signed if m in BOX_CAMS else INPUT_METHODS[BOX_ATTRIBUTIONS[m]].signed
+        # the maps the overlay draws from, each at its own size (plan key -> (rows, cols) resize matrices to the
+        # input's size, None when already there): a box is shown only around itself, so only that crop is resized
+        # here, where resizing in the graph made K maps of the whole input (1.2 ms of the bundled detector's 4 ms
+        # for ten boxes, and their copy out)
+        self._parts: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
         if self.graph is not None:
             model = self.graph.model
+            full, parts = None, {}
             for name, o in self.graph.outputs.items():
-                if o.method == cfg.overlay_method + "_full" or (o.method == cfg.overlay_method and "maps" not in
-                                                                 self._plan and tuple(o.shape[2:]) == card.input.hw):
-                    self._plan["maps"] = name  # float maps at the input size: scaled per box class here
+                if o.method == m + "_full" or (o.method == m and full is None and tuple(o.shape[2:]) == card.input.hw):
+                    full = name  # float maps at the input size
+                if o.method == (m + LEVEL_PART if cfg.layer == BOX_LEVEL else m):
+                    parts[name] = tuple(o.shape[2:])
                 if o.method == "box_spectral":
                     self._plan["spectral"] = name
                 if o.method == "box_level_index" and m in BOX_CAMS:
                     self._plan["levels"] = name
+            out_h, out_w = card.input.hw
+            for i, (name, (h, w)) in enumerate(parts.items()):
+                self._plan[f"part{i}"] = name
+                self._parts[f"part{i}"] = None if (h, w) == (out_h, out_w) else \
+                    (linear_resize_matrix(h, out_h), linear_resize_matrix(w, out_w).T)
+            if cfg.box_maps or cfg.overlay_scale != "card":  # every box's peak, or the maps themselves, are read
+                self._plan["maps"] = full
         # input channel -> camera of the stack, for the camera shares
         self._channel_camera = [s.camera for s in card.input.stack for _ in s.offset]
         layer = card.input.tensor if m in BOX_ATTRIBUTIONS else card.layers.get(cfg.layer, cfg.layer)
@@ -274,11 +289,11 @@ class DetectionPipeline:
             detections.append(Detection(box, transform_box(box, self._to_camera), c.id, c.name, float(score), slot,
                                         attribution, shares, level))
         preview = self.frontend.preview(images, registered)
-        maps = out.get("maps")
-        explained = [d for d in detections if maps is not None and d.slot < len(maps)]
-        overlay = self._draw_maps(images, maps, explained)
+        rows = len(out["part0"]) if self._parts else 0  # the explained slots
+        explained = [d for d in detections if d.slot < rows]
+        overlay = self._draw_maps(images, out, explained)
         overlay = draw_boxes(overlay, detections, self.classes, self.config.overlay_zoom)
-        box_maps = maps[:, 0] if maps is not None and self.config.box_maps else None
+        box_maps = out["maps"][:, 0] if self.config.box_maps and "maps" in out else None
         slots_full = bool((out["classes"][0] >= 0).all())
         return DetectionResult(detections, preview, overlay, box_maps, slots_full)
 
@@ -291,10 +306,32 @@ class DetectionPipeline:
         shares = {cam: (abs(v) / total if total > 0 else 0.0) for cam, v in attribution.items()}
         return attribution, shares
 
-    def box_scale(self, detections: list[Detection], maps: np.ndarray) -> np.ndarray:
-        """Per explained box, the scale its map is shown with: its class's (card or running) or its own peak."""
+    def box_map(self, out: dict[str, np.ndarray], slot: int, rows: slice = slice(None),
+                cols: slice = slice(None)) -> np.ndarray:
+        """Box `slot`'s float map at the input's size, over `rows` x `cols`, from the engine's outputs `out` (plan
+        key -> array): the graph's full-size maps where they were read, else the sum of the map's parts (one per
+        pyramid level at box_level), each resized here as the graph resizes them (ONNX Resize's linear half-pixel
+        weights as matrices: the columns, then the rows), only over the crop. A part that is zero in this row (a
+        level the box's score does not reach) adds nothing and is skipped."""
+        if "maps" in out:
+            return out["maps"][slot, 0, rows, cols]
+        total = None
+        for key, resize in self._parts.items():
+            m = out[key][slot, 0]
+            if len(self._parts) > 1 and not m.any():
+                continue
+            crop = m[rows, cols] if resize is None else resize[0][rows] @ (m @ resize[1][:, cols])
+            total = crop if total is None else total + crop
+        if total is None:  # no level reached: an empty slot's map is zero
+            h, w = self.card.input.hw
+            total = np.zeros((len(range(h)[rows]), len(range(w)[cols])), np.float32)
+        return total
+
+    def box_scale(self, detections: list[Detection], out: dict[str, np.ndarray]) -> np.ndarray:
+        """Per explained box, the scale its map is shown with: its class's (card or running) or its own peak
+        (`out`: the engine's outputs by plan key, as `box_map` reads them)."""
         def peak(d: Detection) -> float:  # max |m| (signed) or max(m, 0): two reductions, no |m| copy of the map
-            m = maps[d.slot, 0]
+            m = self.box_map(out, d.slot)
             return max(float(m.max()), -float(m.min())) if self._signed else max(float(m.max()), 0.0)
 
         if self.scales.mode == "frame":
@@ -317,7 +354,7 @@ class DetectionPipeline:
             chosen[i] = peaks[i] if peaks is not None else peak(detections[i])
         return chosen
 
-    def _draw_maps(self, images, maps: np.ndarray | None, explained: list[Detection]) -> np.ndarray:
+    def _draw_maps(self, images, out: dict[str, np.ndarray], explained: list[Detection]) -> np.ndarray:
         """Each explained box's map within its box grown by overlay_margin, weaker boxes first (the best on
         top), weighted by the shown magnitude, composed in the network view as one premultiplied layer (colour
         times weight, and the weight: blending them in turn over a picture is blending that layer over it),
@@ -331,7 +368,7 @@ class DetectionPipeline:
         w, h = self.frontend.config.input_size  # the network view, where the maps are
         colour, weight = np.zeros((h, w, 3), np.float32), np.zeros((h, w, 1), np.float32)
         colormap = cfg.signed_colormap if self._signed else cfg.colormap
-        scales = self.box_scale(explained, maps)
+        scales = self.box_scale(explained, out)
         painted = [w, h, 0, 0]  # the network-view rectangle the boxes' maps cover: all that is warped and blended
         for d, s in sorted(zip(explained, scales), key=lambda t: t[0].score):
             x0, y0, x1, y1 = d.box
@@ -341,7 +378,7 @@ class DetectionPipeline:
             if c1 <= c0 or r1 <= r0:
                 continue
             painted = [min(painted[0], c0), min(painted[1], r0), max(painted[2], c1), max(painted[3], r1)]
-            u8 = to_uint8(maps[d.slot, 0, r0:r1, c0:c1], s, self._signed)
+            u8 = to_uint8(self.box_map(out, d.slot, slice(r0, r1), slice(c0, c1)), s, self._signed)
             magnitude = np.abs(u8.astype(np.float32) - 127.5) / 127.5 if self._signed else u8 / 255.0
             wgt = (cfg.overlay_alpha * magnitude).astype(np.float32)[..., None]
             colour[r0:r1, c0:c1] = colour[r0:r1, c0:c1] * (1.0 - wgt) + apply_colormap(u8, colormap) * wgt

@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch is the reference here: pip install -e '.[test]'")
 
 from hsi_xai_node.detection.postprocess import PostprocessConfig
-from hsi_xai_node.explain import DetectionExplainConfig, assert_tensorrt_compatible, build_detection_explainer
+from hsi_xai_node.explain import LEVEL_PART, DetectionExplainConfig, assert_tensorrt_compatible, build_detection_explainer
 from hsi_xai_node.training.detection import export_onnx
 from test.detection.tiny_efficientdet import HW, TINY, image, tiny_model, with_score_threshold
 from test.detection.tiny_efficientdet import one_torch_thread  # noqa: F401 (autouse fixture)
@@ -257,13 +257,17 @@ def test_box_level_cams_are_each_boxs_own_pyramid_level_against_autograd(detecto
                                    DetectionExplainConfig(layers=("box_level",), top_k=5, methods=methods,
                                                           uint8=False), pairs="chosen_pairs")
     assert_tensorrt_compatible(eg.model, "EfficientDet box-level graph")
-    assert {o.layer for o in eg.outputs.values()} == {"box_level"}
+    # the maps at the input's size, and each one's part at every level, at the level's size
+    assert {o.layer for o in eg.outputs.values() if not o.method.endswith(LEVEL_PART)} == {"box_level"}
+    assert {o.layer for o in eg.outputs.values() if o.method.endswith(LEVEL_PART)} == set(levels.values())
     used = {i for n in eg.model.graph.node for i in n.input}  # ONNX Runtime warns of each unused one, every session
     assert not [t.name for t in eg.model.graph.initializer if t.name not in used]
     names = eg.output_names()
     out = dict(zip(names, session(eg.model).run(names, {"image": x, "chosen_pairs": chosen})))
     by = {o.method: out[n] for n, o in eg.outputs.items()}
     assert by["box_gradcam"].shape == (5, 1, *HW)
+    parts = {(o.method.removesuffix(LEVEL_PART), o.layer): out[n] for n, o in eg.outputs.items()
+             if o.method.endswith(LEVEL_PART)}
 
     def resized(level_map):
         return F.interpolate(torch.from_numpy(level_map[None, None]), size=HW, mode="bilinear",
@@ -278,6 +282,10 @@ def test_box_level_cams_are_each_boxs_own_pyramid_level_against_autograd(detecto
         signed = (grad.mean((1, 2), keepdims=True) * a).sum(0)
         assert np.abs(signed).max() > 0
         assert relative_error(by["box_gradcam_signed"][row, 0], resized(signed)) < 1e-4, row
+        for i in range(4):  # the box's part at its level is the level's map; at the others it is zero
+            part = parts[("box_gradcam_signed", f"bifpn_p{i + 2}")][row, 0]
+            assert part.shape == feats[i].shape[2:]
+            assert relative_error(part, signed) < 1e-4 if i == level else not part.any(), (row, i)
         assert relative_error(by["box_gradcam"][row, 0], resized(np.maximum(signed, 0))) < 1e-4, row
         assert relative_error(by["box_layercam"][row, 0], resized(ref_layercam(grad, a))) < 1e-4, row
         # FEM: pixels next to a level pixel within float32 rounding of its K-sigma threshold left out

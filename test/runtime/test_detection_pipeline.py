@@ -154,14 +154,14 @@ def test_card_and_running_scales_fix_the_colour_of_a_value(tiny_detector, frames
     r = fixed.process(frames[0])
     explained = [d for d in r.detections if d.slot < 4]
     assert explained and all(d.level in levels for d in explained)
-    np.testing.assert_allclose(fixed.box_scale(explained, r.box_maps[:, None]),
+    np.testing.assert_allclose(fixed.box_scale(explained, {"maps": r.box_maps[:, None]}),
                                [value[f"{d.class_name}@{d.level}"] for d in explained], rtol=1e-6)
     head = DetectionPipeline(dataclasses.replace(config, layer="class_head_input"))
     assert head.scales.mode == "card" and head.scales.describe() == "card (fixed per class, from the model card)"
     r = head.process(frames[0])
     explained = [d for d in r.detections if d.slot < 4]
     assert all(d.level is None for d in r.detections)
-    np.testing.assert_array_equal(head.box_scale(explained, r.box_maps[:, None]), 0.5)
+    np.testing.assert_array_equal(head.box_scale(explained, {"maps": r.box_maps[:, None]}), 0.5)
 
     running = DetectionPipeline(DetectionPipelineConfig(model=str(tiny_detector), backend="ort-cpu", threads=1,
                                                         explain_boxes=4, box_maps=True))
@@ -180,6 +180,45 @@ def test_card_and_running_scales_fix_the_colour_of_a_value(tiny_detector, frames
     assert running.scales.scale("box").shape == first.shape
     legend = running.legend()
     assert legend.ndim == 3 and legend.shape[1] == 420 and legend.dtype == np.uint8
+
+
+@pytest.mark.parametrize("layer", ["box_level", "class_head_input"])
+def test_on_card_scales_each_box_map_is_resized_only_around_its_box(frames, layer):
+    """With card scales (the bundled detector's) no box's peak is needed, so the engine returns each map at its
+    layer's size (at box_level one part per pyramid level, each zero in the rows of boxes at other levels) and the
+    pipeline resizes only the crop it draws: its maps equal the explain graph's own maps at the input's size (ONNX
+    Runtime running the unpruned graph: the resize and the sum of the levels in it), and its overlay the one drawn
+    from those full-size maps."""
+    config = DetectionPipelineConfig(backend="ort-cpu", threads=1, layer=layer)  # the bundled detector: 10 boxes
+    p = DetectionPipeline(config)
+    assert p.scales.mode == "card" and "maps" not in p._plan
+    hw = tuple(p.card.input.hw)
+    parts = [v for k, v in p._plan.items() if k.startswith("part")]
+    assert len(parts) == (4 if layer == "box_level" else 1)
+    assert not any(p.graph.outputs[n].shape[2:] == hw for n in p._plan.values() if n in p.graph.outputs)
+    images = frames[1]
+    full_name = next(n for n, o in p.graph.outputs.items()
+                     if o.method in ("box_gradcam", "box_gradcam_full") and o.shape[2:] == hw)
+    session = ort.InferenceSession(p.graph.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = session.run([*p._plan.values(), full_name], {p.card.input.tensor: p.frontend(images)})
+    full = got.pop()[:, 0]
+    got = dict(zip(p._plan, got))
+    result = p.process(images)
+    explained = [d for d in result.detections if d.slot < 10]
+    if layer == "box_level":  # boxes of several levels: the parts' sum is exercised
+        assert len({d.level for d in explained}) >= 3
+    atol = 1e-6 * np.abs(full).max()
+    for d in explained:
+        np.testing.assert_allclose(p.box_map(got, d.slot), full[d.slot], rtol=1e-5, atol=atol)
+        x0, y0, x1, y1 = (int(v) for v in d.box)
+        crop = (slice(max(y0 - 3, 0), y1 + 3), slice(max(x0 - 3, 0), x1 + 3))
+        np.testing.assert_allclose(p.box_map(got, d.slot, *crop), full[d.slot][crop], rtol=1e-5, atol=atol)
+    assert result.box_maps is None
+    # the same frame drawn from the graph's full-size maps (box_maps: they are read, and drawn from)
+    reference = DetectionPipeline(dataclasses.replace(config, box_maps=True)).process(images)
+    np.testing.assert_allclose(reference.box_maps, full, rtol=1e-5, atol=atol)
+    diff = result.detection_overlay != reference.detection_overlay
+    assert diff.mean() < 1e-4  # the same pixels but where a map value 1 ulp apart sits at a grey level's rounding tie
 
 
 def test_labels_never_overlap_and_fall_back_to_numbers():
