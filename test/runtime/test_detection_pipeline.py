@@ -41,6 +41,10 @@ def test_detections_are_the_engine_outputs(pipeline, frames):
         assert d.score == pytest.approx(float(scores[0, k]), rel=1e-5)
         assert d.class_name == names[int(classes[0, k])]
     assert pipeline.cameras == ["rgb", "mir"] and pipeline.primary == "rgb"
+    # the network view, made when read: the RGB camera registered into it, as bgr8
+    registered = pipeline.frontend.register("rgb", images["rgb"])
+    assert result.preview.shape == (256, 320, 3)
+    np.testing.assert_array_equal(result.preview, np.clip(np.rint(registered), 0, 255).astype(np.uint8)[..., ::-1])
 
 
 def test_camera_boxes_follow_the_rig_homography(tiny_detector, frames, tmp_path):
