@@ -232,11 +232,16 @@ def _windows(b: Builder, cot: str | OneHot, hw: tuple[int, int], radius: tuple[i
 
 
 def _crop_forward(b: Builder, x: str, win: _Windows, channels: int) -> str:
-    """(1, C, H, W) forward tensor -> (K, C, nh, nw): each row's window of it."""
+    """(1, C, H, W) forward tensor -> (K, C, nh, nw): each row's window of it.
+
+    Gathered from the tensor channels-last, a pixel's C values at a time: gathering single floats along the pixel
+    axis of (C, H x W) took ONNX Runtime 0.26 ms per level of the bundled detector; a Transpose to channels-last
+    is one pass over the map (on ONNX Runtime's blocked-layout CPU path a reorder it makes anyway)."""
     h, w = win.hw
-    picked = b.op("Gather", [b.op("Reshape", [x, b.ints([channels, h * w])], "window_src"), win.index],
-                  "window_gather", axis=1)  # (C, K, n)
-    return b.op("Reshape", [b.op("Transpose", [picked], "window_rows", perm=[1, 0, 2]),
+    pixels = b.op("Reshape", [b.op("Transpose", [x], "window_nhwc", perm=[0, 2, 3, 1]), b.ints([h * w, channels])],
+                  "window_src")
+    picked = b.op("Gather", [pixels, win.index], "window_gather", axis=0)  # (K, n, C)
+    return b.op("Reshape", [b.op("Transpose", [picked], "window_rows", perm=[0, 2, 1]),
                             b.ints([win.rows, channels, *win.size])], "window_crop")
 
 
