@@ -367,7 +367,8 @@ class DetectionPipeline:
         """Each explained box's map within its box grown by overlay_margin, weaker boxes first (the best on
         top), weighted by the shown magnitude, composed in the network view as one premultiplied layer (colour
         times weight, and the weight: blending them in turn over a picture is blending that layer over it),
-        carried into the primary camera's zoomed pixels by the rig's homography and blended over its image."""
+        carried into the primary camera's zoomed pixels by the rig's homography and blended over its image, only
+        around the boxes (`_painted_regions`)."""
         cfg = self.config
         z = cfg.overlay_zoom
         picture = self.frontend.camera_picture(self.primary, images.get(self.primary))
@@ -375,10 +376,11 @@ class DetectionPipeline:
         if not explained:
             return picture
         w, h = self.frontend.config.input_size  # the network view, where the maps are
-        colour, weight = np.zeros((h, w, 3), np.float32), np.zeros((h, w, 1), np.float32)
+        layer = np.zeros((h, w, 4), np.float32)  # premultiplied colour, and the weight
+        colour, weight = layer[..., :3], layer[..., 3:]
         colormap = cfg.signed_colormap if self._signed else cfg.colormap
         scales = self.box_scale(explained, out)
-        painted = [w, h, 0, 0]  # the network-view rectangle the boxes' maps cover: all that is warped and blended
+        painted = []  # the network-view rectangles the boxes' maps cover: all that is warped and blended
         for d, s in sorted(zip(explained, scales), key=lambda t: t[0].score):
             x0, y0, x1, y1 = d.box
             mx, my = cfg.overlay_margin * (x1 - x0) + 2.0, cfg.overlay_margin * (y1 - y0) + 2.0
@@ -386,36 +388,26 @@ class DetectionPipeline:
             c1, r1 = min(int(np.ceil(x1 + mx)), w), min(int(np.ceil(y1 + my)), h)
             if c1 <= c0 or r1 <= r0:
                 continue
-            painted = [min(painted[0], c0), min(painted[1], r0), max(painted[2], c1), max(painted[3], r1)]
+            painted.append((c0, r0, c1, r1))
             u8 = to_uint8(self.box_map(out, d.slot, slice(r0, r1), slice(c0, c1)), s, self._signed)
             magnitude = np.abs(u8.astype(np.float32) - 127.5) / 127.5 if self._signed else u8 / 255.0
             wgt = (cfg.overlay_alpha * magnitude).astype(np.float32)[..., None]
             colour[r0:r1, c0:c1] = colour[r0:r1, c0:c1] * (1.0 - wgt) + apply_colormap(u8, colormap) * wgt
             weight[r0:r1, c0:c1] = weight[r0:r1, c0:c1] * (1.0 - wgt) + wgt
-        if painted[2] <= painted[0]:
-            return picture
-        # network view -> primary camera pixels -> zoomed (pixel centres; OpenCV's warp samples at the centres),
-        # only over the painted rectangle's image (its corners grown by the bilinear footprint, then a pixel)
+        # network view -> primary camera pixels -> zoomed (pixel centres; OpenCV's warp samples at the centres)
         to_overlay = self.overlay_pixels().A @ self._to_camera
-        c0, r0, c1, r1 = painted
-        corners = np.array([[[c0 - 1.0, r0 - 1.0], [c1, r0 - 1.0], [c1, r1], [c0 - 1.0, r1]]])
-        spot = cv2.perspectiveTransform(corners, to_overlay)[0]
-        (X0, Y0), (X1, Y1) = np.floor(spot.min(0)) - 1, np.ceil(spot.max(0)) + 2
-        X0, Y0 = max(int(X0), 0), max(int(Y0), 0)
-        X1, Y1 = min(int(X1), picture.shape[1]), min(int(Y1), picture.shape[0])
-        if X1 <= X0 or Y1 <= Y0:
-            return picture
-        shift = np.array([[1.0, 0.0, -X0], [0.0, 1.0, -Y0], [0.0, 0.0, 1.0]])
-        layer = cv2.warpPerspective(np.concatenate([colour, weight], 2), shift @ to_overlay, (X1 - X0, Y1 - Y0),
-                                    flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        out = picture.copy()
-        # picture x (1 - weight) + premultiplied colour, rounded to uint8: by OpenCV's kernels, 2.5x numpy's passes
-        # over a 640 x 480 camera (a value at exactly .5 rounds to even, not up: at most 1 grey level apart)
-        *colour_z, weight_z = cv2.split(layer)
-        keep = 1.0 - weight_z
-        blended = cv2.multiply(out[Y0:Y1, X0:X1], cv2.merge([keep, keep, keep]), dtype=cv2.CV_32F)
-        out[Y0:Y1, X0:X1] = cv2.convertScaleAbs(cv2.add(blended, cv2.merge(colour_z)))  # all >= 0: abs is a no-op
-        return out
+        out_image = picture.copy()
+        for X0, Y0, X1, Y1 in _painted_regions(painted, to_overlay, picture.shape[:2]):
+            shift = np.array([[1.0, 0.0, -X0], [0.0, 1.0, -Y0], [0.0, 0.0, 1.0]])
+            warped = cv2.warpPerspective(layer, shift @ to_overlay, (X1 - X0, Y1 - Y0), flags=cv2.INTER_LINEAR,
+                                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            # picture x (1 - weight) + premultiplied colour, rounded to uint8: by OpenCV's kernels, 2.5x numpy's
+            # passes over a 640 x 480 camera (a value at exactly .5 rounds to even, not up: at most 1 grey level apart)
+            *colour_z, weight_z = cv2.split(warped)
+            keep = 1.0 - weight_z
+            blended = cv2.multiply(out_image[Y0:Y1, X0:X1], cv2.merge([keep, keep, keep]), dtype=cv2.CV_32F)
+            out_image[Y0:Y1, X0:X1] = cv2.convertScaleAbs(cv2.add(blended, cv2.merge(colour_z)))  # all >= 0
+        return out_image
 
     def legend(self) -> np.ndarray:
         """The detection overlay's legend (colour bar, what 1 means per class, the scale in force)."""
@@ -431,6 +423,40 @@ LABEL_FONT, LABEL_SCALE = cv2.FONT_HERSHEY_SIMPLEX, 0.4
 
 def _overlaps(a, b) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _painted_regions(painted: list[tuple[int, int, int, int]], to_overlay: np.ndarray,
+                     image_hw: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+    """The overlay's pixel rectangles (X0, Y0, X1, Y1) to warp the network view's layer into and blend: one per
+    group of box rectangles (network view, (c0, r0, c1, r1)) whose footprints in the overlay overlap, so that no
+    overlay pixel is blended twice. A footprint is the rectangle's corners carried over by `to_overlay`, grown by
+    the bilinear sampling's reach and a pixel. Around each group rather than around all boxes: the boxes of a
+    frame cover a third of the rectangle around them all, and the warp and blend cost what they cover."""
+    h, w = image_hw
+
+    def footprint(rect):
+        c0, r0, c1, r1 = rect
+        corners = np.array([[[c0 - 1.0, r0 - 1.0], [c1, r0 - 1.0], [c1, r1], [c0 - 1.0, r1]]])
+        spot = cv2.perspectiveTransform(corners, to_overlay)[0]
+        (X0, Y0), (X1, Y1) = np.floor(spot.min(0)) - 1, np.ceil(spot.max(0)) + 2
+        return max(int(X0), 0), max(int(Y0), 0), min(int(X1), w), min(int(Y1), h)
+
+    groups = [(rect, footprint(rect)) for rect in painted]
+    merged = True
+    while merged:  # join any two groups whose footprints overlap, until none do
+        merged = False
+        for i in range(len(groups)):
+            for j in range(i + 1, len(groups)):
+                if _overlaps(groups[i][1], groups[j][1]):
+                    a, b = groups[i][0], groups[j][0]
+                    rect = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+                    groups[i] = (rect, footprint(rect))
+                    del groups[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return [f for _, f in groups if f[2] > f[0] and f[3] > f[1]]
 
 
 def place_labels(boxes: list[tuple[float, float, float, float]], sizes: list[tuple[int, int]],

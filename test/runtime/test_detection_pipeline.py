@@ -225,6 +225,33 @@ def test_on_card_scales_each_box_map_is_resized_only_around_its_box(frames, laye
     assert diff.mean() < 1e-4  # the same pixels but where a map value 1 ulp apart sits at a grey level's rounding tie
 
 
+def test_maps_are_warped_and_blended_only_around_groups_of_boxes():
+    """_painted_regions: one overlay rectangle per group of boxes whose footprints (the box's corners carried over,
+    grown by the bilinear reach) overlap; the rectangles never overlap (no pixel is blended twice), each box's
+    footprint lies in one, and far-apart boxes get rectangles of their own."""
+    from hsi_xai_node.runtime.detection import _painted_regions
+
+    to_overlay = np.array([[2.0, 0.0, 0.5], [0.0, 2.0, 0.5], [0.0, 0.0, 1.0]])  # 2x, pixel centres
+    # network rect (c0, r0, c1, r1) -> its footprint by hand: corners (c0 - 1, r0 - 1) = (9, 19) -> (18.5, 38.5),
+    # floored less 1; (c1, r1) = (30, 40) -> (60.5, 80.5), ceiled plus 2
+    assert _painted_regions([(10, 20, 30, 40)], to_overlay, (480, 640)) == [(18 - 1, 38 - 1, 61 + 2, 81 + 2)]
+    far = [(10, 20, 30, 40), (200, 100, 240, 150)]
+    assert len(_painted_regions(far, to_overlay, (480, 640))) == 2
+    # overlapping boxes, and a chain: (a, b) overlap only through their footprints, c overlaps b's merged group
+    chain = [(0, 0, 10, 10), (11, 0, 20, 10), (100, 100, 120, 120), (19, 5, 40, 30)]
+    regions = _painted_regions(chain, to_overlay, (480, 640))
+    assert len(regions) == 2
+    for i, a in enumerate(regions):
+        for b in regions[i + 1:]:
+            assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (a, b)
+    for rect in chain:
+        (f,) = _painted_regions([rect], to_overlay, (480, 640))
+        assert any(r[0] <= f[0] and r[1] <= f[1] and f[2] <= r[2] and f[3] <= r[3] for r in regions), (rect, f)
+    # clipped to the image; a box wholly outside it paints nothing
+    assert _painted_regions([(300, 230, 320, 256)], to_overlay, (480, 640)) == [(597, 457, 640, 480)]
+    assert _painted_regions([(400, 300, 420, 320)], to_overlay, (480, 640)) == []
+
+
 def test_labels_never_overlap_and_fall_back_to_numbers():
     from hsi_xai_node.runtime.detection import place_labels
 
