@@ -23,6 +23,7 @@ from onnx import helper
 
 from . import RULES, RuleContext
 from .activation import mask_of
+from .pool import disjoint_windows, pool_geometry, scatter_windows, window_maxima
 
 EPS = 1e-10
 ELEMENTWISE = ("Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Clip")
@@ -38,9 +39,9 @@ def _reference_of(c: RuleContext, reference: Mapping[str, str], tensor: str) -> 
     return reference[tensor]
 
 
-def _rescaled(c: RuleContext, numerator: str, x: str, x0: str, gradient: str) -> str:
-    """numerator / (x - x0) where |x - x0| >= eps, else `gradient`: as products with masks built at the forward's
-    batch of 1 (a Where over the rows is ~10x a Mul on ONNX Runtime's CPU, activation.mask_of)."""
+def _inverse_delta(c: RuleContext, x: str, x0: str) -> tuple[str, str]:
+    """(1 / (x - x0) where |x - x0| >= eps and 0 elsewhere, 1 where |x - x0| < eps and 0 elsewhere), floats at the
+    forward's batch of 1."""
     b = c.b
     dx = b.op("Sub", [x, x0], "dl_delta_in")
     still = b.op("Less", [b.op("Abs", [dx]), b.const(EPS, "dl_eps")], "dl_still")
@@ -50,6 +51,14 @@ def _rescaled(c: RuleContext, numerator: str, x: str, x0: str, gradient: str) ->
     moved = b.op("Sub", [b.const(1.0, "one"), still_f], "dl_moved")
     inverse = b.op("Mul", [b.op("Reciprocal", [b.op("Add", [dx, still_f], "dl_delta_safe")], "dl_inverse"), moved],
                    "dl_inverse_moved")
+    return inverse, still_f
+
+
+def _rescaled(c: RuleContext, numerator: str, x: str, x0: str, gradient: str) -> str:
+    """numerator / (x - x0) where |x - x0| >= eps, else `gradient`: as products with masks built at the forward's
+    batch of 1 (a Where over the rows is ~10x a Mul on ONNX Runtime's CPU, activation.mask_of)."""
+    b = c.b
+    inverse, still_f = _inverse_delta(c, x, x0)
     return b.op("Add", [b.op("Mul", [numerator, inverse], "dl_rescaled"),
                         b.op("Mul", [gradient, still_f], "dl_gradient_kept")], "dl_multiplier")
 
@@ -95,6 +104,42 @@ def product(reference: Mapping[str, str]) -> Callable:
     return rule
 
 
+def _disjoint_maxpool(c: RuleContext, x0: str, y0: str) -> str:
+    """Captum's max-pool rule where each input position lies in one window (U-Net's 2x2/2 pools): position p of
+    window o, offset d, takes m_out[o] times
+
+        A_d[o] = hit_x(d) ((max(y, y0) - y0) / dx(p) or 1 where x barely moved) + hit_x0(d) (y - max(y, y0)) / dx(p)
+
+    (hit_x(d): d holds the first maximum of x's window; hit_x0(d): of x0's). A_d depends on the frame and the
+    reference alone: it is built at the forward's batch of 1, and the rows' cotangent is routed once with it as
+    the offsets' masks, where the general rule routes three cotangents of all rows (the gradient, and the two
+    deltas to x's and x0's maxima) and rescales them at the input's size."""
+    b = c.b
+    kernel, strides, _, _, _, ys = pool_geometry(c)
+    n = len(kernel)
+    top = b.op("Max", [c.y(), y0], "dl_pool_top")
+    up, down = b.op("Sub", [top, y0], "dl_pool_up"), b.op("Sub", [c.y(), top], "dl_pool_down")
+    inverse, still_f = _inverse_delta(c, c.x(), x0)
+    at_reference = helper.make_node("MaxPool", [x0], [y0], name=f"{c.node.name}_reference")
+    at_reference.attribute.extend(c.node.attribute)
+    reference_context = RuleContext(node=at_reference, b=b, out_cots=[None], needs=c.needs, batch=1)
+    hits_x, hits_x0 = window_maxima(c, c.x()), window_maxima(reference_context, x0)
+    axes, steps = b.ints(list(range(2, 2 + n))), b.ints(strides)
+    masks = {}
+    for d in hits_x:
+        def at_offset(t: str, d=d) -> str:  # t's positions of offset d: the pool's output grid
+            return b.op("Slice", [t, b.ints(d), b.ints([d[i] + (ys[i] - 1) * strides[i] + 1 for i in range(n)]), axes,
+                                  steps], "dl_pool_offset")
+        inverse_d = at_offset(inverse)
+        to_x = b.op("Add", [b.op("Mul", [up, inverse_d], "dl_pool_up_rate"), at_offset(still_f)], "dl_pool_to_x")
+        to_x0 = b.op("Mul", [down, inverse_d], "dl_pool_to_x0")
+        if hits_x[d] is not None:
+            to_x = b.op("Mul", [to_x, mask_of(c, hits_x[d])], "dl_pool_x_hit")
+            to_x0 = b.op("Mul", [to_x0, mask_of(c, hits_x0[d])], "dl_pool_x0_hit")
+        masks[d] = b.op("Add", [to_x, to_x0], "dl_pool_rate")
+    return scatter_windows(c, c.g, masks, (kernel, strides, [0] * n, [0] * n, c.shape(c.x())[2:], ys))
+
+
 def maxpool(reference: Mapping[str, str]) -> Callable:
     """Captum's DeepLIFT rule of max pooling (module docstring)."""
     pool = RULES["MaxPool"]
@@ -102,6 +147,8 @@ def maxpool(reference: Mapping[str, str]) -> Callable:
     def rule(c: RuleContext):
         b = c.b
         x0, y0 = _reference_of(c, reference, c.x()), _reference_of(c, reference, c.y())
+        if disjoint_windows(c):
+            return [_disjoint_maxpool(c, x0, y0)]
         gradient = pool(c)[0]
         top = b.op("Max", [c.y(), y0], "dl_pool_top")
         up = b.op("Mul", [c.g, b.op("Sub", [top, y0], "dl_pool_up")], "dl_pool_up_m")

@@ -105,27 +105,24 @@ def _shifted(c: RuleContext, part: str, shift: list[int], ys, grid) -> str:
     return part
 
 
-@rule("MaxPool")
-def max_pool(c: RuleContext):
-    if len([o for o in c.node.output if o]) > 1:
-        raise c.fail("the Indices output is not supported (TensorRT cannot build it): use MaxPool's values only")
-    if int(c.attr("storage_order", 0)):
-        raise c.fail("storage_order=1 (column-major Indices) is not supported")
-    geometry = kernel, strides, begin, _, xs, ys = pool_geometry(c)
+def window_maxima(c: RuleContext, x: str) -> dict[tuple[int, ...], str | None]:
+    """Per kernel offset of the MaxPool node `c.node` applied to `x` (batch 1): a boolean tensor of the output's
+    shape, true where that offset holds its window's first maximum (PyTorch's tie rule); None for a 1-element
+    kernel (the only offset always holds it)."""
+    kernel, strides, begin, _, xs, ys = pool_geometry(c)
     n, b = len(kernel), c.b
     # pad with -inf so padding never wins, and far enough that every window (ceil mode too) is in range
     tail = [max(0, (ys[i] - 1) * strides[i] + kernel[i] - begin[i] - xs[i]) for i in range(n)]
-    x = c.x()
     if any(begin) or any(tail):
         x = b.op("Pad", [x, b.ints([0, 0, *begin, 0, 0, *tail]), b.const(-np.inf, "neg_inf")], "maxpool_pad")
     # one strided slice per kernel offset, in row-major window order; then the running argmax keeps
     # the FIRST maximum (strict Greater), PyTorch's tie rule, from x alone (never Equal(x, y))
     offsets = list(itertools.product(*[range(k) for k in kernel]))
+    if len(offsets) == 1:
+        return {offsets[0]: None}
     axes, steps = b.ints(list(range(2, 2 + n))), b.ints(strides)
     slices = [b.op("Slice", [x, b.ints(o), b.ints([o[i] + (ys[i] - 1) * strides[i] + 1 for i in range(n)]), axes,
                              steps], "maxpool_window") for o in offsets]
-    if len(offsets) == 1:
-        return [scatter_windows(c, c.g, {offsets[0]: None}, geometry)]
     # offset k took the lead (strictly greater than every earlier one) ...
     best, led = slices[0], [None]
     for k, s in enumerate(slices[1:], 1):
@@ -143,9 +140,26 @@ def max_pool(c: RuleContext):
             hits[k] = kept if led[k] is None else b.op("And", [led[k], kept], "maxpool_hit")
         if k > 0:
             later = led[k] if later is None else b.op("Or", [later, led[k]], "maxpool_later")
+    return dict(zip(offsets, hits))
+
+
+def disjoint_windows(c: RuleContext) -> bool:
+    """Whether every input position of the pool lies in at most one window (kernel = stride, no padding, no ceil
+    mode): a rule can then treat each window offset's positions as a grid of their own."""
+    kernel, strides, begin, end, _, _ = pool_geometry(c)
+    return list(kernel) == list(strides) and not any(begin) and not any(end) and not int(c.attr("ceil_mode", 0))
+
+
+@rule("MaxPool")
+def max_pool(c: RuleContext):
+    if len([o for o in c.node.output if o]) > 1:
+        raise c.fail("the Indices output is not supported (TensorRT cannot build it): use MaxPool's values only")
+    if int(c.attr("storage_order", 0)):
+        raise c.fail("storage_order=1 (column-major Indices) is not supported")
     # each offset's share: g where that offset holds its window's maximum; the masks at the forward's batch of 1,
     # each a product with g, not a Where (activation.mask_of says why)
-    return [scatter_windows(c, c.g, {o: mask_of(c, hits[k]) for k, o in enumerate(offsets)}, geometry)]
+    masks = {o: None if hit is None else mask_of(c, hit) for o, hit in window_maxima(c, c.x()).items()}
+    return [scatter_windows(c, c.g, masks, pool_geometry(c))]
 
 
 @rule("AveragePool")
