@@ -206,12 +206,13 @@ class DetectionPipeline:
         self._parts: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
         if self.graph is not None:
             model = self.graph.model
-            full, parts = None, {}
+            parts = {}
             for name, o in self.graph.outputs.items():
-                if o.method == m + "_full" or (o.method == m and full is None and tuple(o.shape[2:]) == card.input.hw):
-                    full = name  # float maps at the input size
-                if o.method == (m + LEVEL_PART if cfg.layer == BOX_LEVEL else m):
-                    parts[name] = tuple(o.shape[2:])
+                if o.method == m + "_full" or (o.method == m and "maps" not in self._plan
+                                                 and tuple(o.shape[2:]) == card.input.hw):
+                    self._plan["maps"] = name  # float maps at the input size: read when needed (below)
+                if o.method == (m + LEVEL_PART if m in BOX_CAMS and cfg.layer == BOX_LEVEL else m):
+                    parts[name] = tuple(o.shape[2:])  # a CAM's part per level at box_level, else the map itself
                 if o.method == "box_spectral":
                     self._plan["spectral"] = name
                 if o.method == "box_level_index" and m in BOX_CAMS:
@@ -221,8 +222,6 @@ class DetectionPipeline:
                 self._plan[f"part{i}"] = name
                 self._parts[f"part{i}"] = None if (h, w) == (out_h, out_w) else \
                     (linear_resize_matrix(h, out_h), linear_resize_matrix(w, out_w).T)
-            if cfg.box_maps or cfg.overlay_scale != "card":  # every box's peak, or the maps themselves, are read
-                self._plan["maps"] = full
         # input channel -> camera of the stack, for the camera shares
         self._channel_camera = [s.camera for s in card.input.stack for _ in s.offset]
         layer = card.input.tensor if m in BOX_ATTRIBUTIONS else card.layers.get(cfg.layer, cfg.layer)
@@ -234,8 +233,10 @@ class DetectionPipeline:
             names, rows = [f"{n}@{level}" for n in names for level in self.levels], "class and level"
         self.scales = OverlayScales(cfg.overlay_scale, {"box": MapKey(cfg.overlay_method, layer, self._signed)},
                                     names, card.overlay_scales, card.name, rows=rows)
+        if "maps" in self._plan and not cfg.box_maps and self.scales.mode == "card":
+            del self._plan["maps"]  # no box's peak is needed, nor the maps themselves: each is resized around its box
         self.engine = open_engine(model.SerializeToString(), cfg.backend, cfg.precision, cfg.cache_dir, cfg.threads,
-                                  outputs_to_copy=list(self._plan.values()), device=cfg.openvino_device)
+                                  outputs_to_copy=list(dict.fromkeys(self._plan.values())), device=cfg.openvino_device)
 
     def _check_memory(self, stack) -> int:
         """The detector's (and explain graph's) tensors, its cameras' frames and their warps, against the limit."""
@@ -275,7 +276,7 @@ class DetectionPipeline:
         if self.card.input.layout == "nhwc":
             x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
         t1 = time.perf_counter()
-        out = self.engine.run({self.card.input.tensor: x}, list(self._plan.values()))
+        out = self.engine.run({self.card.input.tensor: x}, list(dict.fromkeys(self._plan.values())))
         out = {k: out[v] for k, v in self._plan.items()}
         t2 = time.perf_counter()
         result = self._post(images, registered, out)

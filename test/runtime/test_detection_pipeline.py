@@ -186,30 +186,49 @@ def test_card_and_running_scales_fix_the_colour_of_a_value(tiny_detector, frames
     assert legend.ndim == 3 and legend.shape[1] == 420 and legend.dtype == np.uint8
 
 
-@pytest.mark.parametrize("layer", ["box_level", "class_head_input"])
-def test_on_card_scales_each_box_map_is_resized_only_around_its_box(frames, layer):
+def _bundled_with_gradient_scales(tmp_path) -> str:
+    """The bundled detector with its card's box_gradcam scales also given to box_gradient (at the input)."""
+    import json
+    import shutil
+
+    from hsi_xai_node.runtime.detection import DEFAULT_DETECTOR
+
+    shutil.copy(DEFAULT_DETECTOR, tmp_path / "det.onnx")
+    card = json.loads(DEFAULT_DETECTOR.with_suffix(".json").read_text())
+    classes = {name.split("@")[0]: v for name, v in card["overlay_scales"]["box_gradcam@box_level"]["classes"].items()}
+    card["overlay_scales"][f"box_gradient@{card['input']['tensor']}"] = {"classes": classes}
+    (tmp_path / "det.json").write_text(json.dumps(card))
+    return str(tmp_path / "det.onnx")
+
+
+@pytest.mark.parametrize("layer,method", [("box_level", "box_gradcam"), ("class_head_input", "box_gradcam"),
+                                          ("box_level", "box_gradient")])
+def test_on_card_scales_each_box_map_is_resized_only_around_its_box(frames, tmp_path, layer, method):
     """With card scales (the bundled detector's) no box's peak is needed, so the engine returns each map at its
-    layer's size (at box_level one part per pyramid level, each zero in the rows of boxes at other levels) and the
-    pipeline resizes only the crop it draws: its maps equal the explain graph's own maps at the input's size (ONNX
-    Runtime running the unpruned graph: the resize and the sum of the levels in it), and its overlay the one drawn
-    from those full-size maps."""
-    config = DetectionPipelineConfig(backend="ort-cpu", threads=1, layer=layer)  # the bundled detector: 10 boxes
+    layer's size (a CAM at box_level: one part per pyramid level, each zero in the rows of boxes at other levels; an
+    input attribution: its map at the input's size) and the pipeline resizes only the crop it draws: its maps equal
+    the explain graph's own maps at the input's size (ONNX Runtime running the unpruned graph: the resize and the sum
+    of the levels in it), and its overlay the one drawn from those full-size maps."""
+    model = _bundled_with_gradient_scales(tmp_path) if method == "box_gradient" else None
+    config = DetectionPipelineConfig(**({"model": model} if model else {}), backend="ort-cpu", threads=1, layer=layer,
+                                     overlay_method=method)  # the bundled detector: 10 boxes
     p = DetectionPipeline(config)
     assert p.scales.mode == "card" and "maps" not in p._plan
     hw = tuple(p.card.input.hw)
     parts = [v for k, v in p._plan.items() if k.startswith("part")]
-    assert len(parts) == (4 if layer == "box_level" else 1)
-    assert not any(p.graph.outputs[n].shape[2:] == hw for n in p._plan.values() if n in p.graph.outputs)
+    assert len(parts) == {"box_level": 4, "class_head_input": 1}[layer] if method == "box_gradcam" else len(parts) == 1
+    assert not any(p.graph.outputs[n].shape[2:] == hw for n in p._plan.values() if n in p.graph.outputs) \
+        if method == "box_gradcam" else p.graph.outputs[parts[0]].shape[2:] == hw
     images = frames[1]
     full_name = next(n for n, o in p.graph.outputs.items()
-                     if o.method in ("box_gradcam", "box_gradcam_full") and o.shape[2:] == hw)
+                     if o.method in (method, method + "_full") and o.shape[2:] == hw)
     session = ort.InferenceSession(p.graph.model.SerializeToString(), providers=["CPUExecutionProvider"])
     got = session.run([*p._plan.values(), full_name], {p.card.input.tensor: p.frontend(images)})
     full = got.pop()[:, 0]
     got = dict(zip(p._plan, got))
     result = p.process(images)
     explained = [d for d in result.detections if d.slot < 10]
-    if layer == "box_level":  # boxes of several levels: the parts' sum is exercised
+    if layer == "box_level" and method == "box_gradcam":  # boxes of several levels: the parts' sum is exercised
         assert len({d.level for d in explained}) >= 3
     atol = 1e-6 * np.abs(full).max()
     for d in explained:
@@ -223,6 +242,24 @@ def test_on_card_scales_each_box_map_is_resized_only_around_its_box(frames, laye
     np.testing.assert_allclose(reference.box_maps, full, rtol=1e-5, atol=atol)
     diff = result.detection_overlay != reference.detection_overlay
     assert diff.mean() < 1e-4  # the same pixels but where a map value 1 ulp apart sits at a grey level's rounding tie
+
+
+@pytest.mark.parametrize("method", ["box_gradcam", "box_gradient"])
+def test_without_card_scales_the_maps_are_read_whole_and_drawn(tiny_detector, frames, method):
+    """The tiny detector's card has no scales: card falls back to running scales, which follow each box's peak over
+    its whole map, so the engine returns the maps at the input's size; the overlay shows them around the boxes (it
+    differs from the camera's picture there), for a CAM and for an input attribution."""
+    p = DetectionPipeline(DetectionPipelineConfig(model=str(tiny_detector), backend="ort-cpu", threads=1,
+                                                  explain_boxes=4, overlay_method=method))
+    assert p.scales.mode == "running" and "maps" in p._plan
+    result = p.process(frames[0])
+    explained = [d for d in result.detections if d.slot < 4]
+    assert explained and p.scales.scale("box") is not None and (p.scales.scale("box") > 0).any()
+    picture = p.frontend.camera_picture("rgb", frames[0]["rgb"])
+    changed = (result.detection_overlay != picture).any(2)
+    for d in explained:  # inside each explained box (its labels drawn above or below it, or inside its top)
+        x0, y0, x1, y1 = (int(round(v)) for v in d.camera_box)
+        assert changed[y0 + 12:y1 - 1, x0 + 1:x1 - 1].any(), d
 
 
 def test_maps_are_warped_and_blended_only_around_groups_of_boxes():
