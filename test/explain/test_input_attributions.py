@@ -295,18 +295,23 @@ def test_deeplift_max_pool_rule_on_a_window_worked_by_hand():
         np.testing.assert_allclose(by["deeplift_target"][0, 0], -2.0, atol=1e-6)
 
 
-def test_deeplift_max_pool_rule_matches_captum_on_many_windows():
-    """Captum's own max-pool rule (its DeepLift on an nn.MaxPool2d, float64) against ours on 2x2/2 windows of random
-    values: windows where x's and the reference's winners differ, and a channel the spectral-mean reference does not
-    move (the sum of the two bands: there the rule takes the gradient, which reaches the bands through the 1x1 conv
-    before the pool). The graph is a 1x1 conv, the pool, a 1x1 conv and the pooled value spread back over each
-    window; the score is the sum over a region."""
+@pytest.mark.parametrize("kernel,stride,pad", [(2, 2, 0), (3, 2, 1)])
+def test_deeplift_max_pool_rule_matches_captum_on_many_windows(kernel, stride, pad):
+    """The max-pool rule on random values, for the U-Net's disjoint 2x2/2 windows and the detector's overlapping,
+    padded 3x3/2 ones, against the rule worked in float64 torch (max_pool2d's winners, shares scatter-added) and,
+    on disjoint windows, Captum's own (its DeepLift on an nn.MaxPool2d). Windows where x's and the reference's
+    winners differ, and a channel the spectral-mean reference does not move (the sum of the two bands: there the
+    rule takes the gradient, which reaches the bands through the 1x1 conv before the pool). The graph is a 1x1
+    conv, the pool, a 1x1 conv and the pooled value spread back over each window; the score, a sum over a region.
+    Where overlapping windows share a winner, Captum's unpooling keeps one window's share, so its attributions miss
+    S(x) - S(x0); ours add them, as the gradient does, and sum to it."""
     rng = np.random.default_rng(5)
     x = rng.uniform(0.0, 1.0, (1, 2, 6, 8)).astype(np.float32)
     mix = np.array([[1.0, 1.0], [1.0, -2.0]], np.float32).reshape(2, 2, 1, 1)  # channel 0: b0 + b1, unmoved
     w = np.array([2.0, -0.5], np.float32).reshape(1, 2, 1, 1)
     nodes = [helper.make_node("Conv", ["input", "mix"], ["mixed"]),
-             helper.make_node("MaxPool", ["mixed"], ["pooled"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("MaxPool", ["mixed"], ["pooled"], kernel_shape=[kernel, kernel], strides=[stride, stride],
+                              pads=[pad] * 4),
              helper.make_node("Conv", ["pooled", "w"], ["head"]),
              helper.make_node("ConvTranspose", ["head", "spread"], ["logits"], strides=[2, 2])]
     inits = [numpy_helper.from_array(mix, "mix"), numpy_helper.from_array(w, "w"),
@@ -325,7 +330,7 @@ def test_deeplift_max_pool_rule_matches_captum_on_many_windows():
         def __init__(self):
             super().__init__()
             self.mix = torch.nn.Conv2d(2, 2, 1, bias=False)
-            self.pool = torch.nn.MaxPool2d(2)
+            self.pool = torch.nn.MaxPool2d(kernel, stride, pad)
             self.head = torch.nn.Conv2d(2, 1, 1, bias=False)
             self.spread = torch.nn.ConvTranspose2d(1, 1, 2, stride=2, bias=False)
             self.mix.weight.data = torch.tensor(mix, dtype=torch.float64)
@@ -342,20 +347,43 @@ def test_deeplift_max_pool_rule_matches_captum_on_many_windows():
     ref = ref[0].detach().numpy()
     mixed, mixed0 = net.mix(x64), net.mix(x0)
     assert not (mixed - mixed0)[0, 0].any() and (mixed - mixed0)[0, 1].abs().min() > 1e-3  # unmoved, moved
-    pooled, pooled0 = torch.nn.functional.max_pool2d(mixed, 2, return_indices=True)[1], \
-        torch.nn.functional.max_pool2d(mixed0, 2, return_indices=True)[1]
-    assert (pooled[0, 1] != pooled0[0, 1]).any()  # windows whose winner the reference moves
-    assert relative_error(by["deeplift"][0, 0], ref.sum(0)) < 1e-5
-    np.testing.assert_allclose(by["deeplift_bands"][0], (ref * roi[0]).sum((1, 2)), rtol=1e-5, atol=1e-6)
+    winners, winners0 = (torch.nn.functional.max_pool2d(v, kernel, stride, pad, return_indices=True)[1]
+                         for v in (mixed, mixed0))
+    assert (winners[0, 1] != winners0[0, 1]).any()  # windows whose winner the reference moves
+    # the rule by hand in float64 torch: m_out (autograd of the linear tail) routed to x's and x0's window winners
+    # (scatter-add: windows sharing a winner both count), divided by the input's delta, the gradient where it did
+    # not move; then the 1x1 conv before the pool, linear: its adjoint
+    v, v0 = mixed.detach().requires_grad_(True), mixed0.detach()
+    y, at = torch.nn.functional.max_pool2d(v, kernel, stride, pad, return_indices=True)
+    y0, at0 = torch.nn.functional.max_pool2d(v0, kernel, stride, pad, return_indices=True)
+    tail = (net.spread(net.head(y)) * torch.tensor(roi, dtype=torch.float64)).sum()
+    m_out = torch.autograd.grad(tail, y)[0]
+    top = torch.maximum(y, y0)
+
+    def unpooled(values, where):
+        return torch.zeros_like(v).flatten(2).scatter_add(2, where.flatten(2), values.flatten(2)).view_as(v)
+
+    dv = (v - v0).detach()
+    rate = unpooled(m_out * (top - y0), at) + unpooled(m_out * (y - top), at0)
+    m_mixed = torch.where(dv.abs() < 1e-10, unpooled(m_out, at), rate / torch.where(dv == 0, 1.0, dv))
+    m_x = torch.nn.functional.conv_transpose2d(m_mixed, net.mix.weight)  # the 1x1 conv's adjoint
+    by_hand = ((x64 - x0) * m_x)[0].detach().numpy()
     delta = float(net(x64) - net(x0))
+    assert by_hand.sum() == pytest.approx(delta, rel=1e-9)  # summation-to-delta of the rule itself
+    assert relative_error(by["deeplift"][0, 0], by_hand.sum(0)) < 1e-5
+    np.testing.assert_allclose(by["deeplift_bands"][0], (by_hand * roi[0]).sum((1, 2)), rtol=1e-5, atol=1e-6)
     assert by["deeplift_total"][0, 0] == pytest.approx(delta, rel=1e-5)
+    if kernel == stride:  # disjoint windows: Captum's DeepLift is the same rule
+        assert relative_error(by["deeplift"][0, 0], ref.sum(0)) < 1e-5
+    else:  # overlapping: its unpooling keeps one share where two windows share a winner, and misses the delta
+        assert abs(ref.sum() - delta) > 0.1 * abs(delta)
     eg2 = build_segmentation_explainer(m, "input", "logits", {"penultimate": "head"}, SegmentationExplainConfig(
         methods=("deeplift",), upsample=False, uint8=False, seed="roi",
         paths=PathOptions(baseline="spectral_mean", deeplift_maxpool="gradient")))
     names2 = eg2.output_names()
     out2 = dict(zip(names2, session(eg2.model).run(names2, {"input": x, "roi": roi})))
     by_gradient = {o.method: out2[n] for n, o in eg2.outputs.items()}
-    assert relative_error(by_gradient["deeplift"][0, 0], ref.sum(0)) > 1e-2
+    assert relative_error(by_gradient["deeplift"][0, 0], by_hand.sum(0)) > 1e-2  # the rule is what is seen
 
 
 def _zennit_relevance(net, x, region, comp):

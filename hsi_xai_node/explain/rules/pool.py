@@ -105,24 +105,33 @@ def _shifted(c: RuleContext, part: str, shift: list[int], ys, grid) -> str:
     return part
 
 
+def window_slices(c: RuleContext, x: str, pad_value: float) -> dict[tuple[int, ...], str]:
+    """`x` (a tensor of the pool's input shape) at each kernel offset d of the pooling node `c.node`: a tensor of the
+    output's shape whose element o is x at o * stride + d - begin pad (`pad_value` where that is in the padding);
+    the offsets in row-major window order."""
+    kernel, strides, begin, _, xs, ys = pool_geometry(c)
+    n, b = len(kernel), c.b
+    # padded far enough that every window (ceil mode too) is in range
+    tail = [max(0, (ys[i] - 1) * strides[i] + kernel[i] - begin[i] - xs[i]) for i in range(n)]
+    if any(begin) or any(tail):
+        x = b.op("Pad", [x, b.ints([0, 0, *begin, 0, 0, *tail]), b.const(pad_value, "pool_pad_value")], "pool_pad")
+    axes, steps = b.ints(list(range(2, 2 + n))), b.ints(strides)
+    return {o: b.op("Slice", [x, b.ints(o), b.ints([o[i] + (ys[i] - 1) * strides[i] + 1 for i in range(n)]), axes,
+                              steps], "maxpool_window")
+            for o in itertools.product(*[range(k) for k in kernel])}
+
+
 def window_maxima(c: RuleContext, x: str) -> dict[tuple[int, ...], str | None]:
     """Per kernel offset of the MaxPool node `c.node` applied to `x` (batch 1): a boolean tensor of the output's
     shape, true where that offset holds its window's first maximum (PyTorch's tie rule); None for a 1-element
     kernel (the only offset always holds it)."""
-    kernel, strides, begin, _, xs, ys = pool_geometry(c)
-    n, b = len(kernel), c.b
-    # pad with -inf so padding never wins, and far enough that every window (ceil mode too) is in range
-    tail = [max(0, (ys[i] - 1) * strides[i] + kernel[i] - begin[i] - xs[i]) for i in range(n)]
-    if any(begin) or any(tail):
-        x = b.op("Pad", [x, b.ints([0, 0, *begin, 0, 0, *tail]), b.const(-np.inf, "neg_inf")], "maxpool_pad")
-    # one strided slice per kernel offset, in row-major window order; then the running argmax keeps
-    # the FIRST maximum (strict Greater), PyTorch's tie rule, from x alone (never Equal(x, y))
-    offsets = list(itertools.product(*[range(k) for k in kernel]))
-    if len(offsets) == 1:
-        return {offsets[0]: None}
-    axes, steps = b.ints(list(range(2, 2 + n))), b.ints(strides)
-    slices = [b.op("Slice", [x, b.ints(o), b.ints([o[i] + (ys[i] - 1) * strides[i] + 1 for i in range(n)]), axes,
-                             steps], "maxpool_window") for o in offsets]
+    kernel = pool_geometry(c)[0]
+    if int(np.prod(kernel)) == 1:
+        return {(0,) * len(kernel): None}
+    # padded with -inf so padding never wins; then the running argmax keeps the FIRST maximum (strict Greater),
+    # PyTorch's tie rule, from x alone (never Equal(x, y))
+    b = c.b
+    offsets, slices = zip(*window_slices(c, x, -np.inf).items())
     # offset k took the lead (strictly greater than every earlier one) ...
     best, led = slices[0], [None]
     for k, s in enumerate(slices[1:], 1):
@@ -141,13 +150,6 @@ def window_maxima(c: RuleContext, x: str) -> dict[tuple[int, ...], str | None]:
         if k > 0:
             later = led[k] if later is None else b.op("Or", [later, led[k]], "maxpool_later")
     return dict(zip(offsets, hits))
-
-
-def disjoint_windows(c: RuleContext) -> bool:
-    """Whether every input position of the pool lies in at most one window (kernel = stride, no padding, no ceil
-    mode): a rule can then treat each window offset's positions as a grid of their own."""
-    kernel, strides, begin, end, _, _ = pool_geometry(c)
-    return list(kernel) == list(strides) and not any(begin) and not any(end) and not int(c.attr("ceil_mode", 0))
 
 
 @rule("MaxPool")
