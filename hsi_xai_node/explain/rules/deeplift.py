@@ -10,7 +10,9 @@ S(x) - S(x0). Any other op (Softmax, Exp, a division by an input-dependent tenso
                                 m_out * (y - max(y, y0)) routed to x0's, divided by (x - x0) (the gradient where
                                 |x - x0| < eps). Summation-to-delta then holds through the pool. The original
                                 implementation propagated max pooling by its gradient, which breaks it wherever the
-                                winner of a window differs between x and x0.
+                                winner of a window differs between x and x0. Where overlapping windows (3x3/2) share
+                                a winner, their shares add up there, as in the gradient; Captum's max_unpool2d keeps
+                                one of them, and its attributions then miss S(x) - S(x0).
 
 eps = 1e-10 (Captum's).
 """
