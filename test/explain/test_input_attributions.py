@@ -368,7 +368,7 @@ def test_deeplift_max_pool_rule_matches_captum_on_many_windows(kernel, stride, p
     m_mixed = torch.where(dv.abs() < 1e-10, unpooled(m_out, at), rate / torch.where(dv == 0, 1.0, dv))
     m_x = torch.nn.functional.conv_transpose2d(m_mixed, net.mix.weight)  # the 1x1 conv's adjoint
     by_hand = ((x64 - x0) * m_x)[0].detach().numpy()
-    delta = float(net(x64) - net(x0))
+    delta = float((net(x64) - net(x0)).detach())
     assert by_hand.sum() == pytest.approx(delta, rel=1e-9)  # summation-to-delta of the rule itself
     assert relative_error(by["deeplift"][0, 0], by_hand.sum(0)) < 1e-5
     np.testing.assert_allclose(by["deeplift_bands"][0], (by_hand * roi[0]).sum((1, 2)), rtol=1e-5, atol=1e-6)
