@@ -386,6 +386,24 @@ def test_deeplift_max_pool_rule_matches_captum_on_many_windows(kernel, stride, p
     assert relative_error(by_gradient["deeplift"][0, 0], by_hand.sum(0)) > 1e-2  # the rule is what is seen
 
 
+def test_deeplift_refuses_a_max_pool_with_indices():
+    """DeepLIFT's max-pool rule has the gradient rule's precondition: a MaxPool that also outputs Indices (which
+    TensorRT cannot build) fails the build, naming it."""
+    nodes = [helper.make_node("MaxPool", ["input"], ["pooled", "where"], name="pool", kernel_shape=[2, 2],
+                              strides=[2, 2]),
+             helper.make_node("Conv", ["pooled", "w"], ["head"]),
+             helper.make_node("ConvTranspose", ["head", "spread"], ["logits"], strides=[2, 2])]
+    inits = [numpy_helper.from_array(np.ones((1, 2, 1, 1), np.float32), "w"),
+             numpy_helper.from_array(np.ones((1, 1, 2, 2), np.float32), "spread")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 2, 4, 4])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 1, 4, 4]),
+                           helper.make_tensor_value_info("where", TensorProto.INT64, [1, 2, 2, 2])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    with pytest.raises(ExplainError, match="the Indices output is not supported"):
+        build_segmentation_explainer(m, "input", "logits", {"penultimate": "head"}, SegmentationExplainConfig(
+            methods=("deeplift",), upsample=False, uint8=False, seed="roi"))
+
+
 def _zennit_relevance(net, x, region, comp):
     """Zennit's relevance at the input, starting from each class's logits on its region."""
     _zennit()

@@ -25,7 +25,7 @@ from onnx import helper
 
 from . import RULES, RuleContext
 from .activation import mask_of
-from .pool import pool_geometry, scatter_windows, window_maxima, window_slices
+from .pool import check_values_only, pool_geometry, scatter_windows, window_maxima, window_slices
 
 EPS = 1e-10
 ELEMENTWISE = ("Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Clip")
@@ -117,6 +117,7 @@ def maxpool(reference: Mapping[str, str]) -> Callable:
     mask of one routing, where routing the gradient and the two deltas of all rows, then rescaling them at the
     input's size, took three (bundled U-Net: 466 -> 418 ms for the five classes)."""
     def rule(c: RuleContext):
+        check_values_only(c)
         b = c.b
         x0, y0 = _reference_of(c, reference, c.x()), _reference_of(c, reference, c.y())
         top = b.op("Max", [c.y(), y0], "dl_pool_top")

@@ -152,12 +152,17 @@ def window_maxima(c: RuleContext, x: str) -> dict[tuple[int, ...], str | None]:
     return dict(zip(offsets, hits))
 
 
-@rule("MaxPool")
-def max_pool(c: RuleContext):
+def check_values_only(c: RuleContext) -> None:
+    """A MaxPool rule's precondition: the node outputs its values only."""
     if len([o for o in c.node.output if o]) > 1:
         raise c.fail("the Indices output is not supported (TensorRT cannot build it): use MaxPool's values only")
     if int(c.attr("storage_order", 0)):
         raise c.fail("storage_order=1 (column-major Indices) is not supported")
+
+
+@rule("MaxPool")
+def max_pool(c: RuleContext):
+    check_values_only(c)
     # each offset's share: g where that offset holds its window's maximum; the masks at the forward's batch of 1,
     # each a product with g, not a Where (activation.mask_of says why)
     masks = {o: None if hit is None else mask_of(c, hit) for o, hit in window_maxima(c, c.x()).items()}
