@@ -157,11 +157,11 @@ class MapWriter:
     def non_negative(self, m: str) -> str:
         """ReLU(m), or m itself when it is already a ReLU output or a linear resize of one (every one-sided CAM
         ends in a ReLU: a second one would cost a pass over the map for nothing)."""
-        node = next((n for n in self.b.graph.node if m in n.output), None)
+        node = self.b.producer(m)
         # convex weights (a resize, a resize matrix) or a pick keep the sign: look through them
         while node is not None and node.op_type in ("Resize", "GatherElements", "MatMul"):
             source = next(i for i in node.input if self.b.constant(i) is None)
-            node = next((n for n in self.b.graph.node if source in n.output), None)
+            node = self.b.producer(source)
         return m if node is not None and node.op_type == "Relu" else self.b.op("Relu", [m])
 
     def row_scale(self, peak: str, scale: str | None) -> str:

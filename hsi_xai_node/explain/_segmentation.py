@@ -89,10 +89,10 @@ def _find_head(b: Builder, logits: str, through_resize: bool = False):
     from input pixels with weights summing to one, so Resize(W A + b) = Resize(W A) + b and the logits less
     the bias are still sum_k w_ck A_k, resized. The closed-form gradient (dS_c/dA_k = w_ck on the region)
     does not hold through it, so the CAMs' caller does not ask for this."""
-    node = next((n for n in b.graph.node if logits in n.output), None)
+    node = b.producer(logits)
     if through_resize and node is not None and node.op_type == "Resize" \
             and b.shape(node.input[0])[:2] == b.shape(logits)[:2]:
-        node = next((n for n in b.graph.node if node.input[0] in n.output), None)
+        node = b.producer(node.input[0])
     if node is None or node.op_type != "Conv":
         raise ExplainError(f"activation maps need a final 1x1 Conv producing {logits!r}; "
                            f"found {node.op_type if node else 'no node'}")
