@@ -235,8 +235,9 @@ class DetectionPipeline:
                                     names, card.overlay_scales, card.name, rows=rows)
         if "maps" in self._plan and not cfg.box_maps and self.scales.mode == "card":
             del self._plan["maps"]  # no box's peak is needed, nor the maps themselves: each is resized around its box
+        self._outputs = list(dict.fromkeys(self._plan.values()))  # an input attribution's map is its own part too
         self.engine = open_engine(model.SerializeToString(), cfg.backend, cfg.precision, cfg.cache_dir, cfg.threads,
-                                  outputs_to_copy=list(dict.fromkeys(self._plan.values())), device=cfg.openvino_device)
+                                  outputs_to_copy=self._outputs, device=cfg.openvino_device)
 
     def _check_memory(self, stack) -> int:
         """The detector's (and explain graph's) tensors, its cameras' frames and their warps, against the limit."""
@@ -276,7 +277,7 @@ class DetectionPipeline:
         if self.card.input.layout == "nhwc":
             x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
         t1 = time.perf_counter()
-        out = self.engine.run({self.card.input.tensor: x}, list(dict.fromkeys(self._plan.values())))
+        out = self.engine.run({self.card.input.tensor: x}, self._outputs)
         out = {k: out[v] for k, v in self._plan.items()}
         t2 = time.perf_counter()
         result = self._post(images, registered, out)

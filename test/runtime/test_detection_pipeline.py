@@ -216,9 +216,11 @@ def test_on_card_scales_each_box_map_is_resized_only_around_its_box(frames, tmp_
     assert p.scales.mode == "card" and "maps" not in p._plan
     hw = tuple(p.card.input.hw)
     parts = [v for k, v in p._plan.items() if k.startswith("part")]
-    assert len(parts) == {"box_level": 4, "class_head_input": 1}[layer] if method == "box_gradcam" else len(parts) == 1
-    assert not any(p.graph.outputs[n].shape[2:] == hw for n in p._plan.values() if n in p.graph.outputs) \
-        if method == "box_gradcam" else p.graph.outputs[parts[0]].shape[2:] == hw
+    if method == "box_gradcam":  # a CAM at its layer's size: one part per pyramid level at box_level
+        assert len(parts) == {"box_level": 4, "class_head_input": 1}[layer]
+        assert not any(p.graph.outputs[n].shape[2:] == hw for n in p._plan.values() if n in p.graph.outputs)
+    else:  # an input attribution: its one map, at the input's size
+        assert len(parts) == 1 and p.graph.outputs[parts[0]].shape[2:] == hw
     images = frames[1]
     full_name = next(n for n, o in p.graph.outputs.items()
                      if o.method in (method, method + "_full") and o.shape[2:] == hw)
