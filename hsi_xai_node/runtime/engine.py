@@ -38,6 +38,12 @@ BACKENDS = ("tensorrt", "ort-trt", "ort-cuda", "openvino", "ort-cpu")
 PRECISIONS = ("fp32", "fp16")
 _ORT_PROVIDERS = {"ort-trt": "TensorrtExecutionProvider", "ort-cuda": "CUDAExecutionProvider",
                   "ort-cpu": "CPUExecutionProvider"}
+# TF32 off: ONNX Runtime's CUDA provider otherwise computes float32 convolutions and matrix products from inputs
+# rounded to 10-bit mantissas on Ampere and newer GPUs (every Jetson Orin), its default since 1.18 (`use_tf32`).
+# Measured on an H200 with the same cuDNN convolutions (bench/gpu_graphs.py, BENCHMARKS.md): the bundled U-Net's
+# logits move by 5e-4 of their norm and the input attributions by 1-5%, against 1e-6 in IEEE float32. The graphs
+# here are float32 and their maps are checked to be exact in float32, so float32 is what runs.
+_ORT_PROVIDER_OPTIONS = {"ort-cuda": {"use_tf32": "0"}}
 
 
 _NP_OF_ORT = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8,
@@ -55,6 +61,12 @@ _NP_OF_ORT = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tenso
 ORT_OPTIMIZATION = "all"
 
 
+def ort_providers(backend: str) -> list:
+    """ONNX Runtime's providers for `backend`, with their options, the CPU after a GPU one for what it cannot run."""
+    providers = [(_ORT_PROVIDERS[backend], dict(_ORT_PROVIDER_OPTIONS.get(backend, {})))]
+    return providers if backend == "ort-cpu" else [*providers, "CPUExecutionProvider"]
+
+
 class OrtEngine(Engine):
     def __init__(self, onnx_bytes: bytes, backend: str = "ort-cpu", threads: int = 0,
                  optimization: str = ORT_OPTIMIZATION):
@@ -69,9 +81,13 @@ class OrtEngine(Engine):
         opts.graph_optimization_level = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
                                          "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
                                          "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[optimization]
-        providers = [provider] if backend == "ort-cpu" else [provider, "CPUExecutionProvider"]
+        if backend == "ort-trt":
+            _say_once("ort-trt: TensorRT computes float32 convolutions in TF32 on Ampere and newer GPUs (Jetson Orin "
+                      "included) and ONNX Runtime's TensorRT provider has no option to stop it: maps move by about "
+                      "1e-3 of their size, input attributions by 1e-2 (BENCHMARKS.md); backend tensorrt builds "
+                      "IEEE float32")
         try:
-            self.session = ort.InferenceSession(onnx_bytes, opts, providers=providers)
+            self.session = ort.InferenceSession(onnx_bytes, opts, providers=ort_providers(backend))
         except Exception as exc:  # ORT raises its own exception types
             raise EngineError(f"{backend}: ONNX Runtime could not load the model: {exc}") from None
         self.backend = backend

@@ -136,3 +136,32 @@ def test_only_the_outputs_read_are_in_the_engine(tiny_bytes):
     assert engine_module.only_outputs(tiny_bytes, ["logits"]) is tiny_bytes  # nothing to drop: the same bytes
     with pytest.raises(EngineError, match=r"no output\(s\) \['nothing'\]"):
         open_engine(data, "ort-cpu", outputs_to_copy=["nothing"])
+
+
+def test_gpu_providers_of_onnx_runtime_run_ieee_float32(tiny_bytes):
+    """ONNX Runtime's CUDA provider computes float32 convolutions in TF32 on Ampere and newer GPUs unless `use_tf32`
+    is 0 (its default is 1 since 1.18); measured on an H200 that moved input attributions by 1-5% (BENCHMARKS.md).
+    The list is of the form ONNX Runtime's own API takes: a CPU-only build loads it, warning that the CUDA provider
+    is missing, and runs on the CPU."""
+    import onnxruntime as ort
+
+    assert engine_module.ort_providers("ort-cuda") == [("CUDAExecutionProvider", {"use_tf32": "0"}),
+                                                       "CPUExecutionProvider"]
+    assert engine_module.ort_providers("ort-cpu") == [("CPUExecutionProvider", {})]
+    assert engine_module.ort_providers("ort-trt")[-1] == "CPUExecutionProvider"
+    with pytest.warns(UserWarning, match="CUDAExecutionProvider"):
+        session = ort.InferenceSession(tiny_bytes, providers=engine_module.ort_providers("ort-cuda"))
+    assert session.get_providers() == ["CPUExecutionProvider"]
+
+
+def test_ort_trt_says_once_that_it_cannot_turn_tf32_off(tiny_bytes, caplog, monkeypatch):
+    import onnxruntime as ort
+
+    monkeypatch.setattr(engine_module, "_said", set())
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["TensorrtExecutionProvider", "CPUExecutionProvider"])
+    with caplog.at_level(logging.DEBUG, logger="hsi_xai_node.runtime.engine"), pytest.warns(UserWarning):
+        for _ in range(2):
+            open_engine(tiny_bytes, "ort-trt")  # this ONNX Runtime has no TensorRT: it warns and runs on the CPU
+    said = [r for r in caplog.records if "TF32" in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.WARNING, logging.DEBUG]
+    assert "backend tensorrt builds IEEE float32" in said[0].getMessage()

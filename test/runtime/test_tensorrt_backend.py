@@ -254,7 +254,7 @@ DataType = enum.Enum("DataType", "FLOAT HALF BOOL INT32 BF16")
 TensorIOMode = enum.Enum("TensorIOMode", "INPUT OUTPUT")
 LayerType = enum.Enum("LayerType", "ELEMENTWISE SELECT TOPK REDUCE SHUFFLE CONVOLUTION ACTIVATION CONSTANT")
 ElementWiseOperation = enum.Enum("ElementWiseOperation", "GREATER LESS EQUAL OR PROD")
-BuilderFlag = enum.Enum("BuilderFlag", "FP16 OBEY_PRECISION_CONSTRAINTS")
+BuilderFlag = enum.Enum("BuilderFlag", "FP16 OBEY_PRECISION_CONSTRAINTS TF32")
 
 
 class FakeCuda(types.ModuleType):
@@ -551,8 +551,9 @@ def fake_network(input_shape=(1, 3)):
 
 @pytest.fixture
 def fake_builder(fakes, monkeypatch):
+    # flags: TensorRT's default config has TF32 on
     trt, state = fakes.trt, types.SimpleNamespace(fast_fp16=True, parse_ok=True, network=fake_network(),
-                                                  flags=set(), timing_in=[], built=0)
+                                                  flags={"TF32"}, timing_in=[], built=0)
 
     class Timing:
         def __init__(self, blob):
@@ -564,6 +565,9 @@ def fake_builder(fakes, monkeypatch):
     class Config:
         def set_flag(self, f):
             state.flags.add(f.name)
+
+        def clear_flag(self, f):
+            state.flags.discard(f.name)
 
         def create_timing_cache(self, blob):
             state.timing_in.append(bytes(blob))
@@ -627,8 +631,21 @@ def test_fp16_without_fast_fp16_warns_and_builds_fp32(fake_builder, caplog):
         tb.build_engine(ONNX, "fp16", None)
     assert "fp16 does nothing here" in caplog.text and fake_builder.flags == set()
     caplog.clear()
+    fake_builder.flags = {"TF32"}  # a fresh config: TensorRT's default
     tb.build_engine(ONNX, "fp32", None)  # fp32 asked: nothing to warn about, no fp16 flag
     assert "fp16" not in caplog.text and fake_builder.flags == set()
+
+
+def test_every_build_clears_tf32(fake_builder):
+    """TensorRT's BuilderFlag.TF32 is on by default: on Ampere and newer GPUs a float32 convolution then rounds its
+    inputs to 10-bit mantissas (cuDNN's TF32 on an H200 moved input attributions by 1-5%, BENCHMARKS.md). Every
+    precision clears it, the FP32 layers of an fp16 build being there for exactness too; engines of the key format
+    before this are not reused."""
+    for precision, fast_fp16 in (("fp32", True), ("fp16", True), ("fp16", False)):
+        fake_builder.flags, fake_builder.fast_fp16 = {"TF32"}, fast_fp16
+        tb.build_engine(ONNX, precision, None)
+        assert "TF32" not in fake_builder.flags, (precision, fast_fp16)
+    assert tb.KEY_FORMAT >= 2
 
 
 def test_parse_errors_and_dynamic_inputs_fail_before_building(fake_builder):
@@ -682,3 +699,4 @@ def test_real_engine_matches_onnx_runtime(tmp_path, precision, tol):
     again = TensorRTEngine(data, precision, cache_dir=tmp_path)
     assert not again.built
     np.testing.assert_array_equal(again.run({"x": x}, ["logits"])["logits"], out["logits"])
+
