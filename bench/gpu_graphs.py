@@ -6,17 +6,22 @@
 Neither TensorRT nor onnxruntime-gpu installs where this project is developed, but a GPU machine with PyTorch is
 sometimes lent (DESIGN.md, section 5). There, each ONNX graph is converted to PyTorch modules by onnx2torch (one
 module per ONNX node, no fusion: a lower bound on what an engine such as TensorRT makes of the same graph) and run
-on the GPU twice:
+on the GPU in each of these modes:
 
 * **strict float32** (cuDNN and cuBLAS told to keep IEEE float32 products), and
 * **TF32**: convolutions and matrix products round their inputs to 10-bit mantissas and accumulate in float32, the
   default of TensorRT (`BuilderFlag.TF32`), of ONNX Runtime's CUDA provider (`use_tf32`) and of cuDNN convolutions
-  in PyTorch on Ampere and newer GPUs, every Jetson Orin included.
+  in PyTorch on Ampere and newer GPUs, every Jetson Orin included;
+* **fp16**: PyTorch's autocast to float16 over the whole graph (convolutions and matrix products in float16, what
+  autocast keeps in float32 in float32): an fp16 engine that leaves the explanations to FP16 too;
+* **fp16-forward**: the model's own nodes under that autocast, the explanations' nodes (named NODE_PREFIX...) in
+  float32 on float32 copies of their inputs: what the TensorRT backend's fp16 build does (its FP32 plan keeps every
+  explanation layer, comparison and selection in FP32); the node's default `precision`.
 
 Each output is compared with ONNX Runtime's CPU float32 run of the same graph on the same input: float outputs as
 max |GPU - CPU| over max |CPU| (what an overlay's colour scale divides by), integer outputs (labels, uint8 maps) as
 the share of elements that differ. Then each graph is timed on the GPU by CUDA events, median of `--repeats` calls,
-in both modes: eagerly (one kernel launch or more per ONNX node, from Python: for graphs of hundreds of small nodes
+in each mode: eagerly (one kernel launch or more per ONNX node, from Python: for graphs of hundreds of small nodes
 this measures the launches, not the arithmetic, so these times bound an engine's from above and their ratios say
 little about TensorRT's), and, where PyTorch can capture the call as a CUDA graph, its replay (no Python, no launch
 overhead). onnx2torch's modules of some ops copy host tensors to the GPU during the call, which a capture refuses;
@@ -50,6 +55,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, bench/pipeline.py
 
 from hsi_xai_node.explain import PathOptions, SegmentationExplainConfig, build_segmentation_explainer  # noqa: E402
+from hsi_xai_node.explain._graph import NODE_PREFIX  # noqa: E402
 from hsi_xai_node.runtime.engine import ORT_OPTIMIZATION  # noqa: E402
 
 SHAPE = (1, 25, 208, 400)
@@ -57,6 +63,23 @@ CLASSES = 5
 LAYERS = {"penultimate": "dec1", "second_conv_block": "enc1", "bottleneck": "bottleneck"}
 DEFAULT_METHODS = ("gradient", "guided_backprop", "lrp_epsilon", "lrp_epsilon_plus_flat", "lrp_alpha2_beta1",
                    "deeplift", "smoothgrad", "integrated_gradients")
+
+
+# mode -> (TF32 allowed, autocast to float16: everything, or the model's forward only)
+MODES = {"fp32": (False, False), "tf32": (True, False), "fp16": (False, "all"), "fp16-forward": (False, "forward")}
+
+
+class ForwardInHalf(torch.fx.Interpreter):
+    """Runs an onnx2torch module with the model's own nodes under autocast to float16 and the explanations' nodes
+    (NODE_PREFIX) in float32 on float32 copies of their inputs: what a TensorRT fp16 build of the project does."""
+
+    def call_module(self, target, args, kwargs):
+        if not target.startswith(NODE_PREFIX):
+            with torch.autocast("cuda", dtype=torch.float16):
+                return super().call_module(target, args, kwargs)
+        args = tuple(a.float() if isinstance(a, torch.Tensor) and a.dtype == torch.float16 else a for a in args)
+        with torch.autocast("cuda", enabled=False):
+            return super().call_module(target, args, kwargs)
 
 
 def set_tf32(enabled: bool) -> None:
@@ -189,10 +212,15 @@ class GpuGraph:
         self.device = device
         self.captured = None
         self.eager_reason = ""
+        self.half = False  # autocast to float16: False, "all" or "forward" (MODES)
 
     def __call__(self):
         with torch.inference_mode():
-            out = self.module(*self.inputs)
+            if self.half == "forward":
+                out = ForwardInHalf(self.module).run(*self.inputs)
+            else:
+                with torch.autocast(self.device, dtype=torch.float16, enabled=self.half == "all"):
+                    out = self.module(*self.inputs)
         return out if isinstance(out, (tuple, list)) else (out,)
 
     def outputs(self) -> dict[str, np.ndarray]:
@@ -247,12 +275,16 @@ def compare(gpu: dict[str, np.ndarray], cpu: dict[str, np.ndarray]) -> dict[str,
     """Output name -> its difference from the CPU's. Float outputs: the norm of the difference over the CPU output's
     norm ("l2"), and the largest difference over the CPU output's peak ("peak"; one ReLU whose pre-activation is
     within rounding of zero and falls on the other side moves a gradient at a few pixels by a lot, so this one
-    measures where the rounding decided a mask, "l2" how far the whole map moved). Other outputs: the share of
-    elements that differ ("share")."""
+    measures where the rounding decided a mask, "l2" how far the whole map moved); both infinite, and "nonfinite" the
+    share of such elements, where the GPU gave NaN or inf for a number. Other outputs: the share of elements that
+    differ ("share")."""
     diffs = {}
     for name, ref in cpu.items():
         got = gpu[name].reshape(ref.shape)
-        if np.issubdtype(ref.dtype, np.floating):
+        if np.issubdtype(ref.dtype, np.floating) and not np.isfinite(got[np.isfinite(ref)]).all():
+            diffs[name] = {"l2": float("inf"), "peak": float("inf"),  # NaN or inf where the CPU has a number
+                           "nonfinite": float(np.mean(~np.isfinite(got) & np.isfinite(ref)))}
+        elif np.issubdtype(ref.dtype, np.floating):
             ref64, d = ref.astype(np.float64), got.astype(np.float64) - ref
             norm, peak = float(np.linalg.norm(ref64)), float(np.abs(ref64).max())
             diffs[name] = {"l2": float(np.linalg.norm(d)) / norm if norm > 0 else float(np.linalg.norm(d)),
@@ -278,9 +310,17 @@ def measure(graphs: dict[str, tuple[onnx.ModelProto, dict]], device: str, repeat
         cpu = ort_outputs(model, feeds, threads)
         gpu = GpuGraph(model, feeds, device)
         row = {"nodes": len(model.graph.node)}
-        for mode, tf32 in (("fp32", False), ("tf32", True)):
+        for mode, (tf32, half) in MODES.items():
             set_tf32(tf32)
-            diffs = compare(gpu.outputs(), cpu)
+            gpu.half = half if device == "cuda" else False
+            try:
+                diffs = compare(gpu.outputs(), cpu)
+            except RuntimeError as exc:  # an onnx2torch module that cannot take this mode's types: say so, go on
+                print(f"  {name}: {mode} failed: {str(exc).splitlines()[0][:160]}", flush=True)
+                nan = float("nan")
+                row[mode] = {"ms": nan, "replay_ms": None, "diff": {}, "error": str(exc)[:400],
+                             **{f"worst_{k}": nan for k in ("l2", "peak", "share")}}
+                continue
             gpu.capture()
             row[mode] = {"ms": gpu.timed(repeats, replay=False), "diff": diffs,
                          "replay_ms": gpu.timed(repeats, replay=True) if gpu.captured is not None else None,
@@ -293,11 +333,11 @@ def measure(graphs: dict[str, tuple[onnx.ModelProto, dict]], device: str, repeat
         del gpu
         if device == "cuda":
             torch.cuda.empty_cache()
-        print(f"  {name}: {progress(row, 'fp32')}; {progress(row, 'tf32')}"
+        print(f"  {name}: " + "; ".join(progress(row, mode) for mode in MODES) +
               f"{'' if row['replayed'] else ' [not captured: ' + row['eager_reason'] + ']'} "
               f"({time.perf_counter() - t0:.0f} s)", flush=True)
     for row in rows.values():  # eager over eager; replayed over replayed where both were captured
-        for mode in ("fp32", "tf32"):
+        for mode in MODES:
             base = rows[baseline][mode]
             row[mode]["x_" + baseline.replace(" ", "_")] = row[mode]["ms"] / base["ms"]
             if row[mode]["replay_ms"] is not None and base["replay_ms"] is not None:
@@ -380,6 +420,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--threads", type=int, default=0, help="ONNX Runtime's threads for the CPU reference (0: all)")
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--modes", default=",".join(MODES), help=f"of {list(MODES)}")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -389,6 +430,8 @@ def main(argv=None):
     except ImportError as exc:
         sys.exit(f"gpu_graphs: needs onnx2torch and torchvision ({exc}); pip install --no-deps onnx2torch==1.5.15")
     methods = [m for m in args.methods.split(",") if m]
+    for mode in [m for m in MODES if m not in args.modes.split(",")]:
+        del MODES[mode]
     results = {"gpu": gpu_description(args.device), "torch": torch.__version__, "onnxruntime": ort.__version__,
                "repeats": args.repeats, "sections": {}}
     print(f"{results['gpu']}, torch {torch.__version__}, onnxruntime {ort.__version__} (CPU reference)", flush=True)
@@ -410,19 +453,24 @@ def main(argv=None):
                                                   "detection only")
     for section, rows in results["sections"].items():
         base = next(iter(rows))
-        print(f"\n{section} (median ms of eager calls, x {base}'s; replay: of the captured CUDA graph, where both "
-              "could be captured; the outputs' worst difference from ONNX Runtime CPU: float |d|/|CPU| (l2) and "
-              "max|d|/peak, integer outputs the share that differs)")
-        print(f"{'graph':40s} {'fp32 ms':>8s} {'x':>6s} {'replay':>7s} {'x':>6s} {'tf32 ms':>8s} {'x':>6s} "
-              f"{'fp32 l2':>8s} {'tf32 l2':>8s} {'fp32 pk':>8s} {'tf32 pk':>8s} {'fp32 int':>8s} {'tf32 int':>8s}")
         key = "x_" + base.replace(" ", "_")
+        print(f"\n{section}: median ms of eager calls, x {base}'s; replay: of the captured CUDA graph, where both "
+              "could be captured")
+        print(f"{'graph':40s}" + "".join(f" {m + ' ms':>9s} {'x':>6s} {'replay':>7s} {'x':>6s}" for m in MODES))
         for name, row in rows.items():
-            f, t = row["fp32"], row["tf32"]
-            replay = (f"{f['replay_ms']:7.3f} {f['replay_' + key]:6.2f}" if "replay_" + key in f
-                      else f"{'-':>7s} {'-':>6s}")
-            print(f"{name:40s} {f['ms']:8.3f} {f[key]:6.2f} {replay} {t['ms']:8.3f} {t[key]:6.2f} "
-                  f"{f['worst_l2']:8.1e} {t['worst_l2']:8.1e} {f['worst_peak']:8.1e} {t['worst_peak']:8.1e} "
-                  f"{f['worst_share']:8.1e} {t['worst_share']:8.1e}")
+            cells = []
+            for m in MODES:
+                r = row[m]
+                replay = (f"{r['replay_ms']:7.3f} {r['replay_' + key]:6.2f}" if "replay_" + key in r
+                          else f"{'-':>7s} {'-':>6s}")
+                cells.append(f" {r['ms']:9.3f} {r[key]:6.2f} {replay}")
+            print(f"{name:40s}" + "".join(cells))
+        print(f"{section}: the outputs' worst difference from ONNX Runtime CPU: float |d|/|CPU| (l2) and max|d|/peak "
+              "(peak), integer outputs the share that differs (int)")
+        print(f"{'graph':40s}" + "".join(f" {m + ' ' + k:>10s}" for m in MODES for k in ("l2", "peak", "int")))
+        for name, row in rows.items():
+            print(f"{name:40s}" + "".join(f" {row[m]['worst_' + k]:10.1e}" for m in MODES
+                                          for k in ("l2", "peak", "share")))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 
