@@ -333,8 +333,8 @@ def _build_engine(sub) -> None:
                                    "parameters, since another graph is another engine.")
     p.add_argument("model", help="MODEL.onnx")
     p.add_argument("--precision", choices=("fp16", "fp32"), default="fp16",
-                   help="build precision (comparison and selection layers always stay fp32; float32 layers are IEEE "
-                        "float32: TF32 off)")
+                   help="build precision: fp16 runs the model's forward in FP16 (the explanations, comparisons and "
+                        "selections stay FP32); fp32 is IEEE float32 throughout (TF32 off)")
     p.add_argument("--cache-dir", help="engine cache (default: $XDG_CACHE_HOME or ~/.cache, /hsi_xai_node/engines)")
     p.add_argument("--methods", help="comma list of explanation methods (default: the pipeline's)")
     p.add_argument("--layers", help="comma list of card layer names (default: the pipeline's)")

@@ -15,6 +15,10 @@ from onnx import NodeProto, helper, numpy_helper, shape_inference
 
 from ..errors import InputError
 
+# Every node and tensor the builders add is named NODE_PREFIX + ...: a profile, a test that wants none of them, or a
+# TensorRT build that keeps the explanations in float32 (runtime/tensorrt_backend.py) finds them by it.
+NODE_PREFIX = "xai/"
+
 
 class ExplainError(InputError):
     """The explain graph cannot be built: unsupported op, unknown tensor, bad option."""
@@ -106,7 +110,7 @@ class Builder:
 
     def fresh(self, hint: str) -> str:
         while True:
-            name = f"xai/{self._scope}{hint}_{next(self._counter)}"
+            name = f"{NODE_PREFIX}{self._scope}{hint}_{next(self._counter)}"
             if name not in self._names:
                 self._names.add(name)
                 return name

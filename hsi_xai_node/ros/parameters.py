@@ -28,7 +28,8 @@ DESCRIPTIONS = {
     "backend": "auto, tensorrt, ort-trt, ort-cuda, openvino or ort-cpu (auto measures those available here on the "
                "model and keeps the fastest, remembered per machine; /diagnostics says which and why)",
     "openvino_device": "device of the openvino backend: CPU, GPU, NPU or AUTO",
-    "precision": "fp16 or fp32 (TensorRT; mask comparisons always stay fp32; float32 layers are IEEE float32: TF32 off)",
+    "precision": "fp16 (TensorRT: the model's forward in FP16, the explanations and mask comparisons in FP32) "
+                 "or fp32 (IEEE float32 throughout: TF32 off)",
     "engine_cache_dir": "TensorRT engine cache; empty = ~/.cache/hsi_xai_node/engines",
     "methods": "explanations computed in the graph: activation, seg_gradcam, seg_gradcam_signed, hires, gradcam_pp, "
                "xgradcam, layercam, seg_xres, eigencam, fem, scorecam (a forward per channel: offline-grade), "

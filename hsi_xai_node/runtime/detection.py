@@ -41,7 +41,7 @@ from ..resources import share_path
 from ..sensor.camera_model import PixelMap, zoomed
 from ..sensor.rig import DEFAULT_COMMON_VIEW, CameraSpec, load_rig, read_rig, transform_box  # noqa: F401 (load_rig re-exported)
 from ..sensor.multispectral import CameraInput, MultispectralFrontEnd, StackConfig, network_from_common
-from .engine import open_engine
+from .engine import open_engine, warn_fp16_attributions
 from .memory import DEFAULT_LIMIT_MB, bounded_shapes, check_memory, graph_memory, image_bytes
 from .overlay import (SCALE_MODES, MapKey, OverlayScales, apply_colormap, check_colormap, legend_image,
                       to_uint8, unit_of)
@@ -238,6 +238,7 @@ class DetectionPipeline:
         self._outputs = list(dict.fromkeys(self._plan.values()))  # an input attribution's map is its own part too
         self.engine = open_engine(model.SerializeToString(), cfg.backend, cfg.precision, cfg.cache_dir, cfg.threads,
                                   outputs_to_copy=self._outputs, device=cfg.openvino_device)
+        warn_fp16_attributions(self.engine, cfg.precision, [m for m in cfg.methods if m in BOX_ATTRIBUTIONS])
 
     def _check_memory(self, stack) -> int:
         """The detector's (and explain graph's) tensors, its cameras' frames and their warps, against the limit."""

@@ -178,6 +178,29 @@ def open_engine(onnx_bytes: bytes, backend: str = "auto", precision: str = "fp16
     return engine
 
 
+def computes_in_fp16(engine: Engine, precision: str) -> bool:
+    """Whether `engine` runs (part of) its graph in FP16: precision fp16 on TensorRT (the model's forward; the
+    explanations stay FP32) or on an OpenVINO GPU, NPU or AUTO device (the whole graph)."""
+    if precision != "fp16":
+        return False
+    return engine.backend == "tensorrt" or (
+        engine.backend == "openvino" and str(getattr(engine, "device", "CPU")).split(".")[0] != "CPU")
+
+
+def warn_fp16_attributions(engine: Engine, precision: str, attributions) -> None:
+    """Said once: input attributions computed from an FP16 forward are not the float32 ones. Measured on an H200
+    (bench/gpu_graphs.py, PyTorch's autocast standing in for the fp16 engine): up to 8% of their norm, and DeepLIFT's
+    and LRP alpha-beta's maps NaN when the explanations run in FP16 too, as OpenVINO's fp16 does."""
+    attributions = sorted(set(attributions))
+    if not attributions or not computes_in_fp16(engine, precision):
+        return
+    whole = engine.backend == "openvino"
+    _say_once(f"precision fp16 on {engine.backend}: the input attributions ({', '.join(attributions)}) come from an "
+              "FP16 forward and move by up to 8% of their norm against float32"
+              + (", and OpenVINO runs the explanations in FP16 too, where DeepLIFT and LRP alpha-beta can give NaN"
+                 if whole else "") + " (BENCHMARKS.md); precision fp32 gives the float32 ones")
+
+
 _said: set[str] = set()
 
 

@@ -19,7 +19,8 @@ made with `cv2.addWeighted` itself, so both match the CPU path exactly on any ba
 matches its reflectance. On ONNX Runtime CPU every output equals `Pipeline.process`'s
 (test/runtime/test_ingraph.py). TensorRT may contract Mul+Add into FMA and reorder the PN sum
 (ulp-level differences that can flip a near-tie argmax or a grey level at a threshold), and in
-fp16 mode it may run the preprocessing in half precision: build the engine in fp32 for equality.
+fp16 mode the model's own forward runs in half precision (the pre- and postprocessing, whose nodes are named like the
+explanations', stay in FP32 with them): build the engine in fp32 for equality.
 Residuals, spectra and per-class float maps are not produced: they need the float maps on
 the host, which is what this graph exists to avoid; use `Pipeline` for them.
 

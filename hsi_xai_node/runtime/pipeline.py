@@ -37,7 +37,7 @@ from ..sensor.calibration import load_profile
 from ..sensor.camera_model import PixelMap, binned_region
 from ..sensor.frontend import FrontEnd
 from ..sensor.radiometry import false_colour
-from .engine import open_engine
+from .engine import open_engine, warn_fp16_attributions
 from .frame_quality import method_disagreement, prediction_margin
 from .memory import DEFAULT_LIMIT_MB, bounded_shapes, check_memory, graph_memory, image_bytes
 from .overlay import SCALE_MODES, MapKey, OverlayScales, apply_colormap, check_colormap, legend_image, unit_of
@@ -189,6 +189,7 @@ class Pipeline:
         self.engine = open_engine(self.graph.model.SerializeToString(), cfg.backend, cfg.precision, cfg.cache_dir,
                                   cfg.threads, outputs_to_copy=list(dict.fromkeys(self._plan.values())),
                                   device=cfg.openvino_device)
+        warn_fp16_attributions(self.engine, cfg.precision, [m for m in cfg.methods if m in INPUT_METHODS])
         self._lut = self.card.label_ids()
         names = [c.name for c in self.card.classes]
         unknown = [c for c in cfg.explain_classes if c not in names]

@@ -41,12 +41,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..explain._graph import NODE_PREFIX
 from ._engine_base import Engine, EngineError, TensorSpec
 
 log = logging.getLogger(__name__)
 
 # Bump when the build recipe changes (flags, the FP32 plan, ...): old engines then miss and are rebuilt.
-# 2: TF32 cleared (engines of format 1 computed float32 convolutions in TF32 on Ampere and newer GPUs).
+# 2: TF32 cleared (engines of format 1 computed float32 convolutions in TF32 on Ampere and newer GPUs), and fp16
+#    builds keep every explanation layer in FP32 (format 1 left them to FP16, where DeepLIFT came out NaN).
 KEY_FORMAT = 2
 _MAGIC = b"HSIXAI-TRT-ENGINE\x00"
 _HEADER_LEN = struct.Struct(">I")
@@ -201,8 +203,15 @@ PASS_TYPES = frozenset({"SHUFFLE", "IDENTITY", "SLICE", "CONCATENATION"})
 
 
 def plan_fp32_layers(records: Iterable[LayerRecord]) -> list[str]:
-    """Names of layers to keep in FP32 under FP16, in network order: float comparisons, selections,
-    and the reductions (with the data-movement layers between) whose results feed them."""
+    """Names of layers to keep in FP32 under FP16, in network order: every layer of the explanations (the ONNX
+    parser names a node's layers after the node, and the explain builders name theirs NODE_PREFIX...), float
+    comparisons, selections, and the reductions (with the data-movement layers between) whose results feed them.
+
+    So an fp16 build runs the model's own forward in FP16 and computes the explanations from its activations in
+    FP32. Run whole in FP16 (PyTorch's autocast on an H200, bench/gpu_graphs.py), DeepLIFT's and LRP alpha-beta's
+    maps came out NaN: a stabiliser of 1e-6 makes 1/z overflow FP16's 65504, and 0 * inf is NaN. Computed in FP32 from
+    the FP16 forward's activations they are numbers, though up to 8% of their norm from float32's (the pipelines say
+    so when input attributions run on an fp16 engine)."""
     records = list(records)
     producer = {t: r for r in records for t in r.outputs}
     memo: dict[str, set[str]] = {}
@@ -220,8 +229,9 @@ def plan_fp32_layers(records: Iterable[LayerRecord]) -> list[str]:
             memo[tensor] = found
         return memo[tensor]
 
-    keep = {r.name for r in records if r.floating and
-            ((r.type == "ELEMENTWISE" and r.op in MASK_OPS) or r.type in SELECT_TYPES)}
+    keep = {r.name for r in records if r.floating and (r.name.startswith(NODE_PREFIX) or
+                                                       (r.type == "ELEMENTWISE" and r.op in MASK_OPS) or
+                                                       r.type in SELECT_TYPES)}
     keep |= set().union(*(feeders(t) for r in records if r.name in keep for t in r.inputs))
     return [r.name for r in records if r.name in keep]
 
@@ -311,7 +321,8 @@ def configure_precision(builder, config, network, precision: str, trt, log: logg
             if plan:
                 _apply_fp32(network, plan, trt)
                 config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-                log.info("fp16 build: %d comparison/selection layers kept in fp32", len(plan))
+                log.info("fp16 build: the model's forward in fp16; %d explanation, comparison and selection layers "
+                         "kept in fp32", len(plan))
         else:
             log.warning("precision fp16 requested, but this GPU has no fast fp16: fp16 does nothing here, "
                         "the engine is built in fp32")

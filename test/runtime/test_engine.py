@@ -165,3 +165,26 @@ def test_ort_trt_says_once_that_it_cannot_turn_tf32_off(tiny_bytes, caplog, monk
     said = [r for r in caplog.records if "TF32" in r.getMessage()]
     assert [r.levelno for r in said] == [logging.WARNING, logging.DEBUG]
     assert "backend tensorrt builds IEEE float32" in said[0].getMessage()
+
+
+def test_input_attributions_on_an_fp16_engine_are_said_to_be_off_float32(caplog, monkeypatch):
+    """An FP16 forward moved the input attributions by 1-8% on an H200 (bench/gpu_graphs.py); OpenVINO's fp16 runs
+    the explanations in FP16 too, where DeepLIFT came out NaN. Said once, and only where FP16 runs."""
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(engine_module, "_said", set())
+    trt, ort_cpu = SimpleNamespace(backend="tensorrt"), SimpleNamespace(backend="ort-cpu")
+    ov_gpu, ov_cpu = SimpleNamespace(backend="openvino", device="GPU.1"), SimpleNamespace(backend="openvino", device="CPU")
+    fp16 = [engine_module.computes_in_fp16(e, "fp16") for e in (trt, ov_gpu, ov_cpu, ort_cpu)]
+    assert fp16 == [True, True, False, False]
+    assert not engine_module.computes_in_fp16(trt, "fp32")
+    with caplog.at_level(logging.WARNING, logger="hsi_xai_node.runtime.engine"):
+        engine_module.warn_fp16_attributions(ort_cpu, "fp16", ["deeplift"])
+        engine_module.warn_fp16_attributions(trt, "fp32", ["deeplift"])
+        engine_module.warn_fp16_attributions(trt, "fp16", [])  # CAMs only: nothing to say
+        assert not caplog.records
+        engine_module.warn_fp16_attributions(trt, "fp16", ["gradient", "deeplift", "gradient"])
+        engine_module.warn_fp16_attributions(trt, "fp16", ["gradient", "deeplift"])
+        engine_module.warn_fp16_attributions(ov_gpu, "fp16", ["deeplift"])
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2 and "(deeplift, gradient)" in said[0] and "NaN" not in said[0] and "NaN" in said[1]

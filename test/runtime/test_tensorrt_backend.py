@@ -158,6 +158,31 @@ def test_reductions_feeding_comparisons_with_data_movement_between():
     assert tb.plan_fp32_layers(records) == ["rows", "cols", "shuf", "eq"]
 
 
+def test_the_explanations_stay_fp32_and_the_models_forward_does_not():
+    records = [R("/enc1/conv/Conv", "CONVOLUTION", ["x"]), R("/enc1/relu/Relu", "ACTIVATION", ["/enc1/conv/Conv"]),
+               R("xai/backward/conv_t_12", "CONVOLUTION", ["g"]),
+               R("xai/lrp/div_20", "ELEMENTWISE", ["xai/backward/conv_t_12", "z"], op="DIV"),
+               R("xai/lrp/div_20_1", "SHUFFLE", ["xai/lrp/div_20"]),  # a helper layer the parser added for the node
+               R("xai/predicted_class_7", "CAST", ["i"], floating=False)]
+    assert tb.plan_fp32_layers(records) == ["xai/backward/conv_t_12", "xai/lrp/div_20", "xai/lrp/div_20_1"]
+
+
+def test_every_node_the_explain_builders_add_carries_the_prefix_the_plan_looks_for(tmp_path):
+    """The FP32 plan finds the explanations by their layers' names, which the parser takes from the nodes'."""
+    import onnx
+
+    from hsi_xai_node.explain import SegmentationExplainConfig, build_segmentation_explainer
+
+    tiny_segmenter(tmp_path / "t.onnx")
+    model = onnx.load(str(tmp_path / "t.onnx"))
+    forward = {n.name for n in model.graph.node}
+    graph = build_segmentation_explainer(model, "input", "logits", {"penultimate": "dec1"},
+                                         SegmentationExplainConfig(methods=("seg_gradcam", "lrp_epsilon", "deeplift"),
+                                                                   layers=("penultimate",)))
+    added = [n.name for n in graph.model.graph.node if n.name not in forward]
+    assert len(added) > 50 and all(name.startswith(tb.NODE_PREFIX) for name in added)
+
+
 def test_non_float_comparisons_are_left_alone():
     records = [R("shape", "SHAPE", ["x"], floating=False),
                R("eq", "ELEMENTWISE", ["shape", "c"], op="EQUAL", floating=False),
@@ -619,7 +644,7 @@ def test_fp16_build_pins_masks_to_fp32_and_uses_the_timing_cache(fake_builder, t
     assert layers["where"].precision == DataType.FLOAT and layers["where"].output_types == {0: DataType.FLOAT}
     assert layers["relu"].precision is None
     assert f"timing cache {timing}" in caplog.text and "first builds take minutes" in caplog.text
-    assert "built in" in caplog.text and "2 comparison/selection layers kept in fp32" in caplog.text
+    assert "built in" in caplog.text and "2 explanation, comparison and selection layers kept in fp32" in caplog.text
     assert timing.read_bytes() == b"+timing" and fake_builder.timing_in == [b""]
     tb.build_engine(ONNX, "fp16", timing)  # the second build starts from the first one's timings
     assert fake_builder.timing_in[-1] == b"+timing" and timing.read_bytes() == b"+timing+timing"
