@@ -34,7 +34,10 @@ for all 5 classes (as in bench/attributions.py); with --detector the bundled det
 at each box's level and with 10 boxes' input gradient (as in bench/detection.py).
 
 Needs PyTorch with CUDA, onnx2torch (and torchvision, for its non-maximum suppression) and this package's runtime
-dependencies; `--device cpu` runs the same steps on the CPU (a dry run: no TF32 there, timings meaningless).
+dependencies; `--device cpu` runs the same steps on the CPU (a dry run: no TF32 there, timings meaningless). On the
+lent machine, which has PyTorch, torchvision, onnx, onnxruntime and OpenCV but no network, the rest travels as wheels
+(pydantic 2.14.4, pydantic-core 2.50.5, annotated-types 0.8.0, typing-inspection 0.4.5, onnx2torch 1.5.15, for
+CPython 3.12, installed with `pip install --no-deps --target /tmp/site` and PYTHONPATH=/tmp/site:.).
 """
 
 from __future__ import annotations
