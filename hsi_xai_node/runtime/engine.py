@@ -81,11 +81,6 @@ class OrtEngine(Engine):
         opts.graph_optimization_level = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
                                          "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
                                          "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[optimization]
-        if backend == "ort-trt":
-            _say_once("ort-trt: TensorRT computes float32 convolutions in TF32 on Ampere and newer GPUs (Jetson Orin "
-                      "included) and ONNX Runtime's TensorRT provider has no option to stop it: maps move by about "
-                      "1e-3 of their size, input attributions by 1e-2 (BENCHMARKS.md); backend tensorrt builds "
-                      "IEEE float32")
         try:
             self.session = ort.InferenceSession(onnx_bytes, opts, providers=ort_providers(backend))
         except Exception as exc:  # ORT raises its own exception types
@@ -130,7 +125,7 @@ def open_engine(onnx_bytes: bytes, backend: str = "auto", precision: str = "fp16
     args = (onnx_bytes, precision, cache_dir, threads, outputs_to_copy, device)
     if backend != "auto":
         try:
-            return _open(backend, *args)
+            return _note_tf32(_open(backend, *args))
         except ImportError as exc:
             raise EngineError(f"{backend}: {exc}") from None
     # ONNX Runtime's optimisation level is part of what was measured: a choice cached at another level is measured again
@@ -175,6 +170,16 @@ def open_engine(onnx_bytes: bytes, backend: str = "auto", precision: str = "fp16
     # said once per process: every engine of a process meets the same machine
     _say_once(f"backend auto: using {choice.backend}{fp16}{missing}", logging.WARNING if reasons else logging.INFO)
     log.info("backend %s", choice.describe())
+    return _note_tf32(engine)
+
+
+def _note_tf32(engine: Engine) -> Engine:
+    """Said once of an engine on ONNX Runtime's TensorRT provider, the one backend that cannot turn TF32 off."""
+    if engine.backend == "ort-trt":
+        _say_once("ort-trt: TensorRT computes float32 convolutions in TF32 on Ampere and newer GPUs (Jetson Orin "
+                  "included) and ONNX Runtime's TensorRT provider has no option to stop it: maps move by about "
+                  "1e-3 of their size, input attributions by 1e-2 (BENCHMARKS.md); backend tensorrt builds "
+                  "IEEE float32")
     return engine
 
 
