@@ -142,13 +142,17 @@ def test_gpu_providers_of_onnx_runtime_run_ieee_float32(tiny_bytes):
     """ONNX Runtime's CUDA provider computes float32 convolutions in TF32 on Ampere and newer GPUs unless `use_tf32`
     is 0 (its default is 1 since 1.18); measured on an H200 that moved input attributions by 1-5% (BENCHMARKS.md).
     The list is of the form ONNX Runtime's own API takes: a CPU-only build loads it, warning that the CUDA provider
-    is missing, and runs on the CPU."""
+    is missing, and runs on the CPU; a GPU build reports the option back."""
     import onnxruntime as ort
 
     assert engine_module.ort_providers("ort-cuda") == [("CUDAExecutionProvider", {"use_tf32": "0"}),
                                                        "CPUExecutionProvider"]
     assert engine_module.ort_providers("ort-cpu") == [("CPUExecutionProvider", {})]
     assert engine_module.ort_providers("ort-trt")[-1] == "CPUExecutionProvider"
+    if "CUDAExecutionProvider" in ort.get_available_providers():  # a GPU build: the session holds the option
+        session = ort.InferenceSession(tiny_bytes, providers=engine_module.ort_providers("ort-cuda"))
+        assert session.get_provider_options()["CUDAExecutionProvider"]["use_tf32"] == "0"
+        return
     with pytest.warns(UserWarning, match="CUDAExecutionProvider"):
         session = ort.InferenceSession(tiny_bytes, providers=engine_module.ort_providers("ort-cuda"))
     assert session.get_providers() == ["CPUExecutionProvider"]
