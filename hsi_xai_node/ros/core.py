@@ -464,6 +464,7 @@ class HsiXaiCore:
                    "detector": detector.card.name if detector else "off",
                    "backend": detector.engine.backend if detector else "",
                    "backend_choice": detector.engine.describe_backend() if detector else "",
+                   "arithmetic": detector.engine.arithmetic if detector else "",
                    "cameras": ", ".join(f"{c.name}={t}" for t, c in self.det_cameras.items()) if detector else "",
                    CAMERA_INFO: self.det_camera_info.describe() if detector and self.det_camera_info else ""}
         values |= self._latencies(self.det_pubs)
@@ -489,6 +490,7 @@ class HsiXaiCore:
                    "processed": str(s.processed), "dropped": str(s.dropped),
                    "conservativeness_residual_max": f"{self._last['residual']:.2e}",
                    "backend": self.pipeline.engine.backend, "backend_choice": self.pipeline.engine.describe_backend(),
+                   "arithmetic": self.pipeline.engine.arithmetic,
                    "model": self.pipeline.card.name,
                    "references": "yes" if len(self.references) == 2 else "no",
                    CAMERA_INFO: self.camera_info.describe(),

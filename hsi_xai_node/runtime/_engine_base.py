@@ -54,6 +54,7 @@ class Engine:
 
     backend: str = ""
     choice = None  # backend_choice.BackendChoice when `auto` chose this engine; None when it was named
+    arithmetic = ""  # what it computes in, in words (engine.arithmetic, set by open_engine)
     inputs: dict[str, TensorSpec]
     outputs: dict[str, TensorSpec]
 

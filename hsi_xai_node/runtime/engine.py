@@ -125,7 +125,9 @@ def open_engine(onnx_bytes: bytes, backend: str = "auto", precision: str = "fp16
     args = (onnx_bytes, precision, cache_dir, threads, outputs_to_copy, device)
     if backend != "auto":
         try:
-            return _note_tf32(_open(backend, *args))
+            engine = _open(backend, *args)
+            engine.arithmetic = arithmetic(engine, precision)
+            return _note_tf32(engine)
         except ImportError as exc:
             raise EngineError(f"{backend}: {exc}") from None
     # ONNX Runtime's optimisation level is part of what was measured: a choice cached at another level is measured again
@@ -170,7 +172,20 @@ def open_engine(onnx_bytes: bytes, backend: str = "auto", precision: str = "fp16
     # said once per process: every engine of a process meets the same machine
     _say_once(f"backend auto: using {choice.backend}{fp16}{missing}", logging.WARNING if reasons else logging.INFO)
     log.info("backend %s", choice.describe())
+    engine.arithmetic = arithmetic(engine, precision)
     return _note_tf32(engine)
+
+
+def arithmetic(engine: Engine, precision: str) -> str:
+    """What `engine` computes the model and its explanations in, in words (/diagnostics, the replay summary)."""
+    if engine.backend == "tensorrt":
+        return ("FP16 forward where the GPU has fast FP16; FP32 explanations, comparisons and selections (TF32 off)"
+                if precision == "fp16" else "IEEE float32 (TF32 off)")
+    if engine.backend == "ort-trt":
+        return "float32, with TF32 convolutions on Ampere and newer GPUs (ONNX Runtime's TensorRT provider)"
+    if computes_in_fp16(engine, precision):
+        return "FP16 throughout (OpenVINO)"
+    return "IEEE float32"
 
 
 def _note_tf32(engine: Engine) -> Engine:

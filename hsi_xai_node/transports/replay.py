@@ -274,6 +274,7 @@ class ReplaySummary:
     backend: str
     model: str  # the segmentation model; "" when the bag has no raw topic
     backend_choice: str = ""  # how the engine was chosen (auto: the measured figures)
+    arithmetic: str = ""  # what the engine computed in (IEEE float32, FP16 forward ...)
     frames_in: int = 0  # raw messages met in the bag
     frames_processed: int = 0
     dropped: int = 0  # a replay waits for every frame: nothing is dropped
@@ -293,6 +294,7 @@ class ReplaySummary:
     detector: str = ""
     detection_backend: str = ""
     detection_backend_choice: str = ""
+    detection_arithmetic: str = ""
     camera_messages_in: int = 0  # messages of the detector's camera topics met in the bag
     camera_sets_in: int = 0  # synchronised camera sets
     camera_sets_processed: int = 0
@@ -317,7 +319,8 @@ class ReplaySummary:
         lines = [f"replay {self.input} -> {self.output} ({self.storage})",
                  (f"frames: {self.frames_in} in, {self.frames_processed} processed, {self.dropped} dropped, "
                   f"{self.bad_total} bad messages; {self.fps:.2f} frames/s over {self.wall_s:.1f} s"),
-                 (f"model {self.model} on {self.backend_choice or self.backend}" if self.model
+                 (f"model {self.model} on {self.backend_choice or self.backend}"
+                  + (f"; arithmetic: {self.arithmetic}" if self.arithmetic else "") if self.model
                   else "segmentation: no raw topic in the bag"),
                  f"references: {self.references}" + (f"; {self.reference_updates} later update(s)"
                                                      if self.reference_updates else "")]
@@ -336,7 +339,9 @@ class ReplaySummary:
             per_class = ", ".join(f"{k} {v}" for k, v in sorted(self.detections_per_class.items())) or "none"
             shares = "; ".join(f"{cls} " + " ".join(f"{cam} {v:.2f}" for cam, v in by_cam.items())
                                for cls, by_cam in sorted(self.camera_shares.items()))
-            lines += [(f"detection: detector {self.detector} on {self.detection_backend_choice or self.detection_backend}; "
+            arithmetic = f" ({self.detection_arithmetic})" if self.detection_arithmetic else ""
+            lines += [(f"detection: detector {self.detector} on {self.detection_backend_choice or self.detection_backend}"
+                       f"{arithmetic}; "
                        f"{self.camera_messages_in} camera messages, {self.camera_sets_in} camera sets in, "
                        f"{self.camera_sets_processed} processed, {self.camera_unmatched} camera messages unmatched"),
                       f"detections: {self.detections_total} ({per_class})"]
@@ -480,7 +485,8 @@ class _Replay:
         self.calibrated = False  # the pipeline holds a dark/white pair
         backend = pipeline.engine.backend if pipeline else detector.engine.backend if detector else ""
         self.s = ReplaySummary("", "", "", backend, pipeline.card.name if pipeline else "", detection=detection,
-                               backend_choice=pipeline.engine.describe_backend() if pipeline else "")
+                               backend_choice=pipeline.engine.describe_backend() if pipeline else "",
+                               arithmetic=pipeline.engine.arithmetic if pipeline else "")
         # detection: camera topic -> its stack entry; sets matched by header stamp, primary camera first
         self.det_timings: dict[str, list[float]] = {}
         self.det_per_class: Counter = Counter()
@@ -497,6 +503,7 @@ class _Replay:
             self.sync = ApproximateTimeSync(list(det_topics), round(config.sync_slop_s * 1e9))
             self.s.detector, self.s.detection_backend = detector.card.name, detector.engine.backend
             self.s.detection_backend_choice = detector.engine.describe_backend()
+            self.s.detection_arithmetic = detector.engine.arithmetic
 
     # --- helpers ----------------------------------------------------------------------------
     def _skip(self, reason: str, where: str, exc: Exception) -> None:

@@ -42,8 +42,8 @@ def main(out_dir: str, params: str) -> int:
         arrived.append(time.monotonic())
         for status in msg.status:
             for kv in status.values:
-                if kv.key == "backend_choice" and status.name == "hsi_xai: pipeline":
-                    choice["value"] = kv.value
+                if kv.key in ("backend_choice", "arithmetic") and status.name == "hsi_xai: pipeline":
+                    choice[kv.key] = kv.value
 
     tester.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
     for name, sig, backend in (("sigterm", signal.SIGTERM, "auto"), ("sigint", signal.SIGINT, "ort-cpu")):
@@ -62,7 +62,7 @@ def main(out_dir: str, params: str) -> int:
         while time.monotonic() < end:  # diagnostics still in flight
             rclpy.spin_once(tester, timeout_sec=0.1)
         result[name] = {**finish(proc), "was_up": up, "diagnostics_after_signal": sum(t >= sent for t in arrived),
-                        "backend_choice": choice.get("value")}
+                        "backend_choice": choice.get("backend_choice"), "arithmetic": choice.get("arithmetic")}
     tester.destroy_node()
     rclpy.shutdown()
     (Path(out_dir) / "result.json").write_text(json.dumps(result, indent=1))

@@ -259,6 +259,7 @@ def test_start_up_errors_are_one_line_and_signals_stop_the_node_cleanly(tmp_path
     # /diagnostics says how the engine was chosen: auto by measurement here, or named
     assert r["sigterm"]["backend_choice"].startswith("auto: "), r["sigterm"]["backend_choice"]
     assert r["sigint"]["backend_choice"] == "ort-cpu (named in the configuration)"
+    assert r["sigint"]["arithmetic"] == "IEEE float32"  # and what the maps were computed in
 
 
 def test_the_node_judges_a_bag_as_the_replay_does(tmp_path):

@@ -192,3 +192,17 @@ def test_input_attributions_on_an_fp16_engine_are_said_to_be_off_float32(caplog,
         engine_module.warn_fp16_attributions(ov_gpu, "fp16", ["deeplift"])
     said = [r.getMessage() for r in caplog.records]
     assert len(said) == 2 and "(deeplift, gradient)" in said[0] and "NaN" not in said[0] and "NaN" in said[1]
+
+
+def test_each_engine_says_what_it_computes_in(tiny_bytes):
+    """/diagnostics and the replay summary report it beside the backend: what the maps were computed in."""
+    from types import SimpleNamespace
+
+    assert open_engine(tiny_bytes, "ort-cpu").arithmetic == "IEEE float32"
+    assert open_engine(tiny_bytes, "auto").arithmetic == "IEEE float32"  # ONNX Runtime or OpenVINO on the CPU
+    trt = SimpleNamespace(backend="tensorrt")
+    assert engine_module.arithmetic(trt, "fp32") == "IEEE float32 (TF32 off)"
+    assert engine_module.arithmetic(trt, "fp16").startswith("FP16 forward where the GPU has fast FP16; FP32 explanations")
+    assert "TF32 convolutions" in engine_module.arithmetic(SimpleNamespace(backend="ort-trt"), "fp32")
+    assert engine_module.arithmetic(SimpleNamespace(backend="openvino", device="GPU"), "fp16") == "FP16 throughout (OpenVINO)"
+    assert engine_module.arithmetic(SimpleNamespace(backend="openvino", device="CPU"), "fp16") == "IEEE float32"

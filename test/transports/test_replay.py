@@ -89,7 +89,7 @@ def test_outputs_read_back_with_an_independent_reader(config, in_mcap, replayed)
     assert summary.references.startswith("dark and white") and summary.activation_residual_max < 1e-3
     assert set(summary.stage_ms) == {"frontend", "engine", "post", "total"} and summary.fps > 0
     assert summary.backend == "ort-cpu" and "3 processed" in summary.text()
-    assert "model unet_bundled_25pn on ort-cpu (named in the configuration)" in summary.text()
+    assert "model unet_bundled_25pn on ort-cpu (named in the configuration); arithmetic: IEEE float32" in summary.text()
     # detection configured, but no camera topic in the bag: the detector is not even loaded
     assert summary.detection.startswith("not run: none of the camera topics") and summary.detector == ""
     assert f"detection: {summary.detection}" in summary.text()
