@@ -200,11 +200,12 @@ def _note_tf32(engine: Engine) -> Engine:
 
 def computes_in_fp16(engine: Engine, precision: str) -> bool:
     """Whether `engine` runs (part of) its graph in FP16: precision fp16 on TensorRT (the model's forward; the
-    explanations stay FP32) or on an OpenVINO GPU, NPU or AUTO device (the whole graph)."""
+    explanations stay FP32) or on an OpenVINO GPU or NPU, named or picked by AUTO (the whole graph; its CPU is f32)."""
     if precision != "fp16":
         return False
+    devices = getattr(engine, "execution_devices", None) or [getattr(engine, "device", "CPU")]
     return engine.backend == "tensorrt" or (
-        engine.backend == "openvino" and str(getattr(engine, "device", "CPU")).split(".")[0] != "CPU")
+        engine.backend == "openvino" and any(str(d).split(".")[0] not in ("CPU", "AUTO") for d in devices))
 
 
 def warn_fp16_attributions(engine: Engine, precision: str, attributions) -> None:

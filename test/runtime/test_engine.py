@@ -179,8 +179,10 @@ def test_input_attributions_on_an_fp16_engine_are_said_to_be_off_float32(caplog,
     monkeypatch.setattr(engine_module, "_said", set())
     trt, ort_cpu = SimpleNamespace(backend="tensorrt"), SimpleNamespace(backend="ort-cpu")
     ov_gpu, ov_cpu = SimpleNamespace(backend="openvino", device="GPU.1"), SimpleNamespace(backend="openvino", device="CPU")
-    fp16 = [engine_module.computes_in_fp16(e, "fp16") for e in (trt, ov_gpu, ov_cpu, ort_cpu)]
-    assert fp16 == [True, True, False, False]
+    auto_cpu = SimpleNamespace(backend="openvino", device="AUTO", execution_devices=["CPU"])  # what AUTO picked
+    auto_gpu = SimpleNamespace(backend="openvino", device="AUTO", execution_devices=["GPU.0"])
+    fp16 = [engine_module.computes_in_fp16(e, "fp16") for e in (trt, ov_gpu, ov_cpu, ort_cpu, auto_cpu, auto_gpu)]
+    assert fp16 == [True, True, False, False, False, True]
     assert not engine_module.computes_in_fp16(trt, "fp32")
     with caplog.at_level(logging.WARNING, logger="hsi_xai_node.runtime.engine"):
         engine_module.warn_fp16_attributions(ort_cpu, "fp16", ["deeplift"])
