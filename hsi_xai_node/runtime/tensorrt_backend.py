@@ -200,6 +200,8 @@ FEEDER_TYPES = frozenset({"REDUCE"})
 # Layers that only move data: kept in FP32 when they sit between such a reduction and a kept layer,
 # where they would otherwise round the reduction's result to FP16 again.
 PASS_TYPES = frozenset({"SHUFFLE", "IDENTITY", "SLICE", "CONCATENATION"})
+# Layers that read a float tensor's shape, not its values: no precision to keep.
+SHAPE_TYPES = frozenset({"SHAPE"})
 
 
 def plan_fp32_layers(records: Iterable[LayerRecord]) -> list[str]:
@@ -229,9 +231,9 @@ def plan_fp32_layers(records: Iterable[LayerRecord]) -> list[str]:
             memo[tensor] = found
         return memo[tensor]
 
-    keep = {r.name for r in records if r.floating and (r.name.startswith(NODE_PREFIX) or
-                                                       (r.type == "ELEMENTWISE" and r.op in MASK_OPS) or
-                                                       r.type in SELECT_TYPES)}
+    keep = {r.name for r in records if r.floating and
+            ((r.name.startswith(NODE_PREFIX) and r.type not in SHAPE_TYPES) or
+             (r.type == "ELEMENTWISE" and r.op in MASK_OPS) or r.type in SELECT_TYPES)}
     keep |= set().union(*(feeders(t) for r in records if r.name in keep for t in r.inputs))
     return [r.name for r in records if r.name in keep]
 

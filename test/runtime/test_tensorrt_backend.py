@@ -163,7 +163,8 @@ def test_the_explanations_stay_fp32_and_the_models_forward_does_not():
                R("xai/backward/conv_t_12", "CONVOLUTION", ["g"]),
                R("xai/lrp/div_20", "ELEMENTWISE", ["xai/backward/conv_t_12", "z"], op="DIV"),
                R("xai/lrp/div_20_1", "SHUFFLE", ["xai/lrp/div_20"]),  # a helper layer the parser added for the node
-               R("xai/predicted_class_7", "CAST", ["i"], floating=False)]
+               R("xai/predicted_class_7", "CAST", ["i"], floating=False),
+               R("xai/window_shape_9", "SHAPE", ["xai/lrp/div_20"])]  # reads a shape: no precision to keep
     assert tb.plan_fp32_layers(records) == ["xai/backward/conv_t_12", "xai/lrp/div_20", "xai/lrp/div_20_1"]
 
 
