@@ -393,8 +393,9 @@ def _run(out: Path, final: Path, config, profile_name: str, seed: int, frames: i
            "backend": (f"segmentation: {summary.backend_choice or summary.backend}"
                        + (f"; detection: {summary.detection_backend_choice or summary.detection_backend}"
                           if det is not None else "")),
-           "precision": "fp32 (CPU engines; fp16 applies to TensorRT and OpenVINO GPUs)"
-           if summary.backend in ("ort-cpu", "openvino") else seg_cfg.precision,
+           "precision": (f"segmentation: {summary.arithmetic or seg_cfg.precision}"
+                         + (f"; detection: {summary.detection_arithmetic}" if det is not None
+                            and summary.detection_arithmetic else "")),  # what the engines computed in
            "data": f"{provenance_text(provenance)}; sensor profile {profile.name}",
            "options": (f"frames {frames}, stride {stride}, contact sheet {len(shown_k)} frames, overlay_scale "
                        f"{config.overlay_scale}, copy_raw {copy_raw}"),

@@ -87,7 +87,7 @@ def test_every_figure_names_its_inputs_and_the_counts_add_up(demo):
     run = summary["run"]
     assert page.index("What ran") < page.index("Replay")  # the page opens with what ran
     for needle in ("unet_bundled_25pn (card sha256 ", "efficientdet_rgb_mir (card sha256 ", "ort-cpu (named in the "
-                   "configuration)", "fp32", f"drive seed {SEED}", "frames 2, stride 5", "UTC", " cores (", "input bag "):
+                   "configuration)", "segmentation: IEEE float32; detection: IEEE float32", f"drive seed {SEED}", "frames 2, stride 5", "UTC", " cores (", "input bag "):
         assert needle in " ".join(str(v) for v in run.values()), needle
         assert needle in page, needle
     card = json.loads((REPO / "models" / "unet_bundled_25pn.json").read_text())

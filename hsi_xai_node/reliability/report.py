@@ -735,7 +735,7 @@ def run_report(out_dir: str | Path, cfg: ReportConfig = ReportConfig(), log=prin
         "detector": (f"{det.name} (card sha256 {det.sha256[:12]}...), per-box methods at {REPORT_BOX_LAYER} "
                      f"({det.layers[REPORT_BOX_LAYER]}) for every box; {BOX_LEVEL_ROW}: Grad-CAM at each box's own "
                      "pyramid level (the detection node's default map)" if det else "none (no detection sections)"),
-        "backend": explainer.engine.describe_backend(), "precision": "fp32",
+        "backend": explainer.engine.describe_backend(), "precision": f"fp32: {explainer.engine.arithmetic}",
         "data": (f"{cfg.frames} generated held-out test frame(s): drive seed(s) "
                  f"{', '.join(str(FRAME_SEED0 + i) for i in range(cfg.frames))}, frame {FRAME_INDEX} of each; the sanity "
                  f"checks and segmentation curves use the first"),
