@@ -95,10 +95,14 @@ def _html(doc: dict) -> str:
     choice = next((s.get("backend_choice") for s in summaries if s.get("backend_choice")), "") or \
         next((s.get("backend") for s in summaries if s.get("backend")), "")
     det_choice = next((s.get("detection_backend_choice") for s in summaries if s.get("detection_backend_choice")), "")
+    arithmetic = next((s.get("arithmetic") for s in summaries if s.get("arithmetic")), "")
+    det_arithmetic = next((s.get("detection_arithmetic") for s in summaries if s.get("detection_arithmetic")), "")
     rows = [("model", f"{models.get('model', '?')} (card sha256 {models.get('model_sha256', '?')[:12]}...)"),
             ("detector", f"{models['detector']} (card sha256 {models['detector_sha256'][:12]}...)"
              if models.get("detector") else "none (detector_model is empty)"),
             ("backend", f"segmentation: {choice}" + (f"; detection: {det_choice}" if det_choice else "")),
+            ("precision", (f"segmentation: {arithmetic}" + (f"; detection: {det_arithmetic}" if det_arithmetic else ""))
+             if arithmetic else None),
             ("data", f"{run.get('input', '?')}: {f['bags']} bag(s), {f['shards']} shard(s) of "
                      f"{run.get('shard_seconds', '?')} s, {f['frames_in']} raw frames"),
             ("workers", f"{f['workers']} on {run.get('address', 'a local Ray instance')}"),

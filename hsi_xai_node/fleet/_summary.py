@@ -53,6 +53,8 @@ def bag_summary(summaries: list[dict], stats: dict, listed: dict[str, int], want
         backend=_first(s["backend"] for s in summaries), model=_first(s["model"] for s in summaries),
         backend_choice=_first(s.get("backend_choice", "") for s in summaries),
         detection_backend_choice=_first(s.get("detection_backend_choice", "") for s in summaries),
+        arithmetic=_first(s.get("arithmetic", "") for s in summaries),
+        detection_arithmetic=_first(s.get("detection_arithmetic", "") for s in summaries),
         start_ns=min((f["t_ns"] for f in stats["frames"]), default=None),
         bad=bad, bad_total=sum(v["count"] for v in bad.values()), truncation=truncation,
         fps=out["frames_processed"] / out["wall_s"] if out["wall_s"] > 0 else 0.0,

@@ -159,7 +159,8 @@ def test_report_names_what_ran_and_reads_as_times(fleet_out, config):
     html = (out / "index.html").read_text()
     card = ModelCard.load(config.pipeline_config().model.replace(".onnx", ".json"))
     assert html.index("What ran") < html.index("<h2>Bags</h2>")
-    for needle in (f"card sha256 {card.sha256[:12]}", "ort-cpu (named in the configuration)", "bag(s), ",
+    for needle in (f"card sha256 {card.sha256[:12]}", "ort-cpu (named in the configuration)",
+                   "<td>precision</td><td>segmentation: IEEE float32", "bag(s), ",
                    "UTC", " cores (", "2 on a local Ray instance"):
         assert needle in html, needle
     # frame times as a person reads them: seconds into the bag and the UTC time, not raw log seconds
