@@ -125,9 +125,7 @@ def open_engine(onnx_bytes: bytes, backend: str = "auto", precision: str = "fp16
     args = (onnx_bytes, precision, cache_dir, threads, outputs_to_copy, device)
     if backend != "auto":
         try:
-            engine = _open(backend, *args)
-            engine.arithmetic = arithmetic(engine, precision)
-            return _note_tf32(engine)
+            return _settled(_open(backend, *args), precision)
         except ImportError as exc:
             raise EngineError(f"{backend}: {exc}") from None
     # ONNX Runtime's optimisation level is part of what was measured: a choice cached at another level is measured again
@@ -167,13 +165,12 @@ def open_engine(onnx_bytes: bytes, backend: str = "auto", precision: str = "fp16
     engine = engines[choice.backend]
     engine.choice = choice
     fp16 = (", fp32 (precision fp16 applies to TensorRT and OpenVINO GPUs only)"
-            if precision == "fp16" and choice.backend in ("ort-cpu", "openvino") else "")
+            if precision == "fp16" and not computes_in_fp16(engine, precision) else "")
     missing = f"; not available here: {'; '.join(reasons.values())}" if reasons else ""
     # said once per process: every engine of a process meets the same machine
     _say_once(f"backend auto: using {choice.backend}{fp16}{missing}", logging.WARNING if reasons else logging.INFO)
     log.info("backend %s", choice.describe())
-    engine.arithmetic = arithmetic(engine, precision)
-    return _note_tf32(engine)
+    return _settled(engine, precision)
 
 
 def arithmetic(engine: Engine, precision: str) -> str:
@@ -188,8 +185,10 @@ def arithmetic(engine: Engine, precision: str) -> str:
     return "IEEE float32"
 
 
-def _note_tf32(engine: Engine) -> Engine:
-    """Said once of an engine on ONNX Runtime's TensorRT provider, the one backend that cannot turn TF32 off."""
+def _settled(engine: Engine, precision: str) -> Engine:
+    """The engine open_engine returns, named or chosen: what it computes in set, and said once of an engine on ONNX
+    Runtime's TensorRT provider, the one backend that cannot turn TF32 off."""
+    engine.arithmetic = arithmetic(engine, precision)
     if engine.backend == "ort-trt":
         _say_once("ort-trt: TensorRT computes float32 convolutions in TF32 on Ampere and newer GPUs (Jetson Orin "
                   "included) and ONNX Runtime's TensorRT provider has no option to stop it: maps move by about "

@@ -312,8 +312,8 @@ def configure_precision(builder, config, network, precision: str, trt, log: logg
     float32 convolution or matrix product then rounds its inputs to 10-bit mantissas. Measured with cuDNN's TF32
     convolutions on an H200 (bench/gpu_graphs.py): the bundled U-Net's logits moved by 5e-4 of their norm and the
     input attributions by 1-5%, where IEEE float32 agrees with the CPU to about 1e-6. In an fp16 build the layers
-    kept in FP32 (comparisons, selections, the reductions feeding them) are kept for exactness, so TF32 stays off
-    there too."""
+    kept in FP32 (`plan_fp32_layers`: the explanations, comparisons, selections) are kept for exactness, so TF32
+    stays off there too."""
     config.clear_flag(trt.BuilderFlag.TF32)
     plan: list[str] = []
     if precision == "fp16":
