@@ -55,11 +55,11 @@ import onnx
 import onnxruntime as ort
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, bench/pipeline.py
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, pipeline.py, attributions.py
 
 from hsi_xai_node.explain import PathOptions, SegmentationExplainConfig, build_segmentation_explainer  # noqa: E402
 from hsi_xai_node.explain._graph import NODE_PREFIX  # noqa: E402
-from hsi_xai_node.runtime.engine import ORT_OPTIMIZATION  # noqa: E402
+from attributions import ort_session  # noqa: E402 (bench/attributions.py)
 
 SHAPE = (1, 25, 208, 400)
 CLASSES = 5
@@ -164,10 +164,7 @@ def alias_newer_versions(model: onnx.ModelProto) -> None:
 
 
 def ort_outputs(model: onnx.ModelProto, feeds: dict, threads: int) -> dict[str, np.ndarray]:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, f"ORT_ENABLE_{ORT_OPTIMIZATION.upper()}")
-    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    session = ort_session(model, threads)  # bench/attributions.py's: the engines' optimisation level
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(names, feeds)))
 
@@ -243,7 +240,7 @@ class GpuGraph:
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph):
-                self._static = self()
+                self._static = self()  # held: the graph's outputs live in this memory
             self.captured = graph
         except Exception as exc:  # data-dependent shapes, host synchronisation: run eagerly, say why
             self.eager_reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
