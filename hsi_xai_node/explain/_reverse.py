@@ -12,7 +12,8 @@ import onnx
 
 from ._graph import Builder, ExplainError
 from ._onehot import ONE_HOT_RULES, OneHot, OneHotContext, dense
-from ._windows import Placed, add_window, local_regions, windowed_copy
+from ._windows import _PER_ROW_WEIGHTS, Placed, Regions, add_window, local_regions, same_heads, windowed_copy, \
+    windowed_group_copy
 from .rules import GRADIENT, RULES, Propagation, RuleContext, first_layers
 
 BACKWARD_SCOPE = "backward"
@@ -71,11 +72,18 @@ def append_backward(b: Builder, seeds: dict[str, str], targets: list[str], batch
     first = first_layers(graph) if propagation.first else set()
     # windows where the propagation differentiates the region as the gradient does (guided backprop's ReLU rule
     # changes nothing in a head without ReLUs); LRP's and DeepLIFT's rules there read more than the window holds
-    regions = [r for r in local_regions(b, seeds, targets, on_path)
-               if all(propagation.rule(n.op_type) is RULES.get(n.op_type) for n in r.nodes)] if one_hot_rows else []
+    found = local_regions(b, seeds, targets, on_path) if one_hot_rows else Regions([], frozenset())
+    as_gradient = [r for r in found.regions
+                   if all(propagation.rule(n.op_type) is RULES.get(n.op_type) for n in r.nodes)]
+    per_row_ok = all(propagation.rule(op) is RULES.get(op) for op in _PER_ROW_WEIGHTS)
+    # a head shared by several levels is one copy on K rows (_windows.same_heads); a region of its own is windowed
+    # where the window is small beside its map
+    groups = [g for g in same_heads(b, as_gradient) if len(g) > 1 or g[0].alone]
+    regions = [r for g in groups for r in g]
     in_region = {id(n) for r in regions for n in r.nodes}
     region_of = {id(r.nodes[-1]): r for r in regions}  # by the node that makes its output
-
+    group_of = {id(r): g for g in groups for r in g}
+    windowed: set[int] = set()  # the regions whose backward is in the graph
     def one_hot(tensor: str) -> OneHot | None:
         parts = cots.get(tensor)
         return parts[0] if parts and len(parts) == 1 and isinstance(parts[0], OneHot) else None
@@ -96,14 +104,28 @@ def append_backward(b: Builder, seeds: dict[str, str], targets: list[str], batch
 
     with b.scope(BACKWARD_SCOPE):  # every node of the backward pass is named xai/backward/...
         forward_nodes = list(graph.node)  # the backward nodes we append are not visited
-        for node in reversed(forward_nodes):
+        # the tail first (any order that meets every consumer before its producer will do): each region's output
+        # then has its whole cotangent when the first region of a group is met
+        order = [n for n in reversed(forward_nodes) if n.output and n.output[0] in found.early] + \
+            [n for n in reversed(forward_nodes) if not (n.output and n.output[0] in found.early)]
+        for node in order:
             if not any(o in on_path for o in node.output):
                 continue
             if id(node) in in_region:
                 region = region_of.get(id(node))
-                g = (one_hot(region.output) or total(region.output)) if region is not None else None
+                if region is None or id(region) in windowed:
+                    continue
+                group = group_of[id(region)]
+                hots = [one_hot(r.output) for r in group]
+                if len(group) > 1 and per_row_ok and all(h is not None for h in hots):
+                    for r, share in zip(group, _windowed_group(b, group, hots, batch, propagation)):
+                        cots.setdefault(r.source, []).append(share)
+                    windowed.update(id(r) for r in group)
+                    continue
+                g = one_hot(region.output) or total(region.output)
                 if g is not None:
                     cots.setdefault(region.source, []).append(_windowed(b, region, g, batch, propagation))
+                windowed.add(id(region))
                 continue
             needs = [bool(i) and i in on_path for i in node.input]
             if not any(needs):
@@ -146,6 +168,15 @@ def _windowed(b: Builder, region, g: str, batch: int, propagation: Propagation) 
     crop, output, seed, windows = windowed_copy(b, region, g, batch)
     inner = append_backward(b, {output: seed}, [crop], batch, propagation)
     return Placed(inner[crop], windows, b.shape(region.source)[1])
+
+
+def _windowed_group(b: Builder, group, hots: list[OneHot], batch: int, propagation: Propagation) -> list[Placed]:
+    """A head shared by the regions of `group` differentiated once on K rows, each row on its own region's window;
+    each region's share (zero in the rows at another) placed in its windows."""
+    crop, output, seed, placing = windowed_group_copy(b, group, hots, batch)
+    g = append_backward(b, {output: seed}, [crop], batch, propagation)[crop]
+    return [Placed(b.op("Mul", [g, mask], "window_share"), windows, b.shape(r.source)[1])
+            for r, (windows, mask) in zip(group, placing)]
 
 
 def gradients(model: onnx.ModelProto, seeds: dict[str, str], targets: list[str], batch: int,

@@ -59,6 +59,16 @@ class LocalRegion:
     output: str  # the 4-D tensor it produces (that level's logits), one seeded pixel per row
     nodes: tuple[NodeProto, ...]  # the region's nodes, in topological order
     radius: tuple[int, int]  # how far (rows, columns) the output's pixel reaches back into the source
+    alone: bool = True  # worth a window on its own: the window covers at most _MOST_OF_THE_MAP of the map
+
+
+@dataclass(frozen=True)
+class Regions:
+    regions: list[LocalRegion]
+    # the tail's element-moving nodes whose every consumer on the path is one of them too, by their first output:
+    # differentiated first, they leave every region's output with its whole cotangent before any region is
+    # (a group of same_heads needs them all at once)
+    early: frozenset[str]
 
 
 def _conv_reach(node: NodeProto, b: Builder) -> tuple[int, int] | None:
@@ -83,7 +93,7 @@ def _reach(node: NodeProto, b: Builder) -> tuple[int, int] | None:
     return (0, 0) if node.op_type in _ELEMENTWISE else None
 
 
-def local_regions(b: Builder, seeds, targets, on_path: set[str]) -> list[LocalRegion]:
+def local_regions(b: Builder, seeds, targets, on_path: set[str]) -> Regions:
     """The local regions of the backward from `seeds` (each row one-hot) to `targets` (module docstring)."""
     graph = b.graph
     nodes = [n for n in graph.node if any(o in on_path for o in n.output)]
@@ -119,7 +129,11 @@ def local_regions(b: Builder, seeds, targets, on_path: set[str]) -> list[LocalRe
         region = _grow(b, end, producer, consumers, on_path, targets)
         if region is not None:
             regions.append(region)
-    return regions
+    early: set[str] = set()  # (not by id(): a protobuf node's Python wrapper is made anew once let go)
+    for node in reversed(nodes):
+        if id(node) in movers and all(c.output[0] in early for o in node.output for c in consumers.get(o, [])):
+            early.add(node.output[0])
+    return Regions(regions, frozenset(early))
 
 
 def _spatial(b: Builder, tensor: str) -> tuple[int, ...] | None:
@@ -171,10 +185,10 @@ def _grow(b: Builder, end: str, producer, consumers, on_path, targets) -> LocalR
                 prev = radius.get(t, (0, 0))
                 radius[t] = (max(prev[0], out[0] + ry), max(prev[1], out[1] + rx))
     r = radius.get(source)
-    if r is None or 2 * r[0] + 1 > hw[0] or 2 * r[1] + 1 > hw[1] or hw[0] * hw[1] >= 2 ** 24 or \
-            (2 * r[0] + 1) * (2 * r[1] + 1) > _MOST_OF_THE_MAP * hw[0] * hw[1]:
+    if r is None or 2 * r[0] + 1 > hw[0] or 2 * r[1] + 1 > hw[1] or hw[0] * hw[1] >= 2 ** 24:
         return None  # no smaller than the map, or pixel ids past float32's exact integers (see _windows)
-    return LocalRegion(source=source, output=end, nodes=ordered, radius=r)
+    alone = (2 * r[0] + 1) * (2 * r[1] + 1) <= _MOST_OF_THE_MAP * hw[0] * hw[1]
+    return LocalRegion(source=source, output=end, nodes=ordered, radius=r, alone=alone)
 
 
 @dataclass(frozen=True)
@@ -231,35 +245,41 @@ def _windows(b: Builder, cot: str | OneHot, hw: tuple[int, int], radius: tuple[i
     return _Windows(index, hw, (nh, nw), rows, row, col, top, left)
 
 
-def _crop_forward(b: Builder, x: str, win: _Windows, channels: int) -> str:
-    """(1, C, H, W) forward tensor -> (K, C, nh, nw): each row's window of it.
+def _crop_forward(b: Builder, sources: list[str], index: str, rows: int, channels: int, size) -> str:
+    """(1, C, H_i, W_i) forward tensors -> (K, C, nh, nw): each row's window, `index` (K, nh * nw) counting the
+    pixels of the sources one after another.
 
-    Gathered from the tensor channels-last, a pixel's C values at a time: gathering single floats along the pixel
+    Gathered from the tensors channels-last, a pixel's C values at a time: gathering single floats along the pixel
     axis of (C, H x W) took ONNX Runtime 0.26 ms per level of the bundled detector; a Transpose to channels-last
     is one pass over the map (on ONNX Runtime's blocked-layout CPU path a reorder it makes anyway)."""
-    h, w = win.hw
-    pixels = b.op("Reshape", [b.op("Transpose", [x], "window_nhwc", perm=[0, 2, 3, 1]), b.ints([h * w, channels])],
-                  "window_src")
-    picked = b.op("Gather", [pixels, win.index], "window_gather", axis=0)  # (K, n, C)
+    flat = [b.op("Reshape", [b.op("Transpose", [x], "window_nhwc", perm=[0, 2, 3, 1]), b.ints([-1, channels])],
+                 "window_src") for x in sources]
+    pixels = b.op("Concat", flat, "window_sources", axis=0) if len(flat) > 1 else flat[0]
+    picked = b.op("Gather", [pixels, index], "window_gather", axis=0)  # (K, n, C)
     return b.op("Reshape", [b.op("Transpose", [picked], "window_rows", perm=[0, 2, 1]),
-                            b.ints([win.rows, channels, *win.size])], "window_crop")
+                            b.ints([rows, channels, *size])], "window_crop")
 
 
 def _crop_rows(b: Builder, g: str | OneHot, win: _Windows, channels: int) -> str:
     """(K, C, H, W) cotangent -> (K, C, nh, nw): row k's own window of row k."""
     h, w = win.hw
-    nh, nw = win.size
     if isinstance(g, OneHot):  # its one element, at (channel, the pixel's place in the window) of the crop
-        channel = b.op("Div", [g.index, b.const(h * w, "window_plane", np.int64)], "window_channel")
-        at = b.op("Add", [b.op("Mul", [channel, b.const(nh * nw, "window_area", np.int64)], "window_channel_start"),
-                          b.op("Add", [b.op("Mul", [b.op("Sub", [win.row, win.top], "window_dy"),
-                                                    b.const(nw, "window_nw", np.int64)], "window_row_start"),
-                                       b.op("Sub", [win.col, win.left], "window_dx")], "window_in_plane")],
-                  "window_element")
-        return dense(b, OneHot(at, g.value), (1, channels, nh, nw), win.rows)
+        return dense(b, OneHot(_element_in_window(b, g, win), g.value), (1, channels, *win.size), win.rows)
     flat = b.op("Reshape", [g, b.ints([win.rows, channels, h * w])], "window_cot")
     return b.op("Reshape", [b.op("GatherElements", [flat, _per_channel(b, win, channels)], "window_pick", axis=2),
                             b.ints([win.rows, channels, *win.size])], "window_seed")
+
+
+def _element_in_window(b: Builder, g: OneHot, win: _Windows) -> str:
+    """(K, 1) int64: where a OneHot's element of a (K, C, H, W) map lies in its row's (C, nh, nw) crop."""
+    h, w = win.hw
+    nh, nw = win.size
+    channel = b.op("Div", [g.index, b.const(h * w, "window_plane", np.int64)], "window_channel")
+    return b.op("Add", [b.op("Mul", [channel, b.const(nh * nw, "window_area", np.int64)], "window_channel_start"),
+                        b.op("Add", [b.op("Mul", [b.op("Sub", [win.row, win.top], "window_dy"),
+                                                  b.const(nw, "window_nw", np.int64)], "window_row_start"),
+                                     b.op("Sub", [win.col, win.left], "window_dx")], "window_in_plane")],
+                "window_element")
 
 
 def _per_channel(b: Builder, win: _Windows, channels: int) -> str:
@@ -302,7 +322,7 @@ def windowed_copy(b: Builder, region: LocalRegion, cot: str | OneHot, rows: int)
     win = _windows(b, cot, hw, region.radius, rows)
     nh, nw = win.size
     channels_in = b.shape(region.source)[1]
-    crop = _crop_forward(b, region.source, win, channels_in)
+    crop = _crop_forward(b, [region.source], win.index, rows, channels_in, win.size)
     b.declare(crop, (1, channels_in, nh, nw))
     mapping = {region.source: crop}
     for node in region.nodes:  # each output the channels of the tensor it copies, on the window
@@ -311,3 +331,144 @@ def windowed_copy(b: Builder, region: LocalRegion, cot: str | OneHot, rows: int)
     return crop, mapping[region.output], seed, win
 
 
+
+
+# Heads shared across pyramid levels. A detector's class head runs at every level with the same convolutions,
+# except where each level has its own BatchNormalization folded into the pointwise ones (EfficientDet), so
+# differentiating it level by level runs all K rows through every level's copy, although each row's element lies at
+# one level only (the tail moves it, never copies it: `_MOVERS`, one consumer each). Such heads are one *group*:
+# one windowed copy on K rows, each row's window cropped from its own level, and where the levels' weights differ
+# each row multiplied by its own level's (a batched MatMul of per-row weights gathered once a frame).
+
+_PER_ROW_WEIGHTS = ("MatMul", "Add", "Reshape")  # what a per-row 1x1 convolution is made of (their rules are used)
+
+
+def _is_pointwise(node: NodeProto, b: Builder) -> bool:
+    """A 1x1 convolution of stride 1 and no padding, not grouped: a matrix product at every pixel."""
+    w = b.constant(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+    attrs = {a.name: a for a in node.attribute}
+    return (w is not None and w.ndim == 4 and w.shape[2:] == (1, 1)
+            and all(int(v) == 1 for v in getattr(attrs.get("strides"), "ints", [1]))
+            and not any(getattr(attrs.get("pads"), "ints", [0]))
+            and getattr(attrs.get("group"), "i", 1) == 1
+            and getattr(attrs.get("auto_pad"), "s", b"NOTSET") in (b"NOTSET", b"VALID"))
+
+
+def _layout(region: LocalRegion) -> list:
+    """How a region is wired, by position: per node its op type, attributes and inputs (the source, an output of an
+    earlier node of the region, or another tensor by name)."""
+    made = {o: (j, k) for j, n in enumerate(region.nodes) for k, o in enumerate(n.output)}
+    nodes = []
+    for n in region.nodes:
+        inputs = [("source",) if t == region.source else ("inside", *made[t]) if t in made else ("tensor", t)
+                  for t in n.input]
+        nodes.append((n.op_type, tuple(a.SerializeToString() for a in n.attribute), tuple(inputs)))
+    return nodes
+
+
+def _same_head(b: Builder, first: LocalRegion, other: LocalRegion) -> set[int] | None:
+    """The positions of `first`'s nodes that `other` runs with other weights (each a pointwise convolution), or None
+    where the two are not one head: another wiring, another radius, another number of channels, or another constant
+    than a pointwise convolution's weight and bias."""
+    if first.radius != other.radius or b.shape(first.source)[1] != b.shape(other.source)[1] or \
+            len(first.nodes) != len(other.nodes):
+        return None
+    mine, theirs = _layout(first), _layout(other)
+    differ = set()
+    for j, ((op, attrs, ins), (op2, attrs2, ins2)) in enumerate(zip(mine, theirs)):
+        if op != op2 or attrs != attrs2 or len(ins) != len(ins2):
+            return None
+        for k, (a, c) in enumerate(zip(ins, ins2)):
+            if a == c:
+                continue
+            if a[0] != "tensor" or c[0] != "tensor":
+                return None
+            x, y = b.constant(a[1]), b.constant(c[1])
+            if x is None or y is None or x.shape != y.shape:
+                return None
+            if np.array_equal(x, y):
+                continue
+            if not (_is_pointwise(first.nodes[j], b) and k in (1, 2)):
+                return None
+            differ.add(j)
+    return differ
+
+
+def same_heads(b: Builder, regions: list[LocalRegion]) -> list[tuple[LocalRegion, ...]]:
+    """The regions grouped into heads shared across levels (module notes above), each region in one group; a region
+    no other matches is a group of its own."""
+    groups: list[list[LocalRegion]] = []
+    for r in regions:
+        group = next((g for g in groups if _same_head(b, g[0], r) is not None), None)
+        if group is None:
+            groups.append([r])
+        else:
+            group.append(r)
+    return [tuple(g) for g in groups]
+
+
+def windowed_group_copy(b: Builder, group: tuple[LocalRegion, ...], cots: list[OneHot], rows: int):
+    """One windowed copy of a head shared by the regions of `group`, each row on the window of the region its
+    element is at (the others' values are zero there). Returns (crop, the copy's output, the seed's crop,
+    per region its windows and a (K, 1, 1, 1) float mask of the rows at it): differentiate as `windowed_copy`'s,
+    then each region's share is the gradient times its mask, placed in its windows."""
+    first = group[0]
+    channels_in = b.shape(first.source)[1]
+    wins = [_windows(b, cot, tuple(b.shape(r.source)[2:]), first.radius, rows) for r, cot in zip(group, cots)]
+    nh, nw = wins[0].size
+    # the region each row's element is at: where its value is not zero (0 for an empty slot, zero everywhere: any
+    # window then does, its seed being zero)
+    at = [b.op("Not", [b.op("Equal", [cot.value, b.const(0.0, "zero")], "window_unseeded")], "window_seeded")
+          for cot in cots]
+    at_int = [b.op("Cast", [a], "window_at_level", to=7) for a in at]
+
+    def picked(per_region: list[str], hint: str) -> str:  # (K, m) int64: each row's own region's
+        terms = [b.op("Mul", [a, v], hint + "_term") for a, v in zip(at_int, per_region)]
+        return b.add_all(terms, hint)
+
+    starts = np.cumsum([0] + [int(np.prod(b.shape(r.source)[2:])) for r in group])[:-1]
+    index = picked([b.op("Add", [w.index, b.const(int(s), "window_source_start", np.int64)], "window_in_sources")
+                    if s else w.index for w, s in zip(wins, starts)], "window_index_rows")
+    crop = _crop_forward(b, [r.source for r in group], index, rows, channels_in, (nh, nw))
+    b.declare(crop, (1, channels_in, nh, nw))
+    level = b.op("ArgMax", [b.op("Concat", [b.op("Cast", [a], "window_at_f", to=1) for a in at], "window_levels",
+                                 axis=1)], "window_level", axis=1, keepdims=0)  # (K,)
+    differ = set().union(*(_same_head(b, first, r) for r in group[1:]))
+    mapping = {first.source: crop}
+    for j, node in enumerate(first.nodes):
+        if j in differ:
+            _per_row_pointwise(b, [r.nodes[j] for r in group], mapping, level, rows, (nh, nw))
+        else:
+            b.copy_node(node, mapping, "window", lambda o, new: b.declare(new, (1, b.shape(o)[1], nh, nw)))
+    channels_out = b.shape(first.output)[1]
+    element = picked([_element_in_window(b, cot, w) for cot, w in zip(cots, wins)], "window_element_rows")
+    value = b.add_all([cot.value for cot in cots], "window_value_rows")  # one of them is not zero
+    seed = dense(b, OneHot(element, value), (1, channels_out, nh, nw), rows)
+    masks = [b.op("Reshape", [b.op("Cast", [a], "window_mask", to=1), b.ints([rows, 1, 1, 1])], "window_mask_4d")
+             for a in at]
+    return crop, mapping[first.output], seed, list(zip(wins, masks))
+
+
+def _per_row_pointwise(b: Builder, nodes: list[NodeProto], mapping: dict[str, str], level: str, rows: int,
+                       size) -> None:
+    """Each row through its own level's 1x1 convolution: (K, Cin, n) -> W[level] (K, Cout, Cin) @ x + bias[level],
+    the weights gathered once per frame (K x Cout x Cin numbers)."""
+    weights = np.stack([b.constant(n.input[1])[:, :, 0, 0] for n in nodes]).astype(np.float32)  # (L, Cout, Cin)
+    cout, cin = weights.shape[1:]
+    n = int(np.prod(size))
+    x = mapping[nodes[0].input[0]]
+    flat = b.op("Reshape", [x, b.ints([rows, cin, n])], "window_pointwise_in")
+    b.declare(flat, (1, cin, n))
+    w = b.op("Gather", [b.const(weights, "window_level_weights"), level], "window_row_weights", axis=0)
+    b.declare(w, (1, cout, cin))
+    y = b.op("MatMul", [w, flat], "window_pointwise")
+    b.declare(y, (1, cout, n))
+    if len(nodes[0].input) > 2 and nodes[0].input[2]:
+        bias = np.stack([b.constant(nd.input[2]) for nd in nodes]).astype(np.float32).reshape(len(nodes), cout, 1)
+        per_row = b.op("Gather", [b.const(bias, "window_level_bias"), level], "window_row_bias", axis=0)
+        b.declare(per_row, (1, cout, 1))
+        y = b.op("Add", [y, per_row], "window_pointwise_bias")
+        b.declare(y, (1, cout, n))
+    out = b.op("Reshape", [y, b.ints([rows, cout, *size])], "window_pointwise_out")
+    b.declare(out, (1, cout, *size))
+    mapping[nodes[0].output[0]] = out

@@ -36,16 +36,17 @@ def detector(tmp_path_factory):
 def regions_of(m: onnx.ModelProto, target: str = "bifpn_p2"):
     b = Builder(m)
     on_path = _closure_forward(m.graph, {target}) & influences(m.graph, {"scores"})
-    return local_regions(b, {"scores": "seed"}, [target], on_path)
+    return local_regions(b, {"scores": "seed"}, [target], on_path).regions
 
 
 def test_the_regions_are_the_class_heads_where_a_window_is_smaller_than_half_the_map(detector):
     _, m = detector
     regions = {r.source: r for r in regions_of(m)}
     # head_layers = 1: the head's separable conv and the predict conv, two 3x3 depthwise layers, reach 2 pixels; a
-    # 5x5 window is under half of P2 (16x24) and P3 (8x12), not of P4 (4x6, 24 pixels) or P5
+    # 5x5 window is under half of P2 (16x24) and P3 (8x12), and larger than P4 (4x6) and P5
     assert sorted(regions) == ["bifpn_p2", "bifpn_p3"]
     for r in regions.values():
+        assert r.alone
         assert r.radius == (TINY.head_layers + 1, TINY.head_layers + 1)
         assert [n.op_type for n in r.nodes].count("Conv") == 2 * (TINY.head_layers + 1)
         assert r.nodes[-1].output[0] == r.output
