@@ -200,10 +200,10 @@ class _Windows:
     hw: tuple[int, int]
     size: tuple[int, int]
     rows: int
-    row: str
-    col: str
-    top: str
-    left: str
+    row: str | None = None  # (a region of a group: its rows' windows only, the seed found for the group at once)
+    col: str | None = None
+    top: str | None = None
+    left: str | None = None
 
 
 def _pixel(b: Builder, cot: str | OneHot, hw: tuple[int, int], rows: int) -> str:
@@ -411,28 +411,46 @@ def windowed_group_copy(b: Builder, group: tuple[LocalRegion, ...], cots: list[O
     """One windowed copy of a head shared by the regions of `group`, each row on the window of the region its
     element is at (the others' values are zero there). Returns (crop, the copy's output, the seed's crop,
     per region its windows and a (K, 1, 1, 1) float mask of the rows at it): differentiate as `windowed_copy`'s,
-    then each region's share is the gradient times its mask, placed in its windows."""
-    first = group[0]
+    then each region's share is the gradient times its mask, placed in its windows.
+
+    The windows of all regions are found at once, one column per region ((K, L) integers, the regions' sizes as
+    (1, L) constants): a dozen small ops where region by region they were some 30 each."""
+    first, n_regions = group[0], len(group)
+    (ry, rx), hws = first.radius, [tuple(b.shape(r.source)[2:]) for r in group]
+    nh, nw = 2 * ry + 1, 2 * rx + 1
+
+    def per_region(values, hint: str, shape=(1, n_regions)) -> str:
+        return b.const(np.array(values, np.int64).reshape(shape), hint, np.int64)
+
+    index = b.op("Concat", [cot.index for cot in cots], "window_region_index", axis=1)  # (K, L)
+    value = b.op("Concat", [cot.value for cot in cots], "window_region_value", axis=1)
+    plane, width = per_region([h * w for h, w in hws], "window_plane"), per_region([w for _, w in hws], "window_w")
+    pixel = b.op("Mod", [index, plane], "window_pixel")
+    row = b.op("Div", [pixel, width], "window_row")
+    col = b.op("Sub", [pixel, b.op("Mul", [row, width], "window_row_start")], "window_col")
+
+    def corner(at: str, half: int, lasts: list[int]) -> str:  # clamp(at - half, 0, length - n): inside the map
+        lo = b.op("Max", [b.op("Sub", [at, b.const(half, "window_half", np.int64)], "window_start"),
+                          b.const(0, "window_first", np.int64)], "window_inside_lo")
+        return b.op("Min", [lo, per_region(lasts, "window_last")], "window_inside")
+
+    top, left = corner(row, ry, [h - nh for h, _ in hws]), corner(col, rx, [w - nw for _, w in hws])
+    offsets = np.stack([(np.arange(nh)[:, None] * w + np.arange(nw)[None, :]).ravel() for _, w in hws])
+    local = b.op("Add", [b.op("Unsqueeze", [b.op("Add", [b.op("Mul", [top, width], "window_top"), left],
+                                                   "window_corner"), b.ints([2])], "window_corner_3d"),
+                         per_region(offsets, "window_offsets", (1, n_regions, nh * nw))], "window_index")  # (K, L, n)
+    # the region each row's element is at: where its value is not zero (none for an empty slot: its seed is zero,
+    # and any window does)
+    seeded = b.op("Not", [b.op("Equal", [value, b.const(0.0, "zero")], "window_unseeded")], "window_seeded")
+    at_int, at_f = b.op("Cast", [seeded], "window_at", to=7), b.op("Cast", [seeded], "window_at_f", to=1)
+    starts = np.cumsum([0] + [h * w for h, w in hws])[:-1]
+    in_sources = b.op("Add", [local, per_region(starts, "window_source_start", (1, n_regions, 1))], "window_in_sources")
+    crop_index = b.reduce("ReduceSum", b.op("Mul", [b.op("Unsqueeze", [at_int, b.ints([2])], "window_at_3d"),
+                                                    in_sources], "window_index_terms"), [1], 0, "window_index_rows")
     channels_in = b.shape(first.source)[1]
-    wins = [_windows(b, cot, tuple(b.shape(r.source)[2:]), first.radius, rows) for r, cot in zip(group, cots)]
-    nh, nw = wins[0].size
-    # the region each row's element is at: where its value is not zero (0 for an empty slot, zero everywhere: any
-    # window then does, its seed being zero)
-    at = [b.op("Not", [b.op("Equal", [cot.value, b.const(0.0, "zero")], "window_unseeded")], "window_seeded")
-          for cot in cots]
-    at_int = [b.op("Cast", [a], "window_at_level", to=7) for a in at]
-
-    def picked(per_region: list[str], hint: str) -> str:  # (K, m) int64: each row's own region's
-        terms = [b.op("Mul", [a, v], hint + "_term") for a, v in zip(at_int, per_region)]
-        return b.add_all(terms, hint)
-
-    starts = np.cumsum([0] + [int(np.prod(b.shape(r.source)[2:])) for r in group])[:-1]
-    index = picked([b.op("Add", [w.index, b.const(int(s), "window_source_start", np.int64)], "window_in_sources")
-                    if s else w.index for w, s in zip(wins, starts)], "window_index_rows")
-    crop = _crop_forward(b, [r.source for r in group], index, rows, channels_in, (nh, nw))
+    crop = _crop_forward(b, [r.source for r in group], crop_index, rows, channels_in, (nh, nw))
     b.declare(crop, (1, channels_in, nh, nw))
-    level = b.op("ArgMax", [b.op("Concat", [b.op("Cast", [a], "window_at_f", to=1) for a in at], "window_levels",
-                                 axis=1)], "window_level", axis=1, keepdims=0)  # (K,)
+    level = b.op("ArgMax", [at_f], "window_level", axis=1, keepdims=0)  # (K,)
     differ = set().union(*(_same_head(b, first, r) for r in group[1:]))
     mapping = {first.source: crop}
     for j, node in enumerate(first.nodes):
@@ -440,13 +458,24 @@ def windowed_group_copy(b: Builder, group: tuple[LocalRegion, ...], cots: list[O
             _per_row_pointwise(b, [r.nodes[j] for r in group], mapping, level, rows, (nh, nw))
         else:
             b.copy_node(node, mapping, "window", lambda o, new: b.declare(new, (1, b.shape(o)[1], nh, nw)))
-    channels_out = b.shape(first.output)[1]
-    element = picked([_element_in_window(b, cot, w) for cot, w in zip(cots, wins)], "window_element_rows")
-    value = b.add_all([cot.value for cot in cots], "window_value_rows")  # one of them is not zero
-    seed = dense(b, OneHot(element, value), (1, channels_out, nh, nw), rows)
-    masks = [b.op("Reshape", [b.op("Cast", [a], "window_mask", to=1), b.ints([rows, 1, 1, 1])], "window_mask_4d")
-             for a in at]
-    return crop, mapping[first.output], seed, list(zip(wins, masks))
+    # the seed: each row's element at (channel, the pixel's place in the window) of the crop
+    element = b.op("Add", [b.op("Mul", [b.op("Div", [index, plane], "window_channel"),
+                                        b.const(nh * nw, "window_area", np.int64)], "window_channel_start"),
+                           b.op("Add", [b.op("Mul", [b.op("Sub", [row, top], "window_dy"),
+                                                     b.const(nw, "window_nw", np.int64)], "window_dy_start"),
+                                        b.op("Sub", [col, left], "window_dx")], "window_in_plane")], "window_element")
+    seed_at = b.reduce("ReduceSum", b.op("Mul", [at_int, element], "window_element_terms"), [1], 1,
+                       "window_element_rows")
+    seed_value = b.reduce("ReduceSum", value, [1], 1, "window_value_rows")  # one of them is not zero
+    seed = dense(b, OneHot(seed_at, seed_value), (1, b.shape(first.output)[1], nh, nw), rows)
+    placing = []
+    for i, hw in enumerate(hws):
+        at_region = b.const(np.int64(i), "window_region", np.int64)
+        windows = _Windows(b.op("Gather", [local, at_region], "window_region_windows", axis=1), hw, (nh, nw), rows)
+        mask = b.op("Reshape", [b.op("Gather", [at_f, at_region], "window_region_rows", axis=1),
+                                b.ints([rows, 1, 1, 1])], "window_mask")
+        placing.append((windows, mask))
+    return crop, mapping[first.output], seed, placing
 
 
 def _per_row_pointwise(b: Builder, nodes: list[NodeProto], mapping: dict[str, str], level: str, rows: int,
