@@ -119,7 +119,8 @@ class CamContext:
         """mean_xy(G), (rows, C, 1, 1): from the windows alone when G is only windows (they hold all of its sum)."""
         b = self.b
         if isinstance(self.grad, Placed):
-            (h, w), total = self.hw, b.reduce("ReduceSum", self.grad.values, [2, 3], 1, "window_grad_sum")
+            (h, w) = self.hw  # (the sum over the windows, then only this level's rows: K x C products, not K x C x n)
+            total = self.grad.own(b, b.reduce("ReduceSum", self.grad.values, [2, 3], 1, "window_grad_sum"))
             return b.op("Mul", [total, b.const(1.0 / (h * w), "inverse_area")], "alpha")
         g = self.need_gradient(method)
         return b.reduce("ReduceMean", b.reduce("ReduceMean", g, [3], 1, "alpha_cols"), [2], 1, "alpha")

@@ -138,7 +138,10 @@ def box_level_cams(b: Builder, maps: MapWriter, seeds: dict[str, str], layers: d
 
 
 def _reaches(b: Builder, grad: str | Placed, k: int) -> str:
-    """(K, 1, 1, 1) float: 1 in the rows whose gradient at the level is not all zero, else 0."""
+    """(K, 1, 1, 1) float: 1 in the rows whose score reaches the level, else 0: where the gradient there is not all
+    zero, or, from a head shared by the levels, where the row's seed is at this level (`Placed.rows`)."""
+    if isinstance(grad, Placed) and grad.rows is not None:
+        return grad.rows
     values = grad.values if isinstance(grad, Placed) else grad
     magnitude = b.reduce("ReduceSum", b.op("Reshape", [b.op("Abs", [values]), b.ints([k, -1])], "level_flat"), [1], 1,
                          "level_magnitude")

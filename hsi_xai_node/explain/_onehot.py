@@ -108,32 +108,48 @@ def _transpose(c: OneHotContext):
 
 @rule("Concat")
 def _concat(c: OneHotContext):
+    """Each input's element, all inputs at once (one column each, their offsets and lengths as (1, L) constants):
+    the coordinate along the axis made local to the input, clamped into it (a zero value where it lies outside)."""
     b, node = c.b, c.node
     out_shape = c.shape(node.output[0])
-    axis = next(a.i for a in node.attribute if a.name == "axis") % len(out_shape)
-    coords = coordinates(b, c.cot.index, out_shape)
+    rank = len(out_shape)
+    axis = next(a.i for a in node.attribute if a.name == "axis") % rank
+    shapes = [c.shape(t) for t in node.input]
+    lengths = [s[axis] for s in shapes]
+
+    def per_input(values, hint: str, dtype=np.int64) -> str:
+        return b.const(np.asarray(values, dtype).reshape(1, len(shapes), *np.shape(values)[1:]), hint, dtype)
+
+    coords = coordinates(b, c.cot.index, out_shape)  # (K, rank)
     along = b.op("Gather", [coords, b.const(np.array([axis], np.int64), "onehot_axis", np.int64)], "onehot_along",
                  axis=1)  # (K, 1)
-    result, start = [], 0
-    for tensor, need in zip(node.input, c.needs):
-        shape = c.shape(tensor)
-        length = shape[axis]
-        if need:
-            local = b.op("Sub", [along, b.const(start, "onehot_start", np.int64)], "onehot_local")
-            inside = b.op("And", [b.op("GreaterOrEqual", [local, b.const(0, "onehot_zero", np.int64)]),
-                                  b.op("Less", [local, b.const(length, "onehot_length", np.int64)])], "onehot_inside")
-            # outside this input: a zero value at a valid index (the local coordinate clamped into the input)
-            clamped = b.op("Min", [b.op("Max", [local, b.const(0, "onehot_zero", np.int64)]),
-                                   b.const(length - 1, "onehot_last", np.int64)], "onehot_clamped")
-            unit = np.zeros((1, len(out_shape)), np.int64)
-            unit[0, axis] = 1
-            moved = b.op("Add", [coords, b.op("Mul", [b.op("Sub", [clamped, along], "onehot_shift"),
-                                                      b.const(unit, "onehot_unit", np.int64)])], "onehot_at_input")
-            value = b.op("Mul", [c.cot.value, b.op("Cast", [inside], "onehot_mask", to=1)], "onehot_value")
-            result.append(OneHot(ravel(b, moved, shape), value))
-        else:
+    local = b.op("Sub", [along, per_input(np.cumsum([0] + lengths)[:-1], "onehot_start")], "onehot_local")  # (K, L)
+    inside = b.op("And", [b.op("GreaterOrEqual", [local, b.const(0, "onehot_zero", np.int64)]),
+                          b.op("Less", [local, per_input(lengths, "onehot_length")])], "onehot_inside")
+    # outside an input: a zero value at a valid index (the local coordinate clamped into the input)
+    clamped = b.op("Min", [b.op("Max", [local, b.const(0, "onehot_zero", np.int64)]),
+                           per_input([n - 1 for n in lengths], "onehot_last")], "onehot_clamped")
+    values = b.op("Mul", [c.cot.value, b.op("Cast", [inside], "onehot_mask", to=1)], "onehot_value")  # (K, L)
+    # the flat position in input i: the other coordinates by its strides, plus the clamped one by its stride there
+    others = np.ones((1, rank), np.int64)
+    others[0, axis] = 0
+    strides = np.stack([_strides(s) for s in shapes])  # (L, rank)
+    rest = b.reduce("ReduceSum", b.op("Mul", [b.op("Unsqueeze", [b.op("Mul", [coords, b.const(others, "onehot_others",
+                                                                                                np.int64)],
+                                                                          "onehot_rest"), b.ints([1])],
+                                                    "onehot_rest_3d"),
+                                              per_input(strides, "onehot_strides")], "onehot_terms"), [2], 0,
+                    "onehot_rest_index")  # (K, L)
+    index = b.op("Add", [rest, b.op("Mul", [clamped, per_input(strides[:, axis], "onehot_axis_stride")],
+                                    "onehot_along_index")], "onehot_index")
+    result = []
+    for i, need in enumerate(c.needs):
+        if not need:
             result.append(None)
-        start += length
+            continue
+        column = b.ints([i], "onehot_input")
+        result.append(OneHot(b.op("Gather", [index, column], "onehot_input_index", axis=1),
+                             b.op("Gather", [values, column], "onehot_input_value", axis=1)))
     return result
 
 

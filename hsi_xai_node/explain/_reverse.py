@@ -172,11 +172,10 @@ def _windowed(b: Builder, region, g: str, batch: int, propagation: Propagation) 
 
 def _windowed_group(b: Builder, group, hots: list[OneHot], batch: int, propagation: Propagation) -> list[Placed]:
     """A head shared by the regions of `group` differentiated once on K rows, each row on its own region's window;
-    each region's share (zero in the rows at another) placed in its windows."""
+    each region's share placed in its windows (the same values, counted only in the rows at it: `Placed.rows`)."""
     crop, output, seed, placing = windowed_group_copy(b, group, hots, batch)
     g = append_backward(b, {output: seed}, [crop], batch, propagation)[crop]
-    return [Placed(b.op("Mul", [g, mask], "window_share"), windows, b.shape(r.source)[1])
-            for r, (windows, mask) in zip(group, placing)]
+    return [Placed(g, windows, b.shape(r.source)[1], rows=mask) for r, (windows, mask) in zip(group, placing)]
 
 
 def gradients(model: onnx.ModelProto, seeds: dict[str, str], targets: list[str], batch: int,

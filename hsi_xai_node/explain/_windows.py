@@ -294,6 +294,14 @@ class Placed:
     values: str
     windows: _Windows
     channels: int
+    # (K, 1, 1, 1) float 0/1 where `values` is a head shared by several levels (same_heads): its gradient in every
+    # row, this level's share only in these rows (the others' elements are at other levels)
+    rows: str | None = None
+
+    def own(self, b: Builder, values: str | None = None) -> str:
+        """`values` (these windows' values, or a reduction of them over the window) zero in the other levels' rows."""
+        values = self.values if values is None else values
+        return values if self.rows is None else b.op("Mul", [values, self.rows], "window_share")
 
 
 def add_window(b: Builder, full: str | None, placed: Placed) -> str:
@@ -303,7 +311,7 @@ def add_window(b: Builder, full: str | None, placed: Placed) -> str:
     win, channels = placed.windows, placed.channels
     h, w = win.hw
     index = _per_channel(b, win, channels)
-    values = b.op("Reshape", [placed.values, b.ints([win.rows, channels, win.size[0] * win.size[1]])],
+    values = b.op("Reshape", [placed.own(b), b.ints([win.rows, channels, win.size[0] * win.size[1]])],
                   "window_grad_flat")
     if full is None:
         flat = b.op("Expand", [b.const(0.0, "zero"), b.ints([win.rows, channels, h * w])], "window_zeros")
