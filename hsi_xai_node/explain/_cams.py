@@ -87,10 +87,17 @@ class CamContext:
         return self.b.reduce("ReduceSum", self.b.reduce("ReduceSum", x, [3], 1, hint + "_cols"), [2], 1, hint)
 
     def weighted(self, alpha: str, hint: str = "cam") -> str:
-        """sum_k alpha[r, k] A_k as one MatMul: (rows, C) x (C, h*w), reshaped to (rows, 1, h, w)."""
+        """sum_k alpha[r, k] A_k as one MatMul: (rows, C) x (C, h*w), reshaped to (rows, 1, h, w); or by the
+        layer's channels-last pixels (h*w, C) where the graph has them already (windows cropped from it), so that a
+        CPU engine's blocked layout is undone once for both readers."""
         b, c, (h, w) = self.b, self.channels, self.hw
-        flat = b.op("MatMul", [b.op("Reshape", [alpha, b.ints([self.rows, c])], "alpha_2d"),
-                               b.op("Reshape", [self.layer, b.ints([c, h * w])], "activations_2d")], hint + "_flat")
+        alpha_2d = b.op("Reshape", [alpha, b.ints([self.rows, c])], "alpha_2d")
+        pixels = b.pixels_made(self.layer)
+        if pixels is not None:
+            flat = b.op("Gemm", [alpha_2d, pixels], hint + "_flat", transB=1)
+        else:
+            flat = b.op("MatMul", [alpha_2d, b.op("Reshape", [self.layer, b.ints([c, h * w])], "activations_2d")],
+                        hint + "_flat")
         return b.op("Reshape", [flat, b.ints([self.rows, 1, h, w])], hint)
 
     def weighted_const(self, weight: np.ndarray, hint: str) -> str:

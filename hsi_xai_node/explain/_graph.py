@@ -51,6 +51,7 @@ class Builder:
         self._scope = ""
         self._producers: dict[str, NodeProto] = {}  # tensor -> the node making it, for graph.node[:self._indexed]
         self._indexed = 0
+        self._pixels: dict[str, str] = {}  # 4-D tensor -> its (H * W, C) channels-last view, where one was made
 
     # --- facts about forward tensors -------------------------------------------------------
     def shape(self, tensor: str) -> tuple[int, ...]:
@@ -168,6 +169,19 @@ class Builder:
             outs.append(new)
         copy.output[:] = outs
         self.graph.node.append(copy)
+
+    def pixels(self, tensor: str) -> str:
+        """A (1, C, H, W) tensor as (H * W, C), one pixel's channels per row: made once per tensor (on a CPU engine's
+        blocked-layout path this is one reorder of the tensor, which its readers then share)."""
+        if tensor not in self._pixels:
+            channels = self.shape(tensor)[1]
+            self._pixels[tensor] = self.op("Reshape", [self.op("Transpose", [tensor], "pixels_nhwc", perm=[0, 2, 3, 1]),
+                                                       self.ints([-1, channels])], "pixels")
+        return self._pixels[tensor]
+
+    def pixels_made(self, tensor: str) -> str | None:
+        """`pixels(tensor)` where it was made, else None."""
+        return self._pixels.get(tensor)
 
     def add_output(self, tensor: str, shape, elem_type=onnx.TensorProto.FLOAT) -> None:
         self.graph.output.append(helper.make_tensor_value_info(tensor, elem_type, list(shape)))

@@ -252,8 +252,7 @@ def _crop_forward(b: Builder, sources: list[str], index: str, rows: int, channel
     Gathered from the tensors channels-last, a pixel's C values at a time: gathering single floats along the pixel
     axis of (C, H x W) took ONNX Runtime 0.26 ms per level of the bundled detector; a Transpose to channels-last
     is one pass over the map (on ONNX Runtime's blocked-layout CPU path a reorder it makes anyway)."""
-    flat = [b.op("Reshape", [b.op("Transpose", [x], "window_nhwc", perm=[0, 2, 3, 1]), b.ints([-1, channels])],
-                 "window_src") for x in sources]
+    flat = [b.pixels(x) for x in sources]
     pixels = b.op("Concat", flat, "window_sources", axis=0) if len(flat) > 1 else flat[0]
     picked = b.op("Gather", [pixels, index], "window_gather", axis=0)  # (K, n, C)
     return b.op("Reshape", [b.op("Transpose", [picked], "window_rows", perm=[0, 2, 1]),
