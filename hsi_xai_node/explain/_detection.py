@@ -29,8 +29,9 @@ not reach; the gradient-free methods are masked to those levels), so these maps 
 size (method `<name>_level_part`, its layer the level's tensor): a caller that shows a box only around itself resizes
 that crop alone. A box of a coarse level no longer pays for a backward through
 the feature pyramid to the finest level (at `class_head_input`, most of what ten boxes cost on the bundled
-detector): what is left is the heads on windows (_windows.py; P5's 8x10 map whole) and the element-moving tail
-from the scores to each level's logits.
+detector): what is left is the class head, run once on K windows, each row's cropped from its own level and through
+its level's own pointwise weights (_windows.same_heads), and the element-moving tail from the scores to each
+level's logits.
 """
 
 from __future__ import annotations

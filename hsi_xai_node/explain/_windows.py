@@ -28,7 +28,11 @@ float64 autograd at windows on the image's corners.
 `local_regions` finds the regions from the graph alone: a region ends at a 4-D tensor whose cotangent can only
 come through element-moving ops from the seeded outputs, and grows backwards over stride-1 "same"
 convolutions, BatchNormalization and element-wise ops whose every consumer is inside, with one source tensor;
-it stops at targets (their full gradient is wanted) and where a window would cover most of the map anyway.
+it stops at targets (their full gradient is wanted). A region whose window would cover most of its map is not
+worth windowing on its own (`alone`), but still joins a group: `same_heads` groups the regions that are one head
+run at several pyramid levels (the same wiring and weights, but for pointwise convolutions that differ per level),
+and `windowed_group_copy` runs the group as one copy on K rows, each row on a window of the level its element is
+at: a row's element lies at one level only, so where each level ran its copy for all K rows, one copy does.
 """
 
 from __future__ import annotations

@@ -232,7 +232,8 @@ def test_input_attributions_per_box_match_autograd_and_deeplift_sums_to_delta(de
 def test_box_level_cams_are_each_boxs_own_pyramid_level_against_autograd(detector):
     """`box_level`: each box's CAM at the BiFPN output of its own level (the tensor its class head read), against
     float64 autograd of its score with respect to that level's features, resized to the input; for one box on every
-    level (P2 and P3 through windows, P4 and P5 on whole maps). FEM (gradient-free) is the level's map in its rows
+    level (P2 and P3 through one window copy of the head they share, P4 and P5 on whole maps, smaller than a
+    window). FEM (gradient-free) is the level's map in its rows
     only. And the backward stops at the levels: no backward node reads a tensor of the feature pyramid's inside."""
     from test.explain.test_cams import ref_fem, ref_layercam
 
