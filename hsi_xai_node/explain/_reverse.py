@@ -12,7 +12,7 @@ import onnx
 
 from ._graph import Builder, ExplainError
 from ._onehot import ONE_HOT_RULES, OneHot, OneHotContext, dense
-from ._windows import _PER_ROW_WEIGHTS, Placed, Regions, add_window, local_regions, same_heads, windowed_copy, \
+from ._windows import PER_ROW_WEIGHT_OPS, Placed, Regions, add_window, local_regions, same_heads, windowed_copy, \
     windowed_group_copy
 from .rules import GRADIENT, RULES, Propagation, RuleContext, first_layers
 
@@ -72,10 +72,10 @@ def append_backward(b: Builder, seeds: dict[str, str], targets: list[str], batch
     first = first_layers(graph) if propagation.first else set()
     # windows where the propagation differentiates the region as the gradient does (guided backprop's ReLU rule
     # changes nothing in a head without ReLUs); LRP's and DeepLIFT's rules there read more than the window holds
-    found = local_regions(b, seeds, targets, on_path) if one_hot_rows else Regions([], frozenset())
+    found = local_regions(b, seeds, targets, on_path) if one_hot_rows else Regions([], frozenset(), frozenset())
     as_gradient = [r for r in found.regions
                    if all(propagation.rule(n.op_type) is RULES.get(n.op_type) for n in r.nodes)]
-    per_row_ok = all(propagation.rule(op) is RULES.get(op) for op in _PER_ROW_WEIGHTS)
+    per_row_ok = all(propagation.rule(op) is RULES.get(op) for op in PER_ROW_WEIGHT_OPS)
     # a head shared by several levels is one copy on K rows (_windows.same_heads); a region of its own is windowed
     # where the window is small beside its map
     groups = [g for g in same_heads(b, as_gradient) if len(g) > 1 or g[0].alone]
@@ -84,6 +84,7 @@ def append_backward(b: Builder, seeds: dict[str, str], targets: list[str], batch
     region_of = {id(r.nodes[-1]): r for r in regions}  # by the node that makes its output
     group_of = {id(r): g for g in groups for r in g}
     windowed: set[int] = set()  # the regions whose backward is in the graph
+
     def one_hot(tensor: str) -> OneHot | None:
         parts = cots.get(tensor)
         return parts[0] if parts and len(parts) == 1 and isinstance(parts[0], OneHot) else None
@@ -117,7 +118,8 @@ def append_backward(b: Builder, seeds: dict[str, str], targets: list[str], batch
                     continue
                 group = group_of[id(region)]
                 hots = [one_hot(r.output) for r in group]
-                if len(group) > 1 and per_row_ok and all(h is not None for h in hots):
+                if len(group) > 1 and per_row_ok and all(h is not None for h in hots) and \
+                        all(r.output in found.ready for r in group):  # (every cotangent there complete)
                     for r, share in zip(group, _windowed_group(b, group, hots, batch, propagation)):
                         cots.setdefault(r.source, []).append(share)
                     windowed.update(id(r) for r in group)

@@ -73,6 +73,7 @@ class Regions:
     # differentiated first, they leave every region's output with its whole cotangent before any region is
     # (a group of same_heads needs them all at once)
     early: frozenset[str]
+    ready: frozenset[str]  # the regions' outputs whose every consumer is one of those: complete once they are done
 
 
 def _conv_reach(node: NodeProto, b: Builder) -> tuple[int, int] | None:
@@ -137,7 +138,8 @@ def local_regions(b: Builder, seeds, targets, on_path: set[str]) -> Regions:
     for node in reversed(nodes):
         if id(node) in movers and all(c.output[0] in early for o in node.output for c in consumers.get(o, [])):
             early.add(node.output[0])
-    return Regions(regions, frozenset(early))
+    ready = {r.output for r in regions if all(c.output[0] in early for c in consumers.get(r.output, []))}
+    return Regions(regions, frozenset(early), frozenset(ready))
 
 
 def _spatial(b: Builder, tensor: str) -> tuple[int, ...] | None:
@@ -351,7 +353,7 @@ def windowed_copy(b: Builder, region: LocalRegion, cot: str | OneHot, rows: int)
 # one windowed copy on K rows, each row's window cropped from its own level, and where the levels' weights differ
 # each row multiplied by its own level's (a batched MatMul of per-row weights gathered once a frame).
 
-_PER_ROW_WEIGHTS = ("MatMul", "Add", "Reshape")  # what a per-row 1x1 convolution is made of (their rules are used)
+PER_ROW_WEIGHT_OPS = ("MatMul", "Add", "Reshape")  # what a per-row 1x1 convolution is made of (their rules are used)
 
 
 def _is_pointwise(node: NodeProto, b: Builder) -> bool:
