@@ -46,6 +46,13 @@ def _strides(shape) -> np.ndarray:
     return np.array([int(np.prod(shape[i + 1:])) for i in range(len(shape))], np.int64)
 
 
+def per_column(b: Builder, values, hint: str, shape=None) -> str:
+    """An int64 constant of one column per tensor (a Concat's inputs, a head's levels): values (L, ...) as
+    (1, L, ...), or `shape`, to meet (K, L, ...) integers row by row."""
+    values = np.asarray(values, np.int64)
+    return b.const(values.reshape(shape or (1, *values.shape)), hint, np.int64)
+
+
 def coordinates(b: Builder, index: str, shape) -> str:
     """(K, rank) int64 coordinates of flat positions (K, 1) in `shape`."""
     strides = b.const(_strides(shape).reshape(1, -1), "onehot_strides", np.int64)
@@ -117,30 +124,25 @@ def _concat(c: OneHotContext):
     shapes = [c.shape(t) for t in node.input]
     lengths = [s[axis] for s in shapes]
 
-    def per_input(values, hint: str, dtype=np.int64) -> str:
-        return b.const(np.asarray(values, dtype).reshape(1, len(shapes), *np.shape(values)[1:]), hint, dtype)
-
     coords = coordinates(b, c.cot.index, out_shape)  # (K, rank)
     along = b.op("Gather", [coords, b.const(np.array([axis], np.int64), "onehot_axis", np.int64)], "onehot_along",
                  axis=1)  # (K, 1)
-    local = b.op("Sub", [along, per_input(np.cumsum([0] + lengths)[:-1], "onehot_start")], "onehot_local")  # (K, L)
+    local = b.op("Sub", [along, per_column(b, np.cumsum([0] + lengths)[:-1], "onehot_start")], "onehot_local")  # (K, L)
     inside = b.op("And", [b.op("GreaterOrEqual", [local, b.const(0, "onehot_zero", np.int64)]),
-                          b.op("Less", [local, per_input(lengths, "onehot_length")])], "onehot_inside")
+                          b.op("Less", [local, per_column(b, lengths, "onehot_length")])], "onehot_inside")
     # outside an input: a zero value at a valid index (the local coordinate clamped into the input)
     clamped = b.op("Min", [b.op("Max", [local, b.const(0, "onehot_zero", np.int64)]),
-                           per_input([n - 1 for n in lengths], "onehot_last")], "onehot_clamped")
+                           per_column(b, [n - 1 for n in lengths], "onehot_last")], "onehot_clamped")
     values = b.op("Mul", [c.cot.value, b.op("Cast", [inside], "onehot_mask", to=1)], "onehot_value")  # (K, L)
-    # the flat position in input i: the other coordinates by its strides, plus the clamped one by its stride there
-    others = np.ones((1, rank), np.int64)
-    others[0, axis] = 0
+    # the flat position in input i: the other coordinates by its strides (the axis' left out: 0), plus the clamped
+    # one by its stride there
     strides = np.stack([_strides(s) for s in shapes])  # (L, rank)
-    rest = b.reduce("ReduceSum", b.op("Mul", [b.op("Unsqueeze", [b.op("Mul", [coords, b.const(others, "onehot_others",
-                                                                                                np.int64)],
-                                                                          "onehot_rest"), b.ints([1])],
-                                                    "onehot_rest_3d"),
-                                              per_input(strides, "onehot_strides")], "onehot_terms"), [2], 0,
-                    "onehot_rest_index")  # (K, L)
-    index = b.op("Add", [rest, b.op("Mul", [clamped, per_input(strides[:, axis], "onehot_axis_stride")],
+    others = strides.copy()
+    others[:, axis] = 0
+    terms = b.op("Mul", [b.op("Unsqueeze", [coords, b.ints([1])], "onehot_coords_3d"),
+                         per_column(b, others, "onehot_strides")], "onehot_terms")  # (K, L, rank)
+    rest = b.reduce("ReduceSum", terms, [2], 0, "onehot_rest_index")  # (K, L)
+    index = b.op("Add", [rest, b.op("Mul", [clamped, per_column(b, strides[:, axis], "onehot_axis_stride")],
                                     "onehot_along_index")], "onehot_index")
     result = []
     for i, need in enumerate(c.needs):

@@ -78,11 +78,11 @@ def append_backward(b: Builder, seeds: dict[str, str], targets: list[str], batch
     per_row_ok = all(propagation.rule(op) is RULES.get(op) for op in PER_ROW_WEIGHT_OPS)
     # a head shared by several levels is one copy on K rows (_windows.same_heads); a region of its own is windowed
     # where the window is small beside its map
-    groups = [g for g in same_heads(b, as_gradient) if len(g) > 1 or g[0].alone]
-    regions = [r for g in groups for r in g]
+    groups = [g for g in same_heads(b, as_gradient) if len(g.regions) > 1 or g.regions[0].alone]
+    regions = [r for g in groups for r in g.regions]
     in_region = {id(n) for r in regions for n in r.nodes}
     region_of = {id(r.nodes[-1]): r for r in regions}  # by the node that makes its output
-    group_of = {id(r): g for g in groups for r in g}
+    group_of = {id(r): g for g in groups for r in g.regions}
     windowed: set[int] = set()  # the regions whose backward is in the graph
 
     def one_hot(tensor: str) -> OneHot | None:
@@ -107,8 +107,7 @@ def append_backward(b: Builder, seeds: dict[str, str], targets: list[str], batch
         forward_nodes = list(graph.node)  # the backward nodes we append are not visited
         # the tail first (any order that meets every consumer before its producer will do): each region's output
         # then has its whole cotangent when the first region of a group is met
-        order = [n for n in reversed(forward_nodes) if n.output and n.output[0] in found.early] + \
-            [n for n in reversed(forward_nodes) if not (n.output and n.output[0] in found.early)]
+        order = sorted(reversed(forward_nodes), key=lambda n: not (n.output and n.output[0] in found.early))
         for node in order:
             if not any(o in on_path for o in node.output):
                 continue
@@ -117,12 +116,12 @@ def append_backward(b: Builder, seeds: dict[str, str], targets: list[str], batch
                 if region is None or id(region) in windowed:
                     continue
                 group = group_of[id(region)]
-                hots = [one_hot(r.output) for r in group]
-                if len(group) > 1 and per_row_ok and all(h is not None for h in hots) and \
-                        all(r.output in found.ready for r in group):  # (every cotangent there complete)
-                    for r, share in zip(group, _windowed_group(b, group, hots, batch, propagation)):
+                hots = [one_hot(r.output) for r in group.regions]
+                if len(group.regions) > 1 and per_row_ok and all(h is not None for h in hots) and \
+                        all(r.output in found.ready for r in group.regions):  # (every cotangent there complete)
+                    for r, share in zip(group.regions, _windowed_group(b, group, hots, batch, propagation)):
                         cots.setdefault(r.source, []).append(share)
-                    windowed.update(id(r) for r in group)
+                    windowed.update(id(r) for r in group.regions)
                     continue
                 g = one_hot(region.output) or total(region.output)
                 if g is not None:
@@ -177,7 +176,7 @@ def _windowed_group(b: Builder, group, hots: list[OneHot], batch: int, propagati
     each region's share placed in its windows (the same values, counted only in the rows at it: `Placed.rows`)."""
     crop, output, seed, placing = windowed_group_copy(b, group, hots, batch)
     g = append_backward(b, {output: seed}, [crop], batch, propagation)[crop]
-    return [Placed(g, windows, b.shape(r.source)[1], rows=mask) for r, (windows, mask) in zip(group, placing)]
+    return [Placed(g, windows, b.shape(r.source)[1], rows=mask) for r, (windows, mask) in zip(group.regions, placing)]
 
 
 def gradients(model: onnx.ModelProto, seeds: dict[str, str], targets: list[str], batch: int,

@@ -43,7 +43,7 @@ import numpy as np
 from onnx import NodeProto
 
 from ._graph import Builder
-from ._onehot import OneHot, dense
+from ._onehot import OneHot, dense, per_column
 from .rules import RuleContext
 from .rules.conv import conv_geometry
 
@@ -199,17 +199,61 @@ def _grow(b: Builder, end: str, producer, consumers, on_path, targets) -> LocalR
 
 @dataclass(frozen=True)
 class _Windows:
-    """Each row's window: flat indices into the map ((K, nh * nw) int64, y * W + x), and the geometry; the row's
-    pixel (row, col) and the window's first row and column (top, left), (K, 1) int64 each."""
+    """Each row's window: flat indices into the map ((K, nh * nw) int64, y * W + x), and the geometry."""
 
     index: str
     hw: tuple[int, int]
     size: tuple[int, int]
     rows: int
-    row: str | None = None  # (a region of a group: its rows' windows only, the seed found for the group at once)
-    col: str | None = None
-    top: str | None = None
-    left: str | None = None
+
+
+@dataclass(frozen=True)
+class _Places:
+    """Where each row's window lies in each of L maps, (K, L) int64 each: the row's pixel (row, col), the window's
+    first row and column (top, left), and its first pixel's flat index (corner = top * W + left)."""
+
+    row: str
+    col: str
+    top: str
+    left: str
+    corner: str
+
+
+def _window_places(b: Builder, pixel: str, hws: list[tuple[int, int]], radius: tuple[int, int]) -> _Places:
+    """Each row's window around its pixel (K, L: y * W + x in map i of size hws[i]): centred on it, or moved inwards
+    to lie inside the map where the pixel is nearer to the border than the radius. The window then still holds the
+    pixel's whole receptive field, and its own border, where the copied convolutions pad with zeros, is either beyond
+    that field or the image's border, where the network pads with zeros too."""
+    (ry, rx), (nh, nw) = radius, (2 * radius[0] + 1, 2 * radius[1] + 1)
+    width = per_column(b, [w for _, w in hws], "window_w")
+    row = b.op("Div", [pixel, width], "window_row")
+    col = b.op("Sub", [pixel, b.op("Mul", [row, width], "window_row_start")], "window_col")
+
+    def first(at: str, half: int, lasts: list[int]) -> str:  # clamp(at - half, 0, length - n): inside the map
+        lo = b.op("Max", [b.op("Sub", [at, b.const(half, "window_half", np.int64)], "window_start"),
+                          b.const(0, "window_first", np.int64)], "window_inside_lo")
+        return b.op("Min", [lo, per_column(b, lasts, "window_last")], "window_inside")
+
+    top, left = first(row, ry, [h - nh for h, _ in hws]), first(col, rx, [w - nw for _, w in hws])
+    corner = b.op("Add", [b.op("Mul", [top, width], "window_top"), left], "window_corner")
+    return _Places(row, col, top, left, corner)
+
+
+def _window_offsets(hws: list[tuple[int, int]], size: tuple[int, int]) -> np.ndarray:
+    """(L, nh * nw): each window pixel's flat index in map i less the window's first pixel's."""
+    nh, nw = size
+    return np.stack([(np.arange(nh)[:, None] * w + np.arange(nw)[None, :]).ravel() for _, w in hws])
+
+
+def _element_in_window(b: Builder, index: str, hws: list[tuple[int, int]], places: _Places, size) -> str:
+    """(K, L) int64: where each row's element (index, (K, L), into map i's (C, H, W)) lies in its crop (C, nh, nw)."""
+    nh, nw = size
+    channel = b.op("Div", [index, per_column(b, [h * w for h, w in hws], "window_plane")], "window_channel")
+    return b.op("Add", [b.op("Mul", [channel, b.const(nh * nw, "window_area", np.int64)], "window_channel_start"),
+                        b.op("Add", [b.op("Mul", [b.op("Sub", [places.row, places.top], "window_dy"),
+                                                  b.const(nw, "window_nw", np.int64)], "window_dy_start"),
+                                     b.op("Sub", [places.col, places.left], "window_dx")], "window_in_plane")],
+                "window_element")
 
 
 def _pixel(b: Builder, cot: str | OneHot, hw: tuple[int, int], rows: int) -> str:
@@ -227,30 +271,6 @@ def _pixel(b: Builder, cot: str | OneHot, hw: tuple[int, int], rows: int) -> str
     return b.op("Cast", [b.reduce("ReduceSum", at, [1], 1, "window_sum")], "window_pixel", to=7)  # (K, 1) int64
 
 
-def _windows(b: Builder, cot: str | OneHot, hw: tuple[int, int], radius: tuple[int, int], rows: int) -> _Windows:
-    """Each row's window around the pixel where its cotangent is: centred on it, or moved inwards to lie inside
-    the map where the pixel is nearer to the border than the radius. The window then still holds the pixel's whole
-    receptive field, and its own border, where the copied convolutions pad with zeros, is either beyond that field
-    or the image's border, where the network pads with zeros too."""
-    (h, w), (ry, rx) = hw, radius
-    nh, nw = 2 * ry + 1, 2 * rx + 1
-    pixel = _pixel(b, cot, hw, rows)
-    width = b.const(w, "window_w", np.int64)
-    row = b.op("Div", [pixel, width], "window_row")
-    col = b.op("Sub", [pixel, b.op("Mul", [row, width], "window_row_start")], "window_col")
-
-    def corner(at: str, half: int, length: int, n: int) -> str:  # clamp(at - half, 0, length - n)
-        lo = b.op("Max", [b.op("Sub", [at, b.const(half, "window_half", np.int64)], "window_start"),
-                          b.const(0, "window_first", np.int64)], "window_inside_lo")
-        return b.op("Min", [lo, b.const(length - n, "window_last", np.int64)], "window_inside")
-
-    top, left = corner(row, ry, h, nh), corner(col, rx, w, nw)
-    offsets = (np.arange(nh)[:, None] * w + np.arange(nw)[None, :]).reshape(1, nh * nw)
-    index = b.op("Add", [b.op("Add", [b.op("Mul", [top, width], "window_top"), left], "window_corner"),
-                         b.const(offsets, "window_offsets", np.int64)], "window_index")  # (K, nh * nw)
-    return _Windows(index, hw, (nh, nw), rows, row, col, top, left)
-
-
 def _crop_forward(b: Builder, sources: list[str], index: str, rows: int, channels: int, size) -> str:
     """(1, C, H_i, W_i) forward tensors -> (K, C, nh, nw): each row's window, `index` (K, nh * nw) counting the
     pixels of the sources one after another.
@@ -265,26 +285,15 @@ def _crop_forward(b: Builder, sources: list[str], index: str, rows: int, channel
                             b.ints([rows, channels, *size])], "window_crop")
 
 
-def _crop_rows(b: Builder, g: str | OneHot, win: _Windows, channels: int) -> str:
+def _crop_rows(b: Builder, g: str | OneHot, win: _Windows, channels: int, places: _Places) -> str:
     """(K, C, H, W) cotangent -> (K, C, nh, nw): row k's own window of row k."""
     h, w = win.hw
     if isinstance(g, OneHot):  # its one element, at (channel, the pixel's place in the window) of the crop
-        return dense(b, OneHot(_element_in_window(b, g, win), g.value), (1, channels, *win.size), win.rows)
+        at = _element_in_window(b, g.index, [win.hw], places, win.size)
+        return dense(b, OneHot(at, g.value), (1, channels, *win.size), win.rows)
     flat = b.op("Reshape", [g, b.ints([win.rows, channels, h * w])], "window_cot")
     return b.op("Reshape", [b.op("GatherElements", [flat, _per_channel(b, win, channels)], "window_pick", axis=2),
                             b.ints([win.rows, channels, *win.size])], "window_seed")
-
-
-def _element_in_window(b: Builder, g: OneHot, win: _Windows) -> str:
-    """(K, 1) int64: where a OneHot's element of a (K, C, H, W) map lies in its row's (C, nh, nw) crop."""
-    h, w = win.hw
-    nh, nw = win.size
-    channel = b.op("Div", [g.index, b.const(h * w, "window_plane", np.int64)], "window_channel")
-    return b.op("Add", [b.op("Mul", [channel, b.const(nh * nw, "window_area", np.int64)], "window_channel_start"),
-                        b.op("Add", [b.op("Mul", [b.op("Sub", [win.row, win.top], "window_dy"),
-                                                  b.const(nw, "window_nw", np.int64)], "window_row_start"),
-                                     b.op("Sub", [win.col, win.left], "window_dx")], "window_in_plane")],
-                "window_element")
 
 
 def _per_channel(b: Builder, win: _Windows, channels: int) -> str:
@@ -331,19 +340,32 @@ def windowed_copy(b: Builder, region: LocalRegion, cot: str | OneHot, rows: int)
     """Append the region run on each row's window; returns (crop of the source, the copy's output, the seed's
     crop, the windows): differentiate the copy's output, seeded with the crop, with respect to the source's
     crop, and place the result (`Placed`, `add_window`)."""
-    hw = b.shape(region.source)[2:]
-    win = _windows(b, cot, hw, region.radius, rows)
-    nh, nw = win.size
-    channels_in = b.shape(region.source)[1]
-    crop = _crop_forward(b, [region.source], win.index, rows, channels_in, win.size)
-    b.declare(crop, (1, channels_in, nh, nw))
-    mapping = {region.source: crop}
-    for node in region.nodes:  # each output the channels of the tensor it copies, on the window
-        b.copy_node(node, mapping, "window", lambda o, new: b.declare(new, (1, b.shape(o)[1], nh, nw)))
-    seed = _crop_rows(b, cot, win, b.shape(region.output)[1])
-    return crop, mapping[region.output], seed, win
+    hw = tuple(b.shape(region.source)[2:])
+    size = (2 * region.radius[0] + 1, 2 * region.radius[1] + 1)
+    places = _window_places(b, _pixel(b, cot, hw, rows), [hw], region.radius)
+    index = b.op("Add", [places.corner, per_column(b, _window_offsets([hw], size)[0], "window_offsets")],
+                 "window_index")  # (K, nh * nw)
+    win = _Windows(index, hw, size, rows)
+    crop = _crop_forward(b, [region.source], index, rows, b.shape(region.source)[1], size)
+    output = _copy_region(b, [region], crop, set(), None, rows, size)
+    seed = _crop_rows(b, cot, win, b.shape(region.output)[1], places)
+    return crop, output, seed, win
 
 
+def _copy_region(b: Builder, regions: list[LocalRegion], crop: str, per_level: set[int], level: str | None,
+                 rows: int, size) -> str:
+    """The nodes of regions[0] run on the crop (1, C, nh, nw) as declared, K rows at run time; at the positions
+    `per_level`, each row through the weights of the region `level` (K,) names (`_per_row_pointwise`). Returns
+    the copy's output."""
+    first = regions[0]
+    b.declare(crop, (1, b.shape(first.source)[1], *size))
+    mapping = {first.source: crop}
+    for j, node in enumerate(first.nodes):  # each output the channels of the tensor it copies, on the window
+        if j in per_level:
+            _per_row_pointwise(b, [r.nodes[j] for r in regions], mapping, level, rows, size)
+        else:
+            b.copy_node(node, mapping, "window", lambda o, new: b.declare(new, (1, b.shape(o)[1], *size)))
+    return mapping[first.output]
 
 
 # Heads shared across pyramid levels. A detector's class head runs at every level with the same convolutions,
@@ -407,20 +429,31 @@ def _same_head(b: Builder, first: LocalRegion, other: LocalRegion) -> set[int] |
     return differ
 
 
-def same_heads(b: Builder, regions: list[LocalRegion]) -> list[tuple[LocalRegion, ...]]:
-    """The regions grouped into heads shared across levels (module notes above), each region in one group; a region
-    no other matches is a group of its own."""
-    groups: list[list[LocalRegion]] = []
+@dataclass(frozen=True)
+class HeadGroup:
+    """Regions that are one head (`_same_head`), and the positions of its nodes that run with each level's own
+    weights (pointwise convolutions); a region no other matches is a group of its own."""
+
+    regions: tuple[LocalRegion, ...]
+    per_level: frozenset[int] = frozenset()
+
+
+def same_heads(b: Builder, regions: list[LocalRegion]) -> list[HeadGroup]:
+    """The regions grouped into heads shared across levels (module notes above), each region in one group."""
+    groups: list[tuple[list[LocalRegion], set[int]]] = []
     for r in regions:
-        group = next((g for g in groups if _same_head(b, g[0], r) is not None), None)
-        if group is None:
-            groups.append([r])
+        for members, per_level in groups:
+            differ = _same_head(b, members[0], r)
+            if differ is not None:
+                members.append(r)
+                per_level |= differ
+                break
         else:
-            group.append(r)
-    return [tuple(g) for g in groups]
+            groups.append(([r], set()))
+    return [HeadGroup(tuple(members), frozenset(per_level)) for members, per_level in groups]
 
 
-def windowed_group_copy(b: Builder, group: tuple[LocalRegion, ...], cots: list[OneHot], rows: int):
+def windowed_group_copy(b: Builder, group: HeadGroup, cots: list[OneHot], rows: int):
     """One windowed copy of a head shared by the regions of `group`, each row on the window of the region its
     element is at (the others' values are zero there). Returns (crop, the copy's output, the seed's crop,
     per region its windows and a (K, 1, 1, 1) float mask of the rows at it): differentiate as `windowed_copy`'s,
@@ -428,67 +461,43 @@ def windowed_group_copy(b: Builder, group: tuple[LocalRegion, ...], cots: list[O
 
     The windows of all regions are found at once, one column per region ((K, L) integers, the regions' sizes as
     (1, L) constants): a dozen small ops where region by region they were some 30 each."""
-    first, n_regions = group[0], len(group)
-    (ry, rx), hws = first.radius, [tuple(b.shape(r.source)[2:]) for r in group]
-    nh, nw = 2 * ry + 1, 2 * rx + 1
-
-    def per_region(values, hint: str, shape=(1, n_regions)) -> str:
-        return b.const(np.array(values, np.int64).reshape(shape), hint, np.int64)
-
+    regions = group.regions
+    first, n_regions = regions[0], len(regions)
+    hws = [tuple(b.shape(r.source)[2:]) for r in regions]
+    size = (2 * first.radius[0] + 1, 2 * first.radius[1] + 1)
     index = b.op("Concat", [cot.index for cot in cots], "window_region_index", axis=1)  # (K, L)
     value = b.op("Concat", [cot.value for cot in cots], "window_region_value", axis=1)
-    plane, width = per_region([h * w for h, w in hws], "window_plane"), per_region([w for _, w in hws], "window_w")
-    pixel = b.op("Mod", [index, plane], "window_pixel")
-    row = b.op("Div", [pixel, width], "window_row")
-    col = b.op("Sub", [pixel, b.op("Mul", [row, width], "window_row_start")], "window_col")
-
-    def corner(at: str, half: int, lasts: list[int]) -> str:  # clamp(at - half, 0, length - n): inside the map
-        lo = b.op("Max", [b.op("Sub", [at, b.const(half, "window_half", np.int64)], "window_start"),
-                          b.const(0, "window_first", np.int64)], "window_inside_lo")
-        return b.op("Min", [lo, per_region(lasts, "window_last")], "window_inside")
-
-    top, left = corner(row, ry, [h - nh for h, _ in hws]), corner(col, rx, [w - nw for _, w in hws])
-    offsets = np.stack([(np.arange(nh)[:, None] * w + np.arange(nw)[None, :]).ravel() for _, w in hws])
-    local = b.op("Add", [b.op("Unsqueeze", [b.op("Add", [b.op("Mul", [top, width], "window_top"), left],
-                                                   "window_corner"), b.ints([2])], "window_corner_3d"),
-                         per_region(offsets, "window_offsets", (1, n_regions, nh * nw))], "window_index")  # (K, L, n)
+    pixel = b.op("Mod", [index, per_column(b, [h * w for h, w in hws], "window_plane")], "window_pixel")
+    places = _window_places(b, pixel, hws, first.radius)
+    local = b.op("Add", [b.op("Unsqueeze", [places.corner, b.ints([2])], "window_corner_3d"),
+                         per_column(b, _window_offsets(hws, size), "window_offsets")],
+                 "window_index")  # (K, L, n)
     # the region each row's element is at: where its value is not zero (none for an empty slot: its seed is zero,
     # and any window does)
     seeded = b.op("Not", [b.op("Equal", [value, b.const(0.0, "zero")], "window_unseeded")], "window_seeded")
     at_int, at_f = b.op("Cast", [seeded], "window_at", to=7), b.op("Cast", [seeded], "window_at_f", to=1)
     starts = np.cumsum([0] + [h * w for h, w in hws])[:-1]
-    in_sources = b.op("Add", [local, per_region(starts, "window_source_start", (1, n_regions, 1))], "window_in_sources")
+    in_sources = b.op("Add", [local, per_column(b, starts, "window_source_start", (1, n_regions, 1))],
+                      "window_in_sources")
     crop_index = b.reduce("ReduceSum", b.op("Mul", [b.op("Unsqueeze", [at_int, b.ints([2])], "window_at_3d"),
                                                     in_sources], "window_index_terms"), [1], 0, "window_index_rows")
-    channels_in = b.shape(first.source)[1]
-    crop = _crop_forward(b, [r.source for r in group], crop_index, rows, channels_in, (nh, nw))
-    b.declare(crop, (1, channels_in, nh, nw))
+    crop = _crop_forward(b, [r.source for r in regions], crop_index, rows, b.shape(first.source)[1], size)
     level = b.op("ArgMax", [at_f], "window_level", axis=1, keepdims=0)  # (K,)
-    differ = set().union(*(_same_head(b, first, r) for r in group[1:]))
-    mapping = {first.source: crop}
-    for j, node in enumerate(first.nodes):
-        if j in differ:
-            _per_row_pointwise(b, [r.nodes[j] for r in group], mapping, level, rows, (nh, nw))
-        else:
-            b.copy_node(node, mapping, "window", lambda o, new: b.declare(new, (1, b.shape(o)[1], nh, nw)))
+    output = _copy_region(b, list(regions), crop, set(group.per_level), level, rows, size)
     # the seed: each row's element at (channel, the pixel's place in the window) of the crop
-    element = b.op("Add", [b.op("Mul", [b.op("Div", [index, plane], "window_channel"),
-                                        b.const(nh * nw, "window_area", np.int64)], "window_channel_start"),
-                           b.op("Add", [b.op("Mul", [b.op("Sub", [row, top], "window_dy"),
-                                                     b.const(nw, "window_nw", np.int64)], "window_dy_start"),
-                                        b.op("Sub", [col, left], "window_dx")], "window_in_plane")], "window_element")
+    element = _element_in_window(b, index, hws, places, size)
     seed_at = b.reduce("ReduceSum", b.op("Mul", [at_int, element], "window_element_terms"), [1], 1,
                        "window_element_rows")
     seed_value = b.reduce("ReduceSum", value, [1], 1, "window_value_rows")  # one of them is not zero
-    seed = dense(b, OneHot(seed_at, seed_value), (1, b.shape(first.output)[1], nh, nw), rows)
+    seed = dense(b, OneHot(seed_at, seed_value), (1, b.shape(first.output)[1], *size), rows)
     placing = []
     for i, hw in enumerate(hws):
         at_region = b.const(np.int64(i), "window_region", np.int64)
-        windows = _Windows(b.op("Gather", [local, at_region], "window_region_windows", axis=1), hw, (nh, nw), rows)
+        windows = _Windows(b.op("Gather", [local, at_region], "window_region_windows", axis=1), hw, size, rows)
         mask = b.op("Reshape", [b.op("Gather", [at_f, at_region], "window_region_rows", axis=1),
                                 b.ints([rows, 1, 1, 1])], "window_mask")
         placing.append((windows, mask))
-    return crop, mapping[first.output], seed, placing
+    return crop, output, seed, placing
 
 
 def _per_row_pointwise(b: Builder, nodes: list[NodeProto], mapping: dict[str, str], level: str, rows: int,

@@ -99,7 +99,10 @@ def test_a_head_shared_by_levels_runs_once_each_row_at_its_own_level(spatial_dif
     groups = same_heads(b, found.regions)
     # each level's cotangent complete once the tail (Transpose, Reshape, Concat, Sigmoid) is differentiated
     assert {r.output for r in found.regions} == {"h1", "h2"} <= found.ready
-    assert [len(g) for g in groups] == ([1, 1] if spatial_differs else [2])
+    assert [len(g.regions) for g in groups] == ([1, 1] if spatial_differs else [2])
+    if not spatial_differs:  # the first pointwise convolution is each level's own; the predict's is shared
+        (group,) = groups
+        assert {r.nodes[j].input[1] for r in group.regions for j in group.per_level} == {"pw_a", "pw_b"}
     seed = OneHot(b.const(index, "rows_index", np.int64), b.const(np.array(values, np.float32).reshape(-1, 1),
                                                                   "rows_value"))
     grads = append_backward(b, {"y": seed}, ["x"], k, one_hot_rows=True)
