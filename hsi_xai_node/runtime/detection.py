@@ -25,7 +25,6 @@ and in the primary camera's pixels.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -396,8 +395,7 @@ class DetectionPipeline:
             painted.append((c0, r0, c1, r1))
             u8 = to_uint8(self.box_map(out, d.slot, slice(r0, r1), slice(c0, c1)), s, self._signed)
             # layer x (1 - w) + colour x w, w and colour x w looked up by grey level (in place: the same float32
-            # products and sums as computing them per pixel)
-            # (np.take: 4x faster than indexing a table by an array)
+            # products and sums as computing them per pixel; np.take: 4x faster than indexing a table by an array)
             keep = np.take(tables.keep, u8, axis=0)
             np.multiply(colour[r0:r1, c0:c1], keep, out=colour[r0:r1, c0:c1])
             colour[r0:r1, c0:c1] += np.take(tables.colour, u8, axis=0)
@@ -461,17 +459,12 @@ def _painted_regions(painted: list[tuple[int, int, int, int]], to_overlay: np.nd
     frame cover a third of the rectangle around them all, and the warp and blend cost what they cover."""
     h, w = image_hw
 
-    m = [[float(v) for v in row] for row in to_overlay]
-
-    def footprint(rect):  # in Python floats: numpy's and OpenCV's calls cost more than the sums for four corners
+    def footprint(rect):
         c0, r0, c1, r1 = rect
-        xs, ys = [], []
-        for x, y in ((c0 - 1.0, r0 - 1.0), (c1, r0 - 1.0), (c1, r1), (c0 - 1.0, r1)):
-            d = m[2][0] * x + m[2][1] * y + m[2][2]
-            xs.append((m[0][0] * x + m[0][1] * y + m[0][2]) / d)
-            ys.append((m[1][0] * x + m[1][1] * y + m[1][2]) / d)
-        X0, Y0, X1, Y1 = math.floor(min(xs)) - 1, math.floor(min(ys)) - 1, math.ceil(max(xs)) + 2, math.ceil(max(ys)) + 2
-        return max(X0, 0), max(Y0, 0), min(X1, w), min(Y1, h)
+        corners = np.array([[[c0 - 1.0, r0 - 1.0], [c1, r0 - 1.0], [c1, r1], [c0 - 1.0, r1]]])
+        spot = cv2.perspectiveTransform(corners, to_overlay)[0]
+        (X0, Y0), (X1, Y1) = np.floor(spot.min(0)) - 1, np.ceil(spot.max(0)) + 2
+        return max(int(X0), 0), max(int(Y0), 0), min(int(X1), w), min(int(Y1), h)
 
     groups = [(rect, footprint(rect)) for rect in painted]
     merged = True
