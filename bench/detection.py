@@ -23,21 +23,22 @@ import argparse
 import dataclasses
 import json
 import platform
-import tempfile
+import sys
 import time
 from pathlib import Path
 from unittest import mock
 
 import numpy as np
-import onnx
 
 from hsi_xai_node.explain import BOX_LEVEL, DetectionExplainConfig
 from hsi_xai_node.runtime.detection import DEFAULT_DETECTOR, DetectionPipeline, DetectionPipelineConfig
 from hsi_xai_node.runtime.engine import ORT_OPTIMIZATION, only_outputs
 from hsi_xai_node.scenes.drive import DriveGenerator
 from hsi_xai_node.sensor.calibration import load_profile
-from hsi_xai_node.runtime.backend_choice import machine_description
 
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/pipeline.py
+from pipeline import kernel_split, machine_cpu  # noqa: E402
 
 PAUSE_S = 0.05  # before every timed call: the other pipelines' engine threads (ONNX Runtime spins) go idle first
 
@@ -78,8 +79,7 @@ def main(argv=None):
             timings[name].append(r.timings_ms)
         counts.append(len(r.detections))
     base = timings["detection only"]
-    d = machine_description()
-    results = {"machine": platform.machine(), "cpu": f"{d['cpu']} ({d['cores']} cores; {', '.join(d['instruction_sets'])})", "backend": args.backend, "frames": args.frames,
+    results = {"machine": platform.machine(), "cpu": machine_cpu(), "backend": args.backend, "frames": args.frames,
                "model": args.model, "median_detections": float(np.median(counts)), "pipelines": {}}
     print(f"{'pipeline':32s} {'frontend':>9s} {'engine':>9s} {'post':>8s} {'total':>9s} {'fps':>6s} {'engine x':>9s} "
           f"{'total x':>8s}")
@@ -99,39 +99,16 @@ def main(argv=None):
         print(f"\nONNX Runtime's profiler over each pipeline's graph ({args.profile_rounds} runs, {ORT_OPTIMIZATION}): "
               "mean kernel ms per call")
         for name, p in pipelines.items():
-            t = node_times(p, frames[1], args.threads, args.profile_rounds)
+            x = p.frontend.stack(p.frontend.register_all(frames[1]))
+            model = (p.graph.model if p.graph is not None else p.loaded.model).SerializeToString()
+            t = kernel_split(only_outputs(model, p._outputs), {p.card.input.tensor: x}, p._outputs, args.threads,
+                             args.profile_rounds)
             results["pipelines"][name]["profile"] = t
             print(f"{name:32s} detector nodes {t['forward_ms']:6.2f} ms, explain nodes {t['explain_ms']:5.2f} ms "
                   f"({t['explain_nodes']} nodes)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
-
-
-def node_times(pipeline: DetectionPipeline, images: dict, threads: int, rounds: int) -> dict:
-    """Mean kernel ms per call of the detector's own nodes and of the explain nodes (named xai/...: decoding, NMS and
-    the explanations), from ONNX Runtime's profiler over the graph the pipeline runs (pruned to what it reads)."""
-    import onnxruntime as ort
-
-    p = pipeline
-    x = p.frontend.stack(p.frontend.register_all(images))
-    model = only_outputs((p.graph.model if p.graph is not None else p.loaded.model).SerializeToString(), p._outputs)
-    with tempfile.TemporaryDirectory() as tmp:
-        opts = ort.SessionOptions()
-        opts.enable_profiling, opts.profile_file_prefix = True, str(Path(tmp) / "profile")
-        opts.intra_op_num_threads = threads
-        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, f"ORT_ENABLE_{ORT_OPTIMIZATION.upper()}")
-        session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
-        for _ in range(rounds + 1):
-            session.run(p._outputs, {p.card.input.tensor: x})
-        events = json.loads(Path(session.end_profiling()).read_text())
-    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")
-    split = {"forward": 0.0, "explain": 0.0}
-    for e in events:  # the first call (allocations, first touches) left out
-        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= runs[0][1]:
-            split["explain" if e["name"].startswith("xai/") else "forward"] += e["dur"] / 1e3 / rounds
-    nodes = sum(n.name.startswith("xai/") for n in onnx.load_from_string(model).graph.node)
-    return {"forward_ms": split["forward"], "explain_ms": split["explain"], "explain_nodes": nodes}
 
 
 if __name__ == "__main__":

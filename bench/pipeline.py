@@ -151,26 +151,36 @@ def node_time_split(pipeline, raw, threads: int, rounds: int) -> dict:
     """Mean kernel ms per call of the model's own nodes and of the explain nodes (named xai/...), from ONNX
     Runtime's profiler over the pipeline's graph: what the explanations cost, free of the machine's noise between
     calls (the same way the issue measured 1.17x before the graph was pruned)."""
-    import onnxruntime as ort
-
     p = pipeline
     x = p.card.model_input(p.frontend.process(raw).cube.data)
-    feeds = {p.card.input.tensor: x, **p.scale_feeds()}
+    return kernel_split(p.graph.model.SerializeToString(), {p.card.input.tensor: x, **p.scale_feeds()}, None,
+                        threads, rounds)
+
+
+def kernel_split(model: bytes, feeds: dict, outputs: list[str] | None, threads: int, rounds: int) -> dict:
+    """Mean kernel ms per call of a graph's own nodes ("forward") and of the explain nodes (named xai/...) over
+    `rounds` calls after a first one (allocations, first touches), from ONNX Runtime's profiler at the engines'
+    level; and how many explain nodes the graph has."""
+    import onnx
+    import onnxruntime as ort
+
     with tempfile.TemporaryDirectory() as tmp:
         opts = ort.SessionOptions()
         opts.enable_profiling, opts.profile_file_prefix = True, str(Path(tmp) / "profile")
         opts.intra_op_num_threads = threads
         opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, f"ORT_ENABLE_{ORT_OPTIMIZATION.upper()}")
-        session = ort.InferenceSession(p.graph.model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
         feeds = {k: v for k, v in feeds.items() if k in {i.name for i in session.get_inputs()}}
-        for _ in range(rounds):
-            session.run(None, feeds)
+        for _ in range(rounds + 1):
+            session.run(outputs, feeds)
         events = json.loads(Path(session.end_profiling()).read_text())
+    first_end = min(e["ts"] + e["dur"] for e in events if e.get("name") == "model_run")
     split = {"forward": 0.0, "explain": 0.0}
     for e in events:
-        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= first_end:
             split["explain" if e["name"].startswith("xai/") else "forward"] += e["dur"] / 1e3 / rounds
-    return {"forward_ms": split["forward"], "explain_ms": split["explain"],
+    nodes = sum(n.name.startswith("xai/") for n in onnx.load_from_string(model).graph.node)
+    return {"forward_ms": split["forward"], "explain_ms": split["explain"], "explain_nodes": nodes,
             "ratio": (split["forward"] + split["explain"]) / split["forward"]}
 
 
