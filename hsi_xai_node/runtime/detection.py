@@ -40,7 +40,7 @@ from ..explain import (BOX_ATTRIBUTIONS, BOX_CAMS, BOX_LEVEL, BOX_METHODS, CAMS,
                        linear_resize_matrix)
 from ..resources import share_path
 from ..sensor.camera_model import PixelMap, zoomed
-from ..sensor.rig import DEFAULT_COMMON_VIEW, CameraSpec, load_rig, read_rig, transform_box  # noqa: F401 (load_rig re-exported)
+from ..sensor.rig import DEFAULT_COMMON_VIEW, CameraSpec, load_rig, read_rig, transform_boxes  # noqa: F401 (load_rig re-exported)
 from ..sensor.multispectral import CameraInput, MultispectralFrontEnd, StackConfig, network_from_common
 from .engine import open_engine, warn_fp16_attributions
 from .memory import DEFAULT_LIMIT_MB, bounded_shapes, check_memory, graph_memory, image_bytes
@@ -290,16 +290,16 @@ class DetectionPipeline:
         return result
 
     def _post(self, images, registered, out) -> DetectionResult:
+        classes, scores = out["classes"][0], out["scores"][0]
+        kept = np.flatnonzero((classes >= 0) & (scores > self.score_threshold))
+        boxes = out["boxes"][0][kept].tolist()
         detections = []
-        for slot, (box, score, cls) in enumerate(zip(out["boxes"][0], out["scores"][0], out["classes"][0])):
-            if cls < 0 or score <= self.score_threshold:
-                continue
-            c = self.classes[int(cls)]
-            box = tuple(float(v) for v in box)
+        for slot, box, camera_box in zip(kept.tolist(), boxes, transform_boxes(boxes, self._to_camera)):
+            c = self.classes[int(classes[slot])]
             attribution, shares = self._camera_shares(out["spectral"][slot]) \
                 if "spectral" in out and slot < len(out["spectral"]) else (None, None)
             level = self.levels[int(out["levels"][slot])] if "levels" in out and slot < len(out["levels"]) else None
-            detections.append(Detection(box, transform_box(box, self._to_camera), c.id, c.name, float(score), slot,
+            detections.append(Detection(tuple(box), camera_box, c.id, c.name, float(scores[slot]), slot,
                                         attribution, shares, level))
         rows = len(out["part0"]) if self._parts else 0  # the explained slots
         explained = [d for d in detections if d.slot < rows]
@@ -381,7 +381,6 @@ class DetectionPipeline:
             return picture
         w, h = self.frontend.config.input_size  # the network view, where the maps are
         layer = np.zeros((h, w, 4), np.float32)  # premultiplied colour, and the weight
-        colour, weight = layer[..., :3], layer[..., 3:]
         tables = _blend_tables(cfg.signed_colormap if self._signed else cfg.colormap, self._signed, cfg.overlay_alpha)
         scales = self.box_scale(explained, out)
         painted = []  # the network-view rectangles the boxes' maps cover: all that is warped and blended
@@ -396,11 +395,9 @@ class DetectionPipeline:
             u8 = to_uint8(self.box_map(out, d.slot, slice(r0, r1), slice(c0, c1)), s, self._signed)
             # layer x (1 - w) + colour x w, w and colour x w looked up by grey level (in place: the same float32
             # products and sums as computing them per pixel; np.take: 4x faster than indexing a table by an array)
-            keep = np.take(tables.keep, u8, axis=0)
-            np.multiply(colour[r0:r1, c0:c1], keep, out=colour[r0:r1, c0:c1])
-            colour[r0:r1, c0:c1] += np.take(tables.colour, u8, axis=0)
-            np.multiply(weight[r0:r1, c0:c1], keep, out=weight[r0:r1, c0:c1])
-            weight[r0:r1, c0:c1] += np.take(tables.weight, u8, axis=0)
+            region = layer[r0:r1, c0:c1]  # colour and weight together: the same products and sums, half the passes
+            region *= np.take(tables.keep, u8, axis=0)
+            region += np.take(tables.layer, u8, axis=0)
         # network view -> primary camera pixels -> zoomed (pixel centres; OpenCV's warp samples at the centres)
         to_overlay = self.overlay_pixels().A @ self._to_camera
         out_image = picture.copy()
@@ -430,12 +427,12 @@ LABEL_FONT, LABEL_SCALE = cv2.FONT_HERSHEY_SIMPLEX, 0.4
 
 @dataclass(frozen=True)
 class _BlendTables:
-    """Per grey level of a box's uint8 map: its weight in the overlay w (overlay_alpha x the shown magnitude), 1 - w,
-    and its colour times w ((256, 1), (256, 1), (256, 3) float32)."""
+    """Per grey level of a box's uint8 map: 1 - w, where w is its weight in the overlay (overlay_alpha x the shown
+    magnitude), and what it adds to the premultiplied layer, its colour times w and w itself ((256, 1) and (256, 4)
+    float32)."""
 
-    weight: np.ndarray
     keep: np.ndarray
-    colour: np.ndarray
+    layer: np.ndarray
 
 
 @lru_cache(maxsize=16)
@@ -443,7 +440,7 @@ def _blend_tables(colormap: str, signed: bool, alpha: float) -> _BlendTables:
     grey = np.arange(256, dtype=np.uint8)
     magnitude = np.abs(grey.astype(np.float32) - 127.5) / 127.5 if signed else grey / 255.0
     w = (alpha * magnitude).astype(np.float32)[:, None]
-    return _BlendTables(w, 1.0 - w, apply_colormap(grey[:, None], colormap)[:, 0] * w)
+    return _BlendTables(1.0 - w, np.concatenate([apply_colormap(grey[:, None], colormap)[:, 0] * w, w], axis=1))
 
 
 def _overlaps(a, b) -> bool:
@@ -459,14 +456,17 @@ def _painted_regions(painted: list[tuple[int, int, int, int]], to_overlay: np.nd
     frame cover a third of the rectangle around them all, and the warp and blend cost what they cover."""
     h, w = image_hw
 
-    def footprint(rect):
-        c0, r0, c1, r1 = rect
-        corners = np.array([[[c0 - 1.0, r0 - 1.0], [c1, r0 - 1.0], [c1, r1], [c0 - 1.0, r1]]])
-        spot = cv2.perspectiveTransform(corners, to_overlay)[0]
-        (X0, Y0), (X1, Y1) = np.floor(spot.min(0)) - 1, np.ceil(spot.max(0)) + 2
-        return max(int(X0), 0), max(int(Y0), 0), min(int(X1), w), min(int(Y1), h)
+    def footprints(rects):  # all rectangles' corners in one OpenCV call (each point is carried over on its own)
+        r = np.asarray(rects, np.float64).reshape(-1, 4) + [-1.0, -1.0, 0.0, 0.0]
+        spots = cv2.perspectiveTransform(r[:, [0, 1, 2, 1, 2, 3, 0, 3]].reshape(1, -1, 2), to_overlay).reshape(-1, 4, 2)
+        low, high = (np.floor(spots.min(1)) - 1).tolist(), (np.ceil(spots.max(1)) + 2).tolist()
+        return [(max(int(X0), 0), max(int(Y0), 0), min(int(X1), w), min(int(Y1), h))
+                for (X0, Y0), (X1, Y1) in zip(low, high)]
 
-    groups = [(rect, footprint(rect)) for rect in painted]
+    def footprint(rect):
+        return footprints([rect])[0]
+
+    groups = list(zip(painted, footprints(painted))) if painted else []
     merged = True
     while merged:  # join any two groups whose footprints overlap, until none do
         merged = False

@@ -124,7 +124,17 @@ def common_view_size(path: str | Path | None = None) -> tuple[int, int]:
 
 def transform_box(box, homography: np.ndarray) -> tuple[float, float, float, float]:
     """Axis-aligned bounds of a pixel-edge box after a pixel-centre homography."""
-    x0, y0, x1, y1 = (float(v) for v in box)
-    corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64) - 0.5
-    out = cv2.perspectiveTransform(corners[None], np.asarray(homography, np.float64))[0] + 0.5
-    return (float(out[:, 0].min()), float(out[:, 1].min()), float(out[:, 0].max()), float(out[:, 1].max()))
+    return transform_boxes([box], homography)[0]
+
+
+def transform_boxes(boxes, homography: np.ndarray) -> list[tuple[float, float, float, float]]:
+    """`transform_box` of each of `boxes` ((n, 4) x0, y0, x1, y1), all corners carried over in one call (a frame's
+    detections: one OpenCV call instead of one per box; each point is transformed on its own, so the bounds are
+    the same floats)."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    if not len(b):
+        return []
+    corners = b[:, [0, 1, 2, 1, 2, 3, 0, 3]] - 0.5  # per box (x0, y0), (x1, y0), (x1, y1), (x0, y1)
+    out = cv2.perspectiveTransform(corners.reshape(1, -1, 2), np.asarray(homography, np.float64)).reshape(-1, 4, 2) + 0.5
+    low, high = out.min(axis=1), out.max(axis=1)
+    return [(float(a), float(b), float(c), float(d)) for (a, b), (c, d) in zip(low.tolist(), high.tolist())]

@@ -313,3 +313,23 @@ def test_stack_config_from_dict_names_the_bad_key(edit, match):
     edit(d)
     with pytest.raises(ValueError, match=match):
         stack_config_from_dict(d)
+
+
+def test_transform_boxes_carries_each_box_as_transform_box_does():
+    """All of a frame's boxes in one call: the same bounds as one box at a time, and by hand for a 2x zoom at pixel
+    centres (edges double) and for a homography with a perspective term (each corner's (H p) / w, by numpy)."""
+    from hsi_xai_node.sensor.rig import transform_box, transform_boxes
+
+    zoom = np.array([[2.0, 0.0, 0.5], [0.0, 2.0, 0.5], [0.0, 0.0, 1.0]])
+    assert transform_boxes([(10, 20, 30, 40), (0.5, 1.5, 2.5, 3.5)], zoom) == [(20, 40, 60, 80), (1, 3, 5, 7)]
+    h = np.array([[1.1, 0.05, 3.0], [0.02, 0.9, -4.0], [1e-4, 2e-4, 1.0]])
+    boxes = np.random.default_rng(0).uniform(0, 200, (9, 4))
+    boxes[:, 2:] += boxes[:, :2]
+    got = transform_boxes(boxes, h)
+    assert got == [transform_box(b, h) for b in boxes]
+    for (x0, y0, x1, y1), bounds in zip(boxes, got):
+        corners = np.array([[x0, y0, 1], [x1, y0, 1], [x1, y1, 1], [x0, y1, 1]]) - [0.5, 0.5, 0]
+        p = corners @ h.T
+        xy = p[:, :2] / p[:, 2:] + 0.5
+        np.testing.assert_allclose(bounds, [*xy.min(0), *xy.max(0)], rtol=1e-12)
+    assert transform_boxes(np.zeros((0, 4)), h) == []
