@@ -9,6 +9,8 @@ For each U-Net size (bundled: 12 base filters; hsi-drive: HSI-Drive's 32) at the
 integrated gradients 16 trapezoid intervals = 17 points, zero baseline), it times:
 
 * the forward graph, and each method's explain graph (only that method's outputs, maps not resized or quantised);
+* each call right after a call of the forward, also timed: a method's (or a library's) x forward is the median over
+  the rounds of its time over that forward's, and the speed-ups against the libraries are ratios of those;
 * each method's bound: the graph's multiply-adds (Conv, ConvTranspose, MatMul, Gemm) over the forward's. LRP-epsilon
   and DeepLIFT: one modified backward to the input per row (DeepLIFT: and the reference forward); z+, gamma and the
   composites: also their modified forward convolutions, once per frame; SmoothGrad and integrated gradients: n or m
@@ -216,8 +218,10 @@ def bench_size(size: str, repeats: int, threads: int, libraries: bool, methods=M
         # only the libraries' calls of the methods asked for (their integrated gradients and SmoothGrad take minutes
         # a round at HSI-Drive size)
         runs |= {k: run for k, run in library_runs(layers, x, region).items() if k.split()[1] in methods}
-    med = interleaved_medians(runs, repeats, lambda k, t: print(f"  {size} {k}: {t:.2f} s", flush=True))
-    rows = over_forward(med, macs)
+    # each call right after a forward's: x forward and x bound from neighbouring calls (common.interleaved_medians)
+    med, ratios = interleaved_medians(runs, repeats, lambda k, t: print(f"  {size} {k}: {t:.2f} s", flush=True),
+                                      reference="forward")
+    rows = over_forward(med, macs, ratios)
     if profile:
         # the timed sessions (and the libraries' models) closed first: with them still open the profiled node
         # times came out 2-3x the wall clock's on the 2-vCPU VM
@@ -229,8 +233,8 @@ def bench_size(size: str, repeats: int, threads: int, libraries: bool, methods=M
         for lib in ("captum", "zennit"):
             for how in ("per class", "batched"):
                 key = f"{lib} {method} {how}"
-                if key in med:
-                    rows[method][f"speedup_vs_{lib}_{how.replace(' ', '_')}"] = med[key] / med[method]
+                if key in med:  # both as multiples of the forward called just before them
+                    rows[method][f"speedup_vs_{lib}_{how.replace(' ', '_')}"] = ratios[key] / ratios[method]
     return {"size": size, "parameters": parameter_count(net), "shape": SHAPE, "classes": CLASSES, "repeats": repeats,
             "threads": threads, "paths": PATHS.__dict__, "rows": rows}
 
