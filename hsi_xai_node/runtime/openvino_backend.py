@@ -138,5 +138,8 @@ class OpenVinoEngine(Engine):
         return hit[0] if hit else port.get_any_name()
 
     def _run(self, feeds, names):
-        result = self.request.infer({self._inputs[k]: v for k, v in feeds.items()})
-        return {n: np.asarray(result[self._outputs[n]]) for n in names}  # infer copies out (share_outputs=False)
+        # the inputs read where they are (Engine.run made them contiguous in the engine's dtype, and infer returns only
+        # when done with them): copying the bundled U-Net's 8.3 MB input took 1.1-1.7 ms of a 33-35 ms call on the
+        # 2-vCPU EPYC; the outputs are copied out (share_outputs=False), since the next call overwrites them
+        result = self.request.infer({self._inputs[k]: v for k, v in feeds.items()}, share_inputs=True)
+        return {n: np.asarray(result[self._outputs[n]]) for n in names}

@@ -179,3 +179,22 @@ def test_auto_computes_in_f32_on_the_cpu(bundled):
     feeds = {card.input.tensor: x}
     compare(eg, feeds, open_engine(data, "ort-cpu", threads=2).run(feeds),
             open_engine(data, "openvino", threads=2, device="AUTO").run(feeds), argmax_of=card.logits)
+
+
+def test_inputs_are_read_in_place_and_outputs_are_the_callers(bundled):
+    """The engine reads its inputs where they are (share_inputs): a non-contiguous or float64 input is still made
+    contiguous float32 first, the caller's array is left as it was, and each call's outputs are the caller's own
+    copies, not views the next call overwrites. ONNX Runtime on the same inputs is the reference, within the
+    rounding the graph's arithmetic allows (agreement.py)."""
+    loaded, x = bundled
+    name, logits = loaded.card.input.tensor, loaded.card.logits
+    model = onnx.load_model_from_string(loaded.onnx_bytes)
+    ov, ort_ = open_engine(loaded.onnx_bytes, "openvino", threads=1), open_engine(loaded.onnx_bytes, "ort-cpu", threads=1)
+    other = np.ascontiguousarray(x[..., ::-1])  # the frame mirrored: other logits
+    kept = x.copy()
+    first = ov.run({name: x})[logits]
+    second = ov.run({name: x[..., ::-1].astype(np.float64)})[logits]  # strided and float64: converted, then shared
+    assert np.array_equal(x, kept)
+    for feed, got in ((x, first), (other, second)):
+        assert_within(ort_.run({name: feed})[logits], got, bounds(model, {name: feed}, [logits])[logits], logits)
+    assert np.abs(first - second).max() > 1.0  # the first call's outputs were not overwritten by the second's
