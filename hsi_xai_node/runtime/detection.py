@@ -291,7 +291,7 @@ class DetectionPipeline:
 
     def _post(self, images, registered, out) -> DetectionResult:
         classes, scores = out["classes"][0], out["scores"][0]
-        kept = np.flatnonzero((classes >= 0) & (scores > self.score_threshold))
+        kept = np.flatnonzero((classes >= 0) & ~(scores <= self.score_threshold))  # not "score > t": NaN as before
         boxes = out["boxes"][0][kept].tolist()
         detections = []
         for slot, box, camera_box in zip(kept.tolist(), boxes, transform_boxes(boxes, self._to_camera)):
