@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hsi_xai_node.explain._graph import NODE_PREFIX
 from hsi_xai_node.model_card import ModelCard, file_sha256, load_model
 from hsi_xai_node.runtime import InGraphPipeline, Pipeline, PipelineConfig, open_engine
 from hsi_xai_node.runtime.engine import ORT_OPTIMIZATION
@@ -117,8 +118,8 @@ def main(argv=None):
                 timings[key].append({**t, "forward": forward_ms(key, raw)})
         graphs = {f"{name} on {b}": {"nodes": len(p.graph.model.graph.node), "outputs": sorted(p._plan)}
                   for (name, b), p in pipelines.items()}
-        node_times = {name: node_time_split(p, frames[1], args.threads, args.profile_rounds)
-                      for (name, b), p in pipelines.items() if b == backends[0]}
+        node_times = {f"{name} on {b}": node_time_split(p, frames[1], args.threads, args.profile_rounds)
+                      for (name, b), p in pipelines.items() if b in ("ort-cpu", "openvino")}
     results = {"machine": platform.machine(), "cpu": machine_cpu(), "backends": backends, "frames": args.frames,
                "threads": args.threads, "pipelines": {}, "graphs": graphs, "node_times": node_times}
     print(f"{'pipeline':36s} {'backend':>9s} {'frontend':>9s} {'engine':>8s} {'post':>6s} {'total':>8s} {'forward':>8s} "
@@ -137,10 +138,10 @@ def main(argv=None):
               f"{med['total_over_forward']:9.3f} {med['fps']:6.2f} {med['speedup_vs_first']:8.2f}")
     print("(median ms; engine/fwd and total/fwd: medians of each frame's ratio to its own forward; x first: the first "
           "backend's total over this one's)")
-    print(f"\nONNX Runtime's profiler over each pipeline graph ({args.profile_rounds} runs): kernel time of the "
-          "explain graph's own nodes against the model's")
+    print(f"\nEach engine's own per-node times over each pipeline graph ({args.profile_rounds} runs; ONNX Runtime's "
+          "profiler, OpenVINO's PERF_COUNT): the explain graph's own nodes against the model's")
     for name, t in node_times.items():
-        print(f"{name:36s} forward nodes {t['forward_ms']:7.2f} ms, explain nodes {t['explain_ms']:6.2f} ms: "
+        print(f"{name:48s} forward nodes {t['forward_ms']:7.2f} ms, explain nodes {t['explain_ms']:6.2f} ms: "
               f"{t['ratio']:.3f}x")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
@@ -148,20 +149,20 @@ def main(argv=None):
 
 
 def node_time_split(pipeline, raw, threads: int, rounds: int) -> dict:
-    """Mean kernel ms per call of the model's own nodes and of the explain nodes (named xai/...), from ONNX
-    Runtime's profiler over the pipeline's graph: what the explanations cost, free of the machine's noise between
-    calls (the same way the issue measured 1.17x before the graph was pruned)."""
+    """Mean kernel ms per call of the model's own nodes and of the explain nodes (named xai/...), from the
+    pipeline's engine's own per-node times over its graph (ONNX Runtime's profiler, or OpenVINO's PERF_COUNT): what
+    the explanations cost, free of the machine's noise between calls (the same way the issue measured 1.17x before
+    the graph was pruned)."""
     p = pipeline
     x = p.card.model_input(p.frontend.process(raw).cube.data)
-    return kernel_split(p.graph.model.SerializeToString(), {p.card.input.tensor: x, **p.scale_feeds()}, None,
-                        threads, rounds)
+    split = openvino_split if p.engine.backend == "openvino" else kernel_split
+    return split(p.graph.model.SerializeToString(), {p.card.input.tensor: x, **p.scale_feeds()}, None, threads, rounds)
 
 
 def kernel_split(model: bytes, feeds: dict, outputs: list[str] | None, threads: int, rounds: int) -> dict:
     """Mean kernel ms per call of a graph's own nodes ("forward") and of the explain nodes (named xai/...) over
     `rounds` calls after a first one (allocations, first touches), from ONNX Runtime's profiler at the engines'
     level; and how many explain nodes the graph has."""
-    import onnx
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -178,8 +179,40 @@ def kernel_split(model: bytes, feeds: dict, outputs: list[str] | None, threads: 
     split = {"forward": 0.0, "explain": 0.0}
     for e in events:
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= first_end:
-            split["explain" if e["name"].startswith("xai/") else "forward"] += e["dur"] / 1e3 / rounds
-    nodes = sum(n.name.startswith("xai/") for n in onnx.load_from_string(model).graph.node)
+            split["explain" if e["name"].startswith(NODE_PREFIX) else "forward"] += e["dur"] / 1e3 / rounds
+    return _split_row(model, split)
+
+
+def openvino_split(model: bytes, feeds: dict, outputs: list[str] | None, threads: int, rounds: int) -> dict:
+    """`kernel_split` from OpenVINO's CPU plugin: its per-node real times (PERF_COUNT) over `rounds` calls after a
+    first one, the model compiled as the engine compiles it (f32, `threads`). The plugin fuses and renames nodes: a
+    node counts as the explanation's where its name starts with xai/ (an element-wise chain fused into one of the
+    model's own nodes counts as the model's)."""
+    import openvino as ov
+
+    from hsi_xai_node.runtime.engine import only_outputs
+    from hsi_xai_node.runtime.openvino_backend import device_config
+
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(only_outputs(model, outputs) if outputs else model, b""), "CPU",
+                                  {**device_config("CPU", "fp32", threads), "PERF_COUNT": "YES"})
+    request = compiled.create_infer_request()
+    names = {p.get_any_name(): p for p in compiled.inputs}
+    feeds = {names[k]: v for k, v in feeds.items() if k in names}
+    request.infer(feeds)
+    split = {"forward": 0.0, "explain": 0.0}
+    for _ in range(rounds):
+        request.infer(feeds)
+        for node in request.profiling_info:
+            split["explain" if node.node_name.startswith(NODE_PREFIX) else "forward"] += \
+                node.real_time.total_seconds() * 1e3 / rounds
+    return _split_row(model, split)
+
+
+def _split_row(model: bytes, split: dict[str, float]) -> dict:
+    import onnx
+
+    nodes = sum(n.name.startswith(NODE_PREFIX) for n in onnx.load_from_string(model).graph.node)
     return {"forward_ms": split["forward"], "explain_ms": split["explain"], "explain_nodes": nodes,
             "ratio": (split["forward"] + split["explain"]) / split["forward"]}
 
