@@ -234,8 +234,9 @@ def bench_size(size: str, repeats: int, threads: int, libraries: bool, methods=M
         for lib in ("captum", "zennit"):
             for how in ("per class", "batched"):
                 key = f"{lib} {method} {how}"
-                if key in med:  # two calls of seconds each: their medians (over each one's forward, the one 40 ms
-                    # forward's own noise would enter twice: SmoothGrad against Captum came out 1.53x so, 2.05x so)
+                if key in med:  # calls of seconds each: the ratio of their medians. Through each one's paired
+                    # forward, that single 40 ms call's noise entered twice (SmoothGrad against Captum per class came
+                    # out 1.53x that way, 2.05x by the medians of the same run)
                     rows[method][f"speedup_vs_{lib}_{how.replace(' ', '_')}"] = med[key] / med[method]
     return {"size": size, "parameters": parameter_count(net), "shape": SHAPE, "classes": CLASSES, "repeats": repeats,
             "threads": threads, "paths": PATHS.__dict__, "rows": rows}
