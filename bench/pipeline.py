@@ -72,7 +72,7 @@ def main(argv=None):
     ap.add_argument("--backend", default="ort-cpu",
                     help="tensorrt, ort-trt, ort-cuda, openvino or ort-cpu (default); a comma list runs each, "
                          "interleaved, with the ratio to the first (e.g. ort-cpu,openvino)")
-    ap.add_argument("--profile-rounds", type=int, default=20, help="runs of ONNX Runtime's profiler per graph")
+    ap.add_argument("--profile-rounds", type=int, default=20, help="runs of each engine's profiler per graph (0: no profile)")
     ap.add_argument("--ingraph", action="store_true", help="also time each pipeline as InGraphPipeline")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
@@ -119,7 +119,7 @@ def main(argv=None):
         graphs = {f"{name} on {b}": {"nodes": len(p.graph.model.graph.node), "outputs": sorted(p._plan)}
                   for (name, b), p in pipelines.items()}
         node_times = {f"{name} on {b}": node_time_split(p, frames[1], args.threads, args.profile_rounds)
-                      for (name, b), p in pipelines.items() if b in ("ort-cpu", "openvino")}
+                      for (name, b), p in pipelines.items() if b in ("ort-cpu", "openvino") and args.profile_rounds > 0}
     results = {"machine": platform.machine(), "cpu": machine_cpu(), "backends": backends, "frames": args.frames,
                "threads": args.threads, "pipelines": {}, "graphs": graphs, "node_times": node_times}
     print(f"{'pipeline':36s} {'backend':>9s} {'frontend':>9s} {'engine':>8s} {'post':>6s} {'total':>8s} {'forward':>8s} "
@@ -138,8 +138,9 @@ def main(argv=None):
               f"{med['total_over_forward']:9.3f} {med['fps']:6.2f} {med['speedup_vs_first']:8.2f}")
     print("(median ms; engine/fwd and total/fwd: medians of each frame's ratio to its own forward; x first: the first "
           "backend's total over this one's)")
-    print(f"\nEach engine's own per-node times over each pipeline graph ({args.profile_rounds} runs; ONNX Runtime's "
-          "profiler, OpenVINO's PERF_COUNT): the explain graph's own nodes against the model's")
+    if node_times:
+        print(f"\nEach engine's own per-node times over each pipeline graph ({args.profile_rounds} runs; ONNX Runtime's "
+              "profiler, OpenVINO's PERF_COUNT): the explain graph's own nodes against the model's")
     for name, t in node_times.items():
         print(f"{name:48s} forward nodes {t['forward_ms']:7.2f} ms, explain nodes {t['explain_ms']:6.2f} ms: "
               f"{t['ratio']:.3f}x")
