@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch.nn.functional as F
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, shape_inference
 
 from hsi_xai_node.explain import ExplainError
 from test.explain.harness import check_backward, make_model, node_model, random, seeded_gradients
@@ -34,6 +34,38 @@ def test_max_pool_exact_ties_take_the_first_maximum(k, s, p):
     # seed values are O(1): a single cotangent routed to another tied position would be an O(1) error
     ours = check_backward(pool_model("MaxPool", x, k, s, p, 0), lambda x: F.max_pool2d(x, k, s, p), {"x": x}, ["x"])
     assert np.count_nonzero(ours["x"][0]) <= np.prod(ours["x"].shape[1:]) // 2
+
+
+def _backward_ops(model, batch=3) -> dict[str, int]:
+    """op type -> the largest output (elements) among the backward's nodes of that type."""
+    m, _ = seeded_gradients(model, batch=batch)
+    m = shape_inference.infer_shapes(m, strict_mode=True)
+    size = {v.name: int(np.prod([d.dim_value for d in v.type.tensor_type.shape.dim])) for v in [*m.graph.value_info, *m.graph.output]}
+    out = {}
+    for n in m.graph.node:
+        if n.name.startswith("xai/"):
+            out[n.op_type] = max(out.get(n.op_type, 0), size.get(n.output[0], 0))
+    return out
+
+
+@pytest.mark.parametrize("op,k,shape", [("MaxPool", (2, 2), (1, 3, 8, 10)), ("MaxPool", (3, 2), (1, 2, 9, 8)),
+                                        ("AveragePool", (2, 2), (1, 3, 8, 10)), ("MaxPool", (2,), (1, 3, 12))])
+def test_pools_whose_windows_tile_the_input_upsample_the_rows_once(op, k, shape):
+    """kernel = stride, no padding, the input a whole number of windows (the U-Net's 2x2/2): each input position is
+    reached from one window, so the rows' cotangent is upsampled and multiplied by the offsets' masks interleaved at
+    batch 1 (route_windows); the same values as torch, ties included, and none of the row-sized interleave's
+    Transposes."""
+    x = np.maximum(np.round(random(shape, 8) * 1.5), 0)  # most windows tie (zeros, equal integers)
+    attrs = {"kernel_shape": list(k), "strides": list(k)}
+    m = node_model(op, {"x": x}, **attrs)
+    torch_fn = {("MaxPool", 2): lambda x: F.max_pool2d(x, k, k), ("AveragePool", 2): lambda x: F.avg_pool2d(x, k, k),
+                ("MaxPool", 1): lambda x: F.max_pool1d(x, k, k)}[(op, len(k))]
+    check_backward(m, torch_fn, {"x": x}, ["x"])
+    ops = _backward_ops(m, batch=3)  # the rows' cotangent upsampled once; every interleave at the size of one input
+    assert ops["Resize"] == 3 * x.size and ops.get("Transpose", 0) <= x.size and ops.get("Concat", 0) <= x.size, ops
+    # a pool whose windows do not tile the input still interleaves the rows
+    odd = node_model(op, {"x": random((1, 2, 9, 9) if len(k) == 2 else (1, 2, 13), 9)}, **attrs)
+    assert "Resize" not in _backward_ops(odd)
 
 
 def test_max_pool_padding_is_minus_infinity_and_same_upper():

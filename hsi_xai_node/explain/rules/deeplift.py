@@ -25,7 +25,7 @@ from onnx import helper
 
 from . import RULES, RuleContext
 from .activation import mask_of
-from .pool import check_values_only, pool_geometry, scatter_windows, window_maxima, window_slices
+from .pool import check_values_only, pool_geometry, route_windows, window_maxima, window_slices
 
 EPS = 1e-10
 ELEMENTWISE = ("Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Clip")
@@ -136,5 +136,5 @@ def maxpool(reference: Mapping[str, str]) -> Callable:
                 to_x = b.op("Mul", [to_x, mask_of(c, hits_x[d])], "dl_pool_x_hit")
                 to_x0 = b.op("Mul", [to_x0, mask_of(c, hits_x0[d])], "dl_pool_x0_hit")
             rates[d] = b.op("Add", [to_x, to_x0], "dl_pool_rate")
-        return [scatter_windows(c, c.g, rates, pool_geometry(c))]
+        return [route_windows(c, c.g, rates, pool_geometry(c))]
     return rule
