@@ -44,7 +44,7 @@ import onnx
 from ._attributions import INPUT_METHODS, PathOptions, append_input_attributions
 from ._cams import CAMS, CamContext, build_cam
 from ._composites import LrpOptions
-from ._graph import Builder, ExplainError
+from ._graph import Builder, ExplainError, drop_unread
 from ._maps import ExplainGraph, MapWriter, resolve_layer
 from ._reverse import append_backward
 from ._onehot import OneHot
@@ -239,5 +239,6 @@ def build_detection_explainer(model: onnx.ModelProto, input_name: str, scores: s
     if pairs is None:
         maps.output(b.op("Identity", [values], "topk_scores"), "topk_scores", scores, (1, k), False)
         maps.output(b.op("Identity", [index], "topk_index"), "topk_index", scores, (1, k), False, "int64")
+    drop_unread(out.graph)
     onnx.checker.check_model(out)
     return eg

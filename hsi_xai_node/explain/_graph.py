@@ -65,6 +65,14 @@ class Builder:
             raise ExplainError(f"tensor {tensor!r} has a dynamic shape {dims}: export the model at a fixed shape")
         return dims
 
+    def known_shape(self, tensor: str) -> tuple[int, ...] | None:
+        """The static shape of a forward tensor or constant; None for a tensor whose shape was not inferred or
+        declared (most tensors the explain graph adds)."""
+        try:
+            return self.shape(tensor)
+        except ExplainError:
+            return None
+
     def copy_type(self, tensor: str, to: str) -> None:
         """`to` (a new tensor) has `tensor`'s element type and shape: a copy of the forward computes it."""
         if tensor in self._types:
@@ -192,6 +200,26 @@ class Builder:
         self._names.add(name)
         self.graph.input.append(helper.make_tensor_value_info(name, elem_type, list(shape)))
         return name
+
+
+def drop_unread(graph: onnx.GraphProto) -> None:
+    """Remove, in place, every node no graph output depends on (a product a later rule read past, see
+    rules/relevance.py `divided`; a zero made for a branch that needed none), and the constants only those read:
+    engines would compute the nodes anyway."""
+    needed = {o.name for o in graph.output}
+    keep = []
+    for node in reversed(graph.node):  # nodes are topologically sorted
+        if any(o in needed for o in node.output):
+            keep.append(node)
+            needed.update(i for i in node.input if i)
+    if len(keep) == len(graph.node):
+        return
+    dropped = {i for n in graph.node for i in n.input} - needed
+    graph.ClearField("node")
+    graph.node.extend(reversed(keep))
+    kept = [t for t in graph.initializer if t.name not in dropped]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
 
 
 def keep_outputs(graph: onnx.GraphProto, names) -> None:

@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 
 from ._cams import CAMS, CamContext, Head, build_cam
-from ._graph import Builder, ExplainError
+from ._graph import Builder, ExplainError, drop_unread
 from ._maps import ExplainGraph, MapOutput, MapWriter, resolve_layer  # noqa: F401  (MapOutput re-exported)
 from ._reverse import append_backward
 from ._attributions import INPUT_METHODS, PathOptions, append_input_attributions
@@ -279,5 +279,6 @@ def build_segmentation_explainer(model: onnx.ModelProto, input_name: str, logits
     label = b.op("Cast", [seeds.argmax()], "predicted_class",
                  to=onnx.TensorProto.UINT8 if small else onnx.TensorProto.INT32)
     maps.output(label, "argmax", logits, (1, 1, h, w), signed=False, dtype="uint8" if small else "int32")
+    drop_unread(out.graph)
     onnx.checker.check_model(out)
     return eg

@@ -683,6 +683,76 @@ def test_a_relus_output_has_no_negative_part_terms_and_the_same_relevance_as_zen
     assert relative_error(got, np.stack(ref)) < 1e-5, relative_error(got, np.stack(ref))
 
 
+def _chain_net(rng):
+    """conv1 -> ReLU -> conv2 -> ReLU -> conv3 (3x3 convs with bias, 8 x 8): the relevance reaching conv2 and conv1 is
+    the layer above's backward times that layer's input, through the ReLU."""
+    inits = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * 0.5, f"w{i}")
+             for i, shape in enumerate(((4, 2, 3, 3), (4,), (4, 4, 3, 3), (4,), (2, 4, 3, 3), (2,)))]
+    n = [i.name for i in inits]
+    nodes = [helper.make_node("Conv", ["x", n[0], n[1]], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["a1"]),
+             helper.make_node("Conv", ["a1", n[2], n[3]], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
+             helper.make_node("Relu", ["c2"], ["a2"]),
+             helper.make_node("Conv", ["a2", n[4], n[5]], ["y"], pads=[1, 1, 1, 1], name="conv3")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 8, 8])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.mark.parametrize("method", ["lrp_epsilon", "lrp_zplus"])
+def test_a_relevance_arriving_through_a_relu_is_divided_at_the_forwards_batch(method):
+    """R / stab(z) where R arrives as A * a (the layer above's backward A over the rows times its input a, a forward
+    tensor, handed on by the ReLU): A * (a / stab(z)), the quotient at batch 1 (rules/relevance.divided). Only the
+    top layer, whose relevance is the seed itself, divides over the rows; the products A * a it read past are not in
+    the explain graph (_graph.drop_unread); the relevance is Zennit's."""
+    from onnx import shape_inference
+
+    from hsi_xai_node.explain import Builder
+    from hsi_xai_node.explain._composites import composite
+    from hsi_xai_node.explain._graph import drop_unread
+    from hsi_xai_node.explain._reverse import append_backward
+
+    _zennit()
+    from zennit.attribution import Gradient
+    from zennit.rules import Epsilon, ZPlus
+
+    rng = np.random.default_rng(12)
+    model = _chain_net(rng)
+    x = rng.uniform(-1.0, 1.0, (1, 2, 8, 8)).astype(np.float32)
+    r = rng.standard_normal((3, 2, 8, 8)).astype(np.float32)
+    b = Builder(model)
+    seed = b.add_input("r", r.shape)
+    rel = append_backward(b, {"y": seed}, ["x"], 3, composite(method, b, "x", OPTIONS))["x"]
+    b.add_output(rel, (3, 2, 8, 8))
+    unread = len(model.graph.node)
+    drop_unread(model.graph)
+    assert len(model.graph.node) == unread - 2  # conv2's and conv1's A * a
+    inferred = shape_inference.infer_shapes(model, strict_mode=True)
+    lead = {v.name: v.type.tensor_type.shape.dim[0].dim_value for v in inferred.graph.value_info}
+    divisions = sorted(lead[n.output[0]] for n in model.graph.node if n.op_type == "Div")
+    assert divisions == [1, 1, 3], divisions
+    got = session(model).run([rel], {"x": x, "r": r})[0]
+
+    net = OnnxModule(_chain_net(np.random.default_rng(12))).double().eval()
+    rule = {"lrp_epsilon": lambda: Epsilon(OPTIONS.epsilon), "lrp_zplus": lambda: ZPlus(stabilizer=OPTIONS.stabilizer)}
+    ref = []
+    for row in range(3):
+        with Gradient(model=net, composite=_layer_map(rule[method]())) as attributor:
+            _, relevance = attributor(torch.tensor(x, dtype=torch.float64), torch.tensor(r[row:row + 1],
+                                                                                         dtype=torch.float64))
+        ref.append(relevance[0].numpy())
+    assert relative_error(got, np.stack(ref)) < 1e-5, relative_error(got, np.stack(ref))
+
+
+def test_every_node_of_an_explain_graph_is_read_by_an_output(tiny):
+    """Nothing an engine would compute for no one: every input method at once on the tiny U-Net."""
+    graph = tiny[0].model.graph
+    read = {o.name for o in graph.output}
+    for node in reversed(graph.node):
+        assert any(o in read for o in node.output), (node.op_type, node.name)
+        read.update(node.input)
+
+
 def test_an_op_without_a_rule_fails_naming_op_node_and_method():
     x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 2, 4, 4])
     w = numpy_helper.from_array(np.ones((3, 2, 1, 1), np.float32), "w")

@@ -96,10 +96,28 @@ def stabilised(c: RuleContext, z: str, eps: float) -> str:
     return b.op("Add", [z, shift], "stab")
 
 
+def divided(c: RuleContext, r: str, denominator: str) -> str:
+    """r / denominator, both of the node output's shape, the denominator a forward quantity (batch 1).
+
+    In a ReLU network the relevance mostly arrives as A * p: the backward of the layer above (A, one row per
+    explained class or box) times that layer's input p, a forward tensor handed down unchanged through the
+    activation (Pass). The quotient is then A * (p / denominator), the division at the forward's batch of 1: one
+    product over the rows where a product and a division went over them (the same value up to float32 rounding; the
+    product A * p, left unread, goes with the graph's other unread nodes, _graph.drop_unread)."""
+    b = c.b
+    node = b.producer(r)
+    if node is not None and node.op_type == "Mul" and len(node.input) == 2:
+        out_shape = c.shape(c.y())
+        for i, p in enumerate(node.input):
+            if b.known_shape(p) == out_shape:
+                return b.op("Mul", [node.input[1 - i], b.op("Div", [p, denominator], "lrp_input_share")], "lrp_share")
+    return b.op("Div", [r, denominator], "lrp_share")
+
+
 def norm(eps: float = 1e-6) -> Callable:
     """Each input x_i receives x_i * (the op's gradient applied to R / stab(y)): its share of a sum or an average."""
     def rule(c: RuleContext):
-        s = c.b.op("Div", [c.g, stabilised(c, c.y(), eps)], "norm_share")
+        s = divided(c, c.g, stabilised(c, c.y(), eps))
         cots = RULES[c.node.op_type](RuleContext(node=c.node, b=c.b, out_cots=[s], needs=c.needs, batch=c.batch))
         return [None if g is None else c.b.op("Mul", [g, x], "norm_relevance")
                 for g, x in zip(cots, c.node.input)]
@@ -278,7 +296,7 @@ def linear_rule(terms: tuple[Term, ...], eps: float, groups: dict[int, tuple[flo
                 r = b.op("Mul", [r, mask_of(c, keep)], "lrp_branch_r")
             if alpha != 1.0:
                 r = b.op("Mul", [r, b.const(alpha, "lrp_alpha")], "lrp_weighted")
-            shares[g] = b.op("Div", [r, stabilised(c, z, eps)], "lrp_share")
+            shares[g] = divided(c, r, stabilised(c, z, eps))
         parts = []
         for t in terms_here:
             back = layer.backward(shares[t.group], t.weight(layer.w))
