@@ -55,7 +55,7 @@ from ._baselines import BASELINES, append_baseline, append_noise, noise_tiles
 from ._composites import LrpOptions, composite
 from ._copies import forward_copy
 from ._graph import Builder, ExplainError
-from ._maps import MapWriter
+from ._maps import MapWriter, sums_in_region
 from ._reverse import append_backward
 from .rules import GRADIENT, Propagation
 
@@ -280,16 +280,13 @@ def append_input_attributions(b: Builder, maps: MapWriter, logits: str, seed: st
     ctx = AttributionContext(b, input_name, logits, seed, rows, lrp.validated(), paths.validated(), one_hot_rows)
     if gradient is not None:
         ctx.once(("gradient", False), lambda: gradient)
-    bands = b.shape(input_name)[1]
+    _, bands, h, w = b.shape(input_name)
     for method_name in methods:
         m, name = INPUT_METHODS[method_name], prefix + method_name
         a, target = m.build(ctx)
         per_pixel = b.reduce("ReduceSum", b.op("Abs", [a]) if m.magnitude else a, [1], 1, f"{name}_map")
         maps.finish(per_pixel, name, input_name, signed=m.signed)
-        in_region = b.op("Mul", [a, region], f"{name}_in_region")
-        per_band = b.reduce("ReduceSum", b.reduce("ReduceSum", in_region, [3], 1, f"{name}_band_cols"), [2], 1,
-                            f"{name}_band_hw")
-        maps.output(b.op("Reshape", [per_band, b.ints([rows, bands])], f"{name}_bands"), f"{name}_bands", input_name,
+        maps.output(sums_in_region(b, a, region, rows, h * w, f"{name}_bands"), f"{name}_bands", input_name,
                     (rows, bands), signed=True)
         total = b.reduce("ReduceSum", b.reduce("ReduceSum", b.reduce("ReduceSum", a, [3], 1, f"{name}_sum_cols"),
                                                [2], 1, f"{name}_sum_hw"), [1], 1, f"{name}_sum_all")

@@ -45,7 +45,7 @@ from ._attributions import INPUT_METHODS, PathOptions, append_input_attributions
 from ._cams import CAMS, CamContext, build_cam
 from ._composites import LrpOptions
 from ._graph import Builder, ExplainError, drop_unread
-from ._maps import ExplainGraph, MapWriter, resolve_layer
+from ._maps import ExplainGraph, MapWriter, resolve_layer, sums_in_region
 from ._reverse import append_backward
 from ._onehot import OneHot
 from ._windows import Placed
@@ -229,13 +229,9 @@ def build_detection_explainer(model: onnx.ModelProto, input_name: str, scores: s
         channels = in_shape[3] if layout == "nhwc" else in_shape[1]
         if "box_spectral" in inputs:
             gx = b.op("Mul", [grads[input_name], input_name], "box_grad_x_input")  # (k, C, H, W) or (k, H, W, C)
-            if layout == "nhwc":
-                gx = b.op("Transpose", [gx], "box_grad_x_input_nchw", perm=[0, 3, 1, 2])
-            inside = b.op("Mul", [gx, regions], "box_gx_inside")
-            summed = b.reduce("ReduceSum", b.reduce("ReduceSum", inside, [3], 1, "box_spectral_cols"), [2], 1,
-                              "box_spectral_hw")
-            maps.output(b.op("Reshape", [summed, b.ints([k, channels])], "box_spectral"), "box_spectral", input_name,
-                        (k, channels), signed=True)
+            maps.output(sums_in_region(b, gx, regions, k, in_hw[0] * in_hw[1], "box_spectral",
+                                       channels_last=layout == "nhwc"), "box_spectral", input_name, (k, channels),
+                        signed=True)
     if pairs is None:
         maps.output(b.op("Identity", [values], "topk_scores"), "topk_scores", scores, (1, k), False)
         maps.output(b.op("Identity", [index], "topk_index"), "topk_index", scores, (1, k), False, "int64")

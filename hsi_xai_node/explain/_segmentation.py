@@ -30,7 +30,7 @@ import onnx
 
 from ._cams import CAMS, CamContext, Head, build_cam
 from ._graph import Builder, ExplainError, drop_unread
-from ._maps import ExplainGraph, MapOutput, MapWriter, resolve_layer  # noqa: F401  (MapOutput re-exported)
+from ._maps import ExplainGraph, MapOutput, MapWriter, resolve_layer, sums_in_region  # noqa: F401  (MapOutput re-exported)
 from ._reverse import append_backward
 from ._attributions import INPUT_METHODS, PathOptions, append_input_attributions
 from ._composites import LrpOptions
@@ -265,10 +265,9 @@ def build_segmentation_explainer(model: onnx.ModelProto, input_name: str, logits
                 maps.finish(append_scorecam(b, model, input_name, logits, layer, region, classes), "scorecam", layer,
                             signed=False)
         if want_spectral:
-            gx = b.op("Mul", [b.op("Mul", [grads[input_name], input_name]), region], "grad_x_input")
-            bands = b.shape(input_name)[1]
-            summed = b.reduce("ReduceSum", b.reduce("ReduceSum", gx, [3], 1, "spectral_cols"), [2], 1, "spectral_hw")
-            spectral = b.op("Reshape", [summed, b.ints([classes, bands])], "spectral")
+            gx = b.op("Mul", [grads[input_name], input_name], "grad_x_input")
+            _, bands, h, w = b.shape(input_name)
+            spectral = sums_in_region(b, gx, region, classes, h * w, "spectral")
             maps.output(spectral, "spectral", input_name, (classes, bands), signed=True)
     # the predicted class per pixel, as the engine computed it (the seed regions' own, when seeded so): the host
     # need not take the argmax of the logits again (1.7 ms in numpy at 5 x 208 x 400, 0.4 ms in the engine)

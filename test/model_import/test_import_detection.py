@@ -3,6 +3,7 @@ conventions (NHWC input, raw logits, TF box coding on yxyx anchors, its own tens
 writes the card the detector tests otherwise write by hand, the layer found is the graph's finest BiFPN output,
 and the loaded detector keeps the boxes of, and explains them like, our own export of the same weights."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -52,18 +53,22 @@ def test_one_command_imports_the_trt_sample_detector(exported, native, capsys): 
     assert int((ours["det_pairs"] >= 0).sum()) == POST.max_detections
     np.testing.assert_array_equal(theirs["det_pairs"], ours["det_pairs"])
     np.testing.assert_array_equal(theirs["det_classes"], ours["det_classes"])
-    # the kept boxes' Grad-CAM at the layer found equals ours at bifpn_p2 (checked against autograd elsewhere)
+    # the kept boxes' Grad-CAM at the layer found equals ours at bifpn_p2 (checked against autograd elsewhere), and
+    # so do the camera attributions summed in each box, over the NHWC input and over the NCHW one
     card = loaded.card
-    eg_t = build_detection_explainer(loaded.model, card.input.tensor, card.scores, card.layers, EXPLAIN,
-                                     pairs="det_pairs", layout="nhwc")
+    explain = dataclasses.replace(EXPLAIN, methods=("box_gradcam", "box_spectral"))
+    eg_t = build_detection_explainer(loaded.model, card.input.tensor, card.scores, card.layers, explain,
+                                     pairs="det_pairs", layout="nhwc", boxes="det_boxes")
     eg_o = build_detection_explainer(onnx.load_model_from_string(data), "image", "scores",
-                                     {"class_head_input": "bifpn_p2"}, EXPLAIN, pairs="det_pairs")
+                                     {"class_head_input": "bifpn_p2"}, explain, pairs="det_pairs", boxes="det_boxes")
     t = {o.method: v for (n, o), v in zip(eg_t.outputs.items(), run(eg_t.model, {eg_t.input: np.ascontiguousarray(
         x.transpose(0, 2, 3, 1))}, list(eg_t.outputs)).values())}
     o = {o.method: v for (n, o), v in zip(eg_o.outputs.items(), run(eg_o.model, {eg_o.input: x},
                                                                       list(eg_o.outputs)).values())}
     scale = np.abs(o["box_gradcam"]).max()
     assert scale > 0 and np.abs(t["box_gradcam"] - o["box_gradcam"]).max() < 1e-4 * scale
+    shares = np.abs(o["box_spectral"]).max()
+    assert shares > 0 and np.abs(t["box_spectral"] - o["box_spectral"]).max() < 1e-4 * shares
 
 
 @pytest.mark.parametrize("change, message", [
