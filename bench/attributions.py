@@ -2,7 +2,7 @@
 bound, and Captum and Zennit on the same model, same machine, same threads, interleaved in one run.
 
     PYTHONPATH=. .venv/bin/python bench/attributions.py [--sizes bundled,hsi-drive] [--repeats 3] [--threads 2]
-        [--no-libraries] [--methods gradient,deeplift,...] [--profile] [--json out.json]
+        [--no-libraries] [--methods gradient,deeplift,...] [--profile] [--openvino] [--json out.json]
 
 For each U-Net size (bundled: 12 base filters; hsi-drive: HSI-Drive's 32) at the model input 1x25x208x400, all
 5 classes in one ONNX Runtime CPU call per method (float32, the PathOptions defaults: SmoothGrad 8 samples,
@@ -24,6 +24,10 @@ integrated gradients 16 trapezoid intervals = 17 points, zero baseline), it time
   (per class: its samples in one batch; batched: the classes in one batch per sample); Zennit Gradient,
   EpsilonPlusFlat, SmoothGrad, IntegratedGradients (Zennit 0.5.1, `pip install --no-deps zennit==0.5.1`, torchvision
   stand-ins as in the tests).
+
+With --openvino, every graph also runs on OpenVINO (CPU, f32, the same threads, the engine the node opens), after
+ONNX Runtime's rounds, each call beside OpenVINO's own forward: its rows are "openvino <graph>", x forward over that
+forward.
 
 The libraries' settings match ours where they have one (same samples, same steps: riemann_right for both libraries'
 integrated gradients, n + 1 = 17 points for Captum's trapezoid).
@@ -195,7 +199,7 @@ def profile_split(model: onnx.ModelProto, x: np.ndarray, threads: int, runs: int
 
 
 def bench_size(size: str, repeats: int, threads: int, libraries: bool, methods=METHODS,
-               profile: bool = False) -> dict:
+               profile: bool = False, openvino: bool = False) -> dict:
     net, forward = random_unet(size, SHAPE, CLASSES)
     graphs = {"forward": forward}
     for method in methods:
@@ -223,6 +227,16 @@ def bench_size(size: str, repeats: int, threads: int, libraries: bool, methods=M
     med, ratios = interleaved_medians(runs, repeats, lambda k, t: print(f"  {size} {k}: {t:.2f} s", flush=True),
                                       reference="forward")
     rows = over_forward(med, macs, ratios)
+    if openvino:  # the same graphs on OpenVINO, each beside OpenVINO's forward (its own, faster or slower, speed)
+        from hsi_xai_node.runtime.engine import open_engine
+
+        engines = {k: open_engine(g.SerializeToString(), "openvino", precision="fp32", threads=threads)
+                   for k, g in graphs.items()}
+        ov_runs = {k: (lambda e=e: e.run({"input": x})) for k, e in engines.items()}
+        ov_med, ov_ratios = interleaved_medians(ov_runs, repeats, lambda k, t: print(f"  {size} openvino {k}: {t:.2f} s",
+                                                                                     flush=True), reference="forward")
+        rows |= {f"openvino {k}": row for k, row in over_forward(ov_med, macs, ov_ratios).items()}
+        del engines, ov_runs
     if profile:
         # the timed sessions (and the libraries' models) closed first: with them still open the profiled node
         # times came out 2-3x the wall clock's on the 2-vCPU VM
@@ -256,6 +270,8 @@ def main(argv=None):
     ap.add_argument("--profile", action="store_true",
                     help="also split each graph's time (ONNX Runtime's profiler, 5 calls) into the convolutions and "
                          "matrix products the bound counts and all other ops")
+    ap.add_argument("--openvino", action="store_true",
+                    help="also every graph on OpenVINO (CPU, f32), each call beside OpenVINO's forward")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     ORT_LEVEL["level"] = args.ort_level
@@ -263,7 +279,7 @@ def main(argv=None):
     results = {"ort_level": args.ort_level, "machine": platform.machine(), "processor": platform.processor(),
                "onnxruntime": ort.__version__, "torch": torch.__version__, "captum": captum.__version__,
                "sizes": [bench_size(s, args.repeats, args.threads, not args.no_libraries,
-                                    tuple(m for m in args.methods.split(",") if m), args.profile)
+                                    tuple(m for m in args.methods.split(",") if m), args.profile, args.openvino)
                          for s in args.sizes.split(",") if s]}
     for r in results["sizes"]:
         print(f"\n{r['size']} U-Net ({r['parameters'] / 1e6:.2f}M parameters), input {r['shape']}, "
