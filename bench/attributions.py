@@ -233,8 +233,8 @@ def bench_size(size: str, repeats: int, threads: int, libraries: bool, methods=M
         engines = {k: open_engine(g.SerializeToString(), "openvino", precision="fp32", threads=threads)
                    for k, g in graphs.items()}
         ov_runs = {k: (lambda e=e: e.run({"input": x})) for k, e in engines.items()}
-        ov_med, ov_ratios = interleaved_medians(ov_runs, repeats, lambda k, t: print(f"  {size} openvino {k}: {t:.2f} s",
-                                                                                     flush=True), reference="forward")
+        ov_med, ov_ratios = interleaved_medians(
+            ov_runs, repeats, lambda k, t: print(f"  {size} openvino {k}: {t:.2f} s", flush=True), reference="forward")
         rows |= {f"openvino {k}": row for k, row in over_forward(ov_med, macs, ov_ratios).items()}
         del engines, ov_runs
     if profile:

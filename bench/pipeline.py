@@ -72,7 +72,8 @@ def main(argv=None):
     ap.add_argument("--backend", default="ort-cpu",
                     help="tensorrt, ort-trt, ort-cuda, openvino or ort-cpu (default); a comma list runs each, "
                          "interleaved, with the ratio to the first (e.g. ort-cpu,openvino)")
-    ap.add_argument("--profile-rounds", type=int, default=20, help="runs of each engine's profiler per graph (0: no profile)")
+    ap.add_argument("--profile-rounds", type=int, default=20,
+                    help="runs of each engine's profiler per graph (0: no profile)")
     ap.add_argument("--ingraph", action="store_true", help="also time each pipeline as InGraphPipeline")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
@@ -139,8 +140,8 @@ def main(argv=None):
     print("(median ms; engine/fwd and total/fwd: medians of each frame's ratio to its own forward; x first: the first "
           "backend's total over this one's)")
     if node_times:
-        print(f"\nEach engine's own per-node times over each pipeline graph ({args.profile_rounds} runs; ONNX Runtime's "
-              "profiler, OpenVINO's PERF_COUNT): the explain graph's own nodes against the model's")
+        print(f"\nEach engine's own per-node times over each pipeline graph ({args.profile_rounds} runs; "
+              "ONNX Runtime's profiler, OpenVINO's PERF_COUNT): the explain graph's own nodes against the model's")
     for name, t in node_times.items():
         print(f"{name:48s} forward nodes {t['forward_ms']:7.2f} ms, explain nodes {t['explain_ms']:6.2f} ms: "
               f"{t['ratio']:.3f}x")

@@ -34,10 +34,10 @@ def linear_resize_matrix(n_in: int, n_out: int) -> np.ndarray:
 def sums_in_region(b: Builder, values: str, region: str, rows: int, pixels: int, hint: str,
                    channels_last: bool = False) -> str:
     """(rows, channels): each row's `values` (rows, C, H, W), or (rows, H, W, C) `channels_last`, summed over that
-    row's `region` (rows, 1, H, W), H * W = `pixels`, per channel: a batched product with the region as a column. It reads
-    the values once, where a product with the region wrote them again for two reductions to read (every input
-    attribution of the bundled U-Net's five classes, 5 x 25 x 208 x 400: 1.3 ms against 8.5 on ONNX Runtime's CPU
-    provider, and one frame-sized tensor less per method)."""
+    row's `region` (rows, 1, H, W), H * W = `pixels`, per channel: a batched product with the region as a column.
+    It reads the values once, where a product with the region wrote them again for two reductions to read (every
+    input attribution of the bundled U-Net's five classes, 5 x 25 x 208 x 400: 1.3 ms against 8.5 on ONNX Runtime's
+    CPU provider, and one frame-sized tensor less per method)."""
     column = b.op("Reshape", [region, b.ints([rows, pixels, 1] if not channels_last else [rows, 1, pixels])],
                   f"{hint}_region")
     flat = b.op("Reshape", [values, b.ints([rows, -1, pixels] if not channels_last else [rows, pixels, -1])],

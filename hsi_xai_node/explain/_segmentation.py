@@ -30,7 +30,8 @@ import onnx
 
 from ._cams import CAMS, CamContext, Head, build_cam
 from ._graph import Builder, ExplainError, drop_unread
-from ._maps import ExplainGraph, MapOutput, MapWriter, resolve_layer, sums_in_region  # noqa: F401  (MapOutput re-exported)
+from ._maps import MapOutput  # noqa: F401  (re-exported)
+from ._maps import ExplainGraph, MapWriter, resolve_layer, sums_in_region
 from ._reverse import append_backward
 from ._attributions import INPUT_METHODS, PathOptions, append_input_attributions
 from ._composites import LrpOptions

@@ -40,7 +40,8 @@ def _backward_ops(model, batch=3) -> dict[str, int]:
     """op type -> the largest output (elements) among the backward's nodes of that type."""
     m, _ = seeded_gradients(model, batch=batch)
     m = shape_inference.infer_shapes(m, strict_mode=True)
-    size = {v.name: int(np.prod([d.dim_value for d in v.type.tensor_type.shape.dim])) for v in [*m.graph.value_info, *m.graph.output]}
+    size = {v.name: int(np.prod([d.dim_value for d in v.type.tensor_type.shape.dim]))
+            for v in [*m.graph.value_info, *m.graph.output]}
     out = {}
     for n in m.graph.node:
         if n.name.startswith("xai/"):
