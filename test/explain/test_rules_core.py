@@ -94,3 +94,23 @@ def test_unknown_and_unreachable_targets():
         gradients(m, {"y": "y"}, ["nope"], batch=1)
     with pytest.raises(ExplainError, match="target 'z' does not influence the seeded outputs"):
         gradients(m, {"y": "y"}, ["z"], batch=1)
+
+
+def test_drop_unread_removes_what_no_output_reads_and_the_constants_only_it_read():
+    """A node no output depends on goes, with the constant only it read; a constant a kept node also reads stays, and
+    so does one no node read before (not this pass's to judge)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from hsi_xai_node.explain._graph import drop_unread
+
+    inits = [numpy_helper.from_array(np.ones(3, np.float32), n) for n in ("shared", "dead_only", "never_read")]
+    nodes = [helper.make_node("Mul", ["x", "shared"], ["kept"], name="kept"),
+             helper.make_node("Add", ["x", "dead_only"], ["dead1"], name="dead1"),
+             helper.make_node("Mul", ["dead1", "shared"], ["dead2"], name="dead2"),
+             helper.make_node("Relu", ["kept"], ["y"], name="out")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])], inits)
+    drop_unread(graph)
+    assert [n.name for n in graph.node] == ["kept", "out"]
+    assert sorted(t.name for t in graph.initializer) == ["never_read", "shared"]
