@@ -202,24 +202,31 @@ class Builder:
         return name
 
 
-def drop_unread(graph: onnx.GraphProto) -> None:
-    """Remove, in place, every node no graph output depends on (a product a later rule read past, see
-    rules/relevance.py `divided`; a zero made for a branch that needed none), and the constants only those read:
-    engines would compute the nodes anyway."""
-    needed = {o.name for o in graph.output}
-    keep = []
+def _keep_read(graph: onnx.GraphProto, names) -> set[str]:
+    """Keep, in place, only the nodes the tensors `names` depend on; returns every tensor those nodes read, and
+    `names`."""
+    needed, keep = set(names), []
     for node in reversed(graph.node):  # nodes are topologically sorted
         if any(o in needed for o in node.output):
             keep.append(node)
             needed.update(i for i in node.input if i)
-    if len(keep) == len(graph.node):
-        return
-    dropped = {i for n in graph.node for i in n.input} - needed
-    graph.ClearField("node")
-    graph.node.extend(reversed(keep))
-    kept = [t for t in graph.initializer if t.name not in dropped]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    if len(keep) < len(graph.node):
+        graph.ClearField("node")
+        graph.node.extend(reversed(keep))
+    return needed
+
+
+def drop_unread(graph: onnx.GraphProto) -> None:
+    """Remove, in place, every node no graph output depends on (a product a later rule read past, see
+    rules/relevance.py `divided`; a zero made for a branch that needed none), and the constants only those read:
+    engines would compute the nodes anyway. Inputs, and constants no node read before, stay."""
+    read_before = {i for n in graph.node for i in n.input}
+    needed = _keep_read(graph, [o.name for o in graph.output])
+    dropped = read_before - needed
+    if dropped:
+        kept = [t for t in graph.initializer if t.name not in dropped]
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
 
 
 def keep_outputs(graph: onnx.GraphProto, names) -> None:
@@ -234,13 +241,7 @@ def keep_outputs(graph: onnx.GraphProto, names) -> None:
     kept_outputs = [o for o in graph.output if o.name in set(names)]
     del graph.output[:]
     graph.output.extend(kept_outputs)
-    needed, keep = set(names), []
-    for node in reversed(graph.node):  # nodes are topologically sorted
-        if any(o in needed for o in node.output):
-            keep.append(node)
-            needed.update(i for i in node.input if i)
-    graph.ClearField("node")
-    graph.node.extend(reversed(keep))
+    needed = _keep_read(graph, names)
     for repeated in (graph.initializer, graph.input, graph.value_info):
         kept = [t for t in repeated if t.name in needed]
         del repeated[:]
