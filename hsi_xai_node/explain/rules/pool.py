@@ -41,14 +41,14 @@ def route_windows(c: RuleContext, g: str, masks: dict[tuple[int, ...], str | Non
     0.95-0.98x; the same values)."""
     kernel, strides, begin, _, xs, ys = geometry
     n, b = len(kernel), c.b
-    if list(kernel) != list(strides) or any(begin) or any(ys[i] * strides[i] != xs[i] for i in range(n)):
+    ones = [m is None for m in masks.values()]  # all (average pools) or none (max-pools' window maxima)
+    if list(kernel) != list(strides) or any(begin) or any(ys[i] * strides[i] != xs[i] for i in range(n)) \
+            or len(set(ones)) > 1:
         return scatter_windows(c, g, masks, geometry)
     up = b.op("Resize", [g, "", b.const(np.array([1, 1, *strides], np.float32), "pool_scales")], "pool_upsampled",
               mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
-    if all(m is None for m in masks.values()):  # every offset takes the whole share (average pools)
+    if all(ones):  # every offset takes the whole share
         return up
-    if any(m is None for m in masks.values()):
-        return scatter_windows(c, g, masks, geometry)
     return b.op("Mul", [up, scatter_windows(c, None, masks, geometry, rows=1)], "pool_routed")
 
 
