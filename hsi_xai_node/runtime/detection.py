@@ -40,7 +40,8 @@ from ..explain import (BOX_ATTRIBUTIONS, BOX_CAMS, BOX_LEVEL, BOX_METHODS, CAMS,
                        linear_resize_matrix)
 from ..resources import share_path
 from ..sensor.camera_model import PixelMap, zoomed
-from ..sensor.rig import DEFAULT_COMMON_VIEW, CameraSpec, load_rig, read_rig, transform_boxes  # noqa: F401 (load_rig re-exported)
+from ..sensor.rig import (DEFAULT_COMMON_VIEW, CameraSpec, corner_bounds, load_rig, read_rig,  # noqa: F401
+                          transform_boxes)  # (load_rig re-exported)
 from ..sensor.multispectral import CameraInput, MultispectralFrontEnd, StackConfig, network_from_common
 from .engine import open_engine, warn_fp16_attributions
 from .memory import DEFAULT_LIMIT_MB, bounded_shapes, check_memory, graph_memory, image_bytes
@@ -457,9 +458,8 @@ def _painted_regions(painted: list[tuple[int, int, int, int]], to_overlay: np.nd
     h, w = image_hw
 
     def footprints(rects):  # all rectangles' corners in one OpenCV call (each point is carried over on its own)
-        r = np.asarray(rects, np.float64).reshape(-1, 4) + [-1.0, -1.0, 0.0, 0.0]
-        spots = cv2.perspectiveTransform(r[:, [0, 1, 2, 1, 2, 3, 0, 3]].reshape(1, -1, 2), to_overlay).reshape(-1, 4, 2)
-        low, high = (np.floor(spots.min(1)) - 1).tolist(), (np.ceil(spots.max(1)) + 2).tolist()
+        low, high = corner_bounds(np.asarray(rects, np.float64).reshape(-1, 4) + [-1.0, -1.0, 0.0, 0.0], to_overlay)
+        low, high = (np.floor(low) - 1).tolist(), (np.ceil(high) + 2).tolist()
         return [(max(int(X0), 0), max(int(Y0), 0), min(int(X1), w), min(int(Y1), h))
                 for (X0, Y0), (X1, Y1) in zip(low, high)]
 

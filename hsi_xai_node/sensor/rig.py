@@ -134,7 +134,13 @@ def transform_boxes(boxes, homography: np.ndarray) -> list[tuple[float, float, f
     b = np.asarray(boxes, np.float64).reshape(-1, 4)
     if not len(b):
         return []
-    corners = b[:, [0, 1, 2, 1, 2, 3, 0, 3]] - 0.5  # per box (x0, y0), (x1, y0), (x1, y1), (x0, y1)
-    out = cv2.perspectiveTransform(corners.reshape(1, -1, 2), np.asarray(homography, np.float64)).reshape(-1, 4, 2) + 0.5
-    low, high = out.min(axis=1), out.max(axis=1)
-    return [(float(a), float(b), float(c), float(d)) for (a, b), (c, d) in zip(low.tolist(), high.tolist())]
+    low, high = corner_bounds(b - 0.5, homography)  # pixel edges to the centres' coordinates and back
+    return [(x0, y0, x1, y1) for (x0, y0), (x1, y1) in zip((low + 0.5).tolist(), (high + 0.5).tolist())]
+
+
+def corner_bounds(rects: np.ndarray, homography: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """((n, 2) lowest, (n, 2) highest) x and y of each rectangle's four corners ((n, 4) x0, y0, x1, y1 as given, no
+    half-pixel shift) after `homography`, all corners in one OpenCV call."""
+    corners = rects[:, [0, 1, 2, 1, 2, 3, 0, 3]]  # per rectangle (x0, y0), (x1, y0), (x1, y1), (x0, y1)
+    out = cv2.perspectiveTransform(corners.reshape(1, -1, 2), np.asarray(homography, np.float64)).reshape(-1, 4, 2)
+    return out.min(axis=1), out.max(axis=1)
