@@ -731,6 +731,9 @@ def test_a_relevance_arriving_through_a_relu_is_divided_at_the_forwards_batch(me
     lead = {v.name: v.type.tensor_type.shape.dim[0].dim_value for v in inferred.graph.value_info}
     divisions = sorted(lead[n.output[0]] for n in model.graph.node if n.op_type == "Div")
     assert divisions == [1, 1, 3], divisions
+    if method == "lrp_epsilon":  # a / stab(z) as a / (a + eps): z itself is read by its ReLU alone (fusable)
+        readers = {t: [n.op_type for n in model.graph.node if t in n.input] for t in ("c1", "c2")}
+        assert readers == {"c1": ["Relu"], "c2": ["Relu"]}, readers
     got = session(model).run([rel], {"x": x, "r": r})[0]
 
     net = OnnxModule(_chain_net(np.random.default_rng(12))).double().eval()

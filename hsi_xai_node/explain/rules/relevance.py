@@ -96,12 +96,12 @@ def stabilised(c: RuleContext, z: str, eps: float) -> str:
     return b.op("Add", [z, shift], "stab")
 
 
-def divided(c: RuleContext, r: str, denominator: str) -> str:
-    """r / denominator, both of the node output's shape, the denominator a forward quantity (batch 1).
+def divided(c: RuleContext, r: str, z: str, eps: float) -> str:
+    """r / stab(z), both of the node output's shape, z a forward quantity (batch 1).
 
     In a ReLU network the relevance mostly arrives as A * p: the backward of the layer above (A, one row per
     explained class or box) times that layer's input p, a forward tensor handed down unchanged through the
-    activation (Pass). The quotient is then A * (p / denominator), the division at the forward's batch of 1: one
+    activation (Pass). The quotient is then A * (p / stab(z)), the division at the forward's batch of 1: one
     product over the rows where a product and a division went over them (the same value up to float32 rounding; the
     product A * p, left unread, goes with the graph's other unread nodes, _graph.drop_unread)."""
     b = c.b
@@ -110,14 +110,27 @@ def divided(c: RuleContext, r: str, denominator: str) -> str:
         out_shape = c.shape(c.y())
         for i, p in enumerate(node.input):
             if b.known_shape(p) == out_shape:
-                return b.op("Mul", [node.input[1 - i], b.op("Div", [p, denominator], "lrp_input_share")], "lrp_share")
-    return b.op("Div", [r, denominator], "lrp_share")
+                return b.op("Mul", [node.input[1 - i], _share_of_input(c, p, z, eps)], "lrp_share")
+    return b.op("Div", [r, stabilised(c, z, eps)], "lrp_share")
+
+
+def _share_of_input(c: RuleContext, p: str, z: str, eps: float) -> str:
+    """p / stab(z) at the forward's batch. Where p is relu(z) (a convolution's output through its ReLU, z the
+    epsilon rule's denominator) and eps > 0 this is p / (p + eps): where z >= 0, p is z and stab(z) is z + eps, the
+    same float32 sum; where z < 0, p is 0 and so is the quotient either way. The stabiliser then reads only the
+    ReLU's output, not z, so the runtimes keep each convolution fused with its ReLU in the forward pass and z is
+    never written out, nor its sign taken."""
+    b = c.b
+    maker = b.producer(p)
+    if eps > 0 and maker is not None and maker.op_type == "Relu" and maker.input[0] == z:
+        return b.op("Div", [p, b.op("Add", [p, b.const(eps, "eps")], "stab_of_relu")], "lrp_input_share")
+    return b.op("Div", [p, stabilised(c, z, eps)], "lrp_input_share")
 
 
 def norm(eps: float = 1e-6) -> Callable:
     """Each input x_i receives x_i * (the op's gradient applied to R / stab(y)): its share of a sum or an average."""
     def rule(c: RuleContext):
-        s = divided(c, c.g, stabilised(c, c.y(), eps))
+        s = divided(c, c.g, c.y(), eps)
         cots = RULES[c.node.op_type](RuleContext(node=c.node, b=c.b, out_cots=[s], needs=c.needs, batch=c.batch))
         return [None if g is None else c.b.op("Mul", [g, x], "norm_relevance")
                 for g, x in zip(cots, c.node.input)]
@@ -296,7 +309,7 @@ def linear_rule(terms: tuple[Term, ...], eps: float, groups: dict[int, tuple[flo
                 r = b.op("Mul", [r, mask_of(c, keep)], "lrp_branch_r")
             if alpha != 1.0:
                 r = b.op("Mul", [r, b.const(alpha, "lrp_alpha")], "lrp_weighted")
-            shares[g] = divided(c, r, stabilised(c, z, eps))
+            shares[g] = divided(c, r, z, eps)
         parts = []
         for t in terms_here:
             back = layer.backward(shares[t.group], t.weight(layer.w))
