@@ -18,6 +18,11 @@ from .rules import GRADIENT, RULES, Propagation, RuleContext, first_layers
 
 BACKWARD_SCOPE = "backward"
 
+# ops each of whose output elements is a copy of one input element (MaxPool: its window's winner), whose gradient
+# takes each output element's cotangent back to the element it copied
+COPYING = frozenset({"Identity", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Concat",
+                     "MaxPool"})
+
 
 def _closure_forward(graph, start: set[str]) -> set[str]:
     reach = set(start)
@@ -34,6 +39,30 @@ def influences(graph, start: set[str], stop: set[str] = frozenset()) -> set[str]
         if any(o in reach and o not in stop for o in node.output):
             reach.update(i for i in node.input if i)
     return reach
+
+
+def _factor(b: Builder, cot: str, forward: str) -> str | None:
+    """A where `cot` is the product A * `forward` (LRP's rules hand relevance on so: a layer's backward times its
+    input, a forward tensor), else None."""
+    node = b.producer(cot)
+    if node is None or node.op_type != "Mul" or len(node.input) != 2 or forward not in node.input:
+        return None
+    return node.input[1] if node.input[0] == forward else node.input[0]
+
+
+def _copied_products(b: Builder, node, out_cots: list, needs: list[bool], batch: int, fn) -> list | None:
+    """A copying op's input cotangents when its output's is A * y, y its own output: the op's gradient of A times
+    each input x, the same values (where the gradient puts A's element, x holds the element y copied). The product
+    stays the last factor, for the next rule to take apart (relevance.divided: the division at the forward's batch)
+    and for the sums of several consumers' cotangents to share (`append_backward`'s total). None where this does
+    not apply."""
+    if node.op_type not in COPYING or fn is not RULES.get(node.op_type) or len(out_cots) != 1 or out_cots[0] is None:
+        return None
+    a = _factor(b, out_cots[0], node.output[0])
+    if a is None:
+        return None
+    cots = fn(RuleContext(node=node, b=b, out_cots=[a], needs=needs, batch=batch))
+    return [None if g is None else b.op("Mul", [g, x], "copied_product") for g, x in zip(cots, node.input)]
 
 
 def append_backward(b: Builder, seeds: dict[str, str], targets: list[str], batch: int,
@@ -97,6 +126,10 @@ def append_backward(b: Builder, seeds: dict[str, str], targets: list[str], batch
             # full-size cotangents added; a window's added into that sum where it lies (or into zeros)
             full = [dense(b, p, b.shape(tensor), batch) if isinstance(p, OneHot) else p for p in parts
                     if not isinstance(p, Placed)]
+            # every part A_k * tensor (relevance from each consumer, as LRP's rules give it): (sum A_k) * tensor
+            factors = [_factor(b, p, tensor) for p in full]
+            if len(full) > 1 and all(f is not None for f in factors):
+                full = [b.op("Mul", [b.add_all(factors, "accumulate"), tensor], "accumulated_product")]
             acc = b.add_all(full, "accumulate") if full else None
             for placed in (p for p in parts if isinstance(p, Placed)):
                 acc = add_window(b, acc, placed)
@@ -147,7 +180,8 @@ def append_backward(b: Builder, seeds: dict[str, str], targets: list[str], batch
                     raise ExplainError(
                         f"no backward rule for op {node.op_type!r} (node {node.name!r}) on the path to target {hit!r} "
                         f"({propagation.name}); supported ops: {', '.join(known)}")
-                in_cots = fn(RuleContext(node=node, b=b, out_cots=out_cots, needs=needs, batch=batch))
+                in_cots = _copied_products(b, node, out_cots, needs, batch, fn) or \
+                    fn(RuleContext(node=node, b=b, out_cots=out_cots, needs=needs, batch=batch))
             for tensor, need, cot in zip(node.input, needs, in_cots):
                 if need and cot is not None:
                     cots.setdefault(tensor, []).append(cot)

@@ -747,6 +747,49 @@ def test_a_relevance_arriving_through_a_relu_is_divided_at_the_forwards_batch(me
     assert relative_error(got, np.stack(ref)) < 1e-5, relative_error(got, np.stack(ref))
 
 
+@pytest.mark.parametrize("method", ["lrp_epsilon", "lrp_epsilon_nobias"])
+def test_relevance_through_a_concatenation_and_a_max_pool_is_divided_at_the_forwards_batch(method):
+    """A ReLU's output read by a max-pool and by a concatenation (a U-Net's skip): the relevance through each copying
+    op arrives as (its gradient of A) * a, and the two consumers' sum as (sum of the A's) * a (_reverse.py), so that
+    the layers below divide at batch 1 too: the up-conv's input share u / stab(u) and conv1's a / stab(c1). Only the
+    top layer divides over the rows. The relevance is Zennit's."""
+    from onnx import shape_inference
+
+    from hsi_xai_node.explain import Builder
+    from hsi_xai_node.explain._composites import composite
+    from hsi_xai_node.explain._graph import drop_unread
+    from hsi_xai_node.explain._reverse import append_backward
+
+    _zennit()
+    from zennit.attribution import Gradient
+    from zennit.rules import Epsilon
+
+    rng = np.random.default_rng(13)
+    model = _signed_and_relu_inputs_net(rng)
+    x = rng.standard_normal((1, 2, 8, 8)).astype(np.float32)
+    r = rng.standard_normal((2, 2, 8, 8)).astype(np.float32)
+    b = Builder(model)
+    seed = b.add_input("r", r.shape)
+    rel = append_backward(b, {"y": seed}, ["x"], 2, composite(method, b, "x", OPTIONS))["x"]
+    b.add_output(rel, (2, 2, 8, 8))
+    drop_unread(model.graph)
+    inferred = shape_inference.infer_shapes(model, strict_mode=True)
+    lead = {v.name: v.type.tensor_type.shape.dim[0].dim_value for v in inferred.graph.value_info}
+    divisions = sorted(lead[n.output[0]] for n in model.graph.node if n.op_type == "Div")
+    assert divisions == [1, 1, 1, 2], divisions
+    got = session(model).run([rel], {"x": x, "r": r})[0]
+
+    net = OnnxModule(_signed_and_relu_inputs_net(np.random.default_rng(13))).double().eval()
+    ref = []
+    for row in range(2):
+        rule = Epsilon(OPTIONS.epsilon, zero_params=["bias"] if method == "lrp_epsilon_nobias" else None)
+        with Gradient(model=net, composite=_layer_map(rule)) as attributor:
+            _, relevance = attributor(torch.tensor(x, dtype=torch.float64), torch.tensor(r[row:row + 1],
+                                                                                         dtype=torch.float64))
+        ref.append(relevance[0].numpy())
+    assert relative_error(got, np.stack(ref)) < 1e-5, relative_error(got, np.stack(ref))
+
+
 def test_every_node_of_an_explain_graph_is_read_by_an_output(tiny):
     """Nothing an engine would compute for no one: every input method at once on the tiny U-Net."""
     graph = tiny[0].model.graph
