@@ -699,7 +699,7 @@ def _chain_net(rng):
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
-@pytest.mark.parametrize("method", ["lrp_epsilon", "lrp_zplus"])
+@pytest.mark.parametrize("method", ["lrp_epsilon", "lrp_epsilon_nobias", "lrp_zplus"])
 def test_a_relevance_arriving_through_a_relu_is_divided_at_the_forwards_batch(method):
     """R / stab(z) where R arrives as A * a (the layer above's backward A over the rows times its input a, a forward
     tensor, handed on by the ReLU): A * (a / stab(z)), the quotient at batch 1 (rules/relevance.divided). Only the
@@ -726,25 +726,34 @@ def test_a_relevance_arriving_through_a_relu_is_divided_at_the_forwards_batch(me
     b.add_output(rel, (3, 2, 8, 8))
     unread = len(model.graph.node)
     drop_unread(model.graph)
-    assert len(model.graph.node) == unread - 2  # conv2's and conv1's A * a
+    # conv2's and conv1's A * a; without the bias also their y - b, taken from the ReLU's output instead
+    assert len(model.graph.node) == unread - (4 if method == "lrp_epsilon_nobias" else 2)
     inferred = shape_inference.infer_shapes(model, strict_mode=True)
     lead = {v.name: v.type.tensor_type.shape.dim[0].dim_value for v in inferred.graph.value_info}
     divisions = sorted(lead[n.output[0]] for n in model.graph.node if n.op_type == "Div")
     assert divisions == [1, 1, 3], divisions
-    if method == "lrp_epsilon":  # a / stab(z) as a / (a + eps): z itself is read by its ReLU alone (fusable)
+    if method != "lrp_zplus":  # a / stab(z) from a = relu(z): z itself is read by its ReLU alone (fusable)
         readers = {t: [n.op_type for n in model.graph.node if t in n.input] for t in ("c1", "c2")}
         assert readers == {"c1": ["Relu"], "c2": ["Relu"]}, readers
     got = session(model).run([rel], {"x": x, "r": r})[0]
 
-    net = OnnxModule(_chain_net(np.random.default_rng(12))).double().eval()
-    rule = {"lrp_epsilon": lambda: Epsilon(OPTIONS.epsilon), "lrp_zplus": lambda: ZPlus(stabilizer=OPTIONS.stabilizer)}
-    ref = []
-    for row in range(3):
-        with Gradient(model=net, composite=_layer_map(rule[method]())) as attributor:
-            _, relevance = attributor(torch.tensor(x, dtype=torch.float64), torch.tensor(r[row:row + 1],
-                                                                                         dtype=torch.float64))
-        ref.append(relevance[0].numpy())
-    assert relative_error(got, np.stack(ref)) < 1e-5, relative_error(got, np.stack(ref))
+    rule = {"lrp_epsilon": lambda: Epsilon(OPTIONS.epsilon), "lrp_zplus": lambda: ZPlus(stabilizer=OPTIONS.stabilizer),
+            "lrp_epsilon_nobias": lambda: Epsilon(OPTIONS.epsilon, zero_params=["bias"])}
+
+    def zennit(dtype):
+        net = OnnxModule(_chain_net(np.random.default_rng(12))).to(dtype).eval()
+        ref = []
+        for row in range(3):
+            with Gradient(model=net, composite=_layer_map(rule[method]())) as attributor:
+                _, relevance = attributor(torch.tensor(x, dtype=dtype), torch.tensor(r[row:row + 1], dtype=dtype))
+            ref.append(relevance[0].numpy())
+        return np.stack(ref)
+    ref = zennit(torch.float64)
+    # without the bias, z - b comes near 0 at a few outputs of this net and their shares are large (relevance up to
+    # ~2000): float32 rounding there is amplified alike in any float32 computation; the tolerance is 1e-5 or four
+    # times what Zennit's own rule makes of it in float32, whichever is larger
+    tolerance = max(1e-5, 4 * relative_error(zennit(torch.float32), ref))
+    assert relative_error(got, ref) < tolerance, (relative_error(got, ref), tolerance)
 
 
 @pytest.mark.parametrize("method", ["lrp_epsilon", "lrp_epsilon_nobias"])

@@ -115,15 +115,21 @@ def divided(c: RuleContext, r: str, z: str, eps: float) -> str:
 
 
 def _share_of_input(c: RuleContext, p: str, z: str, eps: float) -> str:
-    """p / stab(z) at the forward's batch. Where p is relu(z) (a convolution's output through its ReLU, z the
-    epsilon rule's denominator) and eps > 0 this is p / (p + eps): where z >= 0, p is z and stab(z) is z + eps, the
-    same float32 sum; where z < 0, p is 0 and so is the quotient either way. The stabiliser then reads only the
-    ReLU's output, not z, so the runtimes keep each convolution fused with its ReLU in the forward pass and z is
-    never written out, nor its sign taken."""
+    """p / stab(z) at the forward's batch. Where p is relu(u), u a layer's output, the denominator is taken from p:
+    where p > 0, p is u, and where p = 0 the quotient is 0 whatever the (never zero) denominator. So z = u (the
+    epsilon rule) gives p / (p + eps), the same float32 values as z + eps there; z = u - bias (without the bias) gives
+    p / stab(p - bias). The stabiliser then reads only the ReLU's output, not u, so the runtimes keep each
+    convolution fused with its ReLU in the forward pass and u is never written out (with z = u, nor its sign
+    taken)."""
     b = c.b
     maker = b.producer(p)
-    if eps > 0 and maker is not None and maker.op_type == "Relu" and maker.input[0] == z:
+    u = maker.input[0] if maker is not None and maker.op_type == "Relu" and eps > 0 else None
+    if u is not None and z == u:
         return b.op("Div", [p, b.op("Add", [p, b.const(eps, "eps")], "stab_of_relu")], "lrp_input_share")
+    made = b.producer(z)
+    if u is not None and made is not None and made.op_type == "Sub" and made.input[0] == u and \
+            b.constant(made.input[1]) is not None:
+        z = b.op("Sub", [p, made.input[1]], "lrp_z_of_relu")
     return b.op("Div", [p, stabilised(c, z, eps)], "lrp_input_share")
 
 
