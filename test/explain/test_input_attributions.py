@@ -756,6 +756,56 @@ def test_a_relevance_arriving_through_a_relu_is_divided_at_the_forwards_batch(me
     assert relative_error(got, ref) < tolerance, (relative_error(got, ref), tolerance)
 
 
+@pytest.mark.parametrize("method, backward_convs, divisions, branches",
+                         [("lrp_gamma", 5, [1, 1, 3, 3], 2), ("lrp_alpha2_beta1", 8, [1, 1, 1, 1, 3, 3], 0)])
+def test_gamma_and_alpha_beta_behind_a_relu(method, backward_convs, divisions, branches):
+    """On conv1 -> ReLU -> conv2 -> ReLU -> conv3: the relevance reaching conv2 and conv1 is A * relu(their output),
+    zero wherever the output is not positive, so generalised gamma's group of the negative outputs gets none and is
+    left out there (its modified forward and its backward per row: 5 backward convolutions where the groups of
+    both signs at every layer make 8) and the positive group needs no mask (only conv3 has its two); the terms on one
+    input are summed before their one product with it (alpha-beta's alpha and beta shares: (2 b+ - b-) * x), so the
+    layer below still divides at batch 1, alpha scaling the quotient there. The relevance is Zennit's."""
+    from onnx import shape_inference
+
+    from hsi_xai_node.explain import Builder
+    from hsi_xai_node.explain._composites import composite
+    from hsi_xai_node.explain._graph import drop_unread
+    from hsi_xai_node.explain._reverse import append_backward
+
+    _zennit()
+    from zennit.attribution import Gradient
+    from zennit.rules import AlphaBeta, Gamma
+
+    rng = np.random.default_rng(14)
+    model = _chain_net(rng)
+    x = rng.uniform(-1.0, 1.0, (1, 2, 8, 8)).astype(np.float32)
+    r = rng.standard_normal((3, 2, 8, 8)).astype(np.float32)
+    b = Builder(model)
+    seed = b.add_input("r", r.shape)
+    rel = append_backward(b, {"y": seed}, ["x"], 3, composite(method, b, "x", OPTIONS))["x"]
+    b.add_output(rel, (3, 2, 8, 8))
+    drop_unread(model.graph)
+    nodes = model.graph.node
+    assert sum(n.output[0].startswith("xai/backward/conv_grad") for n in nodes) == backward_convs
+    assert sum(n.output[0].startswith("xai/backward/lrp_branch") and n.op_type in ("Greater", "Less")
+               for n in nodes) == branches
+    inferred = shape_inference.infer_shapes(model, strict_mode=True)
+    lead = {v.name: v.type.tensor_type.shape.dim[0].dim_value for v in inferred.graph.value_info}
+    assert sorted(lead[n.output[0]] for n in nodes if n.op_type == "Div") == divisions
+    got = session(model).run([rel], {"x": x, "r": r})[0]
+
+    net = OnnxModule(_chain_net(np.random.default_rng(14))).double().eval()
+    ref = []
+    for row in range(3):
+        rule = Gamma(OPTIONS.gamma, stabilizer=OPTIONS.stabilizer) if method == "lrp_gamma" else \
+            AlphaBeta(2.0, 1.0, stabilizer=OPTIONS.stabilizer)
+        with Gradient(model=net, composite=_layer_map(rule)) as attributor:
+            _, relevance = attributor(torch.tensor(x, dtype=torch.float64), torch.tensor(r[row:row + 1],
+                                                                                         dtype=torch.float64))
+        ref.append(relevance[0].numpy())
+    assert relative_error(got, np.stack(ref)) < 1e-5, relative_error(got, np.stack(ref))
+
+
 @pytest.mark.parametrize("method", ["lrp_epsilon", "lrp_epsilon_nobias"])
 def test_relevance_through_a_concatenation_and_a_max_pool_is_divided_at_the_forwards_batch(method):
     """A ReLU's output read by a max-pool and by a concatenation (a U-Net's skip): the relevance through each copying

@@ -17,7 +17,8 @@ with stab(z) = z + eps * sign(z), sign(0) = +1, W+ / W- the positive / negative 
 bias's. A layer's modified forward outputs (z') are computed once per frame: every explained row shares the
 input. Where the input cannot be negative (`nonnegative`: a ReLU's output, a max-pool or concatenation of such), x-
 is zero and its terms are left out, exactly: most layers of a ReLU network need half the terms of z+, alpha-beta and
-gamma. `norm` (Zennit's Norm, for sums and average pools) gives each input its share x_i / y of the output's
+gamma. Where the relevance arrives through the layer's own ReLU (A * relu(z), zero wherever z <= 0), gamma's group of
+the negative outputs receives none and is left out too, exactly. `norm` (Zennit's Norm, for sums and average pools) gives each input its share x_i / y of the output's
 relevance; `passthrough` (Zennit's Pass, for activations) hands the relevance on unchanged.
 """
 
@@ -96,8 +97,8 @@ def stabilised(c: RuleContext, z: str, eps: float) -> str:
     return b.op("Add", [z, shift], "stab")
 
 
-def divided(c: RuleContext, r: str, z: str, eps: float) -> str:
-    """r / stab(z), both of the node output's shape, z a forward quantity (batch 1).
+def divided(c: RuleContext, r: str, z: str, eps: float, scale: float = 1.0) -> str:
+    """scale * r / stab(z), both of the node output's shape, z a forward quantity (batch 1).
 
     In a ReLU network the relevance mostly arrives as A * p: the backward of the layer above (A, one row per
     explained class or box) times that layer's input p, a forward tensor handed down unchanged through the
@@ -110,8 +111,23 @@ def divided(c: RuleContext, r: str, z: str, eps: float) -> str:
         out_shape = c.shape(c.y())
         for i, p in enumerate(node.input):
             if b.known_shape(p) == out_shape:
-                return b.op("Mul", [node.input[1 - i], _share_of_input(c, p, z, eps)], "lrp_share")
+                share = _share_of_input(c, p, z, eps)
+                if scale != 1.0:
+                    share = b.op("Mul", [share, b.const(scale, "lrp_alpha")], "lrp_weighted")
+                return b.op("Mul", [node.input[1 - i], share], "lrp_share")
+    if scale != 1.0:
+        r = b.op("Mul", [r, b.const(scale, "lrp_alpha")], "lrp_weighted")
     return b.op("Div", [r, stabilised(c, z, eps)], "lrp_share")
+
+
+def _after_relu(c: RuleContext) -> bool:
+    """Whether the relevance arriving at the node's output is a product A * relu(y), y that output: it arrived
+    through the ReLU reading y (handed on unchanged) as the layer above's backward times its input."""
+    node = c.b.producer(c.g)
+    if node is None or node.op_type != "Mul" or len(node.input) != 2:
+        return False
+    makers = [c.b.producer(p) for p in node.input]
+    return any(m is not None and m.op_type == "Relu" and m.input[0] == c.y() for m in makers)
 
 
 def _share_of_input(c: RuleContext, p: str, z: str, eps: float) -> str:
@@ -288,6 +304,12 @@ def linear_rule(terms: tuple[Term, ...], eps: float, groups: dict[int, tuple[flo
         # forward and its backward per row are left out (exactly: x- * (W'^T s) and W' x- are zeros)
         signed = any(t.inp in ("pos", "neg") for t in terms) and not nonnegative(c, c.x())
         terms_here = terms if signed else tuple(t for t in terms if t.inp != "neg")
+        # relevance arriving as A * relu(z) (through the layer's own ReLU) is zero wherever z <= 0: a group of the
+        # negative outputs (generalised gamma) receives none, exactly, so its modified forwards and backwards are left
+        # out, and the positive outputs' mask changes nothing
+        after_relu = _after_relu(c)
+        if after_relu:
+            terms_here = tuple(t for t in terms_here if groups.get(t.group, (1.0, "all"))[1] != "neg")
         inputs = {kind: c.x() if kind == "pos" and not signed else _input(c, kind, lim)
                   for kind in dict.fromkeys(t.inp for t in terms_here)}  # each input once, however many terms read it
         outputs = []
@@ -310,17 +332,21 @@ def linear_rule(terms: tuple[Term, ...], eps: float, groups: dict[int, tuple[flo
                 z = b.op("Add" if zsign > 0 else "Sub", [z, o], "lrp_denominator")
             r = c.g
             alpha, mask = groups.get(g, (1.0, "all"))
-            if mask != "all":
+            if mask == "neg" or (mask == "pos" and not after_relu):
                 keep = b.op("Greater" if mask == "pos" else "Less", [c.y(), b.const(0.0, "zero")], "lrp_branch")
                 r = b.op("Mul", [r, mask_of(c, keep)], "lrp_branch_r")
-            if alpha != 1.0:
-                r = b.op("Mul", [r, b.const(alpha, "lrp_alpha")], "lrp_weighted")
-            shares[g] = divided(c, r, z, eps)
-        parts = []
+            shares[g] = divided(c, r, z, eps, alpha)
+        # sum_t sign_t * back_t * input_t, the terms on one input summed before their one product with it: the sum
+        # stays a product A * x for the layer below to take apart (divided, and _reverse.py through copying ops)
+        backs: dict[str, str] = {}
         for t in terms_here:
             back = layer.backward(shares[t.group], t.weight(layer.w))
-            part = b.op("Mul", [back, inputs[t.inp]], "lrp_term") if times_input else back
-            parts.append(b.op("Neg", [part], "lrp_term_neg") if t.sign < 0 else part)
+            key = inputs[t.inp] if times_input else ""
+            if key not in backs:
+                backs[key] = back if t.sign > 0 else b.op("Neg", [back], "lrp_term_neg")
+            else:
+                backs[key] = b.op("Add" if t.sign > 0 else "Sub", [backs[key], back], "lrp_terms")
+        parts = [b.op("Mul", [back, x], "lrp_term") if x else back for x, back in backs.items()]
         total = b.add_all(parts, "lrp_relevance")
         return [total] + [None] * (len(c.node.input) - 1)
     return rule
