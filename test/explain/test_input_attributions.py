@@ -699,60 +699,83 @@ def _chain_net(rng):
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
+def _relevance_graph(model: onnx.ModelProto, method: str, rows: int) -> tuple[str, int]:
+    """`method`'s relevance at the input "x" of a one-input net whose output is "y", for `rows` seeds fed as "r", with
+    the nodes no output reads dropped: (the relevance's name, how many nodes were dropped)."""
+    from hsi_xai_node.explain import Builder
+    from hsi_xai_node.explain._composites import composite
+    from hsi_xai_node.explain._graph import drop_unread
+    from hsi_xai_node.explain._reverse import append_backward
+
+    b = Builder(model)
+    shape = b.shape("y")
+    seed = b.add_input("r", (rows, *shape[1:]))
+    rel = append_backward(b, {"y": seed}, ["x"], rows, composite(method, b, "x", OPTIONS))["x"]
+    b.add_output(rel, (rows, *b.shape("x")[1:]))
+    before = len(model.graph.node)
+    drop_unread(model.graph)
+    return rel, before - len(model.graph.node)
+
+
+def _division_rows(model: onnx.ModelProto) -> list[int]:
+    """The leading (batch) size of every Div's output, sorted: 1 for a division at the forward's batch."""
+    from onnx import shape_inference
+
+    inferred = shape_inference.infer_shapes(model, strict_mode=True)
+    lead = {v.name: v.type.tensor_type.shape.dim[0].dim_value for v in inferred.graph.value_info}
+    return sorted(lead[n.output[0]] for n in model.graph.node if n.op_type == "Div")
+
+
+def _zennit_rows(make_net, seed: int, rule, x: np.ndarray, r: np.ndarray, dtype=torch.float64) -> np.ndarray:
+    """Zennit's relevance of `make_net(default_rng(seed))` as torch layers, one seed row of `r` at a time, `rule()`
+    on every convolution."""
+    _zennit()
+    from zennit.attribution import Gradient
+
+    net = OnnxModule(make_net(np.random.default_rng(seed))).to(dtype).eval()
+    ref = []
+    for row in range(len(r)):
+        with Gradient(model=net, composite=_layer_map(rule())) as attributor:
+            _, relevance = attributor(torch.tensor(x, dtype=dtype), torch.tensor(r[row:row + 1], dtype=dtype))
+        ref.append(relevance[0].numpy())
+    return np.stack(ref)
+
+
+def _zennit_rule(method: str):
+    _zennit()
+    from zennit.rules import AlphaBeta, Epsilon, Gamma, ZPlus
+
+    return {"lrp_epsilon": lambda: Epsilon(OPTIONS.epsilon),
+            "lrp_epsilon_nobias": lambda: Epsilon(OPTIONS.epsilon, zero_params=["bias"]),
+            "lrp_zplus": lambda: ZPlus(stabilizer=OPTIONS.stabilizer),
+            "lrp_alpha2_beta1": lambda: AlphaBeta(2.0, 1.0, stabilizer=OPTIONS.stabilizer),
+            "lrp_gamma": lambda: Gamma(OPTIONS.gamma, stabilizer=OPTIONS.stabilizer)}[method]
+
+
 @pytest.mark.parametrize("method", ["lrp_epsilon", "lrp_epsilon_nobias", "lrp_zplus"])
 def test_a_relevance_arriving_through_a_relu_is_divided_at_the_forwards_batch(method):
     """R / stab(z) where R arrives as A * a (the layer above's backward A over the rows times its input a, a forward
     tensor, handed on by the ReLU): A * (a / stab(z)), the quotient at batch 1 (rules/relevance.divided). Only the
     top layer, whose relevance is the seed itself, divides over the rows; the products A * a it read past are not in
     the explain graph (_graph.drop_unread); the relevance is Zennit's."""
-    from onnx import shape_inference
-
-    from hsi_xai_node.explain import Builder
-    from hsi_xai_node.explain._composites import composite
-    from hsi_xai_node.explain._graph import drop_unread
-    from hsi_xai_node.explain._reverse import append_backward
-
-    _zennit()
-    from zennit.attribution import Gradient
-    from zennit.rules import Epsilon, ZPlus
-
     rng = np.random.default_rng(12)
     model = _chain_net(rng)
     x = rng.uniform(-1.0, 1.0, (1, 2, 8, 8)).astype(np.float32)
     r = rng.standard_normal((3, 2, 8, 8)).astype(np.float32)
-    b = Builder(model)
-    seed = b.add_input("r", r.shape)
-    rel = append_backward(b, {"y": seed}, ["x"], 3, composite(method, b, "x", OPTIONS))["x"]
-    b.add_output(rel, (3, 2, 8, 8))
-    unread = len(model.graph.node)
-    drop_unread(model.graph)
+    rel, dropped = _relevance_graph(model, method, 3)
     # conv2's and conv1's A * a; without the bias also their y - b, taken from the ReLU's output instead
-    assert len(model.graph.node) == unread - (4 if method == "lrp_epsilon_nobias" else 2)
-    inferred = shape_inference.infer_shapes(model, strict_mode=True)
-    lead = {v.name: v.type.tensor_type.shape.dim[0].dim_value for v in inferred.graph.value_info}
-    divisions = sorted(lead[n.output[0]] for n in model.graph.node if n.op_type == "Div")
-    assert divisions == [1, 1, 3], divisions
+    assert dropped == (4 if method == "lrp_epsilon_nobias" else 2)
+    assert _division_rows(model) == [1, 1, 3]
     if method != "lrp_zplus":  # a / stab(z) from a = relu(z): z itself is read by its ReLU alone (fusable)
         readers = {t: [n.op_type for n in model.graph.node if t in n.input] for t in ("c1", "c2")}
         assert readers == {"c1": ["Relu"], "c2": ["Relu"]}, readers
     got = session(model).run([rel], {"x": x, "r": r})[0]
-
-    rule = {"lrp_epsilon": lambda: Epsilon(OPTIONS.epsilon), "lrp_zplus": lambda: ZPlus(stabilizer=OPTIONS.stabilizer),
-            "lrp_epsilon_nobias": lambda: Epsilon(OPTIONS.epsilon, zero_params=["bias"])}
-
-    def zennit(dtype):
-        net = OnnxModule(_chain_net(np.random.default_rng(12))).to(dtype).eval()
-        ref = []
-        for row in range(3):
-            with Gradient(model=net, composite=_layer_map(rule[method]())) as attributor:
-                _, relevance = attributor(torch.tensor(x, dtype=dtype), torch.tensor(r[row:row + 1], dtype=dtype))
-            ref.append(relevance[0].numpy())
-        return np.stack(ref)
-    ref = zennit(torch.float64)
+    ref = _zennit_rows(_chain_net, 12, _zennit_rule(method), x, r)
     # without the bias, z - b comes near 0 at a few outputs of this net and their shares are large (relevance up to
     # ~2000): float32 rounding there is amplified alike in any float32 computation; the tolerance is 1e-5 or four
     # times what Zennit's own rule makes of it in float32, whichever is larger
-    tolerance = max(1e-5, 4 * relative_error(zennit(torch.float32), ref))
+    tolerance = max(1e-5, 4 * relative_error(_zennit_rows(_chain_net, 12, _zennit_rule(method), x, r, torch.float32),
+                                             ref))
     assert relative_error(got, ref) < tolerance, (relative_error(got, ref), tolerance)
 
 
@@ -765,45 +788,19 @@ def test_gamma_and_alpha_beta_behind_a_relu(method, backward_convs, divisions, b
     both signs at every layer make 8) and the positive group needs no mask (only conv3 has its two); the terms on one
     input are summed before their one product with it (alpha-beta's alpha and beta shares: (2 b+ - b-) * x), so the
     layer below still divides at batch 1, alpha scaling the quotient there. The relevance is Zennit's."""
-    from onnx import shape_inference
-
-    from hsi_xai_node.explain import Builder
-    from hsi_xai_node.explain._composites import composite
-    from hsi_xai_node.explain._graph import drop_unread
-    from hsi_xai_node.explain._reverse import append_backward
-
-    _zennit()
-    from zennit.attribution import Gradient
-    from zennit.rules import AlphaBeta, Gamma
-
     rng = np.random.default_rng(14)
     model = _chain_net(rng)
     x = rng.uniform(-1.0, 1.0, (1, 2, 8, 8)).astype(np.float32)
     r = rng.standard_normal((3, 2, 8, 8)).astype(np.float32)
-    b = Builder(model)
-    seed = b.add_input("r", r.shape)
-    rel = append_backward(b, {"y": seed}, ["x"], 3, composite(method, b, "x", OPTIONS))["x"]
-    b.add_output(rel, (3, 2, 8, 8))
-    drop_unread(model.graph)
+    rel, _ = _relevance_graph(model, method, 3)
     nodes = model.graph.node
     assert sum(n.output[0].startswith("xai/backward/conv_grad") for n in nodes) == backward_convs
     assert sum(n.output[0].startswith("xai/backward/lrp_branch") and n.op_type in ("Greater", "Less")
                for n in nodes) == branches
-    inferred = shape_inference.infer_shapes(model, strict_mode=True)
-    lead = {v.name: v.type.tensor_type.shape.dim[0].dim_value for v in inferred.graph.value_info}
-    assert sorted(lead[n.output[0]] for n in nodes if n.op_type == "Div") == divisions
+    assert _division_rows(model) == divisions
     got = session(model).run([rel], {"x": x, "r": r})[0]
-
-    net = OnnxModule(_chain_net(np.random.default_rng(14))).double().eval()
-    ref = []
-    for row in range(3):
-        rule = Gamma(OPTIONS.gamma, stabilizer=OPTIONS.stabilizer) if method == "lrp_gamma" else \
-            AlphaBeta(2.0, 1.0, stabilizer=OPTIONS.stabilizer)
-        with Gradient(model=net, composite=_layer_map(rule)) as attributor:
-            _, relevance = attributor(torch.tensor(x, dtype=torch.float64), torch.tensor(r[row:row + 1],
-                                                                                         dtype=torch.float64))
-        ref.append(relevance[0].numpy())
-    assert relative_error(got, np.stack(ref)) < 1e-5, relative_error(got, np.stack(ref))
+    ref = _zennit_rows(_chain_net, 14, _zennit_rule(method), x, r)
+    assert relative_error(got, ref) < 1e-5, relative_error(got, ref)
 
 
 @pytest.mark.parametrize("method", ["lrp_epsilon", "lrp_epsilon_nobias"])
@@ -812,41 +809,15 @@ def test_relevance_through_a_concatenation_and_a_max_pool_is_divided_at_the_forw
     op arrives as (its gradient of A) * a, and the two consumers' sum as (sum of the A's) * a (_reverse.py), so that
     the layers below divide at batch 1 too: the up-conv's input share u / stab(u) and conv1's a / stab(c1). Only the
     top layer divides over the rows. The relevance is Zennit's."""
-    from onnx import shape_inference
-
-    from hsi_xai_node.explain import Builder
-    from hsi_xai_node.explain._composites import composite
-    from hsi_xai_node.explain._graph import drop_unread
-    from hsi_xai_node.explain._reverse import append_backward
-
-    _zennit()
-    from zennit.attribution import Gradient
-    from zennit.rules import Epsilon
-
     rng = np.random.default_rng(13)
     model = _signed_and_relu_inputs_net(rng)
     x = rng.standard_normal((1, 2, 8, 8)).astype(np.float32)
     r = rng.standard_normal((2, 2, 8, 8)).astype(np.float32)
-    b = Builder(model)
-    seed = b.add_input("r", r.shape)
-    rel = append_backward(b, {"y": seed}, ["x"], 2, composite(method, b, "x", OPTIONS))["x"]
-    b.add_output(rel, (2, 2, 8, 8))
-    drop_unread(model.graph)
-    inferred = shape_inference.infer_shapes(model, strict_mode=True)
-    lead = {v.name: v.type.tensor_type.shape.dim[0].dim_value for v in inferred.graph.value_info}
-    divisions = sorted(lead[n.output[0]] for n in model.graph.node if n.op_type == "Div")
-    assert divisions == [1, 1, 1, 2], divisions
+    rel, _ = _relevance_graph(model, method, 2)
+    assert _division_rows(model) == [1, 1, 1, 2]
     got = session(model).run([rel], {"x": x, "r": r})[0]
-
-    net = OnnxModule(_signed_and_relu_inputs_net(np.random.default_rng(13))).double().eval()
-    ref = []
-    for row in range(2):
-        rule = Epsilon(OPTIONS.epsilon, zero_params=["bias"] if method == "lrp_epsilon_nobias" else None)
-        with Gradient(model=net, composite=_layer_map(rule)) as attributor:
-            _, relevance = attributor(torch.tensor(x, dtype=torch.float64), torch.tensor(r[row:row + 1],
-                                                                                         dtype=torch.float64))
-        ref.append(relevance[0].numpy())
-    assert relative_error(got, np.stack(ref)) < 1e-5, relative_error(got, np.stack(ref))
+    ref = _zennit_rows(_signed_and_relu_inputs_net, 13, _zennit_rule(method), x, r)
+    assert relative_error(got, ref) < 1e-5, relative_error(got, ref)
 
 
 def test_every_node_of_an_explain_graph_is_read_by_an_output(tiny):
