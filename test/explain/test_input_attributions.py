@@ -726,30 +726,32 @@ def _division_rows(model: onnx.ModelProto) -> list[int]:
     return sorted(lead[n.output[0]] for n in model.graph.node if n.op_type == "Div")
 
 
-def _zennit_rows(make_net, seed: int, rule, x: np.ndarray, r: np.ndarray, dtype=torch.float64) -> np.ndarray:
-    """Zennit's relevance of `make_net(default_rng(seed))` as torch layers, one seed row of `r` at a time, `rule()`
-    on every convolution."""
+def _zennit_rows(make_net, seed: int, composite, x: np.ndarray, r: np.ndarray, dtype=torch.float64) -> np.ndarray:
+    """Zennit's relevance of `make_net(default_rng(seed))` as torch layers, one seed row of `r` at a time, through
+    `composite()`."""
     _zennit()
     from zennit.attribution import Gradient
 
     net = OnnxModule(make_net(np.random.default_rng(seed))).to(dtype).eval()
     ref = []
     for row in range(len(r)):
-        with Gradient(model=net, composite=_layer_map(rule())) as attributor:
+        with Gradient(model=net, composite=composite()) as attributor:
             _, relevance = attributor(torch.tensor(x, dtype=dtype), torch.tensor(r[row:row + 1], dtype=dtype))
         ref.append(relevance[0].numpy())
     return np.stack(ref)
 
 
 def _zennit_rule(method: str):
+    """Zennit's composite of `method`'s rule on every convolution, as a factory (one composite per attribution)."""
     _zennit()
     from zennit.rules import AlphaBeta, Epsilon, Gamma, ZPlus
 
-    return {"lrp_epsilon": lambda: Epsilon(OPTIONS.epsilon),
+    rule = {"lrp_epsilon": lambda: Epsilon(OPTIONS.epsilon),
             "lrp_epsilon_nobias": lambda: Epsilon(OPTIONS.epsilon, zero_params=["bias"]),
             "lrp_zplus": lambda: ZPlus(stabilizer=OPTIONS.stabilizer),
             "lrp_alpha2_beta1": lambda: AlphaBeta(2.0, 1.0, stabilizer=OPTIONS.stabilizer),
             "lrp_gamma": lambda: Gamma(OPTIONS.gamma, stabilizer=OPTIONS.stabilizer)}[method]
+    return lambda: _layer_map(rule())
 
 
 @pytest.mark.parametrize("method", ["lrp_epsilon", "lrp_epsilon_nobias", "lrp_zplus"])
@@ -800,6 +802,33 @@ def test_gamma_and_alpha_beta_behind_a_relu(method, backward_convs, divisions, b
     assert _division_rows(model) == divisions
     got = session(model).run([rel], {"x": x, "r": r})[0]
     ref = _zennit_rows(_chain_net, 14, _zennit_rule(method), x, r)
+    assert relative_error(got, ref) < 1e-5, relative_error(got, ref)
+
+
+def test_the_z_box_terms_of_the_input_bounds_are_subtracted():
+    """Deep Taylor on conv1 -> ReLU -> conv2 -> ReLU -> conv3: z-box at conv1 has the terms x * W^T s - low * W+^T s
+    - high * W-^T s; the two of the bounds are subtracted from the sum, not negated (one pass over the rows each at
+    the input's size) and added. The relevance is Zennit's (ZBox on the first layer, ZPlus on the others)."""
+    _zennit()
+    from zennit.composites import SpecialFirstLayerMapComposite, layer_map_base
+    from zennit.rules import ZBox, ZPlus
+    from zennit.types import Convolution
+
+    rng = np.random.default_rng(15)
+    model = _chain_net(rng)
+    x = rng.uniform(-1.0, 1.0, (1, 2, 8, 8)).astype(np.float32)
+    r = rng.standard_normal((3, 2, 8, 8)).astype(np.float32)
+    rel, _ = _relevance_graph(model, "lrp_deep_taylor", 3)
+    assert [n.op_type for n in model.graph.node if n.op_type in ("Neg", "Sub") and n.name.startswith(
+        "xai/backward/lrp_relevance")] == ["Sub", "Sub"]
+    assert not any(n.op_type == "Neg" for n in model.graph.node)
+    got = session(model).run([rel], {"x": x, "r": r})[0]
+    s = OPTIONS.stabilizer
+    low = torch.tensor(x.min(axis=(0, 2, 3)), dtype=torch.float64).reshape(1, -1, 1, 1)
+    high = torch.tensor(x.max(axis=(0, 2, 3)), dtype=torch.float64).reshape(1, -1, 1, 1)
+    ref = _zennit_rows(_chain_net, 15, lambda: SpecialFirstLayerMapComposite(
+        layer_map=layer_map_base(s) + [(Convolution, ZPlus(stabilizer=s))],
+        first_map=[(Convolution, ZBox(low=low, high=high, stabilizer=s))]), x, r)
     assert relative_error(got, ref) < 1e-5, relative_error(got, ref)
 
 

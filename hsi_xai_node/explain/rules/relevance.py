@@ -338,16 +338,23 @@ def linear_rule(terms: tuple[Term, ...], eps: float, groups: dict[int, tuple[flo
             shares[g] = divided(c, r, z, eps, alpha)
         # sum_t sign_t * back_t * input_t, the terms on one input summed before their one product with it: the sum
         # stays a product A * x for the layer below to take apart (divided, and _reverse.py through copying ops)
-        backs: dict[str, str] = {}
+        # (a negative term subtracted, not negated and added: z-box's two terms of the input's bounds)
+        backs: dict[str, tuple[str, float]] = {}  # input -> the sum of its terms' backwards, taken with this sign
         for t in terms_here:
             back = layer.backward(shares[t.group], t.weight(layer.w))
             key = inputs[t.inp] if times_input else ""
             if key not in backs:
-                backs[key] = back if t.sign > 0 else b.op("Neg", [back], "lrp_term_neg")
+                backs[key] = (back, t.sign)
             else:
-                backs[key] = b.op("Add" if t.sign > 0 else "Sub", [backs[key], back], "lrp_terms")
-        parts = [b.op("Mul", [back, x], "lrp_term") if x else back for x, back in backs.items()]
-        total = b.add_all(parts, "lrp_relevance")
+                acc, sign = backs[key]
+                backs[key] = (b.op("Add" if t.sign == sign else "Sub", [acc, back], "lrp_terms"), sign)
+        parts = sorted(((sign, b.op("Mul", [acc, x], "lrp_term") if x else acc) for x, (acc, sign) in backs.items()),
+                       key=lambda part: part[0] < 0)  # a positive one first, where there is one
+        sign, total = parts[0]
+        if sign < 0:
+            total = b.op("Neg", [total], "lrp_term_neg")
+        for sign, part in parts[1:]:
+            total = b.op("Add" if sign > 0 else "Sub", [total, part], "lrp_relevance")
         return [total] + [None] * (len(c.node.input) - 1)
     return rule
 
