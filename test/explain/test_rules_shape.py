@@ -57,6 +57,34 @@ def test_split_along_the_batch_axis_fails():
     fails(node_model("Split", {"x": random((1, 4))}, n_outputs=1, axis=0), ["x"], "along the batch axis", (2, 4))
 
 
+# --- Concat --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("sizes, sliced", [((3, 5), True), ((16, 16), True), ((24, 24), False)])
+def test_concat_parts_come_from_their_own_channels_of_the_backward_convolution(sizes, sliced):
+    """x through two 1x1 convolutions, concatenated, then a 3x3 convolution (a U-Net decoder's skip and up-sampled
+    input): the concatenation's cotangent is that convolution's backward, so each part's is the backward convolution
+    for the part's own output channels, not a Slice of the whole; except where a part would lose the blocked layout
+    the whole has in ONNX Runtime (24 + 24 output channels read from 16). Against torch autograd."""
+    from hsi_xai_node.explain._graph import drop_unread
+
+    ca, cb = sizes
+    x = random((1, 16, 6, 6))
+    # scaled by 1 / sqrt(fan-in): outputs of order 1, where float32 rounding stays within the forward check
+    wa, wb = random((ca, 16, 1, 1), seed=1, scale=0.25), random((cb, 16, 1, 1), seed=2, scale=0.25)
+    wc = random((16, ca + cb, 3, 3), seed=3, scale=1 / np.sqrt(9 * (ca + cb)))
+    m = graph_model([("Conv", ["x", "wa"], "a", {}), ("Conv", ["x", "wb"], "b", {}),
+                     ("Concat", ["a", "b"], "k", {"axis": 1}), ("Conv", ["k", "wc"], "y", {"pads": [1, 1, 1, 1]})],
+                    {"x": x}, {"wa": wa, "wb": wb, "wc": wc})
+    check_backward(m, lambda x: F.conv2d(torch.cat([F.conv2d(x, t64(wa)), F.conv2d(x, t64(wb))], 1), t64(wc),
+                                         padding=1), {"x": x}, ["x"])
+    m.graph.input.append(helper.make_tensor_value_info("seed", TensorProto.FLOAT, [3, 16, 6, 6]))
+    m, grads = gradients(m, {"y": "seed"}, ["x"], batch=3)
+    m.graph.output.append(helper.make_tensor_value_info(grads["x"], TensorProto.FLOAT, None))
+    drop_unread(m.graph)
+    slices = [n for n in m.graph.node if n.op_type == "Slice"]
+    convs = [n for n in m.graph.node if n.op_type == "Conv" and "concat_grad" in n.output[0]]
+    assert (len(slices), len(convs)) == ((0, 2) if sliced else (2, 0))
+
+
 # --- Slice ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("starts,ends,axes,steps", [
     ([1], [5], [1], None),
