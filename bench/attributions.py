@@ -16,7 +16,8 @@ integrated gradients 16 trapezoid intervals = 17 points, zero baseline), it time
   and DeepLIFT: one modified backward to the input per row (DeepLIFT: and the reference forward); z+, gamma and the
   composites: also their modified forward convolutions, once per frame; SmoothGrad and integrated gradients: n or m
   forwards and backwards of every row. Element-wise work (masks, divisions, the sums of the maps) is not in the
-  bound: x bound above 1 is what it costs;
+  bound: x bound above 1 is what it costs. "by state": x bound over the rounds whose forward ran in each of the VM's
+  two speeds, when it switched during the run (common.by_state), with how many rounds each;
 * the libraries, float32 PyTorch on the same weights: per class, as they are usually called (one attribution call
   per target), and batched over the classes where they allow it (the frame repeated once per class, one target per
   row, one call): Captum Saliency / GuidedBackprop / DeepLift / IntegratedGradients (per class: its n_steps points
@@ -53,7 +54,7 @@ import torch
 from hsi_xai_node.explain import PathOptions, SegmentationExplainConfig, build_segmentation_explainer, multiply_adds
 from hsi_xai_node.runtime.engine import ORT_OPTIMIZATION
 from hsi_xai_node.training.unet import parameter_count
-from common import interleaved_medians, over_forward, random_unet  # bench/common.py: the script's folder
+from common import by_state, interleaved_medians, over_forward, random_unet  # bench/common.py: the script's folder
 
 SHAPE = (1, 25, 208, 400)
 CLASSES = 5
@@ -224,9 +225,14 @@ def bench_size(size: str, repeats: int, threads: int, libraries: bool, methods=M
         # a round at HSI-Drive size)
         runs |= {k: run for k, run in library_runs(layers, x, region).items() if k.split()[1] in methods}
     # each call right after a forward's: x forward and x bound from neighbouring calls (common.interleaved_medians)
+    pairs = {}
     med, ratios = interleaved_medians(runs, repeats, lambda k, t: print(f"  {size} {k}: {t:.2f} s", flush=True),
-                                      reference="forward")
+                                      reference="forward", pairs=pairs)
     rows = over_forward(med, macs, ratios)
+    for k, states in by_state(pairs).items():  # x bound in each of the VM's states (common.by_state)
+        if "bound_x_forward" in rows[k]:
+            rows[k]["x_bound_by_state"] = {s: {"x_bound": r / rows[k]["bound_x_forward"], "rounds": n}
+                                           for s, (r, n) in states.items()}
     if openvino:  # the same graphs on OpenVINO, each beside OpenVINO's forward (its own, faster or slower, speed)
         from hsi_xai_node.runtime.engine import open_engine
 
@@ -285,12 +291,16 @@ def main(argv=None):
         print(f"\n{r['size']} U-Net ({r['parameters'] / 1e6:.2f}M parameters), input {r['shape']}, "
               f"{r['classes']} classes in one call, median of {r['repeats']}, {r['threads']} threads, ONNX Runtime at "
               f"{args.ort_level}")
-        print(f"{'graph':40s} {'ms':>9s} {'x fwd':>7s} {'bound':>7s} {'x bound':>8s}  speed-up against the libraries")
+        print(f"{'graph':40s} {'ms':>9s} {'x fwd':>7s} {'bound':>7s} {'x bound':>8s} {'by state (rounds)':>24s}  "
+              "speed-up against the libraries")
         for k, row in r["rows"].items():
             vs = "  ".join(f"{name.removeprefix('speedup_vs_')} {v:.1f}x" for name, v in row.items()
                            if name.startswith("speedup_vs_"))
+            states = " ".join(f"{s} {v['x_bound']:.2f} ({v['rounds']})"
+                              for s, v in row.get("x_bound_by_state", {}).items())
             print(f"{k:40s} {row['median_ms']:9.1f} {row['x_forward']:7.2f} "
-                  + (f"{row['bound_x_forward']:7.2f} {row['x_bound']:8.2f}" if "gmacs" in row else " " * 16)
+                  + (f"{row['bound_x_forward']:7.2f} {row['x_bound']:8.2f} {states:>24s}" if "gmacs" in row
+                     else " " * 41)
                   + (f"  {vs}" if vs else ""))
         if args.profile:
             print(f"\n{'ONNX Runtime profile, ms per call':40s} {'conv/matmul':>12s} {'other ops':>10s} {'other share':>12s}")
