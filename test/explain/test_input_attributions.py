@@ -649,9 +649,11 @@ def _signed_and_relu_inputs_net(rng):
 def test_a_relus_output_has_no_negative_part_terms_and_the_same_relevance_as_zennit(method):
     """Behind a ReLU (and a max-pool of it) x- is zero: z+, alpha-beta and gamma leave out that layer's terms of x-
     (their modified forward and one backward per term and row); a layer reading the graph's input, an up-conv's
-    output or a concatenation holding one keeps them. The relevance against Zennit's rule on the same layers."""
+    output or a concatenation holding one keeps them, the concatenation's only over the part that can be negative
+    (the up-conv's), each part's relevance its own. The relevance against Zennit's rule on the same layers."""
     from hsi_xai_node.explain import Builder
     from hsi_xai_node.explain._composites import composite
+    from hsi_xai_node.explain._graph import drop_unread
     from hsi_xai_node.explain._reverse import append_backward
 
     _zennit()
@@ -667,9 +669,16 @@ def test_a_relus_output_has_no_negative_part_terms_and_the_same_relevance_as_zen
     options = LrpOptions(gamma=0.25, stabilizer=1e-6)
     rel = append_backward(b, {"y": seed}, ["x"], 2, composite(method, b, "x", options))["x"]
     b.add_output(rel, (2, 2, 8, 8))
+    drop_unread(model.graph)
     got = session(model).run([rel], {"x": x, "r": r})[0]
-    # one x- input per layer that can see a negative value: conv1, up, conv3 (not conv2)
-    assert sum(n.output[0].startswith("xai/backward/x_neg") for n in model.graph.node) == 3
+    nodes = model.graph.node
+    # one x- input per layer that can see a negative value, for its modified forward: conv1, up, conv3 (not conv2);
+    # and conv3's relevance per part of the concatenation it reads, with an x- of the up-conv's part only
+    negative_parts = [n.input[0] for n in nodes if n.output[0].startswith("xai/backward/x_neg")]
+    assert len(negative_parts) == 4 and negative_parts.count("u") == 1 and "a" not in negative_parts
+    # the concatenation's rule takes those parts as they are: nothing concatenates or slices the relevance
+    assert not any(n.output[0].startswith(("xai/backward/lrp_relevance_parts", "xai/backward/concat_grad"))
+                   for n in nodes)
 
     net = OnnxModule(_signed_and_relu_inputs_net(np.random.default_rng(11))).double().eval()
     rule = {"lrp_zplus": lambda: ZPlus(stabilizer=1e-6), "lrp_alpha2_beta1": lambda: AlphaBeta(2.0, 1.0, stabilizer=1e-6),

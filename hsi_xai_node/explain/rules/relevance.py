@@ -337,27 +337,66 @@ def linear_rule(terms: tuple[Term, ...], eps: float, groups: dict[int, tuple[flo
                 keep = b.op("Greater" if mask == "pos" else "Less", [c.y(), b.const(0.0, "zero")], "lrp_branch")
                 r = b.op("Mul", [r, mask_of(c, keep)], "lrp_branch_r")
             shares[g] = divided(c, r, z, eps, alpha)
-        # sum_t sign_t * back_t * input_t, the terms on one input summed before their one product with it: the sum
-        # stays a product A * x for the layer below to take apart (divided, and _reverse.py through copying ops)
-        # (a negative term subtracted, not negated and added: z-box's two terms of the input's bounds)
-        backs: dict[str, tuple[str, float]] = {}  # input -> the sum of its terms' backwards, taken with this sign
-        for t in terms_here:
-            back = layer.backward(shares[t.group], t.weight(layer.w))
-            key = inputs[t.inp] if times_input else ""
-            if key not in backs:
-                backs[key] = (back, t.sign)
-            else:
-                acc, sign = backs[key]
-                backs[key] = (b.op("Add" if t.sign == sign else "Sub", [acc, back], "lrp_terms"), sign)
-        parts = sorted(((sign, b.op("Mul", [acc, x], "lrp_term") if x else acc) for x, (acc, sign) in backs.items()),
-                       key=lambda part: part[0] < 0)  # a positive one first, where there is one
-        sign, total = parts[0]
-        if sign < 0:
-            total = b.op("Neg", [total], "lrp_term_neg")
-        for sign, part in parts[1:]:
-            total = b.op("Add" if sign > 0 else "Sub", [total, part], "lrp_relevance")
+        by_input = signed and times_input and all(t.inp in ("x", "pos", "neg") for t in terms_here)
+        blocks = _concatenated_blocks(c) if by_input else None
+        if blocks is None:
+            total = _relevance(c, [(t.sign, layer.backward(shares[t.group], t.weight(layer.w)),
+                                    inputs[t.inp] if times_input else "") for t in terms_here])
+        else:  # each part of the concatenation its own relevance, its x- terms only where it can be negative
+            parts, start = [], 0
+            for x, size in blocks:
+                sign_free = nonnegative(c, x)
+                factor = {"x": x, "pos": x if sign_free else b.op("Relu", [x], "x_pos"),
+                          "neg": None if sign_free else b.op("Min", [x, b.const(0.0, "zero")], "x_neg")}
+                part = _relevance(c, [(t.sign, layer.backward(shares[t.group],
+                                                              t.weight(layer.w)[:, start:start + size]), factor[t.inp])
+                                      for t in terms_here if factor[t.inp] is not None])
+                b.declare(part, (1, *c.shape(x)[1:]))  # (the concatenation's rule takes the parts back by their size)
+                parts.append(part)
+                start += size
+            total = b.op("Concat", parts, "lrp_relevance_parts", axis=1)
         return [total] + [None] * (len(c.node.input) - 1)
     return rule
+
+
+def _relevance(c: RuleContext, terms: list[tuple[float, str, str]]) -> str:
+    """sum of sign * back * input over (sign, back, input) terms (input "": the back alone), the terms on one input
+    summed before their one product with it: the sum stays a product A * x for the layer below to take apart (divided,
+    and _reverse.py through copying ops); a negative term subtracted, not negated and added (z-box's two terms of the
+    input's bounds)."""
+    b = c.b
+    backs: dict[str, tuple[str, float]] = {}  # input -> the sum of its terms' backwards, taken with this sign
+    for sign, back, x in terms:
+        if x not in backs:
+            backs[x] = (back, sign)
+        else:
+            acc, first = backs[x]
+            backs[x] = (b.op("Add" if sign == first else "Sub", [acc, back], "lrp_terms"), first)
+    parts = sorted(((sign, b.op("Mul", [acc, x], "lrp_term") if x else acc) for x, (acc, sign) in backs.items()),
+                   key=lambda part: part[0] < 0)  # a positive one first, where there is one
+    sign, total = parts[0]
+    if sign < 0:
+        total = b.op("Neg", [total], "lrp_term_neg")
+    for sign, part in parts[1:]:
+        total = b.op("Add" if sign > 0 else "Sub", [total, part], "lrp_relevance")
+    return total
+
+
+def _concatenated_blocks(c: RuleContext) -> list[tuple[str, int]] | None:
+    """(input, channels) of the channel concatenation an ungrouped convolution reads, where some of its inputs cannot
+    be negative and others can (a U-Net decoder's ReLU skip and up-convolution): the rule's x- terms are then taken
+    only over the parts that can be negative, the backward of each term per part (its weights' input channels), and
+    a part that cannot be negative keeps its relevance a product with it. None otherwise."""
+    concat = c.b.producer(c.x())
+    if c.node.op_type != "Conv" or int(c.attr("group", 1)) != 1 or concat is None or concat.op_type != "Concat":
+        return None
+    rank = len(c.shape(c.x()))
+    if int(next(a.i for a in concat.attribute if a.name == "axis")) % rank != 1:
+        return None
+    signs = [nonnegative(c, x) for x in concat.input]
+    if all(signs) or not any(signs):
+        return None
+    return [(x, c.shape(x)[1]) for x in concat.input]
 
 
 def _same(a):

@@ -21,6 +21,13 @@ def concat(c: RuleContext):
     if axis == 0:
         raise c.fail("concatenation along the batch axis is not supported")
     sizes = [c.shape(x)[axis] for x in c.node.input]
+    made = c.b.producer(c.g)
+    if made is not None and made.op_type == "Concat" and \
+            int(next(a.i for a in made.attribute if a.name == "axis")) % rank == axis and \
+            [(c.b.known_shape(t) or (None,) * rank)[axis] for t in made.input] == sizes:
+        # the cotangent a concatenation of the parts' own (LRP's relevance per part, declared with their shapes):
+        # those parts, not copies of them
+        return [t if need else None for t, need in zip(made.input, c.needs)]
     conv = _channel_producer(c, sizes) if axis == 1 else None
     out, start = [], 0
     for i, size in enumerate(sizes):
