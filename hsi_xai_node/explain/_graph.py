@@ -99,6 +99,13 @@ class Builder:
             self._indexed = len(self.graph.node)
         return self._producers.get(tensor)
 
+    def factors(self, tensor: str) -> tuple[str, str] | None:
+        """The two inputs of the Mul that makes `tensor`, else None: the rules that take a product apart (LRP's
+        relevance arrives as a layer's backward times its input) read it through this."""
+        node = self.producer(tensor)
+        return (node.input[0], node.input[1]) if node is not None and node.op_type == "Mul" and \
+            len(node.input) == 2 else None
+
     def require_constant(self, tensor: str, node, what: str) -> np.ndarray:
         value = self.constant(tensor) if tensor else None
         if value is None:

@@ -44,10 +44,10 @@ def influences(graph, start: set[str], stop: set[str] = frozenset()) -> set[str]
 def _factor(b: Builder, cot: str, forward: str) -> str | None:
     """A where `cot` is the product A * `forward` (LRP's rules hand relevance on so: a layer's backward times its
     input, a forward tensor), else None."""
-    node = b.producer(cot)
-    if node is None or node.op_type != "Mul" or len(node.input) != 2 or forward not in node.input:
+    pair = b.factors(cot)
+    if pair is None or forward not in pair:
         return None
-    return node.input[1] if node.input[0] == forward else node.input[0]
+    return pair[1] if pair[0] == forward else pair[0]
 
 
 def _copied_products(b: Builder, node, out_cots: list, needs: list[bool], batch: int, fn) -> list | None:

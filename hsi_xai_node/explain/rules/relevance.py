@@ -107,15 +107,15 @@ def divided(c: RuleContext, r: str, z: str, eps: float, scale: float = 1.0) -> s
     product over the rows where a product and a division went over them (the same value up to float32 rounding; the
     product A * p, left unread, goes with the graph's other unread nodes, _graph.drop_unread)."""
     b = c.b
-    node = b.producer(r)
-    if node is not None and node.op_type == "Mul" and len(node.input) == 2:
+    pair = b.factors(r)
+    if pair is not None:
         out_shape = c.shape(c.y())
-        for i, p in enumerate(node.input):
+        for i, p in enumerate(pair):
             if b.known_shape(p) == out_shape:
                 share = _share_of_input(c, p, z, eps)
                 if scale != 1.0:
                     share = b.op("Mul", [share, b.const(scale, "lrp_alpha")], "lrp_weighted")
-                return b.op("Mul", [node.input[1 - i], share], "lrp_share")
+                return b.op("Mul", [pair[1 - i], share], "lrp_share")
     if scale != 1.0:
         r = b.op("Mul", [r, b.const(scale, "lrp_alpha")], "lrp_weighted")
     return b.op("Div", [r, stabilised(c, z, eps)], "lrp_share")
@@ -124,10 +124,7 @@ def divided(c: RuleContext, r: str, z: str, eps: float, scale: float = 1.0) -> s
 def _after_relu(c: RuleContext) -> bool:
     """Whether the relevance arriving at the node's output is a product A * relu(y), y that output: it arrived
     through the ReLU reading y (handed on unchanged) as the layer above's backward times its input."""
-    node = c.b.producer(c.g)
-    if node is None or node.op_type != "Mul" or len(node.input) != 2:
-        return False
-    makers = [c.b.producer(p) for p in node.input]
+    makers = [c.b.producer(p) for p in c.b.factors(c.g) or ()]
     return any(m is not None and m.op_type == "Relu" and m.input[0] == c.y() for m in makers)
 
 
@@ -344,8 +341,7 @@ def linear_rule(terms: tuple[Term, ...], eps: float, groups: dict[int, tuple[flo
                                     inputs[t.inp] if times_input else "") for t in terms_here])
         else:  # each part of the concatenation its own relevance, its x- terms only where it can be negative
             parts, start = [], 0
-            for x, size in blocks:
-                sign_free = nonnegative(c, x)
+            for x, size, sign_free in blocks:
                 factor = {"x": x, "pos": x if sign_free else b.op("Relu", [x], "x_pos"),
                           "neg": None if sign_free else b.op("Min", [x, b.const(0.0, "zero")], "x_neg")}
                 part = _relevance(c, [(t.sign, layer.backward(shares[t.group],
@@ -382,8 +378,8 @@ def _relevance(c: RuleContext, terms: list[tuple[float, str, str]]) -> str:
     return total
 
 
-def _concatenated_blocks(c: RuleContext) -> list[tuple[str, int]] | None:
-    """(input, channels) of the channel concatenation an ungrouped convolution reads, where some of its inputs cannot
+def _concatenated_blocks(c: RuleContext) -> list[tuple[str, int, bool]] | None:
+    """(input, channels, cannot be negative) of the channel concatenation an ungrouped convolution reads, where some of its inputs cannot
     be negative and others can (a U-Net decoder's ReLU skip and up-convolution): the rule's x- terms are then taken
     only over the parts that can be negative, the backward of each term per part (its weights' input channels), and
     a part that cannot be negative keeps its relevance a product with it. None otherwise."""
@@ -396,7 +392,7 @@ def _concatenated_blocks(c: RuleContext) -> list[tuple[str, int]] | None:
     signs = [nonnegative(c, x) for x in concat.input]
     if all(signs) or not any(signs):
         return None
-    return [(x, c.shape(x)[1]) for x in concat.input]
+    return [(x, c.shape(x)[1], sign_free) for x, sign_free in zip(concat.input, signs)]
 
 
 def _same(a):

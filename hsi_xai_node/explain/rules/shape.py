@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from onnx import helper
+from onnx import NodeProto, helper
 
 from . import RuleContext, rule
 
@@ -34,9 +34,10 @@ def concat(c: RuleContext):
         if not c.needs[i]:
             out.append(None)
         elif conv is not None:  # the convolution's own output channels for this part
-            weight = c.b.constant(conv.input[1])[start:start + size]
-            attrs = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
-            out.append(c.b.op("Conv", [conv.input[0], c.b.const(weight, "conv_wt_part")], "concat_grad", **attrs))
+            node, weight = conv
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            out.append(c.b.op("Conv", [node.input[0], c.b.const(weight[start:start + size], "conv_wt_part")],
+                              "concat_grad", **attrs))
         else:
             out.append(c.b.op("Slice", [c.g, c.b.ints([start]), c.b.ints([start + size]), c.b.ints([axis])],
                               "concat_grad"))
@@ -48,23 +49,23 @@ def concat(c: RuleContext):
 _BLOCK = 16
 
 
-def _channel_producer(c: RuleContext, sizes: list[int]):
-    """The convolution (ungrouped, constant weight, no bias) whose output the cotangent is, where each part of the
-    concatenation can be that convolution run for its own output channels: a U-Net's decoder concatenates a skip and
-    an up-sampled tensor, and the backward of the convolution reading them makes their cotangent, which a Slice per
-    part would then copy out (at the bundled U-Net's full resolution 1.9 ms of a 220 ms gradient graph). The whole
+def _channel_producer(c: RuleContext, sizes: list[int]) -> tuple[NodeProto, np.ndarray] | None:
+    """The convolution (ungrouped, constant weight, no bias) whose output the cotangent is, and its weight, where each
+    part of the concatenation can be that convolution run for its own output channels: a U-Net's decoder concatenates
+    a skip and an up-sampled tensor, and the backward of the convolution reading them makes their cotangent, which a
+    Slice per part would then copy out (at the bundled U-Net's full resolution 1.9 ms of a 220 ms gradient graph). The whole
     convolution, left unread, goes with the graph's other unread nodes (_graph.drop_unread). None where that does not
     apply, or where a part would lose the blocked layout the whole has."""
     conv = c.b.producer(c.g)
-    if conv is None or conv.op_type != "Conv" or len(conv.input) != 2 or c.b.constant(conv.input[1]) is None:
+    weight = c.b.constant(conv.input[1]) if conv is not None and conv.op_type == "Conv" and len(conv.input) == 2 \
+        else None
+    if weight is None or any(a.name == "group" and a.i != 1 for a in conv.attribute):
         return None
-    if any(a.name == "group" and a.i != 1 for a in conv.attribute):
-        return None
-    cin = c.b.constant(conv.input[1]).shape[1]
+    cin = weight.shape[1]
     blocked = sum(sizes) % _BLOCK == 0 and (cin < 8 or cin % _BLOCK == 0)  # (ONNX Runtime's own condition)
     if blocked and any(size % _BLOCK for size in sizes):
         return None
-    return conv
+    return conv, weight
 
 
 @rule("Split")
