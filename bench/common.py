@@ -39,6 +39,7 @@ def interleaved_medians(runs: dict, repeats: int, log=None, reference: str | Non
     `by_state`."""
     times = {k: [] for k in runs}
     beside = {k: [] for k in runs}  # the reference call's time just before each of k's
+    calls: list[tuple[str, float]] = []  # every timed call, in order
 
     def timed(k) -> float:
         # let the previous run's thread pools go idle (PyTorch's OpenMP threads spin after a parallel region and
@@ -49,35 +50,28 @@ def interleaved_medians(runs: dict, repeats: int, log=None, reference: str | Non
         t = time.perf_counter() - t0
         if log is not None:
             log(k, t)
+        calls.append((k, t))
         return t
 
     for fn in runs.values():
         fn()  # warm-up
-    after: dict[str, list] = {k: [] for k in runs}  # the reference call's time just after each of k's (None: last)
-    last = None  # the variant whose call came last, waiting for the next reference call
     for _ in range(repeats):
         for k in runs:
             if reference is not None and k != reference:
                 beside[k].append(timed(reference))
                 times[reference].append(beside[k][-1])
-                if last is not None:
-                    after[last].append(beside[k][-1])
-                    last = None
             times[k].append(timed(k))
-            if reference is not None:
-                if k != reference:
-                    last = k
-                elif last is not None:  # the reference's own call in the round follows the variant before it
-                    after[last].append(times[k][-1])
-                    last = None
     medians = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
     if reference is None:
         return medians
-    if last is not None:
-        after[last].append(None)
     ratios = {k: float(np.median(np.array(times[k]) / np.array(beside[k]))) for k in runs if k != reference}
     if pairs is not None:
-        pairs.update({k: list(zip(beside[k], times[k], after[k])) for k in runs if k != reference})
+        # the reference call's time just after each variant's call (None after the run's last call)
+        after: dict[str, list] = {k: [] for k in runs if k != reference}
+        for i, (k, _) in enumerate(calls):
+            if k != reference:
+                after[k].append(next((t for name, t in calls[i + 1:] if name == reference), None))
+        pairs.update({k: list(zip(beside[k], times[k], after[k])) for k in after})
     return medians, ratios | {reference: 1.0}
 
 
@@ -101,6 +95,7 @@ def by_state(pairs: dict, apart: float = 1.15) -> dict:
         i = int(np.argmax(n * (len(ref) - n) * (right - left) ** 2))
         if np.median(ref[i + 1:]) > apart * np.median(ref[:i + 1]):
             split = (ref[i] + ref[i + 1]) / 2
+
     def state(f):
         return None if f is None else "all" if split is None else "fast" if f < split else "slow"
 
