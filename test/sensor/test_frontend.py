@@ -33,6 +33,23 @@ def test_fused_path_equals_composed_functions(profile, normalise):
     np.testing.assert_array_equal(out.cube.band_indices, np.arange(p.n_bands))
 
 
+@pytest.mark.parametrize("normalise", [True, False])
+def test_fused_path_without_references_equals_composed_functions(hsi_drive, normalise):
+    """Without references the gain is one number and there is no offset: the fused path takes them as a scalar
+    (bench/pipeline.py), the same values as the reflectance against a zero dark and a full-scale white frame."""
+    p = hsi_drive
+    raw, _, _ = _frames(p)
+    fe = FrontEnd(p, config=FrontEndConfig(normalise=normalise))
+    assert np.ndim(fe._tile_gain) == 0 and fe._tile_bias is None  # the scalar path, not the per-value arrays
+    out = fe.process(raw)
+    digital = dm.subsample(raw, p)
+    top = np.float32((1 << p.bit_depth) - 1)
+    refl = digital.with_data(digital.data.astype(np.float32) / top)
+    expected = rm.per_pixel_normalise(refl) if normalise else refl
+    np.testing.assert_allclose(out.cube.data, expected.data, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(out.reflectance.data, refl.data, rtol=1e-6, atol=1e-7)
+
+
 def test_unfused_options_match_composed_functions(imec_v1):
     p = imec_v1
     _, dark, white = _frames(p, 1)
