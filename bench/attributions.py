@@ -199,6 +199,14 @@ def profile_split(model: onnx.ModelProto, x: np.ndarray, threads: int, runs: int
     return split
 
 
+def add_states(rows: dict, pairs: dict) -> None:
+    """x bound in each of the VM's states (common.by_state) into each row with a bound."""
+    for k, states in by_state(pairs).items():
+        if "bound_x_forward" in rows.get(k, {}):
+            rows[k]["x_bound_by_state"] = {s: {"x_bound": r / rows[k]["bound_x_forward"], "rounds": n}
+                                           for s, (r, n) in states.items()}
+
+
 def bench_size(size: str, repeats: int, threads: int, libraries: bool, methods=METHODS,
                profile: bool = False, openvino: bool = False) -> dict:
     net, forward = random_unet(size, SHAPE, CLASSES)
@@ -229,19 +237,20 @@ def bench_size(size: str, repeats: int, threads: int, libraries: bool, methods=M
     med, ratios = interleaved_medians(runs, repeats, lambda k, t: print(f"  {size} {k}: {t:.2f} s", flush=True),
                                       reference="forward", pairs=pairs)
     rows = over_forward(med, macs, ratios)
-    for k, states in by_state(pairs).items():  # x bound in each of the VM's states (common.by_state)
-        if "bound_x_forward" in rows[k]:
-            rows[k]["x_bound_by_state"] = {s: {"x_bound": r / rows[k]["bound_x_forward"], "rounds": n}
-                                           for s, (r, n) in states.items()}
+    add_states(rows, pairs)
     if openvino:  # the same graphs on OpenVINO, each beside OpenVINO's forward (its own, faster or slower, speed)
         from hsi_xai_node.runtime.engine import open_engine
 
         engines = {k: open_engine(g.SerializeToString(), "openvino", precision="fp32", threads=threads)
                    for k, g in graphs.items()}
         ov_runs = {k: (lambda e=e: e.run({"input": x})) for k, e in engines.items()}
+        ov_pairs = {}
         ov_med, ov_ratios = interleaved_medians(
-            ov_runs, repeats, lambda k, t: print(f"  {size} openvino {k}: {t:.2f} s", flush=True), reference="forward")
-        rows |= {f"openvino {k}": row for k, row in over_forward(ov_med, macs, ov_ratios).items()}
+            ov_runs, repeats, lambda k, t: print(f"  {size} openvino {k}: {t:.2f} s", flush=True), reference="forward",
+            pairs=ov_pairs)
+        ov_rows = over_forward(ov_med, macs, ov_ratios)
+        add_states(ov_rows, ov_pairs)  # OpenVINO's rounds split by its own forward's times
+        rows |= {f"openvino {k}": row for k, row in ov_rows.items()}
         del engines, ov_runs
     if profile:
         # the timed sessions (and the libraries' models) closed first: with them still open the profiled node

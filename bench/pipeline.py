@@ -1,6 +1,6 @@
 """Whole-pipeline speed: per-stage median times, and the engine call against the plain forward pass.
 
-    .venv/bin/python bench/pipeline.py [--frames 24] [--backend ort-cpu,openvino] [--json out.json]
+    .venv/bin/python bench/pipeline.py [--frames 24] [--backend ort-cpu,openvino] [--no-references] [--json out.json]
 
 Runs the same generated drive frames through the pipelines, interleaved frame by frame: the
 bundled 25-band PN U-Net (`models/unet_bundled_25pn.onnx`) and an HSI-Drive-size U-Net (32 base
@@ -9,7 +9,9 @@ the bundled one, on each backend asked for. Each pipeline computes the default e
 activation maps and Seg-Grad-CAM at the layer before the final conv, all classes, the overlays).
 Beside each pipeline, in the same round, an engine of the same backend and threads runs the model's
 plain forward graph (the card's ONNX as it is) on that frame's model input: the ratios
-engine / forward and total / forward are what the explanations and the host stages add.
+engine / forward and total / forward are what the explanations and the host stages add. The pipelines
+have the drive's dark and white reference frames (the front end reads a gain and an offset per cube
+value each frame) unless --no-references.
 Stages: frontend (raw -> model input), engine (model + explanations), post (labels, colour,
 fused overlays, conservativeness residual, frame figures).
 
@@ -75,11 +77,14 @@ def main(argv=None):
     ap.add_argument("--profile-rounds", type=int, default=20,
                     help="runs of each engine's profiler per graph (0: no profile)")
     ap.add_argument("--ingraph", action="store_true", help="also time each pipeline as InGraphPipeline")
+    ap.add_argument("--no-references", action="store_true",
+                    help="pipelines without dark/white reference frames (a camera before its references arrive, the "
+                         "library's default): digital numbers scaled by the bit depth")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     profile = load_profile("hsi-drive")
     gen = DriveGenerator(profile, seed=2002, render_cameras=False)
-    dark, white = gen.references()
+    dark, white = (None, None) if args.no_references else gen.references()
     frames = [gen.frame(i * 5 % 120).raw for i in range(args.frames + 1)]
     with tempfile.TemporaryDirectory() as tmp:
         models = {"bundled (25pn, 1.1M params)": DEFAULT_MODEL,
@@ -122,6 +127,7 @@ def main(argv=None):
         node_times = {f"{name} on {b}": node_time_split(p, frames[1], args.threads, args.profile_rounds)
                       for (name, b), p in pipelines.items() if b in ("ort-cpu", "openvino") and args.profile_rounds > 0}
     results = {"machine": platform.machine(), "cpu": machine_cpu(), "backends": backends, "frames": args.frames,
+               "references": not args.no_references,
                "threads": args.threads, "pipelines": {}, "graphs": graphs, "node_times": node_times}
     print(f"{'pipeline':36s} {'backend':>9s} {'frontend':>9s} {'engine':>8s} {'post':>6s} {'total':>8s} {'forward':>8s} "
           f"{'engine/fwd':>10s} {'total/fwd':>9s} {'fps':>6s} {'x first':>8s}")
