@@ -48,6 +48,11 @@ def test_fused_path_without_references_equals_composed_functions(hsi_drive, norm
     expected = rm.per_pixel_normalise(refl) if normalise else refl
     np.testing.assert_allclose(out.cube.data, expected.data, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(out.reflectance.data, refl.data, rtol=1e-6, atol=1e-7)
+    # and bit for bit what the per-value gain and (negative zero) offset arrays gave
+    arrays = FrontEnd(p, config=FrontEndConfig(normalise=normalise))
+    arrays._tile_gain = np.full(p.cube_shape, fe._tile_gain, np.float32)
+    arrays._tile_bias = np.full(p.cube_shape, -0.0, np.float32)
+    np.testing.assert_array_equal(arrays.process(raw).cube.data, out.cube.data)
 
 
 def test_unfused_options_match_composed_functions(imec_v1):
