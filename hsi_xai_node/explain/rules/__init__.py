@@ -38,6 +38,19 @@ def rule(*op_types: str):
     return register
 
 
+def node_attr(node: NodeProto, name: str, default=None):
+    """A node's attribute `name` as a Python value, or `default` where it has none."""
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def node_attrs(node: NodeProto) -> dict:
+    """All of a node's attributes as Python values (to make another node of its type with them)."""
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
 @dataclass
 class RuleContext:
     node: NodeProto
@@ -52,10 +65,7 @@ class RuleContext:
         return self.out_cots[0] if self.out_cots[0] is not None else self.zeros_cot(self.node.output[0])
 
     def attr(self, name: str, default=None):
-        for a in self.node.attribute:
-            if a.name == name:
-                return helper.get_attribute_value(a)
-        return default
+        return node_attr(self.node, name, default)
 
     def x(self, i: int = 0) -> str:
         return self.node.input[i]

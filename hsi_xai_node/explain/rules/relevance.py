@@ -29,9 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from onnx import helper
-
-from . import RULES, RuleContext
+from . import RULES, RuleContext, node_attr, node_attrs
 from .activation import mask_of
 from .conv import conv_input_vjp, conv_transpose_input_vjp
 
@@ -175,7 +173,7 @@ class Layer:
         if op == "Gemm" and (c.attr("transA", 0) or float(c.attr("alpha", 1.0)) != 1.0
                              or float(c.attr("beta", 1.0)) != 1.0):
             raise c.fail("LRP on Gemm needs transA = 0, alpha = beta = 1 (a dense layer)")
-        self.attrs = {a.name: helper.get_attribute_value(a) for a in c.node.attribute}
+        self.attrs = node_attrs(c.node)
 
     def weight_of_z(self, w: np.ndarray) -> np.ndarray:
         return w
@@ -271,14 +269,19 @@ def nonnegative(c: RuleContext, tensor: str) -> bool:
     return check(tensor)
 
 
+def _sign_part(c: RuleContext, x: str, kind: str) -> str:
+    """x+ ("pos") or x- ("neg") of a forward tensor."""
+    if kind == "pos":
+        return c.b.op("Relu", [x], "x_pos")
+    return c.b.op("Min", [x, c.b.const(0.0, "zero")], "x_neg")
+
+
 def _input(c: RuleContext, kind: str, bounds: tuple | None) -> str:
     b, x = c.b, c.x()
     if kind == "x":
         return x
-    if kind == "pos":
-        return b.op("Relu", [x], "x_pos")
-    if kind == "neg":
-        return b.op("Min", [x, b.const(0.0, "zero")], "x_neg")
+    if kind in ("pos", "neg"):
+        return _sign_part(c, x, kind)
     shape = b.ints(list(c.shape(x)), "x_shape")
     if kind == "ones":
         return b.op("Expand", [b.const(1.0, "one"), shape], "x_ones")
@@ -342,8 +345,8 @@ def linear_rule(terms: tuple[Term, ...], eps: float, groups: dict[int, tuple[flo
         else:  # each part of the concatenation its own relevance, its x- terms only where it can be negative
             parts, start = [], 0
             for x, size, sign_free in blocks:
-                factor = {"x": x, "pos": x if sign_free else b.op("Relu", [x], "x_pos"),
-                          "neg": None if sign_free else b.op("Min", [x, b.const(0.0, "zero")], "x_neg")}
+                factor = {"x": x, "pos": x if sign_free else _sign_part(c, x, "pos"),
+                          "neg": None if sign_free else _sign_part(c, x, "neg")}
                 part = _relevance(c, [(t.sign, layer.backward(shares[t.group],
                                                               t.weight(layer.w)[:, start:start + size]), factor[t.inp])
                                       for t in terms_here if factor[t.inp] is not None])
@@ -387,7 +390,7 @@ def _concatenated_blocks(c: RuleContext) -> list[tuple[str, int, bool]] | None:
     if c.node.op_type != "Conv" or int(c.attr("group", 1)) != 1 or concat is None or concat.op_type != "Concat":
         return None
     rank = len(c.shape(c.x()))
-    if int(next(a.i for a in concat.attribute if a.name == "axis")) % rank != 1:
+    if node_attr(concat, "axis") % rank != 1:
         return None
     signs = [nonnegative(c, x) for x in concat.input]
     if all(signs) or not any(signs):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from onnx import NodeProto, helper
+from onnx import NodeProto
 
-from . import RuleContext, rule
+from . import RuleContext, node_attr, node_attrs, rule
 
 
 @rule("Identity")
@@ -22,8 +22,7 @@ def concat(c: RuleContext):
         raise c.fail("concatenation along the batch axis is not supported")
     sizes = [c.shape(x)[axis] for x in c.node.input]
     made = c.b.producer(c.g)
-    if made is not None and made.op_type == "Concat" and \
-            int(next(a.i for a in made.attribute if a.name == "axis")) % rank == axis and \
+    if made is not None and made.op_type == "Concat" and node_attr(made, "axis") % rank == axis and \
             [(c.b.known_shape(t) or (None,) * rank)[axis] for t in made.input] == sizes:
         # the cotangent a concatenation of the parts' own (LRP's relevance per part, declared with their shapes):
         # those parts, not copies of them
@@ -35,9 +34,8 @@ def concat(c: RuleContext):
             out.append(None)
         elif conv is not None:  # the convolution's own output channels for this part
             node, weight = conv
-            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
             out.append(c.b.op("Conv", [node.input[0], c.b.const(weight[start:start + size], "conv_wt_part")],
-                              "concat_grad", **attrs))
+                              "concat_grad", **node_attrs(node)))
         else:
             out.append(c.b.op("Slice", [c.g, c.b.ints([start]), c.b.ints([start + size]), c.b.ints([axis])],
                               "concat_grad"))
@@ -59,7 +57,7 @@ def _channel_producer(c: RuleContext, sizes: list[int]) -> tuple[NodeProto, np.n
     conv = c.b.producer(c.g)
     weight = c.b.constant(conv.input[1]) if conv is not None and conv.op_type == "Conv" and len(conv.input) == 2 \
         else None
-    if weight is None or any(a.name == "group" and a.i != 1 for a in conv.attribute):
+    if weight is None or node_attr(conv, "group", 1) != 1:
         return None
     cin = weight.shape[1]
     blocked = sum(sizes) % _BLOCK == 0 and (cin < 8 or cin % _BLOCK == 0)  # (ONNX Runtime's own condition)
