@@ -50,6 +50,22 @@ def _factor(b: Builder, cot: str, forward: str) -> str | None:
     return pair[1] if pair[0] == forward else pair[0]
 
 
+def _broadcast_parts(b: Builder, parts: list[str], tensor: str, batch: int) -> list[str]:
+    """The cotangents of `tensor` from its consumers, to be summed, each Expand to the cotangent's shape (a mean's
+    or a global average pool's backward: the detector's squeeze-excitation blocks) replaced by what it expands, which
+    the Add then broadcasts into the sum of the others: one full-size copy fewer written and read per row.
+    Unchanged where every part is such an Expand."""
+    shape = [batch, *b.shape(tensor)[1:]]
+    small = {}
+    for p in parts:
+        maker = b.producer(p)
+        target = None if maker is None or maker.op_type != "Expand" else b.constant(maker.input[1])
+        if target is not None and target.tolist() == shape:
+            small[p] = maker.input[0]
+    full = [p for p in parts if p not in small]
+    return full + [small[p] for p in parts if p in small] if full else parts
+
+
 def _copied_products(b: Builder, node, out_cots: list, needs: list[bool], batch: int, fn) -> list | None:
     """A copying op's input cotangents when its output's is A * y, y its own output: the op's gradient of A times
     each input x, the same values (where the gradient puts A's element, x holds the element y copied). The product
@@ -130,7 +146,7 @@ def append_backward(b: Builder, seeds: dict[str, str], targets: list[str], batch
             factors = [_factor(b, p, tensor) for p in full]
             if len(full) > 1 and all(f is not None for f in factors):
                 full = [b.op("Mul", [b.add_all(factors, "accumulate"), tensor], "accumulated_product")]
-            acc = b.add_all(full, "accumulate") if full else None
+            acc = b.add_all(_broadcast_parts(b, full, tensor, batch), "accumulate") if full else None
             for placed in (p for p in parts if isinstance(p, Placed)):
                 acc = add_window(b, acc, placed)
             cots[tensor] = [acc]

@@ -29,10 +29,25 @@ def test_mul_by_a_constant_of_lower_rank_and_by_itself():
     check_backward(node_model("Mul", {"x": x}, input_order=["x", "x"]), lambda x: x * x, {"x": x}, ["x"])
 
 
-def test_silu_as_sigmoid_times_x():
+@pytest.mark.parametrize("order", [["x", "s"], ["s", "x"]])
+def test_silu_as_sigmoid_times_x(order):
     x = random((1, 4, 5, 6), 3, 3.0)
-    m = graph_model([("Sigmoid", ["x"], "s", {}), ("Mul", ["x", "s"], "y", {})], {"x": x})
+    m = graph_model([("Sigmoid", ["x"], "s", {}), ("Mul", order, "y", {})], {"x": x})
     check_backward(m, lambda x: torch.nn.functional.silu(x), {"x": x}, ["x"])
+    # SiLU's derivative at the forward's batch and one product with the cotangent, not the product rule's four
+    m.graph.input.append(helper.make_tensor_value_info("seed", TensorProto.FLOAT, [3, 4, 5, 6]))
+    backward, _ = gradients(m, {"y": "seed"}, ["x"], batch=3)
+    products = [n for n in backward.graph.node if n.op_type == "Mul" and "seed" in n.input]
+    assert [n.name.split("/")[-1].rsplit("_node", 1)[0] for n in products] == ["silu_grad"], products
+    assert not any("sigmoid_grad" in n.name for n in backward.graph.node)
+
+
+def test_silu_whose_sigmoid_is_read_again():
+    """y = x * sigmoid(x) + 2 sigmoid(x): the sigmoid's other consumer still sends its gradient back through it."""
+    x, two = random((1, 4, 5, 6), 7, 3.0), random((1,), 8) * 0 + 2
+    m = graph_model([("Sigmoid", ["x"], "s", {}), ("Mul", ["x", "s"], "silu", {}), ("Mul", ["s", "two"], "s2", {}),
+                     ("Add", ["silu", "s2"], "y", {})], {"x": x}, {"two": two})
+    check_backward(m, lambda x: torch.nn.functional.silu(x) + 2 * torch.sigmoid(x), {"x": x}, ["x"])
 
 
 def test_squeeze_excitation_broadcast_product():
@@ -43,6 +58,11 @@ def test_squeeze_excitation_broadcast_product():
                     {"x": x}, {"w1": w1, "w2": w2})
     t1, t2 = (torch.tensor(w, dtype=torch.float64) for w in (w1, w2))
     check_backward(m, lambda x: x * torch.sigmoid(torch.relu(x.mean((2, 3), keepdim=True) * t1) * t2), {"x": x}, ["x"])
+    # the pool's backward (rows, C, 1, 1) is broadcast into x's other cotangent by the Add, never expanded to full size
+    m.graph.input.append(helper.make_tensor_value_info("seed", TensorProto.FLOAT, [3, 4, 5, 6]))
+    backward, _ = gradients(m, {"y": "seed"}, ["x"], batch=3)
+    expanded = {o for n in backward.graph.node if n.op_type == "Expand" for o in n.output}
+    assert not [n.name for n in backward.graph.node if expanded & set(n.input)]  # (the Expand itself goes unread)
 
 
 @pytest.mark.parametrize("d_shape", [(1, 3, 4, 5), (1, 3, 1, 1), (5,)])
