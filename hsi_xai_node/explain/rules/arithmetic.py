@@ -15,7 +15,7 @@ def add_sub(c: RuleContext):
     return out
 
 
-def _swish_input(c: RuleContext) -> int | None:
+def swish_input(c: RuleContext) -> int | None:
     """Which input of the Mul is x where the other is Sigmoid(x) (SiLU, Swish with beta 1), else None."""
     for i in (0, 1):
         maker = c.b.producer(c.x(1 - i))
@@ -26,7 +26,7 @@ def _swish_input(c: RuleContext) -> int | None:
 
 @rule("Mul")
 def mul(c: RuleContext):
-    i = _swish_input(c)
+    i = swish_input(c)
     if i is not None:
         # SiLU y = x * s, s = sigmoid(x): dy/dx = s + x s (1 - s) = s + y (1 - s), taken at the forward's batch, and
         # one product per row; through the product rule each row paid four passes (g * s, g * x, that times the

@@ -25,6 +25,7 @@ from onnx import helper
 
 from . import RULES, RuleContext
 from .activation import mask_of
+from .arithmetic import swish_input
 from .pool import check_values_only, pool_geometry, route_windows, window_maxima, window_slices
 
 EPS = 1e-10
@@ -65,18 +66,21 @@ def _rescaled(c: RuleContext, numerator: str, x: str, x0: str, gradient: str) ->
                         b.op("Mul", [gradient, still_f], "dl_gradient_kept")], "dl_multiplier")
 
 
+def _slope(c: RuleContext, reference: Mapping[str, str]) -> str:
+    """An element-wise node's rescale slope (y - y0) / (x - x0), or its derivative where x barely moved, at the
+    forward's batch of 1 (the gradient rule applied to ones gives the derivative)."""
+    b = c.b
+    ones = b.op("Expand", [b.const(1.0, "one"), b.ints(list(c.shape(c.y())))], "dl_ones")
+    derivative = RULES[c.node.op_type](RuleContext(node=c.node, b=b, out_cots=[ones], needs=c.needs, batch=1))[0]
+    dy = b.op("Sub", [c.y(), _reference_of(c, reference, c.y())], "dl_delta_out")
+    return _rescaled(c, dy, c.x(), _reference_of(c, reference, c.x()), derivative)
+
+
 def rescale(reference: Mapping[str, str]) -> Callable:
-    """The rescale rule of an element-wise op. The slope (y - y0) / (x - x0), or the op's derivative where x barely
-    moved, is the same for every row: it is built once at the forward's batch of 1 (the gradient rule applied to
-    ones gives the derivative), and each row's multiplier is one product with it."""
+    """The rescale rule of an element-wise op. Its slope is the same for every row: built once at the forward's batch
+    of 1 (`_slope`), and each row's multiplier is one product with it."""
     def rule(c: RuleContext):
-        b = c.b
-        ones = b.op("Expand", [b.const(1.0, "one"), b.ints(list(c.shape(c.y())))], "dl_ones")
-        derivative = RULES[c.node.op_type](RuleContext(node=c.node, b=b, out_cots=[ones], needs=c.needs,
-                                                       batch=1))[0]
-        dy = b.op("Sub", [c.y(), _reference_of(c, reference, c.y())], "dl_delta_out")
-        slope = _rescaled(c, dy, c.x(), _reference_of(c, reference, c.x()), derivative)
-        return [b.op("Mul", [c.g, slope], "dl_multiplier_rows")] + [None] * (len(c.node.input) - 1)
+        return [c.b.op("Mul", [c.g, _slope(c, reference)], "dl_multiplier_rows")] + [None] * (len(c.node.input) - 1)
     return rule
 
 
@@ -96,14 +100,29 @@ def product(reference: Mapping[str, str]) -> Callable:
         if not all(c.needs):
             return RULES["Mul"](c)
         b = c.b
+        i = swish_input(c)
+        if i is not None:  # SiLU x * s, s = sigmoid(x): x's two multipliers, m (s + s0)/2 and m (x + x0)/2 times the
+            # sigmoid's rescale slope, summed in one slope at the forward's batch: one product per row, not four
+            x, s = c.x(i), c.x(1 - i)
+            sigmoid = b.producer(s)
+            slope = b.op("Add", [_pair_mean(c, reference, s), b.op("Mul", [
+                _pair_mean(c, reference, x),
+                _slope(RuleContext(node=sigmoid, b=b, out_cots=[None], needs=[True], batch=1), reference)],
+                "dl_silu_through_sigmoid")], "dl_silu_slope")
+            return [b.op("Mul", [c.g, slope], "dl_silu_rows") if k == i else None for k in (0, 1)]
         out = []
         for i in (0, 1):
-            other = c.x(1 - i)
-            mean = b.op("Mul", [b.op("Add", [other, _reference_of(c, reference, other)], "dl_pair"),
-                                b.const(0.5, "half")], "dl_pair_mean")
-            out.append(c.unbroadcast(b.op("Mul", [c.g, mean], "dl_product"), c.y(), c.x(i)))
+            out.append(c.unbroadcast(b.op("Mul", [c.g, _pair_mean(c, reference, c.x(1 - i))], "dl_product"), c.y(),
+                                     c.x(i)))
         return out
     return rule
+
+
+def _pair_mean(c: RuleContext, reference: Mapping[str, str], tensor: str) -> str:
+    """(a + a0) / 2 of a forward tensor and its reference."""
+    b = c.b
+    return b.op("Mul", [b.op("Add", [tensor, _reference_of(c, reference, tensor)], "dl_pair"), b.const(0.5, "half")],
+                "dl_pair_mean")
 
 
 def maxpool(reference: Mapping[str, str]) -> Callable:
