@@ -1,8 +1,12 @@
 """Cost of paper 003's white-box input attributions in the graph, beside the forward, each method's arithmetic
 bound, and Captum and Zennit on the same model, same machine, same threads, interleaved in one run.
 
-    PYTHONPATH=. .venv/bin/python bench/attributions.py [--sizes bundled,hsi-drive] [--repeats 3] [--threads 2]
+    PYTHONPATH=. .venv/bin/python bench/attributions.py [--sizes bundled] [--repeats 3] [--threads 2]
         [--no-libraries] [--methods gradient,deeplift,...] [--profile] [--openvino] [--json out.json]
+
+Every graph of a run holds its session at once. At HSI-Drive size (`--sizes hsi-drive`) all methods together need
+more than the development VM's 23 GB (the kernel kills the run at SmoothGrad's session): run them in groups, e.g.
+every method but SmoothGrad and integrated gradients, then each of those two alone.
 
 For each U-Net size (bundled: 12 base filters; hsi-drive: HSI-Drive's 32) at the model input 1x25x208x400, all
 5 classes in one ONNX Runtime CPU call per method (float32, the PathOptions defaults: SmoothGrad 8 samples,
@@ -273,7 +277,7 @@ def bench_size(size: str, repeats: int, threads: int, libraries: bool, methods=M
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", default="bundled,hsi-drive")
+    ap.add_argument("--sizes", default="bundled", help="bundled, hsi-drive or both, comma-separated")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ort-level", default=ORT_OPTIMIZATION, choices=("basic", "extended", "all"),
