@@ -5,7 +5,9 @@ multiplier is its gradient; `LINEAR` lists them); the attribution is (x - x0) * 
 S(x) - S(x0). Any other op (Softmax, Exp, a division by an input-dependent tensor) has no rule here.
 
     element-wise nonlinearity   m_in = m_out * (y - y0) / (x - x0), the gradient where |x - x0| < eps
-    a product a * b             m_a = m_out * (b + b0) / 2, m_b = m_out * (a + a0) / 2 (exact: `product`)
+    a product a * b             m_a = m_out * (b + b0) / 2, m_b = m_out * (a + a0) / 2 (exact: `product`); for SiLU
+                                x * sigmoid(x) x's two multipliers (directly, and through the sigmoid's rescale
+                                slope) are summed in one slope at the forward's batch, the same values
     MaxPool                     Captum's rule: m_out * (max(y, y0) - y0) routed to x's window maxima, plus
                                 m_out * (y - max(y, y0)) routed to x0's, divided by (x - x0) (the gradient where
                                 |x - x0| < eps). Summation-to-delta then holds through the pool. The original
