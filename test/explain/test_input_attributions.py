@@ -814,10 +814,12 @@ def test_gamma_and_alpha_beta_behind_a_relu(method, backward_convs, divisions, b
     assert relative_error(got, ref) < 1e-5, relative_error(got, ref)
 
 
-def test_the_z_box_terms_of_the_input_bounds_are_subtracted():
+def test_the_z_box_terms_of_the_input_bounds_are_one_backward_subtracted():
     """Deep Taylor on conv1 -> ReLU -> conv2 -> ReLU -> conv3: z-box at conv1 has the terms x * W^T s - low * W+^T s
-    - high * W-^T s; the two of the bounds are subtracted from the sum, not negated (one pass over the rows each at
-    the input's size) and added. The relevance is Zennit's (ZBox on the first layer, ZPlus on the others)."""
+    - high * W-^T s. The two of the bounds (per band, broadcast over the image) are one backward, (W+ low +
+    W- high)^T s with the bounds in its weight, subtracted from the first term: no product of the rows with a bound,
+    no negation. One modified forward for both, on an image of ones. The relevance is Zennit's (ZBox on the first
+    layer, ZPlus on the others)."""
     _zennit()
     from zennit.composites import SpecialFirstLayerMapComposite, layer_map_base
     from zennit.rules import ZBox, ZPlus
@@ -829,8 +831,13 @@ def test_the_z_box_terms_of_the_input_bounds_are_subtracted():
     r = rng.standard_normal((3, 2, 8, 8)).astype(np.float32)
     rel, _ = _relevance_graph(model, "lrp_deep_taylor", 3)
     assert [n.op_type for n in model.graph.node if n.op_type in ("Neg", "Sub") and n.name.startswith(
-        "xai/backward/lrp_relevance")] == ["Sub", "Sub"]
+        "xai/backward/lrp_relevance")] == ["Sub"]
     assert not any(n.op_type == "Neg" for n in model.graph.node)
+    # conv3 and conv2 (z+ behind a ReLU: one term each), conv1: x's term and the bounds' one
+    assert sum(n.output[0].startswith("xai/backward/conv_grad") for n in model.graph.node) == 4
+    assert sum(n.output[0].startswith("xai/backward/lrp_z") for n in model.graph.node) == 3
+    assert not any(n.output[0].startswith("xai/backward/x_low") or n.output[0].startswith("xai/backward/x_high")
+                   for n in model.graph.node)
     got = session(model).run([rel], {"x": x, "r": r})[0]
     s = OPTIONS.stabilizer
     low = torch.tensor(x.min(axis=(0, 2, 3)), dtype=torch.float64).reshape(1, -1, 1, 1)

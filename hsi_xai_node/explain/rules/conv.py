@@ -36,8 +36,9 @@ def conv(c: RuleContext):
     return out
 
 
-def conv_input_vjp(c: RuleContext, w: np.ndarray, g: str) -> str:
-    """W^T g for the Conv node of `c` with weight `w` (its own, or a modified one: the LRP rules), rows of g."""
+def _input_vjp_plan(c: RuleContext, w: np.ndarray) -> tuple[str, np.ndarray, int, dict]:
+    """How W^T g is computed for the Conv node of `c` with weight `w`: (op, its weight, the axis of that weight along
+    the forward's input channels, the op's attributes)."""
     group = int(c.attr("group", 1))
     strides, pads, dil = conv_geometry(c, c.x(), w.shape, c.y())
     spatial = w.shape[2:]
@@ -53,13 +54,36 @@ def conv_input_vjp(c: RuleContext, w: np.ndarray, g: str) -> str:
         back_pads += [xs[i] - ys[i] + dil[i] * (spatial[i] - 1) - back_pads[i] for i in range(n)]
         if min(back_pads) < 0:  # padding larger than the kernel reach: crop after a valid conv
             raise c.fail(f"padding {pads} larger than the kernel reach is not supported")
-        return c.b.op("Conv", [g, c.b.const(wt, "conv_wt")], "conv_grad", pads=back_pads, dilations=dil, group=group)
-    else:
-        # strided: the adjoint is the transposed convolution with the same kernel
-        reach = [(ys[i] - 1) * strides[i] - pads[i] - pads[i + n] + dil[i] * (spatial[i] - 1) + 1 for i in range(n)]
-        output_padding = [xs[i] - reach[i] for i in range(n)]
-        return c.b.op("ConvTranspose", [g, c.b.const(w, "conv_w")], "conv_grad", strides=strides, pads=pads,
-                      dilations=dil, group=group, output_padding=output_padding)
+        return "Conv", wt, 0, {"pads": back_pads, "dilations": dil, "group": group}
+    # strided: the adjoint is the transposed convolution with the same kernel
+    reach = [(ys[i] - 1) * strides[i] - pads[i] - pads[i + n] + dil[i] * (spatial[i] - 1) + 1 for i in range(n)]
+    output_padding = [xs[i] - reach[i] for i in range(n)]
+    return "ConvTranspose", w, 1, {"strides": strides, "pads": pads, "dilations": dil, "group": group,
+                                   "output_padding": output_padding}
+
+
+def conv_input_vjp(c: RuleContext, w: np.ndarray, g: str) -> str:
+    """W^T g for the Conv node of `c` with weight `w` (its own, or a modified one: the LRP rules), rows of g."""
+    op, weight, _, attrs = _input_vjp_plan(c, w)
+    return c.b.op(op, [g, c.b.const(weight, "conv_wt" if op == "Conv" else "conv_w")], "conv_grad", **attrs)
+
+
+def conv_input_vjp_scaled(c: RuleContext, parts: list[tuple[np.ndarray, str]], g: str) -> str:
+    """(sum_i W_i diag(s_i))^T g for the ungrouped Conv node of `c`: constant weights W_i, each with its input
+    channels scaled by s_i, a tensor of the forward's input channels (1, C, 1, .., 1) known only at run time (z-box's
+    bounds of the frame). One backward where each W_i took its own; the weight, a few thousand values, is made per
+    frame."""
+    if int(c.attr("group", 1)) != 1:
+        raise c.fail("input channels scaled at run time need an ungrouped convolution")
+    b, weight, op, attrs = c.b, None, None, None
+    for w, scale in parts:
+        op, const, axis, attrs = _input_vjp_plan(c, w)
+        shape = [1] * const.ndim
+        shape[axis] = const.shape[axis]
+        term = b.op("Mul", [b.const(const, "conv_wt"), b.op("Reshape", [scale, b.ints(shape)], "channel_scale")],
+                    "conv_wt_scaled")
+        weight = term if weight is None else b.op("Add", [weight, term], "conv_wt_sum")
+    return b.op(op, [g, weight], "conv_grad", **attrs)
 
 
 @rule("ConvTranspose")
