@@ -848,6 +848,45 @@ def test_the_z_box_terms_of_the_input_bounds_are_one_backward_subtracted():
     assert relative_error(got, ref) < 1e-5, relative_error(got, ref)
 
 
+def _strided_first_net(rng):
+    """conv1 (3x3, stride 2, 3 bands in) -> ReLU -> conv2 (3x3), 8 x 8 in, 4 x 4 out: a first layer whose backward
+    is a ConvTranspose."""
+    inits = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * 0.5, f"w{i}")
+             for i, shape in enumerate(((4, 3, 3, 3), (4,), (2, 4, 3, 3), (2,)))]
+    n = [i.name for i in inits]
+    nodes = [helper.make_node("Conv", ["x", n[0], n[1]], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["a1"]),
+             helper.make_node("Conv", ["a1", n[2], n[3]], ["y"], pads=[1, 1, 1, 1], name="conv2")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_the_z_box_bounds_term_of_a_strided_first_layer_is_zennits():
+    """The bounds' one backward through a stride-2 first convolution: a ConvTranspose whose weight is scaled by the
+    bounds per input band at run time (rules/conv.py: conv_input_vjp_scaled); the relevance is Zennit's."""
+    _zennit()
+    from zennit.composites import SpecialFirstLayerMapComposite, layer_map_base
+    from zennit.rules import ZBox, ZPlus
+    from zennit.types import Convolution
+
+    rng = np.random.default_rng(16)
+    model = _strided_first_net(rng)
+    x = rng.uniform(-1.0, 2.0, (1, 3, 8, 8)).astype(np.float32)
+    r = rng.standard_normal((3, 2, 4, 4)).astype(np.float32)
+    rel, _ = _relevance_graph(model, "lrp_deep_taylor", 3)
+    assert [n.op_type for n in model.graph.node if n.output[0].startswith("xai/backward/conv_grad")] == \
+        ["Conv", "ConvTranspose", "ConvTranspose"]  # conv2's; conv1's x term and bounds term
+    got = session(model).run([rel], {"x": x, "r": r})[0]
+    s = OPTIONS.stabilizer
+    low = torch.tensor(x.min(axis=(0, 2, 3)), dtype=torch.float64).reshape(1, -1, 1, 1)
+    high = torch.tensor(x.max(axis=(0, 2, 3)), dtype=torch.float64).reshape(1, -1, 1, 1)
+    ref = _zennit_rows(_strided_first_net, 16, lambda: SpecialFirstLayerMapComposite(
+        layer_map=layer_map_base(s) + [(Convolution, ZPlus(stabilizer=s))],
+        first_map=[(Convolution, ZBox(low=low, high=high, stabilizer=s))]), x, r)
+    assert relative_error(got, ref) < 1e-5, relative_error(got, ref)
+
+
 @pytest.mark.parametrize("method", ["lrp_epsilon", "lrp_epsilon_nobias"])
 def test_relevance_through_a_concatenation_and_a_max_pool_is_divided_at_the_forwards_batch(method):
     """A ReLU's output read by a max-pool and by a concatenation (a U-Net's skip): the relevance through each copying
