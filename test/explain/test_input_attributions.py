@@ -820,11 +820,6 @@ def test_the_z_box_terms_of_the_input_bounds_are_one_backward_subtracted():
     W- high)^T s with the bounds in its weight, subtracted from the first term: no product of the rows with a bound,
     no negation. One modified forward for both, on an image of ones. The relevance is Zennit's (ZBox on the first
     layer, ZPlus on the others)."""
-    _zennit()
-    from zennit.composites import SpecialFirstLayerMapComposite, layer_map_base
-    from zennit.rules import ZBox, ZPlus
-    from zennit.types import Convolution
-
     rng = np.random.default_rng(15)
     model = _chain_net(rng)
     x = rng.uniform(-1.0, 1.0, (1, 2, 8, 8)).astype(np.float32)
@@ -839,13 +834,24 @@ def test_the_z_box_terms_of_the_input_bounds_are_one_backward_subtracted():
     assert not any(n.output[0].startswith("xai/backward/x_low") or n.output[0].startswith("xai/backward/x_high")
                    for n in model.graph.node)
     got = session(model).run([rel], {"x": x, "r": r})[0]
+    ref = _zennit_deep_taylor_rows(_chain_net, 15, x, r)
+    assert relative_error(got, ref) < 1e-5, relative_error(got, ref)
+
+
+def _zennit_deep_taylor_rows(make_net, seed: int, x: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Zennit's deep Taylor relevance (ZBox with the frame's range per band on the first layer, ZPlus on the other
+    convolutions) of `make_net(default_rng(seed))`, per seed row of `r`."""
+    _zennit()
+    from zennit.composites import SpecialFirstLayerMapComposite, layer_map_base
+    from zennit.rules import ZBox, ZPlus
+    from zennit.types import Convolution
+
     s = OPTIONS.stabilizer
     low = torch.tensor(x.min(axis=(0, 2, 3)), dtype=torch.float64).reshape(1, -1, 1, 1)
     high = torch.tensor(x.max(axis=(0, 2, 3)), dtype=torch.float64).reshape(1, -1, 1, 1)
-    ref = _zennit_rows(_chain_net, 15, lambda: SpecialFirstLayerMapComposite(
+    return _zennit_rows(make_net, seed, lambda: SpecialFirstLayerMapComposite(
         layer_map=layer_map_base(s) + [(Convolution, ZPlus(stabilizer=s))],
         first_map=[(Convolution, ZBox(low=low, high=high, stabilizer=s))]), x, r)
-    assert relative_error(got, ref) < 1e-5, relative_error(got, ref)
 
 
 def _strided_first_net(rng):
@@ -865,11 +871,6 @@ def _strided_first_net(rng):
 def test_the_z_box_bounds_term_of_a_strided_first_layer_is_zennits():
     """The bounds' one backward through a stride-2 first convolution: a ConvTranspose whose weight is scaled by the
     bounds per input band at run time (rules/conv.py: conv_input_vjp_scaled); the relevance is Zennit's."""
-    _zennit()
-    from zennit.composites import SpecialFirstLayerMapComposite, layer_map_base
-    from zennit.rules import ZBox, ZPlus
-    from zennit.types import Convolution
-
     rng = np.random.default_rng(16)
     model = _strided_first_net(rng)
     x = rng.uniform(-1.0, 2.0, (1, 3, 8, 8)).astype(np.float32)
@@ -878,12 +879,7 @@ def test_the_z_box_bounds_term_of_a_strided_first_layer_is_zennits():
     assert [n.op_type for n in model.graph.node if n.output[0].startswith("xai/backward/conv_grad")] == \
         ["Conv", "ConvTranspose", "ConvTranspose"]  # conv2's; conv1's x term and bounds term
     got = session(model).run([rel], {"x": x, "r": r})[0]
-    s = OPTIONS.stabilizer
-    low = torch.tensor(x.min(axis=(0, 2, 3)), dtype=torch.float64).reshape(1, -1, 1, 1)
-    high = torch.tensor(x.max(axis=(0, 2, 3)), dtype=torch.float64).reshape(1, -1, 1, 1)
-    ref = _zennit_rows(_strided_first_net, 16, lambda: SpecialFirstLayerMapComposite(
-        layer_map=layer_map_base(s) + [(Convolution, ZPlus(stabilizer=s))],
-        first_map=[(Convolution, ZBox(low=low, high=high, stabilizer=s))]), x, r)
+    ref = _zennit_deep_taylor_rows(_strided_first_net, 16, x, r)
     assert relative_error(got, ref) < 1e-5, relative_error(got, ref)
 
 
