@@ -18,7 +18,8 @@ bias's. A layer's modified forward outputs (z') are computed once per frame: eve
 input. Where the input cannot be negative (`nonnegative`: a ReLU's output, a max-pool or concatenation of such), x-
 is zero and its terms are left out, exactly: most layers of a ReLU network need half the terms of z+, alpha-beta and
 gamma. Where the relevance arrives through the layer's own ReLU (A * relu(z), zero wherever z <= 0), gamma's group of
-the negative outputs receives none and is left out too, exactly. `norm` (Zennit's Norm, for sums and average pools)
+the negative outputs receives none and is left out too, exactly. z-box's two terms of the bounds (one value per
+channel) are one convolution, its weight W+ l + W- h made per frame. `norm` (Zennit's Norm, for sums and average pools)
 gives each input its share x_i / y of the output's relevance; `passthrough` (Zennit's Pass, for activations) hands
 the relevance on unchanged.
 """
