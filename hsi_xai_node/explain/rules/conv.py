@@ -68,22 +68,29 @@ def conv_input_vjp(c: RuleContext, w: np.ndarray, g: str) -> str:
     return c.b.op(op, [g, c.b.const(weight, "conv_wt" if op == "Conv" else "conv_w")], "conv_grad", **attrs)
 
 
+def channel_scaled_weight(c: RuleContext, parts: list[tuple[np.ndarray, str]], axis: int) -> str:
+    """sum_i W_i s_i: constant weights W_i, each scaled along `axis` by s_i, a tensor of that axis's length (shaped
+    (1, C, 1, ..) or not) known only at run time. A convolution's weight made per frame (a few thousand values)."""
+    b, weight = c.b, None
+    for w, scale in parts:
+        shape = [1] * w.ndim
+        shape[axis] = w.shape[axis]
+        term = b.op("Mul", [b.const(w.astype(np.float32), "conv_wt"),
+                            b.op("Reshape", [scale, b.ints(shape)], "channel_scale")], "conv_wt_scaled")
+        weight = term if weight is None else b.op("Add", [weight, term], "conv_wt_sum")
+    return weight
+
+
 def conv_input_vjp_scaled(c: RuleContext, parts: list[tuple[np.ndarray, str]], g: str) -> str:
     """(sum_i W_i diag(s_i))^T g for the ungrouped Conv node of `c`: constant weights W_i, each with its input
-    channels scaled by s_i, a tensor of the forward's input channels (1, C, 1, .., 1) known only at run time (z-box's
-    bounds of the frame). One backward where each W_i took its own; the weight, a few thousand values, is made per
-    frame."""
+    channels scaled by s_i, a tensor of the forward's input channels known only at run time (z-box's bounds of the
+    frame). One backward where each W_i took its own."""
     if int(c.attr("group", 1)) != 1:
         raise c.fail("input channels scaled at run time need an ungrouped convolution")
-    b, weight, op, attrs = c.b, None, None, None
-    for w, scale in parts:
-        op, const, axis, attrs = _input_vjp_plan(c, w)
-        shape = [1] * const.ndim
-        shape[axis] = const.shape[axis]
-        term = b.op("Mul", [b.const(const, "conv_wt"), b.op("Reshape", [scale, b.ints(shape)], "channel_scale")],
-                    "conv_wt_scaled")
-        weight = term if weight is None else b.op("Add", [weight, term], "conv_wt_sum")
-    return b.op(op, [g, weight], "conv_grad", **attrs)
+    plans = [_input_vjp_plan(c, w) for w, _ in parts]
+    op, _, axis, attrs = plans[0]
+    weight = channel_scaled_weight(c, [(plan[1], scale) for plan, (_, scale) in zip(plans, parts)], axis)
+    return c.b.op(op, [g, weight], "conv_grad", **attrs)
 
 
 @rule("ConvTranspose")

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from . import RULES, RuleContext, node_attr, node_attrs
 from .activation import mask_of
-from .conv import conv_input_vjp, conv_input_vjp_scaled, conv_transpose_input_vjp
+from .conv import channel_scaled_weight, conv_input_vjp, conv_input_vjp_scaled, conv_transpose_input_vjp
 
 
 # --- element-wise: guided backprop, DeconvNet, pass-through -------------------------------------------------------
@@ -328,13 +328,13 @@ def linear_rule(terms: tuple[Term, ...], eps: float, groups: dict[int, tuple[flo
                                                            "lrp_b")], "lrp_z_nobias"))
             else:
                 outputs.append(layer.forward(inputs[t.inp], w, bias))
-        if bound_pair:  # the pair as one term after the others (its own place in the sums of z and of relevance)
+        z_terms = list(zip(terms_here, outputs))
+        if bound_pair:  # the pair as one term, with the sign, group and sign in z the two share
             scales = [lim[0] if t.inp == "low" else lim[1] for t in bound_pair]
-            outputs.append(_bounds_forward(c, layer, bound_pair, scales))
-            terms_here += bound_pair[:1]
+            z_terms.append((bound_pair[0], _bounds_forward(c, layer, bound_pair, scales)))
         shares = {}
-        for g in sorted({t.group for t in terms_here}):
-            members = [(t.zsign, o) for t, o in zip(terms_here, outputs) if t.group == g]
+        for g in sorted({t.group for t, _ in z_terms}):
+            members = [(t.zsign, o) for t, o in z_terms if t.group == g]
             z = members[0][1]
             for zsign, o in members[1:]:
                 z = b.op("Add" if zsign > 0 else "Sub", [z, o], "lrp_denominator")
@@ -344,11 +344,11 @@ def linear_rule(terms: tuple[Term, ...], eps: float, groups: dict[int, tuple[flo
                 keep = b.op("Greater" if mask == "pos" else "Less", [c.y(), b.const(0.0, "zero")], "lrp_branch")
                 r = b.op("Mul", [r, mask_of(c, keep)], "lrp_branch_r")
             shares[g] = divided(c, r, z, eps, alpha)
-        by_input = signed and times_input and all(t.inp in ("x", "pos", "neg") for t in terms_here)
+        by_input = signed and times_input and not bound_pair and all(t.inp in ("x", "pos", "neg") for t in terms_here)
         blocks = _concatenated_blocks(c) if by_input else None
         if blocks is None:
             backs = [(t.sign, layer.backward(shares[t.group], t.weight(layer.w)), inputs[t.inp] if times_input else "")
-                     for t in terms_here if not (bound_pair and t is bound_pair[0])]
+                     for t in terms_here]
             if bound_pair:  # sum_i bound_i * W_i^T s as one backward with the bounds in the weight, no product
                 backs.append((bound_pair[0].sign, conv_input_vjp_scaled(
                     c, [(t.weight(layer.w), sc) for t, sc in zip(bound_pair, scales)], shares[bound_pair[0].group]),
@@ -388,16 +388,9 @@ def _bounds_forward(c: RuleContext, layer: Layer, pair: tuple[Term, ...], scales
     """sum_i (W_i bound_i + b_i) of `_bound_pair`'s terms: the convolution of an image of ones with the weights'
     input channels scaled by the bounds (a constant image's convolution, its zero padding included)."""
     b = c.b
-    weight, bias = None, None
-    for t, scale in zip(pair, scales):
-        w = t.weight(layer.w)
-        term = b.op("Mul", [b.const(w.astype(np.float32), "lrp_w"),
-                            b.op("Reshape", [scale, b.ints([1, w.shape[1]] + [1] * (w.ndim - 2))], "channel_scale")],
-                    "lrp_w_scaled")
-        weight = term if weight is None else b.op("Add", [weight, term], "lrp_w_sum")
-        if t.bias is not None and layer.bias is not None:
-            bias = t.bias(layer.bias) if bias is None else bias + t.bias(layer.bias)
-    ins = [_input(c, "ones", None), weight] + ([] if bias is None else [b.const(bias.astype(np.float32), "lrp_b")])
+    weight = channel_scaled_weight(c, [(t.weight(layer.w), scale) for t, scale in zip(pair, scales)], axis=1)
+    biases = [t.bias(layer.bias) for t in pair if t.bias is not None and layer.bias is not None]
+    ins = [_input(c, "ones", None), weight] + ([b.const(sum(biases).astype(np.float32), "lrp_b")] if biases else [])
     return b.op("Conv", ins, "lrp_z", **layer.attrs)
 
 
