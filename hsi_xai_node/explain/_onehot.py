@@ -26,6 +26,7 @@ import numpy as np
 from onnx import NodeProto
 
 from ._graph import Builder
+from .rules import node_attr
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ def _concat(c: OneHotContext):
     b, node = c.b, c.node
     out_shape = c.shape(node.output[0])
     rank = len(out_shape)
-    axis = next(a.i for a in node.attribute if a.name == "axis") % rank
+    axis = node_attr(node, "axis") % rank
     shapes = [c.shape(t) for t in node.input]
     lengths = [s[axis] for s in shapes]
 
