@@ -106,7 +106,7 @@ def _same_order(c: OneHotContext):
 def _transpose(c: OneHotContext):
     b, x = c.b, c.node.input[0]
     out_shape = c.shape(c.node.output[0])
-    perm = next((list(a.ints) for a in c.node.attribute if a.name == "perm"), list(range(len(out_shape)))[::-1])
+    perm = node_attr(c.node, "perm", list(range(len(out_shape)))[::-1])
     # output axis i is input axis perm[i]: the input's coordinates are the output's in the inverse order
     inverse = np.argsort(perm).astype(np.int64)
     coords = b.op("Gather", [coordinates(b, c.cot.index, out_shape), b.const(inverse, "onehot_perm", np.int64)],

@@ -36,6 +36,7 @@ from ._reverse import append_backward
 from ._attributions import INPUT_METHODS, PathOptions, append_input_attributions
 from ._composites import LrpOptions
 from ._scorecam import append_scorecam
+from .rules import node_attr
 
 # segmentation method name -> the CAM table's (_cams.CAMS)
 CAM_METHODS = {"seg_gradcam": "gradcam", "seg_gradcam_signed": "gradcam_signed", "hires": "hires",
@@ -98,7 +99,7 @@ def _find_head(b: Builder, logits: str, through_resize: bool = False):
         raise ExplainError(f"activation maps need a final 1x1 Conv producing {logits!r}; "
                            f"found {node.op_type if node else 'no node'}")
     w = b.require_constant(node.input[1], node, "the final conv weight")
-    if w.shape[2:] != (1, 1) or int(next((a.i for a in node.attribute if a.name == "group"), 1)) != 1:
+    if w.shape[2:] != (1, 1) or node_attr(node, "group", 1) != 1:
         raise ExplainError(f"activation maps need a final ungrouped 1x1 Conv; the conv before {logits!r} has "
                            f"weight {w.shape} (without 'activation', the CAMs and input attributions still run)")
     bias = b.require_constant(node.input[2], node, "the final conv bias") if len(node.input) > 2 and node.input[2] \

@@ -258,7 +258,7 @@ def nonnegative(c: RuleContext, tensor: str) -> bool:
             low = c.b.constant(node.input[1]) if len(node.input) > 1 and node.input[1] else None
             result = low is not None and bool(np.all(low >= 0))
         elif node.op_type == "Resize":  # nearest and linear interpolation are convex combinations; cubic is not
-            mode = next((a.s.decode() for a in node.attribute if a.name == "mode"), "nearest")
+            mode = node_attr(node, "mode", b"nearest").decode()
             result = mode in ("nearest", "linear") and check(node.input[0])
         elif node.op_type in _KEEPS_SIGN:
             data = [i for i in node.input[:_DATA_INPUTS.get(node.op_type, len(node.input))] if i]
