@@ -314,6 +314,8 @@ def linear_rule(terms: tuple[Term, ...], eps: float, groups: dict[int, tuple[flo
             terms_here = tuple(t for t in terms_here if groups.get(t.group, (1.0, "all"))[1] != "neg")
         bound_pair = _bound_pair(c, terms_here, lim)
         terms_here = tuple(t for t in terms_here if t not in bound_pair)
+        # the pair's weights, each with the bound that scales its input channels (for the forward and the backward)
+        scaled = [(t.weight(layer.w), lim[0] if t.inp == "low" else lim[1]) for t in bound_pair]
         inputs = {kind: c.x() if kind == "pos" and not signed else _input(c, kind, lim)
                   for kind in dict.fromkeys(t.inp for t in terms_here)}  # each input once, however many terms read it
         outputs = []
@@ -330,8 +332,7 @@ def linear_rule(terms: tuple[Term, ...], eps: float, groups: dict[int, tuple[flo
                 outputs.append(layer.forward(inputs[t.inp], w, bias))
         z_terms = list(zip(terms_here, outputs))
         if bound_pair:  # the pair as one term, with the sign, group and sign in z the two share
-            scales = [lim[0] if t.inp == "low" else lim[1] for t in bound_pair]
-            z_terms.append((bound_pair[0], _bounds_forward(c, layer, bound_pair, scales)))
+            z_terms.append((bound_pair[0], _bounds_forward(c, layer, bound_pair, scaled)))
         shares = {}
         for g in sorted({t.group for t, _ in z_terms}):
             members = [(t.zsign, o) for t, o in z_terms if t.group == g]
@@ -350,9 +351,7 @@ def linear_rule(terms: tuple[Term, ...], eps: float, groups: dict[int, tuple[flo
             backs = [(t.sign, layer.backward(shares[t.group], t.weight(layer.w)), inputs[t.inp] if times_input else "")
                      for t in terms_here]
             if bound_pair:  # sum_i bound_i * W_i^T s as one backward with the bounds in the weight, no product
-                backs.append((bound_pair[0].sign, conv_input_vjp_scaled(
-                    c, [(t.weight(layer.w), sc) for t, sc in zip(bound_pair, scales)], shares[bound_pair[0].group]),
-                    ""))
+                backs.append((bound_pair[0].sign, conv_input_vjp_scaled(c, scaled, shares[bound_pair[0].group]), ""))
             total = _relevance(c, backs)
         else:  # each part of the concatenation its own relevance, its x- terms only where it can be negative
             parts, start = [], 0
@@ -384,11 +383,12 @@ def _bound_pair(c: RuleContext, terms: tuple[Term, ...], bounds) -> tuple[Term, 
     return pair
 
 
-def _bounds_forward(c: RuleContext, layer: Layer, pair: tuple[Term, ...], scales: list[str]) -> str:
-    """sum_i (W_i bound_i + b_i) of `_bound_pair`'s terms: the convolution of an image of ones with the weights'
-    input channels scaled by the bounds (a constant image's convolution, its zero padding included)."""
+def _bounds_forward(c: RuleContext, layer: Layer, pair: tuple[Term, ...], scaled: list[tuple[np.ndarray, str]]) -> str:
+    """sum_i (W_i bound_i + b_i) of `_bound_pair`'s terms, given as (W_i, bound_i) in `scaled`: the convolution of an
+    image of ones with the weights' input channels scaled by the bounds (a constant image's convolution, its zero
+    padding included)."""
     b = c.b
-    weight = channel_scaled_weight(c, [(t.weight(layer.w), scale) for t, scale in zip(pair, scales)], axis=1)
+    weight = channel_scaled_weight(c, scaled, axis=1)
     biases = [t.bias(layer.bias) for t in pair if t.bias is not None and layer.bias is not None]
     ins = [_input(c, "ones", None), weight] + ([b.const(sum(biases).astype(np.float32), "lrp_b")] if biases else [])
     return b.op("Conv", ins, "lrp_z", **layer.attrs)
